@@ -1,0 +1,43 @@
+# One entry point for newcomers and CI. `make demo` runs the app on a demo catalog,
+# `make test` runs the whole test suite; both set up .venv from the repository alone.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.relman-installed
+PIP_FLAGS ?= -q --disable-pip-version-check
+
+.PHONY: install demo test test-fast bench clean system-deps package package-test
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned, on its own: the CPU wheel; nothing later may resolve a newer build.
+	$(PY) -m pip install $(PIP_FLAGS) torch==2.13.0
+	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Libraries a real (xcb) Qt window needs; only installed where apt-get is available and we are root.
+system-deps:
+	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  dpkg -s xvfb libxcb-cursor0 libxkbcommon-x11-0 libegl1 >/dev/null 2>&1 || { \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb libxcb-cursor0 \
+	      libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 >/dev/null; }; \
+	else echo "system-deps: skipped (needs apt-get and root)"; fi
+
+demo: $(STAMP) system-deps
+	$(VENV)/bin/relman --catalog demo-catalog demo
+
+test: $(STAMP) system-deps
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist demo-catalog demo-output *.egg-info

@@ -1,0 +1,581 @@
+"""The catalog: one folder with `catalog.db` (SQLite, WAL) and `objects/` (blob store).
+
+`Catalog` is the only code that writes the database. Every write that belongs together runs
+in one `transaction()` (BEGIN IMMEDIATE, so concurrent writers queue instead of failing
+half-way); blobs a write creates are recorded in `pending_blobs` before they appear, and are
+removed again if the write does not commit, so the store never holds orphans.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import sqlite_utils
+
+from relman.catalog import events as audit
+from relman.catalog import semver
+from relman.catalog.migrations import migrate
+from relman.catalog.store import BlobStore
+from relman.errors import (
+    CatalogNotWritable,
+    CorruptCatalog,
+    DuplicateVersion,
+    IntegrityError,
+    NotFound,
+    RelmanError,
+)
+
+PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def current_user() -> str:
+    """Who is acting: RELMAN_USER, else the login name."""
+    env = os.environ.get("RELMAN_USER")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def pid_alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One number to store, with the conditions it was measured under."""
+
+    suite: str
+    name: str
+    value: float | None
+    context: Mapping[str, Any] = field(default_factory=dict)
+    dataset_id: int | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    id: int
+    model_id: int
+    model: str
+    version: str
+    format: str
+    task: str | None
+    architecture: str | None
+    params: int | None
+    dtype: str | None
+    size_bytes: int
+    manifest_sha256: str
+    recipe: dict[str, Any]
+    meta: dict[str, Any]
+    phase: str
+    canary_share: float | None
+    created_at: str
+    created_by: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> "VersionInfo":
+        return cls(
+            id=r["id"], model_id=r["model_id"], model=r["model"], version=r["version"],
+            format=r["format"], task=r["task"], architecture=r["architecture"], params=r["params"],
+            dtype=r["dtype"], size_bytes=r["size_bytes"], manifest_sha256=r["manifest_sha256"],
+            recipe=json.loads(r["recipe"] or "{}"), meta=json.loads(r["meta"] or "{}"),
+            phase=r["phase"], canary_share=r["canary_share"], created_at=r["created_at"],
+            created_by=r["created_by"],
+        )
+
+
+_VERSION_SELECT = "SELECT v.*, m.name AS model FROM versions v JOIN models m ON m.id = v.model_id"
+
+
+def manifest_sha(files: Mapping[str, str]) -> str:
+    """A version's identity: the sha256 of its sorted (path, blob sha) list."""
+    import hashlib
+
+    return hashlib.sha256(audit.canonical(sorted(files.items())).encode()).hexdigest()
+
+
+class Catalog:
+    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+        self.root = root
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.store = BlobStore(root / "objects")
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def db_path(self) -> Path:
+        return self.root / "catalog.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Catalog":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite_utils.Database]:
+        """One atomic unit. The outermost level takes the write lock up front (BEGIN
+        IMMEDIATE); nested levels are savepoints."""
+        if self.conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
+        return list(self.db.query(sql, params))
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                              [key, json.dumps(value)])
+
+    # -- audit ------------------------------------------------------------------------------
+    def log_event(self, kind: str, payload: Mapping[str, Any] | None = None, *, model: str | None = None,
+                  version: str | None = None, actor: str | None = None) -> int:
+        with self.transaction():
+            return audit.append(self.db, at=utcnow(), actor=actor or current_user(), kind=kind,
+                                model=model, version=version, payload=dict(payload or {}))
+
+    def events(self, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM events"
+        params: list[Any] = []
+        if model:
+            sql += " WHERE model = ?"
+            params.append(model)
+        sql += " ORDER BY seq DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        rows = self.query(sql, params)
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows[::-1]
+
+    def verify_audit(self) -> list[audit.ChainProblem]:
+        return audit.verify_chain(self.db)
+
+    # -- models -----------------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT m.*, COUNT(v.id) AS n_versions FROM models m LEFT JOIN versions v ON v.model_id = m.id"
+            " GROUP BY m.id ORDER BY m.name"
+        )
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        rows = self.query("SELECT * FROM models WHERE name = ?", [name])
+        if not rows:
+            known = ", ".join(m["name"] for m in self.models()) or "none yet"
+            raise NotFound(f"unknown model '{name}' (models in this catalog: {known})")
+        return rows[0]
+
+    def _ensure_model(self, name: str, task: str | None, actor: str) -> int:
+        row = self.conn.execute("SELECT id FROM models WHERE name = ?", [name]).fetchone()
+        if row:
+            return int(row[0])
+        if not name or "@" in name or "/" in name or name.strip() != name:
+            raise RelmanError(f"'{name}' is not a valid model name (no '@', '/', or surrounding spaces)")
+        cur = self.conn.execute(
+            "INSERT INTO models (name, task, created_at, created_by) VALUES (?, ?, ?, ?)",
+            [name, task, utcnow(), actor],
+        )
+        return int(cur.lastrowid)
+
+    # -- versions ---------------------------------------------------------------------------
+    def versions(self, model: str | None = None) -> list[VersionInfo]:
+        sql = _VERSION_SELECT
+        params: list[Any] = []
+        if model:
+            sql += " WHERE m.name = ?"
+            params.append(model)
+        rows = self.query(sql, params)
+        rows.sort(key=lambda r: (r["model"], semver.sort_key(r["version"])))
+        return [VersionInfo.from_row(r) for r in rows]
+
+    def get_version(self, version_id: int) -> VersionInfo:
+        rows = self.query(_VERSION_SELECT + " WHERE v.id = ?", [version_id])
+        if not rows:
+            raise NotFound(f"no version with id {version_id}")
+        return VersionInfo.from_row(rows[0])
+
+    def resolve(self, ref: str) -> VersionInfo:
+        """`model`, `model@1.2.0`, `model@latest` or `model@<phase>` → a version."""
+        name, _, selector = ref.partition("@")
+        selector = selector or "latest"
+        self.get_model(name)
+        versions = self.versions(name)
+        if not versions:
+            raise NotFound(f"model '{name}' has no versions")
+        if selector == "latest":
+            return versions[-1]
+        if selector in PHASES:
+            in_phase = [v for v in versions if v.phase == selector]
+            if not in_phase:
+                raise NotFound(f"model '{name}' has no version in phase '{selector}'")
+            return max(in_phase, key=lambda v: v.created_at)
+        if not semver.is_semver(selector):
+            raise NotFound(f"'{selector}' in '{ref}' is neither a version (X.Y.Z), 'latest', nor a phase "
+                           f"({', '.join(PHASES)})")
+        for v in versions:
+            if v.version == selector:
+                return v
+        known = ", ".join(v.version for v in versions)
+        raise NotFound(f"model '{name}' has no version {selector} (it has {known})")
+
+    def artifacts(self, version_id: int) -> list[dict[str, Any]]:
+        return self.query("SELECT path, sha256, size FROM artifacts WHERE version_id = ? ORDER BY path",
+                          [version_id])
+
+    def parents(self, version_id: int) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT l.parent_id, l.weight, l.relation, m.name AS model, v.version FROM lineage l"
+            " JOIN versions v ON v.id = l.parent_id JOIN models m ON m.id = v.model_id"
+            " WHERE l.child_id = ? ORDER BY l.position", [version_id])
+
+    def children(self, version_id: int) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT l.child_id, l.relation, m.name AS model, v.version FROM lineage l"
+            " JOIN versions v ON v.id = l.child_id JOIN models m ON m.id = v.model_id"
+            " WHERE l.parent_id = ? ORDER BY v.id", [version_id])
+
+    def lineage_edges(self) -> list[dict[str, Any]]:
+        return self.query("SELECT child_id, parent_id, weight, relation FROM lineage ORDER BY child_id, position")
+
+    def add_version(
+        self,
+        model: str,
+        files: Mapping[str, Path],
+        *,
+        format: str,
+        version: str | None = None,
+        task: str | None = None,
+        architecture: str | None = None,
+        params: int | None = None,
+        dtype: str | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        parents: Sequence[tuple[int, float | None]] = (),
+        relation: str = "",
+        metrics: Iterable[Metric] = (),
+        actor: str | None = None,
+        owner: str | None = None,
+        event_kind: str = "import",
+        job_id: int | None = None,
+    ) -> VersionInfo:
+        """Store `files` (relative path → local file) as a new version, all or nothing.
+
+        The version string is checked or chosen (imports bump the minor of the highest version,
+        derived versions bump the patch next to their first parent). Blobs, rows for the
+        version, its artifacts, lineage, metrics and the audit event commit together."""
+        actor = actor or current_user()
+        if not files:
+            raise RelmanError("a version needs at least one file")
+        if version is not None:
+            semver.parse(version)
+        owner = owner or f"proc:{os.getpid()}"
+        with self.staged_blobs(owner) as stage:
+            stored: dict[str, tuple[str, int]] = {}
+            for rel, src in sorted(files.items()):
+                sha, size = stage.put(Path(src))
+                stored[rel.replace(os.sep, "/")] = (sha, size)
+            total = sum(size for _, size in stored.values())
+            msha = manifest_sha({k: v[0] for k, v in stored.items()})
+            with self.transaction():
+                model_id = self._ensure_model(model, task, actor)
+                existing = [r[0] for r in self.conn.execute(
+                    "SELECT version FROM versions WHERE model_id = ?", [model_id])]
+                if version is None:
+                    if parents:
+                        pv = self.get_version(parents[0][0])
+                        base = pv.version if pv.model == model else "1.0.0"
+                        version = semver.next_derived_version(base, existing) if existing else "1.0.0"
+                    else:
+                        version = semver.next_import_version(existing)
+                elif version in existing:
+                    raise DuplicateVersion(f"model '{model}' already has version {version}; "
+                                           "choose another --version or leave it out to bump automatically")
+                cur = self.conn.execute(
+                    "INSERT INTO versions (model_id, version, format, task, architecture, params, dtype,"
+                    " size_bytes, manifest_sha256, recipe, meta, created_at, created_by)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [model_id, version, format, task, architecture, params, dtype, total, msha,
+                     json.dumps(dict(recipe or {}), default=str), json.dumps(dict(meta or {}), default=str),
+                     utcnow(), actor],
+                )
+                vid = int(cur.lastrowid)
+                self.conn.executemany(
+                    "INSERT INTO artifacts (version_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+                    [(vid, rel, sha, size) for rel, (sha, size) in stored.items()],
+                )
+                for pos, (pid, weight) in enumerate(parents):
+                    self.get_version(pid)
+                    self.conn.execute(
+                        "INSERT INTO lineage (child_id, parent_id, position, weight, relation) VALUES (?, ?, ?, ?, ?)",
+                        [vid, pid, pos, weight, relation],
+                    )
+                self._insert_metrics(vid, metrics, job_id)
+                audit.append(self.db, at=utcnow(), actor=actor, kind=event_kind, model=model, version=version,
+                             payload={"format": format, "task": task, "size_bytes": total, "manifest_sha256": msha,
+                                      "parents": [self.get_version(p).ref for p, _ in parents],
+                                      "recipe": dict(recipe or {}), "job": job_id})
+                stage.commit()
+        return self.get_version(vid)
+
+    # -- metrics ----------------------------------------------------------------------------
+    def _insert_metrics(self, version_id: int, metrics: Iterable[Metric], job_id: int | None) -> int:
+        now = utcnow()
+        rows = [(version_id, m.suite, m.name, None if m.value is None else float(m.value),
+                 json.dumps(dict(m.context), default=str), m.dataset_id, job_id, now) for m in metrics]
+        self.conn.executemany(
+            "INSERT INTO metrics (version_id, suite, name, value, context, dataset_id, job_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
+
+    def add_metrics(self, version_id: int, metrics: Iterable[Metric], *, job_id: int | None = None,
+                    actor: str | None = None) -> int:
+        """Store an evaluation's metrics in one transaction, with its audit event."""
+        metrics = list(metrics)
+        v = self.get_version(version_id)
+        with self.transaction():
+            n = self._insert_metrics(version_id, metrics, job_id)
+            audit.append(self.db, at=utcnow(), actor=actor or current_user(), kind="metrics", model=v.model,
+                         version=v.version, payload={"job": job_id, "suites": sorted({m.suite for m in metrics}),
+                                                     "count": n})
+        return n
+
+    def metrics(self, version_id: int, latest: bool = True) -> list[dict[str, Any]]:
+        """A version's metrics; with `latest`, only the newest value of each (suite, name)."""
+        rows = self.query(
+            "SELECT m.*, d.name AS dataset FROM metrics m LEFT JOIN datasets d ON d.id = m.dataset_id"
+            " WHERE m.version_id = ? ORDER BY m.id", [version_id])
+        for r in rows:
+            r["context"] = json.loads(r["context"])
+        if latest:
+            newest: dict[tuple[str, str], dict[str, Any]] = {}
+            for r in rows:
+                newest[(r["suite"], r["name"])] = r
+            rows = sorted(newest.values(), key=lambda r: (r["suite"], r["name"]))
+        return rows
+
+    def metric_values(self, version_id: int) -> dict[str, float]:
+        """Newest value of each metric name (across suites) — what gates and plots read."""
+        out: dict[str, float] = {}
+        for r in sorted(self.metrics(version_id), key=lambda r: r["id"]):
+            if r["value"] is not None:
+                out[r["name"]] = r["value"]
+        return out
+
+    # -- blobs ------------------------------------------------------------------------------
+    @contextmanager
+    def staged_blobs(self, owner: str) -> Iterator["BlobStaging"]:
+        stage = BlobStaging(self, owner)
+        try:
+            yield stage
+        except BaseException:
+            stage.rollback()
+            raise
+
+    def referenced_shas(self) -> set[str]:
+        rows = self.conn.execute("SELECT sha256 FROM artifacts UNION SELECT sha256 FROM dataset_files")
+        return {r[0] for r in rows}
+
+    def release_pending(self, owner: str) -> list[str]:
+        """Drop the blobs `owner` created that no committed row references. Used when a write
+        fails, and by the job runner for a worker that died before its final commit."""
+        removed = []
+        with self.transaction():
+            shas = [r[0] for r in self.conn.execute("SELECT sha256 FROM pending_blobs WHERE owner = ?", [owner])]
+            for sha in shas:
+                in_use = self.conn.execute(
+                    "SELECT 1 FROM artifacts WHERE sha256 = ? UNION SELECT 1 FROM dataset_files WHERE sha256 = ?"
+                    " UNION SELECT 1 FROM pending_blobs WHERE sha256 = ? AND owner != ?",
+                    [sha, sha, sha, owner]).fetchone()
+                if not in_use:
+                    self.store.remove(sha)
+                    removed.append(sha)
+            self.conn.execute("DELETE FROM pending_blobs WHERE owner = ?", [owner])
+        return removed
+
+    def clean_stale(self) -> dict[str, int]:
+        """Remove what dead processes left: pending blobs of dead importers or finished jobs,
+        and temporary files of writers that are gone."""
+        owners = [r[0] for r in self.conn.execute("SELECT DISTINCT owner FROM pending_blobs")]
+        n_blobs = 0
+        for owner in owners:
+            kind, _, ident = owner.partition(":")
+            dead = False
+            if kind == "proc" and ident.isdigit():
+                dead = not pid_alive(int(ident)) and int(ident) != os.getpid()
+            elif kind == "job" and ident.isdigit():
+                row = self.conn.execute("SELECT status FROM jobs WHERE id = ?", [int(ident)]).fetchone()
+                dead = row is None or row[0] in ("failed", "cancelled", "succeeded")
+            if dead:
+                n_blobs += len(self.release_pending(owner))
+        n_tmp = 0
+        for f in self.store.stale_temp_files(lambda pid: pid == os.getpid() or pid_alive(pid)):
+            f.unlink(missing_ok=True)
+            n_tmp += 1
+        return {"blobs": n_blobs, "temp_files": n_tmp}
+
+    def orphan_blobs(self) -> list[str]:
+        used = self.referenced_shas()
+        used |= {r[0] for r in self.conn.execute("SELECT sha256 FROM pending_blobs")}
+        return [sha for sha in self.store.all_shas() if sha not in used]
+
+    def verify_store(self) -> list[str]:
+        """Re-hash every referenced blob; one line per missing or changed file."""
+        problems = []
+        rows = self.query(
+            "SELECT a.sha256, a.path, m.name || '@' || v.version AS owner FROM artifacts a"
+            " JOIN versions v ON v.id = a.version_id JOIN models m ON m.id = v.model_id"
+            " UNION ALL SELECT f.sha256, f.path, 'dataset ' || d.name FROM dataset_files f"
+            " JOIN datasets d ON d.id = f.dataset_id")
+        checked: dict[str, str | None] = {}
+        for r in rows:
+            sha = r["sha256"]
+            if sha not in checked:
+                checked[sha] = self.store.verify(sha)
+            if checked[sha]:
+                problems.append(f"{r['owner']}: {r['path']} ({self.store.path(sha)}): {checked[sha]}")
+        return problems
+
+    def materialize(self, version_id: int, dest: Path) -> Path:
+        """Lay a version's files out under `dest` (hard links where possible)."""
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        for a in self.artifacts(version_id):
+            target = dest / a["path"]
+            if not target.resolve().is_relative_to(dest.resolve()):
+                raise RelmanError(f"artifact path '{a['path']}' points outside the target folder")
+            if not self.store.has(a["sha256"]):
+                raise IntegrityError(f"the blob of {a['path']} (version id {version_id}) is missing from "
+                                     f"{self.store.root}; run 'relman verify'")
+            self.store.link_or_copy(a["sha256"], target)
+        return dest
+
+
+class BlobStaging:
+    """Blobs written for one pending write; `rollback()` removes the new ones again."""
+
+    def __init__(self, catalog: Catalog, owner: str) -> None:
+        self.catalog = catalog
+        self.owner = owner
+        self.touched = False
+
+    def _record(self, sha: str) -> None:
+        # Committed on its own before the blob appears, so a crash leaves a trace to clean by.
+        with self.catalog.transaction():
+            self.catalog.conn.execute(
+                "INSERT OR IGNORE INTO pending_blobs (owner, sha256, created_at) VALUES (?, ?, ?)",
+                [self.owner, sha, utcnow()])
+        self.touched = True
+
+    def put(self, src: Path) -> tuple[str, int]:
+        sha, size, _ = self.catalog.store.put_file(src, on_new=self._record)
+        return sha, size
+
+    def commit(self) -> None:
+        """Call inside the transaction that references the blobs."""
+        self.catalog.conn.execute("DELETE FROM pending_blobs WHERE owner = ?", [self.owner])
+
+    def rollback(self) -> None:
+        if self.touched:
+            self.catalog.release_pending(self.owner)
+
+
+def _check_writable(root: Path) -> None:
+    probe = root / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise CatalogNotWritable(f"catalog folder {root} is not writable ({e.strerror or e})") from None
+
+
+def open_catalog(path: Path | str | None = None, *, create: bool = True) -> Catalog:
+    """Open (creating and migrating as needed) the catalog folder at `path`."""
+    from relman.catalog.location import resolve_catalog_path
+
+    root = resolve_catalog_path(path)
+    db_path = root / "catalog.db"
+    if not db_path.exists():
+        if not create:
+            raise NotFound(f"no catalog at {root} (run 'relman init' first)")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CatalogNotWritable(f"cannot create catalog folder {root} ({e.strerror or e})") from None
+    elif not root.is_dir():
+        raise CorruptCatalog(f"{root} is not a folder")
+    _check_writable(root)
+    for sub in ("objects", "logs", "tmp"):
+        (root / sub).mkdir(exist_ok=True)
+    conn = sqlite3.connect(db_path, timeout=60, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA busy_timeout = 60000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        catalog = Catalog(root, conn)
+        needs = _needs_migration(catalog)
+        if needs:
+            with catalog.transaction():
+                migrate(catalog.db)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise CorruptCatalog(f"{db_path} is not a usable SQLite catalog ({e})") from None
+    if mode.lower() != "wal":  # e.g. a network file system that refuses WAL
+        catalog.conn.execute("PRAGMA journal_mode = DELETE")
+    return catalog
+
+
+def _needs_migration(catalog: Catalog) -> bool:
+    from relman.catalog.migrations import migrations
+
+    return bool(migrations.pending(catalog.db))

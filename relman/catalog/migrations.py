@@ -1,0 +1,201 @@
+"""Versioned schema migrations (sqlite-utils `Migrations`), recorded in the database itself.
+
+Each migration is a function of the `sqlite_utils.Database`, applied once, in order, each in
+a transaction together with its record in `_sqlite_migrations`. Adding a migration = one new
+decorated function at the end of this file; never edit one that has shipped, since old
+catalogs are upgraded by replaying the migrations they have not seen.
+"""
+
+from __future__ import annotations
+
+import sqlite_utils
+from sqlite_utils import Migrations
+
+migrations = Migrations("relman")
+
+
+def _run_script(db: sqlite_utils.Database, script: str) -> None:
+    """Statement by statement: `executescript` would COMMIT the caller's transaction."""
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@migrations()
+def m001_core_tables(db: sqlite_utils.Database) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE models (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            task TEXT,
+            description TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL
+        );
+        CREATE TABLE versions (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            version TEXT NOT NULL,
+            format TEXT NOT NULL,
+            task TEXT,
+            architecture TEXT,
+            params INTEGER,
+            dtype TEXT,
+            size_bytes INTEGER NOT NULL DEFAULT 0,
+            manifest_sha256 TEXT NOT NULL,
+            recipe TEXT NOT NULL DEFAULT '{}',
+            meta TEXT NOT NULL DEFAULT '{}',
+            phase TEXT NOT NULL DEFAULT 'draft',
+            canary_share REAL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            UNIQUE (model_id, version)
+        );
+        CREATE TABLE lineage (
+            child_id INTEGER NOT NULL REFERENCES versions(id),
+            parent_id INTEGER NOT NULL REFERENCES versions(id),
+            position INTEGER NOT NULL DEFAULT 0,
+            weight REAL,
+            relation TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (child_id, parent_id)
+        );
+        CREATE TABLE artifacts (
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (version_id, path)
+        );
+        CREATE INDEX artifacts_sha ON artifacts(sha256);
+        CREATE TABLE datasets (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            format TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            columns TEXT NOT NULL DEFAULT '{}',
+            labels TEXT NOT NULL DEFAULT '[]',
+            n_rows INTEGER NOT NULL DEFAULT 0,
+            sha256 TEXT NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL
+        );
+        CREATE TABLE dataset_files (
+            dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (dataset_id, path)
+        );
+        CREATE INDEX dataset_files_sha ON dataset_files(sha256);
+        CREATE TABLE metrics (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            suite TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value REAL,
+            context TEXT NOT NULL DEFAULT '{}',
+            dataset_id INTEGER REFERENCES datasets(id),
+            job_id INTEGER,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX metrics_version ON metrics(version_id, name);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'queued',
+            progress REAL NOT NULL DEFAULT 0,
+            message TEXT NOT NULL DEFAULT '',
+            device TEXT NOT NULL DEFAULT 'auto',
+            device_used TEXT,
+            pid INTEGER,
+            heartbeat_at TEXT,
+            log_path TEXT,
+            error TEXT,
+            result TEXT,
+            result_version_id INTEGER REFERENCES versions(id),
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        );
+        CREATE INDEX jobs_status ON jobs(status);
+        CREATE TABLE job_points (
+            job_id INTEGER NOT NULL REFERENCES jobs(id),
+            series TEXT NOT NULL,
+            step REAL NOT NULL,
+            value REAL NOT NULL
+        );
+        CREATE INDEX job_points_job ON job_points(job_id, series);
+        CREATE TABLE transitions (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            from_phase TEXT NOT NULL,
+            to_phase TEXT NOT NULL,
+            gate_report TEXT NOT NULL DEFAULT '{}',
+            override INTEGER NOT NULL DEFAULT 0,
+            why TEXT NOT NULL DEFAULT '',
+            who TEXT NOT NULL,
+            at TEXT NOT NULL
+        );
+        CREATE INDEX transitions_version ON transitions(version_id);
+        CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            to_phase TEXT NOT NULL,
+            by TEXT NOT NULL,
+            comment TEXT NOT NULL DEFAULT '',
+            metrics_digest TEXT NOT NULL,
+            at TEXT NOT NULL,
+            UNIQUE (version_id, to_phase, by)
+        );
+        CREATE TABLE policies (
+            id INTEGER PRIMARY KEY,
+            model_id INTEGER NOT NULL REFERENCES models(id),
+            revision INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            UNIQUE (model_id, revision)
+        );
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            model TEXT,
+            version TEXT,
+            payload TEXT NOT NULL DEFAULT '{}',
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE TABLE pending_blobs (
+            owner TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (owner, sha256)
+        );
+        CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    )
+
+
+def applied(db: sqlite_utils.Database) -> list[str]:
+    return [m.name for m in migrations.applied(db)]
+
+
+def migrate(db: sqlite_utils.Database, stop_before: str | None = None) -> list[str]:
+    """Apply every pending migration (stopping before `stop_before`, for tests that build an
+    old catalog). The caller holds the write lock, so two processes opening an old catalog at
+    once do not both migrate it. Returns the names applied now."""
+    before = set(applied(db))
+    migrations.apply(db, stop_before=stop_before)
+    return [name for name in applied(db) if name not in before]

@@ -1,0 +1,141 @@
+"""Content-addressed blob store: `objects/ab/cdef…` named by the sha256 of the bytes.
+
+Writes go to `objects/tmp/<pid>-<random>.part`, are fsynced, and are renamed into place, so a
+reader never sees half a blob and the same bytes are stored once. Blobs are made read-only
+because versions are materialised by hard links. The store knows nothing about the database;
+`Catalog` records which blobs a half-finished operation created (`pending_blobs`) so that a
+crash never leaves an orphan behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import Callable, Iterator
+
+CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """Hash a file in chunks; returns (hex digest, size in bytes)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+
+    def ensure(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha[2:]
+
+    def has(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def put_file(self, src: Path, on_new: Callable[[str], None] | None = None) -> tuple[str, int, bool]:
+        """Copy `src` into the store. Returns (sha256, size, created).
+
+        `on_new(sha)` runs before a new blob is renamed into place, so the caller can record it
+        as pending first: a crash after the rename then leaves a record to clean up by."""
+        self.ensure()
+        tmp = self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}.part"
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(CHUNK):
+                    h.update(chunk)
+                    fout.write(chunk)
+                    size += len(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            sha = h.hexdigest()
+            final = self.path(sha)
+            if final.is_file():
+                return sha, size, False
+            if on_new is not None:
+                on_new(sha)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+            return sha, size, True
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def put_bytes(self, data: bytes, on_new: Callable[[str], None] | None = None) -> tuple[str, int, bool]:
+        self.ensure()
+        src = self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}.src.part"
+        try:
+            src.write_bytes(data)
+            return self.put_file(src, on_new)
+        finally:
+            if src.exists():
+                src.unlink()
+
+    def remove(self, sha: str) -> None:
+        p = self.path(sha)
+        if p.exists():
+            os.chmod(p, stat.S_IWUSR | stat.S_IRUSR)
+            p.unlink()
+
+    def verify(self, sha: str) -> str | None:
+        """None when the blob is present and intact, else a short description of the problem."""
+        p = self.path(sha)
+        if not p.is_file():
+            return "missing"
+        actual, _ = sha256_file(p)
+        if actual != sha:
+            return f"content changed (now hashes to {actual[:12]}…)"
+        return None
+
+    def all_shas(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and len(d.name) == 2 and d.name != "tmp":
+                for f in sorted(d.iterdir()):
+                    yield d.name + f.name
+
+    def link_or_copy(self, sha: str, dest: Path) -> None:
+        """Place a blob at `dest`: a hard link when the file system allows, else a copy."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = self.path(sha)
+        try:
+            os.link(src, dest)
+        except OSError:
+            shutil.copyfile(src, dest)
+
+    def stale_temp_files(self, alive: Callable[[int], bool]) -> list[Path]:
+        """`.part` files whose writing process is gone."""
+        out = []
+        if self.tmp.is_dir():
+            for f in self.tmp.iterdir():
+                pid_text = f.name.split("-", 1)[0]
+                if not pid_text.isdigit() or not alive(int(pid_text)):
+                    out.append(f)
+        return out

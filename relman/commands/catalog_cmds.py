@@ -1,0 +1,152 @@
+"""Catalog commands: init, import, ls, show, log, verify."""
+
+from __future__ import annotations
+
+import click
+
+from relman.cli import AppState, emit_json, human_size, pass_state, table
+
+
+@click.command()
+@pass_state
+def init(state: AppState) -> None:
+    """Create (or upgrade) the catalog folder."""
+    cat = state.catalog()
+    click.echo(f"catalog ready at {cat.root}")
+
+
+@click.command("import")
+@click.argument("path", type=click.Path(path_type=str))
+@click.option("--model", "-m", required=True, help="Model (family) name, e.g. 'minilm'.")
+@click.option("--version", "version", help="Version X.Y.Z (default: next minor version).")
+@click.option("--task", type=click.Choice(["text-classification", "image-classification", "feature-extraction",
+                                           "causal-lm"]), help="Override the task guessed from config.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@pass_state
+def import_(state: AppState, path: str, model: str, version: str | None, task: str | None, as_json: bool) -> None:
+    """Import a model: a Hugging Face folder, a .safetensors file, an .onnx file (with its
+    external data) or a torch state dict (.bin/.pt, loaded with weights_only=True)."""
+    from relman.app.models import describe_version, import_model
+
+    cat = state.catalog()
+    v = import_model(cat, path, model, version=version, task=task)
+    if as_json:
+        emit_json(describe_version(cat, v))
+    else:
+        click.echo(f"imported {v.ref}: {v.format}, task {v.task or '?'}, {v.params or 0:,} params, "
+                   f"{human_size(v.size_bytes)}")
+
+
+@click.command("ls")
+@click.argument("model", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def ls(state: AppState, model: str | None, as_json: bool) -> None:
+    """List models and their versions."""
+    cat = state.catalog()
+    if model:
+        cat.get_model(model)
+    versions = cat.versions(model)
+    if as_json:
+        emit_json([{"model": v.model, "version": v.version, "phase": v.phase, "format": v.format, "task": v.task,
+                    "params": v.params, "size_bytes": v.size_bytes, "created_at": v.created_at,
+                    "recipe": v.recipe.get("name")} for v in versions])
+        return
+    if not versions:
+        click.echo("no models yet: relman import PATH --model NAME")
+        return
+    rows = [[v.model, v.version, v.phase, v.format, v.task or "", f"{v.params or 0:,}", human_size(v.size_bytes),
+             v.recipe.get("name", ""), v.created_at[:19].replace("T", " ")] for v in versions]
+    click.echo(table(rows, ["MODEL", "VERSION", "PHASE", "FORMAT", "TASK", "PARAMS", "SIZE", "RECIPE", "CREATED"]))
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def show(state: AppState, ref: str, as_json: bool) -> None:
+    """Show a version: metadata, files, lineage, metrics. REF is MODEL[@VERSION|latest|PHASE]."""
+    from relman.app.models import describe_version
+
+    cat = state.catalog()
+    d = describe_version(cat, cat.resolve(ref))
+    if as_json:
+        emit_json(d)
+        return
+    click.echo(f"{d['model']}@{d['version']}  [{d['phase']}]")
+    for key in ("format", "task", "architecture", "dtype"):
+        click.echo(f"  {key:<13}{d[key] or ''}")
+    click.echo(f"  {'params':<13}{d['params'] or 0:,}")
+    click.echo(f"  {'size':<13}{human_size(d['size_bytes'])} ({d['size_bytes']:,} bytes)")
+    click.echo(f"  {'created':<13}{d['created_at'][:19]} by {d['created_by']}")
+    click.echo(f"  {'manifest':<13}{d['manifest_sha256']}")
+    if d["recipe"]:
+        click.echo(f"  {'recipe':<13}{d['recipe']}")
+    if d["canary_share"] is not None:
+        click.echo(f"  {'canary':<13}{d['canary_share']:g} %")
+    click.echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
+    click.echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
+    click.echo("files:")
+    for f in d["files"]:
+        click.echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
+    if d["metrics"]:
+        click.echo("metrics:")
+        rows = [[m["suite"], m["name"], "" if m["value"] is None else f"{m['value']:.6g}", m["dataset"] or "",
+                 m["context"].get("device", "")] for m in d["metrics"]]
+        click.echo("  " + table(rows, ["SUITE", "METRIC", "VALUE", "DATASET", "DEVICE"]).replace("\n", "\n  "))
+
+
+@click.command("log")
+@click.option("--model", help="Only events about this model.")
+@click.option("--limit", "-n", type=int, default=50, show_default=True, help="Newest N events.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def log_(state: AppState, model: str | None, limit: int, as_json: bool) -> None:
+    """Show the audit log (newest last)."""
+    events = state.catalog().events(model=model, limit=limit)
+    if as_json:
+        emit_json(events)
+        return
+    rows = [[e["seq"], e["at"][:19].replace("T", " "), e["actor"], e["kind"],
+             f"{e['model']}@{e['version']}" if e["model"] and e["version"] else (e["model"] or ""),
+             _summary(e["payload"])] for e in events]
+    click.echo(table(rows, ["SEQ", "AT", "ACTOR", "EVENT", "SUBJECT", "DETAILS"]) if rows else "no events")
+
+
+def _summary(payload: dict) -> str:
+    keys = [k for k in ("why", "to", "from", "recipe", "job", "format", "share") if payload.get(k)]
+    text = ", ".join(f"{k}={payload[k]}" for k in keys)
+    return text[:80]
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
+@pass_state
+def verify(state: AppState, as_json: bool) -> None:
+    """Re-hash every stored blob and check the audit chain; exit 1 on any problem."""
+    cat = state.catalog()
+    cleaned = cat.clean_stale()
+    problems = cat.verify_store()
+    audit = [str(p) for p in cat.verify_audit()]
+    orphans = cat.orphan_blobs()
+    integrity = cat.conn.execute("PRAGMA integrity_check").fetchone()[0]
+    if as_json:
+        emit_json({"blobs": problems, "audit": audit, "orphans": orphans, "integrity": integrity,
+                   "cleaned": cleaned})
+    else:
+        for p in problems:
+            click.echo(f"BLOB  {p}")
+        for p in audit:
+            click.echo(f"AUDIT {p}")
+        for o in orphans:
+            click.echo(f"ORPHAN {cat.store.path(o)} (not referenced by any version or dataset)")
+        if integrity != "ok":
+            click.echo(f"DB    {integrity}")
+        n = len(cat.referenced_shas())
+        if not (problems or audit or integrity != "ok"):
+            click.echo(f"ok: {n} blobs intact, audit chain of {len(cat.events())} events verifies")
+    if problems or audit or integrity != "ok":
+        raise SystemExit(1)
+
+
+COMMANDS = [init, import_, ls, show, log_, verify]

@@ -1,0 +1,1 @@
+"""Background jobs: a persistent queue in the catalog, worker processes, progress and cancel."""

@@ -1,0 +1,27 @@
+"""Registry of job kinds: name → "module:function" of a `run(params, ctx)` function.
+
+Strings, not imports, so that queueing a job (in the GUI or CLI process) never imports the
+heavy module; only the worker process resolves and imports it. A new kind is one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable
+
+JOB_KINDS: dict[str, str] = {
+    "noop": "relman.jobs.builtin:noop",
+    "sleep": "relman.jobs.builtin:sleep",
+    "fail": "relman.jobs.builtin:fail",
+}
+
+
+def resolve(kind: str) -> Callable[..., Any]:
+    from relman.errors import JobError
+
+    try:
+        target = JOB_KINDS[kind]
+    except KeyError:
+        raise JobError(f"unknown job kind '{kind}' (known: {', '.join(sorted(JOB_KINDS))})") from None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,119 @@
+"""Load a stored version for inference or further work — only inside workers (imports torch).
+
+A runnable version is a folder: a Hugging Face folder (`format="hf"`: config.json + weights +
+tokenizer / image processor) or an ONNX folder (`format="onnx"`: model.onnx [+ external data]
++ the same config and preprocessing files). Other formats are registered by the recipe that
+produces them in `TORCH_LOADERS`. Remote code is never trusted and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from relman.errors import ModelImportError
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
+
+TASKS = ("text-classification", "image-classification", "feature-extraction", "causal-lm")
+
+_AUTO_CLASS = {
+    "text-classification": "AutoModelForSequenceClassification",
+    "image-classification": "AutoModelForImageClassification",
+    "feature-extraction": "AutoModel",
+    "causal-lm": "AutoModelForCausalLM",
+}
+
+# format name -> function(folder, task, device) returning a torch module, for formats that a
+# recipe writes in its own layout (e.g. dynamically quantised PyTorch weights).
+TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
+
+
+def auto_class(task: str) -> Any:
+    import transformers
+
+    try:
+        return getattr(transformers, _AUTO_CLASS[task])
+    except KeyError:
+        raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})") from None
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ModelImportError(f"{folder} has no config.json, so it cannot be run as a model")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_torch_model(folder: Path, task: str, device: str = "cpu", fmt: str = "hf",
+                     torch_dtype: "torch.dtype | None" = None) -> "torch.nn.Module":
+    """A transformers model in eval mode on `device`."""
+    if fmt in TORCH_LOADERS:
+        return TORCH_LOADERS[fmt](Path(folder), task, device)
+    if fmt != "hf":
+        raise ModelImportError(f"a '{fmt}' version cannot be loaded as a PyTorch model")
+    cls = auto_class(task)
+    kwargs: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    model = cls.from_pretrained(str(folder), **kwargs)
+    return model.to(device).eval()
+
+
+def find_onnx(folder: Path) -> Path:
+    candidates = sorted(Path(folder).glob("*.onnx"))
+    if not candidates:
+        raise ModelImportError(f"{folder} holds no .onnx file")
+    preferred = [c for c in candidates if c.name == "model.onnx"]
+    return (preferred or candidates)[0]
+
+
+def onnx_providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device.startswith("cuda") and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def onnx_session(folder_or_file: Path, device: str = "cpu", threads: int | None = None) -> "onnxruntime.InferenceSession":
+    import onnxruntime as ort
+
+    path = Path(folder_or_file)
+    if path.is_dir():
+        path = find_onnx(path)
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=onnx_providers(device))
+
+
+def load_preprocessor(folder: Path, task: str) -> Any:
+    """The tokenizer (text tasks) or image processor (image tasks) saved with the model."""
+    folder = Path(folder)
+    if task == "image-classification":
+        from transformers import AutoImageProcessor
+
+        if not (folder / "preprocessor_config.json").is_file():
+            raise ModelImportError(f"{folder} has no preprocessor_config.json for its images")
+        return AutoImageProcessor.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def materialize_version(catalog: Any, version_id: int, workdir: Path) -> Path:
+    """Lay out a version's files in `workdir/v<id>` (hard links) and return the folder."""
+    dest = Path(workdir) / f"v{version_id}"
+    if not dest.exists():
+        catalog.materialize(version_id, dest)
+    return dest
