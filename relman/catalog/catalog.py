@@ -360,6 +360,8 @@ class Catalog:
                         [vid, pid, pos, weight, relation],
                     )
                 self._insert_metrics(vid, metrics, job_id)
+                if job_id is not None:  # the job's result lands in the same transaction
+                    self.conn.execute("UPDATE jobs SET result_version_id = ? WHERE id = ?", [vid, job_id])
                 audit.append(self.db, at=utcnow(), actor=actor, kind=event_kind, model=model, version=version,
                              payload={"format": format, "task": task, "size_bytes": total, "manifest_sha256": msha,
                                       "parents": [self.get_version(p).ref for p, _ in parents],

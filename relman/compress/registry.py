@@ -1,0 +1,137 @@
+"""The recipe registry: name → typed parameters + the module that implements it.
+
+Registration is data (no import of the implementing module), so `relman recipes`, the GUI's
+parameter form and the CLI's validation of `--param k=v` all work without torch. The worker
+imports `module:function` only when the recipe runs. A new recipe = one new module plus one
+`register(...)` call in `relman/compress/recipes.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from relman.errors import RecipeError
+
+if TYPE_CHECKING:
+    from relman.catalog import Metric, VersionInfo
+    from relman.jobs.context import JobContext
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type  # bool, int, float, str, or list (comma-separated strings)
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def parse(self, raw: Any) -> Any:
+        """Convert a CLI/GUI value and check it; errors name the parameter."""
+        try:
+            if self.type is bool:
+                if isinstance(raw, bool):
+                    value: Any = raw
+                elif str(raw).lower() in ("1", "true", "yes", "on"):
+                    value = True
+                elif str(raw).lower() in ("0", "false", "no", "off"):
+                    value = False
+                else:
+                    raise ValueError(raw)
+            elif self.type is list:
+                value = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
+            elif self.type is str:
+                value = "" if raw is None else str(raw)
+            else:
+                value = self.type(raw)
+        except (TypeError, ValueError):
+            raise RecipeError(f"parameter '{self.name}' expects {self.type.__name__}, got '{raw}'") from None
+        if self.choices is not None and value not in self.choices:
+            raise RecipeError(f"parameter '{self.name}' must be one of {', '.join(map(str, self.choices))}, got '{raw}'")
+        if self.min is not None and value < self.min or self.max is not None and value > self.max:
+            raise RecipeError(f"parameter '{self.name}' must be within [{self.min}, {self.max}], got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    title: str
+    target: str  # "module:function", imported in the worker only
+    params: tuple[Param, ...] = ()
+    input_formats: tuple[str, ...] = ("hf",)  # formats of the parent(s) it accepts
+    tasks: tuple[str, ...] | None = None  # None = any task
+    output_format: str = "hf"
+    multi_parent: bool = False  # merge: several parents
+    description: str = ""
+
+    def resolve_params(self, raw: dict[str, Any]) -> dict[str, Any]:
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise RecipeError(f"recipe '{self.name}' has no parameter {', '.join(unknown)} "
+                              f"(it takes: {', '.join(known) or 'none'})")
+        return {name: (p.parse(raw[name]) if name in raw else p.default) for name, p in known.items()}
+
+    def function(self) -> Callable[..., "RecipeOutput"]:
+        module, _, fn = self.target.partition(":")
+        return getattr(importlib.import_module(module), fn)
+
+
+@dataclass
+class ModelSource:
+    """A parent version laid out on disk for a recipe to read."""
+
+    version: "VersionInfo"
+    folder: Path
+
+    @property
+    def task(self) -> str | None:
+        return self.version.task
+
+    @property
+    def format(self) -> str:
+        return self.version.format
+
+
+@dataclass
+class RecipeOutput:
+    """What a recipe hands back: a folder to store as the child version."""
+
+    folder: Path
+    format: str
+    params: int | None = None
+    dtype: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    metrics: list["Metric"] = field(default_factory=list)
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    if recipe.name in RECIPES:
+        raise ValueError(f"recipe {recipe.name} registered twice")
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def get_recipe(name: str) -> Recipe:
+    _load_builtin()
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise RecipeError(f"unknown recipe '{name}' (known: {', '.join(sorted(RECIPES))})") from None
+
+
+def all_recipes() -> Sequence[Recipe]:
+    _load_builtin()
+    return [RECIPES[k] for k in sorted(RECIPES)]
+
+
+def _load_builtin() -> None:
+    import relman.compress.recipes  # noqa: F401  (registers the built-in recipes; no torch import)
