@@ -199,3 +199,17 @@ def migrate(db: sqlite_utils.Database, stop_before: str | None = None) -> list[s
     before = set(applied(db))
     migrations.apply(db, stop_before=stop_before)
     return [name for name in applied(db) if name not in before]
+
+
+@migrations()
+def m002_job_parent(db: sqlite_utils.Database) -> None:
+    """Jobs a job queues (e.g. evaluations of a compressed child) point at it, so `--wait`
+    can follow them; the moment cancel was asked for lets any runner enforce the grace period."""
+    _run_script(
+        db,
+        """
+        ALTER TABLE jobs ADD COLUMN parent_job_id INTEGER REFERENCES jobs(id);
+        ALTER TABLE jobs ADD COLUMN cancel_requested_at TEXT;
+        CREATE INDEX jobs_parent ON jobs(parent_job_id);
+        """,
+    )
