@@ -30,6 +30,9 @@ _AUTO_CLASS = {
 # format name -> function(folder, task, device) returning a torch module, for formats that a
 # recipe writes in its own layout (e.g. dynamically quantised PyTorch weights).
 TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
+# format name -> module that registers its loader in TORCH_LOADERS when imported, so a worker
+# that never ran the producing recipe (an evaluation, a later recipe) can still load it.
+TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.compress.surgery"}
 
 
 def auto_class(task: str) -> Any:
@@ -51,6 +54,10 @@ def read_config(folder: Path) -> dict[str, Any]:
 def load_torch_model(folder: Path, task: str, device: str = "cpu", fmt: str = "hf",
                      torch_dtype: "torch.dtype | None" = None) -> "torch.nn.Module":
     """A transformers model in eval mode on `device`."""
+    if fmt not in TORCH_LOADERS and fmt in TORCH_LOADER_MODULES:
+        import importlib
+
+        importlib.import_module(TORCH_LOADER_MODULES[fmt])
     if fmt in TORCH_LOADERS:
         return TORCH_LOADERS[fmt](Path(folder), task, device)
     if fmt != "hf":

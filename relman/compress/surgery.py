@@ -1,0 +1,204 @@
+"""Shared plumbing of the weight-editing recipes: load a parent, save a child, and the
+"hf-reshaped" format for models whose layer shapes no Hugging Face config can express.
+
+Why a format of our own: transformers 5 no longer has `prune_heads`, and a BERT's head size
+is derived from `hidden_size / num_attention_heads`, so a model with heads removed, or with a
+Linear layer split into two low-rank factors, cannot be rebuilt from its config alone. We
+keep the ordinary Hugging Face folder (config.json + safetensors + tokenizer) and add one
+key to config.json, `relman_surgery`, listing the reshaped layers:
+
+    {"linear":  {"encoder.layer.0.attention.self.query": [in, out, bias]},
+     "lowrank": {"encoder.layer.0.intermediate.dense": [in, rank, out, bias]},
+     "attrs":   {"encoder.layer.0.attention.self": {"num_attention_heads": 3, ...}}}
+
+`load_reshaped` builds the model from the config, applies that list, then loads the weights
+strictly (every tensor must fit), so nothing is silently re-initialised. Recipes compose:
+loading a reshaped parent and reshaping it further merges the lists.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from relman.errors import ModelImportError, RecipeError
+from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model
+
+if TYPE_CHECKING:
+    from relman.compress.registry import ModelSource
+    from relman.jobs.context import JobContext
+
+RESHAPED = "hf-reshaped"
+SURGERY_KEY = "relman_surgery"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".index.json")
+# Files save_pretrained writes itself; everything else in a parent folder (tokenizer, image
+# processor, vocab ...) is copied into the child unchanged.
+_WRITTEN_BY_SAVE = ("config.json", "generation_config.json")
+
+
+# -- modules ----------------------------------------------------------------------------------
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path)
+
+
+def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, module)
+
+
+def is_linear_like(module: nn.Module) -> bool:
+    """nn.Linear, or transformers' Conv1D (GPT-2), whose weight is stored transposed."""
+    return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The weight as (out_features, in_features), whatever the layer type."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    return module.weight.t()  # Conv1D stores (in, out)
+
+
+def lowrank_module(in_features: int, rank: int, out_features: int, bias: bool) -> nn.Sequential:
+    """x -> B(A x): A is (rank x in), B is (out x rank) and keeps the original bias."""
+    return nn.Sequential(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
+
+
+def apply_surgery(model: nn.Module, surgery: dict[str, Any]) -> None:
+    """Reshape `model`'s layers as `surgery` lists (weights are loaded afterwards)."""
+    for path, (fin, fout, bias) in (surgery.get("linear") or {}).items():
+        set_module(model, path, nn.Linear(int(fin), int(fout), bias=bool(bias)))
+    for path, (fin, rank, fout, bias) in (surgery.get("lowrank") or {}).items():
+        set_module(model, path, lowrank_module(int(fin), int(rank), int(fout), bool(bias)))
+    for path, attrs in (surgery.get("attrs") or {}).items():
+        module = model.get_submodule(path)
+        for name, value in attrs.items():
+            setattr(module, name, value)
+
+
+def merge_surgery(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = copy.deepcopy(old or {})
+    for section in ("linear", "lowrank", "attrs"):
+        entries = dict(out.get(section) or {})
+        for path, value in (new.get(section) or {}).items():
+            if section == "attrs":
+                entries[path] = {**entries.get(path, {}), **value}
+            else:
+                entries[path] = value
+        if section == "lowrank":  # a factorised layer is no longer a plain reshaped Linear
+            out["linear"] = {k: v for k, v in (out.get("linear") or {}).items() if k not in entries}
+        if entries:
+            out[section] = entries
+    return {k: v for k, v in out.items() if v}
+
+
+def current_surgery(model: nn.Module) -> dict[str, Any]:
+    return copy.deepcopy(getattr(model.config, SURGERY_KEY, None) or {})
+
+
+# -- loading ----------------------------------------------------------------------------------
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    """Load `state` into `model`; every tensor must fit and every parameter must be given,
+    except parameters tied to one that was given (e.g. GPT-2's lm_head)."""
+    own = model.state_dict()
+    for key, tensor in state.items():
+        if key in own and tuple(own[key].shape) != tuple(tensor.shape):
+            raise ModelImportError(f"{where}: tensor '{key}' has shape {tuple(tensor.shape)} but the reshaped "
+                                   f"model expects {tuple(own[key].shape)}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ModelImportError(f"{where}: tensor '{unexpected[0]}' does not belong to this model "
+                               f"({len(unexpected)} unexpected)")
+    if missing:
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
+        loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in state}
+        untied = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded]
+        if untied:
+            raise ModelImportError(f"{where}: weights for '{untied[0]}' are missing ({len(untied)} missing)")
+
+
+def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise ModelImportError(f"{folder} holds no .safetensors weights")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
+def load_reshaped(folder: Path, task: str, device: str = "cpu") -> nn.Module:
+    """Loader of the "hf-reshaped" format (registered in relman.modelio TORCH_LOADERS)."""
+    from transformers import AutoConfig
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    surgery = getattr(config, SURGERY_KEY, None) or {}
+    model = auto_class(task).from_config(config)
+    apply_surgery(model, surgery)
+    load_state_strict(model, read_safetensors_folder(folder), folder)
+    return model.to(device).eval()
+
+
+TORCH_LOADERS.setdefault(RESHAPED, load_reshaped)
+
+
+def load_parent(source: "ModelSource", device: str = "cpu") -> nn.Module:
+    """The parent version as a float32 torch model on `device`, whatever torch format it has."""
+    task = source.task
+    if task is None:
+        raise RecipeError(f"{source.version.ref} has no task, so it cannot be loaded for this recipe; "
+                          "set one when importing it")
+    return load_torch_model(source.folder, task, device, fmt=source.format)
+
+
+# -- saving -----------------------------------------------------------------------------------
+def new_output_folder(ctx: "JobContext", name: str) -> Path:
+    """A fresh folder under the job's workdir (removed with it when the job fails)."""
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=ctx.workdir))
+
+
+def unique_param_count(model: nn.Module) -> int:
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel()
+    return total
+
+
+def copy_preprocessing(parent_folder: Path, out: Path) -> None:
+    """Tokenizer / image processor files of the parent, so the child runs on the same inputs."""
+    for f in sorted(Path(parent_folder).iterdir()):
+        if not f.is_file() or f.name in _WRITTEN_BY_SAVE or f.name.endswith(WEIGHT_SUFFIXES):
+            continue
+        if not (out / f.name).exists():
+            shutil.copyfile(f, out / f.name)
+
+
+def save_child(model: nn.Module, parent_folder: Path, out: Path, surgery: dict[str, Any] | None = None) -> str:
+    """Write `model` as a Hugging Face folder (safetensors) plus the parent's preprocessing
+    files; returns the format: "hf", or "hf-reshaped" when layers were reshaped."""
+    model = model.to("cpu").eval()
+    surgery = surgery or {}
+    if surgery:
+        setattr(model.config, SURGERY_KEY, surgery)
+    elif hasattr(model.config, SURGERY_KEY):
+        delattr(model.config, SURGERY_KEY)
+    for p in model.parameters():
+        if not p.is_contiguous():
+            p.data = p.data.contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    copy_preprocessing(parent_folder, out)
+    return RESHAPED if surgery else "hf"
