@@ -501,6 +501,44 @@ class Catalog:
             self.store.link_or_copy(a["sha256"], target)
         return dest
 
+    # -- datasets (rows written here; reading and checks live in relman/app/datasets.py) ---
+    def add_dataset(self, name: str, files: Mapping[str, Path], *, format: str, kind: str,
+                    columns: Mapping[str, Any], labels: Sequence[str], n_rows: int,
+                    meta: Mapping[str, Any] | None = None, actor: str | None = None,
+                    owner: str | None = None) -> dict[str, Any]:
+        """Store a dataset's files (relative path → local file) and its row, all or nothing,
+        like `add_version`: blobs staged, then rows + audit event in one transaction. The
+        dataset's sha256 is the manifest hash of its (path, blob sha) list."""
+        actor = actor or current_user()
+        if not files:
+            raise RelmanError("a dataset needs at least one file")
+        owner = owner or f"proc:{os.getpid()}"
+        with self.staged_blobs(owner) as stage:
+            stored: dict[str, tuple[str, int]] = {}
+            for rel, src in sorted(files.items()):
+                sha, size = stage.put(Path(src))
+                stored[rel.replace(os.sep, "/")] = (sha, size)
+            dsha = manifest_sha({k: v[0] for k, v in stored.items()})
+            with self.transaction():
+                if self.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
+                    from relman.errors import DatasetError
+
+                    raise DatasetError(f"dataset '{name}' already exists; choose another --name")
+                cur = self.conn.execute(
+                    "INSERT INTO datasets (name, format, kind, columns, labels, n_rows, sha256, meta, created_at,"
+                    " created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [name, format, kind, json.dumps(dict(columns), default=str), json.dumps(list(labels)),
+                     int(n_rows), dsha, json.dumps(dict(meta or {}), default=str), utcnow(), actor])
+                did = int(cur.lastrowid)
+                self.conn.executemany(
+                    "INSERT INTO dataset_files (dataset_id, path, sha256, size) VALUES (?, ?, ?, ?)",
+                    [(did, rel, sha, size) for rel, (sha, size) in stored.items()])
+                audit.append(self.db, at=utcnow(), actor=actor, kind="dataset-registered", model=None, version=None,
+                             payload={"dataset": name, "format": format, "kind": kind, "n_rows": int(n_rows),
+                                      "sha256": dsha, "files": len(stored)})
+                stage.commit()
+        return self.query("SELECT * FROM datasets WHERE id = ?", [did])[0]
+
 
 class BlobStaging:
     """Blobs written for one pending write; `rollback()` removes the new ones again."""

@@ -1,0 +1,224 @@
+"""Registering, listing and loading datasets (the use cases the CLI and GUI share).
+
+A dataset is parsed and validated completely before anything is written; only then are its
+files content-hashed into the blob store and its row, file rows and audit event committed in
+one transaction (`Catalog.add_dataset`). `load_dataset` reads the stored blobs back with the
+stored column mapping, so a worker process gets exactly the rows that were checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from relman.catalog import Catalog
+from relman.errors import DatasetError, IntegrityError, NotFound
+
+if TYPE_CHECKING:
+    from relman.data.dataset import Dataset
+
+DEMOS = ("digits", "sentiment", "text")
+
+
+def _check_name(name: str) -> None:
+    if not name or "@" in name or "/" in name or name.strip() != name or any(c.isspace() for c in name):
+        raise DatasetError(f"'{name}' is not a valid dataset name (no '@', '/' or spaces)")
+
+
+def register_dataset(
+    catalog: Catalog,
+    path: Path | str,
+    name: str,
+    *,
+    format: str | None = None,
+    text_col: str | None = "text",
+    label_col: str | None = "label",
+    group_col: str | None = None,
+    split_col: str | None = None,
+    x_key: str | None = None,
+    y_key: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    chunk_chars: int | None = None,
+    delimiter: str = ",",
+    labels: Sequence[str] | None = None,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    actor: str | None = None,
+    source: str | None = None,
+) -> dict[str, Any]:
+    """Check the dataset at `path` with the given column mapping and store it as `name`.
+
+    `format` is guessed from the suffix (a folder is an image folder). `labels` fixes the
+    label order and refuses any other label. Split: `split_col`, or `val_fraction` /
+    `test_fraction` with `seed` (stored, so the split is reproducible), or neither.
+    `source` is recorded instead of the path (e.g. 'demo:digits').
+    Returns the dataset as `describe_dataset` does."""
+    from relman.data.mapping import ColumnMapping
+    from relman.data.readers import file_entries, guess_format, normalise, read_entries
+
+    _check_name(name)
+    if catalog.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
+        raise DatasetError(f"dataset '{name}' already exists; choose another --name")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file or folder")
+    fmt = format or guess_format(path)
+    mapping = normalise(ColumnMapping(
+        format=fmt, text_col=text_col, label_col=label_col, group_col=group_col, split_col=split_col, x_key=x_key,
+        y_key=y_key, image_size=image_size, chunk_chars=chunk_chars, delimiter=delimiter,
+        val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed)), path)
+    entries = file_entries(path, fmt)
+    where = str(path) if fmt == "images" else path.name
+    ds = read_entries(entries, mapping, name=name, labels=labels, where=where)  # every check, nothing written
+    meta: dict[str, Any] = {"source": source or str(path.resolve()), "split_counts": ds.meta["split_counts"]}
+    if ds.images is not None:
+        meta["image_shape"] = list(ds.images.shape[1:])
+    if ds.groups is not None:
+        meta["groups"] = sorted({str(g) for g in ds.groups})
+    row = catalog.add_dataset(name, {rel: f for rel, f in entries}, format=fmt, kind=ds.kind,
+                              columns=mapping.to_json(), labels=ds.label_names, n_rows=len(ds), meta=meta,
+                              actor=actor)
+    return describe_dataset(catalog, row)
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for key, default in (("columns", {}), ("labels", []), ("meta", {})):
+        row[key] = json.loads(row[key] or json.dumps(default))
+    return row
+
+
+def list_datasets(catalog: Catalog) -> list[dict[str, Any]]:
+    return [_decode(r) for r in catalog.query("SELECT * FROM datasets ORDER BY name")]
+
+
+def get_dataset(catalog: Catalog, name_or_id: str | int) -> dict[str, Any]:
+    """A dataset row (JSON fields decoded) by name or id; `NotFound` lists the known names."""
+    if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.isdigit()
+                                       and not catalog.query("SELECT 1 FROM datasets WHERE name = ?", [name_or_id])):
+        rows = catalog.query("SELECT * FROM datasets WHERE id = ?", [int(name_or_id)])
+    else:
+        rows = catalog.query("SELECT * FROM datasets WHERE name = ?", [name_or_id])
+    if not rows:
+        known = ", ".join(r["name"] for r in catalog.query("SELECT name FROM datasets ORDER BY name")) or "none yet"
+        raise NotFound(f"unknown dataset '{name_or_id}' (datasets in this catalog: {known})")
+    return _decode(rows[0])
+
+
+def dataset_files(catalog: Catalog, dataset_id: int) -> list[dict[str, Any]]:
+    return catalog.query("SELECT path, sha256, size FROM dataset_files WHERE dataset_id = ? ORDER BY path",
+                         [dataset_id])
+
+
+def describe_dataset(catalog: Catalog, row_or_name: dict[str, Any] | str | int) -> dict[str, Any]:
+    """Everything `relman dataset show` prints, as plain data."""
+    row = get_dataset(catalog, row_or_name["id"] if isinstance(row_or_name, dict) else row_or_name)
+    files = dataset_files(catalog, row["id"])
+    return {**row, "files": files, "size_bytes": sum(f["size"] for f in files)}
+
+
+def load_dataset(catalog: Catalog, name_or_id: str | int, split: str | None = None, *,
+                 verify: bool = False) -> "Dataset":
+    """The registered dataset, read from its stored blobs with its stored mapping.
+
+    `split` selects train/validation/test (a dataset without splits is returned whole).
+    With `verify`, every blob is re-hashed first. `Dataset.sha256` is the dataset's content
+    hash and `Dataset.id` its row id, for metric contexts."""
+    from relman.data.dataset import SPLITS
+    from relman.data.mapping import ColumnMapping
+    from relman.data.readers import read_entries
+
+    if split is not None and split not in SPLITS:
+        raise DatasetError(f"unknown split '{split}' (splits: {', '.join(SPLITS)})")
+    row = get_dataset(catalog, name_or_id)
+    entries = []
+    for f in dataset_files(catalog, row["id"]):
+        problem = catalog.store.verify(f["sha256"]) if verify else (None if catalog.store.has(f["sha256"])
+                                                                    else "missing")
+        if problem:
+            raise IntegrityError(f"dataset '{row['name']}': the blob of {f['path']} ({catalog.store.path(f['sha256'])}) "
+                                 f"is {problem}; run 'relman verify'")
+        entries.append((f["path"], catalog.store.path(f["sha256"])))
+    mapping = ColumnMapping.from_json(row["columns"])
+    where = row["name"] if row["format"] == "images" else None
+    ds = read_entries(entries, mapping, name=row["name"], labels=row["labels"], where=where)
+    ds.sha256 = row["sha256"]
+    ds.id = row["id"]
+    ds.meta = {**ds.meta, **row["meta"]}
+    if split is not None:
+        if ds.split is None:
+            return ds
+        ds = ds.subset(split)
+        if len(ds) == 0:
+            raise DatasetError(f"dataset '{row['name']}' has no rows in split '{split}'")
+    return ds
+
+
+# -- demo data ----------------------------------------------------------------------------------
+def register_demo_digits(catalog: Catalog, name: str = "digits", *, n: int | None = None,
+                         val_fraction: float = 0.2, test_fraction: float = 0.2, seed: int = 0,
+                         actor: str | None = None) -> dict[str, Any]:
+    """scikit-learn's bundled 8x8 digits, written as NPZ ('images', 'labels') and registered
+    with a seeded split."""
+    from relman.data import demo
+
+    with _tmp(catalog) as tmp:
+        path = demo.write_digits_npz(tmp / "digits.npz", n=n)
+        return register_dataset(catalog, path, name, format="npz", x_key="images", y_key="labels",
+                                labels=demo.DIGIT_LABELS, val_fraction=val_fraction, test_fraction=test_fraction,
+                                seed=seed, actor=actor, source="demo:digits (scikit-learn)")
+
+
+def register_demo_sentiment(catalog: Catalog, name: str = "sentiment", *, n: int = 200, seed: int = 0,
+                            val_fraction: float = 0.0, test_fraction: float = 0.0,
+                            actor: str | None = None) -> dict[str, Any]:
+    """A generated sentiment CSV (text, label negative/positive, group) in the tiny BERT's words."""
+    from relman.data import demo
+
+    with _tmp(catalog) as tmp:
+        path = demo.sentiment_csv(tmp / "sentiment.csv", n=n, seed=seed)
+        return register_dataset(catalog, path, name, format="csv", text_col="text", label_col="label",
+                                group_col="group", labels=demo.SENTIMENT_LABELS, val_fraction=val_fraction,
+                                test_fraction=test_fraction, seed=seed, actor=actor,
+                                source=f"demo:sentiment (n={n}, seed={seed})")
+
+
+def register_demo_text(catalog: Catalog, name: str = "text", *, n: int = 100, seed: int = 0,
+                       actor: str | None = None) -> dict[str, Any]:
+    """A generated plain-text file (one sentence a line) for language-model perplexity."""
+    from relman.data import demo
+
+    with _tmp(catalog) as tmp:
+        path = demo.lm_text(tmp / "text.txt", n=n, seed=seed)
+        return register_dataset(catalog, path, name, format="text", actor=actor, source=f"demo:text (n={n}, seed={seed})")
+
+
+def register_demo(catalog: Catalog, which: str, name: str | None = None, **kw: Any) -> dict[str, Any]:
+    if which == "digits":
+        return register_demo_digits(catalog, name or "digits", **kw)
+    if which == "sentiment":
+        return register_demo_sentiment(catalog, name or "sentiment", **kw)
+    if which == "text":
+        return register_demo_text(catalog, name or "text", **kw)
+    raise DatasetError(f"unknown demo dataset '{which}' (known: {', '.join(DEMOS)})")
+
+
+class _tmp:
+    """A temporary folder inside the catalog (same file system as the blob store)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def __enter__(self) -> Path:
+        self.catalog.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="relman-demo-", dir=self.catalog.tmp_dir))
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+

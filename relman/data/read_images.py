@@ -1,0 +1,77 @@
+"""An image folder (one sub-folder per class) -> image Dataset, uint8 N x H x W x C.
+
+Images are decoded with Pillow. Every image must have the same size unless `image_size` is
+given (then each is resized to it). When every image is greyscale the dataset stays C=1;
+otherwise all are converted to RGB (C=3; alpha dropped). Files and classes are read in sorted
+order, so the row order is the same on every machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from relman.data.dataset import Dataset
+from relman.data.labels import encode_labels
+from relman.data.mapping import ColumnMapping
+from relman.errors import DatasetError
+
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def folder_entries(root: Path) -> list[tuple[str, Path]]:
+    """(relative 'class/file' path, file) for every file in the class sub-folders."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    entries = []
+    for cls in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for f in sorted(cls.rglob("*")):
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts):
+                entries.append((f.relative_to(root).as_posix(), f))
+    if not entries:
+        raise DatasetError(f"{root}: no images (expected one sub-folder per class holding image files)")
+    return entries
+
+
+def read_image_entries(entries: Sequence[tuple[str, Path]], mapping: ColumnMapping, *, name: str,
+                       labels: Sequence[str] | None = None, where: str = "") -> Dataset:
+    """Decode `entries` ((relative path, file) pairs; the first path part is the class)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if mapping.split_col is not None:
+        raise DatasetError(f"{where}: an image folder has no split column; use split fractions instead")
+    prefix = f"{where}/" if where else ""
+    decoded: list[tuple[str, "Image.Image"]] = []
+    for rel, path in entries:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                decoded.append((rel, im.copy()))
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            raise DatasetError(f"{prefix}{rel}: not a decodable image ({str(e).splitlines()[0] or type(e).__name__})") \
+                from None
+    if not decoded:
+        raise DatasetError(f"{where}: no images")
+    grey = all(im.mode in GREY_MODES for _, im in decoded)
+    size = mapping.image_size
+    first_rel, first = decoded[0]
+    target_wh = (size[1], size[0]) if size else first.size
+    arrays = []
+    for rel, im in decoded:
+        im = im.convert("L") if grey else im.convert("RGB")
+        if im.size != target_wh:
+            if size is None:
+                raise DatasetError(f"{prefix}{rel}: image is {im.size[1]}x{im.size[0]} but {first_rel} is "
+                                   f"{target_wh[1]}x{target_wh[0]} (give an image size to resize all)")
+            im = im.resize(target_wh, Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+        arrays.append(a[:, :, None] if a.ndim == 2 else a)
+    images = np.stack(arrays)
+    classes = [rel.split("/", 1)[0] for rel, _ in decoded]
+    y, label_names = encode_labels(classes, labels, where=where or "image folder", column="<folder>",
+                                   row_name=lambda i: decoded[i][0])
+    return Dataset(name=name, kind="image", images=images, labels=y, label_names=label_names,
+                   meta={"files": [rel for rel, _ in decoded]})
