@@ -3,3 +3,89 @@
 from __future__ import annotations
 
 from relman.compress.registry import Param, Recipe, register  # noqa: F401
+
+# -- pruning, low-rank, distillation, fine-tuning, merging (weight-editing recipes) ----------
+_TORCH_FORMATS = ("hf", "hf-reshaped")
+
+register(Recipe(
+    name="prune-magnitude", title="Unstructured magnitude pruning", target="relman.compress.prune:run",
+    input_formats=_TORCH_FORMATS,
+    params=(
+        Param("sparsity", float, 0.5, "fraction of the selected weights set to zero (0.5 = 50 %)", min=0.0, max=0.99),
+        Param("scope", str, "global", "global: one threshold over all layers; layer: the same share in each layer",
+              choices=("global", "layer")),
+        Param("exclude", list, ["classifier", "score", "lm_head"], "layers whose name contains one of these are kept"),
+    ),
+    description="Zeroes the smallest-magnitude Linear weights (masks made permanent); records the sparsity.",
+))
+register(Recipe(
+    name="prune-structured", title="Structured pruning (heads + FFN neurons)",
+    target="relman.compress.prune_structured:run", input_formats=_TORCH_FORMATS,
+    params=(
+        Param("heads", float, 0.25, "fraction of attention heads removed in each layer", min=0.0, max=0.9),
+        Param("ffn", float, 0.25, "fraction of feed-forward neurons removed in each layer", min=0.0, max=0.95),
+        Param("importance", str, "weight-norm", "how heads and neurons are ranked", choices=("weight-norm",)),
+        Param("dataset", str, "", "registered dataset for a short recovery fine-tune against the parent (optional)"),
+        Param("epochs", int, 1, "recovery fine-tune epochs", min=0, max=100),
+        Param("lr", float, 1e-4, "recovery fine-tune learning rate", min=0.0),
+        Param("batch_size", int, 16, "recovery fine-tune batch size", min=1),
+        Param("max_length", int, 128, "token limit for text", min=8),
+        Param("seed", int, 0, "random seed"),
+    ),
+    description="Removes whole attention heads and FFN neurons, so parameters, size and latency drop.",
+))
+register(Recipe(
+    name="lowrank-svd", title="Low-rank factorisation (truncated SVD)", target="relman.compress.lowrank:run",
+    input_formats=_TORCH_FORMATS,
+    params=(
+        Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
+        Param("energy", float, 0.9, "share of spectral energy kept when rank is 0", min=0.01, max=1.0),
+        Param("exclude", list, ["classifier", "score", "lm_head"], "layers whose name contains one of these are kept"),
+    ),
+    description="Replaces Linear layers by two smaller ones where that saves parameters.",
+))
+register(Recipe(
+    name="distill", title="Knowledge distillation", target="relman.compress.distill:run",
+    input_formats=_TORCH_FORMATS, multi_parent=True,
+    tasks=("text-classification", "image-classification", "feature-extraction"),
+    params=(
+        Param("dataset", str, "", "registered dataset the student learns on (labels used when present)"),
+        Param("student_layers", int, 0, "layers of a new student (0 = teacher's; ignored with a second parent)", min=0),
+        Param("student_hidden", int, 0, "hidden size of a new student (0 = teacher's)", min=0),
+        Param("temperature", float, 2.0, "softmax temperature of the soft-target loss", min=0.05),
+        Param("alpha", float, 0.5, "weight of the soft-target loss (1 - alpha for the label loss)", min=0.0, max=1.0),
+        Param("epochs", int, 3, "passes over the training split", min=1, max=1000),
+        Param("lr", float, 5e-4, "learning rate", min=0.0),
+        Param("batch_size", int, 16, "batch size", min=1),
+        Param("max_length", int, 128, "token limit for text", min=8),
+        Param("seed", int, 0, "random seed"),
+    ),
+    description="Trains a smaller student (new config or a second parent) on the teacher's softened outputs.",
+))
+register(Recipe(
+    name="finetune", title="Fine-tune / transfer", target="relman.compress.finetune:run",
+    input_formats=_TORCH_FORMATS, tasks=("text-classification", "image-classification"),
+    params=(
+        Param("dataset", str, "", "registered labelled dataset"),
+        Param("epochs", int, 3, "maximum passes over the training split", min=1, max=1000),
+        Param("lr", float, 5e-5, "learning rate", min=0.0),
+        Param("batch_size", int, 16, "batch size", min=1),
+        Param("patience", int, 2, "epochs without validation improvement before stopping", min=1),
+        Param("val_fraction", float, 0.2, "hold-out share when the dataset has no validation split", min=0.0, max=0.9),
+        Param("weight_decay", float, 0.01, "AdamW weight decay", min=0.0),
+        Param("max_length", int, 128, "token limit for text", min=8),
+        Param("adversarial", bool, False, "also train on FGSM-perturbed inputs (embeddings / pixels)"),
+        Param("epsilon", float, 0.01, "FGSM step size", min=0.0),
+        Param("adv_weight", float, 0.5, "share of the adversarial loss", min=0.0, max=1.0),
+        Param("seed", int, 0, "random seed"),
+    ),
+    description="Trains on a labelled dataset with early stopping; new head when the labels differ.",
+))
+register(Recipe(
+    name="merge-fedavg", title="Merge (federated averaging)", target="relman.compress.merge:run",
+    input_formats=_TORCH_FORMATS, multi_parent=True,
+    params=(
+        Param("weights", list, [], "one sample count per parent (default: their recorded train_samples, else equal)"),
+    ),
+    description="Weighted average of several versions of the same architecture.",
+))
