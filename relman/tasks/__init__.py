@@ -1,0 +1,47 @@
+"""Task adapters: run a version (PyTorch or ONNX) on a dataset and return predictions.
+
+One adapter per task — text classification (logits), image classification (logits), feature
+extraction (normalised mean-pooled sentence embeddings), causal LM (next-token logits and
+per-token losses). `open_runner(folder, fmt, task, device, threads)` is the one entry point;
+`runner.prepare(rows)` preprocesses, `runner.predict(batch)` only runs the model, so the
+timing of inference never includes tokenisation.
+
+Worker-only: the adapter modules import numpy/torch/transformers; this package's `__init__`
+imports nothing heavy so it can be named by registries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from relman.tasks.base import Runner
+
+RUNNERS = {
+    "text-classification": "relman.tasks.text_classification:TextClassificationRunner",
+    "image-classification": "relman.tasks.image_classification:ImageClassificationRunner",
+    "feature-extraction": "relman.tasks.feature_extraction:FeatureExtractionRunner",
+    "causal-lm": "relman.tasks.causal_lm:CausalLMRunner",
+}
+
+
+def open_runner(folder: Path | str, fmt: str, task: str | None, device: str = "auto",
+                threads: int | None = None) -> "Runner":
+    """Load the model in `folder` (format 'hf', 'onnx' or a registered torch format) for `task`."""
+    import importlib
+
+    from relman.errors import EvaluationError
+    from relman.modelio.loading import load_preprocessor, read_config
+    from relman.tasks.backends import open_backend, resolve_device
+
+    if task not in RUNNERS:
+        raise EvaluationError(f"cannot evaluate task '{task}' (known: {', '.join(RUNNERS)})")
+    folder = Path(folder)
+    device = resolve_device(device)
+    config = read_config(folder)
+    preprocessor = load_preprocessor(folder, task)
+    backend = open_backend(folder, fmt, task, device, threads)
+    module, _, cls = RUNNERS[task].partition(":")
+    runner_cls = getattr(importlib.import_module(module), cls)
+    return runner_cls(folder, fmt, backend, preprocessor, config, threads)

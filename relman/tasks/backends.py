@@ -1,0 +1,150 @@
+"""The two ways a version runs: a transformers model (PyTorch) or an onnxruntime session.
+
+A backend takes the model inputs as numpy arrays (what the tokenizer / image processor makes),
+turns them into its native form once (`to_native`, outside any timing), and `run`s them,
+returning the one output tensor the task adapter needs as a numpy array. Everything
+task-specific (pooling, losses, label maps) lives in the adapters, so a PyTorch version and an
+ONNX version of the same model go through exactly the same post-processing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relman.errors import EvaluationError
+
+# The output each task reads (named the same in the ONNX exports of relman.tasks.onnx_export).
+TASK_OUTPUT = {"text-classification": "logits", "image-classification": "logits",
+               "feature-extraction": "last_hidden_state", "causal-lm": "logits"}
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto' → 'cuda' when torch sees a GPU, else 'cpu'."""
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvaluationError(f"device '{device}' was asked for, but no CUDA GPU is available here")
+    elif device != "cpu":
+        raise EvaluationError(f"unknown device '{device}' (use cpu, cuda, cuda:N or auto)")
+    return device
+
+
+class Backend:
+    fmt: str
+    device: str
+    input_names: list[str]
+    output: str
+
+    def to_native(self, arrays: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def run(self, native: Any) -> np.ndarray:
+        raise NotImplementedError
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (CUDA); a no-op on CPU."""
+
+
+class TorchBackend(Backend):
+    fmt = "torch"
+
+    def __init__(self, folder: Path, fmt: str, task: str, device: str, threads: int | None) -> None:
+        import torch
+
+        from relman.modelio.loading import load_torch_model
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.torch = torch
+        self.device = device
+        self.task = task
+        self.model = load_torch_model(Path(folder), task, device, fmt=fmt)
+        self.output = TASK_OUTPUT[task]
+        params = inspect.signature(self.model.forward).parameters
+        self.accepts = set(params)
+        self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
+                            if n in self.accepts]
+        self.float_dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+
+    def to_native(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        out = {}
+        for name, value in arrays.items():
+            if name not in self.accepts:
+                continue
+            t = self.torch.from_numpy(np.ascontiguousarray(value))
+            if t.is_floating_point():
+                t = t.to(self.float_dtype)
+            out[name] = t.to(self.device)
+        return out
+
+    def forward(self, native: dict[str, Any]) -> Any:
+        """The raw output tensor (on the device), for callers that need gradients (FGSM)."""
+        kwargs = dict(native)
+        if self.task == "causal-lm":
+            kwargs["use_cache"] = False
+        return self.model(**kwargs, return_dict=True)[self.output]
+
+    def run(self, native: dict[str, Any]) -> np.ndarray:
+        with self.torch.inference_mode():
+            out = self.forward(native)
+        return out.float().cpu().numpy()
+
+    def synchronize(self) -> None:
+        if self.device.startswith("cuda"):
+            self.torch.cuda.synchronize()
+
+
+_ORT_NUMPY = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+              "tensor(float16)": np.float16, "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+
+
+class OnnxBackend(Backend):
+    fmt = "onnx"
+
+    def __init__(self, folder: Path, task: str, device: str, threads: int | None) -> None:
+        from relman.modelio.loading import onnx_session
+
+        self.device = device
+        self.task = task
+        self.session = onnx_session(Path(folder), device=device, threads=threads)
+        self.inputs = {i.name: _ORT_NUMPY.get(i.type, np.float32) for i in self.session.get_inputs()}
+        self.input_names = list(self.inputs)
+        outputs = [o.name for o in self.session.get_outputs()]
+        wanted = TASK_OUTPUT[task]
+        self.output = wanted if wanted in outputs else outputs[0]
+        self._outputs = [self.output]
+        known = {"input_ids", "attention_mask", "token_type_ids", "pixel_values"}
+        unknown = [n for n in self.input_names if n not in known]
+        if unknown:
+            raise EvaluationError(f"{folder}: the ONNX model expects inputs {', '.join(unknown)}, which a "
+                                  f"{task} adapter cannot provide (it feeds {', '.join(sorted(known))})")
+
+    def to_native(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {}
+        for name, dtype in self.inputs.items():
+            if name in arrays:
+                feeds[name] = np.ascontiguousarray(arrays[name], dtype=dtype)
+            elif name == "token_type_ids" and "input_ids" in arrays:
+                feeds[name] = np.zeros_like(arrays["input_ids"], dtype=dtype)
+            else:
+                raise EvaluationError(f"the ONNX model needs input '{name}', which the preprocessing did not make")
+        return feeds
+
+    def run(self, native: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.session.run(self._outputs, native)[0]
+        return out if out.dtype == np.float32 else out.astype(np.float32)
+
+
+def open_backend(folder: Path, fmt: str, task: str, device: str, threads: int | None) -> Backend:
+    if fmt == "onnx":
+        return OnnxBackend(folder, task, device, threads)
+    return TorchBackend(folder, fmt, task, device, threads)
