@@ -1,7 +1,434 @@
-"""CLI commands for this area (filled in as the area is built)."""
+"""Release commands: gates, approve, promote, reject, rollback, history, rollout, channels,
+audit, policy, card, keys, export, import-bundle."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from relman.cli import AppState, emit_json, pass_state, table
+
+PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "retired", "rejected"])
+
+
+def _print_report(rep: Any) -> None:
+    verdict = "PASS" if rep.passed else "FAIL"
+    click.echo(f"{rep.model}@{rep.version}: {rep.from_phase} → {rep.to_phase}  [{verdict}]  "
+               f"(policy revision {rep.policy_revision}; production: {rep.production or '-'}; "
+               f"parent: {rep.parent or '-'})")
+    if not rep.allowed:
+        click.echo(f"  the policy does not allow {rep.from_phase} → {rep.to_phase}")
+    if not rep.rules:
+        click.echo("  no rules guard this phase")
+    for r in rep.rules:
+        mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip"}[r.status]
+        click.echo(f"  {mark}  {r.rule:<45} {r.reason}")
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--to", "to_phase", required=True, type=PHASE_CHOICE, help="Target phase.")
+@click.option("--json", "as_json", is_flag=True, help="Print the gate report as JSON.")
+@pass_state
+def gates(state: AppState, ref: str, to_phase: str, as_json: bool) -> None:
+    """Show the gate report for moving REF to a phase (changes nothing); exit 1 if it fails."""
+    from relman.app.release import gates as run_gates
+
+    rep = run_gates(state.catalog(), ref, to_phase)
+    if as_json:
+        emit_json(rep.to_dict())
+    else:
+        _print_report(rep)
+    if not rep.passed:
+        raise SystemExit(1)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--to", "to_phase", required=True, type=click.Choice(["candidate", "staging", "production"]),
+              help="The phase this approval is for.")
+@click.option("--by", help="Who approves (default: RELMAN_USER or the login name).")
+@click.option("--comment", default="", help="Why you approve.")
+@click.option("--json", "as_json", is_flag=True, help="Print the approval as JSON.")
+@pass_state
+def approve(state: AppState, ref: str, to_phase: str, by: str | None, comment: str, as_json: bool) -> None:
+    """Approve REF for a phase (one approval per person; void once its metrics change)."""
+    from relman.app.release import approve as do_approve
+
+    a = do_approve(state.catalog(), ref, to_phase, by=by, comment=comment)
+    if as_json:
+        emit_json(a)
+    else:
+        click.echo(f"{a['by']} approved {a['model']}@{a['version']} for {a['to_phase']}"
+                   + (" (renewed: metrics had changed)" if a["renewed"] else ""))
+
+
+def _after(result: dict[str, Any]) -> None:
+    if result.get("channels"):
+        click.echo(f"channels written to {result['channels']}")
+    if result.get("channels_error"):
+        click.echo(f"warning: channels not written: {result['channels_error']}", err=True)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--to", "to_phase", required=True, type=PHASE_CHOICE, help="Target phase.")
+@click.option("--why", default="", help="Reason (required with --override).")
+@click.option("--override", is_flag=True, help="Promote although gates fail (recorded as an override).")
+@click.option("--by", "who", help="Who promotes (default: RELMAN_USER or the login name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result and gate report as JSON.")
+@pass_state
+def promote(state: AppState, ref: str, to_phase: str, why: str, override: bool, who: str | None,
+            as_json: bool) -> None:
+    """Move REF to a phase if the policy allows it and every gate passes."""
+    from relman.app.release import promote as do_promote
+
+    res = do_promote(state.catalog(), ref, to_phase, why=why, who=who, override=override)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"{res['model']}@{res['version']}: {res['from']} → {res['to']}"
+               + ("  (OVERRIDE: gates failed)" if res["override"] else ""))
+    for r in res["replaced"]:
+        click.echo(f"  {res['model']}@{r['version']}: production → {r['to']}")
+    _after(res)
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--why", default="", help="Reason.")
+@click.option("--by", "who", help="Who rejects.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def reject(state: AppState, ref: str, why: str, who: str | None, as_json: bool) -> None:
+    """Reject REF (it leaves the release path)."""
+    from relman.app.release import reject as do_reject
+
+    res = do_reject(state.catalog(), ref, why=why, who=who)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"{res['model']}@{res['version']}: {res['from']} → rejected")
+    _after(res)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--why", default="", help="Reason.")
+@click.option("--by", "who", help="Who rolls back.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def rollback(state: AppState, model: str, why: str, who: str | None, as_json: bool) -> None:
+    """Put MODEL's previous production version back into production."""
+    from relman.app.release import rollback as do_rollback
+
+    res = do_rollback(state.catalog(), model, why=why, who=who)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"{model}: {res['restored']} back in production; {res['removed']} → {res['removed_to']}")
+    _after(res)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--at", "at", help="Show what was in each phase at this date (YYYY-MM-DD, end of day UTC) "
+                                 "or ISO date-time.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def history(state: AppState, model: str, at: str | None, as_json: bool) -> None:
+    """MODEL's phase changes and canary steps, oldest first."""
+    from relman.release.workflow import history as get_history
+    from relman.release.workflow import parse_when, phases_at
+
+    cat = state.catalog()
+    if at:
+        when = parse_when(at)
+        phases = phases_at(cat, model, when)
+        prod = [ver for ver, ph in phases.items() if ph == "production"]
+        if as_json:
+            emit_json({"model": model, "at": when.isoformat(), "production": prod[-1] if prod else None,
+                       "phases": phases})
+            return
+        click.echo(f"{model} at {when.isoformat()}: production = {prod[-1] if prod else 'none'}")
+        for ver, ph in phases.items():
+            click.echo(f"  {ver:<12} {ph}")
+        return
+    rows = get_history(cat, model)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo(f"{model}: no phase changes yet")
+        return
+    out = []
+    for r in rows:
+        change = f"canary {r['share']:g} %" if r["kind"] == "rollout" else f"{r['from_phase']} → {r['to_phase']}"
+        flags = "override" if r["override"] else ("rollback" if r["kind"] == "rollback" else "")
+        out.append([r["at"][:19].replace("T", " "), r["version"], change, r["who"], flags, r["why"][:60]])
+    click.echo(table(out, ["AT", "VERSION", "CHANGE", "WHO", "", "WHY"]))
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--share", required=True, type=float, help="Percent of traffic for the canary (0 < share <= 100; "
+                                                         "100 = ready for production).")
+@click.option("--why", default="", help="Reason.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def rollout(state: AppState, ref: str, share: float, why: str, as_json: bool) -> None:
+    """Set the canary traffic share of the staging version REF."""
+    from relman.app.release import rollout as do_rollout
+
+    res = do_rollout(state.catalog(), ref, share, why=why)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"{res['model']}@{res['version']}: canary share {res['share']:g} %")
+    _after(res)
+
+
+# -- channels ----------------------------------------------------------------------------------
+@click.group()
+def channels() -> None:
+    """The channels manifest (production + canary per model) for serving code."""
+
+
+@channels.command("write")
+@click.argument("folder", required=False, type=click.Path(path_type=str))
+@pass_state
+def channels_write(state: AppState, folder: str | None) -> None:
+    """Write channels.json to FOLDER (default: the configured folder), atomically."""
+    from relman.app.release import write_channels
+
+    click.echo(f"wrote {write_channels(state.catalog(), folder)}")
+
+
+@channels.command("set-dir")
+@click.argument("folder", required=False, type=click.Path(path_type=str))
+@click.option("--off", is_flag=True, help="Stop writing channels.json automatically.")
+@pass_state
+def channels_set_dir(state: AppState, folder: str | None, off: bool) -> None:
+    """Re-write FOLDER/channels.json after every promote, rollout and rollback."""
+    from relman.app.release import set_channels_dir
+
+    if not off and not folder:
+        raise click.UsageError("give a FOLDER, or --off")
+    path = set_channels_dir(state.catalog(), None if off else folder)
+    click.echo("automatic channels writing is off" if path is None else f"channels.json will be kept in {path}")
+
+
+@channels.command("show")
+@pass_state
+def channels_show(state: AppState) -> None:
+    """Print the channels manifest as JSON (without writing it)."""
+    from relman.app.release import channels as build
+
+    emit_json(build(state.catalog()))
+
+
+# -- audit -------------------------------------------------------------------------------------
+@click.group()
+def audit() -> None:
+    """The audit log (hash chain)."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
+@pass_state
+def audit_verify(state: AppState, as_json: bool) -> None:
+    """Check the audit chain; names every edited, deleted or reordered event; exit 1 on any."""
+    from relman.release.audit import diagnose
+
+    cat = state.catalog()
+    findings = diagnose(cat)
+    n = cat.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    if as_json:
+        emit_json({"ok": not findings, "events": n, "problems": [f.to_dict() for f in findings]})
+    elif findings:
+        for f in findings:
+            click.echo(str(f))
+    else:
+        click.echo(f"ok: audit chain of {n} events verifies")
+    if findings:
+        raise SystemExit(1)
+
+
+@audit.command("show")
+@click.option("--model", help="Only events about this model.")
+@click.option("--version", "version", help="Only events about this version (with --model).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (with hashes).")
+@pass_state
+def audit_show(state: AppState, model: str | None, version: str | None, as_json: bool) -> None:
+    """Show audit events with their hashes."""
+    from relman.release.audit import excerpt
+
+    cat = state.catalog()
+    if model:
+        rows = excerpt(cat, model, version)
+    else:
+        rows = cat.events()
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(table([[e["seq"], e["at"][:19].replace("T", " "), e["actor"], e["kind"],
+                       f"{e['model'] or ''}{'@' + e['version'] if e['version'] else ''}", e["hash"][:16]]
+                      for e in rows], ["SEQ", "AT", "ACTOR", "EVENT", "SUBJECT", "HASH"]))
+
+
+# -- policy ------------------------------------------------------------------------------------
+@click.group()
+def policy() -> None:
+    """Per-model release policy (phases, gates, approvals), versioned in the catalog."""
+
+
+@policy.command("show")
+@click.argument("model")
+@pass_state
+def policy_show(state: AppState, model: str) -> None:
+    """Print MODEL's current policy as JSON (revision 0 = the built-in default)."""
+    from relman.app.release import get_policy
+
+    body, revision = get_policy(state.catalog(), model)
+    emit_json({"model": model, "revision": revision, "policy": body})
+
+
+@policy.command("set")
+@click.argument("model")
+@click.argument("file", type=click.Path(path_type=str))
+@pass_state
+def policy_set(state: AppState, model: str, file: str) -> None:
+    """Store FILE (.json or .toml; missing keys keep their defaults) as MODEL's new policy."""
+    from relman.app.release import set_policy
+
+    rev = set_policy(state.catalog(), model, file)
+    click.echo(f"policy of {model} is now revision {rev}")
+
+
+# -- model card --------------------------------------------------------------------------------
+@click.command()
+@click.argument("ref")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=TEXT",
+              help="Fill in a field: intended_use, limitations, license, description (repeatable).")
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Write README.md here (default: print it).")
+@pass_state
+def card(state: AppState, ref: str, sets: tuple[str, ...], output: str | None) -> None:
+    """Generate REF's model card (Hugging Face README.md with YAML metadata)."""
+    from relman.app.bundles import model_card, set_card_fields, write_model_card
+
+    cat = state.catalog()
+    if sets:
+        fields = {}
+        for s in sets:
+            key, eq, value = s.partition("=")
+            if not eq:
+                raise click.BadParameter(f"'{s}' is not FIELD=TEXT", param_hint="--set")
+            fields[key.strip()] = value
+        set_card_fields(cat, ref, fields)
+    if output:
+        click.echo(f"wrote {write_model_card(cat, ref, output)}")
+    elif not sets:
+        click.echo(model_card(cat, ref))
+    else:
+        click.echo(f"updated {', '.join(sorted(fields))}")
+
+
+# -- keys --------------------------------------------------------------------------------------
+@click.group()
+def keys() -> None:
+    """Ed25519 signing keys for bundles (kept outside the catalog; RELMAN_KEYS_DIR overrides)."""
+
+
+@keys.command("create")
+@click.argument("name")
+def keys_create(name: str) -> None:
+    """Create key pair NAME (private key mode 0600); its public key is trusted here."""
+    from relman.app.bundles import create_key
+
+    k = create_key(name)
+    click.echo(f"created key {k['name']} (id {k['id']}); give {k['public_key']} to whoever imports your bundles")
+
+
+@keys.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def keys_ls(as_json: bool) -> None:
+    """List own keys and trusted public keys."""
+    from relman.app.bundles import list_keys
+    from relman.release.keys import keys_dir
+
+    ks = list_keys()
+    if as_json:
+        emit_json(ks)
+    elif ks:
+        click.echo(table([[k["kind"], k["name"], k["id"], k["path"]] for k in ks], ["KIND", "NAME", "ID", "PATH"]))
+    else:
+        click.echo(f"no keys in {keys_dir()}: relman keys create NAME")
+
+
+@keys.command("trust")
+@click.argument("pubfile", type=click.Path(path_type=str))
+def keys_trust(pubfile: str) -> None:
+    """Trust the public key in PUBFILE for bundle imports."""
+    from relman.app.bundles import trust_key
+
+    k = trust_key(pubfile)
+    click.echo(f"trusting key {k['name']} (id {k['id']})")
+
+
+# -- export / import ---------------------------------------------------------------------------
+@click.command("export")
+@click.argument("ref")
+@click.argument("folder", required=False, type=click.Path(path_type=str))
+@click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle file to write (signed .relman tar).")
+@click.option("--format", "fmt", type=click.Choice(["bundle", "hf", "onnx"]), default="bundle", show_default=True,
+              help="bundle: signed archive (-o FILE); hf/onnx: a plain folder FOLDER.")
+@click.option("--key", help="Signing key name (default: your only key).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def export(state: AppState, ref: str, folder: str | None, output: str | None, fmt: str, key: str | None,
+           as_json: bool) -> None:
+    """Export REF as a signed bundle (-o FILE) or as a plain hf/onnx FOLDER."""
+    from relman.app.bundles import export_bundle, export_folder
+
+    cat = state.catalog()
+    if fmt == "bundle":
+        if not output or folder:
+            raise click.UsageError("a bundle needs -o FILE (use --format hf|onnx for a folder)")
+        res = export_bundle(cat, ref, output, key=key)
+        if as_json:
+            emit_json(res)
+        else:
+            click.echo(f"wrote {res['path']} ({res['files']} files, {res['bytes']:,} bytes), signed by "
+                       f"{res['key_name']} ({res['key_id']})")
+        return
+    dest = folder or output
+    if not dest:
+        raise click.UsageError(f"--format {fmt} needs a FOLDER")
+    path = export_folder(cat, ref, dest, fmt)
+    if as_json:
+        emit_json({"path": str(path), "format": fmt})
+    else:
+        click.echo(f"wrote {fmt} folder {path}")
+
+
+@click.command("import-bundle")
+@click.argument("file", type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_state
+def import_bundle_cmd(state: AppState, file: str, as_json: bool) -> None:
+    """Verify a signed bundle (trusted key, checksums, safe paths) and merge it into the catalog."""
+    from relman.app.bundles import import_bundle
+
+    res = import_bundle(state.catalog(), file)
+    if as_json:
+        emit_json(res)
+        return
+    click.echo(f"imported {res['model']}@{res['version']} ({res['files']} files, {res['metrics']} metrics), signed by "
+               f"{res['signed_by']['name']} ({res['signed_by']['id']})")
+    if res["missing_parents"]:
+        click.echo(f"  parents not in this catalog (lineage kept in meta): {', '.join(res['missing_parents'])}")
+
+
+COMMANDS: list[click.Command] = [gates, approve, promote, reject, rollback, history, rollout, channels, audit, policy,
+                                 card, keys, export, import_bundle_cmd]

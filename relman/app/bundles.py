@@ -1,0 +1,52 @@
+"""Model cards, signing keys, signed bundles and plain-folder exports, for the GUI and CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from relman.app.release import VersionLike, version_of
+from relman.catalog import Catalog
+from relman.catalog.catalog import current_user
+from relman.release import bundle as _bundle
+from relman.release import keys as _keys
+from relman.release import modelcard as _card
+
+
+def model_card(catalog: Catalog, ref: VersionLike) -> str:
+    return _card.render_card(catalog, version_of(catalog, ref))
+
+
+def set_card_fields(catalog: Catalog, ref: VersionLike, fields: Mapping[str, str], *,
+                    who: str | None = None) -> dict[str, str]:
+    return _card.set_card_fields(catalog, version_of(catalog, ref).id, fields, actor=who or current_user())
+
+
+def write_model_card(catalog: Catalog, ref: VersionLike, path: Path | str) -> Path:
+    return _card.write_model_card(catalog, version_of(catalog, ref).id, path)
+
+
+def export_bundle(catalog: Catalog, ref: VersionLike, out: Path | str, *, key: str | None = None) -> dict[str, Any]:
+    return _bundle.export_bundle(catalog, version_of(catalog, ref).id, out, key_name=key)
+
+
+def import_bundle(catalog: Catalog, path: Path | str, *, who: str | None = None) -> dict[str, Any]:
+    return _bundle.import_bundle(catalog, path, actor=who or current_user())
+
+
+def export_folder(catalog: Catalog, ref: VersionLike, dest: Path | str, fmt: str) -> Path:
+    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt)
+
+
+def create_key(name: str) -> dict[str, str]:
+    pub = _keys.create_key(name)
+    return {"name": pub.name, "id": pub.id, "public_key": str(_keys.keys_dir() / f"{name}.pub")}
+
+
+def list_keys() -> list[dict[str, str]]:
+    return _keys.list_keys()
+
+
+def trust_key(path: Path | str) -> dict[str, str]:
+    pub = _keys.trust_file(path)
+    return {"name": pub.name, "id": pub.id}

@@ -1,0 +1,367 @@
+"""Signed release bundles for air-gapped transfer, and plain model folders.
+
+A bundle is one uncompressed tar file:
+
+    manifest.json   every file's path, size and sha256; the version's metadata, lineage,
+                    metrics, last gate report, transitions, approvals and audit excerpt
+    manifest.sig    Ed25519 signature over the exact bytes of manifest.json, with the public key
+    README.md       the model card
+    artifacts/...   the version's files
+
+Import checks everything before writing anything: members are read one by one with `tarfile`
+(never `extractall`); each must be a plain file with a relative path without `..`, and the
+set of members must be exactly the manifest's files; the signing key must be trusted here and
+the signature must match; every file must have its recorded size and sha256. Only then are the
+files handed to `Catalog.add_version`, which stores blobs and rows in one transaction. Files
+are streamed into a temporary folder inside the catalog's `tmp/` (removed afterwards), never
+into the store, until they are verified.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from relman.catalog import events as audit
+from relman.errors import BundleError, DuplicateVersion, IntegrityError, RelmanError
+
+FORMAT = "relman-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+CARD = "README.md"
+MAX_MANIFEST = 64 * 1024 * 1024
+CHUNK = 1 << 20
+
+
+# -- export ------------------------------------------------------------------------------------
+def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
+    from relman.catalog.catalog import current_user, utcnow
+    from relman.release.approvals import approvals
+    from relman.release.audit import excerpt
+    from relman.release.modelcard import card_fields, last_gate_report
+
+    files = [{"path": f"artifacts/{a['path']}", "sha256": a["sha256"], "size": a["size"]}
+             for a in catalog.artifacts(v.id)]
+    files.append({"path": CARD, "sha256": hashlib.sha256(card_bytes).hexdigest(), "size": len(card_bytes)})
+    lineage = []
+    for p in catalog.parents(v.id):
+        pv = catalog.get_version(p["parent_id"])
+        lineage.append({"model": p["model"], "version": p["version"], "manifest_sha256": pv.manifest_sha256,
+                        "weight": p["weight"], "relation": p["relation"]})
+    metrics = [{"suite": m["suite"], "name": m["name"], "value": m["value"], "context": m["context"],
+                "dataset": m["dataset"], "created_at": m["created_at"]} for m in catalog.metrics(v.id, latest=False)]
+    ds_names = sorted({m["dataset"] for m in metrics if m["dataset"]})
+    datasets = [dict(r) for r in catalog.query(
+        f"SELECT name, sha256, format, kind, n_rows FROM datasets WHERE name IN ({','.join('?' * len(ds_names))})",
+        ds_names)] if ds_names else []
+    transitions = catalog.query("SELECT from_phase, to_phase, override, why, who, at FROM transitions"
+                                " WHERE version_id = ? ORDER BY id", [v.id])
+    appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid")} for a in approvals(catalog, v.id)]
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": v.model, "version": v.version,
+        "info": {"format": v.format, "task": v.task, "architecture": v.architecture, "params": v.params,
+                 "dtype": v.dtype, "size_bytes": v.size_bytes, "manifest_sha256": v.manifest_sha256,
+                 "recipe": v.recipe, "meta": v.meta, "phase": v.phase, "created_at": v.created_at,
+                 "created_by": v.created_by},
+        "files": files, "lineage": lineage, "metrics": metrics, "datasets": datasets,
+        "gate_report": last_gate_report(catalog, v.id), "transitions": transitions, "approvals": appr,
+        "card_fields": card_fields(catalog, v),
+        "audit": excerpt(catalog, v.model, v.version),
+        "exported_at": utcnow(), "exported_by": current_user(), "source_catalog": str(catalog.root),
+    }
+
+
+def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    info.mtime = int(mtime)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: str | None = None) -> dict[str, Any]:
+    """Write the signed bundle of a version to `out` (atomically); returns a summary."""
+    from relman.release import keys
+    from relman.release.modelcard import render_card
+
+    v = catalog.get_version(version_id)
+    out = Path(out).expanduser()
+    if not out.parent.is_dir():
+        raise BundleError(f"folder {out.parent} does not exist")
+    key_name = key_name or keys.default_key_name()
+    keys.load_private(key_name)  # fail early on a missing key
+    for a in catalog.artifacts(v.id):  # never sign bytes that are not the recorded ones
+        problem = catalog.store.verify(a["sha256"])
+        if problem:
+            raise IntegrityError(f"cannot export {v.ref}: {a['path']} ({catalog.store.path(a['sha256'])}) is {problem}; "
+                                 "run 'relman verify'")
+    card = render_card(catalog, v).encode("utf-8")
+    manifest = build_manifest(catalog, v, card)
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")
+    pub, signature = keys.sign(key_name, manifest_bytes)
+    sig = {"algorithm": "ed25519", "key_id": pub.id, "key_name": pub.name,
+           "public_key": base64.b64encode(pub.raw).decode(), "signature": base64.b64encode(signature).decode()}
+    tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    now = time.time()
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
+            _add_bytes(tf, MANIFEST, manifest_bytes, now)
+            _add_bytes(tf, SIGNATURE, json.dumps(sig, indent=2).encode(), now)
+            _add_bytes(tf, CARD, card, now)
+            for a in catalog.artifacts(v.id):
+                info = tarfile.TarInfo(f"artifacts/{a['path']}")
+                info.size = a["size"]
+                info.mode = 0o644
+                info.mtime = int(now)
+                with open(catalog.store.path(a["sha256"]), "rb") as f:
+                    tf.addfile(info, f)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return {"path": str(out), "model": v.model, "version": v.version, "key_id": pub.id, "key_name": pub.name,
+            "files": len(manifest["files"]), "bytes": out.stat().st_size}
+
+
+# -- import ------------------------------------------------------------------------------------
+def _check_member(m: tarfile.TarInfo, where: str) -> None:
+    name = m.name
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or "\\" in name:
+        raise BundleError(f"{where}: member '{name}' has an absolute or non-portable path; refusing the bundle")
+    parts = PurePosixPath(name).parts
+    if any(p in ("..", "") for p in parts) or name != PurePosixPath(name).as_posix():
+        raise BundleError(f"{where}: member '{name}' points outside the bundle ('..'); refusing the bundle")
+    if m.issym() or m.islnk():
+        raise BundleError(f"{where}: member '{name}' is a link (to '{m.linkname}'); bundles hold only plain files")
+    if not m.isfile():
+        kind = "folder" if m.isdir() else "device or special file"
+        raise BundleError(f"{where}: member '{name}' is a {kind}; bundles hold only plain files")
+
+
+def _read_small(tf: tarfile.TarFile, m: tarfile.TarInfo, where: str, limit: int) -> bytes:
+    if m.size > limit:
+        raise BundleError(f"{where}: {m.name} is {m.size} bytes, more than a manifest can be")
+    f = tf.extractfile(m)
+    assert f is not None
+    try:
+        data = f.read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise BundleError(f"{where}: {m.name} cannot be read ({e}); the bundle is truncated or damaged") from None
+    if len(data) != m.size:
+        raise BundleError(f"{where}: {m.name} is truncated ({len(data)} of {m.size} bytes)")
+    return data
+
+
+def _copy_hashing(src: BinaryIO, dest: Path) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with open(dest, "wb") as out:
+        while chunk := src.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+            n += len(chunk)
+    return h.hexdigest(), n
+
+
+def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Path]]:
+    """Verify a bundle completely; returns (manifest, signer, {path in bundle: verified temp file})."""
+    from relman.release import keys
+
+    path = Path(path).expanduser()
+    where = str(path)
+    if not path.is_file():
+        raise BundleError(f"{where}: no such bundle file")
+    try:
+        tf = tarfile.open(path, mode="r:")
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise BundleError(f"{where}: not a relman bundle, or truncated ({e})") from None
+    with tf:
+        try:
+            members = tf.getmembers()
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise BundleError(f"{where}: the archive is truncated or damaged ({e})") from None
+        by_name: dict[str, tarfile.TarInfo] = {}
+        for m in members:
+            _check_member(m, where)
+            if m.name in by_name:
+                raise BundleError(f"{where}: member '{m.name}' appears twice; refusing the bundle")
+            by_name[m.name] = m
+        for required in (MANIFEST, SIGNATURE):
+            if required not in by_name:
+                raise BundleError(f"{where}: no {required} in the archive (not a relman bundle, or truncated)")
+        sig_bytes = _read_small(tf, by_name[SIGNATURE], where, 1 << 20)
+        manifest_bytes = _read_small(tf, by_name[MANIFEST], where, MAX_MANIFEST)
+        try:
+            sig = json.loads(sig_bytes)
+            raw = base64.b64decode(sig["public_key"], validate=True)
+            signature = base64.b64decode(sig["signature"], validate=True)
+        except (ValueError, KeyError, TypeError):
+            raise BundleError(f"{where}: {SIGNATURE} is not a readable signature") from None
+        if sig.get("algorithm") != "ed25519" or len(raw) != 32:
+            raise BundleError(f"{where}: unsupported signature (algorithm {sig.get('algorithm')!r})")
+        signer = keys.find_trusted(raw)
+        if not signer.verify(signature, manifest_bytes):
+            raise BundleError(f"{where}: the signature of key {signer.id} ({signer.name}) does not match manifest.json;"
+                              " the manifest was altered after signing")
+        try:
+            manifest = json.loads(manifest_bytes)
+        except ValueError:
+            raise BundleError(f"{where}: manifest.json is not JSON") from None
+        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{where}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+        listed = {f["path"]: f for f in manifest["files"]}
+        for p in listed:
+            if p != CARD and not p.startswith("artifacts/"):
+                raise BundleError(f"{where}: manifest lists '{p}' outside artifacts/")
+        expected = set(listed) | {MANIFEST, SIGNATURE}
+        extra = sorted(set(by_name) - expected)
+        missing = sorted(expected - set(by_name))
+        if extra:
+            raise BundleError(f"{where}: member(s) not in the signed manifest: {', '.join(extra)}")
+        if missing:
+            raise BundleError(f"{where}: member(s) listed in the manifest are missing: {', '.join(missing)}"
+                              " (truncated bundle?)")
+        out: dict[str, Path] = {}
+        for i, (name, entry) in enumerate(sorted(listed.items())):
+            m = by_name[name]
+            if m.size != entry["size"]:
+                raise BundleError(f"{where}: {name} is {m.size} bytes, the manifest says {entry['size']}")
+            f = tf.extractfile(m)
+            assert f is not None
+            dest = workdir / f"{i:05d}"
+            try:
+                sha, n = _copy_hashing(f, dest)
+            except (tarfile.TarError, EOFError, OSError) as e:
+                raise BundleError(f"{where}: {name} cannot be read ({e}); the bundle is truncated") from None
+            if n != entry["size"]:
+                raise BundleError(f"{where}: {name} is truncated ({n} of {entry['size']} bytes)")
+            if sha != entry["sha256"]:
+                raise BundleError(f"{where}: {name} does not match its sha256 in the manifest (got {sha[:12]}…, "
+                                  f"expected {entry['sha256'][:12]}…); the file was swapped or damaged")
+            out[name] = dest
+    for e in manifest.get("audit", []):
+        h = audit.event_hash(e["prev_hash"], e["seq"], e["at"], e["actor"], e["kind"], e["model"], e["version"],
+                             audit.canonical(e["payload"]))
+        if h != e["hash"]:
+            raise BundleError(f"{where}: audit excerpt event {e['seq']} does not match its hash")
+    return manifest, {"id": signer.id, "name": signer.name}, out
+
+
+def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -> dict[str, Any]:
+    """Verify `path` and merge its version (files, lineage, metrics, history) into `catalog`."""
+    from relman.catalog.catalog import Metric, manifest_sha
+
+    catalog.tmp_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix="bundle-") as tmp:
+        manifest, signer, files = read_bundle(path, Path(tmp))
+        model, version, info = manifest["model"], manifest["version"], manifest["info"]
+        artifacts = {name[len("artifacts/"):]: p for name, p in files.items() if name.startswith("artifacts/")}
+        shas = {f["path"][len("artifacts/"):]: f["sha256"] for f in manifest["files"] if f["path"].startswith("artifacts/")}
+        if manifest_sha(shas) != info["manifest_sha256"]:
+            raise BundleError(f"{path}: the artifacts do not add up to the version's manifest sha256")
+        for v in catalog.versions():
+            if v.model == model and v.version == version:
+                same = v.manifest_sha256 == info["manifest_sha256"]
+                raise DuplicateVersion(f"{model}@{version} is already in this catalog"
+                                       + (" (same files)" if same else " with different files; nothing imported"))
+        parents: list[tuple[int, float | None]] = []
+        missing_parents: list[str] = []
+        relation = ""
+        for p in manifest["lineage"]:
+            match = [v for v in catalog.versions() if v.model == p["model"] and v.version == p["version"]
+                     and v.manifest_sha256 == p["manifest_sha256"]]
+            if match:
+                parents.append((match[0].id, p["weight"]))
+                relation = relation or p["relation"]
+            else:
+                missing_parents.append(f"{p['model']}@{p['version']}")
+        local_ds = {r["name"]: r for r in catalog.query("SELECT id, name, sha256 FROM datasets")}
+        ds_sha = {d["name"]: d["sha256"] for d in manifest.get("datasets", [])}
+        metrics = []
+        for m in manifest["metrics"]:
+            ctx = dict(m["context"])
+            ds_id = None
+            if m["dataset"]:
+                ctx.setdefault("dataset", m["dataset"])
+                local = local_ds.get(m["dataset"])
+                if local and local["sha256"] == ds_sha.get(m["dataset"]):
+                    ds_id = local["id"]
+            ctx["measured_at"] = m["created_at"]
+            metrics.append(Metric(m["suite"], m["name"], m["value"], ctx, ds_id))
+        meta = dict(info.get("meta") or {})
+        meta["card"] = manifest.get("card_fields") or {}
+        meta["imported_bundle"] = {"file": Path(path).name, "key_id": signer["id"], "key_name": signer["name"],
+                                   "exported_at": manifest["exported_at"], "exported_by": manifest["exported_by"],
+                                   "source_catalog": manifest["source_catalog"], "source_phase": info.get("phase"),
+                                   "missing_parents": missing_parents}
+        meta["origin"] = {"transitions": manifest["transitions"], "approvals": manifest["approvals"],
+                          "gate_report": manifest["gate_report"], "audit": manifest["audit"],
+                          "created_at": info["created_at"], "created_by": info["created_by"]}
+        v = catalog.add_version(
+            model, artifacts, format=info["format"], version=version, task=info["task"],
+            architecture=info["architecture"], params=info["params"], dtype=info["dtype"], recipe=info["recipe"],
+            meta=meta, parents=parents, relation=relation, metrics=metrics, actor=actor, event_kind="import-bundle")
+    return {"model": v.model, "version": v.version, "id": v.id, "signed_by": signer, "parents_linked": len(parents),
+            "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts)}
+
+
+# -- plain folders -----------------------------------------------------------------------------
+def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> Path:
+    """Write the version as a plain folder transformers (`hf`) or onnxruntime (`onnx`) can load,
+    with its model card as README.md. Written to a temporary folder and renamed into place."""
+    from relman.release.modelcard import render_card
+
+    v = catalog.get_version(version_id)
+    arts = catalog.artifacts(v.id)
+    paths = [a["path"] for a in arts]
+    if fmt == "hf":
+        if "config.json" not in paths or not any(p.endswith((".safetensors", ".bin")) for p in paths):
+            raise RelmanError(f"{v.ref} is a {v.format} version without config.json and weights; it cannot be "
+                              "written as a Hugging Face folder")
+    elif fmt == "onnx":
+        if not any(p.endswith(".onnx") for p in paths):
+            raise RelmanError(f"{v.ref} is a {v.format} version with no .onnx file; convert it with an ONNX "
+                              "export recipe first")
+    else:
+        raise RelmanError(f"unknown export format '{fmt}' (use hf, onnx, or -o FILE for a bundle)")
+    dest = Path(dest).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise RelmanError(f"{dest} already exists and is not an empty folder")
+    if not dest.parent.is_dir():
+        raise RelmanError(f"folder {dest.parent} does not exist")
+    for a in arts:
+        problem = catalog.store.verify(a["sha256"])
+        if problem:
+            raise IntegrityError(f"cannot export {v.ref}: {a['path']} is {problem}; run 'relman verify'")
+    tmp = dest.parent / f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        tmp.mkdir()
+        for a in arts:
+            target = tmp / a["path"]
+            if not target.resolve().is_relative_to(tmp.resolve()):
+                raise RelmanError(f"artifact path '{a['path']}' points outside the target folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(catalog.store.path(a["sha256"]), target)
+        if "README.md" not in paths:
+            (tmp / "README.md").write_text(render_card(catalog, v), encoding="utf-8")
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest

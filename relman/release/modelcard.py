@@ -1,0 +1,211 @@
+"""Model cards: a Hugging Face-compatible README.md generated from the catalog.
+
+YAML front-matter (library_name, pipeline_tag, tags, model-index results per dataset) followed
+by lineage, recipe, datasets, metrics with the conditions they were measured under, the last
+gate report, approvals, and the fields only a person can fill in (intended use, limitations),
+kept in the catalog settings under `card:<model>@<version>` so they survive re-generation.
+The YAML is written by hand with JSON-quoted scalars (YAML is a superset of JSON), so no YAML
+library is needed and nothing user-typed can break the block.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from relman.catalog import events as audit
+from relman.errors import ReleaseError
+
+CARD_FIELDS = ("intended_use", "limitations", "license", "description")
+PIPELINE_TAGS = {"text-classification": "text-classification", "image-classification": "image-classification",
+                 "feature-extraction": "feature-extraction", "causal-lm": "text-generation"}
+LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors", "torch": "pytorch"}
+
+
+def _key(v: Any) -> str:
+    return f"card:{v.model}@{v.version}"
+
+
+def card_fields(catalog: Any, v: Any) -> dict[str, str]:
+    fields = dict(v.meta.get("card") or {})
+    fields.update(catalog.get_setting(_key(v), {}) or {})
+    return {k: str(val) for k, val in fields.items() if k in CARD_FIELDS}
+
+
+def set_card_fields(catalog: Any, version_id: int, values: Mapping[str, str], *, actor: str) -> dict[str, str]:
+    """Store user-written card fields (intended_use, limitations, license, description)."""
+    from relman.catalog.catalog import utcnow
+
+    bad = [k for k in values if k not in CARD_FIELDS]
+    if bad:
+        raise ReleaseError(f"unknown model-card field(s) {', '.join(bad)} (fields: {', '.join(CARD_FIELDS)})")
+    with catalog.transaction():
+        v = catalog.get_version(version_id)
+        fields = card_fields(catalog, v)
+        fields.update({k: str(val) for k, val in values.items()})
+        catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", [_key(v), json.dumps(fields)])
+        audit.append(catalog.db, at=utcnow(), actor=actor, kind="card-edit", model=v.model, version=v.version,
+                     payload={"fields": sorted(values)})
+    return fields
+
+
+def _q(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return json.dumps(str(value))
+
+
+def _yaml(obj: Any, indent: int = 0) -> list[str]:
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(obj, Mapping):
+        for k, val in obj.items():
+            if isinstance(val, (Mapping, list)) and val:
+                lines.append(f"{pad}{k}:")
+                lines.extend(_yaml(val, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {_q(val) if not isinstance(val, (Mapping, list)) else ('{}' if isinstance(val, Mapping) else '[]')}")
+    elif isinstance(obj, list):
+        for item in obj:
+            sub = _yaml(item, indent + 1) if isinstance(item, (Mapping, list)) else [f"{pad}  {_q(item)}"]
+            first = sub[0].lstrip()
+            lines.append(f"{pad}- {first}")
+            lines.extend(sub[1:])
+    else:
+        lines.append(pad + _q(obj))
+    return lines
+
+
+def _dataset_of(m: Mapping[str, Any]) -> str | None:
+    return m.get("dataset") or (m.get("context") or {}).get("dataset")
+
+
+def _ancestry(catalog: Any, v: Any, depth: int = 12) -> list[tuple[int, dict[str, Any]]]:
+    out: list[tuple[int, dict[str, Any]]] = []
+    frontier = [(1, v.id)]
+    seen = {v.id}
+    while frontier:
+        level, vid = frontier.pop(0)
+        if level > depth:
+            break
+        for p in catalog.parents(vid):
+            if p["parent_id"] in seen:
+                continue
+            seen.add(p["parent_id"])
+            out.append((level, p))
+            frontier.append((level + 1, p["parent_id"]))
+    return out
+
+
+def last_gate_report(catalog: Any, version_id: int) -> dict[str, Any] | None:
+    row = catalog.conn.execute("SELECT gate_report FROM transitions WHERE version_id = ? AND gate_report LIKE '%\"rules\"%'"
+                               " ORDER BY id DESC LIMIT 1", [version_id]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def render_card(catalog: Any, v: Any) -> str:
+    from relman.release.approvals import approvals
+
+    fields = card_fields(catalog, v)
+    metrics = catalog.metrics(v.id)
+    results = []
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for m in metrics:
+        if m["value"] is not None and _dataset_of(m):
+            by_dataset.setdefault(str(_dataset_of(m)), []).append(m)
+    for ds, ms in sorted(by_dataset.items()):
+        results.append({
+            "task": {"type": PIPELINE_TAGS.get(v.task or "", v.task or "other")},
+            "dataset": {"name": ds, "type": ds},
+            "metrics": [{"type": m["name"], "value": float(m["value"]), "name": f"{m['suite']}/{m['name']}"}
+                        for m in ms],
+        })
+    tags = ["relman", v.format] + ([v.task] if v.task else []) + ([v.recipe["name"]] if v.recipe.get("name") else [])
+    meta: dict[str, Any] = {}
+    if v.format in LIBRARIES:
+        meta["library_name"] = LIBRARIES[v.format]
+    if v.task in PIPELINE_TAGS:
+        meta["pipeline_tag"] = PIPELINE_TAGS[v.task]
+    if fields.get("license"):
+        meta["license"] = fields["license"]
+    meta["tags"] = list(dict.fromkeys(tags))
+    if by_dataset:
+        meta["datasets"] = sorted(by_dataset)
+    if results:
+        meta["model-index"] = [{"name": f"{v.model}-{v.version}", "results": results}]
+    meta["relman"] = {"model": v.model, "version": v.version, "phase": v.phase, "manifest_sha256": v.manifest_sha256,
+                      "parents": [f"{p['model']}@{p['version']}" for p in catalog.parents(v.id)]}
+    lines = ["---", *_yaml(meta), "---", "", f"# {v.model} {v.version}", ""]
+    if fields.get("description"):
+        lines += [fields["description"], ""]
+    lines += ["| | |", "|---|---|", f"| phase | {v.phase} |", f"| format | {v.format} |", f"| task | {v.task or ''} |",
+              f"| architecture | {v.architecture or ''} |", f"| parameters | {v.params or 0:,} |",
+              f"| dtype | {v.dtype or ''} |", f"| size | {v.size_bytes:,} bytes |",
+              f"| created | {v.created_at[:19]} by {v.created_by} |", f"| manifest sha256 | `{v.manifest_sha256}` |", ""]
+    hint = f"_Not filled in yet: `relman card {v.ref} --set {{}}=\"...\"`_"
+    lines += ["## Intended use", "", fields.get("intended_use") or hint.format("intended_use"), "",
+              "## Limitations", "", fields.get("limitations") or hint.format("limitations"), ""]
+    lines += ["## Lineage", ""]
+    anc = _ancestry(catalog, v)
+    if not anc:
+        lines.append("Imported directly (no parent version in the catalog).")
+    for level, p in anc:
+        pv = catalog.get_version(p["parent_id"])
+        how = pv.recipe.get("name") or "import"
+        rel = f" ({p['relation']})" if p["relation"] else ""
+        lines.append(f"{'  ' * (level - 1)}- {p['model']}@{p['version']}{rel}, made by {how}")
+    lines.append("")
+    if v.recipe:
+        lines += ["## Recipe", "", "```json", json.dumps(v.recipe, indent=2, sort_keys=True, default=str), "```", ""]
+    ds_rows = []
+    for name in sorted(by_dataset):
+        row = catalog.conn.execute("SELECT sha256, n_rows, format FROM datasets WHERE name = ?", [name]).fetchone()
+        ds_rows.append(f"| {name} | {row[2] if row else ''} | {row[1] if row else ''} | "
+                       f"{('`' + row[0][:16] + '`') if row else 'not in this catalog'} |")
+    if ds_rows:
+        lines += ["## Datasets", "", "| dataset | format | rows | sha256 |", "|---|---|---|---|", *ds_rows, ""]
+    lines += ["## Metrics", ""]
+    if metrics:
+        lines += ["| suite | metric | value | dataset | conditions | measured |", "|---|---|---|---|---|---|"]
+        for m in metrics:
+            ctx = ", ".join(f"{k}={m['context'][k]}" for k in sorted(m["context"]) if k != "dataset")[:160]
+            val = "" if m["value"] is None else f"{m['value']:.6g}"
+            lines.append(f"| {m['suite']} | {m['name']} | {val} | {_dataset_of(m) or ''} | {ctx} | {m['created_at'][:19]} |")
+    else:
+        lines.append("No metrics recorded yet.")
+    lines.append("")
+    rep = last_gate_report(catalog, v.id)
+    lines += ["## Release", ""]
+    if rep:
+        lines += [f"Last gate report ({rep.get('from_phase')} → {rep.get('to_phase')}, policy revision "
+                  f"{rep.get('policy_revision')}, {str(rep.get('evaluated_at', ''))[:19]}): "
+                  f"{'passed' if rep.get('passed') else 'FAILED'}", "",
+                  "| rule | result | detail |", "|---|---|---|"]
+        for r in rep.get("rules", []):
+            lines.append(f"| `{r['rule']}` | {r['status']} | {r['reason']} |")
+        lines.append("")
+    else:
+        lines += ["No gate report yet (never promoted).", ""]
+    appr = approvals(catalog, v.id)
+    if appr:
+        lines += ["| approved for | by | at | comment | valid |", "|---|---|---|---|---|"]
+        for a in appr:
+            lines.append(f"| {a['to_phase']} | {a['by']} | {a['at'][:19]} | {a['comment']} | "
+                         f"{'yes' if a['valid'] else 'no (metrics changed since)'} |")
+    else:
+        lines.append("No approvals.")
+    lines += ["", f"_Generated by relman from catalog {catalog.root}._", ""]
+    return "\n".join(lines)
+
+
+def write_model_card(catalog: Any, version_id: int, path: Path | str) -> Path:
+    from relman.release.channels import atomic_write
+
+    path = Path(path).expanduser()
+    if not path.parent.is_dir():
+        raise ReleaseError(f"folder {path.parent} does not exist")
+    atomic_write(path, render_card(catalog, catalog.get_version(version_id)).encode("utf-8"))
+    return path
