@@ -1,7 +1,224 @@
-"""CLI commands for this area (filled in as the area is built)."""
+"""Job commands: `relman jobs` (list, show, cancel, retry, run, devices), `relman queue`, and
+the hidden `relman worker ID` / `relman probe-devices` that the runner starts as processes."""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from relman.cli import AppState, emit_json, pass_state, table
+from relman.jobs.wait import wait_option
+
+
+def _elapsed(job: dict[str, Any]) -> str:
+    from relman.jobs.queue import elapsed_seconds
+
+    s = elapsed_seconds(job)
+    if s is None:
+        return ""
+    return f"{s:.1f}s" if s < 60 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def _job_json(job: dict[str, Any]) -> dict[str, Any]:
+    from relman.jobs.queue import elapsed_seconds
+
+    return {**job, "elapsed_s": elapsed_seconds(job)}
+
+
+@click.group("jobs", invoke_without_command=True)
+@click.option("--status", "statuses", multiple=True,
+              type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]),
+              help="Only jobs with this status (repeatable).")
+@click.option("--limit", type=int, default=50, show_default=True, help="Newest N jobs (0 = all).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+def jobs(ctx: click.Context, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Background jobs. Without a subcommand: a table of the newest jobs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from relman.app.jobs import list_jobs
+
+    cat = ctx.find_object(AppState).catalog()
+    rows = list_jobs(cat, statuses=statuses or None, limit=limit or None)
+    if as_json:
+        emit_json([_job_json(r) for r in rows])
+        return
+    if not rows:
+        click.echo("no jobs yet")
+        return
+    out = [[r["id"], r["kind"], r["status"] + ("*" if r["cancel_requested"] and r["status"] == "running" else ""),
+            f"{100 * r['progress']:.0f}%", r["device_used"] or r["device"], _elapsed(r),
+            (r["error"] if r["status"] == "failed" and r["error"] else r["message"])[:70]] for r in rows]
+    click.echo(table(out, ["ID", "KIND", "STATUS", "PROGRESS", "DEVICE", "ELAPSED", "MESSAGE"]))
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--lines", "-n", type=int, default=20, show_default=True, help="Log lines to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the log tail).")
+@pass_state
+def show(state: AppState, job_id: int, lines: int, as_json: bool) -> None:
+    """Show one job: its row and the end of its log."""
+    from relman.app.jobs import get_job, job_log_tail
+
+    cat = state.catalog()
+    job = get_job(cat, job_id)
+    tail = job_log_tail(cat, job_id, lines)
+    if as_json:
+        emit_json({**_job_json(job), "log_tail": tail})
+        return
+    click.echo(f"job {job['id']}  {job['kind']}  [{job['status']}]")
+    fields = [("progress", f"{100 * job['progress']:.0f}%  {job['message']}"),
+              ("device", f"{job['device']}" + (f" (ran on {job['device_used']})" if job["device_used"] else "")),
+              ("params", json.dumps(job["params"], sort_keys=True)), ("attempts", job["attempts"]),
+              ("pid", job["pid"]), ("created", f"{job['created_at']} by {job['created_by']}"),
+              ("started", job["started_at"]), ("finished", job["finished_at"]), ("elapsed", _elapsed(job)),
+              ("parent job", job["parent_job_id"]), ("error", job["error"]),
+              ("result", json.dumps(job["result"], sort_keys=True) if job["result"] is not None else None),
+              ("result version", job["result_version_id"]), ("log", job["log_path"])]
+    for key, value in fields:
+        if value not in (None, ""):
+            click.echo(f"  {key:<15}{value}")
+    if job["cancel_requested"] and job["status"] == "running":
+        click.echo("  cancel requested")
+    if tail:
+        click.echo(f"--- last {lines} log lines ---")
+        click.echo(tail)
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@pass_state
+def cancel(state: AppState, job_id: int) -> None:
+    """Cancel a job: a queued one at once, a running one at its next step (terminated after
+    the grace period if it does not stop)."""
+    from relman.app.jobs import cancel_job
+
+    job = cancel_job(state.catalog(), job_id)
+    if job["status"] == "cancelled":
+        click.echo(f"job {job_id} cancelled")
+    else:
+        click.echo(f"job {job_id}: cancel requested; it stops at its next step")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@wait_option
+@pass_state
+def retry(state: AppState, job_id: int, wait: bool) -> None:
+    """Queue a failed or cancelled job again."""
+    from relman.app.jobs import retry_job
+    from relman.jobs.wait import wait_or_raise
+
+    cat = state.catalog()
+    job = retry_job(cat, job_id)
+    click.echo(f"job {job_id} queued again (attempt {job['attempts'] + 1})")
+    if wait:
+        wait_or_raise(cat, [job_id])
+        click.echo(f"job {job_id} succeeded")
+
+
+@jobs.command("run")
+@click.option("--once", is_flag=True, help="Exit when no job is queued or running.")
+@click.option("--cpu-slots", type=click.IntRange(min=1), default=None,
+              help="Jobs at a time on the CPU (default: RELMAN_CPU_SLOTS, else 2). One per CUDA device.")
+@click.option("--grace", type=click.FloatRange(min=0), default=None,
+              help="Seconds a cancelled job gets to stop before it is terminated (default 5).")
+@pass_state
+def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None) -> None:
+    """Run queued jobs here (a headless runner, instead of the GUI). Ctrl+C stops the runner;
+    running jobs carry on and the next runner picks them up."""
+    from relman.jobs.runner import Runner
+
+    runner = Runner(state.catalog(), cpu_slots=cpu_slots, grace_s=grace)
+    try:
+        click.echo(f"runner on {runner.catalog.root} (cpu slots: {runner.cpu_slots}); Ctrl+C to stop", err=True)
+        runner.run_forever(stop_when_idle=once)
+    except KeyboardInterrupt:
+        click.echo("runner stopped; running jobs carry on", err=True)
+    finally:
+        runner.close()
+
+
+@jobs.command("devices")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def devices(as_json: bool) -> None:
+    """Which devices jobs can run on (probed in a child process)."""
+    from relman.jobs.devices import cpu_slots_default, detect_devices
+
+    d = detect_devices()
+    if as_json:
+        emit_json({**d.as_dict(), "cpu_slots": cpu_slots_default()})
+        return
+    click.echo(f"cpu     ({cpu_slots_default()} job slots)")
+    for dev in d.cuda:
+        click.echo(f"{dev:<8}{d.names.get(dev, '')}")
+    if not d.cuda:
+        click.echo("no CUDA device" + (f" ({d.error})" if d.error else ""))
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from relman.errors import JobError
+
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise JobError(f"--param '{pair}' is not KEY=VALUE")
+        try:
+            params[key.strip()] = json.loads(text)
+        except ValueError:
+            params[key.strip()] = text
+    return params
+
+
+@click.command("queue")
+@click.argument("kind")
+@click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A job parameter (VALUE read as JSON when it parses, else as text). Repeatable.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
+@wait_option
+@click.option("--json", "as_json", is_flag=True, help="Print the job (after waiting, with --wait) as JSON.")
+@pass_state
+def queue_cmd(state: AppState, kind: str, pairs: tuple[str, ...], device: str, wait: bool, as_json: bool) -> None:
+    """Queue a job of any registered KIND (e.g. noop, sleep) with parameters."""
+    from relman.app.jobs import get_job, queue_job
+    from relman.jobs.wait import wait_or_raise
+
+    cat = state.catalog()
+    job_id = queue_job(cat, kind, _parse_params(pairs), device=device)
+    if wait:
+        wait_or_raise(cat, [job_id])
+    if as_json:
+        emit_json(_job_json(get_job(cat, job_id)))
+    elif wait:
+        click.echo(f"job {job_id} succeeded")
+    else:
+        click.echo(f"queued job {job_id} ({kind})")
+
+
+@click.command("worker", hidden=True)
+@click.argument("job_id", type=int)
+@pass_state
+def worker(state: AppState, job_id: int) -> None:
+    """Run one job (started by the runner; not for direct use)."""
+    from relman.jobs.worker import import_catalog_quickly, run_worker
+
+    import_catalog_quickly()
+    from relman.catalog import resolve_catalog_path
+
+    sys.exit(run_worker(resolve_catalog_path(state.catalog_path), job_id))
+
+
+@click.command("probe-devices", hidden=True)
+def probe_devices() -> None:
+    """Print the CUDA devices torch sees, as JSON (run in a child process by the runner)."""
+    from relman.jobs.devices import probe_in_process
+
+    click.echo(json.dumps(probe_in_process()))
+
+
+COMMANDS: list[click.Command] = [jobs, queue_cmd, worker, probe_devices]

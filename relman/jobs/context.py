@@ -59,16 +59,17 @@ class JobContext:
         return f"job:{self.job_id}" if self.job_id is not None else f"proc:{__import__('os').getpid()}"
 
     # -- progress ---------------------------------------------------------------------------
-    def progress(self, fraction: float, message: str = "") -> None:
+    def progress(self, fraction: float, message: str = "", *, check_cancel: bool = True) -> None:
         """Report progress in [0, 1]; written at most every PROGRESS_INTERVAL_S seconds (and
-        always when it reaches 1). Also a cancellation point."""
+        always when it reaches 1). Also a cancellation point (unless `check_cancel=False`)."""
         fraction = min(1.0, max(0.0, float(fraction)))
         self.last_progress = (fraction, message)
         self._pending_progress = (fraction, message)
         now = time.monotonic()
         if fraction >= 1.0 or now - self._last_progress_write >= PROGRESS_INTERVAL_S:
             self.flush()
-        self.check_cancelled()
+        if check_cancel:
+            self.check_cancelled()
 
     def point(self, series: str, step: float, value: float) -> None:
         """One point of a live curve (e.g. 'train_loss'), for the GUI's loss plot."""
@@ -96,6 +97,14 @@ class JobContext:
         self._pending_progress = None
         self._points = []
         self._last_progress_write = time.monotonic()
+
+    # -- follow-up work ---------------------------------------------------------------------
+    def queue_job(self, kind: str, params: dict[str, Any] | None = None, *, device: str = "auto") -> int:
+        """Queue a follow-up job (e.g. evaluations of the version this job made). It records
+        this job as its parent, so `--wait` on this job also waits for it."""
+        from relman.jobs.queue import enqueue
+
+        return enqueue(self.catalog, kind, params or {}, device=device, actor=self.actor, parent_job_id=self.job_id)
 
     # -- cancellation -----------------------------------------------------------------------
     @property

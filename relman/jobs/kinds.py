@@ -13,6 +13,9 @@ JOB_KINDS: dict[str, str] = {
     "noop": "relman.jobs.builtin:noop",
     "sleep": "relman.jobs.builtin:sleep",
     "fail": "relman.jobs.builtin:fail",
+    "write_version": "relman.jobs.builtin:write_version",
+    "device_info": "relman.jobs.builtin:device_info",
+    "spawn": "relman.jobs.builtin:spawn",
 }
 
 

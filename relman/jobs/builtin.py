@@ -1,0 +1,125 @@
+"""Built-in job kinds that exercise the real plumbing (real worker process, real catalog).
+
+They exist for tests, benchmarks and for checking an installation (`relman queue noop
+--wait`). `write_version` walks through a job's whole life: scratch files, staged blobs, one
+result transaction, and can pause at a named point (waiting for a file to appear) so a test
+can kill the worker exactly there.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from relman.jobs.context import JobContext
+
+PAUSE_POINTS = ("start", "staged", "in-commit", "after-commit")
+
+
+def noop(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Does nothing: measures the plumbing's own overhead."""
+    ctx.progress(1.0, "done")
+    return {"device": ctx.device}
+
+
+def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Sleep `seconds` in `steps`, reporting progress and honouring cancel between steps.
+
+    `ignore_cancel` keeps reporting but never stops by itself (the runner must terminate it);
+    `ignore_sigterm` also ignores SIGTERM (only SIGKILL stops it); `spawn_child` starts a
+    child process first, to check that nothing outlives a cancelled job."""
+    seconds = float(params.get("seconds", 1.0))
+    steps = max(1, int(params.get("steps", 10)))
+    ignore_cancel = bool(params.get("ignore_cancel", False))
+    if params.get("ignore_sigterm"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    child = None
+    if params.get("spawn_child"):
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        ctx.log("started child process %d", child.pid)
+        ctx.progress(0.0, f"child {child.pid}", check_cancel=False)
+        ctx.flush()
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        ctx.progress((i + 1) / steps, f"step {i + 1}/{steps}", check_cancel=not ignore_cancel)
+    if child is not None:
+        child.kill()
+        child.wait()
+    return {"slept": seconds, "steps": steps, "device": ctx.device}
+
+
+def fail(params: dict[str, Any], ctx: JobContext) -> None:
+    """Reports some progress, then raises (with a multi-line message, to check that only the
+    first line lands in the row)."""
+    ctx.progress(0.5, "about to fail")
+    raise RuntimeError(params.get("message", "this job fails on purpose\n(second line: only in the log)"))
+
+
+def _pause(ctx: JobContext, params: dict[str, Any], point: str, fraction: float) -> None:
+    if not ctx.catalog.conn.in_transaction:
+        ctx.progress(fraction, f"at {point}")
+        ctx.flush()
+    if params.get("pause_at") != point:
+        return
+    ctx.log("paused at %s", point)
+    release = params.get("release_file")
+    deadline = time.monotonic() + float(params.get("pause_timeout", 120))
+    while not (release and Path(release).exists()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nobody released the pause at {point}")
+        time.sleep(0.02)
+    ctx.log("released at %s", point)
+
+
+def write_version(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Write `files` random files, stage them as blobs, and commit them as a new version of
+    `model` in one transaction (with the job's result id). Pause points: see PAUSE_POINTS."""
+    if params.get("pause_at") not in (None, *PAUSE_POINTS):
+        from relman.errors import JobError
+
+        raise JobError(f"pause_at must be one of {', '.join(PAUSE_POINTS)}, not '{params['pause_at']}'")
+    model = str(params.get("model", "jobtest"))
+    n = int(params.get("files", 2))
+    size = int(params.get("size", 4096))
+    _pause(ctx, params, "start", 0.1)
+    files: dict[str, Path] = {}
+    for i in range(n):
+        f = ctx.workdir / f"part-{i}.bin"
+        f.write_bytes(os.urandom(size))
+        files[f"part-{i}.bin"] = f
+    with ctx.catalog.staged_blobs(ctx.owner) as stage:
+        for f in files.values():
+            stage.put(f)
+    _pause(ctx, params, "staged", 0.5)
+    with ctx.catalog.transaction():
+        v = ctx.catalog.add_version(model, files, format="raw", recipe={"name": "write_version"},
+                                    owner=ctx.owner, job_id=ctx.job_id, event_kind="job-result", actor=ctx.actor)
+        _pause(ctx, params, "in-commit", 0.9)
+    _pause(ctx, params, "after-commit", 0.95)
+    return {"version": v.ref, "version_id": v.id}
+
+
+def device_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Computes on `ctx.device` and reports where the tensor really lived."""
+    import torch
+
+    t = torch.arange(8, dtype=torch.float32, device=ctx.device) * 2
+    out: dict[str, Any] = {"device": str(t.device), "sum": float(t.sum().item()),
+                           "cuda_available": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    if t.device.type == "cuda":
+        out["name"] = torch.cuda.get_device_name(t.device)
+    ctx.progress(1.0, f"computed on {t.device}")
+    return out
+
+
+def spawn(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Queues follow-up jobs (like a compression queueing evaluations of its result)."""
+    ids = [ctx.queue_job(c["kind"], c.get("params", {}), device=c.get("device", "cpu"))
+           for c in params.get("children", [])]
+    ctx.progress(1.0, f"queued {len(ids)} job(s)")
+    return {"children": ids}

@@ -1,0 +1,250 @@
+"""The persistent job queue: a job is a row in the catalog's `jobs` table.
+
+Queueing, cancelling and retrying are short transactions with their audit event, safe to run
+from the GUI, the CLI or a worker at the same time as a runner. Nothing here starts
+processes or imports torch; the runner (`relman.jobs.runner`) turns queued rows into workers.
+
+Status life cycle::
+
+    queued ──claim──▶ running ──▶ succeeded | failed | cancelled
+       └──cancel──▶ cancelled          failed/cancelled ──retry──▶ queued
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from relman.errors import JobError, NotFound
+
+if TYPE_CHECKING:
+    from relman.catalog import Catalog
+
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+ACTIVE = (QUEUED, RUNNING)
+FINISHED = (SUCCEEDED, FAILED, CANCELLED)
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda:\d+)$")
+
+
+def _now() -> str:
+    from relman.catalog.catalog import utcnow
+
+    return utcnow()
+
+
+def _user(actor: str | None) -> str:
+    from relman.catalog.catalog import current_user
+
+    return actor or current_user()
+
+
+def normalize_device(device: str | None) -> str:
+    """`auto`, `cpu` or `cuda:N` (`cuda` alone means `cuda:0`); anything else is refused."""
+    text = (device or "auto").strip().lower()
+    if text == "cuda":
+        text = "cuda:0"
+    if not _DEVICE_RE.match(text):
+        raise JobError(f"device '{device}' is not one of: auto, cpu, cuda:N (e.g. cuda:0)")
+    return text
+
+
+def log_path_for(catalog: "Catalog", job_id: int):
+    return catalog.logs_dir / f"{job_id}.log"
+
+
+def workdir_for(catalog: "Catalog", job_id: int):
+    """The job's scratch folder; removed when the job ends, however it ends."""
+    return catalog.tmp_dir / f"job-{job_id}"
+
+
+def enqueue(catalog: "Catalog", kind: str, params: Mapping[str, Any] | None = None, *, device: str = "auto",
+            actor: str | None = None, parent_job_id: int | None = None) -> int:
+    """Queue a job of a registered kind; returns its id. The row and its 'job-queued' audit
+    event commit together. Nothing is imported or started here."""
+    from relman.catalog import events as audit
+    from relman.jobs.kinds import JOB_KINDS
+
+    if kind not in JOB_KINDS:
+        raise JobError(f"unknown job kind '{kind}' (known: {', '.join(sorted(JOB_KINDS))})")
+    params = dict(params or {})
+    try:
+        params_text = json.dumps(params, sort_keys=True)
+    except (TypeError, ValueError) as e:
+        raise JobError(f"parameters of a '{kind}' job must be plain JSON values ({e})") from None
+    device = normalize_device(device)
+    actor = _user(actor)
+    with catalog.transaction():
+        if parent_job_id is not None and not catalog.conn.execute(
+                "SELECT 1 FROM jobs WHERE id = ?", [parent_job_id]).fetchone():
+            raise NotFound(f"no job with id {parent_job_id} (given as parent job)")
+        cur = catalog.conn.execute(
+            "INSERT INTO jobs (kind, params, status, device, created_at, created_by, parent_job_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [kind, params_text, QUEUED, device, _now(), actor, parent_job_id])
+        job_id = int(cur.lastrowid)
+        catalog.conn.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(log_path_for(catalog, job_id)), job_id])
+        audit.append(catalog.db, at=_now(), actor=actor, kind="job-queued", model=None, version=None,
+                     payload={"job": job_id, "kind": kind, "device": device, "params": params,
+                              "parent_job": parent_job_id})
+    return job_id
+
+
+def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["params"] = json.loads(out.get("params") or "{}")
+    out["result"] = json.loads(out["result"]) if out.get("result") else None
+    return out
+
+
+def get_job(catalog: "Catalog", job_id: int) -> dict[str, Any]:
+    """The job row as a dict (params and result decoded from JSON)."""
+    rows = catalog.query("SELECT * FROM jobs WHERE id = ?", [int(job_id)])
+    if not rows:
+        raise NotFound(f"no job with id {job_id}")
+    return _decode(rows[0])
+
+
+def list_jobs(catalog: "Catalog", *, statuses: Iterable[str] | None = None, kind: str | None = None,
+              limit: int | None = None, ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
+    """Jobs, newest first, optionally filtered by status, kind or ids."""
+    sql = "SELECT * FROM jobs"
+    where: list[str] = []
+    params: list[Any] = []
+    if statuses:
+        statuses = list(statuses)
+        bad = [s for s in statuses if s not in STATUSES]
+        if bad:
+            raise JobError(f"unknown job status '{bad[0]}' (known: {', '.join(STATUSES)})")
+        where.append(f"status IN ({', '.join('?' * len(statuses))})")
+        params += statuses
+    if kind:
+        where.append("kind = ?")
+        params.append(kind)
+    if ids is not None:
+        ids = [int(i) for i in ids]
+        where.append(f"id IN ({', '.join('?' * len(ids)) or 'NULL'})")
+        params += ids
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id DESC"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [_decode(r) for r in catalog.query(sql, params)]
+
+
+def spawned_jobs(catalog: "Catalog", job_ids: Iterable[int]) -> list[int]:
+    """`job_ids` plus every job queued by them, transitively (through parent_job_id)."""
+    seen: list[int] = []
+    frontier = [int(j) for j in job_ids]
+    while frontier:
+        new = [j for j in frontier if j not in seen]
+        seen += new
+        if not new:
+            break
+        marks = ", ".join("?" * len(new))
+        frontier = [r[0] for r in catalog.conn.execute(
+            f"SELECT id FROM jobs WHERE parent_job_id IN ({marks}) ORDER BY id", new)]
+    return seen
+
+
+def request_cancel(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> str:
+    """Cancel a job: a queued one ends at once; a running one gets the flag, which the job
+    honours at its next step (the runner terminates it after the grace period).
+    Returns the status after the request."""
+    from relman.catalog import events as audit
+
+    actor = _user(actor)
+    with catalog.transaction():
+        row = catalog.conn.execute("SELECT status, cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no job with id {job_id}")
+        status, already = row
+        if status in FINISHED:
+            raise JobError(f"job {job_id} has already {status}; nothing to cancel")
+        now = _now()
+        if status == QUEUED:
+            catalog.conn.execute(
+                "UPDATE jobs SET status = ?, cancel_requested = 1, cancel_requested_at = ?, finished_at = ?,"
+                " message = 'cancelled before it started' WHERE id = ? AND status = ?",
+                [CANCELLED, now, now, job_id, QUEUED])
+            new_status = CANCELLED
+        else:
+            if already:
+                return RUNNING
+            catalog.conn.execute(
+                "UPDATE jobs SET cancel_requested = 1, cancel_requested_at = ? WHERE id = ?", [now, job_id])
+            new_status = RUNNING
+        audit.append(catalog.db, at=now, actor=actor, kind="job-cancel", model=None, version=None,
+                     payload={"job": job_id, "was": status})
+    return new_status
+
+
+def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
+    """Queue a failed or cancelled job again (same id, kind, params and device). Returns the
+    number of attempts made so far."""
+    from relman.catalog import events as audit
+
+    actor = _user(actor)
+    with catalog.transaction():
+        row = catalog.conn.execute("SELECT status, attempts FROM jobs WHERE id = ?", [job_id]).fetchone()
+        if row is None:
+            raise NotFound(f"no job with id {job_id}")
+        status, attempts = row
+        if status not in (FAILED, CANCELLED):
+            raise JobError(f"job {job_id} is {status}; only failed or cancelled jobs can be retried")
+        catalog.conn.execute(
+            "UPDATE jobs SET status = ?, progress = 0, message = '', error = NULL, result = NULL, pid = NULL,"
+            " heartbeat_at = NULL, device_used = NULL, started_at = NULL, finished_at = NULL,"
+            " cancel_requested = 0, cancel_requested_at = NULL, result_version_id = NULL WHERE id = ?",
+            [QUEUED, job_id])
+        audit.append(catalog.db, at=_now(), actor=actor, kind="job-retry", model=None, version=None,
+                     payload={"job": job_id, "was": status, "attempts": attempts})
+    return int(attempts)
+
+
+def finish(catalog: "Catalog", job_id: int, status: str, *, error: str | None = None, message: str | None = None,
+           result: Mapping[str, Any] | None = None, from_status: str = RUNNING) -> bool:
+    """Move a running (or, with `from_status`, a queued) job to a final status, with its audit
+    event. Returns False when the job was no longer in `from_status` (someone else already
+    decided its outcome)."""
+    from relman.catalog import events as audit
+
+    assert status in FINISHED, status
+    now = _now()
+    with catalog.transaction():
+        sets = ["status = ?", "finished_at = ?", "error = ?"]
+        args: list[Any] = [status, now, error]
+        if message is not None:
+            sets.append("message = ?")
+            args.append(message)
+        if status == SUCCEEDED:
+            sets += ["progress = 1", "result = ?"]
+            args.append(json.dumps(dict(result or {}), default=str, sort_keys=True))
+        cur = catalog.conn.execute(f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status = ?",
+                                   args + [job_id, from_status])
+        if cur.rowcount != 1:
+            return False
+        row = catalog.conn.execute("SELECT kind, result_version_id, created_by FROM jobs WHERE id = ?",
+                                   [job_id]).fetchone()
+        audit.append(catalog.db, at=now, actor=row[2], kind=f"job-{status}", model=None, version=None,
+                     payload={"job": job_id, "kind": row[0], "error": error, "result_version_id": row[1]})
+    return True
+
+
+def elapsed_seconds(job: Mapping[str, Any], now: datetime | None = None) -> float | None:
+    """Seconds a job has run (until now while running)."""
+    from datetime import timezone
+
+    if not job.get("started_at"):
+        return None
+    start = datetime.fromisoformat(job["started_at"])
+    end = datetime.fromisoformat(job["finished_at"]) if job.get("finished_at") else (now or datetime.now(timezone.utc))
+    return max(0.0, (end - start).total_seconds())

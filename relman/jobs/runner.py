@@ -1,0 +1,394 @@
+"""The runner: turns queued job rows into worker processes and watches them.
+
+`Runner.tick()` does one quick, non-blocking round (the GUI calls it from a QTimer;
+`relman jobs run` and `--wait` call it in a loop):
+
+1. reap workers that ended; a job whose worker ended without recording an outcome is marked
+   failed with the reason read from the exit status ("killed by signal 9, SIGKILL");
+2. check running jobs it did not start (a previous runner's, e.g. before a GUI restart)
+   through pid + heartbeat: a pid that is gone or now belongs to another program (machine
+   restart), or a heartbeat that stopped, fails the job with the reason;
+3. enforce cancel: once the grace period after the request has passed, SIGTERM the worker's
+   process group, then SIGKILL it;
+4. start queued jobs, oldest first, within the per-device limits (one job per CUDA device,
+   `cpu_slots` on the CPU).
+
+After any job ends, its scratch folder and the blobs it staged without committing are removed.
+Only one runner drives a catalog at a time: an OS file lock on `<catalog>/runner.lock`; a
+runner that cannot get it does nothing but retries on its next tick. Claiming a job is a single
+`UPDATE ... WHERE status = 'queued'` inside BEGIN IMMEDIATE, so a job starts at most once.
+Workers live in their own sessions: closing the runner leaves them running, and the next
+runner adopts them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from relman.errors import JobError
+from relman.jobs import queue
+from relman.jobs.devices import DeviceProbe, choose_device, cpu_slots_default, threads_per_cpu_job
+
+if TYPE_CHECKING:
+    from relman.catalog import Catalog
+
+DEFAULT_GRACE_S = 5.0
+DEFAULT_KILL_AFTER_S = 3.0
+DEFAULT_HEARTBEAT_STALE_S = 30.0
+DEFAULT_START_TIMEOUT_S = 60.0
+
+
+class RunnerLock:
+    """An exclusive, non-blocking OS lock on a file; released by the OS if the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fh = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def acquire(self) -> bool:
+        if self._fh is not None:
+            return True
+        fh = open(self.path, "a+")
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                fh.seek(0)
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def release(self) -> None:
+        if self._fh is None:
+            return
+        try:
+            if os.name == "nt":
+                import msvcrt
+
+                self._fh.seek(0)
+                msvcrt.locking(self._fh.fileno(), msvcrt.LK_UNLCK, 1)
+            else:
+                import fcntl
+
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._fh.close()
+            self._fh = None
+
+    def holder_pid(self) -> int | None:
+        try:
+            text = self.path.read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+
+@dataclass
+class _Worker:
+    job_id: int
+    proc: subprocess.Popen
+    device: str
+
+
+def _age_s(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+
+
+def signal_group(pid: int, sig: int) -> bool:
+    """Send `sig` to the worker's process group (the worker is its leader). False if gone."""
+    try:
+        if os.name == "nt":
+            import psutil
+
+            procs = [psutil.Process(pid)]
+            procs += procs[0].children(recursive=True)
+            for p in procs:
+                p.terminate() if sig == signal.SIGTERM else p.kill()
+        else:
+            os.killpg(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+    except Exception:  # psutil.NoSuchProcess on Windows
+        return False
+
+
+class Runner:
+    def __init__(self, catalog: "Catalog | Path | str", cpu_slots: int | None = None, *,
+                 grace_s: float | None = None, kill_after_s: float = DEFAULT_KILL_AFTER_S,
+                 heartbeat_stale_s: float = DEFAULT_HEARTBEAT_STALE_S,
+                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
+        from relman.catalog import Catalog, open_catalog
+
+        if isinstance(catalog, Catalog):
+            self.catalog, self._owns_catalog = catalog, False
+        else:
+            self.catalog, self._owns_catalog = open_catalog(catalog), True
+        self.cpu_slots = int(cpu_slots) if cpu_slots is not None else cpu_slots_default()
+        if self.cpu_slots < 1:
+            raise JobError(f"cpu slots must be at least 1, not {self.cpu_slots}")
+        env_grace = os.environ.get("RELMAN_CANCEL_GRACE_S")
+        self.grace_s = float(grace_s if grace_s is not None else (env_grace or DEFAULT_GRACE_S))
+        self.kill_after_s = kill_after_s
+        self.heartbeat_stale_s = heartbeat_stale_s
+        self.start_timeout_s = start_timeout_s
+        self.lock = RunnerLock(self.catalog.root / "runner.lock")
+        self.probe = DeviceProbe()
+        self.workers: dict[int, _Worker] = {}
+        self._term_sent: dict[int, float] = {}
+        self._kill_sent: dict[int, float] = {}
+        self._cleaned_at_start = False
+
+    # -- public ----------------------------------------------------------------------------
+    @property
+    def has_lock(self) -> bool:
+        return self.lock.held
+
+    def tick(self) -> dict[str, list[int]]:
+        """One quick, non-blocking round. Returns what happened: {'started': [...], 'ended': [...]}"""
+        report: dict[str, list[int]] = {"started": [], "ended": []}
+        if not self.lock.acquire():
+            return report
+        if not self._cleaned_at_start:
+            self._cleaned_at_start = True
+            self.catalog.clean_stale()
+        self._reap(report)
+        running = queue.list_jobs(self.catalog, statuses=[queue.RUNNING])
+        for job in running:
+            if job["id"] not in self.workers:
+                self._check_adopted(job, report)
+        for job in running:
+            if job["id"] in report["ended"]:
+                continue
+            if job["cancel_requested"]:
+                self._enforce_cancel(job)
+            self._check_heartbeat(job, report)
+        self._start_queued(report)
+        return report
+
+    def idle(self) -> bool:
+        """No worker of ours running and nothing queued or running in the catalog."""
+        if self.workers:
+            return False
+        row = self.catalog.conn.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", [queue.QUEUED, queue.RUNNING]).fetchone()
+        return row[0] == 0
+
+    def run_forever(self, stop_when_idle: bool = False, poll_s: float = 0.2,
+                    should_stop: Callable[[], bool] | None = None) -> None:
+        """Drive the queue until stopped (or, with `stop_when_idle`, until nothing is left)."""
+        if not self.lock.acquire():
+            holder = self.lock.holder_pid()
+            raise JobError(f"another runner{f' (pid {holder})' if holder else ''} is already driving the catalog at "
+                           f"{self.catalog.root}")
+        while True:
+            self.tick()
+            if should_stop is not None and should_stop():
+                return
+            if stop_when_idle and self.idle():
+                return
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        """Let go of the catalog. Running workers keep running; the next runner adopts them."""
+        for w in list(self.workers.values()):  # reap what already ended, so no zombies remain
+            if w.proc.poll() is not None:
+                self._on_exit(w.job_id, w.proc.returncode, {"started": [], "ended": []})
+        self.probe.close()
+        self.lock.release()
+        if self._owns_catalog:
+            self.catalog.close()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- ending -----------------------------------------------------------------------------
+    def _reap(self, report: dict[str, list[int]]) -> None:
+        for job_id, w in list(self.workers.items()):
+            rc = w.proc.poll()
+            if rc is not None:
+                self._on_exit(job_id, rc, report)
+
+    def _on_exit(self, job_id: int, returncode: int, report: dict[str, list[int]]) -> None:
+        w = self.workers.pop(job_id)
+        if os.name != "nt":  # anything the job started and left in its group goes too
+            signal_group(w.proc.pid, signal.SIGKILL)
+        from relman.jobs.worker import describe_exit
+
+        self._settle_dead(job_id, describe_exit(returncode))
+        report["ended"].append(job_id)
+
+    def _settle_dead(self, job_id: int, reason: str) -> None:
+        """A worker is gone: if it did not record an outcome, record one; then clean up."""
+        row = self.catalog.conn.execute(
+            "SELECT status, cancel_requested, result_version_id FROM jobs WHERE id = ?", [job_id]).fetchone()
+        if row and row[0] == queue.RUNNING:
+            if row[1]:
+                queue.finish(self.catalog, job_id, queue.CANCELLED, message=f"cancelled ({reason})")
+            else:
+                if row[2] is not None:
+                    v = self.catalog.get_version(row[2])
+                    reason += f" after committing its result {v.ref}"
+                queue.finish(self.catalog, job_id, queue.FAILED, error=reason)
+        self._term_sent.pop(job_id, None)
+        self._kill_sent.pop(job_id, None)
+        self._cleanup(job_id)
+
+    def _cleanup(self, job_id: int) -> None:
+        shutil.rmtree(queue.workdir_for(self.catalog, job_id), ignore_errors=True)
+        self.catalog.release_pending(f"job:{job_id}")
+        self.catalog.clean_stale()  # half-written blob files of the dead process
+
+    # -- watching ---------------------------------------------------------------------------
+    def _worker_process(self, job: dict[str, Any]):
+        """The live worker process of `job`, or (None, why it is gone)."""
+        import psutil
+
+        pid = job["pid"]
+        try:
+            p = psutil.Process(pid)
+            if p.status() == psutil.STATUS_ZOMBIE:
+                return None, f"worker process {pid} died"
+            cmd = p.cmdline()
+        except psutil.NoSuchProcess:
+            return None, f"worker process {pid} is gone (killed, crashed, or the machine restarted)"
+        except psutil.AccessDenied:
+            return None, f"worker process {pid} is gone (its pid now belongs to another user's program)"
+        if "worker" not in cmd or str(job["id"]) != cmd[-1]:
+            return None, f"worker process {pid} is gone (its pid now belongs to another program; machine restarted?)"
+        return p, ""
+
+    def _check_adopted(self, job: dict[str, Any], report: dict[str, list[int]]) -> None:
+        if job["pid"] is None:
+            age = _age_s(job["heartbeat_at"] or job["started_at"])
+            if age is not None and age > self.start_timeout_s:
+                self._settle_dead(job["id"], f"worker never started (claimed {age:.0f} s ago)")
+                report["ended"].append(job["id"])
+            return
+        proc, why = self._worker_process(job)
+        if proc is None:
+            self._settle_dead(job["id"], why)
+            report["ended"].append(job["id"])
+
+    def _check_heartbeat(self, job: dict[str, Any], report: dict[str, list[int]]) -> None:
+        if job["pid"] is None:
+            return
+        age = _age_s(job["heartbeat_at"])
+        if age is None or age <= self.heartbeat_stale_s:
+            return
+        reason = f"worker stopped responding (no heartbeat for {age:.0f} s)"
+        if job["id"] in self.workers:
+            signal_group(self.workers[job["id"]].proc.pid, signal.SIGKILL)
+            return  # reaped on a later tick; the row is settled there with the exit status
+        proc, _ = self._worker_process(job)
+        if proc is not None:
+            signal_group(proc.pid, signal.SIGKILL)
+        self._settle_dead(job["id"], reason)
+        report["ended"].append(job["id"])
+
+    def _enforce_cancel(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        asked_age = _age_s(job["cancel_requested_at"]) or 0.0
+        if asked_age < self.grace_s:
+            return
+        if job_id in self.workers:
+            pid = self.workers[job_id].proc.pid
+        else:
+            proc, _ = self._worker_process(job) if job["pid"] else (None, "")
+            if proc is None:
+                return
+            pid = proc.pid
+        now = time.monotonic()
+        if job_id not in self._term_sent:
+            self._term_sent[job_id] = now
+            signal_group(pid, signal.SIGTERM)
+        elif job_id not in self._kill_sent and now - self._term_sent[job_id] >= self.kill_after_s:
+            self._kill_sent[job_id] = now
+            signal_group(pid, signal.SIGKILL)
+
+    # -- starting ---------------------------------------------------------------------------
+    def _busy(self) -> dict[str, int]:
+        busy: dict[str, int] = {}
+        for (device,) in self.catalog.conn.execute(
+                "SELECT device_used FROM jobs WHERE status = ? AND device_used IS NOT NULL", [queue.RUNNING]):
+            busy[device] = busy.get(device, 0) + 1
+        return busy
+
+    def _start_queued(self, report: dict[str, list[int]]) -> None:
+        queued = self.catalog.query("SELECT id, device FROM jobs WHERE status = ? ORDER BY id LIMIT 200",
+                                    [queue.QUEUED])
+        if not queued:
+            return
+        busy = self._busy()
+        devices = self.probe.poll() if any(j["device"] != "cpu" for j in queued) else None
+        for job in queued:
+            try:
+                device = choose_device(job["device"], devices, busy, self.cpu_slots)
+            except JobError as e:
+                queue.finish(self.catalog, job["id"], queue.FAILED, error=str(e), from_status=queue.QUEUED)
+                report["ended"].append(job["id"])
+                continue
+            if device is None:
+                continue
+            if self._launch(job["id"], device):
+                busy[device] = busy.get(device, 0) + 1
+                report["started"].append(job["id"])
+
+    def _launch(self, job_id: int, device: str) -> bool:
+        from relman.catalog.catalog import utcnow
+        from relman.jobs.launch import start_worker
+
+        now = utcnow()
+        with self.catalog.transaction():
+            cur = self.catalog.conn.execute(
+                "UPDATE jobs SET status = ?, device_used = ?, started_at = ?, heartbeat_at = ?, pid = NULL,"
+                " attempts = attempts + 1, progress = 0, message = 'starting', finished_at = NULL"
+                " WHERE id = ? AND status = ?", [queue.RUNNING, device, now, now, job_id, queue.QUEUED])
+            if cur.rowcount != 1:
+                return False  # cancelled (or taken) in the meantime
+            row = self.catalog.conn.execute("SELECT log_path, attempts FROM jobs WHERE id = ?", [job_id]).fetchone()
+        log_path = Path(row[0] or queue.log_path_for(self.catalog, job_id))
+        threads = threads_per_cpu_job(self.cpu_slots) if device == "cpu" else (os.cpu_count() or 1)
+        env = {"RELMAN_JOB_ID": str(job_id), "RELMAN_TORCH_THREADS": str(threads),
+               "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        try:
+            if row[1] > 1:
+                with open(log_path, "a", encoding="utf-8") as f:
+                    f.write(f"\n=== attempt {row[1]} ({now}) ===\n")
+            proc = start_worker(self.catalog.root, job_id, log_path, env=env)
+        except OSError as e:
+            queue.finish(self.catalog, job_id, queue.FAILED, error=f"could not start the worker process ({e})")
+            return False
+        self.workers[job_id] = _Worker(job_id, proc, device)
+        with self.catalog.transaction():
+            self.catalog.conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND status = ? AND pid IS NULL",
+                                      [proc.pid, job_id, queue.RUNNING])
+        return True

@@ -1,0 +1,117 @@
+"""`--wait` for every command that queues work: a progress bar until the jobs end.
+
+`wait_for_jobs` follows the jobs and the jobs they queue (through `parent_job_id`), reading
+only the catalog. If no other runner (GUI, `relman jobs run`) holds the catalog's runner lock,
+it drives a `Runner` itself while waiting, so `relman compress ... --wait` works with nothing
+else open. Command modules use it like this::
+
+    from relman.jobs.wait import wait_option, wait_or_raise
+
+    @click.command()
+    @wait_option
+    @pass_state
+    def compress(state, ..., wait):
+        job_id = queue_job(cat, "compress", params)
+        if wait:
+            wait_or_raise(cat, [job_id])
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+
+import click
+
+from relman.errors import JobError
+from relman.jobs import queue
+
+if TYPE_CHECKING:
+    from relman.catalog import Catalog
+    from relman.jobs.runner import Runner
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def wait_option(f: F) -> F:
+    """Adds `--wait` (parameter name `wait`, a bool) to a click command."""
+    return click.option("--wait", "wait", is_flag=True,
+                        help="Wait until the job (and the jobs it queues) end, with a progress bar; runs the "
+                             "queue here if no other runner (GUI, 'relman jobs run') is driving it.")(f)
+
+
+def _describe(rows: list[dict[str, Any]]) -> str:
+    running = [r for r in rows if r["status"] == queue.RUNNING]
+    r = running[0] if running else rows[0]
+    text = f"job {r['id']} {r['kind']}"
+    if r["message"]:
+        text += f": {r['message']}"
+    return text[:60]
+
+
+def wait_for_jobs(catalog: "Catalog", job_ids: Iterable[int], *, progress: bool = True,
+                  include_spawned: bool = True, poll_s: float = 0.2, timeout: float | None = None,
+                  runner: "Runner | None" = None, cpu_slots: int | None = None) -> list[dict[str, Any]]:
+    """Block until `job_ids` (and, with `include_spawned`, every job they queued) have ended.
+
+    Shows a tqdm bar on stderr (mean progress of the tracked jobs) when `progress`. Drives a
+    Runner inline whenever no other process holds the runner lock. Returns the final rows,
+    oldest first. Raises JobError on `timeout` (the jobs keep running)."""
+    from tqdm import tqdm
+
+    ids = [int(j) for j in job_ids]
+    for j in ids:
+        queue.get_job(catalog, j)  # NotFound for a wrong id, before waiting on it
+    own_runner = None
+    if runner is None:
+        from relman.jobs.runner import Runner
+
+        runner = own_runner = Runner(catalog.root, cpu_slots=cpu_slots)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    bar = tqdm(total=100, disable=not progress, file=sys.stderr, leave=True, unit="%",
+               bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]")
+    try:
+        while True:
+            runner.tick()
+            tracked = queue.spawned_jobs(catalog, ids) if include_spawned else ids
+            rows = queue.list_jobs(catalog, ids=tracked)
+            done = all(r["status"] in queue.FINISHED for r in rows)
+            if progress:
+                mean = sum(1.0 if r["status"] in queue.FINISHED else r["progress"] for r in rows) / max(1, len(rows))
+                bar.n = round(100 * mean, 1)
+                bar.set_description_str(_describe(rows), refresh=False)
+                bar.refresh()
+            if done and not any(j in runner.workers for j in tracked):
+                return sorted(rows, key=lambda r: r["id"])
+            if deadline is not None and time.monotonic() > deadline:
+                pending = [str(r["id"]) for r in rows if r["status"] not in queue.FINISHED]
+                raise JobError(f"timed out after {timeout:.0f} s waiting for job(s) {', '.join(pending)}; "
+                               "they keep running (see 'relman jobs')")
+            time.sleep(poll_s)
+    finally:
+        bar.close()
+        if own_runner is not None:
+            own_runner.close()
+
+
+def failure_summary(rows: list[dict[str, Any]]) -> str | None:
+    """One line naming the jobs that did not succeed, or None when all did."""
+    bad = [r for r in rows if r["status"] != queue.SUCCEEDED]
+    if not bad:
+        return None
+    parts = []
+    for r in bad:
+        why = r["error"] or r["message"] or r["status"]
+        parts.append(f"job {r['id']} ({r['kind']}) {r['status']}: {why}" if r["status"] == queue.FAILED
+                     else f"job {r['id']} ({r['kind']}) {r['status']}")
+    return "; ".join(parts) + " (details: relman jobs show ID)"
+
+
+def wait_or_raise(catalog: "Catalog", job_ids: Iterable[int], **kwargs: Any) -> list[dict[str, Any]]:
+    """`wait_for_jobs`, then a JobError (one line) if any tracked job failed or was cancelled."""
+    rows = wait_for_jobs(catalog, job_ids, **kwargs)
+    problem = failure_summary(rows)
+    if problem:
+        raise JobError(problem)
+    return rows
