@@ -382,3 +382,37 @@ def test_missing_blob_is_an_integrity_error(catalog, tmp_path):
     catalog.store.remove(row["files"][0]["sha256"])
     with pytest.raises(IntegrityError, match="dataset 'reviews': the blob of d.csv"):
         load_dataset(catalog, "reviews")
+
+
+def test_unknown_labels_in_images_and_npz(catalog, tmp_path):
+    from relman.data.demo import write_npz
+
+    root = tmp_path / "imgs"
+    png(root / "cat" / "a.png", np.zeros((4, 4), np.uint8))
+    png(root / "cow" / "b.png", np.zeros((4, 4), np.uint8))
+    refused(catalog, root, r"imgs/cow/b.png: class folder 'cow' is not one of the given labels \(cat, dog\)",
+            labels=["cat", "dog"])
+    p = write_npz(tmp_path / "a.npz", {"x": np.zeros((3, 4, 4), np.uint8), "y": np.array([0, 1, 7])})
+    refused(catalog, p, r"a.npz row 2: label '7' in column 'y' is not one of the given labels \(0, 1\)",
+            x_key="x", y_key="y", labels=["0", "1"])
+
+
+def test_fractional_labels_and_blank_rows(catalog, tmp_path):
+    q = parquet(tmp_path / "r.parquet", {"text": ["good", "bad"], "label": [1.0, 0.5]})
+    refused(catalog, q, r"r.parquet row 2: label column 'label' is not a class label \(0.5\)")
+    c = write(tmp_path / "c.csv", "text,label\ngood,positive\n,\n")
+    refused(catalog, c, r"c.csv row 2 \(line 3\): text column 'text' is empty")
+    s = write(tmp_path / "s.csv", "text,label\ngood, positive \nbad,negative\n")
+    register_dataset(catalog, s, "stripped")
+    assert get_dataset(catalog, "stripped")["labels"] == ["negative", "positive"]
+
+
+def test_malformed_csv_and_jsonl(catalog, tmp_path):
+    c = write(tmp_path / "c.csv", "text,label\ngood,positive\nbad,negative,extra\n")
+    refused(catalog, c, r"c.csv row 2 \(line 3\): 3 fields, the header has 2")
+    q = write(tmp_path / "q.csv", 'text,label\n"good" x,positive\n')
+    refused(catalog, q, r"q.csv line 2: not valid CSV")
+    j = write(tmp_path / "j.jsonl", '{"text": "good", "label": "p"}\n{"text": "bad", \n')
+    refused(catalog, j, r"j.jsonl line 2: not valid JSON")
+    a = write(tmp_path / "a.jsonl", '["good", "p"]\n')
+    refused(catalog, a, r"a.jsonl line 1: expected a JSON object, got list")

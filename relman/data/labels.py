@@ -23,11 +23,11 @@ def label_text(value: Any) -> str | None:
             return None
         if float(value).is_integer():
             return str(int(value))
-        return repr(float(value))
+        return None  # 0.5 is a regression target, not a class
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, str):
-        return value if value.strip() else None
+        return value.strip() or None  # ' positive' from a hand-edited CSV is 'positive'
     if isinstance(value, bytes):
         try:
             return value.decode("utf-8") or None
@@ -45,8 +45,8 @@ def encode_labels(values: Sequence[Any], given: Sequence[str] | None, *, where: 
     for i, v in enumerate(values):
         t = label_text(v)
         if t is None:
-            shown = "empty" if v is None or (isinstance(v, str)) else f"not a label ({v!r})"
-            if isinstance(v, float) and math.isnan(v):
+            shown = "empty" if v is None or isinstance(v, str) else f"not a class label ({v!r})"
+            if isinstance(v, float | np.floating) and math.isnan(v):
                 shown = "NaN"
             raise DatasetError(f"{where} {row_name(i)}: label column '{column}' is {shown}")
         names.append(t)

@@ -31,8 +31,8 @@ def read_csv(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequence[
     lines: list[int] = []
     try:
         for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue  # blank line
+            if not row:
+                continue  # a blank line (a line of empty fields is a row, and is checked)
             if len(row) != len(header):
                 raise DatasetError(f"{where} row {len(lines) + 1} (line {reader.line_num}): {len(row)} fields, "
                                    f"the header has {len(header)}")

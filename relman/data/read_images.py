@@ -29,8 +29,13 @@ def folder_entries(root: Path) -> list[tuple[str, Path]]:
     entries = []
     for cls in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in sorted(cls.rglob("*")):
+            rel = f.relative_to(root).as_posix()
             if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts):
-                entries.append((f.relative_to(root).as_posix(), f))
+                try:
+                    rel.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise DatasetError(f"{root}: the file name {rel!r} is not UTF-8; rename it") from None
+                entries.append((rel, f))
     if not entries:
         raise DatasetError(f"{root}: no images (expected one sub-folder per class holding image files)")
     return entries
@@ -44,6 +49,12 @@ def read_image_entries(entries: Sequence[tuple[str, Path]], mapping: ColumnMappi
     if mapping.split_col is not None:
         raise DatasetError(f"{where}: an image folder has no split column; use split fractions instead")
     prefix = f"{where}/" if where else ""
+    if labels is not None:
+        for rel, _ in entries:
+            cls = rel.split("/", 1)[0]
+            if cls not in [str(x) for x in labels]:
+                raise DatasetError(f"{prefix}{rel}: class folder '{cls}' is not one of the given labels "
+                                   f"({', '.join(map(str, labels))})")
     decoded: list[tuple[str, "Image.Image"]] = []
     for rel, path in entries:
         try:
