@@ -16,6 +16,7 @@ JOB_KINDS: dict[str, str] = {
     "write_version": "relman.jobs.builtin:write_version",
     "device_info": "relman.jobs.builtin:device_info",
     "spawn": "relman.jobs.builtin:spawn",
+    "evaluate": "relman.evaluate.job:run",
 }
 
 

@@ -1,0 +1,135 @@
+"""What a suite gets: the version on disk, the dataset, the settings, and one shared runner.
+
+Every metric a suite returns goes through `env.metric(...)`, which attaches the same context
+(device, threads, dataset name/sha, library versions, format) so numbers from different jobs
+can be compared only when they were measured under the same conditions.
+"""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from relman.catalog import Metric
+from relman.data.dataset import Dataset
+from relman.errors import EvaluationError
+
+if TYPE_CHECKING:
+    from relman.catalog import Catalog, VersionInfo
+    from relman.jobs.context import JobContext
+    from relman.tasks.base import Runner
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for lib in ("torch", "transformers", "onnxruntime", "numpy"):
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class ModelRef:
+    """A version laid out on disk, ready to open."""
+
+    info: "VersionInfo | None"
+    folder: Path
+    fmt: str
+    task: str
+
+    @property
+    def ref(self) -> str:
+        return self.info.ref if self.info is not None else str(self.folder)
+
+
+@dataclass
+class SuiteEnv:
+    model: ModelRef
+    device: str
+    threads: int | None
+    options: dict[str, Any]
+    batch_sizes: list[int]
+    seq_lens: list[int | None]
+    dataset: Dataset | None = None
+    parent: ModelRef | None = None
+    max_samples: int | None = None
+    ctx: "JobContext | None" = None
+    catalog: "Catalog | None" = None
+    _runner: "Runner | None" = field(default=None, repr=False)
+    _versions: dict[str, str] = field(default_factory=dict, repr=False)
+    progress_hook: Callable[[float, str], None] | None = None
+
+    # -- shared pieces ------------------------------------------------------------------------
+    def runner(self) -> "Runner":
+        """The version's runner, opened once and shared by the suites of this job."""
+        if self._runner is None:
+            from relman.tasks import open_runner
+
+            self._runner = open_runner(self.model.folder, self.model.fmt, self.model.task, self.device,
+                                       self.threads)
+        return self._runner
+
+    def close(self) -> None:
+        self._runner = None
+
+    def eval_data(self, suite: str, *, labels: bool = False, groups: bool = False) -> Dataset:
+        """The rows a data suite scores: the chosen split, the first `max_samples`, checked to fit
+        the task (and to have labels / groups when the suite needs them)."""
+        ds = self.dataset
+        if ds is None:
+            raise EvaluationError(f"suite '{suite}' needs a dataset (--dataset NAME)")
+        self.runner().check_dataset(ds)
+        split = self.options.get("split") or None
+        if split and ds.split is not None:
+            sub = ds.subset(split)
+            if len(sub) == 0:
+                raise EvaluationError(f"dataset '{ds.name}' has no rows in split '{split}'")
+            ds = sub
+        if self.max_samples:
+            ds = ds.head(self.max_samples)
+        if labels and not ds.has_labels:
+            raise EvaluationError(f"suite '{suite}' needs labels, but dataset '{ds.name}' has none")
+        if groups and not ds.has_groups:
+            raise EvaluationError(f"suite '{suite}' needs a group column, but dataset '{ds.name}' has none")
+        return ds
+
+    @property
+    def eval_batch_size(self) -> int:
+        return int(self.options.get("eval_batch_size") or max(self.batch_sizes))
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Progress within the current suite (the job maps it into its overall bar); also a
+        cancellation point."""
+        if self.progress_hook is not None:
+            self.progress_hook(fraction, message)
+        elif self.ctx is not None:
+            self.ctx.check_cancelled()
+
+    # -- metrics ------------------------------------------------------------------------------
+    def base_context(self) -> dict[str, Any]:
+        if not self._versions:
+            self._versions = library_versions()
+        ctx: dict[str, Any] = {"device": self.device, "threads": self.threads, "format": self.model.fmt,
+                               "task": self.model.task, "libs": self._versions}
+        if self.dataset is not None:
+            ctx.update(dataset=self.dataset.name, dataset_sha=self.dataset.sha256,
+                       split=self.options.get("split") if self.dataset.split is not None else None,
+                       max_samples=self.max_samples)
+        return ctx
+
+    def metric(self, suite: str, name: str, value: float | None, *, uses_data: bool = True,
+               **context: Any) -> Metric:
+        ctx = self.base_context()
+        if not uses_data:
+            for k in ("dataset", "dataset_sha", "split", "max_samples"):
+                ctx.pop(k, None)
+        ctx.update(context)
+        dataset_id = self.dataset.id if (uses_data and self.dataset is not None) else None
+        return Metric(suite=suite, name=name, value=None if value is None else float(value), context=ctx,
+                      dataset_id=dataset_id)
