@@ -41,3 +41,18 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist demo-catalog demo-output *.egg-info
+
+# Installers (packaging/README.md). `package` builds the one-folder app with PyInstaller and the
+# Linux .tar.gz + .deb in dist/; `package-test` rebuilds when sources are newer than the build,
+# then runs the frozen app in a clean environment (slow: not part of `make test` / CI).
+package: $(STAMP)
+	$(PY) packaging/make_icon.py >/dev/null
+	$(VENV)/bin/pyinstaller --noconfirm $(PYINSTALLER_FLAGS) --distpath dist --workpath build/pyinstaller packaging/relman.spec
+	packaging/linux/build_linux.sh
+	@du -sh dist/relman dist/*.tar.gz dist/*.deb
+
+package-test: $(STAMP)
+	@if [ ! -x dist/relman/relman ] || ! ls dist/relman_*.deb dist/relman-*.tar.gz >/dev/null 2>&1 || \
+	   [ -n "$$(find relman packaging resources pyproject.toml -type f -newer dist/relman/relman -not -name '*.pyc' | head -n 1)" ]; \
+	then $(MAKE) package; else echo "package-test: dist/relman is up to date"; fi
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m slow tests/test_packaging.py -v $(PYTEST_ARGS)
