@@ -416,3 +416,40 @@ def test_malformed_csv_and_jsonl(catalog, tmp_path):
     refused(catalog, j, r"j.jsonl line 2: not valid JSON")
     a = write(tmp_path / "a.jsonl", '["good", "p"]\n')
     refused(catalog, a, r"a.jsonl line 1: expected a JSON object, got list")
+
+
+def _rows_digest(ds: Dataset) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in (ds.texts, ds.label_names, None if ds.split is None else ds.split.tolist(),
+                 None if ds.groups is None else ds.groups.tolist()):
+        h.update(json.dumps(part).encode())
+    for arr in (ds.images, ds.labels):
+        h.update(b"-" if arr is None else arr.tobytes())
+    return h.hexdigest()
+
+
+def test_another_process_loads_exactly_the_same_rows(catalog, catalog_path, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import relman_subprocess_env
+    from relman.app.datasets import register_demo_digits, register_demo_sentiment
+
+    register_demo_digits(catalog, n=120)
+    register_demo_sentiment(catalog, n=60, val_fraction=0.2, test_fraction=0.2, seed=5)
+    code = (
+        "import sys, json; sys.path.insert(0, 'tests');"
+        "from relman.catalog import open_catalog; from relman.data import load_dataset;"
+        "from test_data_readers import _rows_digest;"
+        "cat = open_catalog(sys.argv[1], create=False);"
+        "print(json.dumps({n: [_rows_digest(load_dataset(cat, n, s)) for s in (None, 'test')] "
+        "for n in ('digits', 'sentiment')}))")
+    out = subprocess.run([sys.executable, "-c", code, str(catalog_path)], capture_output=True, text=True,
+                         env=relman_subprocess_env(), cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    there = json.loads(out.stdout)
+    here = {n: [_rows_digest(load_dataset(catalog, n, s)) for s in (None, "test")] for n in ("digits", "sentiment")}
+    assert there == here
+    assert here["digits"][0] != here["digits"][1]

@@ -8,19 +8,18 @@ stored column mapping, so a worker process gets exactly the rows that were check
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from relman.catalog import Catalog
-from relman.errors import DatasetError, IntegrityError, NotFound
-
-if TYPE_CHECKING:
-    from relman.data.dataset import Dataset
+from relman.data.stored import dataset_files, get_dataset, list_datasets, load_dataset
+from relman.errors import DatasetError
 
 DEMOS = ("digits", "sentiment", "text")
+__all__ = ["register_dataset", "describe_dataset", "list_datasets", "get_dataset", "dataset_files", "load_dataset",
+           "register_demo", "register_demo_digits", "register_demo_sentiment", "register_demo_text", "DEMOS"]
 
 
 def _check_name(name: str) -> None:
@@ -85,35 +84,6 @@ def register_dataset(
     return describe_dataset(catalog, row)
 
 
-def _decode(row: dict[str, Any]) -> dict[str, Any]:
-    row = dict(row)
-    for key, default in (("columns", {}), ("labels", []), ("meta", {})):
-        row[key] = json.loads(row[key] or json.dumps(default))
-    return row
-
-
-def list_datasets(catalog: Catalog) -> list[dict[str, Any]]:
-    return [_decode(r) for r in catalog.query("SELECT * FROM datasets ORDER BY name")]
-
-
-def get_dataset(catalog: Catalog, name_or_id: str | int) -> dict[str, Any]:
-    """A dataset row (JSON fields decoded) by name or id; `NotFound` lists the known names."""
-    if isinstance(name_or_id, int) or (isinstance(name_or_id, str) and name_or_id.isdigit()
-                                       and not catalog.query("SELECT 1 FROM datasets WHERE name = ?", [name_or_id])):
-        rows = catalog.query("SELECT * FROM datasets WHERE id = ?", [int(name_or_id)])
-    else:
-        rows = catalog.query("SELECT * FROM datasets WHERE name = ?", [name_or_id])
-    if not rows:
-        known = ", ".join(r["name"] for r in catalog.query("SELECT name FROM datasets ORDER BY name")) or "none yet"
-        raise NotFound(f"unknown dataset '{name_or_id}' (datasets in this catalog: {known})")
-    return _decode(rows[0])
-
-
-def dataset_files(catalog: Catalog, dataset_id: int) -> list[dict[str, Any]]:
-    return catalog.query("SELECT path, sha256, size FROM dataset_files WHERE dataset_id = ? ORDER BY path",
-                         [dataset_id])
-
-
 def describe_dataset(catalog: Catalog, row_or_name: dict[str, Any] | str | int) -> dict[str, Any]:
     """Everything `relman dataset show` prints, as plain data."""
     row = get_dataset(catalog, row_or_name["id"] if isinstance(row_or_name, dict) else row_or_name)
@@ -121,41 +91,6 @@ def describe_dataset(catalog: Catalog, row_or_name: dict[str, Any] | str | int) 
     return {**row, "files": files, "size_bytes": sum(f["size"] for f in files)}
 
 
-def load_dataset(catalog: Catalog, name_or_id: str | int, split: str | None = None, *,
-                 verify: bool = False) -> "Dataset":
-    """The registered dataset, read from its stored blobs with its stored mapping.
-
-    `split` selects train/validation/test (a dataset without splits is returned whole).
-    With `verify`, every blob is re-hashed first. `Dataset.sha256` is the dataset's content
-    hash and `Dataset.id` its row id, for metric contexts."""
-    from relman.data.dataset import SPLITS
-    from relman.data.mapping import ColumnMapping
-    from relman.data.readers import read_entries
-
-    if split is not None and split not in SPLITS:
-        raise DatasetError(f"unknown split '{split}' (splits: {', '.join(SPLITS)})")
-    row = get_dataset(catalog, name_or_id)
-    entries = []
-    for f in dataset_files(catalog, row["id"]):
-        problem = catalog.store.verify(f["sha256"]) if verify else (None if catalog.store.has(f["sha256"])
-                                                                    else "missing")
-        if problem:
-            raise IntegrityError(f"dataset '{row['name']}': the blob of {f['path']} ({catalog.store.path(f['sha256'])}) "
-                                 f"is {problem}; run 'relman verify'")
-        entries.append((f["path"], catalog.store.path(f["sha256"])))
-    mapping = ColumnMapping.from_json(row["columns"])
-    where = row["name"] if row["format"] == "images" else None
-    ds = read_entries(entries, mapping, name=row["name"], labels=row["labels"], where=where)
-    ds.sha256 = row["sha256"]
-    ds.id = row["id"]
-    ds.meta = {**ds.meta, **row["meta"]}
-    if split is not None:
-        if ds.split is None:
-            return ds
-        ds = ds.subset(split)
-        if len(ds) == 0:
-            raise DatasetError(f"dataset '{row['name']}' has no rows in split '{split}'")
-    return ds
 
 
 # -- demo data ----------------------------------------------------------------------------------
