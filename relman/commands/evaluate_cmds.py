@@ -1,7 +1,108 @@
-"""CLI commands for this area (filled in as the area is built)."""
+"""`relman evaluate` (queue metric suites on versions) and `relman suites` (list them)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from relman.cli import AppState, emit_json, pass_state, table
+from relman.jobs.wait import wait_option
+
+
+def _csv_ints(values: tuple[str, ...], what: str) -> list[int] | None:
+    from relman.errors import EvaluationError
+
+    items = [v.strip() for raw in values for v in raw.split(",") if v.strip()]
+    try:
+        return [int(v) for v in items] or None
+    except ValueError:
+        raise EvaluationError(f"{what} takes whole numbers (e.g. 1,8), got '{', '.join(values)}'") from None
+
+
+def _options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from relman.errors import EvaluationError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise EvaluationError(f"--option '{pair}' is not NAME=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--dataset", "-d", help="Registered dataset (name or id); needed by quality, fidelity, robustness, "
+                                      "fairness.")
+@click.option("--suite", "-s", "suites", multiple=True,
+              help="Suites to run, comma-separated or repeated (default: size,latency[,quality]). "
+                   "See 'relman suites'.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
+@click.option("--batch-size", "-b", "batch_sizes", multiple=True,
+              help="Latency batch sizes, e.g. 1,8 (memory uses the first). Default 1,8.")
+@click.option("--seq-len", "seq_lens", multiple=True, help="Latency sequence lengths for text models. Default 128.")
+@click.option("--threads", type=int, help="CPU threads for inference (default: the worker's budget).")
+@click.option("--max-samples", type=int, help="Evaluate on at most this many rows (the first ones).")
+@click.option("--parent", help="Version to compare against in the fidelity suite (default: the first parent).")
+@click.option("--option", "-o", "option_pairs", multiple=True, metavar="NAME=VALUE",
+              help="A suite option, e.g. min_samples=500 or positive_label=yes. Repeatable.")
+@wait_option
+@click.option("--json", "as_json", is_flag=True, help="Print the job ids (or, with --wait, the metrics) as JSON.")
+@pass_state
+def evaluate(state: AppState, refs: tuple[str, ...], dataset: str | None, suites: tuple[str, ...], device: str,
+             batch_sizes: tuple[str, ...], seq_lens: tuple[str, ...], threads: int | None, max_samples: int | None,
+             parent: str | None, option_pairs: tuple[str, ...], wait: bool, as_json: bool) -> None:
+    """Evaluate versions REF... (MODEL@VERSION) with metric suites: one job per version, all with
+    the same data, device and settings. Results appear in 'relman show REF'."""
+    from relman.app.evaluate import queue_evaluation
+
+    cat = state.catalog()
+    names = [n.strip() for raw in suites for n in raw.split(",") if n.strip()] or None
+    job_ids = queue_evaluation(cat, list(refs), dataset=dataset, suites=names, device=device,
+                               batch_sizes=_csv_ints(batch_sizes, "--batch-size"),
+                               seq_lens=_csv_ints(seq_lens, "--seq-len"), threads=threads, max_samples=max_samples,
+                               parent=parent, options=_options(option_pairs))
+    if not wait:
+        if as_json:
+            emit_json({"jobs": job_ids})
+        else:
+            for ref, j in zip(refs, job_ids):
+                click.echo(f"queued job {j}: evaluate {ref}")
+        return
+    from relman.jobs.wait import wait_or_raise
+
+    wait_or_raise(cat, job_ids)
+    results = []
+    for ref in refs:
+        v = cat.resolve(ref)
+        results.append({"ref": v.ref, "metrics": {m["name"]: m["value"] for m in cat.metrics(v.id)}})
+    if as_json:
+        emit_json({"jobs": job_ids, "results": results})
+        return
+    for r in results:
+        click.echo(r["ref"])
+        rows = [[k, "" if val is None else f"{val:.6g}"] for k, val in sorted(r["metrics"].items())]
+        click.echo("  " + table(rows, ["METRIC", "VALUE"]).replace("\n", "\n  "))
+
+
+@click.command("suites")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def suites_cmd(as_json: bool) -> None:
+    """List the evaluation suites, the tasks they apply to and their options."""
+    from relman.evaluate.registry import SUITES, all_suite_names
+
+    items = [SUITES[n] for n in all_suite_names()]
+    if as_json:
+        emit_json([{"name": s.name, "title": s.title, "dataset": s.dataset, "tasks": list(s.tasks),
+                    "description": s.description,
+                    "options": [{"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help}
+                                for o in s.options]} for s in items])
+        return
+    rows = [[s.name, s.dataset, ", ".join(s.tasks), ", ".join(f"{o.name}={o.default}" for o in s.options)]
+            for s in items]
+    click.echo(table(rows, ["SUITE", "DATASET", "TASKS", "OPTIONS"]))
+
+
+COMMANDS: list[click.Command] = [evaluate, suites_cmd]
