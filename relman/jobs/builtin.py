@@ -64,6 +64,8 @@ def _pause(ctx: JobContext, params: dict[str, Any], point: str, fraction: float)
     if not ctx.catalog.conn.in_transaction:
         ctx.progress(fraction, f"at {point}")
         ctx.flush()
+    if params.get("raise_at") == point:
+        raise RuntimeError(f"failing on purpose at {point}")
     if params.get("pause_at") != point:
         return
     ctx.log("paused at %s", point)
@@ -78,11 +80,13 @@ def _pause(ctx: JobContext, params: dict[str, Any], point: str, fraction: float)
 
 def write_version(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Write `files` random files, stage them as blobs, and commit them as a new version of
-    `model` in one transaction (with the job's result id). Pause points: see PAUSE_POINTS."""
-    if params.get("pause_at") not in (None, *PAUSE_POINTS):
-        from relman.errors import JobError
+    `model` in one transaction (with the job's result id). `pause_at` / `raise_at` name a
+    point of PAUSE_POINTS to wait at (until `release_file` exists) or to fail at."""
+    for key in ("pause_at", "raise_at"):
+        if params.get(key) not in (None, *PAUSE_POINTS):
+            from relman.errors import JobError
 
-        raise JobError(f"pause_at must be one of {', '.join(PAUSE_POINTS)}, not '{params['pause_at']}'")
+            raise JobError(f"{key} must be one of {', '.join(PAUSE_POINTS)}, not '{params[key]}'")
     model = str(params.get("model", "jobtest"))
     n = int(params.get("files", 2))
     size = int(params.get("size", 4096))

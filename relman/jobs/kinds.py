@@ -17,6 +17,8 @@ JOB_KINDS: dict[str, str] = {
     "device_info": "relman.jobs.builtin:device_info",
     "spawn": "relman.jobs.builtin:spawn",
     "evaluate": "relman.evaluate.job:run",
+    "compress": "relman.compress.job:run",
+    "optimize": "relman.compress.optimize:run",
 }
 
 

@@ -163,6 +163,7 @@ class Runner:
         self._term_sent: dict[int, float] = {}
         self._kill_sent: dict[int, float] = {}
         self._cleaned_at_start = False
+        self._closed = False
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -172,7 +173,7 @@ class Runner:
     def tick(self) -> dict[str, list[int]]:
         """One quick, non-blocking round. Returns what happened: {'started': [...], 'ended': [...]}"""
         report: dict[str, list[int]] = {"started": [], "ended": []}
-        if not self.lock.acquire():
+        if self._closed or not self.lock.acquire():
             return report
         if not self._cleaned_at_start:
             self._cleaned_at_start = True
@@ -216,6 +217,9 @@ class Runner:
 
     def close(self) -> None:
         """Let go of the catalog. Running workers keep running; the next runner adopts them."""
+        if self._closed:
+            return
+        self._closed = True
         for w in list(self.workers.values()):  # reap what already ended, so no zombies remain
             if w.proc.poll() is not None:
                 self._on_exit(w.job_id, w.proc.returncode, {"started": [], "ended": []})
