@@ -89,3 +89,83 @@ register(Recipe(
     ),
     description="Weighted average of several versions of the same architecture.",
 ))
+
+# -- quantisation, export, half precision (format-changing recipes) -------------------------
+_EXPORTABLE = ("hf", "hf-reshaped")  # what relman.compress.onnx_export can trace
+_EXPORT_TOL = Param("export_tolerance", float, 1e-4,
+                    "max abs difference allowed between PyTorch and the ONNX export (when the parent is not ONNX)",
+                    min=0.0)
+
+register(Recipe(
+    name="torch-int8-dynamic", title="Dynamic INT8 (PyTorch, Linear layers)",
+    target="relman.compress.quant_torch:int8_dynamic", input_formats=("hf",), output_format="torch-int8",
+    params=(
+        Param("keep_float", list, [], "Linear layers whose name contains one of these stay float "
+                                      "(e.g. classifier)"),
+    ),
+    description="torch.ao dynamic quantisation: INT8 weights, activations quantised on the fly; CPU only.",
+))
+register(Recipe(
+    name="onnx-export", title="ONNX export (verified)", target="relman.compress.onnx_export:export_recipe",
+    input_formats=_EXPORTABLE, output_format="onnx",
+    params=(
+        Param("opset", int, 17, "ONNX opset", min=14, max=21),
+        Param("tolerance", float, 1e-4, "refuse the export when ONNX and PyTorch outputs differ by more "
+                                        "(max abs, on inputs of other shapes than the traced ones)", min=0.0),
+    ),
+    description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
+))
+register(Recipe(
+    name="ort-int8", title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quant_ort:ort_int8",
+    input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
+    params=(
+        Param("mode", str, "dynamic", "dynamic: weights INT8, activations on the fly; static: calibrated "
+                                      "activation scales (QDQ)", choices=("dynamic", "static")),
+        Param("per_channel", bool, False, "one scale per output channel instead of per tensor"),
+        Param("nodes_to_exclude", list, [], "node names kept in float"),
+        Param("op_types_to_exclude", list, [], "op types kept in float (e.g. Gather to keep embeddings)"),
+        Param("keep_sensitive", int, 0, "also keep the N weight nodes most hurt by INT8 rounding in float", min=0),
+        Param("optimize", bool, True, "run onnxruntime's graph optimisation (quant_pre_process) first"),
+        Param("dataset", str, "", "registered dataset for static calibration (default: the job's --dataset; "
+                                  "random inputs when none)"),
+        Param("calibration_samples", int, 64, "rows of the dataset used for calibration", min=1),
+        Param("calibration_batch", int, 8, "calibration batch size", min=1),
+        Param("calibrate_method", str, "minmax", "how activation ranges are chosen",
+              choices=("minmax", "entropy", "percentile")),
+        Param("activation_type", str, "uint8", "static mode activation type", choices=("uint8", "int8")),
+        Param("max_length", int, 128, "token limit for calibration texts", min=8),
+        _EXPORT_TOL,
+    ),
+    description="onnxruntime quantize_dynamic / quantize_static after graph optimisation.",
+))
+register(Recipe(
+    name="half", title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.half:half_torch",
+    input_formats=("hf",), output_format="hf",
+    params=(
+        Param("dtype", str, "float16", "float16 (older GPUs) or bfloat16 (float32's range; Ampere+ GPUs, CPUs)",
+              choices=("float16", "bfloat16")),
+    ),
+    description="Casts the weights; the dtype is recorded in config.json. The useful one on a GPU.",
+))
+register(Recipe(
+    name="onnx-fp16", title="Half precision (ONNX FP16)", target="relman.compress.half:half_onnx",
+    input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
+    params=(
+        Param("op_block_list", list, [], "extra op types kept in float32 (besides the converter's defaults)"),
+        _EXPORT_TOL,
+    ),
+    description="float16 weights and compute with float32 inputs/outputs; for GPU inference.",
+))
+register(Recipe(
+    name="int4-weight-only", title="Weight-only INT4 (causal LMs)", target="relman.compress.int4:int4_weight_only",
+    input_formats=_EXPORTABLE + ("onnx",), tasks=("causal-lm",), output_format="onnx",
+    params=(
+        Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),
+        Param("symmetric", bool, True, "symmetric blocks (no zero point)"),
+        Param("accuracy_level", int, 0, "MatMulNBits compute type (0 = default, 4 = int8 compute on CPU)",
+              choices=(0, 1, 2, 3, 4)),
+        Param("nodes_to_exclude", list, [], "MatMul node names kept in float"),
+        _EXPORT_TOL,
+    ),
+    description="onnxruntime's blockwise 4-bit MatMul quantizer on the ONNX graph of the LM.",
+))

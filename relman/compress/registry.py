@@ -77,6 +77,32 @@ class Recipe:
                               f"(it takes: {', '.join(known) or 'none'})")
         return {name: (p.parse(raw[name]) if name in raw else p.default) for name, p in known.items()}
 
+    def check_parents(self, parents: Sequence["VersionInfo"]) -> None:
+        """Refuse parents this recipe cannot take (count, format, task) before any work."""
+        if not parents:
+            raise RecipeError(f"recipe '{self.name}' needs a parent version")
+        if len(parents) > 1 and not self.multi_parent:
+            raise RecipeError(f"recipe '{self.name}' takes one parent, got {len(parents)} "
+                              f"({', '.join(p.ref for p in parents)})")
+        for p in parents:
+            if p.format not in self.input_formats:
+                raise RecipeError(f"recipe '{self.name}' cannot take {p.ref}: its format is '{p.format}', the recipe "
+                                  f"accepts {', '.join(self.input_formats)}")
+            if self.tasks is not None and p.task not in self.tasks:
+                raise RecipeError(f"recipe '{self.name}' cannot take {p.ref}: its task is '{p.task or 'unknown'}', "
+                                  f"the recipe is for {', '.join(self.tasks)}")
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for `relman recipes --json` and the GUI's parameter form."""
+        return {
+            "name": self.name, "title": self.title, "description": self.description,
+            "input_formats": list(self.input_formats), "tasks": list(self.tasks) if self.tasks else None,
+            "output_format": self.output_format, "multi_parent": self.multi_parent,
+            "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
+                        "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max}
+                       for p in self.params],
+        }
+
     def function(self) -> Callable[..., "RecipeOutput"]:
         module, _, fn = self.target.partition(":")
         return getattr(importlib.import_module(module), fn)

@@ -1,0 +1,186 @@
+"""The "compress" job kind: one recipe turns parent version(s) into one child version.
+
+`run(params, ctx)` materialises the parents in the job's scratch folder, runs the recipe
+(which checks for cancellation between its steps), then commits the child — blobs, version
+row, artifacts, lineage with the recipe as relation, the recipe record (every parameter and
+the library versions), the recipe's own metrics, the audit event and the job's result — in
+the one transaction of `Catalog.add_version`. Anything that goes wrong before that commit
+leaves no version; blobs staged under the job's owner tag are removed again (by
+`add_version` on an exception, by the worker or the runner when the process died).
+
+After the commit the child's evaluation against its parent (quality when a dataset is
+attached, fidelity, size, latency) is queued as its own job, so a slow evaluation never holds
+the version hostage and the trade-off of every recipe ends up stored and comparable.
+
+Job params::
+
+    {"recipe": "ort-int8", "params": {...}, "parent_version_ids": [12],
+     "model": "minilm" (default: the first parent's), "version": "1.0.1" (default: next patch),
+     "dataset": "sst2" (optional), "evaluate": true}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relman.compress.registry import ModelSource, Recipe, RecipeOutput, get_recipe
+from relman.errors import JobError, RecipeError
+
+if TYPE_CHECKING:
+    from relman.catalog import VersionInfo
+    from relman.jobs.context import JobContext
+
+LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors")
+_SKIP_SUFFIXES = (".partial",)
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries a recipe's result depends on (from package
+    metadata, so nothing heavy is imported just to record them)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    from relman import __version__
+
+    out["relman"] = __version__
+    return out
+
+
+def parse_params(params: dict[str, Any]) -> tuple[Recipe, list[int], dict[str, Any]]:
+    """Check a compress job's params; returns (recipe, parent ids, resolved recipe params)."""
+    if not isinstance(params, dict) or "recipe" not in params:
+        raise JobError("a compress job needs a 'recipe' parameter")
+    recipe = get_recipe(str(params["recipe"]))
+    ids = params.get("parent_version_ids")
+    if isinstance(ids, int):
+        ids = [ids]
+    if not ids or not all(isinstance(i, int) for i in ids):
+        raise JobError("a compress job needs 'parent_version_ids', a list of version ids")
+    raw = params.get("params") or {}
+    if not isinstance(raw, dict):
+        raise RecipeError("recipe parameters must be a mapping of name to value")
+    resolved = recipe.resolve_params(raw)
+    dataset = params.get("dataset")
+    if dataset and "dataset" in resolved and not resolved["dataset"]:
+        resolved["dataset"] = dataset
+    return recipe, list(ids), resolved
+
+
+def collect_files(folder: Path) -> dict[str, Path]:
+    """Every file the recipe wrote (relative path → file), temp names excluded."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RecipeError(f"the recipe produced no output folder ({folder})")
+    files = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*"))
+             if p.is_file() and not p.name.endswith(_SKIP_SUFFIXES)}
+    if not files:
+        raise RecipeError("the recipe produced no files")
+    return files
+
+
+def commit_child(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
+                 output: RecipeOutput, *, model: str | None, version: str | None, dataset: str | None,
+                 event_kind: str = "compress") -> "VersionInfo":
+    """Store the recipe's output as the child version, all in one transaction."""
+    files = collect_files(output.folder)
+    first = parents[0]
+    weights = output.meta.pop("parent_weights", None)
+    if weights is None or len(weights) != len(parents):
+        weights = [None] * len(parents)
+    record = {"name": recipe.name, "params": resolved, "libraries": library_versions(),
+              "parents": [p.ref for p in parents], "dataset": dataset or None}
+    meta: dict[str, Any] = {k: first.meta[k] for k in ("labels", "model_type") if k in first.meta}
+    meta.update(output.meta)
+    return ctx.catalog.add_version(
+        model or first.model, files, format=output.format, version=version, task=first.task,
+        architecture=first.architecture, params=output.params, dtype=output.dtype, recipe=record, meta=meta,
+        parents=[(p.id, w) for p, w in zip(parents, weights)], relation=recipe.name, metrics=output.metrics,
+        actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
+
+
+def apply_recipe(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
+                 *, subdir: str = "") -> RecipeOutput:
+    """Materialise the parents and run the recipe in a scratch folder (nothing committed)."""
+    base = ctx.workdir / subdir if subdir else ctx.workdir
+    from relman.modelio.loading import materialize_version
+
+    sources = []
+    for v in parents:
+        sources.append(ModelSource(v, materialize_version(ctx.catalog, v.id, ctx.workdir / "parents")))
+        ctx.check_cancelled()
+    saved = ctx.workdir
+    ctx.workdir = base  # recipes write under ctx.workdir; each candidate of a search gets its own
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        output = recipe.function()(sources, resolved, ctx)
+    finally:
+        ctx.workdir = saved
+    if not isinstance(output, RecipeOutput):
+        raise RecipeError(f"recipe '{recipe.name}' returned {type(output).__name__}, not a RecipeOutput")
+    return output
+
+
+def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "VersionInfo",
+                           dataset: str | None) -> tuple[int | None, str]:
+    """Queue the child's evaluation against its parent; (job id or None, what happened)."""
+    try:
+        from relman.app.evaluate import queue_evaluation
+    except ImportError:
+        return None, "evaluation is not available in this installation"
+    import inspect
+
+    sig = inspect.signature(queue_evaluation).parameters
+    kwargs: dict[str, Any] = {}
+    if "dataset" in sig:
+        kwargs["dataset"] = dataset
+    for name in ("against", "baseline", "reference", "parent"):
+        if name in sig:
+            kwargs[name] = parent.ref
+            break
+    if "device" in sig:
+        kwargs["device"] = ctx.device if ctx.device.startswith("cuda") else "cpu"
+    if "actor" in sig:
+        kwargs["actor"] = ctx.actor
+    if "parent_job_id" in sig:
+        kwargs["parent_job_id"] = ctx.job_id
+    job_id = queue_evaluation(ctx.catalog, child.ref, **kwargs)
+    return int(job_id), "queued"
+
+
+def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+    """Job kind "compress"."""
+    recipe, ids, resolved = parse_params(params)
+    parents = [ctx.catalog.get_version(i) for i in ids]
+    recipe.check_parents(parents)
+    dataset = params.get("dataset") or None
+    if dataset:
+        from relman.app.datasets import get_dataset
+
+        get_dataset(ctx.catalog, dataset)
+    ctx.log_json("compress", {"recipe": recipe.name, "params": resolved, "parents": [p.ref for p in parents],
+                              "pid": os.getpid()})
+    ctx.progress(0.0, f"{recipe.name}: preparing {', '.join(p.ref for p in parents)}")
+    output = apply_recipe(ctx, recipe, parents, resolved)
+    ctx.check_cancelled()  # last point where stopping leaves nothing behind
+    ctx.progress(0.95, "storing the child version")
+    child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),
+                         version=params.get("version"), dataset=dataset)
+    result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
+                              "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
+                              "params": child.params, "parent_params": parents[0].params}
+    if params.get("evaluate", True):
+        try:
+            eval_job, note = queue_child_evaluation(ctx, child, parents[0], dataset)
+        except Exception as e:  # the child is stored; a failed queueing must not hide that
+            eval_job, note = None, f"evaluation not queued: {e}"
+        result["evaluation_job"] = eval_job
+        result["evaluation"] = note
+    ctx.progress(1.0, f"stored {child.ref}")
+    return result

@@ -1,0 +1,312 @@
+"""ONNX export with dynamic batch and sequence axes, verified against PyTorch.
+
+Why the TorchScript exporter (`dynamo=False`): in torch 2.13 the dynamo exporter refuses the
+tiny BERT / GPT-2 / ViT models of transformers 5 in several ways (specialisation of size-1
+dimensions, mask helpers), while the TorchScript tracer exports all three in well under a
+second. A traced graph can in principle bake the traced shapes in, so the export is never
+trusted: it is checked on inputs of *other* batch sizes and sequence lengths than the traced
+ones (with padding), and refused when its outputs drift from PyTorch's by more than the
+tolerance. The references are computed before exporting, with the model in eval mode,
+because the exporter restores the wrapper's training flag afterwards.
+
+Also here, because every ONNX-producing recipe needs them: the side files (config,
+tokenizer, image processor) copied next to `model.onnx`, sample inputs for a task, running
+an ONNX folder on them, and the byte count of a graph's weights.
+"""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from relman.errors import RecipeError
+
+# Output tensor each task reads, named like relman.tasks.backends.TASK_OUTPUT.
+TASK_OUTPUT = {"text-classification": "logits", "image-classification": "logits",
+               "feature-extraction": "last_hidden_state", "causal-lm": "logits"}
+# Weight files of either format: never copied as "side files".
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".data", ".onnx_data", ".h5",
+                    ".msgpack")
+ONNX_FILE = "model.onnx"
+ONNX_DATA = "model.onnx.data"
+# Protobuf refuses messages over 2 GiB; above this, weights go to model.onnx.data.
+EXTERNAL_DATA_THRESHOLD = 1_500_000_000
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    input_names: list[str]
+    output_name: str
+    max_abs_diff: float
+    opset: int
+
+
+def copy_side_files(src: Path, dest: Path) -> list[str]:
+    """Copy everything in `src` that is not weights (config.json, tokenizer files,
+    preprocessor_config.json, generation_config.json, ...) into `dest`."""
+    copied = []
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in sorted(Path(src).iterdir()):
+        name = p.name
+        if not p.is_file() or name.startswith(".") or name.endswith(".index.json") \
+                or name.lower().endswith(_WEIGHT_SUFFIXES):
+            continue
+        shutil.copy2(p, dest / name)
+        copied.append(name)
+    return copied
+
+
+def text_input_names(model: Any, task: str) -> list[str]:
+    import inspect
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    names = ["input_ids", "attention_mask"]
+    if task != "causal-lm" and "token_type_ids" in accepted and getattr(model.config, "type_vocab_size", 0):
+        names.append("token_type_ids")
+    return names
+
+
+def sample_inputs(config: Any, task: str, names: list[str], batch: int, seq: int, *, pad: int = 0,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """Random but valid model inputs (ids within the vocabulary; row 0 padded by `pad`)."""
+    rng = np.random.default_rng(seed)
+    if task == "image-classification":
+        size = getattr(config, "image_size", 224)
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return {"pixel_values": rng.standard_normal((batch, getattr(config, "num_channels", 3), h, w))
+                .astype(np.float32)}
+    vocab = int(getattr(config, "vocab_size", 100) or 100)
+    ids = rng.integers(0, vocab, size=(batch, seq), dtype=np.int64)
+    mask = np.ones_like(ids)
+    if pad:
+        mask[0, seq - pad:] = 0
+    out = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in names:
+        out["token_type_ids"] = np.zeros_like(ids)
+    return {k: v for k, v in out.items() if k in names}
+
+
+def max_seq_len(config: Any) -> int:
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512)
+
+
+def verification_inputs(config: Any, task: str, names: list[str]) -> list[dict[str, np.ndarray]]:
+    """Shapes unlike the traced (2, 8): other batch sizes, other lengths, padding."""
+    if task == "image-classification":
+        return [sample_inputs(config, task, names, b, 0, seed=10 + b) for b in (1, 3)]
+    longest = min(24, max_seq_len(config))
+    return [sample_inputs(config, task, names, 3, longest, pad=longest // 3, seed=11),
+            sample_inputs(config, task, names, 1, min(5, longest), seed=12)]
+
+
+def output_diff(a: np.ndarray, b: np.ndarray, feeds: dict[str, np.ndarray], task: str) -> float:
+    """Max |a - b|, ignoring positions a causal LM produces for padding."""
+    diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
+    if task in ("causal-lm", "feature-extraction") and "attention_mask" in feeds and diff.ndim == 3:
+        diff = diff * feeds["attention_mask"][..., None]
+    return float(diff.max()) if diff.size else 0.0
+
+
+def _wrapper(model: Any, names: list[str], output: str, causal: bool) -> Any:
+    import torch
+
+    class Wrapped(torch.nn.Module):
+        """Positional tensors in, the one named output out (no cache, no tuples)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args: torch.Tensor) -> torch.Tensor:
+            kwargs: dict[str, Any] = dict(zip(names, args))
+            if causal:
+                kwargs["use_cache"] = False
+            return self.model(**kwargs, return_dict=True)[output]
+
+    return Wrapped().eval()
+
+
+def save_onnx(model: Any, folder: Path) -> list[str]:
+    """Write an `onnx.ModelProto` as folder/model.onnx, with model.onnx.data when too large for
+    one protobuf; temp names first, so a failure leaves no half-written model. Returns the
+    file names written."""
+    import onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (ONNX_FILE + ".partial")
+    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    try:
+        if external:
+            onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=ONNX_DATA, size_threshold=1024)
+        else:
+            onnx.save_model(model, str(tmp))
+        tmp.replace(folder / ONNX_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        (folder / ONNX_DATA).unlink(missing_ok=True)
+        raise
+    return [ONNX_FILE, ONNX_DATA] if external else [ONNX_FILE]
+
+
+def onnx_weight_stats(path: Path) -> tuple[int, int, str | None]:
+    """(parameters, bytes of weights, main dtype) of the initializers of an ONNX model."""
+    import onnx
+    from onnx import numpy_helper  # noqa: F401  (dtype table below)
+
+    model = onnx.load(str(path), load_external_data=False)
+    params = 0
+    nbytes = 0
+    by_dtype: dict[str, int] = {}
+    for init in model.graph.initializer:
+        n = int(np.prod(init.dims)) if init.dims else 1
+        np_dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+        width = np.dtype(np_dtype).itemsize if init.data_type not in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) \
+            else 0.5
+        params += n
+        nbytes += int(n * width)
+        name = np.dtype(np_dtype).name
+        by_dtype[name] = by_dtype.get(name, 0) + int(n * width)
+    main = max(by_dtype, key=by_dtype.get) if by_dtype else None  # type: ignore[arg-type]
+    return params, nbytes, main
+
+
+def run_onnx(path: Path, feeds: Iterable[dict[str, np.ndarray]], output: str | None = None) -> list[np.ndarray]:
+    """Outputs of the ONNX model at `path` (CPU) for each feed; inputs it lacks are dropped."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    out_name = output if output in names else names[0]
+    return [session.run([out_name], {k: v for k, v in f.items() if k in wanted})[0] for f in feeds]
+
+
+def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int = 17,
+                tolerance: float = 1e-4, model: Any = None) -> ExportResult:
+    """Export the model in `src` (format `fmt`, any format `load_torch_model` reads) to
+    `dest/model.onnx` plus its side files; dynamic batch and sequence axes. Raises
+    `RecipeError` (and writes nothing) if ONNX Runtime's outputs differ from PyTorch's by more
+    than `tolerance` on inputs of other shapes than the traced ones."""
+    import torch
+
+    from relman.modelio.loading import load_torch_model
+
+    if task not in TASK_OUTPUT:
+        raise RecipeError(f"cannot export a model of task '{task}' to ONNX (known: {', '.join(TASK_OUTPUT)})")
+    src, dest = Path(src), Path(dest)
+    if model is None:
+        model = load_torch_model(src, task, "cpu", fmt=fmt)
+    model = model.float().to("cpu").eval()
+    config = model.config
+    output = TASK_OUTPUT[task]
+    if task == "image-classification":
+        names = ["pixel_values"]
+        axes = {"pixel_values": {0: "batch"}}
+        out_axes = {0: "batch"}
+    else:
+        names = text_input_names(model, task)
+        axes = {n: {0: "batch", 1: "sequence"} for n in names}
+        out_axes = {0: "batch"} if task == "text-classification" else {0: "batch", 1: "sequence"}
+    wrapped = _wrapper(model, names, output, task == "causal-lm")
+    traced = sample_inputs(config, task, names, 2, min(8, max_seq_len(config)), seed=1)
+    checks = verification_inputs(config, task, names)
+    with torch.inference_mode():  # references first: the exporter may flip training flags
+        refs = [wrapped(*[torch.from_numpy(f[n]) for n in names]).float().numpy() for f in checks]
+    dest.mkdir(parents=True, exist_ok=True)
+    tmp = dest / "export.partial.onnx"
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, tuple(torch.from_numpy(traced[n]) for n in names), str(tmp),
+                              input_names=names, output_names=[output],
+                              dynamic_axes={**axes, output: out_axes}, opset_version=opset, dynamo=False,
+                              do_constant_folding=True)
+        wrapped.eval()
+        import onnx
+
+        proto = onnx.load(str(tmp))
+        outs = run_onnx(tmp, checks, output)
+        diff = max(output_diff(o, r, f, task) for o, r, f in zip(outs, refs, checks))
+        if not np.isfinite(diff) or diff > tolerance:
+            raise RecipeError(f"ONNX export of {src.name} differs from PyTorch by {diff:.3g} (max abs) on test "
+                              f"inputs, over the tolerance {tolerance:g}; nothing stored")
+        save_onnx(proto, dest)
+    except RecipeError:
+        raise
+    except Exception as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise RecipeError(f"ONNX export of {src.name} ({task}) failed: {type(e).__name__}: {first}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+        for extra in dest.glob("export.partial.onnx*"):
+            extra.unlink(missing_ok=True)
+    copy_side_files(src, dest)
+    return ExportResult(dest, names, output, diff, opset)
+
+
+def onnx_source(src: Path, fmt: str, task: str, workdir: Path, *, tolerance: float = 1e-4) -> tuple[Path, float | None]:
+    """An ONNX file for a parent of format `fmt`: its own model.onnx, or an export made in
+    `workdir` (with the export's max abs diff)."""
+    from relman.modelio.loading import find_onnx
+
+    if fmt == "onnx":
+        return find_onnx(src), None
+    result = export_onnx(src, workdir / "exported", task, fmt=fmt, tolerance=tolerance)
+    return result.folder / ONNX_FILE, result.max_abs_diff
+
+
+def onnx_check_inputs(path: Path, task: str, config_folder: Path) -> list[dict[str, np.ndarray]]:
+    """Verification feeds for an ONNX model: shapes from its config.json, names from the graph."""
+    import onnx
+
+    from relman.modelio.loading import read_config
+
+    class _Cfg:
+        pass
+
+    cfg = _Cfg()
+    for k, v in read_config(config_folder).items():
+        setattr(cfg, k, v)
+    if not hasattr(cfg, "vocab_size") and hasattr(cfg, "n_vocab"):
+        cfg.vocab_size = cfg.n_vocab  # type: ignore[attr-defined]
+    model = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in inits]
+    return verification_inputs(cfg, task, names)
+
+
+def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
+    """Recipe "onnx-export": the parent as an ONNX folder, max abs diff recorded."""
+    from relman.catalog import Metric
+    from relman.compress.registry import RecipeOutput
+
+    src = sources[0]
+    task = _require_task(src)
+    ctx.progress(0.1, "exporting to ONNX")
+    result = export_onnx(src.folder, ctx.workdir / "out", task, fmt=src.format, opset=int(params["opset"]),
+                         tolerance=float(params["tolerance"]))
+    ctx.progress(0.9, f"verified: max abs diff {result.max_abs_diff:.3g}")
+    n, nbytes, dtype = onnx_weight_stats(result.folder / ONNX_FILE)
+    return RecipeOutput(folder=result.folder, format="onnx", params=n, dtype=dtype,
+                        meta={"onnx": {"inputs": result.input_names, "output": result.output_name,
+                                       "opset": result.opset, "dynamic_axes": ["batch", "sequence"]}},
+                        metrics=[Metric("compress", "export_max_abs_diff", result.max_abs_diff,
+                                        {"tolerance": float(params["tolerance"])}),
+                                 Metric("compress", "weight_bytes", float(nbytes))])
+
+
+def _require_task(src: Any) -> str:
+    if not src.task:
+        raise RecipeError(f"{src.version.ref} has no task recorded; re-import it with --task so it can be exported")
+    return src.task

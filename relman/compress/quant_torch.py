@@ -1,0 +1,140 @@
+"""Dynamic INT8 quantisation of Linear layers in PyTorch (recipe "torch-int8-dynamic").
+
+Why torch.ao and not torchao: `torch.ao.quantization.quantize_dynamic` still works in torch
+2.13 (deprecated, with a warning we silence) and needs nothing beyond torch, which matters on
+an offline machine; torchao would be a new dependency for the same int8 Linear kernels.
+
+Stored format "torch-int8": the parent's Hugging Face folder without its weights (config,
+tokenizer / image processor) plus `quantized_state_dict.pt`, the quantised model's state
+dict. A quantised module cannot be pickled safely, so the loader rebuilds the fp32
+architecture from config.json, re-applies the same `quantize_dynamic` (the layer list is in
+`relman_int8.json`), and loads the tensors with `torch.load(weights_only=True)`, strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from relman.compress.onnx_export import copy_side_files, output_diff, text_input_names, verification_inputs
+from relman.errors import ModelImportError, RecipeError
+from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model
+
+FORMAT = "torch-int8"
+STATE_FILE = "quantized_state_dict.pt"
+SPEC_FILE = "relman_int8.json"
+
+
+def _quantize(model: torch.nn.Module, keep_float: list[str]) -> tuple[torch.nn.Module, list[str]]:
+    """Quantise every Linear except those whose qualified name contains an entry of
+    `keep_float`; returns the model and the names of the quantised layers."""
+    targets = {name for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and not any(k and k in name for k in keep_float)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(
+            model, {name: torch.ao.quantization.default_dynamic_qconfig for name in targets}, dtype=torch.qint8)
+    return quantized, sorted(targets)
+
+
+def load_int8(folder: Path, task: str, device: str = "cpu") -> torch.nn.Module:
+    """Loader for format "torch-int8" (registered in TORCH_LOADERS). CPU only: PyTorch's
+    dynamic INT8 kernels exist for CPU (fbgemm / qnnpack) and not for CUDA."""
+    folder = Path(folder)
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file() or not (folder / STATE_FILE).is_file():
+        raise ModelImportError(f"{folder}: not a torch-int8 model ({SPEC_FILE} or {STATE_FILE} missing)")
+    if device != "cpu":
+        raise ModelImportError(f"{folder}: dynamic INT8 PyTorch models run on the CPU only (asked for {device})")
+    spec = json.loads(spec_path.read_text(encoding="utf-8"))
+    config_cls = auto_class(task)
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    model = config_cls.from_config(config).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantized = torch.ao.quantization.quantize_dynamic(
+            model, {name: torch.ao.quantization.default_dynamic_qconfig for name in spec["quantized"]},
+            dtype=torch.qint8)
+        state = torch.load(str(folder / STATE_FILE), map_location="cpu", weights_only=True)
+    quantized.load_state_dict(state, strict=True)
+    return quantized.eval()
+
+
+TORCH_LOADERS[FORMAT] = load_int8
+
+
+def _count_params(state: dict[str, Any]) -> int:
+    n = 0
+    for value in state.values():
+        if isinstance(value, torch.Tensor):
+            n += value.numel()
+        elif isinstance(value, tuple):
+            n += sum(v.numel() for v in value if isinstance(v, torch.Tensor))
+    return n
+
+
+def int8_dynamic(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
+    """Recipe "torch-int8-dynamic"."""
+    from relman.catalog import Metric
+    from relman.compress.registry import RecipeOutput
+
+    src = sources[0]
+    task = src.task
+    if not task:
+        raise RecipeError(f"{src.version.ref} has no task recorded; re-import it with --task")
+    if ctx.device.startswith("cuda"):
+        ctx.log("dynamic INT8 kernels are CPU-only; quantising on the CPU")
+    if src.format != "hf":
+        raise RecipeError(f"recipe 'torch-int8-dynamic' needs a plain Hugging Face parent, {src.version.ref} is "
+                          f"'{src.format}'")
+    ctx.progress(0.1, "loading the parent")
+    model = load_torch_model(src.folder, task, "cpu", fmt=src.format).float().eval()
+    names = ["pixel_values"] if task == "image-classification" else text_input_names(model, task)
+    checks = verification_inputs(model.config, task, names)
+    out_key = {"feature-extraction": "last_hidden_state"}.get(task, "logits")
+
+    def outputs(m: torch.nn.Module) -> list[Any]:
+        with torch.inference_mode():
+            res = []
+            for feed in checks:
+                kwargs = {k: torch.from_numpy(v) for k, v in feed.items()}
+                if task == "causal-lm":
+                    kwargs["use_cache"] = False
+                res.append(m(**kwargs, return_dict=True)[out_key].float().numpy())
+            return res
+
+    refs = outputs(model)
+    fp32_params = sum(p.numel() for p in model.parameters())
+    ctx.check_cancelled()
+    ctx.progress(0.4, "quantising Linear layers")
+    quantized, targets = _quantize(model, list(params["keep_float"]))
+    if not targets:
+        raise RecipeError(f"{src.version.ref} has no Linear layers left to quantise "
+                          f"(keep_float={','.join(params['keep_float']) or 'none'})")
+    outs = outputs(quantized)
+    diff = max(output_diff(o, r, f, task) for o, r, f in zip(outs, refs, checks))
+    ctx.check_cancelled()
+    ctx.progress(0.7, "saving")
+    out = ctx.workdir / "out"
+    copy_side_files(src.folder, out)
+    state = quantized.state_dict()
+    torch.save(state, str(out / (STATE_FILE + ".partial")))
+    (out / (STATE_FILE + ".partial")).replace(out / STATE_FILE)
+    (out / SPEC_FILE).write_text(json.dumps({"quantized": targets, "dtype": "qint8",
+                                             "torch": torch.__version__}, indent=2), encoding="utf-8")
+    reloaded = load_int8(out, task)  # the stored form must load back and agree with what we measured
+    again = outputs(reloaded)
+    drift = max(output_diff(a, b, f, task) for a, b, f in zip(again, outs, checks))
+    if drift > 1e-5:
+        raise RecipeError(f"the saved torch-int8 model does not reload identically (drift {drift:.3g})")
+    return RecipeOutput(folder=out, format=FORMAT, params=_count_params(state), dtype="int8",
+                        meta={"quantized_layers": len(targets), "kept_float": list(params["keep_float"]),
+                              "fp32_params": fp32_params},
+                        metrics=[Metric("compress", "max_abs_diff_vs_parent", diff, {"inputs": "random, 2 shapes"}),
+                                 Metric("compress", "quantized_layers", float(len(targets)))])
