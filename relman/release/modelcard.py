@@ -79,6 +79,11 @@ def _yaml(obj: Any, indent: int = 0) -> list[str]:
     return lines
 
 
+def _md(text: Any) -> str:
+    """A table cell: no pipes or newlines that would break the Markdown table."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _dataset_of(m: Mapping[str, Any]) -> str | None:
     return m.get("dataset") or (m.get("context") or {}).get("dataset")
 
@@ -173,7 +178,8 @@ def render_card(catalog: Any, v: Any) -> str:
         for m in metrics:
             ctx = ", ".join(f"{k}={m['context'][k]}" for k in sorted(m["context"]) if k != "dataset")[:160]
             val = "" if m["value"] is None else f"{m['value']:.6g}"
-            lines.append(f"| {m['suite']} | {m['name']} | {val} | {_dataset_of(m) or ''} | {ctx} | {m['created_at'][:19]} |")
+            lines.append(f"| {_md(m['suite'])} | {_md(m['name'])} | {val} | {_md(_dataset_of(m) or '')} | {_md(ctx)} | "
+                         f"{m['created_at'][:19]} |")
     else:
         lines.append("No metrics recorded yet.")
     lines.append("")
@@ -185,7 +191,9 @@ def render_card(catalog: Any, v: Any) -> str:
                   f"{'passed' if rep.get('passed') else 'FAILED'}", "",
                   "| rule | result | detail |", "|---|---|---|"]
         for r in rep.get("rules", []):
-            lines.append(f"| `{r['rule']}` | {r['status']} | {r['reason']} |")
+            lines.append(f"| `{_md(r['rule'])}` | {r['status']} | {_md(r['reason'])} |")
+        if not rep.get("rules"):
+            lines.append("| (no rules guard this phase) | | |")
         lines.append("")
     else:
         lines += ["No gate report yet (never promoted).", ""]
@@ -193,7 +201,7 @@ def render_card(catalog: Any, v: Any) -> str:
     if appr:
         lines += ["| approved for | by | at | comment | valid |", "|---|---|---|---|---|"]
         for a in appr:
-            lines.append(f"| {a['to_phase']} | {a['by']} | {a['at'][:19]} | {a['comment']} | "
+            lines.append(f"| {a['to_phase']} | {_md(a['by'])} | {a['at'][:19]} | {_md(a['comment'])} | "
                          f"{'yes' if a['valid'] else 'no (metrics changed since)'} |")
     else:
         lines.append("No approvals.")
