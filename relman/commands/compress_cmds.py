@@ -1,7 +1,177 @@
-"""CLI commands for this area (filled in as the area is built)."""
+"""Compression commands: compress, recipes, optimize."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from relman.cli import AppState, emit_json, human_size, pass_state, table
+from relman.jobs.wait import wait_option
+
+
+def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--param k=v` pairs → a dict (values stay strings; the recipe's typed Params parse them)."""
+    from relman.errors import RecipeError
+
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RecipeError(f"--param expects KEY=VALUE, got '{pair}'")
+        if key in out:
+            raise RecipeError(f"--param {key} given twice")
+        out[key] = value
+    return out
+
+
+def _wait(cat: Any, job_id: int) -> dict[str, Any]:
+    from relman.jobs.queue import get_job
+    from relman.jobs.wait import wait_or_raise
+
+    wait_or_raise(cat, [job_id])
+    return get_job(cat, job_id)
+
+
+@click.command()
+@click.argument("ref")
+@click.argument("recipe")
+@click.option("--param", "-p", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="A recipe parameter (repeatable); see 'relman recipes'.")
+@click.option("--dataset", "-d", help="Registered dataset: calibration / training data, and the quality evaluation.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
+@click.option("--model", "-m", help="Model name of the child (default: the parent's).")
+@click.option("--version", "version", help="Child version X.Y.Z (default: next patch after the parent).")
+@click.option("--no-evaluate", is_flag=True, help="Do not queue the child's evaluation against its parent.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job (after --wait, with its result) as JSON.")
+@wait_option
+@pass_state
+def compress(state: AppState, ref: str, recipe: str, pairs: tuple[str, ...], dataset: str | None, device: str,
+             model: str | None, version: str | None, no_evaluate: bool, as_json: bool, wait: bool) -> None:
+    """Turn REF (MODEL@VERSION; several comma-separated for a merge) into a new child version
+    with RECIPE, as a background job. The child is then evaluated against its parent."""
+    from relman.app.compress import queue_compression
+    from relman.jobs.queue import get_job
+
+    cat = state.catalog()
+    job_id = queue_compression(cat, ref, recipe, parse_pairs(pairs), device=device, dataset=dataset, model=model,
+                               version=version, evaluate=not no_evaluate)
+    if not wait:
+        if as_json:
+            emit_json(get_job(cat, job_id))
+        else:
+            click.echo(f"queued compress job {job_id} ({recipe} on {ref}); follow it with 'relman jobs show {job_id}'")
+        return
+    job = _wait(cat, job_id)
+    if as_json:
+        emit_json(job)
+        return
+    res = job["result"] or {}
+    click.echo(f"stored {res.get('ref')}: {res.get('format')}, {human_size(res.get('size_bytes'))} "
+               f"(parent {human_size(res.get('parent_size_bytes'))})")
+    if res.get("evaluation_job"):
+        click.echo(f"evaluated against its parent in job {res['evaluation_job']}: relman show {res.get('ref')}")
+    elif res.get("evaluation"):
+        click.echo(res["evaluation"])
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON (with every parameter's type and help).")
+def recipes(as_json: bool) -> None:
+    """List the compression recipes with their parameters and defaults."""
+    from relman.compress.registry import all_recipes
+
+    items = [r.describe() for r in all_recipes()]
+    if as_json:
+        emit_json(items)
+        return
+    for r in items:
+        tasks = f"; tasks {', '.join(r['tasks'])}" if r["tasks"] else ""
+        click.echo(f"{r['name']}: {r['title']}  [{', '.join(r['input_formats'])} -> {r['output_format']}{tasks}]")
+        if r["description"]:
+            click.echo(f"    {r['description']}")
+        for p in r["params"]:
+            default = ",".join(map(str, p["default"])) if isinstance(p["default"], list) else p["default"]
+            choices = f" ({'|'.join(map(str, p['choices']))})" if p["choices"] else ""
+            click.echo(f"    --param {p['name'] + '=' + str(default):<30} {p['type']}{choices}  {p['help']}")
+        click.echo("")
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "size":
+        return human_size(value)
+    if kind == "ms":
+        return f"{value:.2f} ms"
+    return f"{value:.4f}"
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--max-drop", type=float, default=0.01, show_default=True,
+              help="Largest quality drop allowed (accuracy points as a fraction; relative for perplexity).")
+@click.option("--objective", type=click.Choice(["latency", "size"]), default="latency", show_default=True,
+              help="What the best version minimises among those within the budget.")
+@click.option("--dataset", "-d", help="Registered dataset for quality and calibration (else synthetic agreement).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
+@click.option("--model", "-m", help="Model name of the tried versions (default: the parent's).")
+@click.option("--recipe", "recipe_names", multiple=True, help="Only try these recipes (repeatable).")
+@click.option("--max-candidates", type=int, default=None, help="Try at most this many candidates.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job (after --wait, with its report) as JSON.")
+@wait_option
+@pass_state
+def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset: str | None, device: str,
+             model: str | None, recipe_names: tuple[str, ...], max_candidates: int | None, as_json: bool,
+             wait: bool) -> None:
+    """Accuracy-aware search: try recipes on REF until one stays within --max-drop; every tried
+    version is kept, the Pareto frontier (quality, size, latency) is marked, and the best
+    version within the budget is reported as MODEL@VERSION."""
+    from relman.app.compress import queue_optimization
+    from relman.jobs.queue import get_job
+
+    cat = state.catalog()
+    job_id = queue_optimization(cat, ref, max_drop=max_drop, objective=objective, dataset=dataset, device=device,
+                                model=model, recipes=list(recipe_names) or None, max_candidates=max_candidates)
+    if not wait:
+        if as_json:
+            emit_json(get_job(cat, job_id))
+        else:
+            n = len(get_job(cat, job_id)["params"]["candidates"])
+            click.echo(f"queued optimize job {job_id} ({n} candidates for {ref}); follow it with "
+                       f"'relman jobs show {job_id}'")
+        return
+    job = _wait(cat, job_id)
+    if as_json:
+        emit_json(job)
+        return
+    click.echo(render_report(job["result"] or {}))
+
+
+def render_report(res: dict[str, Any]) -> str:
+    """The search report: every tried version beside the parent, the frontier, the verdict."""
+    rows = []
+    for f in [res.get("parent")] + list(res.get("tried") or []):
+        if not f:
+            continue
+        rows.append([f["ref"], f["label"], _fmt(f["quality"], "q"), _fmt(f["drop"], "q"), _fmt(f["size_bytes"], "size"),
+                     _fmt(f["latency_ms"], "ms"), "yes" if f["meets"] else ("" if f["label"] == "parent" else "no"),
+                     "*" if f["pareto"] else ""])
+    lines = [f"quality: {res.get('quality_metric')} ({res.get('quality_source')}); max drop {res.get('max_drop')}; "
+             f"objective {res.get('objective')}",
+             table(rows, ["VERSION", "TRIED", "QUALITY", "DROP", "SIZE", "P50", "MEETS", "PARETO"])]
+    for fail in res.get("failed") or []:
+        lines.append(f"skipped {fail['label']}: {fail['error']}")
+    lines.append(f"stopped: {res.get('stopped')}")
+    best, parent = res.get("best_figures"), res.get("parent") or {}
+    if best:
+        lines.append(f"best: {best['ref']}  quality {_fmt(best['quality'], 'q')} (parent {_fmt(parent.get('quality'), 'q')}), "
+                     f"size {_fmt(best['size_bytes'], 'size')} (parent {_fmt(parent.get('size_bytes'), 'size')}), "
+                     f"p50 {_fmt(best['latency_ms'], 'ms')} (parent {_fmt(parent.get('latency_ms'), 'ms')})")
+    else:
+        lines.append("best: none of the tried versions stays within the quality budget")
+    return "\n".join(lines)
+
+
+COMMANDS: list[click.Command] = [compress, recipes, optimize]

@@ -129,28 +129,19 @@ def apply_recipe(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"]
 
 def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "VersionInfo",
                            dataset: str | None) -> tuple[int | None, str]:
-    """Queue the child's evaluation against its parent; (job id or None, what happened)."""
+    """Queue the child's evaluation against its parent (the evaluation's default suites for
+    the task: quality when a dataset is attached, fidelity, size, latency) as a job spawned by
+    this one, so `--wait` on the compression also waits for it. (job id or None, note)."""
     try:
-        from relman.app.evaluate import queue_evaluation
+        from relman.app.evaluate import plan_evaluation
     except ImportError:
         return None, "evaluation is not available in this installation"
-    import inspect
+    from relman.jobs.queue import enqueue
 
-    sig = inspect.signature(queue_evaluation).parameters
-    kwargs: dict[str, Any] = {}
-    if "dataset" in sig:
-        kwargs["dataset"] = dataset
-    for name in ("against", "baseline", "reference", "parent"):
-        if name in sig:
-            kwargs[name] = parent.ref
-            break
-    if "device" in sig:
-        kwargs["device"] = ctx.device if ctx.device.startswith("cuda") else "cpu"
-    if "actor" in sig:
-        kwargs["actor"] = ctx.actor
-    if "parent_job_id" in sig:
-        kwargs["parent_job_id"] = ctx.job_id
-    job_id = queue_evaluation(ctx.catalog, child.ref, **kwargs)
+    plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref)
+    device = ctx.device if ctx.device.startswith("cuda") else "cpu"
+    job_id = enqueue(ctx.catalog, "evaluate", plans[0], device=device, actor=ctx.actor,
+                     parent_job_id=ctx.job_id)
     return int(job_id), "queued"
 
 
