@@ -159,7 +159,7 @@ def test_images_of_different_sizes_are_refused_unless_resized(catalog, tmp_path)
     root = tmp_path / "imgs"
     png(root / "0" / "a.png", np.zeros((4, 4), np.uint8))
     png(root / "1" / "b.png", np.full((6, 5), 200, np.uint8))
-    refused(catalog, root, r"1/b.png: image is 6x5 but 0/a.png is 4x4 \(give an image size")
+    refused(catalog, root, r"imgs/1/b.png: image is 6x5 but \S*imgs/0/a.png is 4x4 \(give an image size")
     register_dataset(catalog, root, "resized", image_size=(4, 4))
     ds = load_dataset(catalog, "resized")
     assert ds.images.shape == (2, 4, 4, 1) and ds.images.dtype == np.uint8
@@ -293,7 +293,8 @@ def test_npz_round_trip_with_groups_and_float_images(catalog, tmp_path):
     from relman.data.demo import write_npz
 
     x = np.linspace(0, 1, 4 * 3 * 3).reshape(4, 3, 3).astype(np.float32)
-    p = write_npz(tmp_path / "f.npz", {"x": x, "y": np.array(["b", "a", "b", "a"]), "g": np.array(["u", "v", "u", "v"])})
+    p = write_npz(tmp_path / "f.npz", {"x": x, "y": np.array(["b", "a", "b", "a"]),
+                                       "g": np.array(["u", "v", "u", "v"])})
     register_dataset(catalog, p, "f", x_key="x", y_key="y", group_col="g")
     ds = load_dataset(catalog, "f")
     assert ds.images.shape == (4, 3, 3, 1) and ds.images.dtype == np.uint8
@@ -379,8 +380,16 @@ def test_missing_blob_is_an_integrity_error(catalog, tmp_path):
     from relman.errors import IntegrityError
 
     row = register_dataset(catalog, write(tmp_path / "d.csv", GOOD_CSV), "reviews")
+    import os
+    import stat
+
+    blob = catalog.store.path(row["files"][0]["sha256"])
+    os.chmod(blob, stat.S_IRUSR | stat.S_IWUSR)
+    blob.write_text(GOOD_CSV.replace("good", "gold"), encoding="utf-8")
+    with pytest.raises(IntegrityError, match=r"dataset 'reviews': the blob of d.csv \(.*\): content changed"):
+        load_dataset(catalog, "reviews", verify=True)
     catalog.store.remove(row["files"][0]["sha256"])
-    with pytest.raises(IntegrityError, match="dataset 'reviews': the blob of d.csv"):
+    with pytest.raises(IntegrityError, match="dataset 'reviews': the blob of d.csv .*: missing"):
         load_dataset(catalog, "reviews")
 
 
@@ -453,3 +462,46 @@ def test_another_process_loads_exactly_the_same_rows(catalog, catalog_path, tmp_
     here = {n: [_rows_digest(load_dataset(catalog, n, s)) for s in (None, "test")] for n in ("digits", "sentiment")}
     assert there == here
     assert here["digits"][0] != here["digits"][1]
+
+
+def _png_bytes(a: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_parquet_image_column_round_trip_and_errors(catalog, tmp_path):
+    import pyarrow as pa
+
+    rng = np.random.default_rng(1)
+    arrays = [rng.integers(0, 256, (6, 6), dtype=np.uint8) for _ in range(3)]
+    raw = [_png_bytes(a) for a in arrays]
+    p = parquet(tmp_path / "img.parquet", {"image": pa.array(raw, pa.binary()), "label": ["a", "b", "a"]})
+    row = register_dataset(catalog, p, "pq-img", image_col="image", test_fraction=0.34)
+    assert row["kind"] == "image" and row["columns"]["text_col"] is None
+    ds = load_dataset(catalog, "pq-img")
+    assert ds.images.shape == (3, 6, 6, 1) and np.array_equal(ds.images[..., 0], np.stack(arrays))
+    assert ds.labels.tolist() == [0, 1, 0] and ds.texts is None
+
+    # Hugging Face `datasets` style: a struct {bytes, path}
+    hf = parquet(tmp_path / "hf.parquet", {"image": [{"bytes": b, "path": None} for b in raw], "label": [0, 1, 0]})
+    register_dataset(catalog, hf, "hf-img", image_col="image", image_size=(4, 4))
+    assert load_dataset(catalog, "hf-img").images.shape == (3, 4, 4, 1)
+
+    catalog2 = catalog  # the refusals below must leave the two datasets above as they are
+    before = (catalog2.query("SELECT COUNT(*) AS n FROM datasets")[0]["n"], sorted(catalog2.store.all_shas()))
+    broken = parquet(tmp_path / "broken.parquet", {"image": pa.array([raw[0], b"garbage"], pa.binary()),
+                                                   "label": ["a", "b"]})
+    with pytest.raises(DatasetError, match=r"broken.parquet row 2: not a decodable image"):
+        register_dataset(catalog, broken, "bad", image_col="image")
+    texty = parquet(tmp_path / "texty.parquet", {"image": ["x", "y"], "label": ["a", "b"]})
+    with pytest.raises(DatasetError, match=r"texty.parquet: image column 'image' has type string, not image bytes"):
+        register_dataset(catalog, texty, "bad", image_col="image")
+    with pytest.raises(DatasetError, match=r"image column is read from Parquet files only"):
+        register_dataset(catalog, write(tmp_path / "d.csv", GOOD_CSV), "bad", image_col="text")
+    after = (catalog2.query("SELECT COUNT(*) AS n FROM datasets")[0]["n"], sorted(catalog2.store.all_shas()))
+    assert before == after and catalog.orphan_blobs() == []

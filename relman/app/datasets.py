@@ -39,6 +39,7 @@ def register_dataset(
     split_col: str | None = None,
     x_key: str | None = None,
     y_key: str | None = None,
+    image_col: str | None = None,
     image_size: tuple[int, int] | None = None,
     chunk_chars: int | None = None,
     delimiter: str = ",",
@@ -51,7 +52,8 @@ def register_dataset(
 ) -> dict[str, Any]:
     """Check the dataset at `path` with the given column mapping and store it as `name`.
 
-    `format` is guessed from the suffix (a folder is an image folder). `labels` fixes the
+    `format` is guessed from the suffix (a folder is an image folder). `image_col` (Parquet)
+    names a column of encoded image bytes, read instead of a text column. `labels` fixes the
     label order and refuses any other label. Split: `split_col`, or `val_fraction` /
     `test_fraction` with `seed` (stored, so the split is reproducible), or neither.
     `source` is recorded instead of the path (e.g. 'demo:digits').
@@ -68,7 +70,7 @@ def register_dataset(
     fmt = format or guess_format(path)
     mapping = normalise(ColumnMapping(
         format=fmt, text_col=text_col, label_col=label_col, group_col=group_col, split_col=split_col, x_key=x_key,
-        y_key=y_key, image_size=image_size, chunk_chars=chunk_chars, delimiter=delimiter,
+        y_key=y_key, image_col=image_col, image_size=image_size, chunk_chars=chunk_chars, delimiter=delimiter,
         val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed)), path)
     entries = file_entries(path, fmt)
     where = str(path) if fmt == "images" else path.name
@@ -129,7 +131,8 @@ def register_demo_text(catalog: Catalog, name: str = "text", *, n: int = 100, se
 
     with _tmp(catalog) as tmp:
         path = demo.lm_text(tmp / "text.txt", n=n, seed=seed)
-        return register_dataset(catalog, path, name, format="text", actor=actor, source=f"demo:text (n={n}, seed={seed})")
+        return register_dataset(catalog, path, name, format="text", actor=actor,
+                                source=f"demo:text (n={n}, seed={seed})")
 
 
 def register_demo(catalog: Catalog, which: str, name: str | None = None, **kw: Any) -> dict[str, Any]:

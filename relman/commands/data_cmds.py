@@ -28,6 +28,7 @@ def dataset() -> None:
 @click.option("--split-col", help="Column (or NPZ key) holding train/validation/test.")
 @click.option("--x-key", help="NPZ: key of the image array (N x H x W [x C]).")
 @click.option("--y-key", help="NPZ: key of the label array (leave out for unlabelled).")
+@click.option("--image-col", help="Parquet: column of encoded image bytes (an image dataset instead of text).")
 @click.option("--image-size", help="Image folder: resize every image to N or HxW (default: all must match).")
 @click.option("--chunk-chars", type=int, help="Text: fixed-size chunks of N characters instead of lines.")
 @click.option("--delimiter", default=",", show_default=True, help="CSV field delimiter (a .tsv file uses tab).")
@@ -38,7 +39,7 @@ def dataset() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the new dataset as JSON.")
 @pass_state
 def add(state: AppState, path: str, name: str, fmt: str | None, text_col: str, label_col: str, no_labels: bool,
-        group_col: str | None, split_col: str | None, x_key: str | None, y_key: str | None,
+        group_col: str | None, split_col: str | None, x_key: str | None, y_key: str | None, image_col: str | None,
         image_size: str | None, chunk_chars: int | None, delimiter: str, labels_text: str | None,
         val_fraction: float, test_fraction: float, seed: int, as_json: bool) -> None:
     """Check a local dataset and store it in the catalog (content-hashed).
@@ -51,7 +52,8 @@ def add(state: AppState, path: str, name: str, fmt: str | None, text_col: str, l
     labels = [s.strip() for s in labels_text.split(",") if s.strip()] if labels_text else None
     d = register_dataset(
         state.catalog(), path, name, format=fmt, text_col=text_col, label_col=None if no_labels else label_col,
-        group_col=group_col, split_col=split_col, x_key=x_key, y_key=y_key, image_size=parse_image_size(image_size),
+        group_col=group_col, split_col=split_col, x_key=x_key, y_key=y_key, image_col=image_col,
+        image_size=parse_image_size(image_size),
         chunk_chars=chunk_chars, delimiter=delimiter, labels=labels, val_fraction=val_fraction,
         test_fraction=test_fraction, seed=seed)
     if as_json:

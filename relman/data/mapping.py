@@ -29,6 +29,7 @@ class ColumnMapping:
     split_col: str | None = None
     x_key: str | None = None
     y_key: str | None = None
+    image_col: str | None = None                  # parquet: encoded image bytes instead of text
     image_size: tuple[int, int] | None = None     # images: resize every image to (height, width)
     chunk_chars: int | None = None                # text/lm: fixed-size chunks instead of lines
     delimiter: str = ","                          # csv
@@ -53,12 +54,14 @@ class ColumnMapping:
             if int(h) < 1 or int(w) < 1:
                 raise DatasetError(f"image size must be positive, got {h}x{w}")
             object.__setattr__(self, "image_size", (int(h), int(w)))
+        if self.image_col and self.format != "parquet":
+            raise DatasetError(f"an image column is read from Parquet files only, not format '{self.format}'")
         if self.chunk_chars is not None and int(self.chunk_chars) < 1:
             raise DatasetError(f"chunk size must be at least 1 character, got {self.chunk_chars}")
 
     @property
     def kind(self) -> str:
-        return KIND_OF_FORMAT[self.format]
+        return "image" if self.image_col else KIND_OF_FORMAT[self.format]
 
     @property
     def seeded_split(self) -> bool:

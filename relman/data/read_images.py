@@ -44,8 +44,6 @@ def folder_entries(root: Path) -> list[tuple[str, Path]]:
 def read_image_entries(entries: Sequence[tuple[str, Path]], mapping: ColumnMapping, *, name: str,
                        labels: Sequence[str] | None = None, where: str = "") -> Dataset:
     """Decode `entries` ((relative path, file) pairs; the first path part is the class)."""
-    from PIL import Image, UnidentifiedImageError
-
     if mapping.split_col is not None:
         raise DatasetError(f"{where}: an image folder has no split column; use split fractions instead")
     prefix = f"{where}/" if where else ""
@@ -55,34 +53,60 @@ def read_image_entries(entries: Sequence[tuple[str, Path]], mapping: ColumnMappi
             if cls not in [str(x) for x in labels]:
                 raise DatasetError(f"{prefix}{rel}: class folder '{cls}' is not one of the given labels "
                                    f"({', '.join(map(str, labels))})")
-    decoded: list[tuple[str, "Image.Image"]] = []
-    for rel, path in entries:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                decoded.append((rel, im.copy()))
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise DatasetError(f"{prefix}{rel}: not a decodable image ({str(e).splitlines()[0] or type(e).__name__})") \
-                from None
-    if not decoded:
+    if not entries:
         raise DatasetError(f"{where}: no images")
-    grey = all(im.mode in GREY_MODES for _, im in decoded)
-    size = mapping.image_size
-    first_rel, first = decoded[0]
-    target_wh = (size[1], size[0]) if size else first.size
-    arrays = []
-    for rel, im in decoded:
-        im = im.convert("L") if grey else im.convert("RGB")
-        if im.size != target_wh:
-            if size is None:
-                raise DatasetError(f"{prefix}{rel}: image is {im.size[1]}x{im.size[0]} but {first_rel} is "
-                                   f"{target_wh[1]}x{target_wh[0]} (give an image size to resize all)")
-            im = im.resize(target_wh, Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.uint8)
-        arrays.append(a[:, :, None] if a.ndim == 2 else a)
-    images = np.stack(arrays)
-    classes = [rel.split("/", 1)[0] for rel, _ in decoded]
+    images = decode_images([(f"{prefix}{rel}", path) for rel, path in entries], mapping.image_size)
+    classes = [rel.split("/", 1)[0] for rel, _ in entries]
     y, label_names = encode_labels(classes, labels, where=where or "image folder", column="<folder>",
-                                   row_name=lambda i: decoded[i][0])
+                                   row_name=lambda i: entries[i][0])
     return Dataset(name=name, kind="image", images=images, labels=y, label_names=label_names,
-                   meta={"files": [rel for rel, _ in decoded]})
+                   meta={"files": [rel for rel, _ in entries]})
+
+
+def _open(source: Path | bytes):  # -> PIL.Image.Image (lazy: header only until load())
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
+
+
+def decode_images(sources: Sequence[tuple[str, Path | bytes]], size: tuple[int, int] | None) -> np.ndarray:
+    """Decode (name, file or encoded bytes) pairs into one uint8 N x H x W x C array.
+
+    Two passes keep memory at one decoded image: headers first (mode and size, so the channel
+    count and the size check are known up front), then decode and convert one by one. A file
+    that does not decode is a `DatasetError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    bad = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+    def fail(label: str, e: BaseException) -> DatasetError:
+        return DatasetError(f"{label}: not a decodable image ({(str(e).splitlines() or [''])[0] or type(e).__name__})")
+
+    heads = []
+    for label, src in sources:
+        try:
+            with _open(src) as im:
+                heads.append((im.mode, im.size))
+        except bad as e:
+            raise fail(label, e) from None
+    grey = all(mode in GREY_MODES for mode, _ in heads)
+    target_wh = (size[1], size[0]) if size else heads[0][1]
+    if size is None:
+        for (label, _), (_, wh) in zip(sources, heads):
+            if wh != target_wh:
+                raise DatasetError(f"{label}: image is {wh[1]}x{wh[0]} but {sources[0][0]} is "
+                                   f"{target_wh[1]}x{target_wh[0]} (give an image size to resize all)")
+    out = np.empty((len(sources), target_wh[1], target_wh[0], 1 if grey else 3), dtype=np.uint8)
+    for i, (label, src) in enumerate(sources):
+        try:
+            with _open(src) as im:
+                im = im.convert("L") if grey else im.convert("RGB")
+                if im.size != target_wh:
+                    im = im.resize(target_wh, Image.Resampling.BILINEAR)
+                a = np.asarray(im, dtype=np.uint8)
+        except bad as e:
+            raise fail(label, e) from None
+        out[i] = a[:, :, None] if a.ndim == 2 else a
+    return out

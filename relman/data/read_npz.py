@@ -59,7 +59,8 @@ def read_npz(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequence[
     y_idx, names = (None, [])
     if y is not None:
         if y.dtype.kind == "f" and np.isnan(y).any():
-            raise DatasetError(f"{where} row {int(np.flatnonzero(np.isnan(y))[0])}: label array '{mapping.y_key}' is NaN")
+            first = int(np.flatnonzero(np.isnan(y))[0])
+            raise DatasetError(f"{where} row {first}: label array '{mapping.y_key}' is NaN")
         y_idx, names = encode_labels(y.tolist(), labels, where=where, column=mapping.y_key, row_name=row)
     groups = None
     if g is not None:

@@ -37,16 +37,21 @@ def normalise(mapping: ColumnMapping, path: Path | None = None) -> ColumnMapping
     fmt = mapping.format
     if fmt == "text":
         return replace(mapping, text_col=None, label_col=None, group_col=None, split_col=None, x_key=None,
-                       y_key=None, image_size=None, delimiter=",")
+                       y_key=None, image_col=None, image_size=None, delimiter=",")
     if fmt == "images":
         return replace(mapping, text_col=None, label_col=None, group_col=None, split_col=None, x_key=None,
-                       y_key=None, chunk_chars=None, delimiter=",")
+                       y_key=None, image_col=None, chunk_chars=None, delimiter=",")
     if fmt == "npz":
-        return replace(mapping, text_col=None, label_col=None, image_size=None, chunk_chars=None, delimiter=",")
+        return replace(mapping, text_col=None, label_col=None, image_col=None, image_size=None, chunk_chars=None,
+                       delimiter=",")
+    if mapping.image_col:
+        mapping = replace(mapping, text_col=None)
+    else:
+        mapping = replace(mapping, image_size=None)
     delimiter = mapping.delimiter
     if fmt == "csv" and path is not None and Path(path).suffix.lower() == ".tsv" and delimiter == ",":
         delimiter = "\t"
-    return replace(mapping, x_key=None, y_key=None, image_size=None, chunk_chars=None,
+    return replace(mapping, x_key=None, y_key=None, chunk_chars=None,
                    delimiter=delimiter if fmt == "csv" else ",")
 
 

@@ -66,8 +66,9 @@ def load_dataset(catalog: "Catalog", name_or_id: str | int, split: str | None = 
         problem = catalog.store.verify(f["sha256"]) if verify else (None if catalog.store.has(f["sha256"])
                                                                     else "missing")
         if problem:
-            raise IntegrityError(f"dataset '{row['name']}': the blob of {f['path']} ({catalog.store.path(f['sha256'])}) "
-                                 f"is {problem}; run 'relman verify'")
+            blob = catalog.store.path(f["sha256"])
+            raise IntegrityError(f"dataset '{row['name']}': the blob of {f['path']} ({blob}): {problem}; "
+                                 "run 'relman verify'")
         entries.append((f["path"], catalog.store.path(f["sha256"])))
     mapping = ColumnMapping.from_json(row["columns"])
     where = row["name"] if row["format"] == "images" else None

@@ -22,9 +22,9 @@ RowName = Callable[[int], str]
 
 
 def require_columns(available: Sequence[str], mapping: ColumnMapping, where: str) -> None:
-    wanted = [("text", mapping.text_col), ("label", mapping.label_col), ("group", mapping.group_col),
-              ("split", mapping.split_col)]
-    if mapping.text_col is None:
+    wanted = [("text", mapping.text_col), ("image", mapping.image_col), ("label", mapping.label_col),
+              ("group", mapping.group_col), ("split", mapping.split_col)]
+    if mapping.text_col is None and mapping.image_col is None:
         raise DatasetError(f"{where}: a text column is needed (give --text-col)")
     for role, col in wanted:
         if col is not None and col not in available:
@@ -33,11 +33,15 @@ def require_columns(available: Sequence[str], mapping: ColumnMapping, where: str
 
 
 def columns_to_dataset(name: str, columns: dict[str, Sequence[Any]], n: int, mapping: ColumnMapping,
-                       labels: Sequence[str] | None, *, where: str, row_name: RowName) -> Dataset:
+                       labels: Sequence[str] | None, *, where: str, row_name: RowName,
+                       images: np.ndarray | None = None) -> Dataset:
+    """`images` (already decoded, for an image column) stand in for the text column."""
     if n == 0:
         raise DatasetError(f"{where}: no data rows")
     require_columns(list(columns), mapping, where)
-    texts = _texts(columns[mapping.text_col], where=where, column=mapping.text_col, row_name=row_name)
+    texts = None
+    if images is None:
+        texts = _texts(columns[mapping.text_col], where=where, column=mapping.text_col, row_name=row_name)
     y = None
     label_names: list[str] = []
     if mapping.label_col is not None:
@@ -50,8 +54,8 @@ def columns_to_dataset(name: str, columns: dict[str, Sequence[Any]], n: int, map
     if mapping.split_col is not None:
         split = check_split_values(columns[mapping.split_col], where=where, column=mapping.split_col,
                                    row_name=row_name)
-    return Dataset(name=name, kind="text", texts=texts, labels=y, label_names=label_names, groups=groups,
-                   split=split)
+    return Dataset(name=name, kind="text" if images is None else "image", texts=texts, images=images, labels=y,
+                   label_names=label_names, groups=groups, split=split)
 
 
 def _texts(values: Sequence[Any], *, where: str, column: str, row_name: RowName) -> list[str]:
