@@ -1,6 +1,12 @@
-"""Commands that open or feed the desktop application: gui, demo."""
+"""Commands that open or feed the desktop application: gui, demo.
+
+Both import Qt only inside their bodies (through relman.ui), so `relman --help` and every
+other command start without Qt.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -8,15 +14,59 @@ from relman.cli import AppState, pass_state
 
 
 @click.command()
-@click.option("--headless", is_flag=True, help="Build the demo catalog without opening a window.")
+@click.option("--catalog", "catalog_opt", type=click.Path(path_type=str),
+              help="Catalog folder to open (default: --catalog before the command, RELMAN_CATALOG, the last "
+                   "catalog opened, else the per-user data folder).")
 @pass_state
-def demo(state: AppState, headless: bool) -> None:
-    """Build a demo catalog (no network needed) and show it."""
+def gui(state: AppState, catalog_opt: str | None) -> None:
+    """Open the desktop application on a catalog."""
+    from relman.ui.app import run_gui
+
+    code = run_gui(catalog_opt or state.catalog_path)
+    if code:
+        raise SystemExit(code)
+
+
+@click.command()
+@click.option("--headless", is_flag=True, help="Do not open a window: build the demo, write screenshots if asked, exit.")
+@click.option("--screenshots", "shots", type=click.Path(path_type=Path, file_okay=False),
+              help="Write a PNG of each main view into this folder.")
+@click.option("--train-seconds", type=float, default=15.0, show_default=True,
+              help="CPU time budget for training the demo ViT on the digits.")
+@click.option("--no-jobs", is_flag=True, help="Only train, import and register (skip compression/evaluation jobs).")
+@pass_state
+def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: float, no_jobs: bool) -> None:
+    """Build a demo catalog (no network needed) and show it.
+
+    Trains a small ViT on scikit-learn's digits, registers it and the digits dataset, runs
+    compression and evaluation jobs, promotes a version to production, then opens the window
+    (or, with --headless or no display, writes screenshots and exits)."""
     from relman.app.demo import build_demo
+    from relman.ui.app import has_display
 
     cat = state.catalog()
-    for line in build_demo(cat):
+    for line in build_demo(cat, train_seconds=train_seconds, run_jobs=not no_jobs):
         click.echo(line)
+    root = cat.root
+    cat.close()
+    state._catalog = None
+    headless = headless or not has_display()
+    if shots is None and headless:
+        click.echo(f"demo catalog ready at {root} (no display: run 'relman --catalog {root} gui' on a desktop)")
+        return
+    from relman.ui.app import open_window, screenshots
+
+    app, window = open_window(root, headless=headless)
+    window.set_selection([v.id for v in window.snapshot.versions if v.phase == "production"][:1])
+    if shots is not None:
+        window.resize(1400, 860)
+        for path in screenshots(window, shots):
+            click.echo(f"screenshot {path}")
+    if headless:
+        window.shutdown()
+        window.close()
+        return
+    app.exec()
 
 
-COMMANDS: list[click.Command] = [demo]
+COMMANDS: list[click.Command] = [gui, demo]

@@ -1,0 +1,106 @@
+"""Start-up of the desktop application: `relman gui` and `relman demo` call these.
+
+Kept small on purpose: it creates the QApplication, picks the catalog (explicit, else the
+last one used, else the default) and shows the main window. Nothing on this path imports
+torch; a test checks `sys.modules` after the window is up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from relman.errors import RelmanError
+
+MAIN_VIEWS = ("versions", "board", "compare", "lineage", "jobs", "audit")
+
+
+def has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def ensure_app(headless: bool = False) -> Any:
+    """The QApplication (created once); offscreen when asked to or when there is no display."""
+    if headless or not has_display():
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setApplicationName("relman")
+        app.setOrganizationName("relman")
+    return app
+
+
+def choose_catalog(explicit: str | os.PathLike[str] | None, settings: Any) -> Path:
+    """--catalog / RELMAN_CATALOG, else the catalog used last time (if it still exists), else
+    the per-user default."""
+    from relman.catalog.location import resolve_catalog_path
+
+    if explicit or os.environ.get("RELMAN_CATALOG"):
+        return resolve_catalog_path(explicit)
+    last = settings.value("last_catalog")
+    if last and (Path(str(last)) / "catalog.db").exists():
+        return Path(str(last))
+    return resolve_catalog_path(None)
+
+
+def import_catalog_without_pandas() -> None:
+    """Import sqlite-utils (the catalog's SQLite layer) without its optional pandas support.
+
+    Why: sqlite-utils imports pandas at module level when it is installed (fairlearn brings
+    it), which alone costs 1-2 s; the catalog never hands pandas objects to sqlite-utils.
+    Hiding pandas for that one import keeps start-up under the 2 s budget; pandas stays
+    importable afterwards for whoever needs it."""
+    if "sqlite_utils.db" in sys.modules:
+        return
+    hidden = "pandas" not in sys.modules
+    if hidden:
+        sys.modules["pandas"] = None  # type: ignore[assignment]  # makes `import pandas` raise ImportError
+    try:
+        import sqlite_utils.db  # noqa: F401
+    finally:
+        if hidden and sys.modules.get("pandas", 0) is None:
+            del sys.modules["pandas"]
+
+
+def open_window(catalog_path: str | os.PathLike[str] | None, *, headless: bool = False, run_jobs: bool = True) -> Any:
+    t0 = time.perf_counter()
+    import_catalog_without_pandas()
+    app = ensure_app(headless)
+    from relman.ui.qt_main import MainWindow, default_settings
+
+    settings = default_settings()
+    path = choose_catalog(catalog_path, settings)
+    window = MainWindow(path, settings=settings, run_jobs=run_jobs)
+    window.show()
+    app.processEvents()
+    window.startup_s = time.perf_counter() - t0
+    return app, window
+
+
+def run_gui(catalog_path: str | os.PathLike[str] | None = None) -> int:
+    app = ensure_app()
+    try:
+        app, window = open_window(catalog_path)
+    except RelmanError as e:
+        from PySide6.QtWidgets import QMessageBox
+
+        QMessageBox.critical(None, "relman", f"Cannot open the catalog: {e}")
+        return 1
+    window.statusBar().showMessage(f"Ready ({window.startup_s:.2f} s to open)", 10000)
+    return int(app.exec())
+
+
+def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, prefix: str = "") -> list[Path]:
+    """One PNG of the window per main view."""
+    out = []
+    for name in views:
+        out.append(window.grab_tab(name, Path(folder) / f"{prefix}{name}.png"))
+    return out

@@ -1,0 +1,87 @@
+"""Audit view: the append-only event log (newest first) and a Verify button that re-checks
+the hash chain (`Catalog.verify_audit`) and says plainly whether it is intact."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from relman.catalog import Catalog
+
+MAX_EVENTS = 1000
+COLUMNS = ("Seq", "When", "Who", "What", "Model", "Version", "Details")
+
+
+class AuditView(QWidget):
+    verified = Signal(bool, str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter events (kind, model, who…)")
+        self.verify_btn = QPushButton("Verify audit chain")
+        self.result = QLabel("")
+        self.result.setObjectName("audit-result")
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setObjectName("audit-table")
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.setAlternatingRowColors(True)
+        self.catalog: Catalog | None = None
+        self.events: list[dict[str, Any]] = []
+        bar = QHBoxLayout()
+        bar.addWidget(self.filter, 1)
+        bar.addWidget(self.verify_btn)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addWidget(self.result)
+        layout.addWidget(self.table, 1)
+        self.verify_btn.clicked.connect(self.verify)
+        self.filter.textChanged.connect(lambda _: self._fill())
+
+    def refresh(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        rows = catalog.query(f"SELECT seq, at, actor, kind, model, version, payload FROM events ORDER BY seq DESC "
+                             f"LIMIT {MAX_EVENTS}")
+        self.events = rows
+        self._fill()
+
+    def _fill(self) -> None:
+        words = self.filter.text().lower().split()
+        rows = [e for e in self.events
+                if all(w in f"{e['kind']} {e['model']} {e['version']} {e['actor']} {e['payload']}".lower() for w in words)]
+        self.table.setRowCount(len(rows))
+        for r, e in enumerate(rows):
+            try:
+                payload = json.loads(e["payload"] or "{}")
+            except ValueError:
+                payload = {}
+            details = ", ".join(f"{k}={v}" for k, v in payload.items() if v not in (None, "", [], {}))
+            values = [str(e["seq"]), e["at"][:19].replace("T", " "), e["actor"], e["kind"], e["model"] or "",
+                      e["version"] or "", details[:300]]
+            for c, text in enumerate(values):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+
+    def verify(self) -> tuple[bool, str]:
+        if self.catalog is None:
+            return False, "no catalog"
+        problems = self.catalog.verify_audit()
+        n = self.catalog.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        if problems:
+            text = f"Audit chain BROKEN: {len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5])
+            self.result.setStyleSheet("color: #c4453b; font-weight: bold;")
+        else:
+            text = f"Audit chain intact: {n} events verified."
+            self.result.setStyleSheet("color: #2e9d57; font-weight: bold;")
+        self.result.setText(text)
+        self.verified.emit(not problems, text)
+        return not problems, text

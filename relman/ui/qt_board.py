@@ -1,0 +1,293 @@
+"""The release board: one column per phase, a card per version; drag a card to another
+column (or use the buttons) to ask for a transition.
+
+The board never changes phases itself: a drop or a button emits `transition_requested`, and
+the main window runs the promotion dialog and the release API; the board is then redrawn from
+the catalog. So a refused promotion can never leave a card in the wrong column.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtCore import QByteArray, QMimeData, QSize, Qt, Signal
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+
+from relman.ui.qt_models import PHASE_COLORS, fmt_metric, human_size
+from relman.ui.snapshot import BOARD_PHASES, Snapshot, VersionRow
+
+MIME = "application/x-relman-version"
+NEXT_PHASE = {"draft": "candidate", "candidate": "staging", "staging": "production"}
+BADGE_COLORS = {"pass": "#2e9d57", "fail": "#c4453b", "unknown": "#8a94a6", "none": "#6b6f78"}
+
+GateStatus = tuple[str, str]  # ("pass" | "fail" | "unknown" | "none", short text)
+
+
+class Card(QFrame):
+    """A version on the board: name, key metrics, the gate badge toward its next phase."""
+
+    def __init__(self, v: VersionRow, metrics: list[str], gate: GateStatus, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.version_id = v.id
+        self.setObjectName("card")
+        self.setProperty("production", v.phase == "production")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 6, 8, 6)
+        layout.setSpacing(2)
+        title = QLabel(f"<b>{v.model}</b> {v.version}")
+        layout.addWidget(title)
+        sub = [human_size(v.size_bytes)]
+        if v.recipe_name:
+            sub.append(v.recipe_name)
+        if v.canary_share:
+            sub.append(f"canary {v.canary_share:g}%")
+        info = QLabel(" · ".join(sub))
+        info.setObjectName("hint")
+        layout.addWidget(info)
+        lines = [f"{m}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
+        self.metrics_label = QLabel("\n".join(lines) if lines else "no metrics yet")
+        layout.addWidget(self.metrics_label)
+        state, text = gate
+        self.gate_state = state
+        self.badge = QLabel(text)
+        self.badge.setObjectName("badge")
+        self.badge.setStyleSheet(f"background: {BADGE_COLORS.get(state, '#888')}; color: white; "
+                                 "border-radius: 4px; padding: 1px 6px;")
+        self.badge.setAlignment(Qt.AlignmentFlag.AlignLeft)
+        row = QHBoxLayout()
+        row.addWidget(self.badge)
+        row.addStretch(1)
+        layout.addLayout(row)
+
+
+class PhaseColumn(QListWidget):
+    """A drop target for cards; dropping asks for a transition to this column's phase."""
+
+    dropped = Signal(int, str)  # version id, target phase
+
+    def __init__(self, phase: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.phase = phase
+        self.setObjectName(f"column-{phase}")
+        self.setDragEnabled(True)
+        self.setAcceptDrops(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragDrop)
+        self.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.setSpacing(4)
+        self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+
+    def mimeTypes(self) -> list[str]:
+        return [MIME]
+
+    def mimeData(self, items: Any) -> QMimeData:
+        mime = QMimeData()
+        if items:
+            mime.setData(MIME, QByteArray(str(items[0].data(Qt.ItemDataRole.UserRole)).encode()))
+        return mime
+
+    def dragEnterEvent(self, event: Any) -> None:
+        if event.mimeData().hasFormat(MIME):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: Any) -> None:
+        if event.mimeData().hasFormat(MIME):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        mime = event.mimeData()
+        if not mime.hasFormat(MIME):
+            event.ignore()
+            return
+        version_id = int(bytes(mime.data(MIME).data()).decode())
+        # Accept as a copy so Qt does not remove the source item; the board redraws itself
+        # from the catalog once the transition has (or has not) happened.
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
+        self.dropped.emit(version_id, self.phase)
+
+
+class ReleaseBoard(QWidget):
+    transition_requested = Signal(int, str)  # version id, target phase
+    rollback_requested = Signal(str)  # model
+    rollout_requested = Signal(int)  # version id (canary share)
+    approve_requested = Signal(int)  # version id
+    selection_changed = Signal(list)
+
+    def __init__(self, gate_status: Callable[[VersionRow], GateStatus], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.gate_status = gate_status
+        self.model_combo = QComboBox()
+        self.model_combo.setObjectName("board-model")
+        self.promote_btn = QPushButton("Promote →")
+        self.reject_btn = QPushButton("Reject")
+        self.approve_btn = QPushButton("Approve…")
+        self.rollout_btn = QPushButton("Canary share…")
+        self.rollback_btn = QPushButton("Roll back production")
+        self.columns: dict[str, PhaseColumn] = {}
+        self.snapshot: Snapshot | None = None
+        self.key_metrics: list[str] = []
+        self.reasons: dict[str, str] = {}
+
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Model"))
+        bar.addWidget(self.model_combo)
+        hint = QLabel("Drag a card to another column, or select it and use the buttons.")
+        hint.setObjectName("hint")
+        bar.addWidget(hint, 1)
+        for b in (self.promote_btn, self.reject_btn, self.approve_btn, self.rollout_btn, self.rollback_btn):
+            bar.addWidget(b)
+        cols = QHBoxLayout()
+        for phase in BOARD_PHASES + ("rejected",):
+            box = QVBoxLayout()
+            title = QLabel(phase.capitalize())
+            title.setObjectName("columnTitle")
+            title.setStyleSheet(f"border-bottom: 3px solid {PHASE_COLORS[phase]};")
+            box.addWidget(title)
+            col = PhaseColumn(phase)
+            col.dropped.connect(self.transition_requested)
+            col.itemSelectionChanged.connect(lambda c=col: self._on_select(c))
+            box.addWidget(col, 1)
+            self.columns[phase] = col
+            cols.addLayout(box, 1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(bar)
+        layout.addLayout(cols, 1)
+
+        self.model_combo.currentTextChanged.connect(lambda _: self._fill())
+        self.promote_btn.clicked.connect(self._promote_selected)
+        self.reject_btn.clicked.connect(lambda: self._emit_for_selected(lambda v: self.transition_requested.emit(v.id, "rejected")))
+        self.approve_btn.clicked.connect(lambda: self._emit_for_selected(lambda v: self.approve_requested.emit(v.id)))
+        self.rollout_btn.clicked.connect(lambda: self._emit_for_selected(lambda v: self.rollout_requested.emit(v.id)))
+        self.rollback_btn.clicked.connect(lambda: self.rollback_requested.emit(self.model_combo.currentText()))
+        self._update_buttons()
+
+    # -- data -------------------------------------------------------------------------------
+    def set_snapshot(self, snap: Snapshot, key_metrics: list[str], model: str | None = None) -> None:
+        self.snapshot = snap
+        self.key_metrics = key_metrics
+        wanted = model or self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(snap.models())
+        idx = self.model_combo.findText(wanted) if wanted else -1
+        self.model_combo.setCurrentIndex(idx if idx >= 0 else 0)
+        self.model_combo.blockSignals(False)
+        self._fill()
+
+    def set_model(self, model: str) -> None:
+        idx = self.model_combo.findText(model)
+        if idx >= 0 and idx != self.model_combo.currentIndex():
+            self.model_combo.setCurrentIndex(idx)
+
+    def _fill(self) -> None:
+        selected = self.selected_version()
+        for col in self.columns.values():
+            col.clear()
+        if self.snapshot is None:
+            return
+        for v in self.snapshot.of_model(self.model_combo.currentText()):
+            col = self.columns.get(v.phase)
+            if col is None:
+                continue
+            card = Card(v, self.key_metrics, self.gate_status(v))
+            item = QListWidgetItem()
+            item.setData(Qt.ItemDataRole.UserRole, v.id)
+            item.setSizeHint(card.sizeHint() + QSize(0, 4))
+            col.addItem(item)
+            col.setItemWidget(item, card)
+            if selected is not None and selected.id == v.id:
+                item.setSelected(True)
+        self._update_buttons()
+
+    # -- queries used by the window and tests -------------------------------------------------
+    def cards(self, phase: str) -> list[Card]:
+        col = self.columns[phase]
+        return [col.itemWidget(col.item(i)) for i in range(col.count())]  # type: ignore[misc]
+
+    def card_ids(self, phase: str) -> list[int]:
+        return [c.version_id for c in self.cards(phase)]
+
+    def find_card(self, version_id: int) -> tuple[str, Card] | None:
+        for phase in self.columns:
+            for card in self.cards(phase):
+                if card.version_id == version_id:
+                    return phase, card
+        return None
+
+    def select_version(self, version_id: int) -> bool:
+        for col in self.columns.values():
+            for i in range(col.count()):
+                if col.item(i).data(Qt.ItemDataRole.UserRole) == version_id:
+                    col.setCurrentRow(i)
+                    return True
+        return False
+
+    def selected_version(self) -> VersionRow | None:
+        if self.snapshot is None:
+            return None
+        by_id = self.snapshot.by_id()
+        for col in self.columns.values():
+            for item in col.selectedItems():
+                v = by_id.get(item.data(Qt.ItemDataRole.UserRole))
+                if v is not None:
+                    return v
+        return None
+
+    # -- interaction --------------------------------------------------------------------------
+    def _on_select(self, source: PhaseColumn) -> None:
+        if source.selectedItems():
+            for col in self.columns.values():
+                if col is not source:
+                    col.blockSignals(True)
+                    col.clearSelection()
+                    col.blockSignals(False)
+        v = self.selected_version()
+        self._update_buttons()
+        if v is not None:
+            self.selection_changed.emit([v.id])
+
+    def _update_buttons(self) -> None:
+        v = self.selected_version()
+        self.promote_btn.setEnabled(v is not None and v.phase in NEXT_PHASE)
+        if v is not None and v.phase in NEXT_PHASE:
+            self.promote_btn.setText(f"Promote to {NEXT_PHASE[v.phase]} →")
+        else:
+            self.promote_btn.setText("Promote →")
+        self.reject_btn.setEnabled(v is not None and v.phase in ("draft", "candidate", "staging"))
+        self.approve_btn.setEnabled(v is not None and v.phase in NEXT_PHASE)
+        self.rollout_btn.setEnabled(v is not None and v.phase == "staging")
+        has_prod = bool(self.snapshot and self.snapshot.production(self.model_combo.currentText()))
+        self.rollback_btn.setEnabled(has_prod)
+        for btn, key in self._button_keys():
+            reason = self.reasons.get(key, "")
+            btn.setToolTip(reason)
+            if reason:
+                btn.setEnabled(False)
+
+    def _button_keys(self) -> list[tuple[QPushButton, str]]:
+        return [(self.promote_btn, "promote"), (self.reject_btn, "reject"), (self.approve_btn, "approve"),
+                (self.rollout_btn, "rollout"), (self.rollback_btn, "rollback")]
+
+    def _promote_selected(self) -> None:
+        v = self.selected_version()
+        if v is not None and v.phase in NEXT_PHASE:
+            self.transition_requested.emit(v.id, NEXT_PHASE[v.phase])
+
+    def _emit_for_selected(self, fn: Callable[[VersionRow], None]) -> None:
+        v = self.selected_version()
+        if v is not None:
+            fn(v)
+
+    def apply_availability(self, reasons: dict[str, str]) -> None:
+        """Disable (with the reason as tooltip) buttons whose backend is missing."""
+        self.reasons = dict(reasons)
+        self._update_buttons()
+        for col in self.columns.values():
+            col.setToolTip(reasons.get("promote", ""))

@@ -1,0 +1,336 @@
+"""Compare: scatter plots (axes selectable among stored metrics) with the Pareto front and
+the production version marked, a metric-over-versions line plot and a side-by-side table.
+
+Plot items are created once and updated with `setData` (pyqtgraph's fast path): one scatter
+item per phase, one for the production star, one for the selection ring, one Pareto line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
+
+from relman.ui.qt_models import PHASE_COLORS, fmt_metric
+from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, lower_is_better, pareto_front
+
+ALL_MODELS = "All models"
+
+
+class ScatterPanel(QWidget):
+    """One scatter plot of metric Y against metric X, one point per version."""
+
+    clicked = Signal(int, bool)  # version id, add to selection (Ctrl held)
+
+    def __init__(self, title: str, x_metric: str, y_metric: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.x_combo = QComboBox()
+        self.y_combo = QComboBox()
+        self.x_combo.setObjectName(f"{title}-x")
+        self.y_combo.setObjectName(f"{title}-y")
+        self._wanted = (x_metric, y_metric)
+        self.plot = pg.PlotWidget()
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setTitle(title)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.phase_items: dict[str, pg.ScatterPlotItem] = {}
+        for phase in PHASE_ORDER:
+            item = pg.ScatterPlotItem(size=9, pen=pg.mkPen(None), brush=pg.mkBrush(PHASE_COLORS[phase]),
+                                      hoverable=True, hoverSize=13, tip=self._tip, name=phase)
+            item.sigClicked.connect(self._on_click)
+            self.plot.addItem(item)
+            self.phase_items[phase] = item
+        self.front = pg.PlotDataItem(pen=pg.mkPen("#e07b39", width=2, style=Qt.PenStyle.DashLine), name="Pareto front")
+        self.plot.addItem(self.front)
+        self.prod_item = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("#1d6b3a", width=1.5),
+                                            brush=pg.mkBrush("#ffd23f"), name="production")
+        self.plot.addItem(self.prod_item)
+        self.sel_item = pg.ScatterPlotItem(size=18, symbol="o", pen=pg.mkPen("#d62f6f", width=2.5),
+                                           brush=pg.mkBrush(None))
+        self.plot.addItem(self.sel_item)
+        self._rows: list[VersionRow] = []
+        self._by_id: dict[int, VersionRow] = {}
+        self.points_shown = 0
+        self.front_ids: list[int] = []
+
+        axes = QHBoxLayout()
+        axes.addWidget(QLabel("Y"))
+        axes.addWidget(self.y_combo, 1)
+        axes.addWidget(QLabel("X"))
+        axes.addWidget(self.x_combo, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(axes)
+        layout.addWidget(self.plot, 1)
+        self.x_combo.currentTextChanged.connect(lambda _: self.redraw())
+        self.y_combo.currentTextChanged.connect(lambda _: self.redraw())
+        self._selected: set[int] = set()
+
+    # -- data -------------------------------------------------------------------------------
+    def set_metrics(self, names: Sequence[str]) -> None:
+        names = list(names)
+        quality = [n for n in names if not lower_is_better(n)]
+        costs = [n for n in names if lower_is_better(n)]
+        x_fallback = next((n for n in costs if "latency" in n), None) if "latency" in self._wanted[0] else None
+        fallbacks = (x_fallback or (costs[0] if costs else ""), quality[0] if quality else "")
+        for combo, wanted, fallback in ((self.x_combo, self._wanted[0], fallbacks[0]),
+                                        (self.y_combo, self._wanted[1], fallbacks[1])):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(names)
+            idx = combo.findText(current) if current else -1
+            if idx < 0:
+                idx = combo.findText(wanted)
+            if idx < 0:
+                idx = combo.findText(fallback)
+            combo.setCurrentIndex(max(idx, 0))
+            combo.blockSignals(False)
+
+    def set_axes(self, x: str, y: str) -> None:
+        self._wanted = (x, y)
+        for combo, name in ((self.x_combo, x), (self.y_combo, y)):
+            idx = combo.findText(name)
+            if idx >= 0:
+                combo.setCurrentIndex(idx)
+
+    def set_rows(self, rows: list[VersionRow], selected: set[int]) -> None:
+        self._rows = rows
+        self._by_id = {v.id: v for v in rows}
+        self._selected = selected
+        self.redraw()
+
+    def set_selected(self, selected: set[int]) -> None:
+        self._selected = selected
+        self._draw_selection()
+
+    def redraw(self) -> None:
+        xm, ym = self.x_combo.currentText(), self.y_combo.currentText()
+        self.plot.setLabel("bottom", xm)
+        self.plot.setLabel("left", ym)
+        ids, xs, ys, phases = [], [], [], []
+        for v in self._rows:
+            x, y = v.value(xm), v.value(ym)
+            if x is None or y is None:
+                continue
+            ids.append(v.id)
+            xs.append(x)
+            ys.append(y)
+            phases.append(v.phase)
+        self.points_shown = len(ids)
+        xa, ya = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        ida, pa = np.asarray(ids, dtype=np.int64), np.asarray(phases, dtype=object)
+        for phase, item in self.phase_items.items():
+            mask = pa == phase
+            item.setData(x=xa[mask], y=ya[mask], data=ida[mask])
+        if len(ids) >= 2:
+            front = pareto_front(xs, ys, x_lower_better=lower_is_better(xm), y_lower_better=lower_is_better(ym))
+            front.sort(key=lambda i: xs[i])
+            self.front_ids = [ids[i] for i in front]
+            self.front.setData([xs[i] for i in front], [ys[i] for i in front])
+        else:
+            self.front_ids = []
+            self.front.setData([], [])
+        prod = [i for i, p in enumerate(phases) if p == "production"]
+        self.prod_item.setData(x=xa[prod], y=ya[prod], data=ida[prod])
+        self._draw_selection()
+
+    def _draw_selection(self) -> None:
+        xm, ym = self.x_combo.currentText(), self.y_combo.currentText()
+        pts = [(v.value(xm), v.value(ym)) for i in self._selected if (v := self._by_id.get(i)) is not None]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None]
+        self.sel_item.setData(x=[p[0] for p in pts], y=[p[1] for p in pts])
+
+    # -- interaction ------------------------------------------------------------------------
+    def _tip(self, x: float, y: float, data: Any) -> str:
+        v = self._by_id.get(int(data)) if data is not None else None
+        if v is None:
+            return f"{x:.4g}, {y:.4g}"
+        lines = [f"{v.ref}  [{v.phase}]", f"{self.x_combo.currentText()}: {fmt_metric(x)}",
+                 f"{self.y_combo.currentText()}: {fmt_metric(y)}"]
+        if v.recipe_name:
+            lines.append(f"recipe: {v.recipe_name}")
+        return "\n".join(lines)
+
+    def _on_click(self, item: pg.ScatterPlotItem, points: Sequence[Any], ev: Any) -> None:
+        if len(points) == 0:
+            return
+        add = bool(ev is not None and ev.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        self.clicked.emit(int(points[0].data()), add)
+
+    def click_version(self, version_id: int, add: bool = False) -> None:
+        """What a click on the point does (for keyboard users and tests)."""
+        self.clicked.emit(version_id, add)
+
+
+class CompareView(QWidget):
+    selection_requested = Signal(list)  # version ids
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model_combo = QComboBox()
+        self.model_combo.setObjectName("compare-model")
+        self.size_panel = ScatterPanel("Quality vs size", "size_mb", "accuracy")
+        self.latency_panel = ScatterPanel("Quality vs latency", "latency_p95_ms", "accuracy")
+        self.trend_metric = QComboBox()
+        self.trend_plot = pg.PlotWidget(title="Metric over versions")
+        self.trend_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.trend_line = pg.PlotDataItem(pen=pg.mkPen("#3b6fd8", width=2), symbol="o", symbolSize=7,
+                                          symbolBrush="#3b6fd8")
+        self.trend_plot.addItem(self.trend_line)
+        self.table = QTableWidget()
+        self.table.setObjectName("compare-table")
+        self.snapshot: Snapshot | None = None
+        self.selected: list[int] = []
+
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Model"))
+        top.addWidget(self.model_combo)
+        hint = QLabel("Hover a point for details; click selects it, Ctrl+click adds it to the comparison.")
+        hint.setObjectName("hint")
+        top.addWidget(hint, 1)
+        plots = QSplitter(Qt.Orientation.Horizontal)
+        plots.addWidget(self.size_panel)
+        plots.addWidget(self.latency_panel)
+        trend = QWidget()
+        tl = QVBoxLayout(trend)
+        tl.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Metric"))
+        row.addWidget(self.trend_metric, 1)
+        tl.addLayout(row)
+        tl.addWidget(self.trend_plot, 1)
+        bottom = QSplitter(Qt.Orientation.Horizontal)
+        bottom.addWidget(trend)
+        bottom.addWidget(self.table)
+        vs = QSplitter(Qt.Orientation.Vertical)
+        vs.addWidget(plots)
+        vs.addWidget(bottom)
+        vs.setStretchFactor(0, 3)
+        vs.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(vs, 1)
+
+        self.model_combo.currentTextChanged.connect(lambda _: self._refresh_rows())
+        self.trend_metric.currentTextChanged.connect(lambda _: self._draw_trend())
+        for panel in (self.size_panel, self.latency_panel):
+            panel.clicked.connect(self._on_point_clicked)
+
+    # -- updates ----------------------------------------------------------------------------
+    def set_snapshot(self, snap: Snapshot, model: str | None = None) -> None:
+        self.snapshot = snap
+        names = snap.plottable_metrics()
+        for panel in (self.size_panel, self.latency_panel):
+            panel.set_metrics(names)
+        current = self.trend_metric.currentText() or (snap.metric_names[0] if snap.metric_names else "size_mb")
+        self.trend_metric.blockSignals(True)
+        self.trend_metric.clear()
+        self.trend_metric.addItems(names)
+        self.trend_metric.setCurrentIndex(max(0, self.trend_metric.findText(current)))
+        self.trend_metric.blockSignals(False)
+        wanted = model or self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems([ALL_MODELS] + snap.models())
+        idx = self.model_combo.findText(wanted) if wanted else -1
+        self.model_combo.setCurrentIndex(idx if idx >= 0 else (1 if snap.models() else 0))
+        self.model_combo.blockSignals(False)
+        self._refresh_rows()
+
+    def set_model(self, model: str | None) -> None:
+        idx = self.model_combo.findText(model or ALL_MODELS)
+        if idx >= 0:
+            self.model_combo.setCurrentIndex(idx)
+
+    def current_rows(self) -> list[VersionRow]:
+        if self.snapshot is None:
+            return []
+        model = self.model_combo.currentText()
+        return self.snapshot.of_model(None if model in ("", ALL_MODELS) else model)
+
+    def _refresh_rows(self) -> None:
+        rows = self.current_rows()
+        sel = set(self.selected)
+        for panel in (self.size_panel, self.latency_panel):
+            panel.set_rows(rows, sel)
+        self._draw_trend()
+        self._fill_table()
+
+    def set_selection(self, ids: list[int]) -> None:
+        self.selected = list(ids)
+        for panel in (self.size_panel, self.latency_panel):
+            panel.set_selected(set(ids))
+        self._fill_table()
+
+    def _on_point_clicked(self, version_id: int, add: bool) -> None:
+        ids = list(self.selected) if add else []
+        if version_id in ids:
+            ids.remove(version_id)
+        else:
+            ids.append(version_id)
+        self.selection_requested.emit(ids)
+
+    def _draw_trend(self) -> None:
+        metric = self.trend_metric.currentText()
+        model = self.model_combo.currentText()
+        rows = self.current_rows() if model not in ("", ALL_MODELS) else []
+        xs, ys, ticks = [], [], []
+        for i, v in enumerate(rows):
+            y = v.value(metric)
+            if y is None:
+                continue
+            xs.append(i)
+            ys.append(y)
+            ticks.append((i, v.version))
+        step = max(1, len(ticks) // 12)
+        self.trend_plot.getAxis("bottom").setTicks([ticks[::step]])
+        self.trend_plot.setLabel("left", metric)
+        self.trend_plot.setTitle(f"{metric} over versions of {model}" if rows else "Metric over versions (pick a model)")
+        self.trend_line.setData(xs, ys)
+
+    def _fill_table(self) -> None:
+        snap = self.snapshot
+        by_id = snap.by_id() if snap else {}
+        rows = [by_id[i] for i in self.selected if i in by_id]
+        metrics: list[str] = ["size_mb", "params"]
+        for v in rows:
+            metrics += [m for m in v.metrics if m not in metrics]
+        labels = ["phase", "recipe"] + metrics
+        self.table.clear()
+        self.table.setRowCount(len(labels))
+        self.table.setColumnCount(len(rows))
+        self.table.setVerticalHeaderLabels(labels)
+        self.table.setHorizontalHeaderLabels([v.ref + (" (base)" if i == 0 else "") for i, v in enumerate(rows)])
+        if not rows:
+            return
+        base = rows[0]
+        for c, v in enumerate(rows):
+            self.table.setItem(0, c, QTableWidgetItem(v.phase))
+            self.table.setItem(1, c, QTableWidgetItem(v.recipe_name or "(import)"))
+            for r, m in enumerate(metrics, start=2):
+                value, ref = v.value(m), base.value(m)
+                text = fmt_metric(value)
+                item = QTableWidgetItem(text)
+                if c > 0 and value is not None and ref is not None:
+                    delta = value - ref
+                    item.setText(f"{text}  ({'+' if delta >= 0 else ''}{fmt_metric(delta)})")
+                    better = delta < 0 if lower_is_better(m) else delta > 0
+                    if abs(delta) > 1e-12:
+                        item.setForeground(QBrush(QColor("#2e9d57" if better else "#c4453b")))
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+
+    def set_theme(self, dark: bool) -> None:
+        bg, fg = ("#252932", "#dfe3ea") if dark else ("#ffffff", "#1d2330")
+        for w in (self.size_panel.plot, self.latency_panel.plot, self.trend_plot):
+            w.setBackground(bg)
+            for axis in ("left", "bottom"):
+                w.getAxis(axis).setTextPen(fg)
+                w.getAxis(axis).setPen(fg)

@@ -1,0 +1,481 @@
+"""Dialogs for the actions. Each dialog only collects and checks input (`values()`); the main
+window calls the app layer with them. Tests construct a dialog, fill it and call `accept()`
+(or read `values()`) instead of blocking on `exec()`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Sequence
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
+                               QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
+                               QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from relman.errors import RelmanError
+
+DEVICES = ("auto", "cpu", "cuda:0")
+
+
+class ValidatingDialog(QDialog):
+    """A dialog whose OK runs `values()` first and shows the error inline instead of closing."""
+
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.error_label = QLabel("")
+        self.error_label.setObjectName("dialog-error")
+        self.error_label.setStyleSheet("color: #c4453b;")
+        self.error_label.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        self.result_values: dict[str, Any] | None = None
+
+    def values(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def accept(self) -> None:
+        try:
+            self.result_values = self.values()
+        except RelmanError as e:
+            self.error_label.setText(str(e))
+            return
+        super().accept()
+
+
+def _path_row(edit: QLineEdit, parent: QWidget, folder: bool = True, file: bool = True,
+              file_filter: str = "All files (*)") -> QWidget:
+    w = QWidget(parent)
+    row = QHBoxLayout(w)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit, 1)
+    if folder:
+        b = QPushButton("Folder…", w)
+        b.clicked.connect(lambda: edit.setText(QFileDialog.getExistingDirectory(parent, "Choose a folder") or edit.text()))
+        row.addWidget(b)
+    if file:
+        b = QPushButton("File…", w)
+        b.clicked.connect(lambda: edit.setText(QFileDialog.getOpenFileName(parent, "Choose a file", "", file_filter)[0]
+                                               or edit.text()))
+        row.addWidget(b)
+    return w
+
+
+class ImportDialog(ValidatingDialog):
+    def __init__(self, models: Sequence[str], parent: QWidget | None = None, default_model: str = "") -> None:
+        super().__init__("Import model", parent)
+        self.path = QLineEdit()
+        self.path.setPlaceholderText("Hugging Face folder, .safetensors, .onnx or torch weights")
+        self.model = QComboBox()
+        self.model.setEditable(True)
+        self.model.addItems(list(models))
+        self.model.setCurrentText(default_model)
+        self.version = QLineEdit()
+        self.version.setPlaceholderText("optional, e.g. 2.0.0 (default: next minor)")
+        form = QFormLayout(self)
+        form.addRow("Model file/folder", _path_row(self.path, self, file_filter="Models (*.safetensors *.onnx *.pt *.pth *.bin);;All files (*)"))
+        form.addRow("Model name", self.model)
+        form.addRow("Version", self.version)
+        form.addRow(self.error_label)
+        form.addRow(self.buttons)
+
+    def values(self) -> dict[str, Any]:
+        path, model = self.path.text().strip(), self.model.currentText().strip()
+        if not path:
+            raise RelmanError("choose a model file or folder to import")
+        if not model:
+            raise RelmanError("give the model a name (e.g. 'digits-vit')")
+        return {"path": path, "model": model, "version": self.version.text().strip() or None}
+
+
+class DatasetDialog(ValidatingDialog):
+    FORMATS = ("(guess from suffix)", "csv", "jsonl", "parquet", "npz", "images", "text")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Register dataset", parent)
+        self.path = QLineEdit()
+        self.name = QLineEdit()
+        self.format = QComboBox()
+        self.format.addItems(list(self.FORMATS))
+        self.text_col = QLineEdit("text")
+        self.label_col = QLineEdit("label")
+        self.group_col = QLineEdit()
+        self.x_key = QLineEdit()
+        self.y_key = QLineEdit()
+        self.val = QDoubleSpinBox()
+        self.test = QDoubleSpinBox()
+        for s in (self.val, self.test):
+            s.setRange(0.0, 0.9)
+            s.setSingleStep(0.05)
+        form = QFormLayout(self)
+        form.addRow("File/folder", _path_row(self.path, self))
+        form.addRow("Name", self.name)
+        form.addRow("Format", self.format)
+        form.addRow("Text column", self.text_col)
+        form.addRow("Label column", self.label_col)
+        form.addRow("Group column (fairness)", self.group_col)
+        form.addRow("NPZ image key", self.x_key)
+        form.addRow("NPZ label key", self.y_key)
+        form.addRow("Validation share", self.val)
+        form.addRow("Test share", self.test)
+        form.addRow(self.error_label)
+        form.addRow(self.buttons)
+
+    def values(self) -> dict[str, Any]:
+        path, name = self.path.text().strip(), self.name.text().strip()
+        if not path:
+            raise RelmanError("choose the dataset file or folder")
+        if not name:
+            raise RelmanError("give the dataset a name")
+        fmt = self.format.currentText()
+        return {
+            "path": path, "name": name, "format": None if fmt.startswith("(") else fmt,
+            "text_col": self.text_col.text().strip() or None, "label_col": self.label_col.text().strip() or None,
+            "group_col": self.group_col.text().strip() or None, "x_key": self.x_key.text().strip() or None,
+            "y_key": self.y_key.text().strip() or None, "val_fraction": self.val.value(),
+            "test_fraction": self.test.value(),
+        }
+
+
+class ParamForm(QWidget):
+    """A form generated from a recipe's typed parameters (relman.compress.registry.Param)."""
+
+    def __init__(self, params: Sequence[Any], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.params = list(params)
+        self.editors: dict[str, QWidget] = {}
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        for p in self.params:
+            editor = self._editor(p)
+            editor.setObjectName(f"param-{p.name}")
+            editor.setToolTip(p.help)
+            self.editors[p.name] = editor
+            form.addRow(p.name, editor)
+        if not self.params:
+            form.addRow(QLabel("This recipe has no parameters."))
+
+    @staticmethod
+    def _editor(p: Any) -> QWidget:
+        if p.choices:
+            w = QComboBox()
+            w.addItems([str(c) for c in p.choices])
+            if p.default is not None:
+                w.setCurrentText(str(p.default))
+            return w
+        if p.type is bool:
+            w = QCheckBox()
+            w.setChecked(bool(p.default))
+            return w
+        if p.type is int:
+            w = QSpinBox()
+            w.setRange(int(p.min) if p.min is not None else -1_000_000_000, int(p.max) if p.max is not None else 1_000_000_000)
+            w.setValue(int(p.default or 0))
+            return w
+        if p.type is float:
+            w = QDoubleSpinBox()
+            w.setDecimals(6)
+            w.setRange(float(p.min) if p.min is not None else -1e12, float(p.max) if p.max is not None else 1e12)
+            w.setSingleStep(0.05 if (p.max or 10) <= 1 else 1.0)
+            w.setValue(float(p.default or 0.0))
+            return w
+        w = QLineEdit()
+        if p.default is not None:
+            w.setText(",".join(map(str, p.default)) if isinstance(p.default, (list, tuple)) else str(p.default))
+        return w
+
+    def raw_values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in self.params:
+            w = self.editors[p.name]
+            if isinstance(w, QComboBox):
+                out[p.name] = w.currentText()
+            elif isinstance(w, QCheckBox):
+                out[p.name] = w.isChecked()
+            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+                out[p.name] = w.value()
+            else:
+                out[p.name] = w.text()  # type: ignore[attr-defined]
+        return out
+
+    def set_value(self, name: str, value: Any) -> None:
+        w = self.editors[name]
+        if isinstance(w, QComboBox):
+            w.setCurrentText(str(value))
+        elif isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.setValue(value)
+        else:
+            w.setText(str(value))  # type: ignore[attr-defined]
+
+
+class CompressDialog(ValidatingDialog):
+    """Recipe picker + a typed parameter form generated from the recipe registry."""
+
+    def __init__(self, recipes: Sequence[Any], parents: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__("Compress", parent)
+        self.recipes = {r.name: r for r in recipes}
+        self.recipe = QComboBox()
+        self.recipe.setObjectName("recipe")
+        for r in recipes:
+            self.recipe.addItem(f"{r.name}", r.name)
+        self.parents_label = QLabel(", ".join(parents) or "(select versions in the table first)")
+        self.parents = list(parents)
+        self.description = QLabel("")
+        self.description.setWordWrap(True)
+        self.description.setObjectName("hint")
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        self.form_holder = QVBoxLayout()
+        self.form: ParamForm | None = None
+        layout = QVBoxLayout(self)
+        top = QFormLayout()
+        top.addRow("Recipe", self.recipe)
+        top.addRow("Parent version(s)", self.parents_label)
+        top.addRow("Device", self.device)
+        layout.addLayout(top)
+        layout.addWidget(self.description)
+        layout.addLayout(self.form_holder)
+        layout.addWidget(self.error_label)
+        layout.addWidget(self.buttons)
+        self.recipe.currentIndexChanged.connect(lambda _: self._build_form())
+        self._build_form()
+
+    def select_recipe(self, name: str) -> None:
+        idx = self.recipe.findData(name)
+        if idx < 0:
+            raise RelmanError(f"no recipe '{name}' in this build")
+        self.recipe.setCurrentIndex(idx)
+
+    def current_recipe(self) -> Any:
+        return self.recipes.get(self.recipe.currentData())
+
+    def _build_form(self) -> None:
+        if self.form is not None:
+            self.form.setParent(None)
+            self.form.deleteLater()
+        r = self.current_recipe()
+        self.form = ParamForm(r.params if r else [], self)
+        self.form_holder.addWidget(self.form)
+        if r is not None:
+            needs = "several parents (a merge)" if r.multi_parent else "one parent"
+            self.description.setText(f"{r.title}: {r.description or ''} Takes {needs}; formats "
+                                     f"{', '.join(r.input_formats)}.")
+
+    def values(self) -> dict[str, Any]:
+        r = self.current_recipe()
+        if r is None:
+            raise RelmanError("no compression recipe is registered in this build")
+        if not self.parents:
+            raise RelmanError("select the version(s) to compress in the versions table first")
+        if r.multi_parent and len(self.parents) < 2:
+            raise RelmanError(f"recipe '{r.name}' merges several versions: select at least two")
+        if not r.multi_parent and len(self.parents) > 1:
+            raise RelmanError(f"recipe '{r.name}' takes one parent; select a single version")
+        assert self.form is not None
+        params = r.resolve_params(self.form.raw_values())  # RecipeError names the bad parameter
+        return {"recipe": r.name, "params": params, "parents": list(self.parents), "device": self.device.currentText()}
+
+
+class EvaluateDialog(ValidatingDialog):
+    def __init__(self, refs: Sequence[str], datasets: Sequence[str], suites: Sequence[str],
+                 parent: QWidget | None = None) -> None:
+        super().__init__("Evaluate", parent)
+        self.refs = list(refs)
+        self.dataset = QComboBox()
+        self.dataset.setObjectName("dataset")
+        self.dataset.addItems(list(datasets))
+        self.suite_boxes: dict[str, QCheckBox] = {}
+        suites_w = QWidget()
+        sl = QHBoxLayout(suites_w)
+        sl.setContentsMargins(0, 0, 0, 0)
+        for s in suites:
+            box = QCheckBox(s)
+            box.setChecked(s in ("quality", "latency", "size"))
+            self.suite_boxes[s] = box
+            sl.addWidget(box)
+        self.device = QComboBox()
+        self.device.addItems(list(DEVICES))
+        form = QFormLayout(self)
+        form.addRow("Versions", QLabel(", ".join(refs) or "(select versions first)"))
+        form.addRow("Dataset", self.dataset)
+        form.addRow("Suites", suites_w)
+        form.addRow("Device", self.device)
+        form.addRow(self.error_label)
+        form.addRow(self.buttons)
+
+    def values(self) -> dict[str, Any]:
+        if not self.refs:
+            raise RelmanError("select the version(s) to evaluate first")
+        suites = [s for s, b in self.suite_boxes.items() if b.isChecked()]
+        if self.suite_boxes and not suites:
+            raise RelmanError("tick at least one metric suite")
+        return {"refs": self.refs, "dataset": self.dataset.currentText() or None, "suites": suites or None,
+                "device": self.device.currentText()}
+
+
+def report_rules(report: Any) -> list[dict[str, Any]]:
+    """The per-rule rows of a gate report, whatever container the release API uses."""
+    if report is None:
+        return []
+    if hasattr(report, "to_dict"):
+        report = report.to_dict()
+    elif hasattr(report, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        report = asdict(report)
+    if isinstance(report, dict):
+        for key in ("rules", "results", "checks", "gates"):
+            if isinstance(report.get(key), list):
+                return [r if isinstance(r, dict) else {"rule": str(r)} for r in report[key]]
+        return []
+    if isinstance(report, list):
+        return [r if isinstance(r, dict) else {"rule": str(r)} for r in report]
+    return []
+
+
+def report_passed(report: Any) -> bool | None:
+    if report is None:
+        return None
+    for attr in ("passed", "ok"):
+        if hasattr(report, attr):
+            return bool(getattr(report, attr))
+        if isinstance(report, dict) and attr in report:
+            return bool(report[attr])
+    rules = report_rules(report)
+    return all(_rule_passed(r) for r in rules) if rules else None
+
+
+def _rule_passed(rule: dict[str, Any]) -> bool:
+    """A rule passes unless it says it failed ('skipped' rules do not block)."""
+    for key in ("passed", "ok", "pass"):
+        if key in rule:
+            return bool(rule[key])
+    return str(rule.get("status", "")).lower() not in ("fail", "failed", "error")
+
+
+class PromoteDialog(ValidatingDialog):
+    """Shows the gate report for a transition; asks for the reason; refuses to submit when
+    gates fail unless 'override' is ticked with a reason (the override is recorded)."""
+
+    def __init__(self, ref: str, from_phase: str, to_phase: str, report: Any, approvals: Sequence[dict[str, Any]] = (),
+                 parent: QWidget | None = None, gate_error: str = "") -> None:
+        super().__init__(f"Promote {ref} to {to_phase}", parent)
+        self.ref, self.to_phase = ref, to_phase
+        self.report = report
+        self.passed = report_passed(report)
+        self.allowed = bool(getattr(report, "allowed", True)) if report is not None else True
+        rules = report_rules(report)
+        self.rules_table = QTableWidget(len(rules), 3)
+        self.rules_table.setObjectName("gate-rules")
+        self.rules_table.setHorizontalHeaderLabels(["Rule", "Result", "Details"])
+        self.rules_table.verticalHeader().setVisible(False)
+        self.rules_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        for i, r in enumerate(rules):
+            ok = _rule_passed(r)
+            name = str(r.get("rule") or r.get("name") or r.get("expr") or r.get("text") or "")
+            inputs = r.get("inputs")
+            detail = str(r.get("reason") or r.get("message") or r.get("detail") or "") + (
+                f"  {json.dumps(inputs, default=str)}" if inputs else "")
+            detail = detail or str(
+                         json.dumps({k: v for k, v in r.items() if k not in ("rule", "name", "passed", "ok")},
+                                    default=str))
+            status = str(r.get("status") or ("pass" if ok else "fail"))
+            result = QTableWidgetItem(status if ok else status.upper())
+            result.setForeground(QBrush(QColor("#2e9d57" if ok else "#c4453b")))
+            self.rules_table.setItem(i, 0, QTableWidgetItem(name))
+            self.rules_table.setItem(i, 1, result)
+            self.rules_table.setItem(i, 2, QTableWidgetItem(detail))
+        self.rules_table.resizeColumnsToContents()
+        if gate_error:
+            verdict = f"Gates could not be evaluated: {gate_error}"
+        elif self.passed is None:
+            verdict = "No gates apply to this transition."
+        elif not self.allowed:
+            verdict = f"The policy does not allow {from_phase} → {to_phase}; edit the policy to allow it."
+        elif self.passed:
+            verdict = "All gates pass."
+        else:
+            verdict = "Gates FAIL: promotion is refused unless you override with a reason (the override is recorded)."
+        self.verdict = QLabel(verdict)
+        self.verdict.setObjectName("gate-verdict")
+        self.verdict.setWordWrap(True)
+        self.verdict.setStyleSheet(f"font-weight: bold; color: {'#c4453b' if self.passed is False else '#2e9d57'};")
+        self.approvals = QLabel(", ".join(f"{a.get('by')}" + (f" ({a.get('comment')})" if a.get("comment") else "")
+                                          for a in approvals) or "none")
+        self.reason = QPlainTextEdit()
+        self.reason.setObjectName("reason")
+        self.reason.setPlaceholderText("Why (recorded in the audit log)")
+        self.reason.setFixedHeight(70)
+        self.override = QCheckBox("Override failing gates (needs a reason)")
+        self.override.setObjectName("override")
+        self.override.setVisible(self.passed is False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"<b>{ref}</b>: {from_phase} → <b>{to_phase}</b>"))
+        layout.addWidget(self.verdict)
+        layout.addWidget(self.rules_table, 1)
+        form = QFormLayout()
+        form.addRow("Approvals", self.approvals)
+        form.addRow("Reason", self.reason)
+        layout.addLayout(form)
+        layout.addWidget(self.override)
+        layout.addWidget(self.error_label)
+        layout.addWidget(self.buttons)
+        self.resize(640, 420)
+        self.override.toggled.connect(lambda _: self._update_ok())
+        self.reason.textChanged.connect(self._update_ok)
+        self._update_ok()
+
+    def _update_ok(self) -> None:
+        ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        ok.setText("Override and promote" if self.override.isChecked() else "Promote")
+        ok.setEnabled(self.passed is not False or self.override.isChecked())
+
+    def values(self) -> dict[str, Any]:
+        reason = self.reason.toPlainText().strip()
+        if self.passed is False and not self.override.isChecked():
+            raise RelmanError(f"gates fail for {self.ref} → {self.to_phase}; tick 'override' and give a reason, or fix "
+                              "the failing rules")
+        if self.override.isChecked() and not reason:
+            raise RelmanError("an override needs a reason")
+        return {"to_phase": self.to_phase, "why": reason, "override": self.override.isChecked()}
+
+
+class SimpleFormDialog(ValidatingDialog):
+    """Approve / canary share / export: a few labelled fields."""
+
+    def __init__(self, title: str, fields: Sequence[tuple[str, QWidget]], check: Callable[[dict[str, Any]], None] | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        self.fields = dict(fields)
+        self.check = check
+        form = QFormLayout(self)
+        for label, w in fields:
+            form.addRow(label, w)
+        form.addRow(self.error_label)
+        form.addRow(self.buttons)
+
+    def values(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for label, w in self.fields.items():
+            if isinstance(w, QLineEdit):
+                out[label] = w.text().strip()
+            elif isinstance(w, QPlainTextEdit):
+                out[label] = w.toPlainText().strip()
+            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+                out[label] = w.value()
+            elif isinstance(w, QComboBox):
+                out[label] = w.currentText()
+            elif isinstance(w, QCheckBox):
+                out[label] = w.isChecked()
+        if self.check:
+            self.check(out)
+        return out
+
+
+def dark_aware_align(item: QTableWidgetItem) -> QTableWidgetItem:
+    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+    return item

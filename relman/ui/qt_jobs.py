@@ -1,0 +1,196 @@
+"""Jobs panel: the queue with progress bars, status, device and elapsed time; cancel and retry;
+the selected job's log tail and its live curves (e.g. distillation loss) from `job_points`.
+
+Everything here reads the catalog (the only channel to the workers); nothing waits on a job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pyqtgraph as pg
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit,
+                               QPushButton, QSplitter, QStyle, QStyledItemDelegate, QStyleOptionProgressBar,
+                               QStyleOptionViewItem, QTableView, QVBoxLayout, QWidget)
+
+from relman.catalog import Catalog
+from relman.ui.qt_models import ID_ROLE, JobsTableModel
+
+SERIES_COLORS = ("#3b6fd8", "#e07b39", "#2e9d57", "#c4453b", "#8e5bd8")
+MAX_JOBS = 500
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    def paint(self, painter: Any, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        job = index.model().jobs[index.row()]  # type: ignore[attr-defined]
+        bar = QStyleOptionProgressBar()
+        bar.rect = option.rect.adjusted(2, 3, -2, -3)
+        bar.minimum, bar.maximum = 0, 1000
+        bar.progress = int(1000 * float(job["progress"] or 0))
+        bar.text = f"{100 * float(job['progress'] or 0):.0f}%"
+        bar.textVisible = True
+        bar.state = option.state
+        QApplication.style().drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
+
+
+def read_jobs(catalog: Catalog, limit: int = MAX_JOBS) -> list[dict[str, Any]]:
+    rows = catalog.query(f"SELECT * FROM jobs ORDER BY id DESC LIMIT {int(limit)}")
+    for r in rows:
+        try:
+            r["params_obj"] = json.loads(r["params"] or "{}")
+        except ValueError:
+            r["params_obj"] = {}
+    return rows
+
+
+def tail_file(path: str | None, max_bytes: int = 8192) -> str:
+    """The end of a log file, read without loading the whole file."""
+    if not path:
+        return ""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with p.open("rb") as f:
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return text if size <= max_bytes else text.split("\n", 1)[-1]
+
+
+class JobsView(QWidget):
+    cancel_requested = Signal(int)
+    retry_requested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.model = JobsTableModel(self)
+        self.table = QTableView()
+        self.table.setObjectName("jobs-table")
+        self.table.setModel(self.model)
+        self.table.setItemDelegateForColumn(JobsTableModel.PROGRESS_COLUMN, ProgressDelegate(self.table))
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setAlternatingRowColors(True)
+        self.cancel_btn = QPushButton("Cancel job")
+        self.retry_btn = QPushButton("Retry job")
+        self.summary = QLabel("")
+        self.summary.setObjectName("hint")
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setObjectName("job-log")
+        self.log.setPlaceholderText("Select a job to see the end of its log.")
+        self.curve_plot = pg.PlotWidget(title="Live curves (job_points)")
+        self.curve_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.curve_plot.addLegend()
+        self.curve_plot.setLabel("bottom", "step")
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.catalog: Catalog | None = None
+        self.selected_job: int | None = None
+        self.reasons: dict[str, str] = {}
+
+        bar = QHBoxLayout()
+        bar.addWidget(self.summary, 1)
+        bar.addWidget(self.cancel_btn)
+        bar.addWidget(self.retry_btn)
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.log)
+        lower.addWidget(self.curve_plot)
+        split = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        tl.setContentsMargins(0, 0, 0, 0)
+        tl.addLayout(bar)
+        tl.addWidget(self.table, 1)
+        split.addWidget(top)
+        split.addWidget(lower)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_select())
+        self.cancel_btn.clicked.connect(lambda: self.selected_job is not None and self.cancel_requested.emit(self.selected_job))
+        self.retry_btn.clicked.connect(lambda: self.selected_job is not None and self.retry_requested.emit(self.selected_job))
+        self._update_buttons()
+
+    def refresh(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        jobs = read_jobs(catalog)
+        keep = self.selected_job
+        self.model.set_jobs(jobs)
+        counts: dict[str, int] = {}
+        for j in jobs:
+            counts[j["status"]] = counts.get(j["status"], 0) + 1
+        self.summary.setText(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No jobs yet.")
+        if keep is not None:
+            self.select_job(keep)
+        elif jobs:
+            self.select_job(jobs[0]["id"])
+        self._update_details()
+
+    def select_job(self, job_id: int) -> None:
+        for row, j in enumerate(self.model.jobs):
+            if j["id"] == job_id:
+                self.table.selectRow(row)
+                self.selected_job = job_id
+                return
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        return next((j for j in self.model.jobs if j["id"] == job_id), None)
+
+    def _on_select(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        self.selected_job = rows[0].data(ID_ROLE) if rows else None
+        self._update_details()
+
+    def _update_details(self) -> None:
+        self._update_buttons()
+        j = self.job(self.selected_job) if self.selected_job is not None else None
+        if j is None or self.catalog is None:
+            return
+        text = tail_file(j.get("log_path"))
+        if j.get("error"):
+            text += f"\n[error] {j['error']}"
+        if text != self.log.toPlainText():
+            self.log.setPlainText(text)
+            self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
+        series: dict[str, tuple[list[float], list[float]]] = {}
+        for name, step, value in self.catalog.conn.execute(
+                "SELECT series, step, value FROM job_points WHERE job_id = ? ORDER BY rowid", [j["id"]]):
+            xs, ys = series.setdefault(name, ([], []))
+            xs.append(step)
+            ys.append(value)
+        for name in list(self.curves):
+            if name not in series:
+                self.curves[name].setData([], [])
+        for name, (xs, ys) in series.items():
+            curve = self.curves.get(name)
+            if curve is None:
+                color = SERIES_COLORS[len(self.curves) % len(SERIES_COLORS)]
+                curve = self.curve_plot.plot([], [], pen=pg.mkPen(color, width=2), name=name)
+                self.curves[name] = curve
+            curve.setData(xs, ys)
+        self.curve_plot.setTitle(f"Job {j['id']} ({j['kind']}): " + (", ".join(series) if series else "no curve points"))
+
+    def _update_buttons(self) -> None:
+        j = self.job(self.selected_job) if self.selected_job is not None else None
+        self.cancel_btn.setEnabled(j is not None and j["status"] in ("queued", "running")
+                                   and not j["cancel_requested"] and not self.reasons.get("cancel_job"))
+        self.retry_btn.setEnabled(j is not None and j["status"] in ("failed", "cancelled")
+                                  and not self.reasons.get("retry_job"))
+        self.cancel_btn.setToolTip(self.reasons.get("cancel_job", "Ask the selected job to stop"))
+        self.retry_btn.setToolTip(self.reasons.get("retry_job", "Queue a failed or cancelled job again"))
+
+    def apply_availability(self, reasons: dict[str, str]) -> None:
+        self.reasons = reasons
+        self._update_buttons()
+
+    def set_theme(self, dark: bool) -> None:
+        self.curve_plot.setBackground("#252932" if dark else "#ffffff")

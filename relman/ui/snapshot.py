@@ -1,0 +1,201 @@
+"""What the GUI shows, read from the catalog in a few cheap queries (no Qt, no torch).
+
+Why a snapshot: every view (table, board, plots, lineage) reads the same plain rows, built
+with one query per table instead of one per version, so a 10,000-version catalog opens in
+well under a second. `catalog_token` / `jobs_token` are single aggregate queries the GUI's
+poll timer compares, so views are rebuilt only when something actually changed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from relman.catalog import Catalog
+from relman.catalog import semver
+
+PHASE_ORDER = ("draft", "candidate", "staging", "production", "retired", "rejected")
+BOARD_PHASES = ("draft", "candidate", "staging", "production", "retired")
+
+# Metrics shown as table columns / card lines when present, in this order; others follow.
+PREFERRED_METRICS = (
+    "accuracy", "f1_macro", "f1", "latency_p95_ms", "latency_p50_ms", "size_mb", "peak_memory_mb",
+    "fidelity_agreement", "fairness_gap", "robustness_drop", "perplexity",
+)
+_LOWER_IS_BETTER = ("latency", "size", "memory", "loss", "gap", "drop", "perplexity", "error", "_ms",
+                    "_mb", "params", "ece", "time", "bytes")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Direction of a metric for Pareto fronts and deltas, from its name."""
+    name = metric.lower()
+    return any(token in name for token in _LOWER_IS_BETTER)
+
+
+def recipe_label(recipe: dict[str, Any]) -> str:
+    """A short name for the recipe that made a version ('' for imports)."""
+    if not recipe:
+        return ""
+    for key in ("name", "recipe", "kind"):
+        value = recipe.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ",".join(sorted(recipe))[:40]
+
+
+@dataclass
+class VersionRow:
+    id: int
+    model: str
+    version: str
+    phase: str
+    format: str
+    task: str | None
+    size_bytes: int
+    params: int | None
+    recipe: dict[str, Any]
+    created_at: str
+    canary_share: float | None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}@{self.version}"
+
+    @property
+    def recipe_name(self) -> str:
+        return recipe_label(self.recipe)
+
+    @property
+    def size_mb(self) -> float:
+        return self.size_bytes / 1e6
+
+    def value(self, metric: str) -> float | None:
+        """A stored metric, or a column of the version that can be plotted like one."""
+        if metric in self.metrics:
+            return self.metrics[metric]
+        if metric == "size_mb":
+            return self.size_mb
+        if metric == "params":
+            return float(self.params) if self.params is not None else None
+        return None
+
+
+@dataclass
+class Edge:
+    parent_id: int
+    child_id: int
+    relation: str
+    position: int
+
+
+@dataclass
+class Snapshot:
+    versions: list[VersionRow]
+    edges: list[Edge]
+    metric_names: list[str]
+    token: tuple[Any, ...] = ()
+
+    def by_id(self) -> dict[int, VersionRow]:
+        return {v.id: v for v in self.versions}
+
+    def models(self) -> list[str]:
+        return sorted({v.model for v in self.versions})
+
+    def of_model(self, model: str | None) -> list[VersionRow]:
+        return [v for v in self.versions if model is None or v.model == model]
+
+    def key_metrics(self, limit: int = 4) -> list[str]:
+        return self.metric_names[:limit]
+
+    def production(self, model: str) -> VersionRow | None:
+        prod = [v for v in self.versions if v.model == model and v.phase == "production"]
+        return max(prod, key=lambda v: v.created_at) if prod else None
+
+    def plottable_metrics(self) -> list[str]:
+        """Every stored metric plus size and params, which every version has."""
+        names = list(self.metric_names)
+        for extra in ("size_mb", "params"):
+            if extra not in names:
+                names.append(extra)
+        return names
+
+
+def catalog_token(catalog: Catalog) -> tuple[Any, ...]:
+    """Changes whenever anything a catalog view shows changes (one cheap query)."""
+    return tuple(catalog.conn.execute(
+        "SELECT (SELECT MAX(seq) FROM events), (SELECT MAX(id) FROM versions), (SELECT COUNT(*) FROM versions),"
+        " (SELECT MAX(id) FROM metrics), (SELECT MAX(id) FROM transitions), (SELECT COUNT(*) FROM approvals),"
+        " (SELECT MAX(id) FROM datasets), (SELECT TOTAL(canary_share) FROM versions)").fetchone())
+
+
+def jobs_token(catalog: Catalog) -> tuple[Any, ...]:
+    """Changes whenever a job is queued, progresses, changes status or adds a curve point."""
+    return tuple(catalog.conn.execute(
+        "SELECT COUNT(*), MAX(id), TOTAL(progress), MAX(heartbeat_at), MAX(started_at), MAX(finished_at),"
+        " TOTAL(cancel_requested), TOTAL(attempts), SUM(status = 'running'), SUM(status = 'queued'),"
+        " (SELECT MAX(rowid) FROM job_points) FROM jobs").fetchone())
+
+
+def order_metrics(counts: dict[str, int]) -> list[str]:
+    preferred = [m for m in PREFERRED_METRICS if m in counts]
+    rest = sorted((m for m in counts if m not in PREFERRED_METRICS), key=lambda m: (-counts[m], m))
+    return preferred + rest
+
+
+def load_snapshot(catalog: Catalog) -> Snapshot:
+    token = catalog_token(catalog)
+    conn = catalog.conn
+    rows = conn.execute(
+        "SELECT v.id, m.name, v.version, v.phase, v.format, v.task, v.size_bytes, v.params, v.recipe,"
+        " v.created_at, v.canary_share FROM versions v JOIN models m ON m.id = v.model_id").fetchall()
+    versions = [
+        VersionRow(id=r[0], model=r[1], version=r[2], phase=r[3], format=r[4], task=r[5], size_bytes=r[6] or 0,
+                   params=r[7], recipe=_json(r[8]), created_at=r[9], canary_share=r[10])
+        for r in rows
+    ]
+    versions.sort(key=lambda v: (v.model, _semver_key(v.version)))
+    by_id = {v.id: v for v in versions}
+    counts: dict[str, int] = {}
+    # Ordered by id so the newest value of each name wins, as in Catalog.metric_values.
+    for vid, name, value in conn.execute(
+            "SELECT version_id, name, value FROM metrics WHERE value IS NOT NULL ORDER BY id"):
+        v = by_id.get(vid)
+        if v is None:
+            continue
+        if name not in v.metrics:
+            counts[name] = counts.get(name, 0) + 1
+        v.metrics[name] = value
+    edges = [Edge(parent_id=r[1], child_id=r[0], relation=r[2] or "", position=r[3]) for r in conn.execute(
+        "SELECT child_id, parent_id, relation, position FROM lineage ORDER BY child_id, position")]
+    return Snapshot(versions=versions, edges=edges, metric_names=order_metrics(counts), token=token)
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _semver_key(version: str) -> Any:
+    try:
+        return (0, semver.sort_key(version))
+    except Exception:  # a malformed version string still gets a row, sorted last
+        return (1, version)
+
+
+def pareto_front(xs: Sequence[float], ys: Sequence[float], *, x_lower_better: bool = True,
+                 y_lower_better: bool = False) -> list[int]:
+    """Indices of the non-dominated points, ordered by x (best x first)."""
+    pts = [(x if x_lower_better else -x, y if y_lower_better else -y, i) for i, (x, y) in enumerate(zip(xs, ys))]
+    pts.sort()
+    front: list[int] = []
+    best_y = float("inf")
+    for x, y, i in pts:
+        if y < best_y:
+            front.append(i)
+            best_y = y
+    return front
