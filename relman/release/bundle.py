@@ -194,6 +194,14 @@ def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[s
             members = tf.getmembers()
         except (tarfile.TarError, EOFError, OSError) as e:
             raise BundleError(f"{where}: the archive is truncated or damaged ({e})") from None
+        if members:  # the two zero blocks that end a tar must be there, or the file was cut short
+            last = members[-1]
+            end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+            with open(path, "rb") as fh:
+                fh.seek(end)
+                marker = fh.read(2 * tarfile.BLOCKSIZE)
+            if len(marker) < 2 * tarfile.BLOCKSIZE or marker.strip(b"\0"):
+                raise BundleError(f"{where}: the archive is truncated (its end-of-archive marker is missing)")
         by_name: dict[str, tarfile.TarInfo] = {}
         for m in members:
             _check_member(m, where)
