@@ -62,6 +62,7 @@ def register_dataset(
     from relman.data.readers import file_entries, guess_format, normalise, read_entries
 
     _check_name(name)
+    labels = [str(x) for x in labels] if labels else None
     if catalog.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
         raise DatasetError(f"dataset '{name}' already exists; choose another --name")
     path = Path(path).expanduser()

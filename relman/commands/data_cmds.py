@@ -9,6 +9,7 @@ import click
 from relman.cli import AppState, emit_json, human_size, pass_state, table
 
 FORMAT_CHOICES = ["csv", "jsonl", "parquet", "images", "npz", "text"]
+SHOW_ROWS_MAX_BYTES = 200 * 1024 * 1024  # `show` reads the whole dataset to print a few rows
 
 
 @click.group("dataset")
@@ -119,7 +120,9 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
         click.echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
     if len(d["files"]) > 10:
         click.echo(f"  … {len(d['files']) - 10} more")
-    if n_rows > 0:
+    if n_rows > 0 and d["size_bytes"] > SHOW_ROWS_MAX_BYTES:
+        click.echo(f"rows: not shown for a dataset over {human_size(SHOW_ROWS_MAX_BYTES)} (load it in Python)")
+    elif n_rows > 0:
         ds = load_dataset(cat, d["id"]).head(n_rows)
         click.echo("rows:")
         for i in range(len(ds)):
