@@ -127,3 +127,20 @@ def spawn(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
            for c in params.get("children", [])]
     ctx.progress(1.0, f"queued {len(ids)} job(s)")
     return {"children": ids}
+
+
+def progress_burst(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Writes progress to the catalog as fast as it can for `seconds` (no rate limit), to
+    measure how many writes per second the catalog takes from concurrent workers."""
+    seconds = float(params.get("seconds", 2.0))
+    start_file = params.get("start_file")
+    while start_file and not Path(start_file).exists():  # start all workers together
+        time.sleep(0.005)
+    writes = 0
+    t0 = time.monotonic()
+    while (elapsed := time.monotonic() - t0) < seconds:
+        ctx.progress(min(0.99, elapsed / seconds), f"write {writes}", check_cancel=False)
+        ctx.flush()
+        writes += 1
+    ctx.progress(1.0, f"{writes} writes")
+    return {"writes": writes, "seconds": time.monotonic() - t0}

@@ -16,6 +16,7 @@ JOB_KINDS: dict[str, str] = {
     "write_version": "relman.jobs.builtin:write_version",
     "device_info": "relman.jobs.builtin:device_info",
     "spawn": "relman.jobs.builtin:spawn",
+    "progress_burst": "relman.jobs.builtin:progress_burst",
     "evaluate": "relman.evaluate.job:run",
     "compress": "relman.compress.job:run",
     "optimize": "relman.compress.optimize:run",
