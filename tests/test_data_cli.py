@@ -102,3 +102,18 @@ def test_dataset_commands_import_nothing_heavy():
             " if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_add_checks_labels_against_a_model_version(run_cli, tmp_path: Path, tiny_bert):
+    assert run_cli("import", str(tiny_bert), "--model", "bert").exit_code == 0
+    bad = tmp_path / "three.csv"
+    bad.write_text("text,label\nthe movie,positive\nthe plot,neutral\n", encoding="utf-8")
+    r = run_cli("dataset", "add", str(bad), "--name", "three", "--check-model", "bert@latest")
+    assert r.exit_code == 1
+    assert r.output.strip() == ("error: dataset 'three' has labels the model does not know: neutral "
+                                "(model labels: negative, positive)")
+    assert json.loads(run_cli("dataset", "ls", "--json").output) == []
+    good = tmp_path / "two.csv"
+    good.write_text("text,label\nthe movie,positive\nthe plot,negative\n", encoding="utf-8")
+    r = run_cli("dataset", "add", str(good), "--name", "two", "--check-model", "bert@latest")
+    assert r.exit_code == 0, r.output

@@ -19,7 +19,7 @@ from relman.errors import DatasetError
 
 DEMOS = ("digits", "sentiment", "text")
 __all__ = ["register_dataset", "describe_dataset", "list_datasets", "get_dataset", "dataset_files", "load_dataset",
-           "register_demo", "register_demo_digits", "register_demo_sentiment", "register_demo_text", "DEMOS"]
+           "version_labels", "register_demo", "register_demo_digits", "register_demo_sentiment", "register_demo_text", "DEMOS"]
 
 
 def _check_name(name: str) -> None:
@@ -44,6 +44,7 @@ def register_dataset(
     chunk_chars: int | None = None,
     delimiter: str = ",",
     labels: Sequence[str] | None = None,
+    model_labels: Sequence[str] | None = None,
     val_fraction: float = 0.0,
     test_fraction: float = 0.0,
     seed: int = 0,
@@ -56,6 +57,7 @@ def register_dataset(
     names a column of encoded image bytes, read instead of a text column. `labels` fixes the
     label order and refuses any other label. Split: `split_col`, or `val_fraction` /
     `test_fraction` with `seed` (stored, so the split is reproducible), or neither.
+    `model_labels` (e.g. a model version's labels) refuses a dataset with labels the model lacks.
     `source` is recorded instead of the path (e.g. 'demo:digits').
     Returns the dataset as `describe_dataset` does."""
     from relman.data.mapping import ColumnMapping
@@ -76,6 +78,10 @@ def register_dataset(
     entries = file_entries(path, fmt)
     where = str(path) if fmt == "images" else path.name
     ds = read_entries(entries, mapping, name=name, labels=labels, where=where)  # every check, nothing written
+    if model_labels is not None:
+        from relman.data.labels import check_labels
+
+        check_labels(ds, model_labels)
     meta: dict[str, Any] = {"source": source or str(path.resolve()), "split_counts": ds.meta["split_counts"]}
     if ds.images is not None:
         meta["image_shape"] = list(ds.images.shape[1:])
@@ -85,6 +91,15 @@ def register_dataset(
                               columns=mapping.to_json(), labels=ds.label_names, n_rows=len(ds), meta=meta,
                               actor=actor)
     return describe_dataset(catalog, row)
+
+
+def version_labels(catalog: Catalog, ref: str) -> list[str]:
+    """The class labels of a model version (`MODEL@VERSION`), as recorded at import."""
+    v = catalog.resolve(ref)
+    labels = v.meta.get("labels")
+    if not labels:
+        raise DatasetError(f"{v.ref} records no class labels to check the dataset against")
+    return [str(x) for x in labels]
 
 
 def describe_dataset(catalog: Catalog, row_or_name: dict[str, Any] | str | int) -> dict[str, Any]:

@@ -34,6 +34,8 @@ def dataset() -> None:
 @click.option("--chunk-chars", type=int, help="Text: fixed-size chunks of N characters instead of lines.")
 @click.option("--delimiter", default=",", show_default=True, help="CSV field delimiter (a .tsv file uses tab).")
 @click.option("--labels", "labels_text", help="Comma-separated label list: fixes the order, refuses others.")
+@click.option("--check-model", "check_model", metavar="MODEL@VERSION",
+              help="Refuse the dataset if it has labels this model version does not know.")
 @click.option("--val-fraction", type=float, default=0.0, show_default=True, help="Seeded split: validation share.")
 @click.option("--test-fraction", type=float, default=0.0, show_default=True, help="Seeded split: test share.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
@@ -42,21 +44,22 @@ def dataset() -> None:
 def add(state: AppState, path: str, name: str, fmt: str | None, text_col: str, label_col: str, no_labels: bool,
         group_col: str | None, split_col: str | None, x_key: str | None, y_key: str | None, image_col: str | None,
         image_size: str | None, chunk_chars: int | None, delimiter: str, labels_text: str | None,
-        val_fraction: float, test_fraction: float, seed: int, as_json: bool) -> None:
+        check_model: str | None, val_fraction: float, test_fraction: float, seed: int, as_json: bool) -> None:
     """Check a local dataset and store it in the catalog (content-hashed).
 
     PATH is a CSV/TSV, JSONL, Parquet, NPZ or plain-text file, or a folder with one
     sub-folder of images per class. Nothing is stored unless every row passes the checks."""
-    from relman.app.datasets import register_dataset
+    from relman.app.datasets import register_dataset, version_labels
     from relman.data.mapping import parse_image_size
 
     labels = [s.strip() for s in labels_text.split(",") if s.strip()] if labels_text else None
+    cat = state.catalog()
+    model_labels = version_labels(cat, check_model) if check_model else None
     d = register_dataset(
-        state.catalog(), path, name, format=fmt, text_col=text_col, label_col=None if no_labels else label_col,
+        cat, path, name, format=fmt, text_col=text_col, label_col=None if no_labels else label_col,
         group_col=group_col, split_col=split_col, x_key=x_key, y_key=y_key, image_col=image_col,
-        image_size=parse_image_size(image_size),
-        chunk_chars=chunk_chars, delimiter=delimiter, labels=labels, val_fraction=val_fraction,
-        test_fraction=test_fraction, seed=seed)
+        image_size=parse_image_size(image_size), chunk_chars=chunk_chars, delimiter=delimiter, labels=labels,
+        model_labels=model_labels, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     if as_json:
         emit_json(d)
     else:
