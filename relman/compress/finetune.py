@@ -90,8 +90,8 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
             loss.backward()
             optimizer.step()
             step += 1
-            ctx.point("train_loss", step, float(loss))
-            ctx.progress(0.05 + 0.85 * step / total_steps, f"epoch {epoch}/{epochs}, loss {float(loss):.4f}")
+            ctx.point("train_loss", step, float(loss.detach()))
+            ctx.progress(0.05 + 0.85 * step / total_steps, f"epoch {epoch}/{epochs}, loss {float(loss.detach()):.4f}")
         epochs_run = epoch
         if val is not None:
             val_acc, val_loss = tr.accuracy_and_loss(model, batcher, val, device)
