@@ -257,3 +257,49 @@ def test_one_canary_per_model(catalog, tiny_bert):
     release.promote(catalog, a, "staging")
     with pytest.raises(ReleaseError, match="already in staging"):
         release.promote(catalog, b, "staging")
+
+
+def test_release_flow_through_the_real_evaluate_and_compress_jobs(catalog, tiny_bert, run_cli):
+    """The same path with the numbers produced by the real job functions (the ones workers run)."""
+    from relman.app import release
+    from relman.app.datasets import register_demo_sentiment
+    from relman.app.models import import_model
+    from relman.compress import job as compress_job
+    from relman.evaluate.job import run as evaluate_run
+    from relman.jobs.context import JobContext
+
+    def run_job(fn, params):
+        ctx = JobContext(catalog, device="cpu")
+        try:
+            return fn(params, ctx)
+        finally:
+            ctx.cleanup()
+
+    register_demo_sentiment(catalog, n=32)
+    base = import_model(catalog, tiny_bert, "jobs")
+    run_job(evaluate_run, {"version_id": base.id, "dataset": "sentiment", "suites": ["quality", "size"],
+                           "threads": 1})
+    res = run_job(compress_job.run, {"recipe": "half", "params": {"dtype": "float16"},
+                                     "parent_version_ids": [base.id], "dataset": None, "evaluate": False})
+    child = catalog.get_version(res["version_id"])
+    release.set_policy(catalog, "jobs", {"gates": {"staging": [
+        "accuracy >= parent.accuracy - 0.05", "agreement >= 0.9", "size_mb <= 0.75 * parent",
+        "evaluated on dataset sentiment"]}})
+    release.promote(catalog, child, "candidate")
+    r = run_cli("gates", child.ref, "--to", "staging")
+    assert r.exit_code == 1
+    assert "FAIL  accuracy >= parent.accuracy - 0.05" in r.output and "has no 'accuracy'" in r.output
+    assert "FAIL  evaluated on dataset sentiment" in r.output
+    run_job(evaluate_run, {"version_id": child.id, "dataset": "sentiment", "suites": ["quality", "fidelity", "size"],
+                           "threads": 1})
+    rep = release.gates(catalog, child, "staging")
+    assert [r.rule for r in rep.failing] == ["approvals >= 1"]
+    release.approve(catalog, child, "staging", by="alice")
+    release.promote(catalog, child, "staging", why="half precision canary")
+    for share in (5, 25, 100):
+        release.rollout(catalog, child, share)
+    release.approve(catalog, child, "production", by="bob")
+    release.promote(catalog, child, "production", why="ship")
+    assert catalog.get_version(child.id).phase == "production"
+    assert json.loads(run_cli("history", "jobs", "--at", now(), "--json").output)["production"] == child.version
+    assert run_cli("audit", "verify").exit_code == 0

@@ -133,7 +133,8 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     finally:
         if tmp.exists():
             tmp.unlink()
-    return {"path": str(out), "model": v.model, "version": v.version, "key_id": pub.id, "key_name": pub.name,
+    return {"path": str(out), "ref": v.ref, "model": v.model, "version": v.version, "key_id": pub.id,
+            "key_name": pub.name,
             "files": len(manifest["files"]), "bytes": out.stat().st_size}
 
 
@@ -323,7 +324,8 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
             model, artifacts, format=info["format"], version=version, task=info["task"],
             architecture=info["architecture"], params=info["params"], dtype=info["dtype"], recipe=info["recipe"],
             meta=meta, parents=parents, relation=relation, metrics=metrics, actor=actor, event_kind="import-bundle")
-    return {"model": v.model, "version": v.version, "id": v.id, "signed_by": signer, "parents_linked": len(parents),
+    return {"ref": v.ref, "model": v.model, "version": v.version, "id": v.id, "signed_by": signer,
+            "parents_linked": len(parents),
             "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts)}
 
 

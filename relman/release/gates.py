@@ -15,7 +15,8 @@ and parentheses. A metric that has no stored value fails the rule with "not eval
 never passes because nothing was measured. A rule relative to a production (or parent) version
 that does not exist yet is reported as "skipped" with that reason (there is nothing to compare
 with), and counts as passing; the report says so. `size_mb`, `size_bytes`, `params` and
-`canary_share` come from the version row when no metric of that name is stored.
+`canary_share` come from the version row when no metric of that name is stored (size_mb in MiB,
+as the size suite stores it).
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ class _Subject:
         self.ref = version.ref
         self.values: dict[str, float] = dict(catalog.metric_values(version.id))
         self.values.setdefault("size_bytes", float(version.size_bytes))
-        self.values.setdefault("size_mb", version.size_bytes / 1e6)
+        self.values.setdefault("size_mb", version.size_bytes / 2**20)  # MiB, like the size suite
         if version.params is not None:
             self.values.setdefault("params", float(version.params))
         if version.canary_share is not None:

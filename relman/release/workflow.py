@@ -114,7 +114,7 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
                                  payload={"from": "production", "to": dest, "why": f"replaced by {v.ref}",
                                           "transition": otid})
                     replaced.append({"version": old.version, "to": dest})
-    result = {"model": v.model, "version": v.version, "from": v.phase, "to": to_phase, "transition": tid,
+    result = {"ref": v.ref, "model": v.model, "version": v.version, "from": v.phase, "to": to_phase, "transition": tid,
               "override": bool(override and failing), "report": rep, "replaced": replaced}
     return _after_change(catalog, result)
 
@@ -133,7 +133,8 @@ def reject(catalog: Any, version_id: int, *, why: str = "", who: str) -> dict[st
                     at=at)
         audit.append(catalog.db, at=at, actor=who, kind="reject", model=v.model, version=v.version,
                      payload={"from": v.phase, "to": "rejected", "why": why, "transition": tid})
-    return _after_change(catalog, {"model": v.model, "version": v.version, "from": v.phase, "to": "rejected",
+    return _after_change(catalog, {"ref": v.ref, "model": v.model, "version": v.version, "from": v.phase,
+                                   "to": "rejected",
                                    "transition": tid})
 
 
@@ -175,7 +176,7 @@ def rollback(catalog: Any, model: str, *, why: str = "", who: str) -> dict[str, 
         audit.append(catalog.db, at=at, actor=who, kind="rollback", model=model, version=cur.version,
                      payload={"from": "production", "to": dest, "restored": prev.version, "restored_from": prev.phase,
                               "why": why, "transitions": [t_out, t_in]})
-    return _after_change(catalog, {"model": model, "removed": cur.version, "removed_to": dest,
+    return _after_change(catalog, {"ref": prev.ref, "model": model, "removed": cur.version, "removed_to": dest,
                                    "restored": prev.version, "restored_from": prev.phase,
                                    "transitions": [t_out, t_in]})
 
@@ -197,7 +198,7 @@ def rollout(catalog: Any, version_id: int, share: float, *, who: str, why: str =
         catalog.conn.execute("UPDATE versions SET canary_share = ? WHERE id = ?", [share, v.id])
         audit.append(catalog.db, at=_now(), actor=who, kind="rollout", model=v.model, version=v.version,
                      payload={"share": share, "previous": v.canary_share, "why": (why or "").strip()})
-    return _after_change(catalog, {"model": v.model, "version": v.version, "share": share,
+    return _after_change(catalog, {"ref": v.ref, "model": v.model, "version": v.version, "share": share,
                                    "previous": v.canary_share})
 
 
