@@ -90,8 +90,7 @@ def excluded_modules(flavour: str = "full") -> list[str]:
         # other backends some libraries probe for
         "tensorflow", "jax", "flax", "keras", "triton",
     ]
-    if flavour != "cuda":
-        names += ["onnxruntime.transformers", "onnxruntime.quantization.CalTableFlatBuffers"]
+    # not onnxruntime.transformers: quantization's shape inference imports its onnx_utils
     return names
 
 
@@ -127,9 +126,9 @@ _DROP_PATTERNS = (
     # stub files, caches
     "*.pyi", "*/__pycache__/*",
 )
-# A CUDA build keeps the GPU libraries that the CPU build never has anyway; nothing extra to keep.
+# Never dropped, whatever the patterns above say: the GPU libraries of a CUDA build.
 _KEEP_PATTERNS = (
-    "torch/lib/libtorch_cuda*",
+    "torch/lib/libtorch_cuda*", "torch/lib/libc10_cuda*", "nvidia/*",
 )
 
 
