@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from relman.jobs.devices import threads_per_cpu_job
 from relman.jobs.queue import enqueue, get_job
 from relman.jobs.runner import Runner
 from relman.jobs.testing import drive_until, job_status
@@ -56,4 +57,4 @@ def test_auto_device_without_cuda_runs_on_the_cpu(catalog):
     (row,) = wait_for_jobs(catalog, [job_id], progress=False, timeout=300)
     assert row["status"] == "succeeded", row["error"]
     assert row["device_used"] == "cpu" and row["result"]["device"] == "cpu"
-    assert row["result"]["threads"] >= 1
+    assert row["result"]["threads"] == threads_per_cpu_job(2)  # the runner split the cores between 2 CPU slots

@@ -68,7 +68,7 @@ def assert_catalog_clean(catalog, job_id: int) -> None:
     assert catalog.orphan_blobs() == []
     assert catalog.conn.execute("SELECT COUNT(*) FROM pending_blobs").fetchone()[0] == 0
     assert not queue.workdir_for(catalog, job_id).exists()
-    assert list((catalog.root / "objects" / "tmp").glob("*")) == [] if (catalog.root / "objects" / "tmp").exists() else True
+    assert list((catalog.root / "objects").glob("tmp/*")) == []  # no half-written blob files
     assert catalog.verify_audit() == []
 
 

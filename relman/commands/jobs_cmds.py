@@ -133,7 +133,7 @@ def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None)
     running jobs carry on and the next runner picks them up."""
     from relman.jobs.runner import Runner
 
-    runner = Runner(state.catalog(), cpu_slots=cpu_slots, grace_s=grace)
+    runner = Runner(state.catalog().root, cpu_slots=cpu_slots, grace_s=grace)
     try:
         click.echo(f"runner on {runner.catalog.root} (cpu slots: {runner.cpu_slots}); Ctrl+C to stop", err=True)
         runner.run_forever(stop_when_idle=once)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ DEFAULT_GRACE_S = 5.0
 DEFAULT_KILL_AFTER_S = 3.0
 DEFAULT_HEARTBEAT_STALE_S = 30.0
 DEFAULT_START_TIMEOUT_S = 60.0
+BUSY_TIMEOUT_MS = 1000  # a tick waits at most this long for another writer, then tries next tick
+SIGKILL = getattr(signal, "SIGKILL", signal.SIGTERM)  # Windows has no SIGKILL
 
 
 class RunnerLock:
@@ -147,8 +150,9 @@ class Runner:
 
         if isinstance(catalog, Catalog):
             self.catalog, self._owns_catalog = catalog, False
-        else:
+        else:  # our own connection, so a tick never waits long behind another process's write
             self.catalog, self._owns_catalog = open_catalog(catalog), True
+            self.catalog.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self.cpu_slots = int(cpu_slots) if cpu_slots is not None else cpu_slots_default()
         if self.cpu_slots < 1:
             raise JobError(f"cpu slots must be at least 1, not {self.cpu_slots}")
@@ -171,10 +175,22 @@ class Runner:
         return self.lock.held
 
     def tick(self) -> dict[str, list[int]]:
-        """One quick, non-blocking round. Returns what happened: {'started': [...], 'ended': [...]}"""
+        """One quick, non-blocking round. Returns what happened: {'started': [...], 'ended': [...]}
+
+        Pass a catalog *path* to the Runner (not a shared Catalog) so that it has its own
+        connection with a short busy timeout: while another process holds the write lock a
+        tick then gives up after ~1 s and the next tick carries on where it stopped."""
         report: dict[str, list[int]] = {"started": [], "ended": []}
         if self._closed or not self.lock.acquire():
             return report
+        try:
+            self._tick(report)
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e):
+                raise
+        return report
+
+    def _tick(self, report: dict[str, list[int]]) -> None:
         if not self._cleaned_at_start:
             self._cleaned_at_start = True
             self.catalog.clean_stale()
@@ -190,7 +206,6 @@ class Runner:
                 self._enforce_cancel(job)
             self._check_heartbeat(job, report)
         self._start_queued(report)
-        return report
 
     def idle(self) -> bool:
         """No worker of ours running and nothing queued or running in the catalog."""
@@ -244,7 +259,7 @@ class Runner:
     def _on_exit(self, job_id: int, returncode: int, report: dict[str, list[int]]) -> None:
         w = self.workers.pop(job_id)
         if os.name != "nt":  # anything the job started and left in its group goes too
-            signal_group(w.proc.pid, signal.SIGKILL)
+            signal_group(w.proc.pid, SIGKILL)
         from relman.jobs.worker import describe_exit
 
         self._settle_dead(job_id, describe_exit(returncode))
@@ -310,11 +325,11 @@ class Runner:
             return
         reason = f"worker stopped responding (no heartbeat for {age:.0f} s)"
         if job["id"] in self.workers:
-            signal_group(self.workers[job["id"]].proc.pid, signal.SIGKILL)
+            signal_group(self.workers[job["id"]].proc.pid, SIGKILL)
             return  # reaped on a later tick; the row is settled there with the exit status
         proc, _ = self._worker_process(job)
         if proc is not None:
-            signal_group(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, SIGKILL)
         self._settle_dead(job["id"], reason)
         report["ended"].append(job["id"])
 
@@ -336,7 +351,7 @@ class Runner:
             signal_group(pid, signal.SIGTERM)
         elif job_id not in self._kill_sent and now - self._term_sent[job_id] >= self.kill_after_s:
             self._kill_sent[job_id] = now
-            signal_group(pid, signal.SIGKILL)
+            signal_group(pid, SIGKILL)
 
     # -- starting ---------------------------------------------------------------------------
     def _busy(self) -> dict[str, int]:
