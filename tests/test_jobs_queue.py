@@ -239,3 +239,11 @@ def test_queueing_and_running_import_neither_torch_nor_qt():
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=launch.child_env(), timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_jobs_queued_from_inside_a_worker_record_it_as_their_parent(catalog, monkeypatch):
+    parent = enqueue(catalog, "noop", device="cpu")
+    monkeypatch.setenv("RELMAN_JOB_ID", str(parent))  # what the runner sets in a worker's environment
+    child = queue_job(catalog, "noop", device="cpu")
+    assert get_job(catalog, child)["parent_job_id"] == parent
+    assert queue.spawned_jobs(catalog, [parent]) == [parent, child]

@@ -298,3 +298,42 @@ def test_headless_runner_once_runs_the_queue_and_exits(catalog, catalog_path):
                          env=relman_subprocess_env(catalog_path), timeout=120)
     assert out.returncode == 0, out.stderr
     assert [get_job(catalog, j)["status"] for j in ids] == ["succeeded", "succeeded"]
+
+
+def test_tick_stays_quick_while_another_process_holds_the_write_lock(catalog, catalog_path, make_runner):
+    import time
+
+    job_id = enqueue(catalog, "noop", device="cpu")
+    runner = make_runner()
+    catalog.conn.execute("BEGIN IMMEDIATE")  # another writer, mid-transaction
+    try:
+        t0 = time.monotonic()
+        assert runner.tick()["started"] == []
+        assert time.monotonic() - t0 < 3.0
+        assert job_status(catalog, job_id) == "queued"
+    finally:
+        catalog.conn.execute("ROLLBACK")
+    drive_until(runner, finished(catalog, job_id), 30, "the noop job once the lock is free")
+    assert get_job(catalog, job_id)["status"] == "succeeded"
+
+
+def test_a_new_runner_adopts_running_workers_and_can_cancel_them(catalog, make_runner):
+    """The GUI closes (its runner lets go) while a job runs; the next runner watches that
+    worker through pid + heartbeat and enforces a cancel on it."""
+    first = make_runner(grace_s=0.3)
+    stubborn = enqueue(catalog, "sleep", {"seconds": 30, "steps": 300, "ignore_cancel": True}, device="cpu")
+    normal = enqueue(catalog, "sleep", {"seconds": 1.0, "steps": 5}, device="cpu")
+    drive_until(first, lambda: get_job(catalog, stubborn)["message"].startswith("step"), 30, "the jobs to run")
+    pid = get_job(catalog, stubborn)["pid"]
+    first.close()
+    assert job_status(catalog, stubborn) == "running" and pid_alive(pid)
+
+    second = make_runner(grace_s=0.3)
+    second.tick()
+    assert second.workers == {} and job_status(catalog, stubborn) == "running"  # adopted, not restarted
+    queue.request_cancel(catalog, stubborn)
+    drive_until(second, finished(catalog, stubborn, normal), 30, "both jobs to end")
+    assert get_job(catalog, stubborn)["status"] == "cancelled"
+    assert get_job(catalog, normal)["status"] == "succeeded"
+    wait_until(lambda: not pid_alive(pid), 10, "the adopted worker to exit")
+    assert_catalog_clean(catalog, stubborn)
