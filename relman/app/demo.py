@@ -23,8 +23,9 @@ from relman.catalog import Catalog, Metric
 
 DEMO_MODEL = "digits-vit"
 DEMO_DATASET = "digits"
-DEMO_RECIPES = (("torch-int8-dynamic", {}), ("prune-magnitude", {"sparsity": 0.5}), ("lowrank-svd", {}),
-                ("half", {}))
+DEMO_RECIPES = (("torch-int8-dynamic", {}), ("prune-magnitude", {"sparsity": 0.5}),
+                ("distill", {"dataset": "digits", "student_layers": 1, "epochs": 2, "batch_size": 64}),
+                ("lowrank-svd", {"energy": 0.8}))
 
 
 def train_digits_vit(folder: Path, *, seconds: float = 15.0, seed: int = 0, hidden: int = 32,

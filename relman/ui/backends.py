@@ -34,7 +34,7 @@ BACKENDS: dict[str, Backend] = {
     "register_dataset": Backend("relman.app.datasets", "register_dataset", "registering datasets"),
     "queue_evaluation": Backend("relman.app.evaluate", "queue_evaluation", "evaluation"),
     "queue_compression": Backend("relman.app.compress", "queue_compression", "compression"),
-    "optimize": Backend("relman.app.compress", "optimize", "optimization"),
+    "optimize": Backend("relman.app.compress", "queue_optimization", "optimization"),
     "promote": Backend("relman.app.release", "promote", "promotion"),
     "reject": Backend("relman.app.release", "reject", "rejecting versions"),
     "rollback": Backend("relman.app.release", "rollback", "rollback"),

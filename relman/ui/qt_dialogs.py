@@ -142,20 +142,28 @@ class DatasetDialog(ValidatingDialog):
 class ParamForm(QWidget):
     """A form generated from a recipe's typed parameters (relman.compress.registry.Param)."""
 
-    def __init__(self, params: Sequence[Any], parent: QWidget | None = None) -> None:
+    def __init__(self, params: Sequence[Any], parent: QWidget | None = None, datasets: Sequence[str] = ()) -> None:
         super().__init__(parent)
         self.params = list(params)
+        self.datasets = list(datasets)
         self.editors: dict[str, QWidget] = {}
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         for p in self.params:
-            editor = self._editor(p)
+            editor = self._dataset_editor(p) if p.name == "dataset" and p.type is str else self._editor(p)
             editor.setObjectName(f"param-{p.name}")
             editor.setToolTip(p.help)
             self.editors[p.name] = editor
             form.addRow(p.name, editor)
         if not self.params:
             form.addRow(QLabel("This recipe has no parameters."))
+
+    def _dataset_editor(self, p: Any) -> QWidget:
+        w = QComboBox()
+        w.setEditable(True)
+        w.addItems([""] + self.datasets)
+        w.setCurrentText(str(p.default or ""))
+        return w
 
     @staticmethod
     def _editor(p: Any) -> QWidget:
@@ -215,8 +223,14 @@ class ParamForm(QWidget):
 class CompressDialog(ValidatingDialog):
     """Recipe picker + a typed parameter form generated from the recipe registry."""
 
-    def __init__(self, recipes: Sequence[Any], parents: Sequence[str], parent: QWidget | None = None) -> None:
+    def __init__(self, recipes: Sequence[Any], parents: Sequence[str], parent: QWidget | None = None,
+                 datasets: Sequence[str] = ()) -> None:
         super().__init__("Compress", parent)
+        self.datasets = list(datasets)
+        self.dataset = QComboBox()
+        self.dataset.setObjectName("eval-dataset")
+        self.dataset.addItems(["(none)"] + self.datasets)
+        self.dataset.setToolTip("Dataset the child is evaluated on (and calibration data where a recipe needs it)")
         self.recipes = {r.name: r for r in recipes}
         self.recipe = QComboBox()
         self.recipe.setObjectName("recipe")
@@ -236,6 +250,7 @@ class CompressDialog(ValidatingDialog):
         top.addRow("Recipe", self.recipe)
         top.addRow("Parent version(s)", self.parents_label)
         top.addRow("Device", self.device)
+        top.addRow("Evaluate on", self.dataset)
         layout.addLayout(top)
         layout.addWidget(self.description)
         layout.addLayout(self.form_holder)
@@ -258,7 +273,7 @@ class CompressDialog(ValidatingDialog):
             self.form.setParent(None)
             self.form.deleteLater()
         r = self.current_recipe()
-        self.form = ParamForm(r.params if r else [], self)
+        self.form = ParamForm(r.params if r else [], self, self.datasets)
         self.form_holder.addWidget(self.form)
         if r is not None:
             needs = "several parents (a merge)" if r.multi_parent else "one parent"
@@ -277,7 +292,9 @@ class CompressDialog(ValidatingDialog):
             raise RelmanError(f"recipe '{r.name}' takes one parent; select a single version")
         assert self.form is not None
         params = r.resolve_params(self.form.raw_values())  # RecipeError names the bad parameter
-        return {"recipe": r.name, "params": params, "parents": list(self.parents), "device": self.device.currentText()}
+        ds = self.dataset.currentText()
+        return {"recipe": r.name, "params": params, "parents": list(self.parents), "device": self.device.currentText(),
+                "dataset": None if ds == "(none)" else ds}
 
 
 class EvaluateDialog(ValidatingDialog):

@@ -38,12 +38,45 @@ class ProgressDelegate(QStyledItemDelegate):
 
 def read_jobs(catalog: Catalog, limit: int = MAX_JOBS) -> list[dict[str, Any]]:
     rows = catalog.query(f"SELECT * FROM jobs ORDER BY id DESC LIMIT {int(limit)}")
+    ids: set[int] = set()
     for r in rows:
         try:
             r["params_obj"] = json.loads(r["params"] or "{}")
         except ValueError:
             r["params_obj"] = {}
+        ids.update(_version_ids(r["params_obj"]))
+        if r.get("result_version_id"):
+            ids.add(r["result_version_id"])
+    refs = _refs(catalog, ids)
+    for r in rows:
+        p = r["params_obj"]
+        target = ", ".join(refs.get(i, f"#{i}") for i in _version_ids(p))
+        if p.get("recipe"):
+            target = f"{p['recipe']} ← {target}" if target else str(p["recipe"])
+        if r.get("result_version_id") in refs:
+            target += f" → {refs[r['result_version_id']]}"
+        r["target"] = target
     return rows
+
+
+def _version_ids(params: dict[str, Any]) -> list[int]:
+    out: list[int] = []
+    for key in ("version_id", "parent_version_id", "parent_version_ids", "version_ids"):
+        value = params.get(key)
+        if isinstance(value, int):
+            out.append(value)
+        elif isinstance(value, list):
+            out.extend(v for v in value if isinstance(v, int))
+    return out
+
+
+def _refs(catalog: Catalog, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    marks = ",".join("?" * len(ids))
+    return {r[0]: f"{r[1]}@{r[2]}" for r in catalog.conn.execute(
+        f"SELECT v.id, m.name, v.version FROM versions v JOIN models m ON m.id = v.model_id WHERE v.id IN ({marks})",
+        sorted(ids))}
 
 
 def tail_file(path: str | None, max_bytes: int = 8192) -> str:
@@ -155,7 +188,7 @@ class JobsView(QWidget):
         j = self.job(self.selected_job) if self.selected_job is not None else None
         if j is None or self.catalog is None:
             return
-        text = tail_file(j.get("log_path"))
+        text = self._log_tail(j)
         if j.get("error"):
             text += f"\n[error] {j['error']}"
         if text != self.log.toPlainText():
@@ -178,6 +211,18 @@ class JobsView(QWidget):
                 self.curves[name] = curve
             curve.setData(xs, ys)
         self.curve_plot.setTitle(f"Job {j['id']} ({j['kind']}): " + (", ".join(series) if series else "no curve points"))
+
+    def _log_tail(self, job: dict[str, Any]) -> str:
+        """The app layer's log tail when this build has it, else the end of the log file."""
+        from relman.ui import backends
+
+        fn, _ = backends.lookup("job_log_tail")
+        if fn is not None and self.catalog is not None:
+            try:
+                return fn(self.catalog, job["id"], 60)
+            except Exception:  # a log being rotated / removed: show what the file has
+                pass
+        return tail_file(job.get("log_path"))
 
     def _update_buttons(self) -> None:
         j = self.job(self.selected_job) if self.selected_job is not None else None

@@ -353,8 +353,7 @@ class MainWindow(QMainWindow):
 
     def _set_versions(self, snap: Snapshot) -> None:
         keep = set(self.selected_ids)
-        self.versions_model.set_snapshot(snap)
-        self.versions_proxy.invalidateRowsFilter()
+        self.versions_model.set_snapshot(snap)  # a model reset: the proxy re-filters by itself
         if keep:
             self._select_rows(keep)
         self._update_count()
@@ -601,13 +600,15 @@ class MainWindow(QMainWindow):
         recipes = self.recipes_for(versions)
         if not recipes:
             raise RelmanError("no compression recipes are registered in this build")
-        dlg = CompressDialog(recipes, [v.ref for v in versions], self)
+        dlg = CompressDialog(recipes, [v.ref for v in versions], self, self.datasets())
         if self.dialog_runner(dlg) == QDialog.DialogCode.Accepted and dlg.result_values:
             self.queue_compression(**dlg.result_values)
 
-    def queue_compression(self, recipe: str, params: dict[str, Any], parents: list[str], device: str = "auto") -> Any:
+    def queue_compression(self, recipe: str, params: dict[str, Any], parents: list[str], device: str = "auto",
+                          dataset: str | None = None) -> Any:
         fn = backends.require("queue_compression")
-        job = fn(self.catalog, parents if len(parents) > 1 else parents[0], recipe, params=params, device=device)
+        job = fn(self.catalog, parents if len(parents) > 1 else parents[0], recipe, params=params, device=device,
+                 dataset=dataset)
         self.show_info(f"Queued {recipe} on {', '.join(parents)} (job {_job_id(job)})")
         self.refresh(force=True)
         return job
@@ -639,11 +640,34 @@ class MainWindow(QMainWindow):
         return jobs
 
     def action_optimize(self) -> None:
-        versions = self._selected_or_error("optimize it")
+        v = self._selected_or_error("optimize it")[0]
+        backends.require("optimize")
+        max_drop = QDoubleSpinBox()
+        max_drop.setRange(0.0, 0.99)
+        max_drop.setDecimals(3)
+        max_drop.setSingleStep(0.005)
+        max_drop.setValue(0.01)
+        objective = QComboBox()
+        objective.addItems(["latency", "size"])
+        dataset = QComboBox()
+        dataset.addItems(self.datasets())
+        device = QComboBox()
+        device.addItems(["auto", "cpu", "cuda:0"])
+        dlg = SimpleFormDialog(f"Optimize {v.ref} (accuracy-aware search)",
+                               [("Max accuracy drop", max_drop), ("Objective", objective), ("Dataset", dataset),
+                                ("Device", device)], _needs("Dataset"), self)
+        if self.dialog_runner(dlg) == QDialog.DialogCode.Accepted and dlg.result_values:
+            vals = dlg.result_values
+            self.queue_optimization(v.ref, max_drop=vals["Max accuracy drop"], objective=vals["Objective"],
+                                    dataset=vals["Dataset"], device=vals["Device"])
+
+    def queue_optimization(self, ref: str, *, max_drop: float, objective: str, dataset: str,
+                           device: str = "auto") -> Any:
         fn = backends.require("optimize")
-        result = fn(self.catalog, versions[0].ref)
-        self.show_info(f"Optimization queued for {versions[0].ref} ({_job_id(result)})")
+        job = fn(self.catalog, ref, max_drop=max_drop, objective=objective, dataset=dataset, device=device)
+        self.show_info(f"Optimization of {ref} queued ({_job_id(job)})")
         self.refresh(force=True)
+        return job
 
     def action_export(self) -> None:
         v = self._selected_or_error("export it")[0]
@@ -872,13 +896,14 @@ class MainWindow(QMainWindow):
 
     def _restore_settings(self) -> None:
         geom = self.settings.value("geometry")
-        if isinstance(geom, QByteArray) and not geom.isEmpty():
-            self.restoreGeometry(geom)
+        self.restored_layout = False
+        if isinstance(geom, QByteArray) and not geom.isEmpty() and self.restoreGeometry(geom):
+            self.restored_layout = True
         else:
             self.resize(1400, 880)
         state = self.settings.value("window_state")
         if isinstance(state, QByteArray) and not state.isEmpty():
-            self.restoreState(state)
+            self.restored_layout = self.restoreState(state) and self.restored_layout
         tab = self.settings.value("tab", 0)
         try:
             self.tabs.setCurrentIndex(int(tab))

@@ -167,13 +167,19 @@ class VersionsFilterProxy(QSortFilterProxyModel):
         self.setDynamicSortFilter(False)
 
     def set_filter(self, text: str | None = None, phase: str | None = None, model: str | None = None) -> None:
+        new_filter = hasattr(self, "beginFilterChange")  # Qt >= 6.9; invalidateRowsFilter is deprecated there
+        if new_filter:
+            self.beginFilterChange()
         if text is not None:
             self._text = text.strip().lower()
         if phase is not None:
             self._phase = phase
         if model is not None:
             self._model = model
-        self.invalidateRowsFilter()
+        if new_filter:
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            self.invalidateRowsFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         src: VersionsTableModel = self.sourceModel()  # type: ignore[assignment]
@@ -256,7 +262,7 @@ class JobsTableModel(QAbstractTableModel):
         c = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return [
-                str(j["id"]), j["kind"], job_target(j.get("params_obj", {})), j["status"],
+                str(j["id"]), j["kind"], j.get("target") or job_target(j.get("params_obj", {})), j["status"],
                 f"{100 * (j['progress'] or 0):.0f}%", j.get("device_used") or j["device"],
                 elapsed_text(j["started_at"], j["finished_at"]), j.get("error") or j["message"],
             ][c]
