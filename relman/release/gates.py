@@ -325,9 +325,23 @@ def _metric_rule(rule: MetricRule, text: str, subjects: Mapping[str, _Subject | 
                       f"{rule.metric} = {_fmt(left)} {'' if ok else 'not '}{rule.op} {_fmt(right)}", inputs)
 
 
+def check_artifacts(catalog: Any, version_id: int) -> RuleResult:
+    """Re-hash the version's blobs. Blobs are immutable and content-addressed, so callers run
+    this before taking the write lock (hashing gigabytes must not block other writers)."""
+    bad = []
+    arts = catalog.artifacts(version_id)
+    for a in arts:
+        problem = catalog.store.verify(a["sha256"])
+        if problem:
+            bad.append(f"{a['path']}: {problem}")
+    return RuleResult("artifacts intact", "fail" if bad else "pass",
+                      "; ".join(bad) if bad else f"{len(arts)} file(s) match their sha256", {"files": len(arts)})
+
+
 def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping[str, Any] | None = None,
-                   revision: int | None = None) -> GateReport:
-    """Evaluate every rule guarding `version`'s move to `to_phase` under its model's policy."""
+                   revision: int | None = None, integrity: RuleResult | None = None) -> GateReport:
+    """Evaluate every rule guarding `version`'s move to `to_phase` under its model's policy
+    (`integrity`: a `check_artifacts` result computed beforehand, else computed here)."""
     from relman.catalog.catalog import utcnow
     from relman.release.approvals import valid_approvals
     from relman.release.policy import PHASES, allowed_targets, get_policy
@@ -372,15 +386,7 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
                                       f"not evaluated on dataset '{rule.dataset}' (evaluated on: {', '.join(seen) or 'none'})",
                                       {"datasets": seen}))
     if to_phase in policy.get("verify_artifacts", []):
-        bad = []
-        arts = catalog.artifacts(version.id)
-        for a in arts:
-            problem = catalog.store.verify(a["sha256"])
-            if problem:
-                bad.append(f"{a['path']}: {problem}")
-        results.append(RuleResult("artifacts intact", "fail" if bad else "pass",
-                                  "; ".join(bad) if bad else f"{len(arts)} file(s) match their sha256",
-                                  {"files": len(arts)}))
+        results.append(integrity if integrity is not None else check_artifacts(catalog, version.id))
     allowed = to_phase in allowed_targets(policy, version.phase)
     return GateReport(model=version.model, version=version.version, from_phase=version.phase, to_phase=to_phase,
                       policy_revision=int(revision or 0), evaluated_at=utcnow(), rules=results, allowed=allowed,

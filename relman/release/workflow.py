@@ -16,7 +16,7 @@ from typing import Any
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
-from relman.release.gates import GateReport, evaluate_gates
+from relman.release.gates import GateReport, check_artifacts, evaluate_gates
 from relman.release.policy import PHASES, allowed_targets, get_policy
 
 
@@ -72,6 +72,10 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
     if to_phase not in PHASES:
         raise ReleaseError(f"unknown phase '{to_phase}' (phases: {', '.join(PHASES)})")
     replaced: list[dict[str, str]] = []
+    pre = catalog.get_version(version_id)
+    integrity = None
+    if to_phase in get_policy(catalog, pre.model)[0].get("verify_artifacts", []):
+        integrity = check_artifacts(catalog, pre.id)  # before the lock: hashing can take a while
     with catalog.transaction():
         v = catalog.get_version(version_id)
         if v.phase == to_phase:
@@ -86,7 +90,7 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
             if other:
                 raise ReleaseError(f"{other[0].ref} is already in staging (one canary per model); promote, reject or "
                                    "move it back to candidate first")
-        report = evaluate_gates(catalog, v, to_phase, policy=policy, revision=revision)
+        report = evaluate_gates(catalog, v, to_phase, policy=policy, revision=revision, integrity=integrity)
         if not report.passed and not override:
             raise GateFailed(f"gates refuse {v.ref} → {to_phase}: {report.failing_text()} "
                              "(fix them, or --override --why \"...\")", report)
