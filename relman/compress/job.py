@@ -138,7 +138,12 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
         return None, "evaluation is not available in this installation"
     from relman.jobs.queue import enqueue
 
-    plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref)
+    from relman.evaluate import registry
+
+    suites = list(registry.default_suites(child.task, bool(dataset)))
+    if dataset:  # fidelity reads the dataset's inputs through both models
+        suites.append("fidelity")
+    plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
     job_id = enqueue(ctx.catalog, "evaluate", plans[0], device=device, actor=ctx.actor,
                      parent_job_id=ctx.job_id)
