@@ -157,7 +157,10 @@ class Runner:
         if self.cpu_slots < 1:
             raise JobError(f"cpu slots must be at least 1, not {self.cpu_slots}")
         env_grace = os.environ.get("RELMAN_CANCEL_GRACE_S")
-        self.grace_s = float(grace_s if grace_s is not None else (env_grace or DEFAULT_GRACE_S))
+        try:
+            self.grace_s = float(grace_s if grace_s is not None else (env_grace or DEFAULT_GRACE_S))
+        except ValueError:
+            raise JobError(f"RELMAN_CANCEL_GRACE_S must be a number of seconds, not '{env_grace}'") from None
         self.kill_after_s = kill_after_s
         self.heartbeat_stale_s = heartbeat_stale_s
         self.start_timeout_s = start_timeout_s
@@ -235,9 +238,12 @@ class Runner:
         if self._closed:
             return
         self._closed = True
-        for w in list(self.workers.values()):  # reap what already ended, so no zombies remain
-            if w.proc.poll() is not None:
-                self._on_exit(w.job_id, w.proc.returncode, {"started": [], "ended": []})
+        try:
+            for w in list(self.workers.values()):  # reap what already ended, so no zombies remain
+                if w.proc.poll() is not None:
+                    self._on_exit(w.job_id, w.proc.returncode, {"started": [], "ended": []})
+        except sqlite3.OperationalError:  # catalog busy: the next runner settles them
+            pass
         self.probe.close()
         self.lock.release()
         if self._owns_catalog:
