@@ -205,10 +205,8 @@ def queue_cmd(state: AppState, kind: str, pairs: tuple[str, ...], device: str, w
 @pass_state
 def worker(state: AppState, job_id: int) -> None:
     """Run one job (started by the runner; not for direct use)."""
-    from relman.jobs.worker import import_catalog_quickly, run_worker
-
-    import_catalog_quickly()
     from relman.catalog import resolve_catalog_path
+    from relman.jobs.worker import run_worker
 
     sys.exit(run_worker(resolve_catalog_path(state.catalog_path), job_id))
 

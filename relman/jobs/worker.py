@@ -172,26 +172,8 @@ def _kill_children() -> None:
     psutil.wait_procs(children, timeout=3)
 
 
-def import_catalog_quickly() -> None:
-    """Import sqlite_utils without the pandas/numpy it tries eagerly (about 0.5 s of every
-    job's start-up) only to recognise their types in inserts, which the catalog never passes.
-    Both stay importable for the job itself afterwards."""
-    if "sqlite_utils" in sys.modules or "pandas" in sys.modules:
-        return
-    blocked = [m for m in ("pandas", "numpy") if m not in sys.modules]
-    for m in blocked:
-        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
-    try:
-        import sqlite_utils  # noqa: F401
-    finally:
-        for m in blocked:
-            if sys.modules.get(m, 0) is None:
-                del sys.modules[m]
-
-
 def run_worker(catalog_path: Path | str, job_id: int) -> int:
     """Run job `job_id` of the catalog at `catalog_path`; returns an `EXIT_*` code."""
-    import_catalog_quickly()
     from relman.catalog import open_catalog
     from relman.jobs import kinds, queue
     from relman.jobs.context import JobContext
