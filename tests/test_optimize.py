@@ -1,0 +1,118 @@
+"""Accuracy-aware search: candidate planning, the Pareto frontier, the stop rule, the report."""
+
+from __future__ import annotations
+
+import pytest
+
+from relman.app.models import import_model
+from relman.compress import optimize
+from relman.errors import RecipeError
+from relman.jobs.context import JobContext
+
+FAST = {"latency_budget_s": 0.3, "latency_samples": 5, "seq_len": 16}
+
+
+def test_pareto_front_keeps_exactly_the_undominated_points():
+    pts = [(0.90, 100, 10),   # parent: best quality
+           (0.89, 25, 4),     # smaller and faster, slightly worse: on the front
+           (0.85, 30, 5),     # dominated by the one above
+           (0.80, 20, 6),     # smallest: on the front
+           (0.89, 25, 4)]     # a tie with #1 is not dominated by it
+    assert optimize.pareto_front(pts) == [True, True, False, True, True]
+
+
+def test_candidates_run_from_aggressive_to_careful_and_fit_the_parent(catalog, tiny_bert, tiny_gpt2):
+    bert = import_model(catalog, tiny_bert, "bert")
+    labels = [c["label"] for c in optimize.plan_candidates(bert, dataset="d", objective="latency")]
+    ort = [lbl for lbl in labels if lbl.startswith("ORT")]
+    assert ort[:4] == ["ORT INT8 dynamic", "ORT INT8 static", "ORT INT8 static per-channel",
+                       "ORT INT8 static per-channel, 4 sensitive layers in float"]
+    static = [c for c in optimize.plan_candidates(bert, dataset="d") if c["params"].get("mode") == "static"]
+    assert all(c["params"]["dataset"] == "d" for c in static)  # calibrated on the search's dataset
+    assert not any("INT4" in lbl for lbl in labels)  # a classifier has no 4-bit LM recipe
+    gpt2 = import_model(catalog, tiny_gpt2, "gpt2")
+    size_first = optimize.plan_candidates(gpt2, objective="size")[0]
+    assert size_first["recipe"] == "int4-weight-only"
+    assert [c for c in optimize.plan_candidates(gpt2, objective="size") if c["recipe"] == "onnx-fp16"]
+    only = optimize.plan_candidates(bert, recipes=["onnx-fp16"], objective="latency")
+    assert only == []  # FP16 is for size or a GPU, not CPU latency
+
+
+def run_search(catalog, parent, **params):
+    ctx = JobContext(catalog)
+    try:
+        return optimize.run({"parent_version_id": parent.id, **FAST, **params}, ctx)
+    finally:
+        ctx.cleanup()
+
+
+def test_search_stops_when_the_budget_is_met_and_reports_the_best(catalog, tiny_bert):
+    from relman.app.datasets import register_demo_sentiment
+
+    register_demo_sentiment(catalog, "sentiment", n=24)
+    parent = import_model(catalog, tiny_bert, "bert")
+    cands = optimize.plan_candidates(parent, dataset="sentiment", recipes=["ort-int8"])[:3]
+    res = run_search(catalog, parent, max_drop=0.5, objective="latency", dataset="sentiment", candidates=cands)
+    assert res["stopped"] == "budget met" and len(res["tried"]) == 1  # the first candidate was good enough
+    best = res["best_figures"]
+    assert res["best"] == best["ref"] == "bert@1.0.1" and best["meets"] and best["drop"] <= 0.5
+    child = catalog.resolve(res["best"])
+    assert [p["parent_id"] for p in catalog.parents(child.id)] == [parent.id]
+    # figures come from the stored evaluation of each version
+    values = catalog.metric_values(child.id)
+    assert best["quality"] == values["accuracy"] and best["latency_ms"] == values["latency_p50_ms"]
+    assert res["parent"]["quality"] == catalog.metric_values(parent.id)["accuracy"]
+    assert res["quality_metric"] == "quality/accuracy"
+    marks = {v.ref: catalog.metric_values(v.id).get("pareto") for v in catalog.versions()}
+    assert set(marks) == {"bert@1.0.0", "bert@1.0.1"} and all(m in (0.0, 1.0) for m in marks.values())
+    figs = [res["parent"]] + res["tried"]
+    front = optimize.pareto_front([(f["quality"], f["size_bytes"], f["latency_ms"]) for f in figs])
+    assert [marks[f["ref"]] == 1.0 for f in figs] == [f["pareto"] for f in figs] == front
+    assert any(front)
+
+
+def test_search_that_never_meets_the_budget_tries_every_candidate(catalog, tiny_bert):
+    parent = import_model(catalog, tiny_bert, "bert")
+    cands = [{"recipe": "ort-int8", "params": {"mode": "dynamic"}, "label": "dyn"},
+             {"recipe": "ort-int8", "params": {"nodes_to_exclude": ["nope"]}, "label": "broken"},
+             {"recipe": "onnx-fp16", "params": {}, "label": "fp16"}]
+    # a drop of -1 (quality rising by a whole unit) is impossible, so no candidate can meet it
+    res = run_search(catalog, parent, max_drop=-1.0, objective="size", candidates=cands)
+    assert res["stopped"] == "candidates exhausted" and res["best"] is None
+    assert [f["label"] for f in res["tried"]] == ["dyn", "fp16"]
+    assert res["failed"] == [{"label": "broken", "recipe": "ort-int8",
+                              "error": res["failed"][0]["error"]}] and "nope" in res["failed"][0]["error"]
+    assert res["quality_source"] == "synthetic agreement"
+    for f in res["tried"]:  # every tried version is kept, with its synthetic agreement stored
+        v = catalog.resolve(f["ref"])
+        assert 0.0 <= catalog.metric_values(v.id)["synthetic_agreement"] == f["quality"] <= 1.0
+    assert len(catalog.versions()) == 3
+    import relman.cli  # noqa: F401  (command modules are imported through the CLI root)
+    from relman.commands.compress_cmds import render_report
+
+    text = render_report(res)
+    assert "stopped: candidates exhausted" in text and "best: none of the tried versions" in text
+    assert "skipped broken:" in text
+
+
+def test_queue_optimization_checks_its_arguments(catalog, tiny_bert):
+    from relman.app.compress import queue_optimization
+
+    import_model(catalog, tiny_bert, "bert")
+    with pytest.raises(RecipeError, match=r"--max-drop is a fraction in \[0, 1\)"):
+        queue_optimization(catalog, "bert@1.0.0", max_drop=5)
+    with pytest.raises(RecipeError, match=r"objective must be one of latency, size"):
+        queue_optimization(catalog, "bert@1.0.0", objective="speed")
+    with pytest.raises(RecipeError, match=r"no compression recipe applies to bert@1.0.0"):
+        queue_optimization(catalog, "bert@1.0.0", recipes=["int4-weight-only"])
+    assert catalog.conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_cli_optimize_runs_the_search_and_prints_the_best_version(run_cli, catalog, tiny_bert):
+    import_model(catalog, tiny_bert, "bert")
+    res = run_cli("optimize", "bert@1.0.0", "--max-drop", "0.9", "--objective", "size", "--recipe", "ort-int8",
+                  "--max-candidates", "1", "--device", "cpu", "--wait")
+    assert res.exit_code == 0, res.output
+    assert "stopped: budget met" in res.output
+    assert "best: bert@1.0.1" in res.output and "(parent " in res.output
+    assert "ORT INT8 dynamic" in res.output
