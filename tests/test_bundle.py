@@ -123,6 +123,7 @@ def test_round_trip_into_another_catalog(source, target, tmp_path, run_cli):
 
     write_model_card(target, tv, card)
     assert "reviews" in card.read_text() and "toy" in card.read_text()
+    assert "## Origin" in card.read_text() and "| draft → candidate | tester | review |" in card.read_text()
     # the same bundle twice: refused, nothing written
     before = snapshot(target)
     with pytest.raises(DuplicateVersion, match="already in this catalog"):

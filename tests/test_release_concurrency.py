@@ -67,6 +67,9 @@ def test_two_processes_promote_and_approve_at_once(catalog, catalog_path, tiny_b
     files = {a["path"]: catalog.store.path(a["sha256"]) for a in catalog.artifacts(first.id)}
     ids = [first.id] + [catalog.add_version("cc", files, format="hf", task="text-classification").id
                         for _ in range(7)]
+    # forward only, so a late "→ candidate" cannot pull the staging version back
+    release.set_policy(catalog, "cc", {"transitions": {"draft": ["candidate"], "candidate": ["staging"],
+                                                       "staging": ["production"]}})
     serving = tmp_path / "serving"
     serving.mkdir()
     release.set_channels_dir(catalog, serving)
@@ -88,7 +91,8 @@ def test_two_processes_promote_and_approve_at_once(catalog, catalog_path, tiny_b
     assert sum(r["approve"] for r in results) == 2 * len(ids)
     assert sum(r["promote"] for r in results) == len(ids) + 1
     refusals = [msg for r in results for msg in r["refused"]]
-    assert len(refusals) == len(ids) + 1 and all("already in" in m for m in refusals)
+    assert len(refusals) == len(ids) + 1
+    assert all("already in" in m or "does not allow staging → candidate" in m for m in refusals), refusals
     assert sum(r["rollout"] for r in results) == 6
     # nothing lost: one event per successful change, in one unbroken chain
     events = catalog.query("SELECT seq, kind FROM events WHERE seq > ? ORDER BY seq", [n_before])

@@ -79,12 +79,16 @@ def write_channels(catalog: Any, folder: Path | str) -> Path:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise ReleaseError(f"channels folder {folder} does not exist (create it, or choose another)")
-    data = json.dumps(build_channels(catalog), indent=2, sort_keys=True).encode()
     target = folder / FILENAME
-    try:
-        atomic_write(target, data)
-    except OSError as e:
-        raise ReleaseError(f"cannot write {target} ({e.strerror or e})") from None
+    # Build and write under the catalog's write lock: writers are serialised, so the file
+    # written last always describes the newest committed state (never an older snapshot
+    # that lost a race with another process's change).
+    with catalog.transaction():
+        data = json.dumps(build_channels(catalog), indent=2, sort_keys=True).encode()
+        try:
+            atomic_write(target, data)
+        except OSError as e:
+            raise ReleaseError(f"cannot write {target} ({e.strerror or e})") from None
     return target
 
 
