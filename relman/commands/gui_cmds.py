@@ -54,7 +54,7 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     if shots is None and headless:
         click.echo(f"demo catalog ready at {root} (no display: run 'relman --catalog {root} gui' on a desktop)")
         return
-    from relman.ui.app import open_window, screenshots
+    from relman.ui.app import close_window, open_window, screenshots
 
     app, window = open_window(root, headless=headless)
     window.set_selection([v.id for v in window.snapshot.versions if v.phase == "production"][:1])
@@ -62,11 +62,9 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
         window.resize(1400, 860)
         for path in screenshots(window, shots):
             click.echo(f"screenshot {path}")
-    if headless:
-        window.shutdown()
-        window.close()
-        return
-    app.exec()
+    if not headless:
+        app.exec()
+    close_window(app, window)
 
 
 COMMANDS: list[click.Command] = [gui, demo]

@@ -95,7 +95,25 @@ def run_gui(catalog_path: str | os.PathLike[str] | None = None) -> int:
         QMessageBox.critical(None, "relman", f"Cannot open the catalog: {e}")
         return 1
     window.statusBar().showMessage(f"Ready ({window.startup_s:.2f} s to open)", 10000)
-    return int(app.exec())
+    code = int(app.exec())
+    close_window(app, window)
+    return code
+
+
+def close_window(app: Any, window: Any) -> None:
+    """Shut the window down completely while Qt is still alive.
+
+    Why: with pyqtgraph plots in several views, leaving the window for interpreter shutdown
+    to collect crashes CPython's finaliser (a refcount bug below us: "bool_dealloc"), so a
+    headless run would exit with SIGABRT. Stopping timers, deleting the window through Qt and
+    collecting garbage before exit avoids it."""
+    import gc
+
+    window.shutdown()
+    window.close()
+    window.deleteLater()
+    app.processEvents()
+    gc.collect()
 
 
 def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, prefix: str = "") -> list[Path]:
