@@ -139,7 +139,8 @@ def test_no_production_or_parent_is_skipped_and_says_so(catalog, tiny_bert):
 def test_evaluated_on_dataset(family):
     catalog, _, child = family
     catalog.add_metrics(child.id, [Metric("q", "accuracy", 0.9, {"dataset": "dev-a"})])
-    res, _ = run_rules(catalog, catalog.get_version(child.id), ['evaluated_on == "dev-a"', "evaluated on dataset dev-b"])
+    res, _ = run_rules(catalog, catalog.get_version(child.id),
+                       ['evaluated_on == "dev-a"', "evaluated on dataset dev-b"])
     assert res['evaluated_on == "dev-a"'].status == "pass"
     bad = res["evaluated on dataset dev-b"]
     assert bad.status == "fail" and bad.reason == "not evaluated on dataset 'dev-b' (evaluated on: dev-a)"

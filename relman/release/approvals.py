@@ -70,7 +70,8 @@ def approve(catalog: Any, version_id: int, to_phase: str, by: str, comment: str 
             approval_id, renewed = int(row[0]), True
         else:
             cur = catalog.conn.execute(
-                "INSERT INTO approvals (version_id, to_phase, by, comment, metrics_digest, at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO approvals (version_id, to_phase, by, comment, metrics_digest, at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 [v.id, to_phase, by, comment, digest, now])
             approval_id = int(cur.lastrowid)
         audit.append(catalog.db, at=now, actor=by, kind="approve", model=v.model, version=v.version,

@@ -105,7 +105,8 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     for a in catalog.artifacts(v.id):  # never sign bytes that are not the recorded ones
         problem = catalog.store.verify(a["sha256"])
         if problem:
-            raise IntegrityError(f"cannot export {v.ref}: {a['path']} ({catalog.store.path(a['sha256'])}) is {problem}; "
+            raise IntegrityError(f"cannot export {v.ref}: {a['path']} ({catalog.store.path(a['sha256'])}) is "
+                                 f"{problem}; "
                                  "run 'relman verify'")
     card = render_card(catalog, v).encode("utf-8")
     manifest = build_manifest(catalog, v, card)
@@ -279,7 +280,8 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
         manifest, signer, files = read_bundle(path, Path(tmp))
         model, version, info = manifest["model"], manifest["version"], manifest["info"]
         artifacts = {name[len("artifacts/"):]: p for name, p in files.items() if name.startswith("artifacts/")}
-        shas = {f["path"][len("artifacts/"):]: f["sha256"] for f in manifest["files"] if f["path"].startswith("artifacts/")}
+        shas = {f["path"][len("artifacts/"):]: f["sha256"] for f in manifest["files"]
+                if f["path"].startswith("artifacts/")}
         if manifest_sha(shas) != info["manifest_sha256"]:
             raise BundleError(f"{path}: the artifacts do not add up to the version's manifest sha256")
         for v in catalog.versions():

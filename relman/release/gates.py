@@ -374,16 +374,17 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
             approvals = valid_approvals(catalog, version.id, to_phase)
             n = len(approvals)
             ok = _compare(float(n), rule.op, rule.count)
-            results.append(RuleResult(text, "pass" if ok else "fail",
-                                      f"{n} valid approval(s) for {to_phase}" + ("" if ok else f", need {rule.op} {rule.count:g}"),
+            need = "" if ok else f", need {rule.op} {rule.count:g}"
+            results.append(RuleResult(text, "pass" if ok else "fail", f"{n} valid approval(s) for {to_phase}{need}",
                                       {"approvals": n, "by": [a["by"] for a in approvals]}))
         else:
-            seen = sorted({m["dataset"] or m["context"].get("dataset") for m in catalog.metrics(version.id, latest=False)}
-                          - {None, ""})
+            seen = sorted({m["dataset"] or m["context"].get("dataset")
+                           for m in catalog.metrics(version.id, latest=False)} - {None, ""})
             ok = rule.dataset in seen
             results.append(RuleResult(text, "pass" if ok else "fail",
                                       f"evaluated on {rule.dataset}" if ok else
-                                      f"not evaluated on dataset '{rule.dataset}' (evaluated on: {', '.join(seen) or 'none'})",
+                                      f"not evaluated on dataset '{rule.dataset}' "
+                                      f"(evaluated on: {', '.join(seen) or 'none'})",
                                       {"datasets": seen}))
     if to_phase in policy.get("verify_artifacts", []):
         results.append(integrity if integrity is not None else check_artifacts(catalog, version.id))

@@ -44,7 +44,8 @@ def set_card_fields(catalog: Any, version_id: int, values: Mapping[str, str], *,
         v = catalog.get_version(version_id)
         fields = card_fields(catalog, v)
         fields.update({k: str(val) for k, val in values.items()})
-        catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", [_key(v), json.dumps(fields)])
+        catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                             [_key(v), json.dumps(fields)])
         audit.append(catalog.db, at=utcnow(), actor=actor, kind="card-edit", model=v.model, version=v.version,
                      payload={"fields": sorted(values)})
     return fields
@@ -66,8 +67,10 @@ def _yaml(obj: Any, indent: int = 0) -> list[str]:
             if isinstance(val, (Mapping, list)) and val:
                 lines.append(f"{pad}{k}:")
                 lines.extend(_yaml(val, indent + 1))
+            elif isinstance(val, (Mapping, list)):
+                lines.append(f"{pad}{k}: {'{}' if isinstance(val, Mapping) else '[]'}")
             else:
-                lines.append(f"{pad}{k}: {_q(val) if not isinstance(val, (Mapping, list)) else ('{}' if isinstance(val, Mapping) else '[]')}")
+                lines.append(f"{pad}{k}: {_q(val)}")
     elif isinstance(obj, list):
         for item in obj:
             sub = _yaml(item, indent + 1) if isinstance(item, (Mapping, list)) else [f"{pad}  {_q(item)}"]
@@ -106,8 +109,8 @@ def _ancestry(catalog: Any, v: Any, depth: int = 12) -> list[tuple[int, dict[str
 
 
 def last_gate_report(catalog: Any, version_id: int) -> dict[str, Any] | None:
-    row = catalog.conn.execute("SELECT gate_report FROM transitions WHERE version_id = ? AND gate_report LIKE '%\"rules\"%'"
-                               " ORDER BY id DESC LIMIT 1", [version_id]).fetchone()
+    row = catalog.conn.execute("SELECT gate_report FROM transitions WHERE version_id = ?"
+                               " AND gate_report LIKE '%\"rules\"%' ORDER BY id DESC LIMIT 1", [version_id]).fetchone()
     return json.loads(row[0]) if row else None
 
 
@@ -149,7 +152,8 @@ def render_card(catalog: Any, v: Any) -> str:
     lines += ["| | |", "|---|---|", f"| phase | {v.phase} |", f"| format | {v.format} |", f"| task | {v.task or ''} |",
               f"| architecture | {v.architecture or ''} |", f"| parameters | {v.params or 0:,} |",
               f"| dtype | {v.dtype or ''} |", f"| size | {v.size_bytes:,} bytes |",
-              f"| created | {v.created_at[:19]} by {v.created_by} |", f"| manifest sha256 | `{v.manifest_sha256}` |", ""]
+              f"| created | {v.created_at[:19]} by {v.created_by} |",
+              f"| manifest sha256 | `{v.manifest_sha256}` |", ""]
     hint = f"_Not filled in yet: `relman card {v.ref} --set {{}}=\"...\"`_"
     lines += ["## Intended use", "", fields.get("intended_use") or hint.format("intended_use"), "",
               "## Limitations", "", fields.get("limitations") or hint.format("limitations"), ""]

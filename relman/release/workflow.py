@@ -145,7 +145,8 @@ def reject(catalog: Any, version_id: int, *, why: str = "", who: str) -> dict[st
 def previous_production(catalog: Any, model: str, current_id: int | None) -> Any | None:
     """The version that was in production before `current_id` (skipping rejected ones)."""
     rows = catalog.conn.execute(
-        "SELECT t.version_id FROM transitions t JOIN versions v ON v.id = t.version_id JOIN models m ON m.id = v.model_id"
+        "SELECT t.version_id FROM transitions t JOIN versions v ON v.id = t.version_id"
+        " JOIN models m ON m.id = v.model_id"
         " WHERE m.name = ? AND t.to_phase = 'production' ORDER BY t.id DESC", [model]).fetchall()
     seen: set[int] = set()
     for (vid,) in rows:
@@ -170,7 +171,8 @@ def rollback(catalog: Any, model: str, *, why: str = "", who: str) -> dict[str, 
         cur = max(current, key=lambda v: v.created_at)
         prev = previous_production(catalog, model, cur.id)
         if prev is None:
-            raise ReleaseError(f"{cur.ref} is the first production version of {model}; there is nothing to roll back to")
+            raise ReleaseError(f"{cur.ref} is the first production version of {model}; "
+                               "there is nothing to roll back to")
         policy, revision = get_policy(catalog, model)
         dest = policy["rollback_to"]
         at = _now()
