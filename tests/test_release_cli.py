@@ -85,3 +85,19 @@ def test_card_file_audit_show_and_clear_errors(catalog, tiny_bert, tmp_path, run
         assert r.exit_code != 0 and message in r.output, (args, r.output)
         assert "Traceback" not in r.output
     assert not catalog.verify_audit()
+
+
+def test_release_modules_stay_light():
+    """The release layer is imported at CLI/GUI start-up: no torch, transformers, onnxruntime or Qt."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, relman.cli, relman.app.release, relman.app.bundles, relman.release.bundle, "
+            "relman.release.gates, relman.release.workflow, relman.release.modelcard, relman.release.audit, "
+            "relman.release.keys, relman.release.channels, relman.release.policy, relman.release.approvals; "
+            "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'onnx', 'PySide6', 'sklearn') "
+            "if m in sys.modules))")
+    repo = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
+    assert out.stdout.strip() == "[]"
