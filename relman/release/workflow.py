@@ -251,6 +251,8 @@ def phases_at(catalog: Any, model: str, when: datetime | str) -> dict[str, str]:
     not exist yet are left out."""
     if isinstance(when, str):
         when = parse_when(when)
+    elif when.tzinfo is None:  # naive = UTC, like parse_when
+        when = when.replace(tzinfo=timezone.utc)
     phases: dict[str, str] = {}
     for v in catalog.versions(model):
         if datetime.fromisoformat(v.created_at) <= when:
