@@ -12,7 +12,9 @@ key to config.json, `relman_surgery`, listing the reshaped layers:
      "attrs":   {"encoder.layer.0.attention.self": {"num_attention_heads": 3, ...}}}
 
 `load_reshaped` builds the model from the config, applies that list, then loads the weights
-strictly (every tensor must fit), so nothing is silently re-initialised. Recipes compose:
+strictly (every tensor must fit), so nothing is silently re-initialised. The weights are
+saved under the model's in-memory tensor names (safetensors `save_model`, shared tensors
+stored once), not save_pretrained's checkpoint names, so loading needs no key conversion. Recipes compose:
 loading a reshaped parent and reshaping it further merges the lists.
 """
 
@@ -199,6 +201,15 @@ def save_child(model: nn.Module, parent_folder: Path, out: Path, surgery: dict[s
         if not p.is_contiguous():
             p.data = p.data.contiguous()
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out), safe_serialization=True)
+    if surgery:
+        # The tensors keep the in-memory module names: save_pretrained would rename some to a
+        # legacy checkpoint layout (e.g. ViT's attention.attention.key) that only
+        # from_pretrained maps back, and from_pretrained cannot build this model anyway.
+        from safetensors.torch import save_model
+
+        model.config.save_pretrained(str(out))
+        save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(str(out), safe_serialization=True)
     copy_preprocessing(parent_folder, out)
     return RESHAPED if surgery else "hf"
