@@ -304,6 +304,28 @@ def test_latency_time_budget_stops_early(tiny_bert):
     assert 5 <= len(ms) < 100 and np.all(ms >= 9)
 
 
+@pytest.mark.gpu
+def test_cuda_memory_latency_quality(catalog, tiny_bert):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from relman.app.datasets import register_demo_sentiment
+    from relman.app.models import import_model
+
+    v = import_model(catalog, tiny_bert, "bert")
+    register_demo_sentiment(catalog, n=16)
+    evaluate(catalog, v.id, dataset="sentiment", suites=["quality"], device="cpu")
+    cpu_accuracy = values(catalog, v.id)["accuracy"]
+    evaluate(catalog, v.id, dataset="sentiment", suites=["memory", "latency", "quality"], device="cuda",
+             options=FAST_LATENCY)
+    got = values(catalog, v.id)
+    assert got["peak_gpu_mb"] > 0 and got["latency_p50_ms"] > 0
+    assert got["accuracy"] == pytest.approx(cpu_accuracy)
+    lat = next(r for r in catalog.metrics(v.id) if r["name"] == "latency_p50_ms")
+    assert lat["context"]["timer"] == "cuda_events" and lat["context"]["device"] == "cuda"
+
+
 # -- failures store nothing ----------------------------------------------------------------------
 def _metric_rows(catalog) -> int:
     return catalog.conn.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]

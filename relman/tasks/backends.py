@@ -116,6 +116,10 @@ class OnnxBackend(Backend):
         self.device = device
         self.task = task
         self.session = onnx_session(Path(folder), device=device, threads=threads)
+        if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
+            # Never report CPU timings under a 'cuda' label.
+            raise EvaluationError(f"{folder}: onnxruntime here has no CUDA execution provider, so this ONNX "
+                                  "version cannot run on the GPU; evaluate it with --device cpu")
         self.inputs = {i.name: _ORT_NUMPY.get(i.type, np.float32) for i in self.session.get_inputs()}
         self.input_names = list(self.inputs)
         outputs = [o.name for o in self.session.get_outputs()]
