@@ -71,10 +71,11 @@ def latency_compare(folder: Path, fmt: str, batch: int, seq: int, threads: int, 
                 torch.cuda.synchronize()
             return out
     rel, raw = [], []
-    for _ in range(rounds):
-        m = {x.name: x.value for x in latency.run(env)}
-        rel.append(m["latency_p50_ms"])
-        raw.append(float(np.median(raw_latency_ms(call, 20, samples))))
+    for i in range(rounds):  # alternate which goes first, so neither always runs on a warmer machine
+        measure_rel = lambda: rel.append({x.name: x.value for x in latency.run(env)}["latency_p50_ms"])  # noqa: E731
+        measure_raw = lambda: raw.append(float(np.median(raw_latency_ms(call, 20, samples))))  # noqa: E731
+        for measure in ((measure_rel, measure_raw) if i % 2 == 0 else (measure_raw, measure_rel)):
+            measure()
     r, w = statistics.median(rel), statistics.median(raw)
     return {"relman_p50_ms": r, "raw_p50_ms": w, "ratio": r / w}
 
@@ -117,9 +118,11 @@ def throughput_compare(folder: Path, fmt: str, n: int, batch: int, threads: int,
     quality.run(env)  # warm-up (tokenizer caches, allocator)
     raw_pass()
     rel, raw = [], []
-    for _ in range(rounds):
-        rel.append({m.name: m.value for m in quality.run(env)}["eval_throughput_sps"])
-        raw.append(raw_pass())
+    for i in range(rounds):
+        measure_rel = lambda: rel.append({m.name: m.value for m in quality.run(env)}["eval_throughput_sps"])  # noqa: E731
+        for measure in ((measure_rel, lambda: raw.append(raw_pass())) if i % 2 == 0
+                        else (lambda: raw.append(raw_pass()), measure_rel)):
+            measure()
     r, w = statistics.median(rel), statistics.median(raw)
     return {"relman_sps": r, "raw_sps": w, "ratio": r / w}
 
