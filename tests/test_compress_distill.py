@@ -130,3 +130,34 @@ def test_impossible_distillations_are_refused(catalog, tiny_bert, tiny_bert_enco
     vit = source(catalog, tiny_vit, "vit", tmp_path)
     with pytest.raises(RecipeError, match="holds text rows but a image-classification model needs image"):
         run_recipe([vit], {"student_layers": 1}, catalog, sentiment(16))
+
+
+@pytest.mark.gpu
+def test_distillation_runs_on_the_gpu(catalog, tiny_bert, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    teacher = source(catalog, tiny_bert, "bert", tmp_path)
+    ctx = RecordingContext(catalog)
+    ctx.device = "cuda"
+    out = run_recipe([teacher], {"student_layers": 1, "epochs": 2, "lr": 3e-3, "batch_size": 8}, catalog,
+                     sentiment(48), ctx)
+    assert any(s == "train_loss" for s, _, _ in ctx.curve)
+    student = load_torch_model(out.folder, "text-classification", device="cuda", fmt=out.format)
+    assert next(student.parameters()).device.type == "cuda"
+    tok = load_preprocessor(out.folder, "text-classification")
+    enc = {k: v.to("cuda") for k, v in tok(["a good film"], return_tensors="pt").items()}
+    assert student(**enc).logits.shape == (1, 2)
+
+
+@pytest.mark.gpu
+def test_finetune_and_structured_recovery_run_on_the_gpu(catalog, tiny_bert, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA is not available on this machine")
+    src = source(catalog, tiny_bert, "bert", tmp_path)
+    recipe = get_recipe("prune-structured")
+    params = recipe.resolve_params({"heads": 0.5, "ffn": 0.5, "epochs": 1, "batch_size": 8})
+    params["dataset"] = sentiment(32)
+    out = recipe.function()([src], params, JobContext(catalog, device="cuda"))
+    assert len(out.meta["recovery_epoch_losses"]) == 1
+    child = load_torch_model(out.folder, "text-classification", device="cuda", fmt=out.format)
+    assert next(child.parameters()).device.type == "cuda"
