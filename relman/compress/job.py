@@ -145,6 +145,8 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
         suites.append("fidelity")
     plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
+    if child.format == "torch-int8":  # PyTorch's dynamic INT8 kernels are CPU-only
+        device = "cpu"
     job_id = enqueue(ctx.catalog, "evaluate", plans[0], device=device, actor=ctx.actor,
                      parent_job_id=ctx.job_id)
     return int(job_id), "queued"
