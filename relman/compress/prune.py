@@ -32,6 +32,10 @@ def prunable_layers(model: nn.Module, exclude: list[str]) -> list[tuple[str, nn.
     return out
 
 
+def linear_weight_data(module: nn.Module) -> torch.Tensor:
+    return module.weight.detach()
+
+
 def sparsity_of(tensors: list[torch.Tensor]) -> float:
     total = sum(t.numel() for t in tensors)
     zeros = sum(int((t == 0).sum()) for t in tensors)
@@ -83,7 +87,3 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
                  Metric("compress", "sparsity_total", total_sparsity, {}),
                  Metric("compress", "nonzero_params", float(nonzero), {})],
     )
-
-
-def linear_weight_data(module: nn.Module) -> torch.Tensor:
-    return module.weight.detach()

@@ -93,7 +93,7 @@ class Batcher:
     task: str
     preprocessor: Any
     max_length: int = 128
-    _pixels: dict[int, torch.Tensor] | None = None
+    _pixels: list[tuple[np.ndarray, torch.Tensor]] | None = None
 
     @classmethod
     def for_model(cls, folder: "Path", task: str, max_length: int = 128) -> "Batcher":
@@ -110,14 +110,15 @@ class Batcher:
     def _all_pixels(self, dataset: Dataset) -> torch.Tensor:
         """Images are processed once per dataset (the processor is slow per call)."""
         if self._pixels is None:
-            self._pixels = {}
-        key = id(dataset.images)
-        if key not in self._pixels:
-            images = list(dataset.images)  # type: ignore[arg-type]
-            chunks = [self.preprocessor(images=images[i:i + 256], return_tensors="pt")["pixel_values"]
-                      for i in range(0, len(images), 256)]
-            self._pixels[key] = torch.cat(chunks)
-        return self._pixels[key]
+            self._pixels = []
+        for array, pixels in self._pixels:  # identity, not equality: the same rows object
+            if array is dataset.images:
+                return pixels
+        images = list(dataset.images)  # type: ignore[arg-type]
+        chunks = [self.preprocessor(images=images[i:i + 256], return_tensors="pt")["pixel_values"]
+                  for i in range(0, len(images), 256)]
+        self._pixels.append((dataset.images, torch.cat(chunks)))  # type: ignore[arg-type]
+        return self._pixels[-1][1]
 
 
 def batches(n: int, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
