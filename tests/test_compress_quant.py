@@ -194,6 +194,7 @@ def test_ort_int8_static_calibrates_on_the_registered_dataset(catalog, tmp_path,
     calib = child.meta["calibration"]
     assert calib["source"] == "dataset" and calib["dataset"] == "sentiment" and calib["samples"] == 16
     assert child.recipe["params"]["dataset"] == "sentiment" and child.recipe["dataset"] == "sentiment"
+    assert child.meta["op_types"] == ["MatMul", "Gemm", "Conv"]  # weight ops only, by default in static mode
     import onnx
 
     graph = onnx.load(str(child_folder(catalog, child, tmp_path) / "model.onnx")).graph
@@ -237,7 +238,7 @@ def test_ort_int8_keep_sensitive_and_bad_node_names(catalog, tiny_bert):
     n, shas = len(catalog.versions()), set(catalog.store.all_shas())
     with pytest.raises(RecipeError, match=r"nodes_to_exclude: no node named nosuchnode"):
         compress(catalog, parent.id, "ort-int8", {"nodes_to_exclude": "nosuchnode"})
-    with pytest.raises(RecipeError, match=r"op_types_to_exclude: Softmax is not quantised in dynamic mode"):
+    with pytest.raises(RecipeError, match=r"op type Softmax is not quantised in dynamic mode"):
         compress(catalog, parent.id, "ort-int8", {"op_types_to_exclude": "Softmax"})
     assert_nothing_added(catalog, n, shas)
 

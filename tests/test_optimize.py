@@ -101,6 +101,8 @@ def test_queue_optimization_checks_its_arguments(catalog, tiny_bert):
     import_model(catalog, tiny_bert, "bert")
     with pytest.raises(RecipeError, match=r"--max-drop is a fraction in \[0, 1\)"):
         queue_optimization(catalog, "bert@1.0.0", max_drop=5)
+    with pytest.raises(RecipeError, match=r"--latency-budget is seconds per measurement"):
+        queue_optimization(catalog, "bert@1.0.0", latency_budget_s=0)
     with pytest.raises(RecipeError, match=r"objective must be one of latency, size"):
         queue_optimization(catalog, "bert@1.0.0", objective="speed")
     with pytest.raises(RecipeError, match=r"no compression recipe applies to bert@1.0.0"):
@@ -111,7 +113,7 @@ def test_queue_optimization_checks_its_arguments(catalog, tiny_bert):
 def test_cli_optimize_runs_the_search_and_prints_the_best_version(run_cli, catalog, tiny_bert):
     import_model(catalog, tiny_bert, "bert")
     res = run_cli("optimize", "bert@1.0.0", "--max-drop", "0.9", "--objective", "size", "--recipe", "ort-int8",
-                  "--max-candidates", "1", "--device", "cpu", "--wait")
+                  "--max-candidates", "1", "--latency-budget", "0.2", "--device", "cpu", "--wait")
     assert res.exit_code == 0, res.output
     assert "stopped: budget met" in res.output
     assert "best: bert@1.0.1" in res.output and "(parent " in res.output

@@ -89,7 +89,7 @@ def queue_compression(catalog: Catalog, ref_or_refs: str | int | Sequence[str | 
 def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, objective: str = "latency",
                        dataset: str | None = None, device: str = "auto", model: str | None = None,
                        recipes: Sequence[str] | None = None, max_candidates: int | None = None,
-                       actor: str | None = None) -> int:
+                       latency_budget_s: float = 2.0, actor: str | None = None) -> int:
     """Check, then queue one "optimize" job (accuracy-aware search); returns its id."""
     from relman.compress.optimize import plan_candidates
     from relman.jobs.queue import enqueue
@@ -102,6 +102,8 @@ def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, ob
         raise RecipeError(f"--max-drop expects a number, got '{max_drop}'") from None
     if not 0.0 <= max_drop < 1.0:
         raise RecipeError(f"--max-drop is a fraction in [0, 1) (0.01 = one point of accuracy), got {max_drop}")
+    if not 0.05 <= float(latency_budget_s) <= 600:
+        raise RecipeError(f"--latency-budget is seconds per measurement in [0.05, 600], got {latency_budget_s}")
     parent = catalog.resolve(ref)
     _check_dataset(catalog, dataset)
     _check_child(catalog, model, None)
@@ -115,4 +117,5 @@ def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, ob
         candidates = candidates[:max_candidates]
     return enqueue(catalog, "optimize", {"parent_version_id": parent.id, "max_drop": max_drop,
                                          "objective": objective, "dataset": dataset, "model": model,
-                                         "candidates": candidates}, device=device, actor=actor)
+                                         "candidates": candidates, "latency_budget_s": float(latency_budget_s)},
+                   device=device, actor=actor)

@@ -119,12 +119,14 @@ def _fmt(value: Any, kind: str) -> str:
 @click.option("--model", "-m", help="Model name of the tried versions (default: the parent's).")
 @click.option("--recipe", "recipe_names", multiple=True, help="Only try these recipes (repeatable).")
 @click.option("--max-candidates", type=int, default=None, help="Try at most this many candidates.")
+@click.option("--latency-budget", type=float, default=2.0, show_default=True,
+              help="Seconds of latency timing per version (the parent and each candidate, same settings).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job (after --wait, with its report) as JSON.")
 @wait_option
 @pass_state
 def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset: str | None, device: str,
-             model: str | None, recipe_names: tuple[str, ...], max_candidates: int | None, as_json: bool,
-             wait: bool) -> None:
+             model: str | None, recipe_names: tuple[str, ...], max_candidates: int | None, latency_budget: float,
+             as_json: bool, wait: bool) -> None:
     """Accuracy-aware search: try recipes on REF until one stays within --max-drop; every tried
     version is kept, the Pareto frontier (quality, size, latency) is marked, and the best
     version within the budget is reported as MODEL@VERSION."""
@@ -133,7 +135,8 @@ def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset
 
     cat = state.catalog()
     job_id = queue_optimization(cat, ref, max_drop=max_drop, objective=objective, dataset=dataset, device=device,
-                                model=model, recipes=list(recipe_names) or None, max_candidates=max_candidates)
+                                model=model, recipes=list(recipe_names) or None, max_candidates=max_candidates,
+                                latency_budget_s=latency_budget)
     if not wait:
         if as_json:
             emit_json(get_job(cat, job_id))

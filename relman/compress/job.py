@@ -91,7 +91,7 @@ def commit_child(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"]
     """Store the recipe's output as the child version, all in one transaction."""
     files = collect_files(output.folder)
     first = parents[0]
-    weights = output.meta.pop("parent_weights", None)
+    weights = output.meta.get("parent_weights")
     if weights is None or len(weights) != len(parents):
         weights = [None] * len(parents)
     record = {"name": recipe.name, "params": resolved, "libraries": library_versions(),

@@ -222,7 +222,12 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
     with torch.inference_mode():  # references first: the exporter may flip training flags
         refs = [wrapped(*[torch.from_numpy(f[n]) for n in names]).float().numpy() for f in checks]
     dest.mkdir(parents=True, exist_ok=True)
-    tmp = dest / "export.partial.onnx"
+    # a scratch folder of its own: for >2 GB models the tracer writes one external-data file
+    # per tensor next to its output, and none of those may end up in the version
+    scratch = dest.parent / f".{dest.name}.export-tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    tmp = scratch / "model.onnx"
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -248,9 +253,7 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise RecipeError(f"ONNX export of {src.name} ({task}) failed: {type(e).__name__}: {first}") from e
     finally:
-        tmp.unlink(missing_ok=True)
-        for extra in dest.glob("export.partial.onnx*"):
-            extra.unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     copy_side_files(src, dest)
     return ExportResult(dest, names, output, diff, opset)
 

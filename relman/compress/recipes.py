@@ -123,6 +123,8 @@ register(Recipe(
                                       "activation scales (QDQ)", choices=("dynamic", "static")),
         Param("per_channel", bool, False, "one scale per output channel instead of per tensor"),
         Param("nodes_to_exclude", list, [], "node names kept in float"),
+        Param("op_types", list, [], "op types to quantise (default: MatMul,Gemm,Conv in static mode; "
+                                    "onnxruntime's dynamic set, incl. Gather embeddings, in dynamic mode)"),
         Param("op_types_to_exclude", list, [], "op types kept in float (e.g. Gather to keep embeddings)"),
         Param("keep_sensitive", int, 0, "also keep the N weight nodes most hurt by INT8 rounding in float", min=0),
         Param("optimize", bool, True, "run onnxruntime's graph optimisation (quant_pre_process) first"),
