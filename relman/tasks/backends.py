@@ -17,7 +17,7 @@ import numpy as np
 
 from relman.errors import EvaluationError
 
-# The output each task reads (named the same in the ONNX exports of relman.tasks.onnx_export).
+# The output each task reads (named the same in the ONNX exports of relman.compress.onnx_export).
 TASK_OUTPUT = {"text-classification": "logits", "image-classification": "logits",
                "feature-extraction": "last_hidden_state", "causal-lm": "logits"}
 
