@@ -406,6 +406,36 @@ def test_queue_evaluation_one_job_per_version_same_settings(catalog, tiny_bert, 
     assert gpt.task == "causal-lm"
 
 
+def test_queueing_refuses_data_that_cannot_serve_the_suites(catalog, tiny_bert, tiny_vit):
+    from relman.app.datasets import register_demo_digits, register_demo_text
+    from relman.app.evaluate import queue_evaluation
+    from relman.app.models import import_model
+
+    import_model(catalog, tiny_bert, "bert")
+    import_model(catalog, tiny_vit, "vit")
+    register_demo_digits(catalog, n=30)
+    register_demo_text(catalog, n=5)
+    with pytest.raises(EvaluationError, match="dataset 'digits' holds image data, but bert@1.0.0 is a "
+                                              "text-classification model and needs text data"):
+        queue_evaluation(catalog, ["bert"], dataset="digits", suites=["latency"])
+    with pytest.raises(EvaluationError, match="suite 'fairness' needs a group column, but dataset 'digits' has none"):
+        queue_evaluation(catalog, ["vit"], dataset="digits", suites=["fairness"])
+    with pytest.raises(EvaluationError, match="holds lm data, but bert@1.0.0 is a text-classification model"):
+        queue_evaluation(catalog, ["bert"], dataset="text", suites=["quality"])
+    assert catalog.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 0
+
+
+def test_registry_task_data_kinds_match_the_adapters():
+    import importlib
+
+    from relman.evaluate.registry import TASK_DATA_KINDS
+    from relman.tasks import RUNNERS
+
+    for task, target in RUNNERS.items():
+        module, _, cls = target.partition(":")
+        assert set(getattr(importlib.import_module(module), cls).kinds) == set(TASK_DATA_KINDS[task]), task
+
+
 def test_cli_evaluate_runs_in_a_worker_and_show_prints_metrics(catalog, run_cli, tiny_bert):
     from relman.app.datasets import register_demo_sentiment
     from relman.app.models import import_model

@@ -23,16 +23,18 @@ def plan_evaluation(catalog: Catalog, refs: Sequence[str], *, dataset: str | int
                     options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The job parameters for each version (checked), without queueing anything."""
     from relman.evaluate import registry
-    from relman.evaluate.job import _int_list, check_request
+    from relman.evaluate.job import _int_list, check_dataset_row, check_request
 
     if not refs:
         raise EvaluationError("name at least one version to evaluate (MODEL@VERSION)")
     versions = [catalog.resolve(r) for r in refs]
     dataset_id = None
+    dataset_row = None
     if dataset is not None:
         from relman.data.stored import get_dataset
 
-        dataset_id = get_dataset(catalog, dataset)["id"]
+        dataset_row = get_dataset(catalog, dataset)
+        dataset_id = dataset_row["id"]
     parent_id = catalog.resolve(parent).id if parent else None
     common: dict[str, Any] = {}
     if batch_sizes:
@@ -51,6 +53,8 @@ def plan_evaluation(catalog: Catalog, refs: Sequence[str], *, dataset: str | int
     for v in versions:
         chosen = registry.ordered(suites) if suites else registry.default_suites(v.task, dataset_id is not None)
         check_request(v.task, chosen, dataset_id is not None, v.ref)
+        if dataset_row is not None and any(registry.get_suite(s).dataset != "none" for s in chosen):
+            check_dataset_row(v.task, chosen, dataset_row, v.ref)
         opts = registry.resolve_options(chosen, options)
         params = dict(common, version_id=v.id, suites=chosen,
                       options={k: opts[k] for k in (options or {})})

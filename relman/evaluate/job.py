@@ -65,6 +65,29 @@ def check_request(task: str | None, suites: list[str], has_dataset: bool, ref: s
             raise EvaluationError(f"suite '{name}' needs a dataset (--dataset NAME)")
 
 
+def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], ref: str) -> None:
+    """Refuse, from the dataset's catalog row alone (no loading), data that cannot serve the
+    suites on this version: the wrong kind for the task, no labels, no groups."""
+    kinds = registry.TASK_DATA_KINDS.get(task or "", ())
+    name = row["name"]
+    if kinds and row["kind"] not in kinds:
+        raise EvaluationError(f"dataset '{name}' holds {row['kind']} data, but {ref} is a {task} model and needs "
+                              f"{' or '.join(kinds)} data")
+    labels = row.get("labels") or []
+    if isinstance(labels, str):
+        import json
+
+        labels = json.loads(labels or "[]")
+    for s in suites:
+        suite = registry.get_suite(s)
+        needs_labels = suite.needs_labels and not (s == "quality" and task == "causal-lm")
+        if needs_labels and not labels:
+            raise EvaluationError(f"suite '{s}' needs labels, but dataset '{name}' has none")
+        meta = row.get("meta") or {}
+        if suite.needs_groups and isinstance(meta, dict) and not meta.get("groups"):
+            raise EvaluationError(f"suite '{s}' needs a group column, but dataset '{name}' has none")
+
+
 def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     from relman.evaluate.env import ModelRef, SuiteEnv
     from relman.modelio.loading import materialize_version

@@ -20,6 +20,10 @@ from relman.errors import EvaluationError
 
 CLASSIFICATION = ("text-classification", "image-classification")
 ALL_TASKS = ("text-classification", "image-classification", "feature-extraction", "causal-lm")
+# The dataset kinds (relman.data.dataset.Kind) each task's adapter can read; the adapters in
+# relman/tasks declare the same (a test keeps them in step), so queueing can refuse a mismatch.
+TASK_DATA_KINDS = {"text-classification": ("text",), "image-classification": ("image",),
+                   "feature-extraction": ("text", "lm"), "causal-lm": ("lm", "text")}
 
 
 @dataclass(frozen=True)
