@@ -115,7 +115,8 @@ class SuiteEnv:
     def base_context(self) -> dict[str, Any]:
         if not self._versions:
             self._versions = library_versions()
-        ctx: dict[str, Any] = {"device": self.device, "threads": self.threads, "format": self.model.fmt,
+        threads = self.threads if self.threads else (self._runner.backend.threads if self._runner else None)
+        ctx: dict[str, Any] = {"device": self.device, "threads": threads, "format": self.model.fmt,
                                "task": self.model.task, "libs": self._versions}
         if self.dataset is not None:
             ctx.update(dataset=self.dataset.name, dataset_sha=self.dataset.sha256,

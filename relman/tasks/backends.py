@@ -41,6 +41,7 @@ def resolve_device(device: str | None) -> str:
 class Backend:
     fmt: str
     device: str
+    threads: int
     input_names: list[str]
     output: str
 
@@ -64,6 +65,7 @@ class TorchBackend(Backend):
 
         if threads:
             torch.set_num_threads(int(threads))
+        self.threads = torch.get_num_threads()  # what inference really uses, for the record
         self.torch = torch
         self.device = device
         self.task = task
@@ -116,6 +118,8 @@ class OnnxBackend(Backend):
         self.device = device
         self.task = task
         self.session = onnx_session(Path(folder), device=device, threads=threads)
+        # onnxruntime's default intra-op pool is one thread per physical core
+        self.threads = int(threads) if threads else _physical_cores()
         if device.startswith("cuda") and "CUDAExecutionProvider" not in self.session.get_providers():
             # Never report CPU timings under a 'cuda' label.
             raise EvaluationError(f"{folder}: onnxruntime here has no CUDA execution provider, so this ONNX "
@@ -146,6 +150,17 @@ class OnnxBackend(Backend):
     def run(self, native: dict[str, np.ndarray]) -> np.ndarray:
         out = self.session.run(self._outputs, native)[0]
         return out if out.dtype == np.float32 else out.astype(np.float32)
+
+
+def _physical_cores() -> int:
+    import os
+
+    try:
+        import psutil
+
+        return int(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    except ImportError:
+        return os.cpu_count() or 1
 
 
 def open_backend(folder: Path, fmt: str, task: str, device: str, threads: int | None) -> Backend:
