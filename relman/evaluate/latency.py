@@ -12,7 +12,10 @@ Metrics (suite "latency"), for the first batch size and sequence length under pl
 `latency_std_ms`, `throughput_sps` (rows per second = batch size / mean latency) — and for
 every other configuration with a suffix: `latency_p50_ms@b8` (image models), or
 `latency_p50_ms@b8s128` (text models). Context: batch_size, seq_len, samples, warmup,
-timer ("perf_counter" or "cuda_events"), and whether the inputs came from the dataset.
+timer ("perf_counter" or "cuda_events"), whether the inputs came from the dataset, and —
+in a queued job — `concurrent_jobs`, the most other jobs seen running around the measurement
+(non-zero means the figure shared the machine; for comparisons run the queue with one CPU
+slot, `relman jobs run --cpu-slots 1`).
 """
 
 from __future__ import annotations
@@ -64,6 +67,17 @@ def summarize(ms: np.ndarray, batch_size: int) -> dict[str, float]:
     return out
 
 
+def other_running_jobs(env: SuiteEnv) -> int | None:
+    """How many other jobs the catalog shows running now (None outside a queued job). CPU jobs
+    share the machine, so a latency figure taken beside them is recorded as such."""
+    ctx = env.ctx
+    if ctx is None or getattr(ctx, "job_id", None) is None:
+        return None
+    row = ctx.catalog.conn.execute("SELECT COUNT(*) FROM jobs WHERE status = 'running' AND id != ?",
+                                   [ctx.job_id]).fetchone()
+    return int(row[0])
+
+
 def configurations(env: SuiteEnv, text: bool) -> list[tuple[int, int | None]]:
     seqs = env.seq_lens if text else [None]
     return [(b, s) for b in env.batch_sizes for s in seqs]
@@ -86,11 +100,15 @@ def run(env: SuiteEnv) -> list[Metric]:
         else:
             batch = runner.prepare_synthetic(bs, seq)
         run_once = lambda: runner.backend.run(batch.native)  # noqa: E731
+        before = other_running_jobs(env)
         ms = time_calls(run_once, warmup=warmup, min_samples=min_samples, time_budget_s=budget, cuda=cuda)
+        after = other_running_jobs(env)
         used_seq = int(batch.host["input_ids"].shape[1]) if "input_ids" in batch.host else None
         suffix = "" if i == 0 else (f"@b{bs}s{used_seq}" if text else f"@b{bs}")
         ctx = {"batch_size": bs, "seq_len": used_seq, "samples": int(len(ms)), "warmup": warmup,
                "timer": "cuda_events" if cuda else "perf_counter", "inputs": "dataset" if env.dataset else "synthetic"}
+        if before is not None:
+            ctx["concurrent_jobs"] = max(before, after or 0)
         for name, value in summarize(ms, bs).items():
             out.append(env.metric(SUITE, name + suffix, value, uses_data=env.dataset is not None, **ctx))
         env.progress((i + 1) / len(configs), f"latency b{bs}" + (f" s{used_seq}" if text else ""))
