@@ -72,17 +72,19 @@ def test_tree_lineage_board_and_compare_show_the_family(window, family):
     top = window.tree.topLevelItem(0)
     assert top.text(0) == "digits-vit" and top.childCount() == 3
     # lineage: three nodes, the merge has two incoming edges, edges labelled by recipe
+    window.show_view("lineage")
     assert set(window.lineage.nodes) == {family[k].id for k in ("base", "pruned", "merged")}
     incoming = [c for _, c in window.lineage.edges_drawn if c == family["merged"].id]
     assert len(incoming) == 2
     assert "prune-magnitude" in window.lineage.edge_labels and "merge-fedavg" in window.lineage.edge_labels
     # board: all three are drafts, each card carries its key metrics and a gate badge
+    window.show_view("board")
     assert sorted(window.board.card_ids("draft")) == sorted(v.id for v in family.values())
     phase, card = window.board.find_card(family["base"].id)
     assert "accuracy: 0.91" in card.metrics_label.text()
     assert card.gate_state in ("pass", "fail", "unknown")
     # compare: built on demand; one point per version on both plots; the front is non-dominated
-    compare = window.compare
+    compare = window.show_view("compare")
     assert compare.size_panel.x_combo.currentText() == "size_mb"
     assert compare.size_panel.y_combo.currentText() == "accuracy"
     assert compare.size_panel.points_shown == 3

@@ -21,6 +21,12 @@ from relman.ui.snapshot import BOARD_PHASES, Snapshot, VersionRow
 MIME = "application/x-relman-version"
 NEXT_PHASE = {"draft": "candidate", "candidate": "staging", "staging": "production"}
 BADGE_COLORS = {"pass": "#2e9d57", "fail": "#c4453b", "unknown": "#8a94a6", "none": "#6b6f78"}
+# A board is for deciding on a few versions: each column shows its newest cards, and the gate
+# badge (a release-API evaluation, which reads the model's versions) is computed for the
+# newest few cards up front and for any other card when it is selected.
+MAX_CARDS_PER_COLUMN = 60
+GATES_UP_FRONT = 12
+UNCHECKED: "GateStatus" = ("unknown", "gates: select to check")
 
 GateStatus = tuple[str, str]  # ("pass" | "fail" | "unknown" | "none", short text)
 
@@ -49,17 +55,23 @@ class Card(QFrame):
         lines = [f"{m}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
         self.metrics_label = QLabel("\n".join(lines) if lines else "no metrics yet")
         layout.addWidget(self.metrics_label)
-        state, text = gate
-        self.gate_state = state
-        self.badge = QLabel(text)
+        self.badge = QLabel()
         self.badge.setObjectName("badge")
-        self.badge.setStyleSheet(f"background: {BADGE_COLORS.get(state, '#888')}; color: white; "
-                                 "border-radius: 4px; padding: 1px 6px;")
         self.badge.setAlignment(Qt.AlignmentFlag.AlignLeft)
+        self.set_gate(gate)
         row = QHBoxLayout()
         row.addWidget(self.badge)
         row.addStretch(1)
         layout.addLayout(row)
+
+
+    def set_gate(self, gate: GateStatus) -> None:
+        state, text = gate
+        self.gate_state = state
+        self.gate_checked = gate != UNCHECKED
+        self.badge.setText(text)
+        self.badge.setStyleSheet(f"background: {BADGE_COLORS.get(state, '#888')}; color: white; "
+                                 "border-radius: 4px; padding: 1px 6px;")
 
 
 class PhaseColumn(QListWidget):
@@ -134,6 +146,7 @@ class ReleaseBoard(QWidget):
         self.snapshot: Snapshot | None = None
         self.key_metrics: list[str] = []
         self.reasons: dict[str, str] = {}
+        self.hidden_cards: dict[str, int] = {}
 
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Model"))
@@ -192,24 +205,43 @@ class ReleaseBoard(QWidget):
             col.clear()
         if self.snapshot is None:
             return
+        by_phase: dict[str, list[VersionRow]] = {}
         for v in self.snapshot.of_model(self.model_combo.currentText()):
-            col = self.columns.get(v.phase)
-            if col is None:
-                continue
-            card = Card(v, self.key_metrics, self.gate_status(v))
-            item = QListWidgetItem()
-            item.setData(Qt.ItemDataRole.UserRole, v.id)
-            item.setSizeHint(card.sizeHint() + QSize(0, 4))
-            col.addItem(item)
-            col.setItemWidget(item, card)
-            if selected is not None and selected.id == v.id:
-                item.setSelected(True)
+            by_phase.setdefault(v.phase, []).append(v)
+        gates_left = GATES_UP_FRONT
+        self.hidden_cards = {}
+        for phase, col in self.columns.items():
+            rows = by_phase.get(phase, [])[::-1]  # newest first
+            shown = rows[:MAX_CARDS_PER_COLUMN]
+            if selected is not None and selected.phase == phase and selected not in shown:
+                shown.append(selected)
+            for v in shown:
+                wants_gate = v.phase in NEXT_PHASE or v.phase == "production"
+                if wants_gate and (gates_left > 0 or (selected is not None and selected.id == v.id)):
+                    gate = self.gate_status(v)
+                    gates_left -= v.phase in NEXT_PHASE
+                else:
+                    gate = UNCHECKED if wants_gate else ("none", v.phase)
+                card = Card(v, self.key_metrics, gate)
+                item = QListWidgetItem()
+                item.setData(Qt.ItemDataRole.UserRole, v.id)
+                item.setSizeHint(card.sizeHint() + QSize(0, 4))
+                col.addItem(item)
+                col.setItemWidget(item, card)
+                if selected is not None and selected.id == v.id:
+                    item.setSelected(True)
+            if len(rows) > len(shown):
+                self.hidden_cards[phase] = len(rows) - len(shown)
+                more = QListWidgetItem(f"… {len(rows) - len(shown)} older (see the Versions table)")
+                more.setFlags(Qt.ItemFlag.NoItemFlags)
+                col.addItem(more)
         self._update_buttons()
 
     # -- queries used by the window and tests -------------------------------------------------
     def cards(self, phase: str) -> list[Card]:
         col = self.columns[phase]
-        return [col.itemWidget(col.item(i)) for i in range(col.count())]  # type: ignore[misc]
+        widgets = [col.itemWidget(col.item(i)) for i in range(col.count())]
+        return [w for w in widgets if isinstance(w, Card)]
 
     def card_ids(self, phase: str) -> list[int]:
         return [c.version_id for c in self.cards(phase)]
@@ -251,6 +283,9 @@ class ReleaseBoard(QWidget):
         v = self.selected_version()
         self._update_buttons()
         if v is not None:
+            found = self.find_card(v.id)
+            if found is not None and not found[1].gate_checked:
+                found[1].set_gate(self.gate_status(v))
             self.selection_changed.emit([v.id])
 
     def _update_buttons(self) -> None:

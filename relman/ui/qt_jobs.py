@@ -125,6 +125,8 @@ class JobsView(QWidget):
         self.curve_plot.addLegend()
         self.curve_plot.setLabel("bottom", "step")
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self._drawn: dict[str, tuple[int, int]] = {}
+        self._title = ""
         self.catalog: Catalog | None = None
         self.selected_job: int | None = None
         self.reasons: dict[str, str] = {}
@@ -161,7 +163,9 @@ class JobsView(QWidget):
         counts: dict[str, int] = {}
         for j in jobs:
             counts[j["status"]] = counts.get(j["status"], 0) + 1
-        self.summary.setText(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No jobs yet.")
+        summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No jobs yet."
+        if summary != self.summary.text():
+            self.summary.setText(summary)
         if keep is not None:
             self.select_job(keep)
         elif jobs:
@@ -171,7 +175,9 @@ class JobsView(QWidget):
     def select_job(self, job_id: int) -> None:
         for row, j in enumerate(self.model.jobs):
             if j["id"] == job_id:
-                self.table.selectRow(row)
+                rows = self.table.selectionModel().selectedRows()
+                if not (len(rows) == 1 and rows[0].row() == row):
+                    self.table.selectRow(row)
                 self.selected_job = job_id
                 return
 
@@ -201,16 +207,22 @@ class JobsView(QWidget):
             xs.append(step)
             ys.append(value)
         for name in list(self.curves):
-            if name not in series:
+            if name not in series and name in self._drawn:
                 self.curves[name].setData([], [])
+                del self._drawn[name]
         for name, (xs, ys) in series.items():
             curve = self.curves.get(name)
             if curve is None:
                 color = SERIES_COLORS[len(self.curves) % len(SERIES_COLORS)]
                 curve = self.curve_plot.plot([], [], pen=pg.mkPen(color, width=2), name=name)
                 self.curves[name] = curve
-            curve.setData(xs, ys)
-        self.curve_plot.setTitle(f"Job {j['id']} ({j['kind']}): " + (", ".join(series) if series else "no curve points"))
+            if self._drawn.get(name) != (j["id"], len(xs)):  # redraw only when points arrived
+                curve.setData(xs, ys)
+                self._drawn[name] = (j["id"], len(xs))
+        title = f"Job {j['id']} ({j['kind']}): " + (", ".join(series) if series else "no curve points")
+        if title != self._title:
+            self._title = title
+            self.curve_plot.setTitle(title)
 
     def _log_tail(self, job: dict[str, Any]) -> str:
         """The app layer's log tail when this build has it, else the end of the log file."""

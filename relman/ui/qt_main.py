@@ -73,6 +73,8 @@ class MainWindow(QMainWindow):
         self._gate_cache: dict[tuple[Any, int], tuple[str, str]] = {}
         self.runner: Any = None
         self.runner_error = ""
+        self._dirty: set[str] = set()
+        self._focus_model: str | None = None
 
         self.setWindowTitle(f"relman — {self.catalog.root}")
         try:
@@ -113,6 +115,7 @@ class MainWindow(QMainWindow):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)  # no per-row sizing
         self.table.verticalHeader().setDefaultSectionSize(24)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setDefaultSectionSize(110)
@@ -158,6 +161,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(QWidget(), "Jobs")
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.audit = AuditView()
+        self.audit.catalog = self.catalog
         self.tabs.addTab(self.audit, "Audit")
         # Model tree dock
         self.tree = QTreeWidget()
@@ -185,6 +189,7 @@ class MainWindow(QMainWindow):
             self._install_tab("compare", view)
             view.set_snapshot(self.snapshot, self.current_model())
             view.set_selection(list(self.selected_ids))
+            self._dirty.discard("compare")
         return self._compare
 
     @property
@@ -220,6 +225,7 @@ class MainWindow(QMainWindow):
             self.compare  # noqa: B018  (builds it)
         elif TABS[index] == "jobs":
             self.jobs  # noqa: B018
+        self._refresh_view(TABS[index])
 
     def _build_actions(self) -> None:
         self.actions_by_key: dict[str, QAction] = {}
@@ -341,15 +347,35 @@ class MainWindow(QMainWindow):
         self._catalog_token = self.snapshot.token
         self._gate_cache.clear()
         self._set_versions(self.snapshot)
-        model = self.current_model()
         self._fill_tree()
-        self.board.set_snapshot(self.snapshot, self.snapshot.key_metrics(3), model)
-        if self._compare is not None:
+        # Views other than the one on screen are refreshed when they are next shown.
+        self._dirty = {"board", "compare", "lineage", "audit"}
+        self._refresh_view(TABS[self.tabs.currentIndex()])
+        self.snapshot_changed.emit()
+
+    def _refresh_view(self, name: str) -> None:
+        if name not in self._dirty:
+            return
+        self._dirty.discard(name)
+        model = self.current_model()
+        if name == "board":
+            self.board.set_snapshot(self.snapshot, self.snapshot.key_metrics(3), model)
+            if self.selected_ids:
+                self.board.select_version(self.selected_ids[0])
+        elif name == "compare" and self._compare is not None:
             self._compare.set_snapshot(self.snapshot, model)
             self._compare.set_selection([i for i in self.selected_ids if i in self.snapshot.by_id()])
-        self.lineage.set_snapshot(self.snapshot, model)
-        self.audit.refresh(self.catalog)
-        self.snapshot_changed.emit()
+        elif name == "lineage":
+            self.lineage.set_snapshot(self.snapshot, model)
+        elif name == "audit":
+            self.audit.refresh(self.catalog)
+
+    def show_view(self, name: str) -> Any:
+        """Bring a main view to the front (up to date) and return it."""
+        self.tabs.setCurrentIndex(TABS.index(name))
+        self._on_tab_changed(TABS.index(name))
+        return {"versions": self.table, "board": self.board, "compare": self._compare, "lineage": self.lineage,
+                "jobs": self._jobs, "audit": self.audit}[name]
 
     def _set_versions(self, snap: Snapshot) -> None:
         keep = set(self.selected_ids)
@@ -372,8 +398,8 @@ class MainWindow(QMainWindow):
         for model, rows in groups.items():
             top = QTreeWidgetItem([model, f"{len(rows)} versions"])
             top.setData(0, Qt.ItemDataRole.UserRole, ("model", model))
-            # at most the newest 200 per model in the tree; the table has them all
-            for v in rows[-200:]:
+            # the newest 50 per model in the tree (navigation); the table has them all
+            for v in rows[-50:]:
                 child = QTreeWidgetItem([v.version, v.phase])
                 child.setData(0, Qt.ItemDataRole.UserRole, ("version", v.id))
                 child.setForeground(1, PHASE_BRUSHES.get(v.phase) or child.foreground(1))
@@ -385,6 +411,8 @@ class MainWindow(QMainWindow):
 
     # -- selection ------------------------------------------------------------------------------
     def current_model(self) -> str | None:
+        if self._focus_model and self._focus_model in self.snapshot.models():
+            return self._focus_model
         if self.selected_ids:
             v = self.snapshot.by_id().get(self.selected_ids[0])
             if v is not None:
@@ -404,10 +432,7 @@ class MainWindow(QMainWindow):
         self._select_rows(set(ids))
         v = self.selected_versions()
         if v:
-            self.board.set_model(v[0].model)
-            self.lineage.set_model(v[0].model)
-            if self._compare is not None:
-                self._compare.set_model(v[0].model)
+            self._follow_model(v[0].model, v[0].id)
         if self._compare is not None:
             self._compare.set_selection(ids)
             self.statusBar().showMessage(", ".join(x.ref for x in v))
@@ -433,13 +458,24 @@ class MainWindow(QMainWindow):
         self.selected_ids = ids
         v = self.selected_versions()
         if v:
-            self.board.set_model(v[0].model)
-            self.board.select_version(v[0].id)
-            self.lineage.set_model(v[0].model)
-            if self._compare is not None:
-                self._compare.set_model(v[0].model)
+            self._follow_model(v[0].model, v[0].id)
         if self._compare is not None:
             self._compare.set_selection(ids)
+
+    def _follow_model(self, model: str, version_id: int | None) -> None:
+        """Point the model-scoped views at `model`: the one on screen now, the others when
+        they are next shown (rebuilding hidden boards and graphs would stall the window)."""
+        current = TABS[self.tabs.currentIndex()]
+        self._focus_model = model
+        for name, view in (("board", self.board), ("lineage", self.lineage), ("compare", self._compare)):
+            if view is None:
+                continue
+            if name == current and name not in self._dirty:
+                view.set_model(model)
+                if name == "board" and version_id is not None:
+                    self.board.select_version(version_id)
+            else:
+                self._dirty.add(name)
 
     def _on_tree_selection(self) -> None:
         items = self.tree.selectedItems()
@@ -450,10 +486,7 @@ class MainWindow(QMainWindow):
             self.set_selection([value])
         else:
             self.versions_proxy.set_filter(model=value)
-            self.board.set_model(value)
-            self.lineage.set_model(value)
-            if self._compare is not None:
-                self._compare.set_model(value)
+            self._follow_model(value, None)
             self._update_count()
 
     def show_all_models(self) -> None:
@@ -714,6 +747,8 @@ class MainWindow(QMainWindow):
             self.runner = None
         self.catalog.close()
         self.catalog, self.catalog_path = new, Path(folder)
+        self.audit.catalog = new
+        self._dirty = {"board", "compare", "lineage", "audit"}
         self.settings.setValue("last_catalog", str(Path(folder).resolve()))
         self.setWindowTitle(f"relman — {self.catalog.root}")
         self.selected_ids = []

@@ -15,8 +15,16 @@ from PySide6.QtGui import QBrush, QColor
 
 from relman.ui.snapshot import Snapshot, VersionRow
 
-SORT_ROLE = Qt.ItemDataRole.UserRole + 1
-ID_ROLE = Qt.ItemDataRole.UserRole + 2
+SORT_ROLE = int(Qt.ItemDataRole.UserRole) + 1
+ID_ROLE = int(Qt.ItemDataRole.UserRole) + 2
+# Plain ints: views ask data() for ~10 roles per visible cell on every paint, so the common
+# "not a role we serve" answer must be one set lookup, with no enum work.
+DISPLAY = int(Qt.ItemDataRole.DisplayRole)
+FOREGROUND = int(Qt.ItemDataRole.ForegroundRole)
+ALIGNMENT = int(Qt.ItemDataRole.TextAlignmentRole)
+TOOLTIP = int(Qt.ItemDataRole.ToolTipRole)
+VERSION_ROLES = frozenset({DISPLAY, SORT_ROLE, ID_ROLE, FOREGROUND, ALIGNMENT, TOOLTIP})
+RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 PHASE_COLORS = {
     "draft": "#8a94a6", "candidate": "#d99a1e", "staging": "#3b82c4", "production": "#2e9d57",
@@ -75,7 +83,8 @@ class VersionsTableModel(QAbstractTableModel):
         self.metric_columns: list[str] = []
         self.columns: list[Column] = list(self.BASE_COLUMNS)
         self._sort: tuple[int, Qt.SortOrder] | None = None
-        self.haystacks: list[str] = []
+        self.haystacks: dict[int, str] = {}
+        self.generation = 0  # bumped whenever row order or content changes (see the proxy)
 
     # -- data -------------------------------------------------------------------------------
     def set_snapshot(self, snap: Snapshot, n_metrics: int = 5) -> None:
@@ -86,6 +95,7 @@ class VersionsTableModel(QAbstractTableModel):
         if self._sort is not None and self._sort[0] < len(self.columns):
             self._apply_sort(*self._sort)
         self._rebuild_haystacks()
+        self.generation += 1
         self.endResetModel()
 
     @staticmethod
@@ -93,8 +103,8 @@ class VersionsTableModel(QAbstractTableModel):
         return (name, lambda v: v.metrics.get(name, float("-inf")), lambda v: fmt_metric(v.metrics.get(name)))
 
     def _rebuild_haystacks(self) -> None:
-        self.haystacks = [f"{v.model}@{v.version} {v.phase} {v.format} {v.recipe_name} {v.task or ''}".lower()
-                          for v in self.rows]
+        self.haystacks = {v.id: f"{v.model}@{v.version} {v.phase} {v.format} {v.recipe_name} {v.task or ''}".lower()
+                          for v in self.rows}
 
     def row_of(self, version_id: int) -> int:
         for i, v in enumerate(self.rows):
@@ -114,31 +124,30 @@ class VersionsTableModel(QAbstractTableModel):
             return self.columns[section][0]
         return None
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = DISPLAY) -> Any:
+        if role not in VERSION_ROLES:
             return None
         v = self.rows[index.row()]
-        col = self.columns[index.column()]
-        if role == Qt.ItemDataRole.DisplayRole:
+        c = index.column()
+        col = self.columns[c]
+        if role == DISPLAY:
             return col[2](v)
         if role == SORT_ROLE:
             return col[1](v)
         if role == ID_ROLE:
             return v.id
-        if role == Qt.ItemDataRole.ForegroundRole and col[0] == "Phase":
-            return QBrush(QColor(PHASE_COLORS.get(v.phase, "#888888")))
-        if role == Qt.ItemDataRole.TextAlignmentRole and index.column() >= 4 and col[0] not in ("Recipe", "Created"):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{v.ref} · {v.phase} · {v.task or 'task?'}"
-        return None
+        if role == FOREGROUND:
+            return _phase_brush(v.phase) if c == 2 else None
+        if role == ALIGNMENT:
+            return RIGHT if c >= 4 and c not in (6, 7) else None
+        return f"{v.ref} · {v.phase} · {v.task or 'task?'}"
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         if not 0 <= column < len(self.columns):
             return
         self.layoutAboutToBeChanged.emit()
         self._apply_sort(column, order)
-        self._rebuild_haystacks()
+        self.generation += 1
         self.layoutChanged.emit()
 
     def _apply_sort(self, column: int, order: Qt.SortOrder) -> None:
@@ -149,6 +158,16 @@ class VersionsTableModel(QAbstractTableModel):
 
             key = lambda v: (v.model, _semver_key(v.version))  # noqa: E731
         self.rows.sort(key=lambda v: _none_safe(key(v)), reverse=order == Qt.SortOrder.DescendingOrder)
+
+
+_BRUSHES: dict[str, QBrush] = {}
+
+
+def _phase_brush(phase: str) -> QBrush:
+    brush = _BRUSHES.get(phase)
+    if brush is None:
+        brush = _BRUSHES[phase] = QBrush(QColor(PHASE_COLORS.get(phase, "#888888")))
+    return brush
 
 
 def _none_safe(value: Any) -> Any:
@@ -164,33 +183,37 @@ class VersionsFilterProxy(QSortFilterProxyModel):
         self._text = ""
         self._phase = ""
         self._model = ""
+        self._accept: list[bool] = []
+        self._generation = -1
         self.setDynamicSortFilter(False)
 
     def set_filter(self, text: str | None = None, phase: str | None = None, model: str | None = None) -> None:
-        new_filter = hasattr(self, "beginFilterChange")  # Qt >= 6.9; invalidateRowsFilter is deprecated there
-        if new_filter:
-            self.beginFilterChange()
         if text is not None:
             self._text = text.strip().lower()
         if phase is not None:
             self._phase = phase
         if model is not None:
             self._model = model
-        if new_filter:
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:
-            self.invalidateRowsFilter()
+        self._generation = -1
+        # invalidate() re-maps in one layout change; a row-filter invalidation would instead
+        # emit a remove/insert pair per run of hidden rows (thousands on a 10,000-row table),
+        # which is what made typing in the filter box slow.
+        self.invalidate()
+
+    def _accepted(self) -> list[bool]:
+        """Which source rows pass, computed once per filter/order change in one pass (Qt then
+        asks row by row, and each of those calls should be a list lookup)."""
+        src: VersionsTableModel = self.sourceModel()  # type: ignore[assignment]
+        if self._generation != src.generation or len(self._accept) != len(src.rows):
+            words = self._text.split()
+            phase, model, hay = self._phase, self._model, src.haystacks
+            self._accept = [(not phase or v.phase == phase) and (not model or v.model == model)
+                            and (not words or all(w in hay[v.id] for w in words)) for v in src.rows]
+            self._generation = src.generation
+        return self._accept
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
-        src: VersionsTableModel = self.sourceModel()  # type: ignore[assignment]
-        v = src.rows[source_row]
-        if self._phase and v.phase != self._phase:
-            return False
-        if self._model and v.model != self._model:
-            return False
-        if self._text:
-            return all(word in src.haystacks[source_row] for word in self._text.split())
-        return True
+        return self._accepted()[source_row]
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         self.sourceModel().sort(column, order)
@@ -240,9 +263,20 @@ class JobsTableModel(QAbstractTableModel):
         self.jobs: list[dict[str, Any]] = []
 
     def set_jobs(self, jobs: list[dict[str, Any]]) -> None:
-        self.beginResetModel()
-        self.jobs = jobs
-        self.endResetModel()
+        """Same jobs as before (the usual poll): update in place and repaint only the rows
+        that changed, plus the elapsed-time cells of running jobs; otherwise reset."""
+        if [j["id"] for j in jobs] != [j["id"] for j in self.jobs]:
+            self.beginResetModel()
+            self.jobs = jobs
+            self.endResetModel()
+            return
+        old, self.jobs = self.jobs, jobs
+        last = len(JOB_COLUMNS) - 1
+        for row, (a, b) in enumerate(zip(old, jobs)):
+            if a != b:
+                self.dataChanged.emit(self.index(row, 0), self.index(row, last))
+            elif b["status"] == "running":
+                self.dataChanged.emit(self.index(row, 6), self.index(row, 6))
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.jobs)

@@ -173,6 +173,8 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
 
 
 def _json(text: str | None) -> dict[str, Any]:
+    if not text or text == "{}":
+        return {}
     try:
         value = json.loads(text or "{}")
     except ValueError:
