@@ -442,10 +442,14 @@ def test_cli_evaluate_runs_in_a_worker_and_show_prints_metrics(catalog, run_cli,
 
     import_model(catalog, tiny_bert, "bert")
     register_demo_sentiment(catalog, n=12)
-    res = run_cli("evaluate", "bert@1.0.0", "--dataset", "sentiment", "--suite", "size,quality", "--max-samples",
-                  "12", "--device", "cpu", "--wait")
+    res = run_cli("evaluate", "bert@1.0.0", "--dataset", "sentiment", "--suite", "size,quality,latency",
+                  "--max-samples", "12", "--device", "cpu", "-b", "2", "--seq-len", "16", "-o", "min_samples=20",
+                  "-o", "warmup=2", "--wait")
     assert res.exit_code == 0, res.output
-    assert "accuracy" in res.output and "size_mb" in res.output
+    assert "accuracy" in res.output and "size_mb" in res.output and "latency_p95_ms" in res.output
+    lat = next(m for m in catalog.metrics(catalog.resolve("bert@1.0.0").id) if m["name"] == "latency_p50_ms")
+    assert lat["job_id"] is not None and lat["context"]["concurrent_jobs"] == 0
+    assert lat["context"]["samples"] == 20 and lat["context"]["seq_len"] == 16
     shown = run_cli("show", "bert@1.0.0")
     assert "quality" in shown.output and "macro_f1" in shown.output and "sentiment" in shown.output
     bad = run_cli("evaluate", "bert@1.0.0", "--suite", "quality")
