@@ -91,3 +91,19 @@ def test_rank_too_large_is_refused_with_the_largest_useful_rank(catalog, tiny_be
         run_recipe("lowrank-svd", [src], {"rank": 40}, catalog)
     with pytest.raises(RecipeError, match="no layer would get smaller"):
         run_recipe("lowrank-svd", [src], {"energy": 1.0}, catalog)
+
+
+def test_recovery_distillation_after_factorising(catalog, tiny_bert_encoder, tmp_path):
+    from relman.data import demo
+    from relman.data.dataset import Dataset
+
+    rows = demo.sentiment_rows(48, seed=2)
+    src = source(catalog, tiny_bert_encoder, "enc", tmp_path)
+    recipe = get_recipe("lowrank-svd")
+    params = recipe.resolve_params({"rank": 6, "epochs": 3, "lr": 2e-3, "batch_size": 8})
+    params["dataset"] = Dataset(name="sentences", kind="text", texts=[r[0] for r in rows])
+    out = recipe.function()([src], params, JobContext(catalog))
+    losses = out.meta["recovery_epoch_losses"]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    child = load_torch_model(out.folder, "feature-extraction", fmt=out.format)
+    assert sum(p.numel() for p in child.parameters()) == out.params  # training kept the factorised shapes

@@ -172,6 +172,47 @@ def evaluate(student: nn.Module, teacher: nn.Module, objective: Objective, batch
     return total_loss / max(1, n), total_agree / max(1, n)
 
 
+# -- recovery after structural edits (pruning, factorisation) -----------------------------
+def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSource, params: dict[str, Any],
+            ctx: JobContext, device: str) -> list[float]:
+    """Distil the unedited parent into the edited model for a few epochs (params: dataset,
+    epochs, lr, batch_size, max_length, seed); returns the mean loss of each epoch."""
+    task = source.task or ""
+    if task not in (*tr.CLASSIFICATION_TASKS, "feature-extraction"):
+        raise RecipeError(f"the recovery fine-tune handles classifiers and feature extractors, not '{task}'")
+    dataset = tr.load_recipe_dataset(ctx, params["dataset"])
+    tr.check_dataset_for_task(dataset, "image-classification" if task == "image-classification" else
+                              "text-classification")
+    use_labels = task in tr.CLASSIFICATION_TASKS and dataset.has_labels
+    if use_labels:
+        dataset = tr.align_to_model(dataset, tr.model_label_names(parent))
+    train = dataset.subset("train") if dataset.split is not None and len(dataset.subset("train")) else dataset
+    rng = tr.set_seed(int(params["seed"]))
+    batcher = tr.Batcher.for_model(source.folder, task, int(params["max_length"]))
+    objective = Objective(task, 2.0, 0.5, use_labels)
+    optimizer = tr.make_optimizer(model, float(params["lr"]))
+    bs, epochs = int(params["batch_size"]), int(params["epochs"])
+    total = epochs * tr.steps_per_epoch(len(train), bs)
+    model.to(device).train()
+    parent.to(device).eval()
+    epoch_losses, step = [], 0
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for idx in tr.batches(len(train), bs, shuffle=True, rng=rng):
+            y = tr.labels_tensor(train, idx, device) if use_labels else None
+            loss, _ = objective(model, parent, batcher.inputs(train, idx, device), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            ctx.point("train_loss", step, losses[-1])
+            ctx.progress(0.4 + 0.5 * step / total, f"recovery epoch {epoch}/{epochs}, loss {losses[-1]:.4f}")
+        epoch_losses.append(sum(losses) / len(losses))
+    model.eval()
+    return epoch_losses
+
+
 # -- the recipe ---------------------------------------------------------------------------
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
     teacher_src = sources[0]

@@ -5,7 +5,9 @@ The rank is either fixed (`rank`) or the smallest that keeps a share of the spec
 (`energy`: sum of the kept squared singular values over the total). A layer is factorised
 only when r·(in + out) < in·out, i.e. when it actually saves parameters; the parameter saving
 is predicted from those shapes before anything is written and checked against the saved child.
-The child is an "hf-reshaped" folder (see relman.compress.surgery).
+The child is an "hf-reshaped" folder (see relman.compress.surgery). Factorising costs
+fidelity that a short optional recovery distillation from the parent (`dataset`, `epochs`)
+mostly buys back.
 """
 
 from __future__ import annotations
@@ -113,6 +115,13 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
     ctx.progress(0.6, f"factorising {len(chosen)} layers")
     surgery = merge_surgery(current_surgery(model), factorise(model, chosen))
     after = unique_param_count(model)
+    recovery: list[float] = []
+    if params.get("dataset") and int(params.get("epochs", 0)) > 0:
+        from relman.compress.distill import recover_by_distillation
+        from relman.compress.training import resolve_device
+
+        device = resolve_device(ctx)
+        recovery = recover_by_distillation(model, load_parent(source, device), source, params, ctx, device)
     out = new_output_folder(ctx, "lowrank-svd")
     fmt = save_child(model, source.folder, out, surgery)
     predicted = predicted_saved / before
@@ -122,7 +131,8 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
     return RecipeOutput(
         folder=out, format=fmt, params=after, dtype="float32",
         meta={"layers": layers, "params_before": before, "params_after": after,
-              "param_reduction_predicted": predicted, "param_reduction_achieved": achieved},
+              "param_reduction_predicted": predicted, "param_reduction_achieved": achieved,
+              **({"recovery_epoch_losses": recovery} if recovery else {})},
         metrics=[Metric("compress", "param_reduction_predicted", predicted, {"rank": rank, "energy": energy}),
                  Metric("compress", "param_reduction_achieved", achieved, {"params_before": before,
                                                                           "params_after": after}),

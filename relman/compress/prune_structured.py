@@ -23,6 +23,7 @@ from torch import nn
 
 from relman.catalog import Metric
 from relman.compress import training as tr
+from relman.compress.distill import recover_by_distillation
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import (
     current_surgery,
@@ -195,48 +196,6 @@ def prune_ffn(model: nn.Module, blocks: list[FfnBlock], fraction: float) -> int:
     return keep
 
 
-# -- recovery fine-tune --------------------------------------------------------------------
-def recover(model: nn.Module, parent: nn.Module, source: ModelSource, params: dict[str, Any],
-            ctx: JobContext, device: str) -> list[float]:
-    """Distil the unpruned parent into the pruned model for a few epochs."""
-    from relman.compress.distill import Objective
-
-    task = source.task or ""
-    if task not in (*tr.CLASSIFICATION_TASKS, "feature-extraction"):
-        raise RecipeError(f"the recovery fine-tune handles classifiers and feature extractors, not '{task}'")
-    dataset = tr.load_recipe_dataset(ctx, params["dataset"])
-    tr.check_dataset_for_task(dataset, "image-classification" if task == "image-classification" else
-                              "text-classification")
-    use_labels = task in tr.CLASSIFICATION_TASKS and dataset.has_labels
-    if use_labels:
-        dataset = tr.align_to_model(dataset, tr.model_label_names(parent))
-    train = dataset.subset("train") if dataset.split is not None and len(dataset.subset("train")) else dataset
-    rng = tr.set_seed(int(params["seed"]))
-    batcher = tr.Batcher.for_model(source.folder, task, int(params["max_length"]))
-    objective = Objective(task, 2.0, 0.5, use_labels)
-    optimizer = tr.make_optimizer(model, float(params["lr"]))
-    bs, epochs = int(params["batch_size"]), int(params["epochs"])
-    total = epochs * tr.steps_per_epoch(len(train), bs)
-    model.to(device).train()
-    parent.to(device).eval()
-    epoch_losses, step = [], 0
-    for epoch in range(1, epochs + 1):
-        losses = []
-        for idx in tr.batches(len(train), bs, shuffle=True, rng=rng):
-            y = tr.labels_tensor(train, idx, device) if use_labels else None
-            loss, _ = objective(model, parent, batcher.inputs(train, idx, device), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            ctx.point("train_loss", step, losses[-1])
-            ctx.progress(0.4 + 0.5 * step / total, f"recovery epoch {epoch}/{epochs}, loss {losses[-1]:.4f}")
-        epoch_losses.append(sum(losses) / len(losses))
-    model.eval()
-    return epoch_losses
-
-
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
     source = sources[0]
     heads_fraction, ffn_fraction = float(params["heads"]), float(params["ffn"])
@@ -272,7 +231,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
     if params.get("dataset") and int(params["epochs"]) > 0:
         device = tr.resolve_device(ctx)
         parent = load_parent(source, device)
-        losses = recover(model, parent, source, params, ctx, device)
+        losses = recover_by_distillation(model, parent, source, params, ctx, device)
         meta["recovery_epoch_losses"] = losses
         metrics.append(Metric("compress", "recovery_loss_last_epoch", losses[-1], {"epochs": len(losses)}))
     ctx.progress(0.92, "saving")

@@ -41,6 +41,12 @@ register(Recipe(
         Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
         Param("energy", float, 0.9, "share of spectral energy kept when rank is 0", min=0.01, max=1.0),
         Param("exclude", list, ["classifier", "score", "lm_head"], "layers whose name contains one of these are kept"),
+        Param("dataset", str, "", "registered dataset for a short recovery distillation from the parent (optional)"),
+        Param("epochs", int, 0, "recovery epochs (0 = none)", min=0, max=100),
+        Param("lr", float, 1e-4, "recovery learning rate", min=0.0),
+        Param("batch_size", int, 16, "recovery batch size", min=1),
+        Param("max_length", int, 128, "token limit for text", min=8),
+        Param("seed", int, 0, "random seed"),
     ),
     description="Replaces Linear layers by two smaller ones where that saves parameters.",
 ))
@@ -123,8 +129,8 @@ register(Recipe(
                                       "activation scales (QDQ)", choices=("dynamic", "static")),
         Param("per_channel", bool, False, "one scale per output channel instead of per tensor"),
         Param("nodes_to_exclude", list, [], "node names kept in float"),
-        Param("op_types", list, [], "op types to quantise (default: MatMul,Gemm,Conv in static mode; "
-                                    "onnxruntime's dynamic set, incl. Gather embeddings, in dynamic mode)"),
+        Param("op_types", list, [], "op types to quantise (default: MatMul,Gemm,Conv,Gather in static mode; "
+                                    "onnxruntime's dynamic set in dynamic mode)"),
         Param("op_types_to_exclude", list, [], "op types kept in float (e.g. Gather to keep embeddings)"),
         Param("keep_sensitive", int, 0, "also keep the N weight nodes most hurt by INT8 rounding in float", min=0),
         Param("optimize", bool, True, "run onnxruntime's graph optimisation (quant_pre_process) first"),
