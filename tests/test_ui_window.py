@@ -194,3 +194,47 @@ def test_screenshots_of_each_main_view(window, tmp_path):
     assert [p.stem for p in paths] == list(MAIN_VIEWS)
     for p in paths:
         assert p.stat().st_size > 5000
+
+
+def test_register_dataset_through_the_dialog(window, qtbot, tmp_path):
+    from relman.data.demo import sentiment_csv
+    from relman.ui.qt_dialogs import DatasetDialog
+
+    csv = sentiment_csv(tmp_path / "reviews.csv", n=40)
+
+    def fill(d: DatasetDialog) -> None:
+        d.path.setText(str(csv))
+        d.name.setText("reviews")
+        d.group_col.setText("group")
+        d.test.setValue(0.25)
+
+    window.dialog_runner = accept_with(fill)
+    window.actions_by_key["dataset"].trigger()
+    qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
+    assert window.messages[-1][0] == "info", window.messages
+    assert "reviews" in window.datasets()
+    # a column that is not there: the reader's one-line reason is shown, nothing is stored
+    window.register_dataset(str(csv), "broken", label_col="no_such_column")
+    qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
+    level, text = window.messages[-1]
+    assert level == "error" and "no_such_column" in text
+    assert "broken" not in window.datasets()
+
+
+def test_model_card_and_bundle_export_from_the_window(window, family, tmp_path, monkeypatch):
+    from relman.app.bundles import create_key
+
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
+    ref = family["base"].ref
+    card = window.write_model_card(ref, str(tmp_path / "README.md"))
+    text = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "digits-vit" in text and "accuracy" in text
+    assert window.messages[-1][0] == "info" and str(card or tmp_path / "README.md") in window.messages[-1][1]
+    # no signing key yet: the release layer's reason is shown, nothing is written
+    window.guarded("export", window.export_bundle, ref, str(tmp_path / "b.relman"))
+    assert window.messages[-1][0] == "error"
+    assert not (tmp_path / "b.relman").exists()
+    create_key("lab")
+    window.guarded("export", window.export_bundle, ref, str(tmp_path / "b.relman"))
+    assert window.messages[-1][0] == "info", window.messages[-1]
+    assert (tmp_path / "b.relman").stat().st_size > 1000
