@@ -32,31 +32,74 @@ TRANSFORMERS_MODELS = (
 )
 
 
-def transformers_hiddenimports(extra: str = "") -> list[str]:
-    """Module names of the bundled transformers families, found by listing files: importing
-    each package to list it (PyInstaller's collect_submodules) costs a transformers import per
-    family, minutes on a small machine."""
+def _transformers_models_dir() -> Path | None:
     import importlib.util
 
     spec = importlib.util.find_spec("transformers")
     if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "models"
+
+
+_SKIPPED_FILES = ("modeling_tf_", "modeling_flax_", "convert_")
+
+
+def transformers_families(extra: str = "") -> list[str]:
+    """The bundled families plus every family their code imports (`from ..llama.modeling_llama
+    import ...` in generated "modular" files), found by reading the files."""
+    import re
+
+    models = _transformers_models_dir()
+    if models is None:
         return []
-    models = Path(list(spec.submodule_search_locations)[0]) / "models"
-    families = ["auto"] + list(TRANSFORMERS_MODELS) + [f.strip() for f in extra.split(",") if f.strip()]
+    wanted = ["auto"] + list(TRANSFORMERS_MODELS) + [f.strip() for f in extra.split(",") if f.strip()]
+    for family in wanted:
+        if not (models / family).is_dir():
+            raise SystemExit(f"relman.spec: transformers has no model family '{family}' ({models / family})")
+    pattern = re.compile(r"from \.\.(\w+)(?:\.| import)|from transformers\.models\.(\w+)")
+    found, todo = set(wanted), list(wanted)
+    while todo:
+        for py in (models / todo.pop()).glob("*.py"):
+            if py.stem.startswith(_SKIPPED_FILES):
+                continue
+            for groups in pattern.findall(py.read_text(encoding="utf-8", errors="replace")):
+                other = groups[0] or groups[1]
+                if other not in found and (models / other).is_dir():
+                    found.add(other)
+                    todo.append(other)
+    return sorted(found)
+
+
+def transformers_excludes(extra: str = "") -> list[str]:
+    """Every other family. Needed because transformers/models/__init__.py imports all ~550
+    families under `if TYPE_CHECKING:`, which PyInstaller follows (~100 MB of code)."""
+    models = _transformers_models_dir()
+    if models is None:
+        return []
+    keep = set(transformers_families(extra))
+    return [f"transformers.models.{d.name}" for d in sorted(models.iterdir())
+            if d.is_dir() and not d.name.startswith("_") and d.name not in keep]
+
+
+def transformers_hiddenimports(extra: str = "") -> list[str]:
+    """Module names of the bundled transformers families, found by listing files: importing
+    each package to list it (PyInstaller's collect_submodules) costs a transformers import per
+    family, minutes on a small machine."""
+    models = _transformers_models_dir()
+    if models is None:
+        return []
     names = ["transformers.models", "transformers.modeling_utils", "transformers.generation"]
-    for family in families:
+    for family in transformers_families(extra):
         folder = models / family
-        if not folder.is_dir():
-            raise SystemExit(f"relman.spec: transformers has no model family '{family}' ({folder})")
         names.append(f"transformers.models.{family}")
         for py in sorted(folder.glob("*.py")):
-            if py.stem == "__init__" or py.stem.startswith(("modeling_tf_", "modeling_flax_", "convert_")):
+            if py.stem == "__init__" or py.stem.startswith(_SKIPPED_FILES):
                 continue
             names.append(f"transformers.models.{family}.{py.stem}")
     return names
 
 
-def excluded_modules(flavour: str = "full") -> list[str]:
+def excluded_modules(flavour: str = "full", extra_models: str = "") -> list[str]:
     """Python packages PyInstaller would otherwise follow into the bundle."""
     names = [
         # interactive / plotting / GUI toolkits we do not use
@@ -66,15 +109,10 @@ def excluded_modules(flavour: str = "full") -> list[str]:
         "pytest", "_pytest", "pytestqt", "pip", "Cython",
         # hub downloads: the installed app is offline (relman_entry sets HF_HUB_OFFLINE)
         "hf_xet",
-        # torch pieces that load only for features relman does not use
-        "torch.utils.benchmark", "torch.utils.bottleneck", "torch.distributed.elastic.agent",
-        "torch.testing._internal.common_methods_invocations", "torch.testing._internal.opinfo",
-        "torch.testing._internal.distributed", "torch.testing._internal.common_utils",
-        "torch.testing._internal.common_distributed", "torch.testing._internal.common_fsdp",
-        "torch.testing._internal.common_quantization", "torch.testing._internal.common_nn",
-        "torch.testing._internal.common_modules", "torch.testing._internal.generated",
-        "torch.testing._internal.optests", "torch.testing._internal.jit_metaprogramming_utils",
-        "torch.testing._internal.codegen", "torch.testing._internal.test_module",
+        # torch: only tensorboard. Not torch.testing._internal (torch.utils.checkpoint and
+        # torch.distributed.fsdp import from it at module level, and transformers imports those),
+        # not torch.utils.benchmark (the profiler imports it), not torch.distributed.
+        "torch.utils.tensorboard",
         # pyarrow parts that talk to servers or cloud storage
         "pyarrow.flight", "pyarrow._flight", "pyarrow._s3fs", "pyarrow._gcsfs", "pyarrow._azurefs",
         "pyarrow._hdfs", "pyarrow.substrait", "pyarrow._substrait", "pyarrow.cuda", "pyarrow._cuda",
@@ -91,7 +129,7 @@ def excluded_modules(flavour: str = "full") -> list[str]:
         "tensorflow", "jax", "flax", "keras", "triton",
     ]
     # not onnxruntime.transformers: quantization's shape inference imports its onnx_utils
-    return names
+    return names + transformers_excludes(extra_models)
 
 
 # Destination paths (as laid out in the bundle, '/'-separated) that are never used at run time.
@@ -100,13 +138,14 @@ _DROP_PATTERNS = (
     "torch/test/*", "torch/bin/*", "torch/include/*", "torch/share/*", "torch/lib/*test*",
     "torch/lib/libbackend_with_compiler*", "torch/lib/libaoti_custom_ops*", "torch/lib/*.a",
     "torch/_inductor/codegen/aoti_runtime/*", "torch/testing/_internal/generated/*",
-    "torch/utils/model_dump/*", "torch/utils/benchmark/*",
+    "torch/utils/model_dump/*",
     # headers and sources shipped as data by several wheels
     "*.h", "*.hpp", "*.cuh", "*.pyx", "*.pxd", "*.pxi", "*.c", "*.cpp", "*.cmake", "*.lib",
     "pyarrow/include/*", "pyarrow/src/*", "pyarrow/tests/*", "numpy/_core/include/*",
     "numpy/_core/tests/*", "scipy/*/tests/*", "sklearn/*/tests/*", "pandas/tests/*",
     # pyarrow libraries for servers and cloud storage
-    "pyarrow/libarrow_flight*", "pyarrow/libarrow_substrait*", "pyarrow/libarrow_s3*",
+    # (not libarrow_substrait: libarrow_python and every pyarrow extension link it)
+    "pyarrow/libarrow_flight*", "pyarrow/libarrow_python_flight*", "pyarrow/libarrow_s3*",
     "pyarrow/libgandiva*", "pyarrow/libarrow_cuda*", "pyarrow/_flight*", "pyarrow/_s3fs*",
     "pyarrow/_substrait*", "pyarrow/_gcsfs*", "pyarrow/_azurefs*", "pyarrow/_hdfs*",
     # Qt: QML/Quick, PDF, virtual keyboard, designer, SQL drivers, translations (the UI is English)
@@ -129,7 +168,37 @@ _DROP_PATTERNS = (
 # Never dropped, whatever the patterns above say: the GPU libraries of a CUDA build.
 _KEEP_PATTERNS = (
     "torch/lib/libtorch_cuda*", "torch/lib/libc10_cuda*", "nvidia/*",
+    "torch/bin/torch_shm_manager",  # `import torch` checks that it exists
 )
+
+# Libraries whose symbol tables we strip after the build (PyInstaller's own strip=True strips
+# everything, which corrupts auditwheel-patched libraries such as numpy's OpenBLAS: "ELF load
+# command address/offset not page-aligned"). Each of these was checked to load after stripping;
+# libtorch_cpu alone goes 434 -> 345 MB, libpython 23 -> 6 MB, pyarrow's ~20 MB less.
+STRIP_GLOBS = ("torch/lib/libtorch_cpu.so", "torch/lib/libtorch_python.so", "libpython3*.so*",
+               "pyarrow/libarrow.so.*", "pyarrow/libarrow_compute.so.*", "pyarrow/libarrow_dataset.so.*",
+               "pyarrow/libarrow_acero.so.*", "pyarrow/libparquet.so.*")
+
+
+def strip_selected(internal: Path) -> int:
+    """Strip the STRIP_GLOBS libraries of the built bundle in place; returns the bytes saved."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("strip"):
+        print("relman.spec: no `strip` on PATH; libraries left as they are")
+        return 0
+    saved, count = 0, 0
+    for pattern in STRIP_GLOBS:
+        for path in sorted(internal.glob(pattern)):
+            if not path.is_file() or path.is_symlink():
+                continue
+            before = path.stat().st_size
+            subprocess.run(["strip", "--strip-unneeded", str(path)], check=True)
+            saved += before - path.stat().st_size
+            count += 1
+    print(f"relman.spec: stripped {count} libraries, {saved / 2**20:.1f} MiB saved")
+    return saved
 
 
 def _dropped(dest: str) -> bool:

@@ -132,7 +132,18 @@ def catalog(installed: Path, home: Path, tiny_model: Path) -> dict:
     version = run_json(installed, home, "--catalog", str(cat), "import", str(tiny_model), "--model", "tinybert",
                        "--version", "1.0.0", "--task", "text-classification", "--json")
     assert version["model"] == "tinybert" and version["version"] == "1.0.0", version
-    return {"path": cat, "base": version}
+    # a Parquet dataset: pyarrow (slimmed: no Flight/S3) reads it inside the bundle
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"{w} film number {i}" for i in range(24) for w in (("great", "awful")[i % 2],)]
+    table = pa.table({"text": texts, "label": [("positive", "negative")[i % 2] for i in range(24)]})
+    parquet = home / "reviews.parquet"
+    pq.write_table(table, parquet)
+    data = run_json(installed, home, "--catalog", str(cat), "dataset", "add", str(parquet), "--name", "reviews",
+                    "--json")
+    assert data["name"] == "reviews", data
+    return {"path": cat, "base": version, "dataset": "reviews"}
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -160,10 +171,11 @@ def test_init_and_import_tiny_model(installed: Path, home: Path, catalog: dict) 
 
 
 def _compress(installed: Path, home: Path, catalog: dict, ref: str, recipe: str, version: str,
-              evaluate: bool) -> dict:
+              evaluate: bool, dataset: str | None = None) -> dict:
     """`relman compress REF RECIPE --wait`: the CLI drives a runner, which starts the worker (and,
     with evaluation, a second worker for the child's evaluation) from the frozen executable."""
     args = ["--catalog", str(catalog["path"]), "compress", ref, recipe, "--version", version, "--wait", "--json"]
+    args += ["--dataset", dataset] if dataset else []
     job = run_json(installed, home, *args + ([] if evaluate else ["--no-evaluate"]))
     assert job["status"] == "succeeded", job
     child = run_json(installed, home, "--catalog", str(catalog["path"]), "show", f"tinybert@{version}", "--json")
@@ -186,9 +198,11 @@ def test_onnx_export_and_ort_int8_in_frozen_workers(installed: Path, home: Path,
     (its shape inference, onnxruntime.transformers) are what the slimming could break."""
     onnx = _compress(installed, home, catalog, "tinybert@1.0.0", "onnx-export", "1.1.0", evaluate=False)
     assert onnx["format"] == "onnx", onnx
-    q = _compress(installed, home, catalog, "tinybert@1.1.0", "ort-int8", "1.1.1", evaluate=True)
+    q = _compress(installed, home, catalog, "tinybert@1.1.0", "ort-int8", "1.1.1", evaluate=True,
+                  dataset=catalog["dataset"])
     assert q["format"] == "onnx" and q["size_bytes"] < onnx["size_bytes"], (q, onnx)
     assert q["metrics"], f"the evaluation job stored no metrics: {q}"
+    assert any(m["dataset"] for m in q["metrics"]), f"no quality metric on the dataset: {q['metrics']}"
 
 
 def test_gui_draws_screenshots_offscreen(installed: Path, home: Path, tmp_path: Path) -> None:
@@ -211,8 +225,9 @@ def test_gui_draws_screenshots_offscreen(installed: Path, home: Path, tmp_path: 
 def test_bundle_is_slim(installed: Path) -> None:
     root = installed.parent
     internal = root / "_internal" if (root / "_internal").is_dir() else root
-    for unused in ("torch/test", "torch/include", "torch/bin", "tkinter", "IPython", "matplotlib",
-                   "PySide6/Qt/qml", "PySide6/Qt/translations"):
+    for unused in ("torch/test", "torch/include", "torch/bin/test_api", "torch/bin/protoc", "tkinter", "IPython",
+                   "matplotlib", "PySide6/Qt/qml", "PySide6/Qt/translations", "transformers/models/whisper",
+                   "pyarrow/libarrow_flight.so.2600"):
         assert not (internal / unused).exists(), f"{unused} should not be bundled"
     libs = [p.name for p in internal.rglob("libQt6*")]
     assert libs and not [n for n in libs if n.startswith(("libQt6Quick", "libQt6Qml", "libQt6Pdf"))], libs
