@@ -20,7 +20,14 @@ from relman.cli import AppState, pass_state
 @pass_state
 def gui(state: AppState, catalog_opt: str | None) -> None:
     """Open the desktop application on a catalog."""
-    from relman.ui.app import run_gui
+    import os
+
+    from relman.errors import RelmanError
+    from relman.ui.app import has_display, run_gui
+
+    if not has_display() and not os.environ.get("QT_QPA_PLATFORM"):
+        raise RelmanError("no display to open the window on (DISPLAY/WAYLAND_DISPLAY unset); use "
+                          "'relman demo --headless --screenshots DIR' for pictures, or the CLI commands")
 
     code = run_gui(catalog_opt or state.catalog_path)
     if code:
