@@ -21,6 +21,7 @@ register(Recipe(
 register(Recipe(
     name="prune-structured", title="Structured pruning (heads + FFN neurons)",
     target="relman.compress.prune_structured:run", input_formats=_TORCH_FORMATS,
+    output_format="hf-reshaped",  # plain "hf" when only FFN neurons are removed
     params=(
         Param("heads", float, 0.25, "fraction of attention heads removed in each layer", min=0.0, max=0.9),
         Param("ffn", float, 0.25, "fraction of feed-forward neurons removed in each layer", min=0.0, max=0.95),
@@ -36,7 +37,7 @@ register(Recipe(
 ))
 register(Recipe(
     name="lowrank-svd", title="Low-rank factorisation (truncated SVD)", target="relman.compress.lowrank:run",
-    input_formats=_TORCH_FORMATS,
+    input_formats=_TORCH_FORMATS, output_format="hf-reshaped",
     params=(
         Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
         Param("energy", float, 0.9, "share of spectral energy kept when rank is 0", min=0.01, max=1.0),
