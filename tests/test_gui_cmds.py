@@ -44,7 +44,8 @@ def test_demo_headless_trains_imports_promotes_and_writes_screenshots(tmp_path: 
     assert "trained a ViT on the digits" in out.stdout
     assert "promoted digits-vit@1.0.0 → production" in out.stdout
     shots = sorted(p.name for p in (tmp_path / "shots").glob("*.png"))
-    assert shots == sorted(f"{v}.png" for v in ("versions", "board", "compare", "lineage", "jobs", "audit"))
+    assert shots == sorted([f"{v}.png" for v in ("versions", "board", "compare", "lineage", "jobs", "audit")]
+                           + ["dark-board.png", "dark-compare.png"])
     from relman.catalog import open_catalog
 
     cat = open_catalog(tmp_path / "cat")

@@ -67,7 +67,7 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     window.set_selection([v.id for v in window.snapshot.versions if v.phase == "production"][:1])
     if shots is not None:
         window.resize(1400, 860)
-        for path in screenshots(window, shots):
+        for path in screenshots(window, shots, dark_views=("board", "compare")):
             click.echo(f"screenshot {path}")
     if not headless:
         app.exec()

@@ -102,9 +102,26 @@ def close_window(app: Any, window: Any) -> None:
     gc.collect()
 
 
-def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, prefix: str = "") -> list[Path]:
-    """One PNG of the window per main view."""
+def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, prefix: str = "",
+                dark_views: tuple[str, ...] = ()) -> list[Path]:
+    """One PNG of the window per main view (light theme), plus `dark_views` in the dark theme.
+    The jobs view shows the job with the longest live curve; the audit view its verification."""
     out = []
+    was_dark = window.dark
+    window.set_theme(False)
     for name in views:
+        if name == "jobs":
+            row = window.catalog.conn.execute(
+                "SELECT job_id FROM job_points GROUP BY job_id ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
+            if row:
+                window.jobs.select_job(row[0])
+        if name == "audit":
+            window.show_view("audit")
+            window.audit.verify()
         out.append(window.grab_tab(name, Path(folder) / f"{prefix}{name}.png"))
+    if dark_views:
+        window.set_theme(True)
+        for name in dark_views:
+            out.append(window.grab_tab(name, Path(folder) / f"{prefix}dark-{name}.png"))
+    window.set_theme(was_dark)
     return out

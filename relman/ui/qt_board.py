@@ -51,12 +51,14 @@ class Card(QFrame):
             sub.append(f"canary {v.canary_share:g}%")
         info = QLabel(" · ".join(sub))
         info.setObjectName("hint")
+        info.setWordWrap(True)
         layout.addWidget(info)
         lines = [f"{m}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
         self.metrics_label = QLabel("\n".join(lines) if lines else "no metrics yet")
         layout.addWidget(self.metrics_label)
         self.badge = QLabel()
         self.badge.setObjectName("badge")
+        self.badge.setWordWrap(True)
         self.badge.setAlignment(Qt.AlignmentFlag.AlignLeft)
         self.set_gate(gate)
         row = QHBoxLayout()
@@ -90,6 +92,23 @@ class PhaseColumn(QListWidget):
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setSpacing(4)
         self.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+
+    def fit_cards(self) -> None:
+        """Cards take the column's width (their text wraps), so nothing is cut off."""
+        width = max(120, self.viewport().width() - 2 * self.spacing() - 2)
+        for i in range(self.count()):
+            item = self.item(i)
+            card = self.itemWidget(item)
+            if isinstance(card, Card):
+                card.setFixedWidth(width)
+                card.adjustSize()
+                item.setSizeHint(QSize(width, card.heightForWidth(width) if card.hasHeightForWidth()
+                                       else card.sizeHint().height()))
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.fit_cards()
 
     def mimeTypes(self) -> list[str]:
         return [MIME]
@@ -230,6 +249,7 @@ class ReleaseBoard(QWidget):
                 col.setItemWidget(item, card)
                 if selected is not None and selected.id == v.id:
                     item.setSelected(True)
+            col.fit_cards()
             if len(rows) > len(shown):
                 self.hidden_cards[phase] = len(rows) - len(shown)
                 more = QListWidgetItem(f"… {len(rows) - len(shown)} older (see the Versions table)")

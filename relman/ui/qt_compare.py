@@ -79,7 +79,9 @@ class ScatterPanel(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setTitle(title)
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.legend = self.plot.addLegend(offset=(-10, -10))  # bottom right: good models sit top left
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).enableAutoSIPrefix(False)  # "0.78", not "780 (x0.001)"
         self.phase_items: dict[str, pg.ScatterPlotItem] = {}
         for phase in PHASE_ORDER:
             item = UniformScatter(size=9, pen=pg.mkPen(None), brush=pg.mkBrush(PHASE_COLORS[phase]),
@@ -87,7 +89,9 @@ class ScatterPanel(QWidget):
             item.sigClicked.connect(self._on_click)
             self.plot.addItem(item)
             self.phase_items[phase] = item
-        self.front = pg.PlotDataItem(pen=pg.mkPen("#e07b39", width=2, style=Qt.PenStyle.DashLine), name="Pareto front")
+        self.front = pg.PlotDataItem(pen=pg.mkPen("#e07b39", width=2, style=Qt.PenStyle.DashLine), name="Pareto front",
+                                     symbol="o", symbolSize=15, symbolPen=pg.mkPen("#e07b39", width=1.5),
+                                     symbolBrush=None)
         self.plot.addItem(self.front)
         self.prod_item = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("#1d6b3a", width=1.5),
                                             brush=pg.mkBrush("#ffd23f"), name="production")
@@ -111,6 +115,9 @@ class ScatterPanel(QWidget):
         layout.addWidget(self.plot, 1)
         self.x_combo.currentTextChanged.connect(lambda _: self.redraw())
         self.y_combo.currentTextChanged.connect(lambda _: self.redraw())
+        # a choice made in the combo becomes the panel's wanted axis
+        self.x_combo.activated.connect(lambda _: self._remember())
+        self.y_combo.activated.connect(lambda _: self._remember())
         self._selected: set[int] = set()
 
     # -- data -------------------------------------------------------------------------------
@@ -122,17 +129,19 @@ class ScatterPanel(QWidget):
         fallbacks = (x_fallback or (costs[0] if costs else ""), quality[0] if quality else "")
         for combo, wanted, fallback in ((self.x_combo, self._wanted[0], fallbacks[0]),
                                         (self.y_combo, self._wanted[1], fallbacks[1])):
-            current = combo.currentText()
+            # the user's pick (or set_axes) wins, then the panel's default, then a fallback;
+            # a fallback chosen while the catalog was still empty must not stick
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(names)
-            idx = combo.findText(current) if current else -1
-            if idx < 0:
-                idx = combo.findText(wanted)
+            idx = combo.findText(wanted)
             if idx < 0:
                 idx = combo.findText(fallback)
             combo.setCurrentIndex(max(idx, 0))
             combo.blockSignals(False)
+
+    def _remember(self) -> None:
+        self._wanted = (self.x_combo.currentText(), self.y_combo.currentText())
 
     def set_axes(self, x: str, y: str) -> None:
         self._wanted = (x, y)
@@ -177,7 +186,22 @@ class ScatterPanel(QWidget):
         phases = pa
         prod = phases == "production"
         self.prod_item.setData(x=xa[prod], y=ya[prod], data=ida[prod])
+        self._update_legend({str(p) for p in set(phases.tolist())})
         self._draw_selection()
+
+    def _update_legend(self, present: set[str]) -> None:
+        """List only the phases that have points, then the front and the production mark."""
+        key = tuple(p for p in PHASE_ORDER if p in present)
+        if key == getattr(self, "_legend_key", None):
+            return
+        self._legend_key = key
+        self.legend.clear()
+        for phase in key:
+            self.legend.addItem(self.phase_items[phase], phase)
+        if self.front_ids:
+            self.legend.addItem(self.front, "Pareto front")
+        if "production" in present:
+            self.legend.addItem(self.prod_item, "production")
 
     def _draw_selection(self) -> None:
         xm, ym = self.x_combo.currentText(), self.y_combo.currentText()
@@ -219,6 +243,7 @@ class CompareView(QWidget):
         self.trend_metric = QComboBox()
         self.trend_plot = pg.PlotWidget(title="Metric over versions")
         self.trend_plot.showGrid(x=True, y=True, alpha=0.25)
+        self.trend_plot.getAxis("left").enableAutoSIPrefix(False)
         self.trend_line = pg.PlotDataItem(pen=pg.mkPen("#3b6fd8", width=2), symbol="o", symbolSize=7,
                                           symbolBrush="#3b6fd8")
         self.trend_plot.addItem(self.trend_line)
@@ -258,6 +283,8 @@ class CompareView(QWidget):
 
         self.model_combo.currentTextChanged.connect(lambda _: self._refresh_rows())
         self.trend_metric.currentTextChanged.connect(lambda _: self._draw_trend())
+        self._trend_choice = ""
+        self.trend_metric.activated.connect(lambda _: setattr(self, "_trend_choice", self.trend_metric.currentText()))
         for panel in (self.size_panel, self.latency_panel):
             panel.clicked.connect(self._on_point_clicked)
 
@@ -267,7 +294,7 @@ class CompareView(QWidget):
         names = snap.plottable_metrics()
         for panel in (self.size_panel, self.latency_panel):
             panel.set_metrics(names)
-        current = self.trend_metric.currentText() or (snap.metric_names[0] if snap.metric_names else "size_mb")
+        current = self._trend_choice or (snap.metric_names[0] if snap.metric_names else "size_mb")
         self.trend_metric.blockSignals(True)
         self.trend_metric.clear()
         self.trend_metric.addItems(names)

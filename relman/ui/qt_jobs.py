@@ -111,6 +111,8 @@ class JobsView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
+        for c, width in enumerate((50, 80, 300, 90, 110, 70, 70)):
+            self.table.horizontalHeader().resizeSection(c, width)
         self.table.setAlternatingRowColors(True)
         self.cancel_btn = QPushButton("Cancel job")
         self.retry_btn = QPushButton("Retry job")

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QGraphicsPathItem, QGra
 from relman.ui.qt_models import PHASE_COLORS
 from relman.ui.snapshot import Snapshot, VersionRow
 
-NODE_W, NODE_H, COL_GAP, ROW_GAP = 170, 46, 90, 24
+NODE_W, NODE_H, COL_GAP, ROW_GAP = 170, 46, 150, 24
 MAX_NODES = 400
 ALL_MODELS = "All models"
 
@@ -191,9 +191,10 @@ class LineageView(QWidget):
         if label:
             text = QGraphicsSimpleTextItem(label)
             text.setBrush(text_brush)
-            mid = path.pointAtPercent(0.5)
+            # near the child end, where fanned-out edges are apart, so labels do not collide
+            at = path.pointAtPercent(0.62)
             br: QRectF = text.boundingRect()
-            text.setPos(mid.x() - br.width() / 2, mid.y() - br.height() - 2)
+            text.setPos(at.x() - br.width() / 2, at.y() - br.height() - 1)
             self.scene.addItem(text)
 
     def _on_selection(self) -> None:

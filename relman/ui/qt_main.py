@@ -380,6 +380,11 @@ class MainWindow(QMainWindow):
     def _set_versions(self, snap: Snapshot) -> None:
         keep = set(self.selected_ids)
         self.versions_model.set_snapshot(snap)  # a model reset: the proxy re-filters by itself
+        widths = {"Model": 150, "Version": 80, "Phase": 110, "Format": 100, "Size": 90, "Params": 80, "Recipe": 160,
+                  "Created": 140}
+        header = self.table.horizontalHeader()
+        for c, col in enumerate(self.versions_model.columns):
+            header.resizeSection(c, widths.get(col[0], 120))
         if keep:
             self._select_rows(keep)
         self._update_count()
@@ -778,9 +783,9 @@ class MainWindow(QMainWindow):
                 if not getattr(report, "allowed", True):
                     status = ("none", f"→ {to} not allowed by policy")
                 elif passed:
-                    status = ("pass", f"gates → {to}: pass")
+                    status = ("pass", f"✓ gates pass → {to}")
                 elif passed is False:
-                    status = ("fail", f"gates → {to}: {failing or ''} FAIL".replace("  ", " "))
+                    status = ("fail", f"✗ {failing} gate{'s' if failing != 1 else ''} FAIL → {to}")
                 else:
                     status = ("unknown", f"no gates → {to}")
             except RelmanError as e:
