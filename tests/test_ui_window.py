@@ -238,3 +238,32 @@ def test_model_card_and_bundle_export_from_the_window(window, family, tmp_path, 
     window.guarded("export", window.export_bundle, ref, str(tmp_path / "b.relman"))
     assert window.messages[-1][0] == "info", window.messages[-1]
     assert (tmp_path / "b.relman").stat().st_size > 1000
+
+
+def test_optimize_and_evaluate_dialogs_queue_real_jobs(window, family, catalog):
+    from relman.app.datasets import register_demo_digits
+    from relman.ui.qt_dialogs import EvaluateDialog, SimpleFormDialog
+
+    register_demo_digits(catalog, "digits", n=60)
+    window.set_selection([family["base"].id])
+
+    def fill(d):
+        if isinstance(d, SimpleFormDialog):
+            d.fields["Dataset"].setCurrentText("digits")
+            d.fields["Max accuracy drop"].setValue(0.02)
+        elif isinstance(d, EvaluateDialog):
+            d.dataset.setCurrentText("digits")
+
+    window.dialog_runner = accept_with(fill)
+    window.actions_by_key["optimize"].trigger()
+    assert window.messages[-1][0] == "info", window.messages[-1]
+    job = catalog.query("SELECT kind, params FROM jobs ORDER BY id DESC")[0]
+    assert job["kind"] == "optimize" and '"max_drop": 0.02' in job["params"]
+    window.actions_by_key["evaluate"].trigger()
+    assert window.messages[-1][0] == "info", window.messages[-1]
+    assert catalog.query("SELECT kind FROM jobs ORDER BY id DESC")[0]["kind"] == "evaluate"
+    # the jobs panel lists both, queued (no runner in this window)
+    jobs = window.show_view("jobs")
+    assert [j["status"] for j in jobs.model.jobs[:2]] == ["queued", "queued"]
+    jobs.select_job(jobs.model.jobs[0]["id"])
+    assert jobs.cancel_btn.isEnabled()

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSplitter, QTable
                                QVBoxLayout, QWidget)
 
 from relman.ui.qt_models import PHASE_COLORS, fmt_metric
-from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, lower_is_better, pareto_front
+from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, lower_is_better
 
 ALL_MODELS = "All models"
 
