@@ -35,9 +35,9 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
 
 
 @click.command()
-@click.option("--headless", is_flag=True, help="Do not open a window: build the demo, write screenshots if asked, exit.")
+@click.option("--headless", is_flag=True, help="Do not open a window: build the demo, write the screenshots, exit.")
 @click.option("--screenshots", "shots", type=click.Path(path_type=Path, file_okay=False),
-              help="Write a PNG of each main view into this folder.")
+              help="Write a PNG of each main view into this folder (headless default: ./demo-output).")
 @click.option("--train-seconds", type=float, default=15.0, show_default=True,
               help="CPU time budget for training the demo ViT on the digits.")
 @click.option("--no-jobs", is_flag=True, help="Only train, import and register (skip compression/evaluation jobs).")
@@ -59,8 +59,8 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     state._catalog = None
     headless = headless or not has_display()
     if shots is None and headless:
-        click.echo(f"demo catalog ready at {root} (no display: run 'relman --catalog {root} gui' on a desktop)")
-        return
+        shots = Path("demo-output")
+        click.echo(f"demo catalog ready at {root}; no window (headless), so screenshots go to {shots.resolve()}")
     from relman.ui.app import close_window, open_window, screenshots
 
     app, window = open_window(root, headless=headless)
