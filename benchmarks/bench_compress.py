@@ -35,6 +35,8 @@ RECIPES: list[tuple[str, str, dict]] = [
     ("ort-int8", "ORT INT8 dynamic", {"mode": "dynamic"}),
     ("ort-int8", "ORT INT8 dynamic per-channel", {"mode": "dynamic", "per_channel": True}),
     ("ort-int8", "ORT INT8 static (QDQ, calibrated)", {"mode": "static", "calibration_samples": 64}),
+    ("ort-int8", "ORT INT8 static per-channel (QDQ, calibrated)",
+     {"mode": "static", "per_channel": True, "calibration_samples": 64}),
     ("onnx-fp16", "ONNX FP16", {}),
     ("torch-int8-dynamic", "PyTorch INT8 dynamic", {}),
     ("half", "PyTorch BF16", {"dtype": "bfloat16"}),

@@ -194,7 +194,7 @@ def test_ort_int8_static_calibrates_on_the_registered_dataset(catalog, tmp_path,
     calib = child.meta["calibration"]
     assert calib["source"] == "dataset" and calib["dataset"] == "sentiment" and calib["samples"] == 16
     assert child.recipe["params"]["dataset"] == "sentiment" and child.recipe["dataset"] == "sentiment"
-    assert child.meta["op_types"] == ["MatMul", "Gemm", "Conv"]  # weight ops only, by default in static mode
+    assert child.meta["op_types"] == ["MatMul", "Gemm", "Conv", "Gather"]  # weight ops, by default in static mode
     import onnx
 
     graph = onnx.load(str(child_folder(catalog, child, tmp_path) / "model.onnx")).graph
@@ -332,3 +332,19 @@ def test_int4_on_a_graph_without_matmul_weights_fails_with_no_child(catalog, tmp
     with pytest.raises(RecipeError, match=r"bigram@1.0.0 has no MatMul weights to quantise to 4 bits"):
         compress(catalog, parent.id, "int4-weight-only")
     assert_nothing_added(catalog, 1, shas)
+
+
+def test_ort_int8_takes_a_structurally_pruned_parent(catalog, tmp_path, bert64):
+    """Recipes compose: a pruned "hf-reshaped" child exports and quantises like any HF model."""
+    parent = import_model(catalog, bert64, "bert")
+    pruned = compress(catalog, parent.id, "prune-structured", {"heads": "0.5", "ffn": "0.5", "epochs": "0"})
+    assert pruned.format == "hf-reshaped"
+    child = compress(catalog, pruned.id, "ort-int8")
+    assert [p["parent_id"] for p in catalog.parents(child.id)] == [pruned.id]
+    feeds = text_feeds(2, 9, 60)
+    got = ort_run(child_folder(catalog, child, tmp_path), feeds)
+    want = torch_logits(child_folder(catalog, pruned, tmp_path), "text-classification", feeds, fmt="hf-reshaped")
+    assert np.abs(got - want).max() < 0.05
+    weights = initializer_bytes(child_folder(catalog, child, tmp_path) / "model.onnx")
+    assert weights["int8"] > 0.7 * sum(weights.values())
+    assert metric(catalog, child.id, "weight_bytes_ratio") < 0.35
