@@ -267,3 +267,21 @@ def test_optimize_and_evaluate_dialogs_queue_real_jobs(window, family, catalog):
     assert [j["status"] for j in jobs.model.jobs[:2]] == ["queued", "queued"]
     jobs.select_job(jobs.model.jobs[0]["id"])
     assert jobs.cancel_btn.isEnabled()
+
+
+def test_resources_resolve_in_a_checkout_and_in_a_frozen_layout(tmp_path, monkeypatch):
+    import sys
+
+    from relman.errors import NotFound
+    from relman.ui.qt_main import app_icon
+    from relman.ui.resources import resource_path
+
+    assert resource_path("themes", "dark.qss").is_file()
+    assert not app_icon().isNull()
+    frozen = tmp_path / "bundle"
+    (frozen / "resources" / "themes").mkdir(parents=True)
+    (frozen / "resources" / "themes" / "light.qss").write_text("/* frozen */", encoding="utf-8")
+    monkeypatch.setattr(sys, "_MEIPASS", str(frozen), raising=False)
+    assert resource_path("themes", "light.qss") == frozen / "resources" / "themes" / "light.qss"
+    with pytest.raises(NotFound, match="no-such.qss"):
+        resource_path("themes", "no-such.qss")

@@ -77,10 +77,7 @@ class MainWindow(QMainWindow):
         self._focus_model: str | None = None
 
         self.setWindowTitle(f"relman — {self.catalog.root}")
-        try:
-            self.setWindowIcon(QIcon(str(resource_path("icons", "relman.svg"))))
-        except RelmanError:
-            pass
+        self.setWindowIcon(app_icon())
         self._build_views()
         self._build_actions()
         self.reasons = backends.status()
@@ -991,6 +988,23 @@ class MainWindow(QMainWindow):
         if not self.grab().save(str(path)):
             raise RelmanError(f"could not write the screenshot {path}")
         return path
+
+
+def app_icon() -> QIcon:
+    """The window icon from the PNG sizes (no SVG plugin needed in a slimmed frozen build),
+    else the SVG; an empty icon if neither is there."""
+    icon = QIcon()
+    for size in (16, 24, 32, 48, 64, 128, 256):
+        try:
+            icon.addFile(str(resource_path("icons", f"relman-{size}.png")))
+        except RelmanError:
+            continue
+    if icon.isNull():
+        try:
+            icon = QIcon(str(resource_path("icons", "relman.svg")))
+        except RelmanError:
+            pass
+    return icon
 
 
 def _needs(field: str) -> Callable[[dict[str, Any]], None]:
