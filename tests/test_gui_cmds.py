@@ -52,3 +52,35 @@ def test_demo_headless_trains_imports_promotes_and_writes_screenshots(tmp_path: 
     assert cat.metric_values(v.id)["test_accuracy"] > 0.1  # better than chance after 2 s of training
     assert not cat.verify_audit()
     cat.close()
+
+
+def test_window_screenshots_in_a_real_xcb_window_under_xvfb(tmp_path: Path, tiny_vit):
+    """The same window on the xcb platform (a real X window) when Xvfb is installed
+    (`make system-deps`); skipped otherwise."""
+    import shutil
+
+    if not shutil.which("xvfb-run"):
+        pytest.skip("xvfb-run not installed (make system-deps)")
+    from relman.app.models import import_model
+    from relman.catalog import Metric, open_catalog
+
+    cat = open_catalog(tmp_path / "cat")
+    v = import_model(cat, tiny_vit, "digits-vit")
+    cat.add_metrics(v.id, [Metric("quality", "accuracy", 0.9), Metric("latency", "latency_p95_ms", 3.0)])
+    cat.close()
+    code = (
+        "from pathlib import Path\n"
+        "from relman.ui.app import close_window, open_window, screenshots\n"
+        f"app, w = open_window({str(tmp_path / 'cat')!r}, run_jobs=False)\n"
+        "print('PLATFORM', app.platformName())\n"
+        f"screenshots(w, Path({str(tmp_path / 'shots')!r}))\n"
+        "close_window(app, w)\n"
+    )
+    env = relman_subprocess_env()
+    env.update(QT_QPA_PLATFORM="xcb", RELMAN_GUI_SETTINGS=str(tmp_path / "gui.ini"))
+    out = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-c", code],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "PLATFORM xcb" in out.stdout
+    pngs = list((tmp_path / "shots").glob("*.png"))
+    assert len(pngs) == 6 and all(p.stat().st_size > 5000 for p in pngs)
