@@ -218,3 +218,15 @@ def test_recipe_form_is_generated_from_the_registry_and_checks_values():
     d.form.editors[p.name].setCurrentText("no-such-choice")
     d.accept()
     assert d.result() == 0 and p.name in d.error_label.text()
+
+
+def test_a_second_window_leaves_the_jobs_to_the_runner_holding_the_lock(qtbot, catalog, catalog_path, tmp_path):
+    first = make_window(qtbot, catalog_path, tmp_path)
+    second = make_window(qtbot, catalog_path, tmp_path / "b")
+    try:
+        qtbot.waitUntil(lambda: first.runner.has_lock, timeout=10_000)
+        qtbot.waitUntil(lambda: "another runner" in second.statusBar().currentMessage(), timeout=10_000)
+        assert not second.runner.has_lock
+    finally:
+        second.shutdown()
+        first.shutdown()

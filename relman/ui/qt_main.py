@@ -316,6 +316,11 @@ class MainWindow(QMainWindow):
             self.runner_timer.stop()
             self.show_error(f"The job runner stopped: {e}")
             return
+        if not self.runner.has_lock:  # e.g. `relman jobs run` in a terminal drives this catalog
+            holder = self.runner.lock.holder_pid()
+            text = f"Jobs are run by another runner{f' (pid {holder})' if holder else ''}; this window only shows them"
+            if self.statusBar().currentMessage() != text:
+                self.statusBar().showMessage(text)
         if report and (report.get("started") or report.get("ended")):
             self.poll()
 
