@@ -178,3 +178,14 @@ def test_cli_compress_refuses_bad_input_with_one_line(run_cli, catalog, tiny_ber
     assert res.exit_code == 1 and "the recipe is for causal-lm" in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert jobs_count(catalog) == 0
+
+
+def test_cli_compress_that_fails_in_the_worker_says_why_and_stores_nothing(run_cli, catalog, tiny_bert):
+    import_model(catalog, tiny_bert, "bert")
+    shas = set(catalog.store.all_shas())
+    res = run_cli("compress", "bert@1.0.0", "onnx-export", "--param", "tolerance=1e-12", "--device", "cpu", "--wait")
+    assert res.exit_code == 1
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("error: job 1 (compress) failed: ONNX export of ") and "over the tolerance 1e-12" in last
+    assert "stored bert@" not in res.output
+    assert len(catalog.versions()) == 1 and set(catalog.store.all_shas()) == shas

@@ -348,3 +348,30 @@ def test_ort_int8_takes_a_structurally_pruned_parent(catalog, tmp_path, bert64):
     weights = initializer_bytes(child_folder(catalog, child, tmp_path) / "model.onnx")
     assert weights["int8"] > 0.7 * sum(weights.values())
     assert metric(catalog, child.id, "weight_bytes_ratio") < 0.35
+
+
+@pytest.mark.gpu
+def test_half_precision_on_the_gpu_casts_there_and_runs_there(catalog, tmp_path, bert64):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from relman.modelio.loading import load_torch_model
+
+    parent = import_model(catalog, bert64, "bert")
+    ctx = JobContext(catalog, device="cuda:0")
+    try:
+        res = job.run({"recipe": "half", "params": {"dtype": "float16"}, "parent_version_ids": [parent.id],
+                       "evaluate": False}, ctx)
+    finally:
+        ctx.cleanup()
+    child = catalog.get_version(res["version_id"])
+    assert child.meta["cast_on"] == "cuda:0" and child.dtype == "float16"
+    assert metric(catalog, child.id, "max_abs_diff_vs_parent") < 0.01
+    model = load_torch_model(child_folder(catalog, child, tmp_path), "text-classification", "cuda")
+    feeds = text_feeds(2, 9, 60)
+    with torch.inference_mode():
+        out = model(**{k: torch.from_numpy(v).cuda() for k, v in feeds.items()}).logits
+    assert out.dtype == torch.float16 and out.is_cuda
+    want = torch_logits(bert64, "text-classification", feeds)
+    assert np.abs(out.float().cpu().numpy() - want).max() < 0.01

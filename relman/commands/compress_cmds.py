@@ -26,12 +26,20 @@ def parse_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _wait(cat: Any, job_id: int) -> dict[str, Any]:
+def _wait(cat: Any, job_id: int) -> tuple[dict[str, Any], str | None]:
+    """Wait for the job and the jobs it queued; (its row, one line on what failed or None)."""
     from relman.jobs.queue import get_job
-    from relman.jobs.wait import wait_or_raise
+    from relman.jobs.wait import failure_summary, wait_for_jobs
 
-    wait_or_raise(cat, [job_id])
-    return get_job(cat, job_id)
+    rows = wait_for_jobs(cat, [job_id])
+    return get_job(cat, job_id), failure_summary(rows)
+
+
+def _fail_after(problem: str | None) -> None:
+    if problem:
+        from relman.errors import JobError
+
+        raise JobError(problem)
 
 
 @click.command()
@@ -63,17 +71,20 @@ def compress(state: AppState, ref: str, recipe: str, pairs: tuple[str, ...], dat
         else:
             click.echo(f"queued compress job {job_id} ({recipe} on {ref}); follow it with 'relman jobs show {job_id}'")
         return
-    job = _wait(cat, job_id)
+    job, problem = _wait(cat, job_id)
     if as_json:
         emit_json(job)
+        _fail_after(problem)
         return
     res = job["result"] or {}
-    click.echo(f"stored {res.get('ref')}: {res.get('format')}, {human_size(res.get('size_bytes'))} "
-               f"(parent {human_size(res.get('parent_size_bytes'))})")
-    if res.get("evaluation_job"):
-        click.echo(f"evaluated against its parent in job {res['evaluation_job']}: relman show {res.get('ref')}")
-    elif res.get("evaluation"):
-        click.echo(res["evaluation"])
+    if job["status"] == "succeeded":  # the child is stored even if its evaluation failed
+        click.echo(f"stored {res.get('ref')}: {res.get('format')}, {human_size(res.get('size_bytes'))} "
+                   f"(parent {human_size(res.get('parent_size_bytes'))})")
+        if res.get("evaluation_job"):
+            click.echo(f"evaluated against its parent in job {res['evaluation_job']}: relman show {res.get('ref')}")
+        elif res.get("evaluation"):
+            click.echo(res["evaluation"])
+    _fail_after(problem)
 
 
 @click.command()
@@ -145,11 +156,12 @@ def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset
             click.echo(f"queued optimize job {job_id} ({n} candidates for {ref}); follow it with "
                        f"'relman jobs show {job_id}'")
         return
-    job = _wait(cat, job_id)
+    job, problem = _wait(cat, job_id)
     if as_json:
         emit_json(job)
-        return
-    click.echo(render_report(job["result"] or {}))
+    elif job["status"] == "succeeded":
+        click.echo(render_report(job["result"] or {}))
+    _fail_after(problem)
 
 
 def render_report(res: dict[str, Any]) -> str:
