@@ -56,6 +56,7 @@ def test_search_stops_when_the_budget_is_met_and_reports_the_best(catalog, tiny_
     assert res["stopped"] == "budget met" and len(res["tried"]) == 1  # the first candidate was good enough
     best = res["best_figures"]
     assert res["best"] == best["ref"] == "bert@1.0.1" and best["meets"] and best["drop"] <= 0.5
+    assert best["improves"] and best["latency_ms"] < res["parent"]["latency_ms"]
     child = catalog.resolve(res["best"])
     assert [p["parent_id"] for p in catalog.parents(child.id)] == [parent.id]
     # figures come from the stored evaluation of each version
@@ -118,3 +119,16 @@ def test_cli_optimize_runs_the_search_and_prints_the_best_version(run_cli, catal
     assert "stopped: budget met" in res.output
     assert "best: bert@1.0.1" in res.output and "(parent " in res.output
     assert "ORT INT8 dynamic" in res.output
+
+
+def test_a_candidate_that_is_not_smaller_never_meets_a_size_budget(catalog, tiny_gpt2):
+    """The tiny GPT-2's tied embedding is stored once in safetensors but twice in its ONNX
+    graph, so even at 4 bits the ONNX child is larger than the parent: within any quality
+    budget, it is still no answer to 'make it smaller'."""
+    parent = import_model(catalog, tiny_gpt2, "gpt2")
+    cands = optimize.plan_candidates(parent, objective="size")[:1]
+    assert cands[0]["recipe"] == "int4-weight-only"
+    res = run_search(catalog, parent, max_drop=0.999, objective="size", candidates=cands)
+    (tried,) = res["tried"]
+    assert tried["size_bytes"] >= res["parent"]["size_bytes"] and not tried["improves"] and not tried["meets"]
+    assert res["stopped"] == "candidates exhausted" and res["best"] is None

@@ -178,6 +178,7 @@ def render_report(res: dict[str, Any]) -> str:
              table(rows, ["VERSION", "TRIED", "QUALITY", "DROP", "SIZE", "P50", "MEETS", "PARETO"])]
     for fail in res.get("failed") or []:
         lines.append(f"skipped {fail['label']}: {fail['error']}")
+    lines.append(f"meets = quality drop within {res.get('max_drop')} and {res.get('objective')} below the parent's")
     lines.append(f"stopped: {res.get('stopped')}")
     best, parent = res.get("best_figures"), res.get("parent") or {}
     if best:

@@ -16,7 +16,10 @@ latency figures are comparable). Quality is the dataset's accuracy (classifiers)
 quality is the top-1 agreement / cosine with the parent on synthetic inputs, and the report
 says so.
 
-It stops at the first candidate whose drop is within `max_drop` ("budget met") or when the
+A candidate meets the budget when its quality drop is within `max_drop` and it beats the
+parent on the objective (a "compressed" version that is larger or slower is no answer — e.g.
+an ONNX export of a tied-embedding LM stores the table twice). It stops at the first candidate
+that meets the budget ("budget met") or when the
 candidates run out ("candidates exhausted"). The Pareto frontier over (quality, size, latency)
 of the parent and every tried version is stored as an "optimize/pareto" metric (1 on the
 frontier, 0 off it) on each, and the job's result names the best version that meets the
@@ -93,6 +96,7 @@ class Figures:
     label: str = ""
     recipe: str = ""
     params: dict[str, Any] = field(default_factory=dict)
+    improves: bool = False
     meets: bool = False
     pareto: bool = False
 
@@ -221,6 +225,7 @@ def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     if not candidates:
         raise RecipeError(f"no compression recipe applies to {parent.ref}")
     suite, qname, higher = quality_kind(parent.task, dataset)
+    key = "latency_ms" if objective == "latency" else "size_bytes"
     n = len(candidates) + 1
     ctx.log_json("optimize", {"parent": parent.ref, "max_drop": max_drop, "objective": objective,
                               "dataset": dataset, "candidates": candidates})
@@ -255,7 +260,9 @@ def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
                                     job_id=ctx.job_id, actor=ctx.actor)
         fig = _figures(ctx, child, base, params)
         fig.label, fig.recipe, fig.params = label, recipe.name, resolved
-        fig.meets = fig.drop is not None and fig.drop <= max_drop
+        ours, theirs = getattr(fig, key), getattr(base, key)
+        fig.improves = ours is not None and theirs is not None and ours < theirs
+        fig.meets = fig.drop is not None and fig.drop <= max_drop and fig.improves
         tried.append(fig)
         ctx.log_json("candidate", fig.as_dict())
         if fig.meets:
@@ -272,8 +279,7 @@ def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
                                                           {"search_job": ctx.job_id, "objective": objective,
                                                            "axes": ["quality", "size_bytes", "latency_p50_ms"]})],
                                     job_id=ctx.job_id, actor=ctx.actor)
-    key = "latency_ms" if objective == "latency" else "size_bytes"
-    meeting = [f for f in tried if f.meets and getattr(f, key) is not None]
+    meeting = [f for f in tried if f.meets]
     best = min(meeting, key=lambda f: getattr(f, key)) if meeting else None
     ctx.progress(1.0, f"{stopped}; best: {best.ref if best else 'none within the budget'}")
     return {"parent": base.as_dict(), "tried": [f.as_dict() for f in tried], "failed": failures,
