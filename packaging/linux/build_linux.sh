@@ -42,7 +42,15 @@ for s in 16 24 32 48 64 128 256 512; do
 done
 install -D -m 644 resources/icons/relman.svg "$D/usr/share/icons/hicolor/scalable/apps/relman.svg"
 SIZE_KB=$(du -sk "$D" | cut -f1)
-sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE_KB/" \
+# The newest glibc symbol version any bundled library asks for: the bundle runs on that glibc or
+# newer (it follows the build machine: build on the oldest distribution you support).
+GLIBC_MIN=2.34
+if command -v objdump >/dev/null 2>&1; then
+  GLIBC_MIN=$(find "$APP" -type f \( -name '*.so*' -o -name relman \) -exec objdump -T {} + 2>/dev/null \
+    | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V -u | tail -n 1)
+fi
+echo "glibc >= $GLIBC_MIN needed"
+sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE_KB/" -e "s/@GLIBC@/$GLIBC_MIN/" \
   packaging/linux/control.in > "$D/DEBIAN/control"
 install -m 755 packaging/linux/postinst "$D/DEBIAN/postinst"
 install -m 755 packaging/linux/postinst "$D/DEBIAN/postrm"
