@@ -145,7 +145,7 @@ def main() -> None:
                   f"b32 {b32:.1f} ms ({b32 / base_b32:.2f}x), cosine {cos.mean():.4f} (min {cos.min():.4f}), "
                   f"recipe {took:.1f} s", flush=True)
         print()
-        print(f"| recipe | format | size MiB | size ratio | b1 s128 ms | ratio | b32 s128 ms | ratio | cosine vs parent |")
+        print("| recipe | format | size MiB | size ratio | b1 s128 ms | ratio | b32 s128 ms | ratio | cosine vs parent |")
         print("|---|---|---|---|---|---|---|---|---|")
         for label, fmt, size, ratio, b1, b32, cos, _ in rows:
             print(f"| {label} | {fmt} | {size / 2**20:.1f} | {ratio:.3f} | {b1:.1f} | {b1 / base_b1:.2f} | {b32:.0f} | "

@@ -182,7 +182,8 @@ def render_report(res: dict[str, Any]) -> str:
     lines.append(f"stopped: {res.get('stopped')}")
     best, parent = res.get("best_figures"), res.get("parent") or {}
     if best:
-        lines.append(f"best: {best['ref']}  quality {_fmt(best['quality'], 'q')} (parent {_fmt(parent.get('quality'), 'q')}), "
+        lines.append(f"best: {best['ref']}  quality {_fmt(best['quality'], 'q')} "
+                     f"(parent {_fmt(parent.get('quality'), 'q')}), "
                      f"size {_fmt(best['size_bytes'], 'size')} (parent {_fmt(parent.get('size_bytes'), 'size')}), "
                      f"p50 {_fmt(best['latency_ms'], 'ms')} (parent {_fmt(parent.get('latency_ms'), 'ms')})")
     else:

@@ -158,7 +158,6 @@ def save_onnx(model: Any, folder: Path) -> list[str]:
 def onnx_weight_stats(path: Path) -> tuple[int, int, str | None]:
     """(parameters, bytes of weights, main dtype) of the initializers of an ONNX model."""
     import onnx
-    from onnx import numpy_helper  # noqa: F401  (dtype table below)
 
     model = onnx.load(str(path), load_external_data=False)
     params = 0

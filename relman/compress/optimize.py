@@ -125,7 +125,8 @@ class _Slice:
 
     def progress(self, fraction: float, message: str = "") -> None:
         f = min(1.0, max(0.0, float(fraction)))
-        self._ctx.progress(self._lo + (self._hi - self._lo) * f, f"{self._label}: {message}" if message else self._label)
+        text = f"{self._label}: {message}" if message else self._label
+        self._ctx.progress(self._lo + (self._hi - self._lo) * f, text)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ctx, name)
@@ -179,7 +180,8 @@ def _evaluate(ctx: Any, version: "VersionInfo", parent: "VersionInfo | None", pa
     if dataset and parent is not None:
         suites.append("fidelity")
     plan: dict[str, Any] = {"version_id": version.id, "suites": registry.ordered(suites),
-                            "batch_sizes": [int(params.get("batch_size", 1))], "seq_lens": [int(params.get("seq_len", 64))],
+                            "batch_sizes": [int(params.get("batch_size", 1))],
+                            "seq_lens": [int(params.get("seq_len", 64))],
                             "options": {"time_budget_s": float(params.get("latency_budget_s", 2.0)),
                                         "min_samples": int(params.get("latency_samples", 30)), "warmup": 3}}
     if dataset:
