@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relman.compress.registry import ModelSource, Recipe, RecipeOutput, get_recipe
-from relman.errors import JobError, RecipeError
+from relman.errors import JobCancelled, JobError, RecipeError
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
@@ -180,5 +180,8 @@ def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
             eval_job, note = None, f"evaluation not queued: {e}"
         result["evaluation_job"] = eval_job
         result["evaluation"] = note
-    ctx.progress(1.0, f"stored {child.ref}")
+    try:
+        ctx.progress(1.0, f"stored {child.ref}")
+    except JobCancelled:  # asked too late: the child is committed, the job's outcome is that
+        ctx.log("cancel requested after %s was stored; keeping it", child.ref)
     return result
