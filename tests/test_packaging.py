@@ -220,6 +220,18 @@ def test_gui_draws_screenshots_offscreen(installed: Path, home: Path, tmp_path: 
             assert img.width >= 400 and img.height >= 300, (png, img.size)
             colours = img.convert("RGB").getcolors(maxcolors=1 << 16)
             assert colours is None or len(colours) > 20, f"{png.name} looks blank ({len(colours)} colours)"
+    # the dark theme is a .qss found through the resource resolver in the bundle (sys._MEIPASS):
+    # if it were missing, the "dark" screenshots would be as light as the others
+    from PIL import ImageStat
+
+    def brightness(png: Path) -> float:
+        with Image.open(png) as img:
+            return ImageStat.Stat(img.convert("L")).mean[0]
+
+    dark = [p for p in pngs if p.name.startswith("dark-")]
+    assert dark, f"no dark-theme screenshots among {[p.name for p in pngs]}"
+    assert all(brightness(p) < 100 for p in dark), {p.name: brightness(p) for p in dark}
+    assert all(brightness(p) > 150 for p in pngs if p not in dark), {p.name: brightness(p) for p in pngs}
 
 
 def test_bundle_is_slim(installed: Path) -> None:
