@@ -21,7 +21,17 @@ def _offline_defaults() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _ensure_streams() -> None:
+    """The windowed Windows launcher (relmanw.exe) may start with no stdout/stderr at all; click
+    and tqdm would then fail on their first write. Output of such a process goes nowhere anyway
+    (a worker's is redirected to its log file by the runner, which gives it real handles)."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+
+
 def main() -> None:
+    _ensure_streams()
     multiprocessing.freeze_support()  # a no-op unless a library spawns multiprocessing children
     _offline_defaults()
     from relman.cli import main as cli_main
