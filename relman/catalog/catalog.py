@@ -27,6 +27,7 @@ from relman.catalog.store import BlobStore
 from relman.errors import (
     CatalogNotWritable,
     CorruptCatalog,
+    DatasetError,
     DuplicateVersion,
     IntegrityError,
     NotFound,
@@ -320,10 +321,7 @@ class Catalog:
             semver.parse(version)
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored: dict[str, tuple[str, int]] = {}
-            for rel, src in sorted(files.items()):
-                sha, size = stage.put(Path(src))
-                stored[rel.replace(os.sep, "/")] = (sha, size)
+            stored = stage.put_all(files)
             total = sum(size for _, size in stored.values())
             msha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
@@ -514,15 +512,10 @@ class Catalog:
             raise RelmanError("a dataset needs at least one file")
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored: dict[str, tuple[str, int]] = {}
-            for rel, src in sorted(files.items()):
-                sha, size = stage.put(Path(src))
-                stored[rel.replace(os.sep, "/")] = (sha, size)
+            stored = stage.put_all(files)
             dsha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
                 if self.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
-                    from relman.errors import DatasetError
-
                     raise DatasetError(f"dataset '{name}' already exists; choose another --name")
                 cur = self.conn.execute(
                     "INSERT INTO datasets (name, format, kind, columns, labels, n_rows, sha256, meta, created_at,"
@@ -559,6 +552,13 @@ class BlobStaging:
     def put(self, src: Path) -> tuple[str, int]:
         sha, size, _ = self.catalog.store.put_file(src, on_new=self._record)
         return sha, size
+
+    def put_all(self, files: Mapping[str, Path]) -> dict[str, tuple[str, int]]:
+        """Store each file; returns {posix relative path: (sha256, size)}."""
+        stored: dict[str, tuple[str, int]] = {}
+        for rel, src in sorted(files.items()):
+            stored[rel.replace(os.sep, "/")] = self.put(Path(src))
+        return stored
 
     def commit(self) -> None:
         """Call inside the transaction that references the blobs."""

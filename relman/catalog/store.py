@@ -17,6 +17,8 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
+from relman.fsutil import fsync_dir
+
 CHUNK = 1 << 20
 
 
@@ -29,16 +31,6 @@ def sha256_file(path: Path) -> tuple[str, int]:
             h.update(chunk)
             size += len(chunk)
     return h.hexdigest(), size
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -81,7 +73,7 @@ class BlobStore:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             return sha, size, True
         finally:
             if tmp.exists():

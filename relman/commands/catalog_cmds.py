@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from relman.cli import AppState, emit_json, human_size, pass_state, table
+from relman.cli import AppState, emit_json, pass_state, table
+from relman.units import human_size
 
 
 @click.command()

@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from relman.cli import AppState, emit_json, human_size, pass_state, table
+from relman.cli import AppState, emit_json, pass_state, table
+from relman.units import human_size
 from relman.jobs.wait import wait_option
 
 

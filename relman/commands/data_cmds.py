@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from relman.cli import AppState, emit_json, human_size, pass_state, table
+from relman.cli import AppState, emit_json, pass_state, table
+from relman.units import human_size
 
 FORMAT_CHOICES = ["csv", "jsonl", "parquet", "images", "npz", "text"]
 SHOW_ROWS_MAX_BYTES = 200 * 1024 * 1024  # `show` reads the whole dataset to print a few rows

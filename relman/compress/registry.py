@@ -14,47 +14,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from relman.errors import RecipeError
+from relman.typed_params import TypedValue
 
 if TYPE_CHECKING:
     from relman.catalog import Metric, VersionInfo
     from relman.jobs.context import JobContext
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    type: type  # bool, int, float, str, or list (comma-separated strings)
-    default: Any
-    help: str = ""
-    choices: tuple[Any, ...] | None = None
-    min: float | None = None
-    max: float | None = None
+class Param(TypedValue):
+    """A recipe parameter (`relman compress ... --param name=value`)."""
 
-    def parse(self, raw: Any) -> Any:
-        """Convert a CLI/GUI value and check it; errors name the parameter."""
-        try:
-            if self.type is bool:
-                if isinstance(raw, bool):
-                    value: Any = raw
-                elif str(raw).lower() in ("1", "true", "yes", "on"):
-                    value = True
-                elif str(raw).lower() in ("0", "false", "no", "off"):
-                    value = False
-                else:
-                    raise ValueError(raw)
-            elif self.type is list:
-                value = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
-            elif self.type is str:
-                value = "" if raw is None else str(raw)
-            else:
-                value = self.type(raw)
-        except (TypeError, ValueError):
-            raise RecipeError(f"parameter '{self.name}' expects {self.type.__name__}, got '{raw}'") from None
-        if self.choices is not None and value not in self.choices:
-            raise RecipeError(f"parameter '{self.name}' must be one of {', '.join(map(str, self.choices))}, got '{raw}'")
-        if self.min is not None and value < self.min or self.max is not None and value > self.max:
-            raise RecipeError(f"parameter '{self.name}' must be within [{self.min}, {self.max}], got {value}")
-        return value
+    error = RecipeError
+    noun = "parameter"
 
 
 @dataclass(frozen=True)

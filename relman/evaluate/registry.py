@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from relman.errors import EvaluationError
+from relman.typed_params import TypedValue
 
 CLASSIFICATION = ("text-classification", "image-classification")
 ALL_TASKS = ("text-classification", "image-classification", "feature-extraction", "causal-lm")
@@ -26,39 +27,11 @@ TASK_DATA_KINDS = {"text-classification": ("text",), "image-classification": ("i
                    "feature-extraction": ("text", "lm"), "causal-lm": ("lm", "text")}
 
 
-@dataclass(frozen=True)
-class Option:
-    name: str
-    type: type  # bool, int, float or str
-    default: Any
-    help: str = ""
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[Any, ...] | None = None
+class Option(TypedValue):
+    """An evaluation option (`relman evaluate ... -o name=value`)."""
 
-    def parse(self, raw: Any) -> Any:
-        try:
-            if self.type is bool:
-                if isinstance(raw, bool):
-                    value: Any = raw
-                elif str(raw).lower() in ("1", "true", "yes", "on"):
-                    value = True
-                elif str(raw).lower() in ("0", "false", "no", "off"):
-                    value = False
-                else:
-                    raise ValueError(raw)
-            elif self.type is str:
-                value = "" if raw is None else str(raw)
-            else:
-                value = self.type(raw)
-        except (TypeError, ValueError):
-            raise EvaluationError(f"option '{self.name}' expects {self.type.__name__}, got '{raw}'") from None
-        if self.choices is not None and value not in self.choices:
-            raise EvaluationError(f"option '{self.name}' must be one of {', '.join(map(str, self.choices))}, "
-                                  f"got '{raw}'")
-        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
-            raise EvaluationError(f"option '{self.name}' must be within [{self.min}, {self.max}], got {value}")
-        return value
+    error = EvaluationError
+    noun = "option"
 
 
 @dataclass(frozen=True)

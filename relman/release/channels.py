@@ -11,12 +11,11 @@ settings, every promote / rollout / rollback / reject re-writes it.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from pathlib import Path
 from typing import Any
 
 from relman.errors import ReleaseError
+from relman.fsutil import atomic_write
 
 SETTING = "channels_dir"
 FILENAME = "channels.json"
@@ -48,31 +47,6 @@ def build_channels(catalog: Any) -> dict[str, Any]:
     head = catalog.get_setting("audit_head", {})
     return {"format": "relman-channels", "format_version": 1, "generated_at": utcnow(),
             "catalog": str(catalog.root), "audit_head": head, "models": models}
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """temp file in the same folder + fsync + os.replace (+ fsync of the folder)."""
-    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_channels(catalog: Any, folder: Path | str) -> Path:

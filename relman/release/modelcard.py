@@ -228,7 +228,7 @@ def render_card(catalog: Any, v: Any) -> str:
 
 
 def write_model_card(catalog: Any, version_id: int, path: Path | str) -> Path:
-    from relman.release.channels import atomic_write
+    from relman.fsutil import atomic_write
 
     path = Path(path).expanduser()
     if not path.parent.is_dir():

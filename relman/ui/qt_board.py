@@ -15,7 +15,8 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget,
                                QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
-from relman.ui.qt_models import PHASE_COLORS, fmt_metric, human_size
+from relman.ui.qt_models import PHASE_COLORS, fmt_metric
+from relman.units import human_size
 from relman.ui.snapshot import BOARD_PHASES, Snapshot, VersionRow
 
 MIME = "application/x-relman-version"

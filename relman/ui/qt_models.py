@@ -14,6 +14,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QBrush, QColor
 
 from relman.ui.snapshot import Snapshot, VersionRow
+from relman.units import human_size
 
 SORT_ROLE = int(Qt.ItemDataRole.UserRole) + 1
 ID_ROLE = int(Qt.ItemDataRole.UserRole) + 2
@@ -30,16 +31,6 @@ PHASE_COLORS = {
     "draft": "#8a94a6", "candidate": "#d99a1e", "staging": "#3b82c4", "production": "#2e9d57",
     "retired": "#6b6f78", "rejected": "#c4453b",
 }
-
-
-def human_size(n: float | None) -> str:
-    if n is None:
-        return ""
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 def fmt_metric(value: float | None) -> str:
