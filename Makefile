@@ -36,8 +36,10 @@ test: $(STAMP) system-deps
 test-fast: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
 
+# Benchmarks are long and CPU-heavy; each prints its figures (see benchmarks/README.md).
 bench: $(STAMP)
-	$(PY) benchmarks/run_all.py
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r benchmarks/requirements.txt
+	set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
 clean:
 	rm -rf $(VENV) build dist demo-catalog demo-output *.egg-info
