@@ -201,3 +201,15 @@ def test_materialize_lays_out_files(catalog, tmp_path: Path) -> None:
     out = catalog.materialize(v.id, tmp_path / "out")
     assert (out / "sub" / "w.bin").read_bytes() == b"weights"
     assert (out / "config.json").read_bytes() == b"{}"
+
+
+def test_materialized_files_cannot_change_the_store(catalog, tmp_path: Path) -> None:
+    """Whatever a worker does to its materialised copy, the stored blob stays intact."""
+    f = _file(tmp_path, "w.bin", b"original weights")
+    v = catalog.add_version("m", {"w.bin": f}, format="torch")
+    out = catalog.materialize(v.id, tmp_path / "work")
+    try:
+        (out / "w.bin").write_bytes(b"overwritten in place")
+    except PermissionError:
+        pass  # a read-only hard link refused the write: also fine
+    assert catalog.verify_store() == []

@@ -114,9 +114,16 @@ class BlobStore:
                     yield d.name + f.name
 
     def link_or_copy(self, sha: str, dest: Path) -> None:
-        """Place a blob at `dest`: a hard link when the file system allows, else a copy."""
+        """Place a blob at `dest`: a hard link when the file system allows, else a copy.
+
+        A hard link shares the blob's inode, which is safe because blobs are read-only — except
+        for root, whom file modes do not stop: a tool that rewrote a materialised file in place
+        would silently change the stored blob. Root therefore always gets a copy."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         src = self.path(sha)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            shutil.copyfile(src, dest)
+            return
         try:
             os.link(src, dest)
         except OSError:
