@@ -7,8 +7,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from relman.jobs.testing import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,14 +51,6 @@ print(json.dumps(done))
 """
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_two_processes_promote_and_approve_at_once(catalog, catalog_path, tiny_bert, tmp_path):
     from relman.app import release
     from relman.app.models import import_model
@@ -79,8 +72,8 @@ def test_two_processes_promote_and_approve_at_once(catalog, catalog_path, tiny_b
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(catalog_path), name, str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for name in ("alice", "bob")]
-    wait_for(lambda: all((tmp_path / f"ready-{n}").exists() for n in ("alice", "bob")) or
-             any(p.poll() is not None for p in procs), what="both workers ready")
+    wait_until(lambda: all((tmp_path / f"ready-{n}").exists() for n in ("alice", "bob")) or
+               any(p.poll() is not None for p in procs), what="both workers ready")
     (tmp_path / "go").write_text("")
     results = []
     for p in procs:

@@ -3,23 +3,11 @@ way to drive modal dialogs without blocking on exec()."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 from relman.catalog import Catalog, Metric
-
-
-def wait_for(cond: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05) -> Any:
-    """Poll `cond` until truthy (no fixed sleeps in tests: a deadline on a condition)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(interval)
+from relman.jobs.testing import wait_until as wait_for  # noqa: F401  (a deadline on a condition)
 
 
 def build_family(catalog: Catalog, vit_folder: Path, model: str = "digits-vit") -> dict[str, Any]:
