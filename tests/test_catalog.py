@@ -213,3 +213,20 @@ def test_materialized_files_cannot_change_the_store(catalog, tmp_path: Path) -> 
     except PermissionError:
         pass  # a read-only hard link refused the write: also fine
     assert catalog.verify_store() == []
+
+
+def test_a_relative_catalog_path_reaches_worker_processes(tmp_path: Path) -> None:
+    """`relman --catalog demo-catalog …` from any folder: workers run elsewhere, so the path
+    they get must be absolute."""
+    import json
+    import subprocess
+
+    from conftest import RELMAN, relman_subprocess_env
+
+    env = relman_subprocess_env()
+    r = subprocess.run(RELMAN + ["--catalog", "rel-cat", "queue", "noop", "--wait", "--json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(RELMAN + ["--catalog", "rel-cat", "jobs", "--json"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, check=True)
+    assert [j["status"] for j in json.loads(r.stdout)] == ["succeeded"]

@@ -14,9 +14,10 @@ def default_catalog_path() -> Path:
 
 
 def resolve_catalog_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Always absolute: the path is handed to worker processes, which run in another folder."""
     if explicit:
-        return Path(explicit).expanduser()
+        return Path(explicit).expanduser().absolute()
     env = os.environ.get("RELMAN_CATALOG")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     return default_catalog_path()
