@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from relman.cli import AppState, pass_state
+from relman.errors import RelmanError
 
 
 @click.command()
@@ -22,7 +23,6 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
     """Open the desktop application on a catalog."""
     import os
 
-    from relman.errors import RelmanError
     from relman.ui.app import has_display, run_gui
 
     if not has_display() and not os.environ.get("QT_QPA_PLATFORM"):
@@ -52,8 +52,11 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     from relman.ui.app import has_display
 
     cat = state.catalog()
+    first_job = cat.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]
     for line in build_demo(cat, train_seconds=train_seconds, run_jobs=not no_jobs):
         click.echo(line)
+    failed = cat.conn.execute("SELECT COUNT(*) FROM jobs WHERE id >= ? AND status = 'failed'",
+                              [first_job]).fetchone()[0]
     root = cat.root
     cat.close()
     state._catalog = None
@@ -72,6 +75,8 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     if not headless:
         app.exec()
     close_window(app, window)
+    if failed:  # the demo doubles as a smoke test of the whole stack: say so loudly
+        raise RelmanError(f"{failed} demo job(s) failed; 'relman --catalog {root} jobs' shows why")
 
 
 COMMANDS: list[click.Command] = [gui, demo]
