@@ -24,7 +24,8 @@ system-deps:
 	@if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  dpkg -s xvfb libxcb-cursor0 libxkbcommon-x11-0 libegl1 >/dev/null 2>&1 || { \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb libxcb-cursor0 \
-	      libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 >/dev/null; }; \
+	      libxcb-icccm4 libxcb-keysyms1 libxkbcommon-x11-0 libegl1 libgl1 libfontconfig1 libdbus-1-3 >/dev/null \
+	    || echo "system-deps: apt-get failed; offscreen Qt still works, the Xvfb test will skip"; }; \
 	else echo "system-deps: skipped (needs apt-get and root)"; fi
 
 demo: $(STAMP) system-deps
