@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -87,3 +89,30 @@ def relman_subprocess_env(catalog_path: Path | None = None) -> dict[str, str]:
 
 
 RELMAN = [sys.executable, "-m", "relman"]
+
+
+@pytest.fixture
+def make_runner(catalog_path: Path):
+    """Real runners on the test catalog; at teardown no worker of this catalog may survive."""
+    from relman.jobs.runner import Runner
+
+    made: list[Runner] = []
+
+    def make(**kwargs) -> Runner:
+        kwargs.setdefault("cpu_slots", 2)
+        r = Runner(catalog_path, **kwargs)
+        made.append(r)
+        return r
+
+    yield make
+    leftovers = []
+    for r in made:
+        for w in list(r.workers.values()):
+            try:  # a job recorded as ended may still be a moment away from exiting
+                w.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                leftovers.append(w.job_id)
+                os.killpg(w.proc.pid, signal.SIGKILL)
+                w.proc.wait()
+        r.close()
+    assert not leftovers, f"workers still running at the end of the test: jobs {leftovers}"

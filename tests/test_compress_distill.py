@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from relman.app.models import import_model
-from relman.compress.registry import ModelSource, get_recipe
+from relman.compress.registry import get_recipe
 from relman.data import demo
 from relman.data.dataset import Dataset
 from relman.errors import RecipeError
@@ -17,10 +16,7 @@ from relman.jobs.context import JobContext
 from relman.modelio import tiny
 from relman.modelio.loading import load_preprocessor, load_torch_model
 
-
-def source(catalog, folder: Path, name: str, tmp_path: Path) -> ModelSource:
-    v = import_model(catalog, folder, name)
-    return ModelSource(version=v, folder=catalog.materialize(v.id, tmp_path / f"src-{v.id}"))
+from recipe_support import source
 
 
 class RecordingContext(JobContext):

@@ -3,24 +3,18 @@ labels differ; FGSM adversarial training; unusable datasets are refused."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from relman.app.models import import_model
-from relman.compress.registry import ModelSource, get_recipe
+from relman.compress.registry import get_recipe
 from relman.data import demo
 from relman.data.dataset import Dataset
 from relman.errors import RecipeError
 from relman.jobs.context import JobContext
 from relman.modelio.loading import load_preprocessor, load_torch_model
 
-
-def source(catalog, folder: Path, name: str, tmp_path: Path) -> ModelSource:
-    v = import_model(catalog, folder, name)
-    return ModelSource(version=v, folder=catalog.materialize(v.id, tmp_path / f"src-{v.id}"))
+from recipe_support import metric, source
 
 
 def run_recipe(sources, raw: dict, catalog, dataset: Dataset):
@@ -35,10 +29,6 @@ def sentiment(n: int = 160) -> Dataset:
     names = demo.SENTIMENT_LABELS
     return Dataset(name="sentiment", kind="text", texts=[r[0] for r in rows],
                    labels=np.array([names.index(r[1]) for r in rows]), label_names=list(names))
-
-
-def metric(out, name: str) -> float:
-    return next(m.value for m in out.metrics if m.name == name)
 
 
 def test_text_finetune_improves_validation_accuracy(catalog, tiny_bert, tmp_path):

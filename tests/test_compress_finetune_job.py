@@ -4,52 +4,25 @@ and the fine-tuned child with the weights on the lineage edges."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-from pathlib import Path
-
-import pytest
 from safetensors.torch import load_file
 
 from relman.app.compress import queue_compression
 from relman.app.models import import_model
 from relman.jobs import queue
 from relman.jobs.queue import get_job
-from relman.jobs.runner import Runner
 from relman.jobs.testing import drive_until
-
-
-@pytest.fixture
-def runner(catalog_path: Path):
-    made: list[Runner] = []
-
-    def make() -> Runner:
-        r = Runner(catalog_path, cpu_slots=1)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        for w in list(r.workers.values()):
-            try:
-                w.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(w.proc.pid, signal.SIGKILL)
-                w.proc.wait()
-        r.close()
 
 
 def finished(catalog, job_id: int):
     return lambda: get_job(catalog, job_id)["status"] in queue.FINISHED
 
 
-def test_finetune_then_merge_through_the_compress_job(catalog, runner, tiny_bert, tmp_path):
+def test_finetune_then_merge_through_the_compress_job(catalog, make_runner, tiny_bert, tmp_path):
     from relman.app.datasets import register_demo_sentiment
 
     register_demo_sentiment(catalog, "sentiment", n=64, val_fraction=0.25)
     parent = import_model(catalog, tiny_bert, "bert")
-    r = runner()
+    r = make_runner(cpu_slots=1)
     job_id = queue_compression(catalog, "bert@1.0.0", "finetune",
                                {"dataset": "sentiment", "epochs": "2", "lr": "2e-3", "batch_size": "8"},
                                device="cpu", evaluate=False)

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -17,29 +15,7 @@ from relman.app.models import import_model
 from relman.errors import DuplicateVersion, NotFound, RecipeError
 from relman.jobs import queue
 from relman.jobs.queue import get_job
-from relman.jobs.runner import Runner
 from relman.jobs.testing import drive_until, job_status
-
-
-@pytest.fixture
-def runner(catalog_path: Path):
-    made: list[Runner] = []
-
-    def make(**kwargs) -> Runner:
-        kwargs.setdefault("cpu_slots", 2)
-        r = Runner(catalog_path, **kwargs)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        for w in list(r.workers.values()):
-            try:
-                w.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(w.proc.pid, signal.SIGKILL)
-                w.proc.wait()
-        r.close()
 
 
 def jobs_count(catalog) -> int:
@@ -57,7 +33,7 @@ def assert_clean(catalog, job_id: int) -> None:
     assert catalog.verify_audit() == []
 
 
-def test_compress_job_stores_the_child_and_queues_its_evaluation(catalog, runner, tiny_bert):
+def test_compress_job_stores_the_child_and_queues_its_evaluation(catalog, make_runner, tiny_bert):
     from relman.app.datasets import register_demo_sentiment
 
     register_demo_sentiment(catalog, "sentiment", n=24)
@@ -65,7 +41,7 @@ def test_compress_job_stores_the_child_and_queues_its_evaluation(catalog, runner
     job_id = queue_compression(catalog, "bert@1.0.0", "ort-int8", {"per_channel": "yes"}, device="cpu",
                                dataset="sentiment")
     assert get_job(catalog, job_id)["params"]["params"]["per_channel"] is True  # parsed before queueing
-    drive_until(runner(), all_finished(catalog), 180, "the compression and its evaluation")
+    drive_until(make_runner(), all_finished(catalog), 180, "the compression and its evaluation")
     job = get_job(catalog, job_id)
     assert job["status"] == "succeeded", job["error"]
     child = catalog.get_version(job["result_version_id"])
@@ -86,11 +62,11 @@ def test_compress_job_stores_the_child_and_queues_its_evaluation(catalog, runner
 
 
 @pytest.mark.parametrize("ending", ["kill -9", "cancel"])
-def test_a_killed_or_cancelled_compression_leaves_no_version_and_no_blob(catalog, runner, tiny_bert, ending):
+def test_a_killed_or_cancelled_compression_leaves_no_version_and_no_blob(catalog, make_runner, tiny_bert, ending):
     parent = import_model(catalog, tiny_bert, "bert")
     shas = set(catalog.store.all_shas())
     job_id = queue_compression(catalog, "bert@1.0.0", "ort-int8", {"mode": "static"}, device="cpu")
-    r = runner(grace_s=2.0, kill_after_s=1.0)
+    r = make_runner(grace_s=2.0, kill_after_s=1.0)
     drive_until(r, lambda: get_job(catalog, job_id)["message"].startswith(("exporting", "optimising", "quantising")),
                 120, "the recipe to be under way")
     assert any(queue.workdir_for(catalog, job_id).iterdir())  # parents laid out, work in progress

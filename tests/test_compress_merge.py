@@ -8,18 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from relman.app.models import import_model
 from relman.catalog import Metric
-from relman.compress.registry import ModelSource, get_recipe
+from relman.compress.registry import get_recipe
 from relman.errors import RecipeError
 from relman.jobs.context import JobContext
 from relman.modelio import tiny
 from relman.modelio.loading import load_preprocessor, load_torch_model
 
-
-def source(catalog, folder: Path, name: str, tmp_path: Path) -> ModelSource:
-    v = import_model(catalog, folder, name)
-    return ModelSource(version=v, folder=catalog.materialize(v.id, tmp_path / f"src-{v.id}"))
+from recipe_support import source
 
 
 def run_recipe(sources, raw: dict, catalog):

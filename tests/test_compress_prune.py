@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from relman.app.models import import_model
-from relman.compress.registry import ModelSource, get_recipe
+from relman.compress.registry import get_recipe
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
 from relman.modelio.loading import load_preprocessor, load_torch_model
 
-
-def source(catalog, folder: Path, name: str, tmp_path: Path) -> ModelSource:
-    v = import_model(catalog, folder, name)
-    return ModelSource(version=v, folder=catalog.materialize(v.id, tmp_path / f"src-{v.id}"))
-
-
-def run_recipe(name: str, sources, raw: dict, catalog):
-    recipe = get_recipe(name)
-    return recipe.function()(sources, recipe.resolve_params(raw), JobContext(catalog))
-
-
-def metric(out, name: str) -> float:
-    return next(m.value for m in out.metrics if m.name == name)
+from recipe_support import metric, run_recipe, source
 
 
 def test_global_magnitude_pruning_reaches_target_sparsity_and_loads(catalog, tiny_bert, tmp_path):

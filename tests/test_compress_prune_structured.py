@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from relman.app.models import import_model
 from relman.compress.registry import ModelSource, get_recipe
 from relman.data import demo
 from relman.data.dataset import Dataset
@@ -16,10 +15,7 @@ from relman.errors import RecipeError
 from relman.jobs.context import JobContext
 from relman.modelio.loading import load_preprocessor, load_torch_model
 
-
-def source(catalog, folder: Path, name: str, tmp_path: Path) -> ModelSource:
-    v = import_model(catalog, folder, name)
-    return ModelSource(version=v, folder=catalog.materialize(v.id, tmp_path / f"src-{v.id}"))
+from recipe_support import source
 
 
 def run_recipe(sources, raw: dict, catalog, dataset: Dataset | None = None):

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 from datetime import datetime
-from pathlib import Path
 
 import psutil
 import pytest
@@ -17,42 +16,9 @@ import pytest
 from relman.catalog.catalog import pid_alive
 from relman.jobs import queue
 from relman.jobs.queue import enqueue, get_job
-from relman.jobs.runner import Runner
 from relman.jobs.testing import drive_until, job_status, log_contains, wait_until
 
-REPO = Path(__file__).resolve().parent.parent
-RELMAN = [sys.executable, "-m", "relman"]
-
-
-def relman_subprocess_env(catalog_path: Path) -> dict[str, str]:
-    env = dict(os.environ, RELMAN_CATALOG=str(catalog_path))
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-@pytest.fixture
-def make_runner(catalog_path: Path):
-    """Real runners on the test catalog; at teardown no worker of this catalog may survive."""
-    made: list[Runner] = []
-
-    def make(**kwargs) -> Runner:
-        kwargs.setdefault("cpu_slots", 2)
-        r = Runner(catalog_path, **kwargs)
-        made.append(r)
-        return r
-
-    yield make
-    leftovers = []
-    for r in made:
-        for w in list(r.workers.values()):
-            try:  # a job recorded as ended may still be a moment away from exiting
-                w.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                leftovers.append(w.job_id)
-                os.killpg(w.proc.pid, signal.SIGKILL)
-                w.proc.wait()
-        r.close()
-    assert not leftovers, f"workers still running at the end of the test: jobs {leftovers}"
+from conftest import RELMAN, relman_subprocess_env
 
 
 def ts(job: dict, key: str) -> datetime:
