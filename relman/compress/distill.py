@@ -172,6 +172,35 @@ def evaluate(student: nn.Module, teacher: nn.Module, objective: Objective, batch
     return total_loss / max(1, n), total_agree / max(1, n)
 
 
+# -- the training loop both the recipe and the recovery step run --------------------------
+def distill_epochs(student: nn.Module, teacher: nn.Module, objective: "Objective", batcher: Any, train: Any,
+                   optimizer: Any, *, batch_size: int, epochs: int, rng: Any, device: str, use_labels: bool,
+                   ctx: JobContext, progress_from: float, progress_span: float,
+                   label: str = "epoch") -> tuple[list[float], int]:
+    """Train `student` on `teacher`'s outputs; streams the loss curve (`train_loss`) and
+    progress through `ctx`. Returns (mean loss of each epoch, steps taken)."""
+    total = epochs * tr.steps_per_epoch(len(train), batch_size)
+    epoch_losses: list[float] = []
+    step = 0
+    student.train()
+    for epoch in range(1, epochs + 1):
+        losses = []
+        for idx in tr.batches(len(train), batch_size, shuffle=True, rng=rng):
+            y = tr.labels_tensor(train, idx, device) if use_labels else None
+            loss, _ = objective(student, teacher, batcher.inputs(train, idx, device), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            value = float(loss.detach())
+            losses.append(value)
+            ctx.point("train_loss", step, value)
+            ctx.progress(progress_from + progress_span * step / total, f"{label} {epoch}/{epochs}, loss {value:.4f}")
+        epoch_losses.append(sum(losses) / len(losses))
+        ctx.log("%s %d: mean distillation loss %.5f", label, epoch, epoch_losses[-1])
+    return epoch_losses, step
+
+
 # -- recovery after structural edits (pruning, factorisation) -----------------------------
 def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSource, params: dict[str, Any],
             ctx: JobContext, device: str) -> list[float]:
@@ -191,24 +220,12 @@ def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSo
     batcher = tr.Batcher.for_model(source.folder, task, int(params["max_length"]))
     objective = Objective(task, 2.0, 0.5, use_labels)
     optimizer = tr.make_optimizer(model, float(params["lr"]))
-    bs, epochs = int(params["batch_size"]), int(params["epochs"])
-    total = epochs * tr.steps_per_epoch(len(train), bs)
-    model.to(device).train()
+    model.to(device)
     parent.to(device).eval()
-    epoch_losses, step = [], 0
-    for epoch in range(1, epochs + 1):
-        losses = []
-        for idx in tr.batches(len(train), bs, shuffle=True, rng=rng):
-            y = tr.labels_tensor(train, idx, device) if use_labels else None
-            loss, _ = objective(model, parent, batcher.inputs(train, idx, device), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(float(loss.detach()))
-            ctx.point("train_loss", step, losses[-1])
-            ctx.progress(0.4 + 0.5 * step / total, f"recovery epoch {epoch}/{epochs}, loss {losses[-1]:.4f}")
-        epoch_losses.append(sum(losses) / len(losses))
+    epoch_losses, _ = distill_epochs(model, parent, objective, batcher, train, optimizer,
+                                     batch_size=int(params["batch_size"]), epochs=int(params["epochs"]), rng=rng,
+                                     device=device, use_labels=use_labels, ctx=ctx, progress_from=0.4,
+                                     progress_span=0.5, label="recovery epoch")
     model.eval()
     return epoch_losses
 
@@ -265,26 +282,10 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
     batcher = tr.Batcher.for_model(teacher_src.folder, task, int(params["max_length"]))
     objective = Objective(task, temperature, alpha, use_labels)
     optimizer = tr.make_optimizer(student, float(params["lr"]))
-    bs, epochs = int(params["batch_size"]), int(params["epochs"])
-    total_steps = epochs * tr.steps_per_epoch(len(train), bs)
-    epoch_losses: list[float] = []
-    step = 0
-    student.train()
-    for epoch in range(1, epochs + 1):
-        losses = []
-        for idx in tr.batches(len(train), bs, shuffle=True, rng=rng):
-            y = tr.labels_tensor(train, idx, device) if use_labels else None
-            loss, _ = objective(student, teacher, batcher.inputs(train, idx, device), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            value = float(loss.detach())
-            losses.append(value)
-            ctx.point("train_loss", step, value)
-            ctx.progress(0.05 + 0.85 * step / total_steps, f"epoch {epoch}/{epochs}, loss {value:.4f}")
-        epoch_losses.append(sum(losses) / len(losses))
-        ctx.log("epoch %d: mean distillation loss %.5f", epoch, epoch_losses[-1])
+    epoch_losses, step = distill_epochs(student, teacher, objective, batcher, train, optimizer,
+                                        batch_size=int(params["batch_size"]), epochs=int(params["epochs"]),
+                                        rng=rng, device=device, use_labels=use_labels, ctx=ctx,
+                                        progress_from=0.05, progress_span=0.85)
     held_out = val if val is not None else train
     val_loss, agreement = evaluate(student, teacher, objective, batcher, held_out, device, use_labels)
     ctx.point("val_loss", step, val_loss)
