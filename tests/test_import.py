@@ -314,3 +314,32 @@ def test_cli_startup_imports_neither_qt_nor_torch() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                        env=relman_subprocess_env())
     assert r.stdout.strip() == ""
+
+
+def test_full_disk_gives_a_clear_error_and_leaves_the_catalog_intact(tmp_path: Path) -> None:
+    """An import that runs out of space mid-copy: one-line error, no row, no blob, no temp file.
+    The catalog sits on a 1 MiB tmpfs mounted in a private mount namespace (root only)."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.randn(1024, 1024)}, str(tmp_path / "big.safetensors"))  # 4 MiB
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    relman = " ".join(RELMAN) + f" --catalog {mnt}/cat"
+    script = (f"mount -t tmpfs -o size=1m tmpfs {mnt} || exit 99; {relman} init >/dev/null || exit 98; "
+              f"{relman} import {tmp_path}/big.safetensors --model big; echo rc=$?; {relman} ls --json; "
+              f"{relman} verify >/dev/null; echo verify=$?; ls -A {mnt}/cat/objects/tmp | wc -l; "
+              f"find {mnt}/cat/objects -type f | wc -l")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env=relman_subprocess_env(), capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode in (98, 99):
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}")
+    out = r.stdout.split()
+    assert "rc=1" in out, r.stdout + r.stderr
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "big.safetensors: could not be copied into the catalog store" in err[0], r.stderr
+    assert "No space left on device" in err[0]
+    assert "[]" in out and "verify=0" in out  # no version; blobs and audit chain intact
+    assert out[-2:] == ["0", "0"], r.stdout  # no temp file, no blob

@@ -25,6 +25,7 @@ from relman.catalog import semver
 from relman.catalog.migrations import migrate
 from relman.catalog.store import BlobStore
 from relman.errors import (
+    CatalogError,
     CatalogNotWritable,
     CorruptCatalog,
     DatasetError,
@@ -159,12 +160,13 @@ class Catalog:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
-        except BaseException:
+            self.conn.execute("COMMIT")
+        except BaseException as e:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
+                raise CatalogError(f"{self.db_path}: {e}; nothing was changed (free some space and retry)") from None
             raise
-        else:
-            self.conn.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
+from relman.errors import CatalogError
 from relman.fsutil import fsync_dir
 
 CHUNK = 1 << 20
@@ -57,13 +58,17 @@ class BlobStore:
         h = hashlib.sha256()
         size = 0
         try:
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                while chunk := fin.read(CHUNK):
-                    h.update(chunk)
-                    fout.write(chunk)
-                    size += len(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
+            try:
+                with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                    while chunk := fin.read(CHUNK):
+                        h.update(chunk)
+                        fout.write(chunk)
+                        size += len(chunk)
+                    fout.flush()
+                    os.fsync(fout.fileno())
+            except OSError as e:  # a full disk, a quota, an unreadable source: say which
+                raise CatalogError(f"{src}: could not be copied into the catalog store {self.root} "
+                                   f"({e.strerror or e}); nothing was stored") from None
             sha = h.hexdigest()
             final = self.path(sha)
             if final.is_file():
