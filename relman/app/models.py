@@ -17,10 +17,18 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
 
     All checks run before anything is written; the store and the rows then commit together,
     so a refused or failed import leaves the catalog exactly as it was."""
+    from relman.catalog import semver
+    from relman.names import check_name
+
     if task is not None and task not in TASKS:
         raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    check_name(model, "model name")
+    if version is not None:
+        semver.parse(version)
     desc = inspect_model(path)
     meta: dict[str, Any] = {"source": str(Path(path).expanduser().resolve())}
+    if desc.left_out:  # never stored: not needed by the model, and not checked
+        meta["left_out"] = desc.left_out
     if desc.config.get("model_type"):
         meta["model_type"] = desc.config["model_type"]
     if desc.config.get("id2label"):

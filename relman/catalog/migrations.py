@@ -213,3 +213,22 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
         CREATE INDEX jobs_parent ON jobs(parent_job_id);
         """,
     )
+
+
+@migrations()
+def m003_checkpoints(db: sqlite_utils.Database) -> None:
+    """Signed checkpoints of the audit chain's head (relman.catalog.anchor); rows themselves are
+    committed through event payloads, so no tracked table changes shape here."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE checkpoints (
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            at TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            doc TEXT NOT NULL
+        );
+        CREATE INDEX checkpoints_seq ON checkpoints(seq);
+        """,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from relman.cli import AppState, emit_json, pass_state, table
+from relman.names import terminal_safe
 from relman.units import human_size
 
 
@@ -36,6 +37,8 @@ def import_(state: AppState, path: str, model: str, version: str | None, task: s
     else:
         click.echo(f"imported {v.ref}: {v.format}, task {v.task or '?'}, {v.params or 0:,} params, "
                    f"{human_size(v.size_bytes)}")
+        if v.meta.get("left_out"):
+            click.echo(terminal_safe(f"left out (not needed, not stored): {', '.join(v.meta['left_out'])}"))
 
 
 @click.command("ls")
@@ -124,29 +127,44 @@ def _summary(payload: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 @pass_state
 def verify(state: AppState, as_json: bool) -> None:
-    """Re-hash every stored blob and check the audit chain; exit 1 on any problem."""
+    """Re-hash every stored blob, check the audit chain, its signed checkpoint and every row a
+    release decision rests on (each must match the audit event that committed it); exit 1 on
+    any problem, naming what changed."""
+    from relman.catalog.integrity import check_state
+
     cat = state.catalog()
     cleaned = cat.clean_stale()
     problems = cat.verify_store()
-    audit = [str(p) for p in cat.verify_audit()]
+    state_problems, notes = check_state(cat)
+    audit = [p for p in state_problems if p.startswith("audit chain")]
+    rows = [p for p in state_problems if not p.startswith("audit chain")]
     orphans = cat.orphan_blobs()
     integrity = cat.conn.execute("PRAGMA integrity_check").fetchone()[0]
+    failed = bool(problems or audit or rows or orphans or integrity != "ok")
     if as_json:
-        emit_json({"blobs": problems, "audit": audit, "orphans": orphans, "integrity": integrity,
-                   "cleaned": cleaned})
+        emit_json({"ok": not failed, "blobs": problems, "audit": audit, "rows": rows, "orphans": orphans,
+                   "integrity": integrity, "notes": notes, "cleaned": cleaned})
     else:
         for p in problems:
-            click.echo(f"BLOB  {p}")
+            click.echo(f"BLOB   {terminal_safe(p)}")
         for p in audit:
-            click.echo(f"AUDIT {p}")
+            click.echo(f"AUDIT  {terminal_safe(p)}")
+        for p in rows:
+            click.echo(f"ROW    {terminal_safe(p)}")
         for o in orphans:
-            click.echo(f"ORPHAN {cat.store.path(o)} (not referenced by any version or dataset)")
+            click.echo(f"ORPHAN {cat.store.path(o)} (stored but not referenced by any version or dataset)")
         if integrity != "ok":
-            click.echo(f"DB    {integrity}")
+            click.echo(f"DB     {terminal_safe(integrity)}")
+        for n in notes:
+            click.echo(f"note:  {terminal_safe(n)}")
         n = len(cat.referenced_shas())
-        if not (problems or audit or integrity != "ok"):
-            click.echo(f"ok: {n} blobs intact, audit chain of {len(cat.events())} events verifies")
-    if problems or audit or integrity != "ok":
+        if not failed:
+            click.echo(f"ok: {n} blobs intact, audit chain of {len(cat.events())} events verifies, every tracked "
+                       "row matches its audit record")
+        else:
+            count = len(problems) + len(audit) + len(rows) + len(orphans) + (integrity != "ok")
+            click.echo(f"FAILED: {count} problem(s) found", err=True)
+    if failed:
         raise SystemExit(1)
 
 

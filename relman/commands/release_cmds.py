@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from relman.names import terminal_safe
 from relman.cli import AppState, emit_json, pass_state, table
 
 PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "retired", "rejected"])
@@ -238,21 +239,43 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @pass_state
 def audit_verify(state: AppState, as_json: bool) -> None:
-    """Check the audit chain; names every edited, deleted or reordered event; exit 1 on any."""
+    """Check the audit chain (names every edited, deleted or reordered event), its signed
+    checkpoint, and every tracked row against the event that committed it; exit 1 on any."""
+    from relman.catalog.integrity import check_state
     from relman.release.audit import diagnose
 
     cat = state.catalog()
     findings = diagnose(cat)
+    state_problems, notes = check_state(cat)
+    extra = [p for p in state_problems if not p.startswith("audit chain: event")]
     n = cat.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    ok = not findings and not extra
     if as_json:
-        emit_json({"ok": not findings, "events": n, "problems": [f.to_dict() for f in findings]})
-    elif findings:
-        for f in findings:
-            click.echo(str(f))
+        emit_json({"ok": ok, "events": n, "problems": [f.to_dict() for f in findings]
+                   + [{"kind": "state", "seq": None, "message": p} for p in extra], "notes": notes})
     else:
-        click.echo(f"ok: audit chain of {n} events verifies")
-    if findings:
+        for f in findings:
+            click.echo(terminal_safe(str(f)))
+        for p in extra:
+            click.echo(terminal_safe(p))
+        for note in notes:
+            click.echo(f"note: {terminal_safe(note)}")
+        if ok:
+            click.echo(f"ok: audit chain of {n} events verifies and every tracked row matches its record")
+    if not ok:
         raise SystemExit(1)
+
+
+@audit.command("checkpoint")
+@click.option("--key", "key", help="Sign with this person's key from 'relman keys' (default: the catalog's key).")
+@pass_state
+def audit_checkpoint(state: AppState, key: str | None) -> None:
+    """Sign the audit chain's head now and keep the checkpoint (in the catalog and as a file)."""
+    from relman.catalog.anchor import checkpoint_now
+
+    doc = checkpoint_now(state.catalog(), key_name=key)
+    b = doc["body"]
+    click.echo(f"checkpoint: event {b['seq']} ({b['hash'][:16]}) signed by {b['signer']} (key {b['key']})")
 
 
 @audit.command("show")

@@ -47,9 +47,11 @@ def approve(catalog: Any, version_id: int, to_phase: str, by: str, comment: str 
     """Record `by`'s approval of the version for `to_phase`, with its audit event, atomically."""
     from relman.catalog.catalog import utcnow
 
-    by = (by or "").strip()
-    if not by:
+    from relman.names import check_person
+
+    if not (by or "").strip():
         raise ReleaseError("an approval needs a name (--by NAME)")
+    check_person(by, "approver (--by)")
     if to_phase not in APPROVABLE:
         raise ReleaseError(f"cannot approve for phase '{to_phase}' (approvals are for {', '.join(APPROVABLE)})")
     with catalog.transaction():

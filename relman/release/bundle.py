@@ -108,6 +108,9 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
             raise IntegrityError(f"cannot export {v.ref}: {a['path']} ({catalog.store.path(a['sha256'])}) is "
                                  f"{problem}; "
                                  "run 'relman verify'")
+    from relman.catalog.integrity import require_intact
+
+    require_intact(catalog, f"export {v.ref}")  # never sign and ship a forged decision
     card = render_card(catalog, v).encode("utf-8")
     manifest = build_manifest(catalog, v, card)
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")

@@ -348,6 +348,9 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
 
     if to_phase not in PHASES:
         raise ReleaseError(f"unknown phase '{to_phase}' (phases: {', '.join(PHASES)})")
+    from relman.catalog.integrity import require_intact
+
+    require_intact(catalog, f"evaluate the gates of {version.ref}")  # a forged metric never passes
     if policy is None:
         policy, revision = get_policy(catalog, version.model)
     production = [v for v in catalog.versions(version.model) if v.phase == "production" and v.id != version.id]
