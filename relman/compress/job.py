@@ -152,10 +152,39 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
     return int(job_id), "queued"
 
 
+def _adopt(ctx: "JobContext", child: "VersionInfo", parents: list["VersionInfo"], params: dict[str, Any]
+           ) -> dict[str, Any]:
+    """A retry of a job whose earlier attempt committed its child but died before being marked
+    succeeded: keep that child (no duplicate), and queue its evaluation unless one is queued,
+    running or done already."""
+    from relman.jobs import queue
+
+    ctx.log("adopting %s, committed by an earlier attempt of this job", child.ref)
+    result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
+                              "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
+                              "params": child.params, "parent_params": parents[0].params, "adopted": True}
+    if params.get("evaluate", True):
+        live = [j for j in queue.list_jobs(ctx.catalog, kind="evaluate")
+                if j.get("parent_job_id") == ctx.job_id and j["status"] not in (queue.FAILED, queue.CANCELLED)]
+        if live:
+            result["evaluation_job"], result["evaluation"] = live[0]["id"], "already queued"
+        else:
+            try:
+                result["evaluation_job"], result["evaluation"] = queue_child_evaluation(
+                    ctx, child, parents[0], params.get("dataset") or None)
+            except Exception as e:
+                result["evaluation_job"], result["evaluation"] = None, f"evaluation not queued: {e}"
+    ctx.progress(1.0, f"kept {child.ref} (committed by an earlier attempt)", check_cancel=False)
+    return result
+
+
 def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     """Job kind "compress"."""
     recipe, ids, resolved = parse_params(params)
     parents = [ctx.catalog.get_version(i) for i in ids]
+    committed = ctx.committed_result()
+    if committed is not None:
+        return _adopt(ctx, ctx.catalog.get_version(committed), parents, params)
     recipe.check_parents(parents)
     dataset = params.get("dataset") or None
     if dataset:
@@ -170,6 +199,7 @@ def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     ctx.progress(0.95, "storing the child version")
     child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),
                          version=params.get("version"), dataset=dataset)
+    ctx.hold("compress-after-commit")  # tests kill the worker here: committed, not yet marked
     result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
                               "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
                               "params": child.params, "parent_params": parents[0].params}

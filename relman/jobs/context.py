@@ -52,6 +52,30 @@ class JobContext:
         self._points: list[tuple[int, str, float, float]] = []
         self.last_progress: tuple[float, str] = (0.0, "")
 
+    # -- test hold points ------------------------------------------------------------------
+    def hold(self, point: str) -> None:
+        """A point a test can stop a real worker at: when RELMAN_TEST_HOLD names `point`, write
+        `<RELMAN_TEST_HOLD_FILE>.reached` and wait until RELMAN_TEST_HOLD_FILE exists (or the
+        test kills the process there). Without the variable this does nothing."""
+        import os
+
+        if os.environ.get("RELMAN_TEST_HOLD") != point:
+            return
+        release = Path(os.environ.get("RELMAN_TEST_HOLD_FILE") or self.workdir / "release")
+        Path(f"{release}.reached").write_text(str(os.getpid()))
+        deadline = time.monotonic() + float(os.environ.get("RELMAN_TEST_HOLD_TIMEOUT", "120"))
+        while not release.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nobody released the test hold at {point}")
+            time.sleep(0.02)
+
+    def committed_result(self) -> int | None:
+        """The version an earlier attempt of this job committed (kept across `jobs retry`)."""
+        if self.job_id is None:
+            return None
+        row = self.catalog.conn.execute("SELECT result_version_id FROM jobs WHERE id = ?", [self.job_id]).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     # -- identity ---------------------------------------------------------------------------
     @property
     def owner(self) -> str:

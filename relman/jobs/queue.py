@@ -189,7 +189,8 @@ def request_cancel(catalog: "Catalog", job_id: int, *, actor: str | None = None)
 
 def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
     """Queue a failed or cancelled job again (same id, kind, params and device). Returns the
-    number of attempts made so far."""
+    number of attempts made so far. A version an earlier attempt committed stays linked
+    (`result_version_id`), so the retry adopts it instead of storing a duplicate."""
     from relman.catalog import events as audit
 
     actor = _user(actor)
@@ -203,7 +204,7 @@ def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
         catalog.conn.execute(
             "UPDATE jobs SET status = ?, progress = 0, message = '', error = NULL, result = NULL, pid = NULL,"
             " heartbeat_at = NULL, device_used = NULL, started_at = NULL, finished_at = NULL,"
-            " cancel_requested = 0, cancel_requested_at = NULL, result_version_id = NULL WHERE id = ?",
+            " cancel_requested = 0, cancel_requested_at = NULL WHERE id = ?",
             [QUEUED, job_id])
         audit.append(catalog.db, at=_now(), actor=actor, kind="job-retry", model=None, version=None,
                      payload={"job": job_id, "was": status, "attempts": attempts})
