@@ -28,6 +28,9 @@ def _job_json(job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "elapsed_s": elapsed_seconds(job)}
 
 
+JOB_ID = click.IntRange(1, 2**63 - 1)  # SQLite integers; larger ids cannot exist
+
+
 @click.group("jobs", invoke_without_command=True)
 @click.option("--status", "statuses", multiple=True,
               type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"]),
@@ -56,7 +59,7 @@ def jobs(ctx: click.Context, statuses: tuple[str, ...], limit: int, as_json: boo
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--lines", "-n", type=int, default=20, show_default=True, help="Log lines to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the log tail).")
 @pass_state
@@ -90,7 +93,7 @@ def show(state: AppState, job_id: int, lines: int, as_json: bool) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @pass_state
 def cancel(state: AppState, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one at its next step (terminated after
@@ -105,7 +108,7 @@ def cancel(state: AppState, job_id: int) -> None:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @wait_option
 @pass_state
 def retry(state: AppState, job_id: int, wait: bool) -> None:
@@ -201,7 +204,7 @@ def queue_cmd(state: AppState, kind: str, pairs: tuple[str, ...], device: str, w
 
 
 @click.command("worker", hidden=True)
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @pass_state
 def worker(state: AppState, job_id: int) -> None:
     """Run one job (started by the runner; not for direct use)."""

@@ -112,14 +112,20 @@ def load_file(path: Path | str) -> dict[str, Any]:
     if path.suffix.lower() == ".toml":
         import tomllib
 
+        from relman.jsonlimits import MAX_DEPTH, depth
+
         try:
-            return tomllib.loads(raw.decode("utf-8"))
+            body = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ReleaseError(f"{path}: not valid TOML ({e})") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReleaseError(f"{path}: not valid JSON ({e}); use a .toml suffix for TOML") from None
+        except RecursionError:
+            raise ReleaseError(f"{path}: TOML nested too deeply") from None
+        if depth(body) > MAX_DEPTH:
+            raise ReleaseError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
+        return body
+    from relman import jsonlimits
+
+    return jsonlimits.loads(raw, f"{path} (use a .toml suffix for TOML)", error=ReleaseError)
 
 
 def get_policy(catalog: Any, model: str) -> tuple[dict[str, Any], int]:
