@@ -589,6 +589,15 @@ class BlobStaging:
             self.catalog.release_pending(self.owner)
 
 
+def _free_bytes(root: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(root).free:,} bytes"
+    except OSError:
+        return "unknown space"
+
+
 def _check_writable(root: Path) -> None:
     probe = root / f".write-test-{os.getpid()}"
     try:
@@ -633,6 +642,10 @@ def open_catalog(path: Path | str | None = None, *, create: bool = True) -> Cata
         anchor.ensure_key(catalog)
     except sqlite3.DatabaseError as e:
         conn.close()
+        if isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "disk I/O" in str(e)):
+            free = _free_bytes(root)
+            raise CatalogError(f"{db_path}: {e} ({free} free on its disk); the catalog is intact, free some space "
+                               "and retry") from None
         raise CorruptCatalog(f"{db_path} is not a usable SQLite catalog ({e})") from None
     if mode.lower() != "wal":  # e.g. a network file system that refuses WAL
         catalog.conn.execute("PRAGMA journal_mode = DELETE")
