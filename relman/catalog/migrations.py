@@ -217,8 +217,9 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
 
 @migrations()
 def m003_checkpoints(db: sqlite_utils.Database) -> None:
-    """Signed checkpoints of the audit chain's head (relman.catalog.anchor); rows themselves are
-    committed through event payloads, so no tracked table changes shape here."""
+    """Signed checkpoints of the audit chain's head (relman.catalog.anchor), and the Ed25519
+    signature of an approval made with a person's key (relman.release.approvals). Rows
+    themselves are committed through event payloads (relman.catalog.integrity)."""
     _run_script(
         db,
         """
@@ -230,5 +231,6 @@ def m003_checkpoints(db: sqlite_utils.Database) -> None:
             doc TEXT NOT NULL
         );
         CREATE INDEX checkpoints_seq ON checkpoints(seq);
+        ALTER TABLE approvals ADD COLUMN signature TEXT;
         """,
     )

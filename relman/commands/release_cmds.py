@@ -51,13 +51,16 @@ def gates(state: AppState, ref: str, to_phase: str, as_json: bool) -> None:
               help="The phase this approval is for.")
 @click.option("--by", help="Who approves (default: RELMAN_USER or the login name).")
 @click.option("--comment", default="", help="Why you approve.")
+@click.option("--key", "key", help="Sign the approval with this key from 'relman keys' (needed where the policy "
+                                   "has require_signed_approvals).")
 @click.option("--json", "as_json", is_flag=True, help="Print the approval as JSON.")
 @pass_state
-def approve(state: AppState, ref: str, to_phase: str, by: str | None, comment: str, as_json: bool) -> None:
+def approve(state: AppState, ref: str, to_phase: str, by: str | None, comment: str, key: str | None,
+            as_json: bool) -> None:
     """Approve REF for a phase (one approval per person; void once its metrics change)."""
     from relman.app.release import approve as do_approve
 
-    a = do_approve(state.catalog(), ref, to_phase, by=by, comment=comment)
+    a = do_approve(state.catalog(), ref, to_phase, by=by, comment=comment, key=key)
     if as_json:
         emit_json(a)
     else:
@@ -451,6 +454,8 @@ def import_bundle_cmd(state: AppState, file: str, as_json: bool) -> None:
                f"{res['signed_by']['name']} ({res['signed_by']['id']})")
     if res["missing_parents"]:
         click.echo(f"  parents not in this catalog (lineage kept in meta): {', '.join(res['missing_parents'])}")
+    for note in res["signed_by"].get("notes", []):
+        click.echo(terminal_safe(f"  note: {note}"))
 
 
 COMMANDS: list[click.Command] = [gates, approve, promote, reject, rollback, history, rollout, channels, audit, policy,

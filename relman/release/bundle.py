@@ -68,7 +68,8 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
         ds_names)] if ds_names else []
     transitions = catalog.query("SELECT from_phase, to_phase, override, why, who, at FROM transitions"
                                 " WHERE version_id = ? ORDER BY id", [v.id])
-    appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid")} for a in approvals(catalog, v.id)]
+    appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid", "signed", "signature")}
+            for a in approvals(catalog, v.id)]
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": v.model, "version": v.version,
@@ -127,14 +128,27 @@ def _check_committed(manifest: dict[str, Any], where: str) -> list[str]:
         if (m["suite"], m["name"], m["value"], m["created_at"]) not in listed:
             raise BundleError(f"{where}: metric {m['suite']}/{m['name']} = {m['value']} is not backed by a committed "
                               "row; refusing the bundle")
+    notes: list[str] = []
     versions = rows.get("versions") or []
     if versions:
+        from relman.catalog.catalog import VersionInfo
+        from relman.release.approvals import check_signature
+
+        vrow = dict(versions[0], model=manifest["model"])
+        vinfo = VersionInfo.from_row(vrow)
+        for a in rows.get("approvals", []):  # signed approvals are verified here, with keys trusted here
+            status, detail = check_signature(a, vinfo)
+            if status == "bad":
+                raise BundleError(f"{where}: the signed approval by {a.get('by')} does not verify ({detail}); "
+                                  "refusing the bundle")
+            if status == "untrusted":
+                notes.append(f"approval by {a.get('by')} is signed by a key not trusted here ({detail})")
         v = versions[0]
         info = manifest["info"]
         for col in ("format", "task", "manifest_sha256", "size_bytes", "phase"):
             if v.get(col) != info.get(col):
                 raise BundleError(f"{where}: the version's {col} differs from its committed row; refusing the bundle")
-    return []
+    return notes
 
 
 def _check_checkpoint(manifest: dict[str, Any], where: str) -> list[str]:

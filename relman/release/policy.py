@@ -44,6 +44,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "rollback_to": "retired",
     # re-hash the version's blobs as part of the gates for these phases
     "verify_artifacts": ["staging", "production"],
+    # approvals for these phases count only when signed with a key trusted here (relman keys)
+    "require_signed_approvals": [],
 }
 
 _KEYS = set(DEFAULT_POLICY)
@@ -99,6 +101,9 @@ def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
     va = full["verify_artifacts"]
     if not isinstance(va, list) or any(p not in PHASES for p in va):
         raise ReleaseError(f"{source}: 'verify_artifacts' must be a list of phases")
+    rs = full["require_signed_approvals"]
+    if not isinstance(rs, list) or any(p not in PHASES for p in rs):
+        raise ReleaseError(f"{source}: 'require_signed_approvals' must be a list of phases")
     return full
 
 

@@ -898,12 +898,13 @@ class MainWindow(QMainWindow):
         to = NEXT_PHASE.get(v.phase)
         if to is None:
             raise RelmanError(f"{v.ref} is {v.phase}; there is no next phase to approve")
-        by = QLineEdit(current_user())
-        comment = QLineEdit()
-        dlg = SimpleFormDialog(f"Approve {v.ref} → {to}", [("By", by), ("Comment", comment)], _needs("By"), self)
+        from relman.ui.qt_signing import SignedApproveDialog
+
+        dlg = SignedApproveDialog(v.ref, to, current_user(), self)
         if self.dialog_runner(dlg) == QDialog.DialogCode.Accepted and dlg.result_values:
             try:
-                fn(self.catalog, v.ref, to, by=dlg.result_values["By"], comment=dlg.result_values["Comment"])
+                fn(self.catalog, v.ref, to, by=dlg.result_values["By"], comment=dlg.result_values["Comment"],
+                   key=dlg.result_values["key"])
             finally:
                 self.refresh(force=True)
             self.show_info(f"{v.ref}: approved for {to} by {dlg.result_values['By']}")
