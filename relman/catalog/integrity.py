@@ -54,6 +54,14 @@ HASHED_COLUMNS: dict[str, tuple[str, ...]] = {
              "result_version_id"),
 }
 
+# Update triggers fire only when the committed part may have changed (a worker claiming a job,
+# queued -> running, changes nothing committed and must not cost a scan of the events).
+TRIGGER_WHEN: dict[str, str] = {
+    "jobs": "NOT (OLD.status IN ('queued', 'running') AND NEW.status IN ('queued', 'running')"
+            " AND OLD.result_version_id IS NEW.result_version_id AND OLD.kind IS NEW.kind"
+            " AND OLD.params IS NEW.params)",
+}
+
 # A queued or running job may flip between the two without an event (a worker claims it);
 # what is committed is that it has not finished.
 _OPEN_JOB = {"queued": "open", "running": "open"}
@@ -144,8 +152,9 @@ def install(conn: Any) -> None:
         note = f"INSERT OR IGNORE INTO {_DIRTY} (tbl, key) VALUES ('{table}', %s);"
         conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS relman_dirty_{table}_ins AFTER INSERT ON main.{table}"
                      f" BEGIN {note % new} END")
+        when = f" WHEN {TRIGGER_WHEN[table]}" if table in TRIGGER_WHEN else ""
         conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS relman_dirty_{table}_upd AFTER UPDATE{of} ON main.{table}"
-                     f" BEGIN {note % old} {note % new} END")
+                     f"{when} BEGIN {note % old} {note % new} END")
         conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS relman_dirty_{table}_del AFTER DELETE ON main.{table}"
                      f" BEGIN {note % old} END")
 

@@ -77,22 +77,23 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(d)
         return
-    click.echo(f"{d['model']}@{d['version']}  [{d['phase']}]")
+    echo = lambda text: click.echo(terminal_safe(text))  # noqa: E731  (config fields are not ours)
+    echo(f"{d['model']}@{d['version']}  [{d['phase']}]")
     for key in ("format", "task", "architecture", "dtype"):
-        click.echo(f"  {key:<13}{d[key] or ''}")
-    click.echo(f"  {'params':<13}{d['params'] or 0:,}")
-    click.echo(f"  {'size':<13}{human_size(d['size_bytes'])} ({d['size_bytes']:,} bytes)")
-    click.echo(f"  {'created':<13}{d['created_at'][:19]} by {d['created_by']}")
-    click.echo(f"  {'manifest':<13}{d['manifest_sha256']}")
+        echo(f"  {key:<13}{d[key] or ''}")
+    echo(f"  {'params':<13}{d['params'] or 0:,}")
+    echo(f"  {'size':<13}{human_size(d['size_bytes'])} ({d['size_bytes']:,} bytes)")
+    echo(f"  {'created':<13}{d['created_at'][:19]} by {d['created_by']}")
+    echo(f"  {'manifest':<13}{d['manifest_sha256']}")
     if d["recipe"]:
-        click.echo(f"  {'recipe':<13}{d['recipe']}")
+        echo(f"  {'recipe':<13}{d['recipe']}")
     if d["canary_share"] is not None:
-        click.echo(f"  {'canary':<13}{d['canary_share']:g} %")
-    click.echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
-    click.echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
+        echo(f"  {'canary':<13}{d['canary_share']:g} %")
+    echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
+    echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
     click.echo("files:")
     for f in d["files"]:
-        click.echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
+        echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
     if d["metrics"]:
         click.echo("metrics:")
         rows = [[m["suite"], m["name"], "" if m["value"] is None else f"{m['value']:.6g}", m["dataset"] or "",

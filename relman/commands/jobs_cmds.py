@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from relman.names import terminal_safe
 from relman.cli import AppState, emit_json, pass_state, table
 from relman.jobs.wait import wait_option
 
@@ -84,12 +85,12 @@ def show(state: AppState, job_id: int, lines: int, as_json: bool) -> None:
               ("result version", job["result_version_id"]), ("log", job["log_path"])]
     for key, value in fields:
         if value not in (None, ""):
-            click.echo(f"  {key:<15}{value}")
+            click.echo(terminal_safe(f"  {key:<15}{value}"))
     if job["cancel_requested"] and job["status"] == "running":
         click.echo("  cancel requested")
     if tail:
         click.echo(f"--- last {lines} log lines ---")
-        click.echo(tail)
+        click.echo("\n".join(terminal_safe(line) for line in tail.splitlines()))
 
 
 @jobs.command("cancel")

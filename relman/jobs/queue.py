@@ -106,6 +106,8 @@ def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def get_job(catalog: "Catalog", job_id: int) -> dict[str, Any]:
     """The job row as a dict (params and result decoded from JSON)."""
+    if not -(2**63) <= int(job_id) < 2**63:  # SQLite cannot even compare it: no such job
+        raise NotFound(f"no job with id {job_id}")
     rows = catalog.query("SELECT * FROM jobs WHERE id = ?", [int(job_id)])
     if not rows:
         raise NotFound(f"no job with id {job_id}")
