@@ -215,3 +215,38 @@ def test_forged_checkpoint_file_is_reported(world, catalog):
     path.write_text(json.dumps(doc))
     problems, _ = integrity.check_state(catalog)
     assert any("forged or edited checkpoint" in p for p in problems), problems
+
+
+def test_a_catalog_from_before_tracking_is_baselined_and_anchored_on_first_open(tmp_path, run_cli, monkeypatch):
+    """A catalog written by an older relman (no row records, no checkpoints): the first open
+    commits its rows once (`integrity-baseline`) and signs the head; edits after that show."""
+    import sqlite_utils
+
+    from relman.catalog import open_catalog
+    from relman.catalog.migrations import migrate
+
+    root = tmp_path / "old"
+    root.mkdir()
+    db = sqlite_utils.Database(root / "catalog.db")
+    migrate(db, stop_before="m003_checkpoints")
+    db.execute("INSERT INTO models (name, created_at, created_by) VALUES ('old', 'then', 'someone')")
+    db.execute("INSERT INTO versions (model_id, version, format, manifest_sha256, created_at, created_by)"
+               " VALUES (1, '1.0.0', 'raw', 'abc', 'then', 'someone')")
+    db.execute("INSERT INTO metrics (version_id, suite, name, value, created_at) VALUES (1, 'q', 'accuracy', 0.5,"
+               " 'then')")
+    db.conn.commit()
+    db.close()
+    cat = open_catalog(root)
+    try:
+        from relman.catalog import integrity
+
+        assert integrity.check_state(cat)[0] == []
+        kinds = [e["kind"] for e in cat.events()]
+        assert kinds == ["integrity-baseline"]
+        assert (root / "checkpoints" / "latest.json").exists()
+        conn = sqlite3.connect(root / "catalog.db", isolation_level=None)
+        conn.execute("UPDATE metrics SET value = 0.9")
+        conn.close()
+        assert any("metrics row [1]" in p and "value" in p for p in integrity.check_state(cat)[0])
+    finally:
+        cat.close()

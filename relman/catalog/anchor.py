@@ -56,6 +56,7 @@ def ensure_key(catalog: Any) -> None:
         pub = _create_catalog_key(cid)
     except OSError:  # no writable keys folder: the catalog works, its chain is not anchored
         return
+    catalog._signer_cache = False  # look the key up again: it exists now
     with catalog.transaction():
         if catalog.get_setting("catalog_key"):
             return
@@ -155,7 +156,14 @@ def write_file(catalog: Any, doc: dict[str, Any], *, keep: bool = False) -> None
         latest = d / "latest.json"
         old = _read_doc(latest)
         if old is None or int(old["body"]["seq"]) <= int(doc["body"]["seq"]):
-            atomic_write(latest, data)
+            # replaced atomically but not fsynced: it is written after every transaction, and
+            # the same checkpoint is durable in the database; numbered files are fsynced
+            tmp = d / f".latest.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, latest)
+            finally:
+                tmp.unlink(missing_ok=True)
         if keep:
             atomic_write(d / f"{int(doc['body']['seq']):08d}.json", data)
     except OSError:  # the row in the database is still there

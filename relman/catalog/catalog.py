@@ -638,8 +638,8 @@ def open_catalog(path: Path | str | None = None, *, create: bool = True) -> Cata
                 migrate(catalog.db)
         integrity.install(conn)
         catalog.tamper_evident = True
-        integrity.ensure_baseline(catalog)
         anchor.ensure_key(catalog)
+        integrity.ensure_baseline(catalog)
     except sqlite3.DatabaseError as e:
         conn.close()
         if isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "disk I/O" in str(e)):

@@ -244,6 +244,9 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                     raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
             elif low.endswith(".json"):
                 mi._check_json(path, rel)
+            elif low.endswith((".pkl", ".pickle", ".joblib", ".dill")):
+                raise BundleError(f"{where}: {rel} is a pickle, which relman never imports (it would run code "
+                                  "when loaded)")
         except RelmanError as e:
             raise BundleError(f"{where}: {rel}: {str(e).replace(str(path), rel)}") from None
 
