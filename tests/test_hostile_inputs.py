@@ -379,7 +379,7 @@ def test_reads_on_a_full_disk_say_so(tmp_path):
     The catalog sits on a 1 MiB tmpfs in a private mount namespace (root only)."""
     import subprocess
 
-    from tests.conftest import RELMAN, relman_subprocess_env
+    from conftest import RELMAN, relman_subprocess_env
 
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.skip("needs root and unshare to mount a small tmpfs")

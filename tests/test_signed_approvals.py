@@ -97,24 +97,3 @@ def test_signed_approval_travels_in_a_bundle(keydir, catalog, tmp_path):
     finally:
         target.close()
 
-
-def test_gui_dialog_creates_a_key_and_signs(keydir, catalog, tmp_path, qtbot):
-    from relman.release.approvals import approvals
-    from relman.ui.qt_signing import SignedApproveDialog
-
-    v = _version(catalog, tmp_path)
-    dlg = SignedApproveDialog(v.ref, "staging", "Frank")
-    qtbot.addWidget(dlg)
-    assert [dlg.key_combo.itemText(i) for i in range(dlg.key_combo.count())] == ["(not signed)"]
-    dlg.new_key_edit.setText("bad name!")
-    dlg.create_btn.click()
-    assert "not a usable key name" in dlg.error_label.text()
-    dlg.new_key_edit.setText("frank")
-    dlg.create_btn.click()
-    assert dlg.key_combo.currentText() == "frank" and (keydir / "frank.key").exists()
-    dlg.accept()
-    assert dlg.result_values == {"By": "Frank", "Comment": "", "key": "frank"}
-    from relman.app.release import approve
-
-    approve(catalog, v.ref, "staging", by="Frank", key=dlg.result_values["key"])
-    assert approvals(catalog, v.id)[0]["signed"]

@@ -250,3 +250,4 @@ def test_a_catalog_from_before_tracking_is_baselined_and_anchored_on_first_open(
         assert any("metrics row [1]" in p and "value" in p for p in integrity.check_state(cat)[0])
     finally:
         cat.close()
+
