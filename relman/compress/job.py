@@ -105,6 +105,32 @@ def commit_child(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"]
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
+def committed_by_job(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"],
+                     resolved: dict[str, Any]) -> "VersionInfo | None":
+    """The child an earlier attempt of this job already committed for this recipe, parents and
+    parameters (found through the audit events, which name the job), so a retry keeps it
+    instead of storing a duplicate."""
+    if ctx.job_id is None:
+        return None
+    import json
+
+    from relman.catalog.events import canonical
+
+    rows = ctx.catalog.conn.execute(
+        "SELECT model, version, payload FROM events WHERE kind = 'compress' AND json_extract(payload, '$.job') = ?"
+        " ORDER BY seq", [ctx.job_id]).fetchall()
+    want = canonical(resolved)
+    refs = [p.ref for p in parents]
+    for model, version, payload in rows:
+        rec = json.loads(payload).get("recipe") or {}
+        if rec.get("name") == recipe.name and canonical(rec.get("params")) == want and rec.get("parents") == refs:
+            try:
+                return ctx.catalog.resolve(f"{model}@{version}")
+            except Exception:  # deleted since
+                return None
+    return None
+
+
 def apply_recipe(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  *, subdir: str = "") -> RecipeOutput:
     """Materialise the parents and run the recipe in a scratch folder (nothing committed)."""
