@@ -251,3 +251,27 @@ def test_a_catalog_from_before_tracking_is_baselined_and_anchored_on_first_open(
     finally:
         cat.close()
 
+
+
+def test_bundle_of_rows_committed_by_a_generic_event_imports(catalog, tmp_path, monkeypatch):
+    """Rows relman wrote without their own event are committed by a `state` event (no model);
+    a bundle carries that event too, and the importing side accepts the rows."""
+    from relman.catalog import open_catalog
+    from relman.release import bundle, keys
+
+    v = catalog.add_version("tiny", {"w.dat": _file(tmp_path, "w.dat", b"w" * 16)}, format="raw")
+    catalog.conn.execute("INSERT INTO metrics (version_id, suite, name, value, created_at) VALUES (?, 'q', 'acc',"
+                         " 0.7, '2026-01-01')", [v.id])  # relman's own connection, outside any event
+    with catalog.transaction():
+        pass
+    assert catalog.events()[-1]["kind"] == "state"
+    from relman.catalog import integrity
+
+    assert integrity.check_state(catalog)[0] == []
+    keys.create_key("lab")
+    out = bundle.export_bundle(catalog, v.id, tmp_path / "b.relman", key_name="lab")["path"]
+    target = open_catalog(tmp_path / "target")
+    try:
+        assert bundle.import_bundle(target, out)["metrics"] == 1
+    finally:
+        target.close()

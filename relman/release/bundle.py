@@ -70,6 +70,7 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
                                 " WHERE version_id = ? ORDER BY id", [v.id])
     appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid", "signed", "signature")}
             for a in approvals(catalog, v.id)]
+    rows = committed_rows(catalog, v)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": v.model, "version": v.version,
@@ -80,8 +81,8 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
         "files": files, "lineage": lineage, "metrics": metrics, "datasets": datasets,
         "gate_report": last_gate_report(catalog, v.id), "transitions": transitions, "approvals": appr,
         "card_fields": card_fields(catalog, v),
-        "audit": excerpt(catalog, v.model, v.version),
-        "committed_rows": committed_rows(catalog, v),
+        "audit": _audit_with_commits(catalog, v, rows),
+        "committed_rows": rows,
         "checkpoint": latest_checked(catalog),
         "exported_at": utcnow(), "exported_by": current_user(), "source_catalog": str(catalog.root),
     }
@@ -95,6 +96,23 @@ def committed_rows(catalog: Any, v: Any) -> dict[str, list[dict[str, Any]]]:
                          ("transitions", "version_id = ?")):
         out[table] = catalog.query(f"SELECT * FROM {table} WHERE {where} ORDER BY rowid", [v.id])
     return out
+
+
+def _audit_with_commits(catalog: Any, v: Any, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The version's audit excerpt plus every event that last committed one of the carried rows
+    (a rollback event names the other version; a baseline or `state` event names none)."""
+    from relman.catalog import integrity
+    from relman.release.audit import excerpt
+
+    events = excerpt(catalog, v.model, v.version)
+    have = {e["seq"] for e in events}
+    keys = {(t, integrity.row_key(t, r)) for t, items in rows.items() for r in items}
+    seqs = sorted({seq for seq, _ in integrity.committed_records(catalog.conn, only=keys).values()} - have)
+    for seq in seqs:
+        e = catalog.query("SELECT * FROM events WHERE seq = ?", [seq])[0]
+        e["payload"] = json.loads(e["payload"])
+        events.append(e)
+    return sorted(events, key=lambda e: e["seq"])
 
 
 def _check_committed(manifest: dict[str, Any], where: str) -> list[str]:
@@ -248,7 +266,8 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                 raise BundleError(f"{where}: {rel} is a pickle, which relman never imports (it would run code "
                                   "when loaded)")
         except RelmanError as e:
-            raise BundleError(f"{where}: {rel}: {str(e).replace(str(path), rel)}") from None
+            text = str(e).replace(str(path), rel)
+            raise BundleError(f"{where}: {text if text.startswith(rel) else f'{rel}: {text}'}") from None
 
 
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
