@@ -15,7 +15,7 @@ import pytest
 
 from relman.catalog import Metric
 from relman.catalog.events import GENESIS, canonical, event_hash
-from relman.errors import IntegrityError
+from relman.errors import IntegrityError, RelmanError
 
 
 def _file(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -275,3 +275,33 @@ def test_bundle_of_rows_committed_by_a_generic_event_imports(catalog, tmp_path, 
         assert bundle.import_bundle(target, out)["metrics"] == 1
     finally:
         target.close()
+
+
+@pytest.mark.parametrize("edit", ["metric-value-edited", "chain-truncated", "chain-recomputed"])
+def test_accept_records_the_findings_and_unblocks(world, catalog, run_cli, edit):
+    """A person who has checked the findings accepts the state: verify passes again, the
+    findings and the reason stay in the log, and a later edit is caught again."""
+    conn = _attacker(catalog)
+    dict((e[0], e[1]) for e in EDITS)[edit](conn, world)
+    conn.close()
+    assert run_cli("verify").exit_code == 1
+    r = run_cli("audit", "accept", "--why", "checked against the lab notebook", "--by", "Ada")
+    assert r.exit_code == 0, r.output
+    r = run_cli("verify")
+    assert r.exit_code == 0, r.output
+    accept = [e for e in catalog.events() if e["kind"] == "integrity-accept"][-1]
+    assert accept["payload"]["problems"] and accept["payload"]["why"] == "checked against the lab notebook"
+    conn = _attacker(catalog)
+    conn.execute("UPDATE metrics SET value = 0.123")
+    conn.close()
+    assert run_cli("verify").exit_code == 1
+
+
+def test_accept_needs_a_reason_and_a_key(world, catalog, run_cli, tmp_path, monkeypatch):
+    assert run_cli("audit", "accept", "--why", " ").exit_code != 0
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "elsewhere"))  # this machine lacks the catalog's key
+    from relman.catalog.integrity import accept_state
+
+    catalog._signer_cache = False
+    with pytest.raises(RelmanError, match="no signing key for this catalog here"):
+        accept_state(catalog, who="mallory", why="trust me")

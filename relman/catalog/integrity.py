@@ -256,7 +256,7 @@ def _label(db: Any, table: str, row: Mapping[str, Any] | None, key: str) -> str:
         if r:
             hints.append(r[0])
     for col in ("name", "path", "by", "to_phase", "kind", "revision"):
-        if col in row and row[col] is not None and not (table == "models" and col == "name" and False):
+        if col in row and row[col] is not None:
             hints.append(f"{col}={row[col]}")
     return ident + (f" ({', '.join(str(h) for h in hints)})" if hints else "")
 
@@ -311,8 +311,9 @@ def verify_rows(db: Any, *, tolerant: bool = False) -> list[RowProblem]:
 def baseline_problems(db: Any) -> list[str]:
     """Problems recorded by re-baselines: a forged row stays reported after an upgrade."""
     out = []
+    accepted = db.execute("SELECT MAX(seq) FROM events WHERE kind = ?", [ACCEPT_EVENT]).fetchone()[0] or 0
     for seq, text in db.execute("SELECT seq, json_extract(payload, '$.problems') FROM events WHERE kind = ?"
-                                " ORDER BY seq", [BASELINE_EVENT]).fetchall():
+                                " AND seq > ? ORDER BY seq", [BASELINE_EVENT, accepted]).fetchall():
         try:
             found = json.loads(text) if text else []
         except ValueError:
@@ -402,3 +403,64 @@ def require_intact(catalog: Any, action: str) -> None:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"refusing to {action}: the catalog fails verification: {problems[0]}{more}; "
                              "run 'relman verify' for the full list")
+
+
+ACCEPT_EVENT = "integrity-accept"
+
+
+def accept_state(catalog: Any, *, who: str, why: str, key_name: str | None = None) -> dict[str, Any]:
+    """After a person has looked at what `verify` found: commit every tracked row as it is now,
+    with the problems and the reason on record (event `integrity-accept`), set aside checkpoints
+    the chain no longer reaches (rows deleted, files moved to checkpoints/superseded/), and sign
+    the new head. Needs a signing key (the catalog's, or `key_name`), so that without one nobody
+    can launder an edit this way. Returns what was accepted."""
+    import os
+
+    from relman.catalog import anchor
+    from relman.errors import RelmanError
+
+    why = (why or "").strip()
+    if not why:
+        raise RelmanError("accepting the catalog's current state needs --why: say what was checked")
+    private = None
+    if key_name:
+        from relman.release import keys
+
+        private = keys.load_private(key_name)
+    elif anchor._signer(catalog) is None:
+        raise RelmanError("no signing key for this catalog here; accept with a person's key (--key NAME)")
+    problems, _ = check_state(catalog)
+    moved: list[str] = []
+    with catalog.transaction():
+        conn = catalog.conn
+        rows: dict[str, dict[str, Any]] = {}
+        for table in tracked_tables(conn):
+            cur = conn.execute(f"SELECT * FROM main.{table}")
+            cols = [d[0] for d in cur.description]
+            for values in cur.fetchall():
+                row = dict(zip(cols, values))
+                rows.setdefault(table, {})[row_key(table, row)] = record(table, row)
+        hashes = dict(conn.execute("SELECT seq, hash FROM events").fetchall())
+        stale = [(s, h) for s, h in conn.execute("SELECT seq, hash FROM checkpoints").fetchall() if hashes.get(s) != h]
+        for s, h in stale:
+            conn.execute("DELETE FROM checkpoints WHERE seq = ? AND hash = ?", [s, h])
+        d = anchor.checkpoint_dir(catalog)
+        for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+            doc = anchor._read_doc(p)
+            if doc is None or hashes.get(int(doc["body"]["seq"])) != doc["body"].get("hash"):
+                moved.append(p.name)
+        conn.execute(f"DELETE FROM temp.{_DIRTY}")
+        from relman.catalog import events as audit
+        from relman.catalog.catalog import utcnow
+
+        audit.append(catalog.db, at=utcnow(), actor=who, kind=ACCEPT_EVENT, model=None, version=None,
+                     payload={"committed": rows, "problems": problems, "why": why,
+                              "superseded_checkpoints": [{"seq": s, "hash": h} for s, h in stale] + moved})
+        doc = anchor.sign_head(catalog, private=private, signer_name=key_name, note="accept")
+    aside = d / "superseded"
+    for name in moved:
+        aside.mkdir(exist_ok=True)
+        os.replace(d / name, aside / name)
+    if doc is not None:
+        anchor.write_file(catalog, doc, keep=True)
+    return {"problems": problems, "superseded_checkpoints": len(stale) + len(moved)}

@@ -269,6 +269,23 @@ def audit_verify(state: AppState, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+@audit.command("accept")
+@click.option("--why", required=True, help="What you checked and why the current state is right.")
+@click.option("--by", "who", help="Who accepts (default: RELMAN_USER or the login name).")
+@click.option("--key", "key", help="Sign with this person's key (default: the catalog's key).")
+@pass_state
+def audit_accept(state: AppState, why: str, who: str | None, key: str | None) -> None:
+    """After 'relman verify' found rows changed outside relman (or a chain cut short) and you
+    have checked them: commit the current rows as they are, with the findings and your reason
+    on record, and anchor the chain anew. A chain whose events were edited stays reported."""
+    from relman.catalog.catalog import current_user
+    from relman.catalog.integrity import accept_state
+
+    res = accept_state(state.catalog(), who=who or current_user(), why=why, key_name=key)
+    click.echo(f"accepted the current state ({len(res['problems'])} finding(s) recorded, "
+               f"{res['superseded_checkpoints']} checkpoint(s) set aside)")
+
+
 @audit.command("checkpoint")
 @click.option("--key", "key", help="Sign with this person's key from 'relman keys' (default: the catalog's key).")
 @pass_state
