@@ -305,3 +305,17 @@ def test_accept_needs_a_reason_and_a_key(world, catalog, run_cli, tmp_path, monk
     catalog._signer_cache = False
     with pytest.raises(RelmanError, match="no signing key for this catalog here"):
         accept_state(catalog, who="mallory", why="trust me")
+
+
+def test_approve_reject_rollout_refuse_a_forged_catalog(world, catalog):
+    from relman.release import approvals, workflow
+
+    conn = _attacker(catalog)
+    conn.execute("UPDATE metrics SET value = 0.99")
+    conn.close()
+    before = len(catalog.events())
+    with pytest.raises(IntegrityError, match="refusing to approve"):
+        approvals.approve(catalog, world["v2"].id, "staging", "Grace")
+    with pytest.raises(IntegrityError, match="refusing to reject"):
+        workflow.reject(catalog, world["v2"].id, who="tester")
+    assert len(catalog.events()) == before

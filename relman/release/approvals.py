@@ -108,6 +108,9 @@ def approve(catalog: Any, version_id: int, to_phase: str, by: str, comment: str 
         v = catalog.get_version(version_id)  # read inside the lock: the phase is current
         if v.phase in ("rejected", "retired"):
             raise ReleaseError(f"{v.ref} is {v.phase}; it cannot be approved")
+        from relman.catalog.integrity import require_intact
+
+        require_intact(catalog, f"approve {v.ref}")  # an approval vouches for the metrics it sees
         digest = metrics_digest(catalog, v.id)
         now = utcnow()
         signature = None

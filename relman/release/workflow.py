@@ -134,6 +134,7 @@ def reject(catalog: Any, version_id: int, *, why: str = "", who: str) -> dict[st
         if "rejected" not in allowed_targets(policy, v.phase):
             hint = " (use 'relman rollback' for the production version)" if v.phase == "production" else ""
             raise ReleaseError(f"the policy of {v.model} does not allow rejecting {v.ref} from {v.phase}{hint}")
+        require_intact(catalog, f"reject {v.ref}")
         at = _now()
         tid = _move(catalog, v, "rejected", report={"policy_revision": revision}, override=False, why=why, who=who,
                     at=at)
