@@ -187,7 +187,9 @@ class RayExecutor:
         self.channel = _channel_class().remote()
         from relman.jobs.ray_task import run_job
 
-        self._task = ray.remote(run_job)
+        # max_calls=1: a fresh worker process per job, as locally, so the memory and latency a job
+        # measures never include another job's models or threads (Ray reuses workers otherwise).
+        self._task = ray.remote(max_calls=1)(run_job)
         self.active: dict[int, RemoteJob] = {}
         self._blob_refs: dict[str, Any] = {}
         self.bytes_put = 0
