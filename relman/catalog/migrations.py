@@ -216,7 +216,13 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m003_checkpoints(db: sqlite_utils.Database) -> None:
+def m003_job_executor(db: sqlite_utils.Database) -> None:
+    """Which executor ran a job: `local`, or `ray:<node-ip>/<node-id>` for a Ray task."""
+    _run_script(db, "ALTER TABLE jobs ADD COLUMN executor TEXT;")
+
+
+@migrations()
+def m004_checkpoints(db: sqlite_utils.Database) -> None:
     """Signed checkpoints of the audit chain's head (relman.catalog.anchor), and the Ed25519
     signature of an approval made with a person's key (relman.release.approvals). Rows
     themselves are committed through event payloads (relman.catalog.integrity)."""
