@@ -31,7 +31,7 @@ register(Recipe(
         Param("lr", float, 1e-4, "recovery fine-tune learning rate", min=0.0),
         Param("batch_size", int, 16, "recovery fine-tune batch size", min=1, max=4096),
         Param("max_length", int, 128, "token limit for text", min=8),
-        Param("seed", int, 0, "random seed", min=0, max=2**32 - 1),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Removes whole attention heads and FFN neurons, so parameters, size and latency drop.",
 ))
@@ -47,7 +47,7 @@ register(Recipe(
         Param("lr", float, 1e-4, "recovery learning rate", min=0.0),
         Param("batch_size", int, 16, "recovery batch size", min=1, max=4096),
         Param("max_length", int, 128, "token limit for text", min=8),
-        Param("seed", int, 0, "random seed", min=0, max=2**32 - 1),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Replaces Linear layers by two smaller ones where that saves parameters.",
 ))
@@ -65,7 +65,7 @@ register(Recipe(
         Param("lr", float, 5e-4, "learning rate", min=0.0),
         Param("batch_size", int, 16, "batch size", min=1, max=4096),
         Param("max_length", int, 128, "token limit for text", min=8),
-        Param("seed", int, 0, "random seed", min=0, max=2**32 - 1),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Trains a smaller student (new config or a second parent) on the teacher's softened outputs.",
 ))
@@ -84,7 +84,7 @@ register(Recipe(
         Param("adversarial", bool, False, "also train on FGSM-perturbed inputs (embeddings / pixels)"),
         Param("epsilon", float, 0.01, "FGSM step size", min=0.0),
         Param("adv_weight", float, 0.5, "share of the adversarial loss", min=0.0, max=1.0),
-        Param("seed", int, 0, "random seed", min=0, max=2**32 - 1),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Trains on a labelled dataset with early stopping; new head when the labels differ.",
 ))
