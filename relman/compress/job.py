@@ -166,6 +166,7 @@ def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
                               "pid": os.getpid()})
     ctx.progress(0.0, f"{recipe.name}: preparing {', '.join(p.ref for p in parents)}")
     output = apply_recipe(ctx, recipe, parents, resolved)
+    ctx.hold_point("compress.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()  # last point where stopping leaves nothing behind
     ctx.progress(0.95, "storing the child version")
     child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),
