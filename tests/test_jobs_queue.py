@@ -110,7 +110,7 @@ def test_wait_or_raise_names_the_failed_job(catalog):
 
 
 def test_wait_times_out_with_a_clear_error(catalog):
-    job_id = queue_job(catalog, "sleep", {"seconds": 3, "steps": 30}, device="cpu")
+    job_id = queue_job(catalog, "sleep", {"seconds": 120, "steps": 1200}, device="cpu")  # outlives any pause here
     with pytest.raises(JobError, match=f"timed out after 0 s waiting for job\\(s\\) {job_id}; they keep running"):
         wait_for_jobs(catalog, [job_id], progress=False, timeout=0.3)
     cancel_job(catalog, job_id)
