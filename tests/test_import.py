@@ -18,6 +18,7 @@ from relman.app.models import import_model
 from relman.errors import ModelImportError, UnsafeModelError
 
 from conftest import RELMAN, relman_subprocess_env
+from import_probe import heavy_loaded_by
 
 
 def _state(cat) -> tuple:
@@ -309,11 +310,7 @@ def test_every_command_has_help() -> None:
 
 
 def test_cli_startup_imports_neither_qt_nor_torch() -> None:
-    code = ("import sys, relman.cli, relman.catalog; heavy = [m for m in ('torch', 'transformers', 'onnxruntime', "
-            "'onnx', 'PySide6', 'pyqtgraph', 'sklearn') if m in sys.modules]; print(','.join(heavy))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env=relman_subprocess_env())
-    assert r.stdout.strip() == ""
+    assert heavy_loaded_by("relman.cli", "relman.catalog", also=("sklearn",)) == []
 
 
 def test_full_disk_gives_a_clear_error_and_leaves_the_catalog_intact(tmp_path: Path) -> None:

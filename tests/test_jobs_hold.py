@@ -29,3 +29,15 @@ def test_a_held_job_goes_on_once_released_and_stops_when_cancelled(catalog, monk
     with pytest.raises(JobCancelled):
         ctx.hold_point("kind.here")
     ctx.cleanup()
+
+
+def test_the_job_context_satisfies_the_work_context_protocol(catalog):
+    """Recipes and suites are typed against relman.context.WorkContext (below the jobs
+    layer); the worker's JobContext must provide every member of it."""
+    from relman.context import WorkContext
+
+    ctx = JobContext(catalog)
+    assert isinstance(ctx, WorkContext)
+    members = [m for m in vars(WorkContext) if not m.startswith("_")] + list(WorkContext.__annotations__)
+    assert all(hasattr(ctx, m) for m in members), [m for m in members if not hasattr(ctx, m)]
+    ctx.cleanup()

@@ -15,6 +15,8 @@ from relman.jobs.devices import Devices, choose_device
 from relman.jobs.queue import enqueue, get_job
 from relman.jobs.wait import wait_for_jobs, wait_or_raise
 
+from import_probe import heavy_loaded_by
+
 
 def event_kinds(catalog) -> list[str]:
     return [e["kind"] for e in catalog.events()]
@@ -233,12 +235,8 @@ def test_cpu_slots_from_the_environment(monkeypatch, catalog):
 
 
 def test_queueing_and_running_import_neither_torch_nor_qt():
-    code = ("import sys, relman.cli, relman.app.jobs, relman.jobs.runner, relman.jobs.wait, relman.jobs.queue, "
-            "relman.jobs.devices, relman.jobs.launch;"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'PySide6', 'transformers', 'onnxruntime')];"
-            "print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=launch.child_env(), timeout=60)
-    assert out.stdout.strip() == "[]", out.stderr
+    assert heavy_loaded_by("relman.cli", "relman.app.jobs", "relman.jobs.runner", "relman.jobs.wait", "relman.jobs.queue",
+                           "relman.jobs.devices", "relman.jobs.launch") == []
 
 
 def test_jobs_queued_from_inside_a_worker_record_it_as_their_parent(catalog, monkeypatch):

@@ -1,5 +1,8 @@
 """The Qt-free context a job function receives: progress, cancellation, device, log, workdir.
 
+`JobContext` implements `relman.context.WorkContext`, the protocol recipes and suites are
+typed against (it lives below them, so they never import this layer).
+
 Job functions are plain `run(params, ctx) -> dict | None`. The worker process, the CLI and
 tests all call them with a `JobContext`; with `job_id=None` nothing is written to the jobs
 table (a direct call), otherwise progress, loss-curve points and the cancel flag go through
