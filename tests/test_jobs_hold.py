@@ -41,3 +41,25 @@ def test_the_job_context_satisfies_the_work_context_protocol(catalog):
     members = [m for m in vars(WorkContext) if not m.startswith("_")] + list(WorkContext.__annotations__)
     assert all(hasattr(ctx, m) for m in members), [m for m in members if not hasattr(ctx, m)]
     ctx.cleanup()
+
+
+@pytest.mark.heavy
+def test_an_evaluation_cancelled_at_its_hold_point_stores_no_metric(catalog, make_runner, tiny_bert, monkeypatch,
+                                                                  tmp_path):
+    """Through a real runner and worker: the evaluation reaches its hold point with its metrics
+    measured, the cancel lands there, and nothing is stored."""
+    from relman.app.evaluate import queue_evaluation
+    from relman.app.models import import_model
+    from relman.jobs import queue
+    from relman.jobs.testing import drive_until, job_status
+
+    hold = HoldPoint(monkeypatch, "evaluate.before-commit", tmp_path)
+    v = import_model(catalog, tiny_bert, "bert")
+    [job_id] = queue_evaluation(catalog, [v.ref], suites=["size"], device="cpu")
+    runner = make_runner(grace_s=60.0)  # the cancel is the job's own doing, not a SIGTERM
+    drive_until(runner, lambda: hold.reached(catalog, job_id), 120, "the evaluation held before its commit")
+    queue.request_cancel(catalog, job_id)
+    drive_until(runner, lambda: job_status(catalog, job_id) in queue.FINISHED, 60, "the job to end")
+    job = queue.get_job(catalog, job_id)
+    assert job["status"] == "cancelled" and job["message"] == "cancelled by user", job
+    assert catalog.metrics(v.id) == []
