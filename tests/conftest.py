@@ -14,6 +14,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RELMAN_USER", "tester")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only (read at import)
 os.environ.pop("RELMAN_CATALOG", None)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,9 +31,9 @@ HEAVY_FILES = {
     "test_compress_job.py", "test_compress_lowrank.py", "test_compress_merge.py", "test_compress_prune.py",
     "test_compress_prune_structured.py", "test_compress_quant.py", "test_gui_cmds.py", "test_jobs_gpu.py",
     "test_jobs_runner.py", "test_optimize.py", "test_packaging.py", "test_release_concurrency.py",
-    "test_tasks.py", "test_ui_jobs.py",
+    "test_tasks.py", "test_ui_jobs.py", "test_jobs_ray.py", "test_jobs_ray_cluster.py",
 }
-MODEL_LIBRARIES = ("torch", "transformers", "onnxruntime")
+MODEL_LIBRARIES = ("torch", "transformers", "onnxruntime", "ray")
 HEAVY_HINT = "mark it @pytest.mark.heavy (it then runs in `make test`, not in `make test-fast`)"
 
 

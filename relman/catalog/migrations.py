@@ -213,3 +213,9 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
         CREATE INDEX jobs_parent ON jobs(parent_job_id);
         """,
     )
+
+
+@migrations()
+def m003_job_executor(db: sqlite_utils.Database) -> None:
+    """Which executor ran a job: `local`, or `ray:<node-ip>/<node-id>` for a Ray task."""
+    _run_script(db, "ALTER TABLE jobs ADD COLUMN executor TEXT;")
