@@ -22,15 +22,18 @@ def init(state: AppState) -> None:
 @click.option("--version", "version", help="Version X.Y.Z (default: next minor version).")
 @click.option("--task", type=click.Choice(["text-classification", "image-classification", "feature-extraction",
                                            "causal-lm"]), help="Override the task guessed from config.json.")
+@click.option("--new-architecture", is_flag=True,
+              help="Allow a different architecture or task under an existing model name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @pass_state
-def import_(state: AppState, path: str, model: str, version: str | None, task: str | None, as_json: bool) -> None:
+def import_(state: AppState, path: str, model: str, version: str | None, task: str | None, new_architecture: bool,
+            as_json: bool) -> None:
     """Import a model: a Hugging Face folder, a .safetensors file, an .onnx file (with its
     external data) or a torch state dict (.bin/.pt, loaded with weights_only=True)."""
     from relman.app.models import describe_version, import_model
 
     cat = state.catalog()
-    v = import_model(cat, path, model, version=version, task=task)
+    v = import_model(cat, path, model, version=version, task=task, new_architecture=new_architecture)
     if as_json:
         emit_json(describe_version(cat, v))
     else:
@@ -85,6 +88,10 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
         click.echo(f"  {'recipe':<13}{d['recipe']}")
     if d["canary_share"] is not None:
         click.echo(f"  {'canary':<13}{d['canary_share']:g} %")
+    if d.get("tags"):
+        click.echo(f"  {'tags':<13}{', '.join(d['tags'])}")
+    if d.get("archived_to"):
+        click.echo(f"  {'archived in':<13}{d['archived_to']} (relman restore {d['model']}@{d['version']})")
     click.echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
     click.echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
     click.echo("files:")
