@@ -75,3 +75,18 @@ def describe_version(catalog: Catalog, v: VersionInfo) -> dict[str, Any]:
         "metrics": [{k: m[k] for k in ("suite", "name", "value", "context", "dataset", "created_at")}
                     for m in catalog.metrics(v.id)],
     }
+
+
+def propose_model_name(path: Path | str, existing: list[str] | tuple[str, ...] | set[str]) -> str:
+    """A new model name for the import dialog, from the folder or file name (never an
+    existing model's: the user picks one of those explicitly)."""
+    import re
+
+    p = Path(str(path).rstrip("/\\"))
+    stem = p.name if p.suffix.lower() not in (".safetensors", ".onnx", ".pt", ".pth", ".bin") else p.stem
+    slug = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "model"
+    taken = set(existing)
+    name, n = slug, 2
+    while name in taken:
+        name, n = f"{slug}-{n}", n + 1
+    return name
