@@ -190,11 +190,11 @@ def prune_job_files(catalog: Catalog, older_than_days: float, *, dry_run: bool =
 def collect_garbage(catalog: Catalog, *, dry_run: bool = False, logs_older_than_days: float | None = None,
                     who: str | None = None) -> dict[str, Any]:
     """Clean what dead writers left, sweep unreferenced blobs, prune old job logs/scratch."""
-    cleaned = {"blobs": 0, "temp_files": 0} if dry_run else catalog.clean_stale()
-    swept = gc.sweep(catalog, dry_run=dry_run)
     age = logs_max_age_days(catalog) if logs_older_than_days is None else float(logs_older_than_days)
     if age < 0:
         raise HousekeepingError(f"--logs-older-than must be 0 or more days, got {age:g}")
+    cleaned = {"blobs": 0, "temp_files": 0} if dry_run else catalog.clean_stale()
+    swept = gc.sweep(catalog, dry_run=dry_run)
     logs = prune_job_files(catalog, age, dry_run=dry_run)
     result = {"dry_run": dry_run, "blobs": swept["blobs"], "blob_bytes": swept["bytes"],
               "stale_blobs": cleaned["blobs"], "temp_files": cleaned["temp_files"],

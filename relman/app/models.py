@@ -62,7 +62,9 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
 
 
 def describe_version(catalog: Catalog, v: VersionInfo) -> dict[str, Any]:
-    """Everything `relman show` prints about a version, as plain data."""
+    """Everything `relman show` prints about a version, as plain data (deleted parents and
+    children stay in the lineage, marked as such)."""
+    gone = {r[0] for r in catalog.conn.execute("SELECT version_id FROM tombstones")}
     return {
         "model": v.model, "version": v.version, "id": v.id, "phase": v.phase, "format": v.format,
         "task": v.task, "architecture": v.architecture, "params": v.params, "dtype": v.dtype,
@@ -70,8 +72,10 @@ def describe_version(catalog: Catalog, v: VersionInfo) -> dict[str, Any]:
         "canary_share": v.canary_share, "created_at": v.created_at, "created_by": v.created_by,
         "tags": catalog.tags(v.id), "archived_to": v.archived_to, "deleted_at": v.deleted_at,
         "files": catalog.artifacts(v.id),
-        "parents": [f"{p['model']}@{p['version']}" for p in catalog.parents(v.id)],
-        "children": [f"{c['model']}@{c['version']}" for c in catalog.children(v.id)],
+        "parents": [f"{p['model']}@{p['version']}" + (" (deleted)" if p["parent_id"] in gone else "")
+                    for p in catalog.parents(v.id)],
+        "children": [f"{c['model']}@{c['version']}" + (" (deleted)" if c["child_id"] in gone else "")
+                     for c in catalog.children(v.id)],
         "metrics": [{k: m[k] for k in ("suite", "name", "value", "context", "dataset", "created_at")}
                     for m in catalog.metrics(v.id)],
     }

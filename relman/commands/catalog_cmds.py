@@ -122,7 +122,7 @@ def log_(state: AppState, model: str | None, limit: int, as_json: bool) -> None:
 
 
 def _summary(payload: dict) -> str:
-    keys = [k for k in ("why", "to", "from", "recipe", "job", "format", "share") if payload.get(k)]
+    keys = [k for k in ("why", "to", "from", "recipe", "job", "format", "share", "tag") if payload.get(k)]
     text = ", ".join(f"{k}={payload[k]}" for k in keys)
     return text[:80]
 
