@@ -215,9 +215,9 @@ def _copy_verified(src: Path, dest: Path, sha: str) -> None:
     """Copy a blob to `dest` (temp name, fsync, rename) unless an intact copy is there."""
     if dest.is_file() and sha256_file(dest)[0] == sha:
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with open(src, "rb") as fin, open(tmp, "wb") as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
@@ -255,7 +255,11 @@ def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str 
     manifest = {"model": v.model, "version": v.version, "manifest_sha256": v.manifest_sha256, "files": files}
     from relman.fsutil import atomic_write
 
-    atomic_write(dest / f"{v.model}@{v.version}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+    try:
+        atomic_write(dest / f"{v.model}@{v.version}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+    except OSError as e:
+        raise HousekeepingError(f"could not write the archive manifest in {dest} ({e.strerror or e}); "
+                                "nothing was archived") from None
     released = bytes_released_by(catalog, v)
     with catalog.transaction():
         cur = catalog.get_version(v.id)
