@@ -231,7 +231,10 @@ def _copy_verified(src: Path, dest: Path, sha: str) -> None:
     except OSError as e:
         raise HousekeepingError(f"could not write {dest} ({e.strerror or e}); nothing was archived") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # its folder could not be made: nothing to remove
+            pass
 
 
 def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str | None = None) -> dict[str, Any]:
