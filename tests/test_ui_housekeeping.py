@@ -86,6 +86,9 @@ def test_tags_edited_in_the_gui_and_the_filter_speaks_the_search_language(window
     window.dialog_runner = accept_with(lambda d: d.tags.setText("fast paper"))
     window.actions_by_key["tags"].trigger()
     assert catalog.tags(planted["b"].id) == ["fast", "paper"]
+    model = window.versions_model
+    tags_col = [c[0] for c in model.columns].index("Tags")
+    assert {model.index(r, tags_col).data() for r in range(model.rowCount())} == {"", "fast paper"}
     window.dialog_runner = accept_with(lambda d: d.tags.setText("fast"))
     window.actions_by_key["tags"].trigger()
     assert catalog.tags(planted["b"].id) == ["fast"]
@@ -101,6 +104,7 @@ def test_tags_edited_in_the_gui_and_the_filter_speaks_the_search_language(window
     assert shown("tag:fast") == [planted["b"].ref]
     assert shown("accuracy>0.9") == [planted["a"].ref]
     assert shown("accuracy>") == [] and "not a metric condition" in window.versions_model.filter_error
+    assert "not a metric condition" in window.filter_edit.toolTip()
     assert shown("m@1.1") == [planted["b"].ref]
     assert shown("") == [planted["a"].ref, planted["b"].ref]
 

@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
         self.versions_model.modelReset.connect(lambda: self._select_rows(set(self.selected_ids)))
         self.filter_edit = QLineEdit()
         self.filter_edit.setObjectName("filter")
-        self.filter_edit.setPlaceholderText("Filter versions: model@version, phase, recipe, format… (Ctrl+F)")
+        self.filter_edit.setPlaceholderText("Filter versions: words, tag:fast, recipe:int8, accuracy>0.9… (Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(lambda t: self.versions_proxy.set_filter(text=t) or self._update_count())
         self.phase_filter = QComboBox()
@@ -403,7 +403,7 @@ class MainWindow(QMainWindow):
         keep = set(self.selected_ids)
         self.versions_model.set_snapshot(snap)  # a model reset: the proxy re-filters by itself
         widths = {"Model": 150, "Version": 80, "Phase": 110, "Format": 100, "Size": 90, "Params": 80, "Recipe": 160,
-                  "Created": 140}
+                  "Created": 140, "Tags": 100}
         header = self.table.horizontalHeader()
         for c, col in enumerate(self.versions_model.columns):
             header.resizeSection(c, widths.get(col[0], 120))
@@ -413,6 +413,9 @@ class MainWindow(QMainWindow):
 
     def _update_count(self) -> None:
         self.count_label.setText(f"{self.versions_proxy.rowCount()} of {self.versions_model.total_rows} versions")
+        error = getattr(self.versions_model, "filter_error", "")  # a half-typed query: words only, and why
+        self.filter_edit.setToolTip(error or "Words, tag:/recipe:/phase:/model:/format:/task:, or accuracy>0.9")
+        self.filter_edit.setStyleSheet("QLineEdit { color: #b07a1e; }" if error else "")
 
     def _fill_tree(self) -> None:
         self.tree.blockSignals(True)

@@ -69,6 +69,7 @@ class VersionsTableModel(QAbstractTableModel):
         ("Size", lambda v: v.size_bytes, lambda v: human_size(v.size_bytes)),
         ("Params", lambda v: v.params or 0, lambda v: fmt_count(v.params)),
         ("Recipe", lambda v: v.recipe_name, lambda v: v.recipe_name),
+        ("Tags", lambda v: " ".join(v.tags), lambda v: " ".join(v.tags)),
         ("Created", lambda v: v.created_at, lambda v: v.created_at[:16].replace("T", " ")),
     ]
 
