@@ -127,3 +127,17 @@ def test_proposed_model_name_comes_from_the_folder(tmp_path):
     assert propose_model_name(tmp_path / "weights.safetensors", []) == "weights"
     assert propose_model_name(tmp_path / "digits-vit", ["digits-vit"]) == "digits-vit-2"
     assert propose_model_name(tmp_path / "@@@", []) == "model"
+
+
+def test_every_housekeeping_command_has_help(run_cli):
+    import click
+
+    from relman.commands.housekeeping_cmds import COMMANDS
+
+    for cmd in COMMANDS:
+        assert cmd.help and len(cmd.help.strip()) > 10, cmd.name
+        for p in cmd.params:
+            if isinstance(p, click.Option) and not p.hidden and p.name != "help":
+                assert p.help, f"{cmd.name} {p.opts}"
+        r = run_cli(cmd.name, "--help")
+        assert r.exit_code == 0 and "Usage:" in r.output

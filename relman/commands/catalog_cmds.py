@@ -52,9 +52,12 @@ def ls(state: AppState, model: str | None, as_json: bool) -> None:
         cat.get_model(model)
     versions = cat.versions(model)
     if as_json:
+        from relman.app.tags import all_tags
+
+        tags = all_tags(cat)
         emit_json([{"model": v.model, "version": v.version, "phase": v.phase, "format": v.format, "task": v.task,
                     "params": v.params, "size_bytes": v.size_bytes, "created_at": v.created_at,
-                    "recipe": v.recipe.get("name")} for v in versions])
+                    "recipe": v.recipe.get("name"), "tags": tags.get(v.id, [])} for v in versions])
         return
     if not versions:
         click.echo("no models yet: relman import PATH --model NAME")
