@@ -244,6 +244,12 @@ def test_archive_and_restore_verified(catalog, tmp_path, run_cli):
         archive_version(catalog, prod.ref, tmp_path / "cold")
     with pytest.raises(HousekeepingError, match="inside the catalog folder"):
         archive_version(catalog, a.ref, catalog.root / "x")
+    from relman.app.jobs import cancel_job, queue_job
+
+    job = queue_job(catalog, "evaluate", {"version_id": a.id})
+    with pytest.raises(HousekeepingError, match=f"job {job} .* uses {a.ref}"):
+        archive_version(catalog, a.ref, tmp_path / "cold")
+    cancel_job(catalog, job)
 
     (tmp_path / "a-file").write_text("not a folder")
     with pytest.raises(HousekeepingError, match="could not write .* nothing was archived"):

@@ -246,6 +246,10 @@ def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str 
                                 "can be archived")
     if v.archived_to:
         raise HousekeepingError(f"{v.ref} is already archived in {v.archived_to}")
+    jobs = _jobs_using(catalog, v.id)
+    if jobs:
+        raise HousekeepingError(f"refused: job {jobs[0]['id']} ({jobs[0]['kind']}, {jobs[0]['status']}) uses {v.ref}; "
+                                "cancel it or let it finish before archiving")
     dest = Path(folder).expanduser().resolve()
     if dest.is_relative_to(catalog.root.resolve()):
         raise HousekeepingError(f"{dest} is inside the catalog folder; archive to another folder or disk")
