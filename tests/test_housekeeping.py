@@ -322,3 +322,16 @@ def test_gc_during_a_real_worker_write_keeps_its_pending_blobs(catalog, catalog_
     drive_until(runner, lambda: get_job(catalog, job)["status"] in ("succeeded", "failed"), 60, "the writer to finish")
     assert get_job(catalog, job)["status"] == "succeeded", get_job(catalog, job)["error"]
     assert catalog.verify_store() == [] and catalog.orphan_blobs() == []
+
+
+def test_disk_settings_parse_sizes_and_drive_the_checks(catalog, run_cli):
+    from relman.app.disk import space_status
+
+    r = json.loads(run_cli("disk-settings", "--warn-below", "5GB", "--reserve", "512MB", "--logs-max-age", "7",
+                           "--json").output)
+    assert r == {"warn_free_bytes": 5 * 1024**3, "reserve_bytes": 512 * 1024**2, "logs_max_age_days": 7.0}
+    assert json.loads(run_cli("gc", "--dry-run", "--json").output)["logs_older_than_days"] == 7.0
+    run_cli("disk-settings", "--warn-below", "1000000TB")
+    assert space_status(catalog)["low"]
+    bad = run_cli("disk-settings", "--reserve", "lots")
+    assert bad.exit_code == 1 and "is not a size" in bad.output

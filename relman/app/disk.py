@@ -147,6 +147,38 @@ def space_status(catalog: Catalog) -> dict[str, Any]:
     return {"catalog_bytes": size, "free_bytes": free, "warn_below": warn_at, "low": free < warn_at, "text": text}
 
 
+_UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4,
+          "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def parse_size(text: str | int) -> int:
+    """'5GB', '512 MB', '2G' or plain bytes → bytes (binary multiples, like `human_size`)."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not m or m.group(2).upper() not in _UNITS:
+        raise DiskSpaceError(f"'{text}' is not a size (e.g. 5GB, 512MB or a number of bytes)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def disk_settings(catalog: Catalog, *, warn_below: str | int | None = None, reserve: str | int | None = None,
+                  logs_max_age_days: float | None = None) -> dict[str, Any]:
+    """Read (and, for the values given, change) the housekeeping thresholds."""
+    from relman.app.housekeeping import DEFAULT_LOGS_MAX_AGE_DAYS, LOGS_MAX_AGE_KEY
+
+    if logs_max_age_days is not None and logs_max_age_days < 0:
+        raise DiskSpaceError(f"the log age must be 0 or more days, got {logs_max_age_days:g}")
+    updates = {WARN_FREE_KEY: None if warn_below is None else parse_size(warn_below),
+               RESERVE_KEY: None if reserve is None else parse_size(reserve),
+               LOGS_MAX_AGE_KEY: logs_max_age_days}
+    for key, value in updates.items():
+        if value is not None:
+            catalog.set_setting(key, value)
+    return {"warn_free_bytes": int(catalog.get_setting(WARN_FREE_KEY, DEFAULT_WARN_FREE)),
+            "reserve_bytes": int(catalog.get_setting(RESERVE_KEY, DEFAULT_RESERVE)),
+            "logs_max_age_days": float(catalog.get_setting(LOGS_MAX_AGE_KEY, DEFAULT_LOGS_MAX_AGE_DAYS))}
+
+
 def check_room(catalog: Catalog, needed: int, what: str) -> None:
     """Refuse up front when `needed` bytes (plus the configured reserve) do not fit."""
     reserve = int(catalog.get_setting(RESERVE_KEY, DEFAULT_RESERVE))

@@ -150,4 +150,23 @@ def search(state: AppState, query: tuple[str, ...], as_json: bool) -> None:
                      ["VERSION", "PHASE", "FORMAT", "RECIPE", "TAGS"]))
 
 
-COMMANDS = [delete, gc, du, archive, restore, tag, untag, search]
+@click.command("disk-settings")
+@click.option("--warn-below", help="Warn in the GUI's status bar below this much free space (e.g. 5GB).")
+@click.option("--reserve", help="Refuse jobs that would leave less than this free (e.g. 1GB).")
+@click.option("--logs-max-age", "logs_days", type=float, help="relman gc prunes job logs older than this (days).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def disk_settings_cmd(state: AppState, warn_below: str | None, reserve: str | None, logs_days: float | None,
+                      as_json: bool) -> None:
+    """Show (and with options, change) the catalog's disk thresholds."""
+    from relman.app.disk import disk_settings
+
+    r = disk_settings(state.catalog(), warn_below=warn_below, reserve=reserve, logs_max_age_days=logs_days)
+    if as_json:
+        emit_json(r)
+        return
+    click.echo(f"warn below {human_size(r['warn_free_bytes'])} free; keep {human_size(r['reserve_bytes'])} free "
+               f"when queueing jobs; gc prunes job logs older than {r['logs_max_age_days']:g} days")
+
+
+COMMANDS = [delete, gc, du, archive, restore, tag, untag, search, disk_settings_cmd]
