@@ -335,3 +335,23 @@ def test_disk_settings_parse_sizes_and_drive_the_checks(catalog, run_cli):
     assert space_status(catalog)["low"]
     bad = run_cli("disk-settings", "--reserve", "lots")
     assert bad.exit_code == 1 and "is not a size" in bad.output
+
+
+def test_a_delete_killed_before_releasing_leaves_garbage_for_gc_only(catalog, catalog_path, tmp_path):
+    """`relman delete` commits the tombstone, then releases blobs (the same sweep as gc): killed
+    in between, the version is deleted, its unique blob is mere garbage, and nothing breaks."""
+    a = planted_version(catalog, tmp_path, "m", "a", shared=SHARED, unique=UNIQUE_A)
+    b = planted_version(catalog, tmp_path, "m", "b", shared=SHARED, unique=UNIQUE_B)
+    env = relman_subprocess_env(catalog_path)
+    env["RELMAN_TEST_GC_KILL_AFTER"] = "0"
+    proc = subprocess.run([*RELMAN, "delete", a.ref, "--why", "killed half-way"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert catalog.get_version(a.id).deleted and [v.ref for v in catalog.versions()] == [b.ref]
+    own = catalog.orphan_blobs()
+    assert len(own) == 1 and catalog.store.path(own[0]).stat().st_size == len(UNIQUE_A)
+    assert catalog.verify_store() == [] and not catalog.verify_audit()
+    from relman.app.housekeeping import collect_garbage
+
+    assert collect_garbage(catalog)["blob_bytes"] == len(UNIQUE_A) and catalog.orphan_blobs() == []
+    catalog.materialize(b.id, tmp_path / "b")
