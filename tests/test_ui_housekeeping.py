@@ -128,8 +128,9 @@ def test_disk_view_measures_in_a_child_process_and_status_bar_warns(window, qtbo
     window.grab().save(str(Path(catalog.root) / "disk.png"))
 
     catalog.set_setting(WARN_FREE_KEY, 1 << 62)  # more than any disk has: must warn
-    window.refresh(force=True)
-    assert window.disk_status.low and "low disk space" in window.disk_status.text()
+    window.disk_status.follow(lambda: window.catalog, interval_ms=50)  # no catalog change: the timer notices
+    qtbot.waitUntil(lambda: window.disk_status.low, timeout=30_000)
+    assert "low disk space" in window.disk_status.text()
 
 
 def test_import_dialog_proposes_a_new_name_and_offers_the_explicit_choice(planted, tmp_path):

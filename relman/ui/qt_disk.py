@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from PySide6.QtCore import QProcess, QProcessEnvironment, QRectF, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QProcess, QProcessEnvironment, QRectF, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainter, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton,
                                QTableView, QVBoxLayout, QWidget)
@@ -71,9 +71,9 @@ class DiskView(QWidget):
     report_ready = Signal(dict)
     failed = Signal(str)
 
-    def __init__(self, catalog_root: Path | str, parent: QWidget | None = None) -> None:
+    def __init__(self, catalog_root: Path | str | Callable[[], Path], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.catalog_root = Path(catalog_root)
+        self._root = catalog_root  # a callable follows the window when it opens another catalog
         self.report: dict[str, Any] | None = None
         self.stale = True
         self.proc: QProcess | None = None
@@ -113,6 +113,10 @@ class DiskView(QWidget):
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 2)
         lay.addWidget(self.chart, 1)
+
+    @property
+    def catalog_root(self) -> Path:
+        return Path(self._root() if callable(self._root) else self._root)
 
     # -- measuring (a child `relman du --json`) ----------------------------------------------
     def refresh(self) -> QProcess | None:
@@ -210,6 +214,16 @@ class DiskStatusLabel(QLabel):
         super().__init__(parent)
         self.setObjectName("disk-status")
         self.low = False
+        self.timer: QTimer | None = None
+
+    def follow(self, catalog_of: Callable[[], Any], interval_ms: int = 15_000) -> None:
+        """Re-read every `interval_ms` too: free space changes without the catalog changing."""
+        if self.timer is not None:
+            self.timer.stop()
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.update_from(catalog_of()))
+        self.timer.start()
 
     def update_from(self, catalog: Any) -> None:
         from relman.app.disk import space_status

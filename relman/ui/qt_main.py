@@ -165,11 +165,12 @@ class MainWindow(QMainWindow):
         self.audit = AuditView()
         self.audit.catalog = self.catalog
         self.tabs.addTab(self.audit, "Audit")
-        self.disk = DiskView(self.catalog.root)  # measured by a child `relman du` when shown
+        self.disk = DiskView(lambda: self.catalog.root)  # measured by a child `relman du` when shown
         self.disk.gc_requested.connect(lambda: self.guarded("gc", self.collect_garbage))
         self.tabs.addTab(self.disk, "Disk")
         self.disk_status = DiskStatusLabel()
         self.statusBar().addPermanentWidget(self.disk_status)
+        self.disk_status.follow(lambda: self.catalog)
         # Model tree dock
         self.tree = QTreeWidget()
         self.tree.setObjectName("model-tree")
@@ -1004,6 +1005,10 @@ class MainWindow(QMainWindow):
         runner adopts them) and the catalog."""
         self.poll_timer.stop()
         self.runner_timer.stop()
+        if self.disk_status.timer is not None:
+            self.disk_status.timer.stop()
+        if self.disk.proc is not None:
+            self.disk.proc.waitForFinished(30000)
         for proc in list(self.processes):
             proc.waitForFinished(30000)
         if self.runner is not None:
