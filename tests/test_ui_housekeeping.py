@@ -147,3 +147,17 @@ def test_import_dialog_proposes_a_new_name_and_offers_the_explicit_choice(plante
     d.new_architecture.setChecked(True)
     d.accept()
     assert d.result_values["new_architecture"] is True and d.result_values["model"] == "m"
+
+
+def test_archive_then_restore_from_the_window(window, qtbot, planted, catalog, tmp_path):
+    window.set_selection([planted["a"].id])
+    window.dialog_runner = accept_with(lambda d: d.fields["Folder"].setText(str(tmp_path / "cold")))
+    window.actions_by_key["archive"].trigger()
+    qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
+    assert window.messages[-1][0] == "info", window.messages
+    assert catalog.get_version(planted["a"].id).archived_to == str((tmp_path / "cold").resolve())
+    window.dialog_runner = accept_with(lambda d: None)
+    window.actions_by_key["archive"].trigger()  # the same action offers the way back
+    qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
+    assert window.messages[-1][0] == "info", window.messages
+    assert catalog.get_version(planted["a"].id).archived_to is None and catalog.verify_store() == []

@@ -30,6 +30,7 @@ from relman.ui.qt_audit import AuditView
 from relman.ui.qt_board import NEXT_PHASE, ReleaseBoard
 from relman.ui.qt_dialogs import (CompressDialog, DatasetDialog, EvaluateDialog, ImportDialog, PromoteDialog,
                                   SimpleFormDialog, report_passed)
+from relman.ui.qt_archive import archive_or_restore_selected
 from relman.ui.qt_delete import delete_selected
 from relman.ui.qt_disk import DiskStatusLabel, DiskView
 from relman.ui.qt_lineage import LineageView
@@ -257,6 +258,7 @@ class MainWindow(QMainWindow):
             ("delete", "Delete version…", "Del", lambda: delete_selected(self)),
             ("tags", "Edit tags…", "Ctrl+Shift+T", lambda: edit_tags(self)),
             ("gc", "Collect garbage", "", self.collect_garbage),
+            ("archive", "Archive / restore…", "", lambda: archive_or_restore_selected(self)),
         ]
         for key, text, shortcut, slot in spec:
             act = QAction(text, self)
@@ -286,7 +288,7 @@ class MainWindow(QMainWindow):
         for key in ("promote", "rollback", "verify"):
             release.addAction(self.actions_by_key[key])
         catalog_menu = menu.addMenu("&Catalog")
-        for key in ("tags", "delete", "gc"):
+        for key in ("tags", "delete", "archive", "gc"):
             catalog_menu.addAction(self.actions_by_key[key])
         view = menu.addMenu("&View")
         for key in ("refresh", "theme", "find"):
