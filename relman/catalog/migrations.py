@@ -216,7 +216,13 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m003_housekeeping(db: sqlite_utils.Database) -> None:
+def m003_job_executor(db: sqlite_utils.Database) -> None:
+    """Which executor ran a job: `local`, or `ray:<node-ip>/<node-id>` for a Ray task."""
+    _run_script(db, "ALTER TABLE jobs ADD COLUMN executor TEXT;")
+
+
+@migrations()
+def m004_housekeeping(db: sqlite_utils.Database) -> None:
     """Deleting, archiving and tagging versions (issue 15).
 
     A deleted version keeps its `versions` row (lineage, transitions, metrics and the audit
