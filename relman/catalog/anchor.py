@@ -33,7 +33,7 @@ FORMAT = "relman-checkpoint"
 
 
 def _keys():
-    from relman.release import keys
+    from relman import keys
 
     return keys
 

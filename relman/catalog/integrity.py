@@ -45,6 +45,9 @@ TRACKED: dict[str, tuple[str, ...]] = {
     "transitions": ("id",),
     "policies": ("id",),
     "jobs": ("id",),
+    "tombstones": ("version_id",),
+    "archives": ("version_id",),
+    "tags": ("version_id", "name"),
 }
 
 # Tables whose rows also carry live, non-decision state (a job's progress, heartbeat, pid):
@@ -424,7 +427,7 @@ def accept_state(catalog: Any, *, who: str, why: str, key_name: str | None = Non
         raise RelmanError("accepting the catalog's current state needs --why: say what was checked")
     private = None
     if key_name:
-        from relman.release import keys
+        from relman import keys
 
         private = keys.load_private(key_name)
     elif anchor._signer(catalog) is None:

@@ -222,7 +222,46 @@ def m003_job_executor(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m004_checkpoints(db: sqlite_utils.Database) -> None:
+def m004_housekeeping(db: sqlite_utils.Database) -> None:
+    """Deleting, archiving and tagging versions (issue 15).
+
+    A deleted version keeps its `versions` row (lineage, transitions, metrics and the audit
+    chain still point at it) and gets a `tombstones` row holding who/when/why and the file
+    list its `artifacts` rows had; listings leave it out. An archived version keeps its
+    artifact rows, its blobs live in `archives.folder` instead of the store. Tags are free
+    labels beside phases; `model@tag` resolves when exactly one live version carries it."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE tombstones (
+            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+            deleted_at TEXT NOT NULL,
+            deleted_by TEXT NOT NULL,
+            why TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            files TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE TABLE archives (
+            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+            folder TEXT NOT NULL,
+            archived_at TEXT NOT NULL,
+            archived_by TEXT NOT NULL
+        );
+        CREATE TABLE tags (
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (version_id, name)
+        );
+        CREATE INDEX tags_name ON tags(name);
+        """,
+    )
+
+
+@migrations()
+def m005_checkpoints(db: sqlite_utils.Database) -> None:
     """Signed checkpoints of the audit chain's head (relman.catalog.anchor), and the Ed25519
     signature of an approval made with a person's key (relman.release.approvals). Rows
     themselves are committed through event payloads (relman.catalog.integrity)."""

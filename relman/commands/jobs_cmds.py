@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
+from relman.commands._shared import AppState, emit_json, pass_state, table
 from relman.names import terminal_safe
-from relman.cli import AppState, emit_json, pass_state, table
 from relman.jobs.wait import wait_option
 
 
