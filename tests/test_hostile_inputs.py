@@ -153,7 +153,7 @@ def test_bad_approver_names_are_refused(catalog, tmp_path):
 
 
 def test_terminal_output_is_escaped(catalog, tmp_path, run_cli):
-    from relman.cli import table
+    from relman.commands._shared import table
     from relman.names import terminal_safe
 
     assert terminal_safe("a\x1b[2Jb\u200bc") == "a\\x1b[2Jb\\u200bc"
