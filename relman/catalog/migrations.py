@@ -213,3 +213,21 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
         CREATE INDEX jobs_parent ON jobs(parent_job_id);
         """,
     )
+
+
+@migrations()
+def m003_blob_checks(db: sqlite_utils.Database) -> None:
+    """The last successful re-hash of each blob, keyed by its size and mtime, so views (the
+    release board's gate badges) can say "verified" without hashing gigabytes again; the
+    promotion itself still re-hashes (see relman.catalog.blobcheck)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE blob_checks (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            verified_at TEXT NOT NULL
+        );
+        """,
+    )
