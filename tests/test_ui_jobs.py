@@ -130,9 +130,9 @@ def test_cancel_or_retry_that_the_queue_refuses_is_a_message(qtbot, catalog, cat
     w = make_window(qtbot, catalog_path, tmp_path)
     try:
         qtbot.waitUntil(lambda: job_status(w, job_id) == "succeeded", timeout=90_000)
-        w.cancel_job(job_id)  # e.g. a stale button: the queue says why, the window shows it
+        w.job_actions.cancel_job(job_id)  # e.g. a stale button: the queue says why, the window shows it
         assert w.messages[-1][0] == "error" and "already succeeded" in w.messages[-1][1]
-        w.retry_job(job_id)
+        w.job_actions.retry_job(job_id)
         assert w.messages[-1][0] == "error" and "only failed or cancelled" in w.messages[-1][1]
     finally:
         w.shutdown()

@@ -96,11 +96,13 @@ def tail_file(path: str | None, max_bytes: int = 8192) -> str:
 
 
 class JobsView(QWidget):
+    name = "jobs"
+    title = "Jobs"
     cancel_requested = Signal(int)
     retry_requested = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
         self.model = JobsTableModel(self)
         self.table = QTableView()
         self.table.setObjectName("jobs-table")
@@ -131,7 +133,6 @@ class JobsView(QWidget):
         self._title = ""
         self.catalog: Catalog | None = None
         self.selected_job: int | None = None
-        self.reasons: dict[str, str] = {}
 
         bar = QHBoxLayout()
         bar.addWidget(self.summary, 1)
@@ -156,8 +157,19 @@ class JobsView(QWidget):
         self.cancel_btn.clicked.connect(lambda: self.selected_job is not None and self.cancel_requested.emit(self.selected_job))
         self.retry_btn.clicked.connect(lambda: self.selected_job is not None and self.retry_requested.emit(self.selected_job))
         self._update_buttons()
+        if window is not None:
+            self.cancel_requested.connect(window.job_actions.cancel_job)
+            self.retry_requested.connect(window.job_actions.retry_job)
 
-    def refresh(self, catalog: Catalog) -> None:
+    # -- the view protocol --------------------------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        self.on_jobs(state.catalog)
+
+    def apply_theme(self, dark: bool) -> None:
+        self.set_theme(dark)
+
+    def on_jobs(self, catalog: Catalog) -> None:
+        """Re-read the jobs table (called whenever it changed, shown or not)."""
         self.catalog = catalog
         jobs = read_jobs(catalog)
         keep = self.selected_job
@@ -227,13 +239,12 @@ class JobsView(QWidget):
             self.curve_plot.setTitle(title)
 
     def _log_tail(self, job: dict[str, Any]) -> str:
-        """The app layer's log tail when this build has it, else the end of the log file."""
-        from relman.ui import backends
+        """The end of the job's log (the app layer's tail, else the end of the file)."""
+        from relman.app.jobs import job_log_tail
 
-        fn, _ = backends.lookup("job_log_tail")
-        if fn is not None and self.catalog is not None:
+        if self.catalog is not None:
             try:
-                return fn(self.catalog, job["id"], 60)
+                return job_log_tail(self.catalog, job["id"], 60)
             except Exception:  # a log being rotated / removed: show what the file has
                 pass
         return tail_file(job.get("log_path"))
@@ -241,15 +252,10 @@ class JobsView(QWidget):
     def _update_buttons(self) -> None:
         j = self.job(self.selected_job) if self.selected_job is not None else None
         self.cancel_btn.setEnabled(j is not None and j["status"] in ("queued", "running")
-                                   and not j["cancel_requested"] and not self.reasons.get("cancel_job"))
-        self.retry_btn.setEnabled(j is not None and j["status"] in ("failed", "cancelled")
-                                  and not self.reasons.get("retry_job"))
-        self.cancel_btn.setToolTip(self.reasons.get("cancel_job", "Ask the selected job to stop"))
-        self.retry_btn.setToolTip(self.reasons.get("retry_job", "Queue a failed or cancelled job again"))
-
-    def apply_availability(self, reasons: dict[str, str]) -> None:
-        self.reasons = reasons
-        self._update_buttons()
+                                   and not j["cancel_requested"])
+        self.retry_btn.setEnabled(j is not None and j["status"] in ("failed", "cancelled"))
+        self.cancel_btn.setToolTip("Ask the selected job to stop")
+        self.retry_btn.setToolTip("Queue a failed or cancelled job again")
 
     def set_theme(self, dark: bool) -> None:
         self.curve_plot.setBackground("#252932" if dark else "#ffffff")
