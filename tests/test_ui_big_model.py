@@ -113,7 +113,7 @@ def big_candidate(catalog: Any, tmp_path: Path):
         v = import_model(catalog, src, "big-model")
     took = time.perf_counter() - t0
     src.unlink()
-    print(f"\nsetup: imported a {v.size_bytes / GIB:.2f} GiB model in {took:.1f} s (hash + copy into the store)")
+    print(f"\nsetup: imported a {v.size_bytes / GIB:.2f} GiB model in {took:.1f} s (hashed, linked into the store)")
     promote(catalog, v.ref, "candidate", why="setup")
     approve(catalog, v.ref, "staging", by="reviewer", comment="setup")
     yield catalog.get_version(v.id)
