@@ -211,18 +211,23 @@ class ReleaseBoard(QWidget):
 
     # -- the view protocol --------------------------------------------------------------------
     def refresh(self, state: Any) -> None:
-        self.set_snapshot(state.snapshot, state.snapshot.key_metrics(3), state.model)
-        self.on_selection(state)
+        self._syncing = True  # redrawing re-selects the card: not a new selection
+        try:
+            self.set_snapshot(state.snapshot, state.snapshot.key_metrics(3), state.model)
+            if state.selected:
+                self.select_version(state.selected[0])
+        finally:
+            self._syncing = False
 
     def on_selection(self, state: Any) -> None:
-        if state.model:
-            self.set_model(state.model)
-        if state.selected:
-            self._syncing = True
-            try:
+        self._syncing = True
+        try:
+            if state.model:
+                self.set_model(state.model)
+            if state.selected:
                 self.select_version(state.selected[0])
-            finally:
-                self._syncing = False
+        finally:
+            self._syncing = False
 
     def apply_theme(self, dark: bool) -> None:
         pass  # cards and badges take their colours from the style sheet and the phase

@@ -1,0 +1,138 @@
+"""The window shell: a view registered with one entry becomes a tab that is refreshed from
+the snapshot, themed and screenshotted; one selection is shared by tree, table, board and
+plots; opening another catalog leaves nothing of the old one in any view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget  # noqa: E402
+
+from ui_support import build_family  # noqa: E402
+
+
+class CountView(QWidget):
+    """A view as a helper would add one: counts versions per phase."""
+
+    name = "counts"
+    title = "Counts"
+    instances: list["CountView"] = []
+
+    def __init__(self, window: Any) -> None:
+        super().__init__()
+        self.label = QLabel("")
+        QVBoxLayout(self).addWidget(self.label)
+        self.refreshed = 0
+        self.dark: bool | None = None
+        CountView.instances.append(self)
+
+    def refresh(self, state: Any) -> None:
+        self.refreshed += 1
+        phases: dict[str, int] = {}
+        for v in state.snapshot.versions:
+            phases[v.phase] = phases.get(v.phase, 0) + 1
+        self.label.setText(", ".join(f"{n} {p}" for p, n in sorted(phases.items())))
+
+    def apply_theme(self, dark: bool) -> None:
+        self.dark = dark
+
+
+@pytest.fixture
+def family(catalog, tiny_vit):
+    return build_family(catalog, tiny_vit)
+
+
+def make_window(qtbot: Any, catalog_path: Path, tmp_path: Path) -> Any:
+    from relman.ui.qt_main import MainWindow
+
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False)
+    qtbot.addWidget(w)
+    w.show()
+    return w
+
+
+def test_a_view_is_one_class_plus_one_registry_entry(qtbot, catalog, catalog_path, tmp_path, family,
+                                                     monkeypatch):
+    from relman.ui import views
+    from relman.ui.app import screenshots
+
+    CountView.instances.clear()
+    monkeypatch.setattr(views, "VIEWS", [*views.VIEWS, views.ViewSpec(
+        "counts", "Counts", f"{__name__}:CountView", lazy=True)])
+    w = make_window(qtbot, catalog_path, tmp_path)
+    try:
+        assert w.tabs.tabText(w.tabs.count() - 1) == "Counts"
+        assert not CountView.instances, "a lazy view is built when first shown"
+        view = w.show_view("counts")
+        assert view is w.counts and isinstance(view, views.View)
+        assert view.label.text() == "3 draft" and view.refreshed == 1
+        w.set_theme(True)
+        assert view.dark is True
+        from relman.app.release import promote
+
+        promote(catalog, family["base"].ref, "candidate")
+        w.poll()  # the catalog changed: the view on screen is redrawn
+        assert view.label.text() == "1 candidate, 2 draft" and view.refreshed == 2
+        w.show_view("board")
+        w.refresh(force=True)
+        assert view.refreshed == 2, "a hidden view waits until it is shown"
+        w.show_view("counts")
+        assert view.refreshed == 3
+        shots = screenshots(w, tmp_path / "shots", views=views.view_names())
+        assert "counts" in [p.stem for p in shots]
+        w.set_theme(False)
+    finally:
+        w.shutdown()
+
+
+def test_one_selection_for_tree_table_board_and_plots(qtbot, catalog_path, tmp_path, family):
+    w = make_window(qtbot, catalog_path, tmp_path)
+    try:
+        pruned, merged = family["pruned"], family["merged"]
+        board = w.show_view("board")
+        assert board.select_version(pruned.id)  # a click on the board…
+        assert w.selected_ids == [pruned.id]
+        assert w.versions.selected_ids() == [pruned.id]  # …is the table's selection at once
+        compare = w.show_view("compare")
+        assert compare.selected == [pruned.id]
+        compare.size_panel.click_version(merged.id, add=True)  # Ctrl+click on a plot point
+        assert w.selected_ids == [pruned.id, merged.id]
+        assert w.versions.selected_ids() == sorted([pruned.id, merged.id])
+        w.show_view("board")  # the board shows the first, without collapsing the selection
+        assert board.selected_version().id == pruned.id and w.selected_ids == [pruned.id, merged.id]
+        top = w.tree.topLevelItem(0)
+        item = next(top.child(i) for i in range(top.childCount()) if top.child(i).text(0) == merged.version)
+        w.tree.setCurrentItem(item)  # the tree
+        assert w.selected_ids == [merged.id] and w.versions.selected_ids() == [merged.id]
+        assert board.selected_version().id == merged.id
+    finally:
+        w.shutdown()
+
+
+def test_opening_another_catalog_leaves_nothing_of_the_old_one(qtbot, catalog, catalog_path, tmp_path, family):
+    from relman.app.jobs import queue_job
+
+    queue_job(catalog, "noop", {}, device="cpu")
+    w = make_window(qtbot, catalog_path, tmp_path)
+    try:
+        w.set_selection([family["base"].id])
+        jobs = w.show_view("jobs")
+        assert len(jobs.model.jobs) == 1 and jobs.selected_job is not None
+        w.show_view("lineage")
+        other = tmp_path / "other"
+        w.open_catalog(other)
+        assert w.selected_ids == [] and w.snapshot.versions == []
+        assert w.jobs is not jobs and w.jobs.model.jobs == [] and w.jobs.selected_job is None
+        assert w.lineage.nodes == {} and w.versions.model.rowCount() == 0
+        assert w.board.card_ids("draft") == [] and w.tree.topLevelItemCount() == 0
+        assert w.audit.catalog.root == other and all(e["kind"] != "import" for e in w.audit.events)
+    finally:
+        w.shutdown()
