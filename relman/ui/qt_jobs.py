@@ -53,6 +53,13 @@ def read_jobs(catalog: Catalog, limit: int = MAX_JOBS) -> list[dict[str, Any]]:
         target = ", ".join(refs.get(i, f"#{i}") for i in _version_ids(p))
         if p.get("recipe"):
             target = f"{p['recipe']} ← {target}" if target else str(p["recipe"])
+        if p.get("to_phase"):  # a promotion
+            target += f" → {p['to_phase']}"
+        elif p.get("out"):  # a bundle export
+            target += f" → {Path(str(p['out'])).name}"
+        elif p.get("path"):  # file work: an import, a dataset, a bundle import
+            target = Path(str(p["path"])).name + (f" as {p['model']}" if p.get("model") else "") + \
+                (f" as dataset {p['name']}" if p.get("name") else "")
         if r.get("result_version_id") in refs:
             target += f" → {refs[r['result_version_id']]}"
         r["target"] = target
