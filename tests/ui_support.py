@@ -69,6 +69,20 @@ class StallProbe:
         self.last_wait: float | None = None
         self.gaps: list[float] = []
         self.own_gaps: list[float] = []
+        self.marks: list[tuple[int, str]] = []  # (index of the next gap, what the test did)
+
+    def mark(self, what: str) -> None:
+        """Label the gaps from here on (failure messages say which step stalled)."""
+        self.marks.append((len(self.gaps), what))
+
+    def worst_where(self, n: int = 3) -> str:
+        """The `n` longest own gaps with the step they fell in, for a failure message."""
+        order = sorted(range(len(self.own_gaps)), key=lambda i: -self.own_gaps[i])[:n]
+        out = []
+        for i in order:
+            step = next((what for at, what in reversed(self.marks) if at <= i), "start")
+            out.append(f"{self.own_gaps[i] * 1000:.0f} ms own / {self.gaps[i] * 1000:.0f} ms wall during '{step}'")
+        return "; ".join(out)
 
     def start(self) -> None:
         self.last = time.perf_counter()

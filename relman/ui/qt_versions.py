@@ -79,7 +79,8 @@ class VersionsView(QWidget):
         self.update_count()
 
     def on_selection(self, state: ViewState) -> None:
-        self.select_rows(set(state.selected))
+        if set(state.selected) != set(self.selected_ids()):  # e.g. not the table's own click
+            self.select_rows(set(state.selected))
 
     def apply_theme(self, dark: bool) -> None:
         pass  # the style sheet covers it
