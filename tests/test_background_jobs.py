@@ -110,7 +110,10 @@ def test_import_dataset_promotion_and_bundle_jobs(catalog, tmp_path, make_runner
     assert catalog.get_version(v.id).phase == "candidate"
     p = catalog.store.path(sha)
     p.write_bytes(good)  # repaired
-    row = run_job(runner, catalog, background.queue_promotion(catalog, v.ref, "staging", why="ship"))
+    job = background.queue_promotion(catalog, v.ref, "staging", why="ship")
+    with pytest.raises(ReleaseError, match=f"already under way \\(job {job}\\)"):  # pressed twice
+        background.queue_promotion(catalog, v.ref, "staging", why="ship")
+    row = run_job(runner, catalog, job)
     assert row["status"] == "succeeded", row
     assert row["result"]["to"] == "staging" and catalog.get_version(v.id).phase == "staging"
     t = json.loads(catalog.query("SELECT gate_report FROM transitions WHERE version_id = ? ORDER BY id DESC",

@@ -106,6 +106,11 @@ def queue_promotion(catalog: "Catalog", ref: Any, to_phase: str, *, why: str = "
     v = version_of(catalog, ref)
     if override and not (why or "").strip():
         raise ReleaseError("an override needs a reason (why the gates are overridden)")
+    running = catalog.conn.execute(
+        "SELECT id FROM jobs WHERE kind = 'promote' AND status IN ('queued', 'running')"
+        " AND json_extract(params, '$.version_id') = ?", [v.id]).fetchone()
+    if running:
+        raise ReleaseError(f"a promotion of {v.ref} is already under way (job {running[0]}); wait for it to end")
     policy, revision = get_policy(catalog, v.model)
     if to_phase not in allowed_targets(policy, v.phase):
         raise ReleaseError(f"the policy of {v.model} (revision {revision}) does not allow {v.phase} → {to_phase} "
