@@ -136,3 +136,31 @@ def test_opening_another_catalog_leaves_nothing_of_the_old_one(qtbot, catalog, c
         assert w.audit.catalog.root == other and all(e["kind"] != "import" for e in w.audit.events)
     finally:
         w.shutdown()
+
+
+def test_the_jobs_view_reads_only_the_end_of_a_large_log(qtbot, catalog, catalog_path, tmp_path, monkeypatch):
+    from relman.app.jobs import queue_job
+    from relman.jobs.queue import log_path_for
+
+    job_id = queue_job(catalog, "noop", {}, device="cpu")
+    log = log_path_for(catalog, job_id)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(f"step {i}: loss 0.{i:05d}\n" for i in range(200_000)), encoding="utf-8")  # ~4 MB
+    from relman.app import jobs as app_jobs
+    from relman.ui import qt_jobs
+
+    asked: list[int] = []
+    real_tail = qt_jobs.tail_file
+    monkeypatch.setattr(qt_jobs, "tail_file", lambda path, max_bytes=8192: asked.append(max_bytes)
+                        or real_tail(path, max_bytes))
+    monkeypatch.setattr(app_jobs, "job_log_tail", lambda *a, **k: pytest.fail("read the whole log"))
+    w = make_window(qtbot, catalog_path, tmp_path)
+    try:
+        jobs = w.show_view("jobs")
+        jobs.select_job(job_id)
+        jobs._update_details()
+        text = jobs.log.toPlainText().splitlines()
+        assert text[-1] == "step 199999: loss 0.199999" and len(text) == 60
+        assert asked and max(asked) <= 64 * 1024, asked  # only the end of the file is read
+    finally:
+        w.shutdown()

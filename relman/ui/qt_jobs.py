@@ -245,16 +245,14 @@ class JobsView(QWidget):
             self._title = title
             self.curve_plot.setTitle(title)
 
-    def _log_tail(self, job: dict[str, Any]) -> str:
-        """The end of the job's log (the app layer's tail, else the end of the file)."""
-        from relman.app.jobs import job_log_tail
+    def _log_tail(self, job: dict[str, Any], lines: int = 60) -> str:
+        """The last `lines` lines of the job's log, reading only its end (a training log can
+        be large, and this runs on every poll while the job is selected)."""
+        from relman.jobs.queue import log_path_for
 
-        if self.catalog is not None:
-            try:
-                return job_log_tail(self.catalog, job["id"], 60)
-            except Exception:  # a log being rotated / removed: show what the file has
-                pass
-        return tail_file(job.get("log_path"))
+        path = job.get("log_path") or (str(log_path_for(self.catalog, job["id"])) if self.catalog else None)
+        text = tail_file(path, max_bytes=32 * 1024)
+        return "\n".join(text.rstrip("\n").split("\n")[-lines:]) if text else ""
 
     def _update_buttons(self) -> None:
         j = self.job(self.selected_job) if self.selected_job is not None else None
