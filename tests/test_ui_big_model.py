@@ -173,6 +173,8 @@ def test_a_1gib_model_on_the_board_is_never_hashed_on_the_gui_thread(qtbot, cata
                  for r in range(dialog.rules_table.rowCount())}
         assert rules.get("artifacts intact") == "pending", rules
         assert w.busy()
+        _, card = board.find_card(v.id)  # the card says a promotion is under way
+        assert "promoting" in card.badge.text(), card.badge.text()
         qtbot.waitUntil(lambda: not w.busy(), timeout=180_000)
         worst = probe.stop()
     finally:

@@ -21,6 +21,8 @@ FINISHED = ("succeeded", "failed", "cancelled")
 class Tracked:
     label: str
     on_done: Callable[[dict[str, Any]], None] | None
+    version_id: int | None = None  # the version it works on (the board marks it…)
+    badge: str = ""  # …with this text until the job ends
 
 
 class JobActions(Controller):
@@ -67,10 +69,18 @@ class JobActions(Controller):
         return True
 
     # -- jobs the window queued ----------------------------------------------------------------------
-    def track(self, job_id: int, label: str, on_done: Callable[[dict[str, Any]], None] | None = None) -> int:
-        self.tracked[int(job_id)] = Tracked(label, on_done)
+    def track(self, job_id: int, label: str, on_done: Callable[[dict[str, Any]], None] | None = None,
+              version_id: int | None = None, badge: str = "") -> int:
+        self.tracked[int(job_id)] = Tracked(label, on_done, version_id, badge or f"⧗ {label}…")
         self.window.messages_log.status(f"{label}: queued (job {job_id})…")
         return int(job_id)
+
+    def working_on(self, version_id: int) -> tuple[int, str] | None:
+        """(job id, badge text) of a tracked job working on `version_id`, if any."""
+        for job_id, t in self.tracked.items():
+            if t.version_id == version_id:
+                return job_id, t.badge
+        return None
 
     def busy(self) -> bool:
         """Whether a job the window queued has not ended yet."""

@@ -48,6 +48,9 @@ class ReleaseActions(Controller):
             return "pass", f"in production{f' · {v.canary_share:g}%' if v.canary_share else ''}"
         if to is None:
             return "none", v.phase
+        busy = self.window.job_actions.working_on(v.id)
+        if busy is not None:
+            return "unknown", f"{busy[1]} (job {busy[0]})"
         key = (self.window.snapshot.token, v.id)
         if key in self._gate_cache:
             return self._gate_cache[key]
@@ -122,7 +125,8 @@ class ReleaseActions(Controller):
             def done(row: dict[str, Any]) -> None:
                 self.info(done_text)
                 self.window.refresh(force=True)
-            self.window.job_actions.track(job, f"Promote {v.ref} → {to_phase}", done)
+            self.window.job_actions.track(job, f"Promote {v.ref} → {to_phase}", done, version_id=v.id,
+                                          badge=f"⧗ promoting → {to_phase}, checking artifacts…")
             self.window.refresh(force=True)
             return
         try:
