@@ -151,3 +151,26 @@ def test_a_retried_import_adopts_the_committed_version(catalog, tmp_path):
                              JobContext(catalog, job_id=job_id))
     assert again == {**first, "adopted": True}
     assert len(catalog.versions("m")) == 1
+
+
+def test_import_progress_follows_the_copy_and_a_cancel_stops_it_leaving_nothing(catalog, tmp_path):
+    from relman.app.models import import_model
+    from relman.errors import JobCancelled
+
+    src = tiny_safetensors(tmp_path / "m.safetensors", n=3 * 2**18 + 5)  # 3 MiB and a bit: four chunks
+    calls: list[tuple[int, int]] = []
+
+    def cancel_on_second(done: int, total: int) -> None:
+        calls.append((done, total))
+        if len(calls) == 2:
+            raise JobCancelled("cancelled by user")
+
+    with pytest.raises(JobCancelled):
+        import_model(catalog, src, "m", progress=cancel_on_second)
+    assert catalog.versions("m") == [] and list(catalog.store.all_shas()) == []
+    assert catalog.query("SELECT * FROM pending_blobs") == [] and not list(catalog.store.tmp.glob("*.part"))
+    seen: list[tuple[int, int]] = []
+    v = import_model(catalog, src, "m", progress=lambda d, t: seen.append((d, t)))
+    size = src.stat().st_size
+    assert len(seen) == 4 and seen[-1] == (size, size) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert v.size_bytes == size

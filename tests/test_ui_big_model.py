@@ -63,9 +63,9 @@ class HashRecorder:
             self.calls.append((threading.current_thread().name, f"sha256_file {path}"))
             return real_sha(path)
 
-        def put_file(store_self: Any, src: Path, on_new: Any = None) -> Any:
+        def put_file(store_self: Any, src: Path, on_new: Any = None, on_bytes: Any = None) -> Any:
             self.calls.append((threading.current_thread().name, f"put_file {src}"))
-            return real_put(store_self, src, on_new)
+            return real_put(store_self, src, on_new, on_bytes)
 
         monkeypatch.setattr(store, "sha256_file", sha256_file)
         monkeypatch.setattr(store.BlobStore, "put_file", put_file)
@@ -84,7 +84,7 @@ def link_into_store(monkeypatch: Any) -> None:
 
     from relman.catalog import store
 
-    def put_file(self: Any, src: Path, on_new: Any = None) -> tuple[str, int, bool]:
+    def put_file(self: Any, src: Path, on_new: Any = None, on_bytes: Any = None) -> tuple[str, int, bool]:
         sha, size = store.sha256_file(src)
         final = self.path(sha)
         if final.is_file():

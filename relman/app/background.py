@@ -62,9 +62,15 @@ def import_model_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any
     adopted = _adopted(ctx)
     if adopted:
         return adopted
-    ctx.progress(0.05, f"checking and storing {Path(params['path']).name}")
+    name = Path(params["path"]).name
+
+    def progress(done: int, total: int) -> None:  # also where a cancel stops the copy
+        ctx.progress(0.02 + 0.95 * done / total if total else 0.5,
+                     f"storing {name}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
+
+    ctx.progress(0.01, f"checking {name}")
     v = import_model(ctx.catalog, params["path"], params["model"], version=params.get("version"),
-                     task=params.get("task"), actor=ctx.actor, job_id=ctx.job_id)
+                     task=params.get("task"), actor=ctx.actor, job_id=ctx.job_id, progress=progress)
     ctx.progress(1.0, f"imported {v.ref}", check_cancel=False)
     return {"version": v.ref, "version_id": v.id}
 
@@ -153,8 +159,16 @@ def queue_export_bundle(catalog: "Catalog", ref: Any, out: Path | str, *, key: s
 def export_bundle_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     from relman.app.bundles import export_bundle
 
-    ctx.progress(0.05, f"verifying and writing {Path(params['out']).name}")
-    r = export_bundle(ctx.catalog, int(params["version_id"]), params["out"], key=params.get("key"))
+    name = Path(params["out"]).name
+
+    def progress(done: int, total: int) -> None:
+        half = total // 2
+        what = "verifying artifacts" if done < half else f"writing {name}"
+        ctx.progress(done / total if total else 0.5, f"{what}: {min(done, total) / 2**20:.0f} of "
+                     f"{total / 2**20:.0f} MiB")
+
+    r = export_bundle(ctx.catalog, int(params["version_id"]), params["out"], key=params.get("key"),
+                      progress=progress)
     ctx.progress(1.0, f"exported {r['ref']}", check_cancel=False)
     return r
 
