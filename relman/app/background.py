@@ -93,8 +93,15 @@ def queue_register_dataset(catalog: "Catalog", path: Path | str, name: str, *, a
 def register_dataset_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     from relman.app.datasets import register_dataset
 
-    ctx.progress(0.05, f"reading {Path(params['path']).name}")
-    d = register_dataset(ctx.catalog, params["path"], params["name"], actor=ctx.actor, **params.get("options", {}))
+    name = Path(params["path"]).name
+
+    def progress(done: int, total: int) -> None:
+        ctx.progress(0.5 + 0.45 * done / total if total else 0.75,
+                     f"storing {name}: {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
+
+    ctx.progress(0.05, f"reading and checking {name}")
+    d = register_dataset(ctx.catalog, params["path"], params["name"], actor=ctx.actor, progress=progress,
+                         **params.get("options", {}))
     ctx.progress(1.0, f"registered {d['name']}", check_cancel=False)
     return {"dataset": d["name"], "dataset_id": d["id"], "rows": d.get("n_rows")}
 

@@ -507,16 +507,17 @@ class Catalog:
     def add_dataset(self, name: str, files: Mapping[str, Path], *, format: str, kind: str,
                     columns: Mapping[str, Any], labels: Sequence[str], n_rows: int,
                     meta: Mapping[str, Any] | None = None, actor: str | None = None,
-                    owner: str | None = None) -> dict[str, Any]:
+                    owner: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Store a dataset's files (relative path → local file) and its row, all or nothing,
         like `add_version`: blobs staged, then rows + audit event in one transaction. The
-        dataset's sha256 is the manifest hash of its (path, blob sha) list."""
+        dataset's sha256 is the manifest hash of its (path, blob sha) list. `progress` as in
+        `add_version`."""
         actor = actor or current_user()
         if not files:
             raise RelmanError("a dataset needs at least one file")
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored = stage.put_all(files)
+            stored = stage.put_all(files, progress)
             dsha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
                 if self.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
