@@ -164,3 +164,37 @@ def test_the_jobs_view_reads_only_the_end_of_a_large_log(qtbot, catalog, catalog
         assert asked and max(asked) <= 64 * 1024, asked  # only the end of the file is read
     finally:
         w.shutdown()
+
+
+def test_datasets_and_overview_views(qtbot, catalog, catalog_path, tmp_path, family):
+    from relman.app.datasets import register_demo_digits
+    from relman.app.release import approve, promote, rollout
+
+    register_demo_digits(catalog, "digits", n=60)
+    base, pruned = family["base"], family["pruned"]
+    for to in ("candidate", "staging", "production"):
+        if to != "candidate":
+            approve(catalog, base.ref, to, by="reviewer")
+        if to == "production":
+            rollout(catalog, base.ref, 100.0)
+        promote(catalog, base.ref, to, why="test", override=True)
+    promote(catalog, pruned.ref, "candidate", why="test", override=True)
+    promote(catalog, pruned.ref, "staging", why="test", override=True)
+    rollout(catalog, pruned.ref, 10.0)
+    w = make_window(qtbot, catalog_path, tmp_path)
+    try:
+        ds = w.show_view("datasets")
+        cells = [ds.table.item(0, c).text() for c in range(ds.table.columnCount())]
+        assert cells[0] == "digits" and cells[1] == "npz" and cells[3] == "60" and "test" in cells[5], cells
+        ov = w.show_view("overview")
+        row = {ov.table.horizontalHeaderItem(c).text(): ov.table.item(0, c).text()
+               for c in range(ov.table.columnCount())}
+        assert row["Model"] == "digits-vit" and row["Production"] == base.version
+        assert "accuracy 0.91" in row["Key metrics"]
+        assert row["Staging (canary)"] == f"{pruned.version} (10%)" and row["Versions"] == "3"
+        assert row["Next gate"] == w.release.gate_status(w.snapshot.by_id()[pruned.id])[1]
+        ov.open_row(0)  # double-click: the model on the board, its production version selected
+        assert w.current_view_name() == "board" and w.selected_ids == [base.id]
+        assert w.board.selected_version().id == base.id
+    finally:
+        w.shutdown()
