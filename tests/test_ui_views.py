@@ -198,3 +198,25 @@ def test_datasets_and_overview_views(qtbot, catalog, catalog_path, tmp_path, fam
         assert w.board.selected_version().id == base.id
     finally:
         w.shutdown()
+
+
+def test_help_lists_every_shortcut_and_about_names_the_catalog(qtbot, catalog_path, tmp_path, family):
+    from PySide6.QtWidgets import QMessageBox
+
+    w = make_window(qtbot, catalog_path, tmp_path)
+    try:
+        w.actions_by_key["shortcuts"].trigger()
+        from relman.ui.qt_help import ShortcutsDialog
+
+        sheet = next(d for d in w.findChildren(ShortcutsDialog))
+        rows = {sheet.table.item(r, 0).text(): sheet.table.item(r, 1).text() for r in range(sheet.table.rowCount())}
+        assert rows["Promote"] == "Ctrl+P" and rows["Quit"] == "Ctrl+Q" and rows["Keyboard shortcuts"] == "F1"
+        assert len(rows) == len([a for a in w.actions() if a.shortcut().toString()])
+        w.actions_by_key["about"].trigger()
+        about = next(b for b in w.findChildren(QMessageBox) if b.objectName() == "about")
+        assert str(catalog_path) in about.text() and "relman 0." in about.text()
+        assert w.actions_by_key["quit"].shortcut().toString() == "Ctrl+Q"
+        w.actions_by_key["quit"].trigger()
+        assert not w.isVisible()
+    finally:
+        w.shutdown()

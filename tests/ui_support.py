@@ -69,6 +69,8 @@ class StallProbe:
         self.last_wait: float | None = None
         self.gaps: list[float] = []
         self.own_gaps: list[float] = []
+        self.cpu_gaps: list[float] = []  # the main thread's CPU time in each gap
+        self.last_cpu = 0.0
         self.marks: list[tuple[int, str]] = []  # (index of the next gap, what the test did)
 
     def mark(self, what: str) -> None:
@@ -81,12 +83,14 @@ class StallProbe:
         out = []
         for i in order:
             step = next((what for at, what in reversed(self.marks) if at <= i), "start")
-            out.append(f"{self.own_gaps[i] * 1000:.0f} ms own / {self.gaps[i] * 1000:.0f} ms wall during '{step}'")
+            out.append(f"{self.own_gaps[i] * 1000:.0f} ms own ({self.cpu_gaps[i] * 1000:.0f} ms CPU) / "
+                       f"{self.gaps[i] * 1000:.0f} ms wall during '{step}'")
         return "; ".join(out)
 
     def start(self) -> None:
         self.last = time.perf_counter()
         self.last_wait = _runqueue_wait_s()
+        self.last_cpu = time.thread_time()
         self.timer.start()
 
     def _tick(self) -> None:
@@ -94,9 +98,11 @@ class StallProbe:
         wait = _runqueue_wait_s()
         gap = now - self.last
         waited = (wait - self.last_wait) if wait is not None and self.last_wait is not None else 0.0
+        cpu = time.thread_time()
         self.gaps.append(gap)
         self.own_gaps.append(max(0.0, gap - waited))
-        self.last, self.last_wait = now, wait
+        self.cpu_gaps.append(cpu - self.last_cpu)
+        self.last, self.last_wait, self.last_cpu = now, wait, cpu
 
     def stop(self) -> float:
         self.timer.stop()

@@ -42,10 +42,11 @@ from relman.ui.views import ViewState
 
 # Where each action appears (the controllers define what they do).
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("&File", ("open", "import", "dataset", "export", "import-bundle", "card")),
+    ("&File", ("open", "import", "dataset", "export", "import-bundle", "card", "quit")),
     ("&Work", ("compress", "evaluate", "optimize")),
     ("&Release", ("promote", "rollback", "verify")),
     ("&View", ("refresh", "theme", "find")),
+    ("&Help", ("shortcuts", "about")),
 )
 TOOLBAR = ("import", "dataset", "compress", "evaluate", "optimize", "promote", "rollback", "export", "card")
 
@@ -207,6 +208,9 @@ class MainWindow(QMainWindow):
             ActionSpec("refresh", "Refresh", "F5", lambda: self.refresh(force=True)),
             ActionSpec("theme", "Toggle dark theme", "Ctrl+T", lambda: self.set_theme(not self.dark)),
             ActionSpec("find", "Find versions", "Ctrl+F", self._focus_filter),
+            ActionSpec("quit", "Quit", "Ctrl+Q", self.close, "Close the window (running jobs keep running)"),
+            ActionSpec("shortcuts", "Keyboard shortcuts", "F1", self.show_shortcuts),
+            ActionSpec("about", "About relman", "", self.show_about),
         ]
         for controller in (self.work, self.release, self.job_actions):
             specs += controller.actions()
@@ -233,6 +237,23 @@ class MainWindow(QMainWindow):
             menu = self.menuBar().addMenu(title)
             for key in keys:
                 menu.addAction(self.actions_by_key[key])
+
+    def show_shortcuts(self) -> Any:
+        from relman.ui.qt_help import ShortcutsDialog
+
+        dialog = ShortcutsDialog(self)
+        dialog.open()  # not modal: the sheet can stay open beside the window
+        return dialog
+
+    def show_about(self) -> None:
+        from PySide6.QtWidgets import QMessageBox
+
+        from relman.ui.qt_help import about_text
+
+        box = QMessageBox(QMessageBox.Icon.Information, "About relman", about_text(self),
+                          QMessageBox.StandardButton.Ok, self)
+        box.setObjectName("about")
+        box.open()
 
     def _focus_filter(self) -> None:
         self.show_view("versions").focus_filter()
@@ -384,8 +405,8 @@ class MainWindow(QMainWindow):
         except RelmanError as e:
             sheet = ""
             self.statusBar().showMessage(str(e))
-        if app is not None:
-            app.setStyleSheet(sheet)  # type: ignore[attr-defined]
+        if app is not None and app.styleSheet() != sheet:  # type: ignore[attr-defined]
+            app.setStyleSheet(sheet)  # type: ignore[attr-defined]  (re-polishes every widget)
         for view in self.built_views().values():
             view.apply_theme(dark)
         self.settings.setValue("theme", "dark" if dark else "light")
