@@ -1,5 +1,6 @@
 """Use cases that read or write large files, as jobs: model import, dataset registration,
-promotion with artifact checks, bundle export and import.
+promotion with artifact checks, bundle export and import, and the housekeeping that copies or
+releases blobs (delete, archive, restore, garbage collection).
 
 Why jobs: each of these reads every byte of a model or dataset (hashing, parsing, copying),
 which takes seconds for real model sizes. The GUI must not wait on that, so it queues the
@@ -45,7 +46,7 @@ def _adopted(ctx: "JobContext") -> dict[str, Any] | None:
 
 # -- model import --------------------------------------------------------------------------------
 def queue_import_model(catalog: "Catalog", path: Path | str, model: str, *, version: str | None = None,
-                       task: str | None = None, actor: str | None = None) -> int:
+                       task: str | None = None, new_architecture: bool = False, actor: str | None = None) -> int:
     from relman.app.compress import _check_child
 
     src = Path(path).expanduser()
@@ -53,7 +54,7 @@ def queue_import_model(catalog: "Catalog", path: Path | str, model: str, *, vers
         raise ModelImportError(f"{src}: no such file or folder")
     _check_child(catalog, model, version)
     return _enqueue(catalog, "import_model", {"path": str(src.resolve()), "model": model, "version": version,
-                                              "task": task}, actor)
+                                              "task": task, "new_architecture": bool(new_architecture)}, actor)
 
 
 def import_model_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
@@ -70,7 +71,8 @@ def import_model_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any
 
     ctx.progress(0.01, f"checking {name}")
     v = import_model(ctx.catalog, params["path"], params["model"], version=params.get("version"),
-                     task=params.get("task"), actor=ctx.actor, job_id=ctx.job_id, progress=progress)
+                     task=params.get("task"), actor=ctx.actor, job_id=ctx.job_id, progress=progress,
+                     new_architecture=bool(params.get("new_architecture")))
     ctx.progress(1.0, f"imported {v.ref}", check_cancel=False)
     return {"version": v.ref, "version_id": v.id}
 
@@ -194,3 +196,85 @@ def import_bundle_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, An
     r = import_bundle(ctx.catalog, params["path"], who=ctx.actor)
     ctx.progress(1.0, "imported", check_cancel=False)
     return dict(r)
+
+
+# -- housekeeping: delete, archive, restore, garbage collection -----------------------------------
+# Their parameters name the version by "ref", not "version_id": a queued job naming a version
+# by id holds it (deletion and archiving refuse while one does), and these jobs must not hold
+# the version they work on.
+def queue_delete_version(catalog: "Catalog", ref: str, *, why: str, actor: str | None = None) -> int:
+    """Queue a deletion; a missing reason or a refusal (production, canary, rollback target,
+    adapter base, a job using it) is reported now."""
+    from relman.app.housekeeping import delete_plan
+    from relman.errors import HousekeepingError
+
+    if not (why or "").strip():
+        raise HousekeepingError("say why the version is deleted; it goes into the audit log")
+    plan = delete_plan(catalog, ref)
+    if plan["refused"]:
+        raise HousekeepingError(plan["refused"])
+    return _enqueue(catalog, "delete_version", {"ref": plan["ref"], "why": why.strip()}, actor)
+
+
+def delete_version_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+    from relman.app.housekeeping import delete_version
+
+    ctx.progress(0.1, f"deleting {params['ref']}")
+    r = delete_version(ctx.catalog, params["ref"], why=params["why"], who=ctx.actor)
+    ctx.progress(1.0, f"deleted {r['ref']}", check_cancel=False)
+    return r
+
+
+def queue_archive_version(catalog: "Catalog", ref: str, folder: Path | str, *, actor: str | None = None) -> int:
+    from relman.errors import HousekeepingError
+
+    v = catalog.resolve(ref)
+    if v.phase in ("staging", "production") or v.canary_share:
+        raise HousekeepingError(f"refused: {v.ref} is in {v.phase}; only versions out of staging and production "
+                                "can be archived")
+    if v.archived_to:
+        raise HousekeepingError(f"{v.ref} is already archived in {v.archived_to}")
+    dest = Path(folder).expanduser().resolve()
+    if dest.is_relative_to(catalog.root.resolve()):
+        raise HousekeepingError(f"{dest} is inside the catalog folder; archive to another folder or disk")
+    return _enqueue(catalog, "archive_version", {"ref": v.ref, "folder": str(dest)}, actor)
+
+
+def archive_version_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+    from relman.app.housekeeping import archive_version
+
+    ctx.progress(0.05, f"copying {params['ref']} to {params['folder']}")
+    r = archive_version(ctx.catalog, params["ref"], params["folder"], who=ctx.actor)
+    ctx.progress(1.0, f"archived {r['ref']}", check_cancel=False)
+    return r
+
+
+def queue_restore_version(catalog: "Catalog", ref: str, *, actor: str | None = None) -> int:
+    from relman.errors import HousekeepingError
+
+    v = catalog.resolve(ref)
+    if not v.archived_to:
+        raise HousekeepingError(f"{v.ref} is not archived; nothing to restore")
+    return _enqueue(catalog, "restore_version", {"ref": v.ref}, actor)
+
+
+def restore_version_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+    from relman.app.housekeeping import restore_version
+
+    ctx.progress(0.05, f"restoring {params['ref']} (each file re-hashed)")
+    r = restore_version(ctx.catalog, params["ref"], who=ctx.actor)
+    ctx.progress(1.0, f"restored {params['ref']}", check_cancel=False)
+    return dict(r)
+
+
+def queue_collect_garbage(catalog: "Catalog", *, actor: str | None = None) -> int:
+    return _enqueue(catalog, "collect_garbage", {}, actor)
+
+
+def collect_garbage_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+    from relman.app.housekeeping import collect_garbage
+
+    ctx.progress(0.05, "sweeping unreferenced blobs and old job files")
+    r = collect_garbage(ctx.catalog, who=ctx.actor)
+    ctx.progress(1.0, "done", check_cancel=False)
+    return r

@@ -138,6 +138,7 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
     from relman.app.compress import queue_compression
     from relman.app.evaluate import queue_evaluation
     from relman.app.models import import_model
+    from relman.compress.registry import all_recipes
 
     if not catalog.query("SELECT 1 FROM datasets WHERE name = ?", [DEMO_DATASET]):
         d = register_demo_digits(catalog, DEMO_DATASET)
@@ -164,8 +165,6 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
     if run_jobs:
         ids = queue_evaluation(catalog, [base.ref], dataset=DEMO_DATASET)
         yield f"queued evaluation of {base.ref} (jobs {ids})"
-        from relman.compress.registry import all_recipes
-
         known = {r.name for r in all_recipes()}
         for name, params in DEMO_RECIPES:
             if name not in known:

@@ -26,6 +26,10 @@ JOB_KINDS: dict[str, str] = {
     "promote": "relman.app.background:promote_job",
     "export_bundle": "relman.app.background:export_bundle_job",
     "import_bundle": "relman.app.background:import_bundle_job",
+    "delete_version": "relman.app.background:delete_version_job",
+    "archive_version": "relman.app.background:archive_version_job",
+    "restore_version": "relman.app.background:restore_version_job",
+    "collect_garbage": "relman.app.background:collect_garbage_job",
 }
 
 

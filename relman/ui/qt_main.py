@@ -30,6 +30,7 @@ from relman.catalog import Catalog, open_catalog
 from relman.errors import RelmanError
 from relman.ui import views as view_registry
 from relman.ui.controllers import ActionSpec
+from relman.ui.controllers.catalog_actions import CatalogActions
 from relman.ui.controllers.job_actions import JobActions
 from relman.ui.controllers.release_actions import ReleaseActions
 from relman.ui.controllers.work_actions import WorkActions
@@ -45,6 +46,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "import", "dataset", "export", "import-bundle", "card", "quit")),
     ("&Work", ("compress", "evaluate", "optimize")),
     ("&Release", ("promote", "rollback", "verify")),
+    ("&Catalog", ("tags", "delete", "archive", "gc")),
     ("&View", ("refresh", "theme", "find")),
     ("&Help", ("shortcuts", "about")),
 )
@@ -82,11 +84,13 @@ class MainWindow(QMainWindow):
         self.job_actions = JobActions(self)
         self.work = WorkActions(self)
         self.release = ReleaseActions(self)
+        self.catalog_actions = CatalogActions(self)
 
         self.setWindowTitle(f"relman — {self.catalog.root}")
         self.setWindowIcon(app_icon())
         self._build_tabs()
         self._build_models_dock()
+        self._build_status_bar()
         self._build_actions()
         self.selection.changed.connect(lambda _ids: self._sync_views())
         self.selection.model_changed.connect(lambda _m: self._sync_views())
@@ -201,6 +205,13 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.models_dock = dock
 
+    def _build_status_bar(self) -> None:
+        from relman.ui.qt_disk import DiskStatusLabel
+
+        self.disk_status = DiskStatusLabel()  # catalog size and free space; warns when low
+        self.statusBar().addPermanentWidget(self.disk_status)
+        self.disk_status.follow(lambda: self.catalog)
+
     # -- actions ----------------------------------------------------------------------------------
     def _build_actions(self) -> None:
         specs = [
@@ -212,7 +223,7 @@ class MainWindow(QMainWindow):
             ActionSpec("shortcuts", "Keyboard shortcuts", "F1", self.show_shortcuts),
             ActionSpec("about", "About relman", "", self.show_about),
         ]
-        for controller in (self.work, self.release, self.job_actions):
+        for controller in (self.work, self.release, self.catalog_actions, self.job_actions):
             specs += controller.actions()
         self.actions_by_key: dict[str, QAction] = {}
         for s in specs:
@@ -324,6 +335,7 @@ class MainWindow(QMainWindow):
         self._catalog_token = self.snapshot.token
         self.release.forget()
         self.tree.fill(self.snapshot)
+        self.disk_status.update_from(self.catalog)
         built = self.built_views()
         self._dirty = set(built)
         for name, view in built.items():
@@ -447,6 +459,11 @@ class MainWindow(QMainWindow):
         self.poll_timer.stop()
         self.runner_timer.stop()
         self.job_actions.close_runner()
+        if self.disk_status.timer is not None:
+            self.disk_status.timer.stop()
+        disk = self._views.get("disk")
+        if disk is not None and disk.proc is not None:  # a `relman du` measuring: let it finish
+            disk.proc.waitForFinished(30000)
 
     def grab_tab(self, name: str, path: Path) -> Path:
         """Show view `name` and save a PNG of the whole window (the demo's screenshots)."""

@@ -17,7 +17,7 @@ from relman.ui.snapshot import PHASE_ORDER
 from relman.ui.views import ViewState
 
 COLUMN_WIDTHS = {"Model": 150, "Version": 80, "Phase": 110, "Format": 100, "Size": 90, "Params": 80,
-                 "Recipe": 160, "Created": 140}
+                 "Recipe": 160, "Created": 140, "Tags": 100}
 
 
 class VersionsView(QWidget):
@@ -50,7 +50,7 @@ class VersionsView(QWidget):
         self.model.modelReset.connect(lambda: self.select_rows(set(window.selection.ids)))
         self.filter_edit = QLineEdit()
         self.filter_edit.setObjectName("filter")
-        self.filter_edit.setPlaceholderText("Filter versions: model@version, phase, recipe, format… (Ctrl+F)")
+        self.filter_edit.setPlaceholderText("Filter versions: words, tag:fast, recipe:int8, accuracy>0.9… (Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(lambda t: self.proxy.set_filter(text=t) or self.update_count())
         self.phase_filter = QComboBox()
@@ -88,6 +88,9 @@ class VersionsView(QWidget):
     # -- filtering ---------------------------------------------------------------------------
     def update_count(self) -> None:
         self.count_label.setText(f"{self.proxy.rowCount()} of {self.model.total_rows} versions")
+        error = getattr(self.model, "filter_error", "")  # a half-typed query: words only, and why
+        self.filter_edit.setToolTip(error or "Words, tag:/recipe:/phase:/model:/format:/task:, or accuracy>0.9")
+        self.filter_edit.setStyleSheet("QLineEdit { color: #b07a1e; }" if error else "")
 
     def filter_model(self, model: str) -> None:
         """Show only `model`'s versions ('' = all)."""

@@ -55,6 +55,7 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("lineage", "Lineage", "relman.ui.qt_lineage:LineageView"),
     ViewSpec("jobs", "Jobs", "relman.ui.qt_jobs:JobsView", lazy=True),
     ViewSpec("audit", "Audit", "relman.ui.qt_audit:AuditView"),
+    ViewSpec("disk", "Disk", "relman.ui.qt_disk:DiskView"),
     ViewSpec("datasets", "Datasets", "relman.ui.qt_datasets:DatasetsView"),
     ViewSpec("overview", "Overview", "relman.ui.qt_overview:OverviewView"),
 ]

@@ -51,8 +51,8 @@ class Controller:
         replace), else None."""
         from PySide6.QtWidgets import QDialog
 
-        if self.window.dialog_runner(dialog) == QDialog.DialogCode.Accepted and dialog.result_values:
-            return dialog.result_values
+        if self.window.dialog_runner(dialog) == QDialog.DialogCode.Accepted and dialog.result_values is not None:
+            return dialog.result_values  # may be {} (a confirmation without fields)
         return None
 
     def selected_or_error(self, what: str) -> list["VersionRow"]:

@@ -51,15 +51,14 @@ class WorkActions(Controller):
     def action_import(self) -> None:
         from relman.ui.qt_dialogs import ImportDialog
 
-        vals = self.run_dialog(ImportDialog(self.window.snapshot.models(), self.window,
-                                            default_model=self.window.current_model() or ""))
+        vals = self.run_dialog(ImportDialog(self.window.snapshot.models(), self.window))  # proposes a name
         if vals:
             self.import_model(**vals)
 
-    def import_model(self, path: str, model: str, version: str | None = None) -> int:
+    def import_model(self, path: str, model: str, version: str | None = None, new_architecture: bool = False) -> int:
         from relman.app.background import queue_import_model
 
-        job = queue_import_model(self.catalog, path, model, version=version)
+        job = queue_import_model(self.catalog, path, model, version=version, new_architecture=new_architecture)
 
         def done(row: dict[str, Any]) -> None:
             self.info(f"Imported {Path(path).name} as {row['result'].get('version', model)}")
