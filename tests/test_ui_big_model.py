@@ -36,6 +36,8 @@ from PySide6.QtCore import QSettings  # noqa: E402
 
 from ui_support import StallProbe  # noqa: E402
 
+pytestmark = pytest.mark.heavy  # a worker process hashes a gigabyte
+
 GIB = 1 << 30
 GAP_LIMIT_S = 0.100
 

@@ -40,6 +40,7 @@ def window(qtbot, catalog_path, planted, tmp_path):
     w.shutdown()
 
 
+@pytest.mark.heavy  # the delete is a job: a worker process
 def test_delete_confirms_bytes_freed_then_runs_a_delete_job(window, qtbot, planted, catalog):
     from relman.ui.qt_delete import DeleteDialog
 
@@ -150,6 +151,7 @@ def test_import_dialog_proposes_a_new_name_and_offers_the_explicit_choice(plante
     assert d.result_values["new_architecture"] is True and d.result_values["model"] == "m"
 
 
+@pytest.mark.heavy  # archive and restore are jobs: worker processes
 def test_archive_then_restore_from_the_window(window, qtbot, planted, catalog, tmp_path):
     window.set_selection([planted["a"].id])
     window.dialog_runner = accept_with(lambda d: d.fields["Folder"].setText(str(tmp_path / "cold")))
