@@ -124,7 +124,7 @@ def big_candidate(catalog: Any, tmp_path: Path):
 
 def test_a_1gib_model_on_the_board_is_never_hashed_on_the_gui_thread(qtbot, catalog, catalog_path, tmp_path,
                                                                      big_candidate, monkeypatch):
-    from relman.ui.qt_dialogs import PromoteDialog
+    from relman.ui.qt_promote import PromoteDialog
     from relman.ui.qt_main import MainWindow
 
     v = big_candidate

@@ -28,7 +28,8 @@ class Reviewer:
         self.results: list[int] = []
 
     def __call__(self, dialog: Any) -> int:
-        from relman.ui.qt_dialogs import PromoteDialog, SimpleFormDialog
+        from relman.ui.qt_dialogs import SimpleFormDialog
+        from relman.ui.qt_promote import PromoteDialog
 
         self.seen.append(dialog)
         if isinstance(dialog, PromoteDialog):

@@ -93,7 +93,8 @@ class ReleaseActions(Controller):
 
     def _transition(self, version_id: int, to_phase: str) -> None:
         from relman.app import release
-        from relman.ui.qt_dialogs import PromoteDialog, SimpleFormDialog
+        from relman.ui.qt_dialogs import SimpleFormDialog
+        from relman.ui.qt_promote import PromoteDialog
 
         v = self._version(version_id)
         if v.phase == to_phase:
