@@ -8,7 +8,7 @@ from typing import Any
 from relman.catalog import Catalog, VersionInfo
 from relman.errors import ModelImportError
 from relman.modelio.inspect import inspect_model
-from relman.modelio.loading import TASKS
+from relman.tasks.specs import TASKS
 
 
 def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str | None = None,

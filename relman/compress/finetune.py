@@ -20,6 +20,7 @@ from relman.compress import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
+from relman.tasks.specs import tasks_with_recipe
 from relman.jobs.context import JobContext
 
 HEAD_NAMES = ("classifier", "score")
@@ -47,7 +48,7 @@ def replace_head(model: nn.Module, labels: list[str]) -> str:
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
     source = sources[0]
     task = source.task or ""
-    if task not in tr.CLASSIFICATION_TASKS:
+    if task not in tasks_with_recipe("finetune"):
         raise RecipeError(f"finetune trains classifiers; {source.version.ref} is a '{task or 'unknown'}' model")
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
     tr.check_dataset_for_task(dataset, task, need_labels=True)

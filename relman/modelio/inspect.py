@@ -47,20 +47,15 @@ class ModelDescription:
 
 # -- task guessing ----------------------------------------------------------------------------
 def guess_task(config: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(task, architecture) from a config.json's `architectures` list."""
+    """(task, architecture) from a config.json's `architectures` list (by the suffixes in the
+    task table)."""
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None
     if not arch:
         return None, None
-    if arch.endswith("ForSequenceClassification"):
-        return "text-classification", arch
-    if arch.endswith("ForImageClassification"):
-        return "image-classification", arch
-    if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
-        return "causal-lm", arch
-    if arch.endswith("Model"):
-        return "feature-extraction", arch
-    return None, arch
+    from relman.tasks.specs import guess_task_from_architecture
+
+    return guess_task_from_architecture(arch), arch
 
 
 # -- safetensors ------------------------------------------------------------------------------

@@ -18,14 +18,6 @@ if TYPE_CHECKING:
     import onnxruntime
     import torch
 
-TASKS = ("text-classification", "image-classification", "feature-extraction", "causal-lm")
-
-_AUTO_CLASS = {
-    "text-classification": "AutoModelForSequenceClassification",
-    "image-classification": "AutoModelForImageClassification",
-    "feature-extraction": "AutoModel",
-    "causal-lm": "AutoModelForCausalLM",
-}
 
 # format name -> function(folder, task, device) returning a torch module, for formats that a
 # recipe writes in its own layout (e.g. dynamically quantised PyTorch weights).
@@ -37,12 +29,12 @@ TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.compress.surgery"
 
 
 def auto_class(task: str) -> Any:
+    """The transformers Auto* class the task table names for `task`."""
     import transformers
 
-    try:
-        return getattr(transformers, _AUTO_CLASS[task])
-    except KeyError:
-        raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})") from None
+    from relman.tasks.specs import get_task
+
+    return getattr(transformers, get_task(task, ModelImportError).auto_class)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -104,8 +96,11 @@ def onnx_session(folder_or_file: Path, device: str = "cpu", threads: int | None 
 
 def load_preprocessor(folder: Path, task: str) -> Any:
     """The tokenizer (text tasks) or image processor (image tasks) saved with the model."""
+    from relman.tasks.specs import find_task
+
     folder = Path(folder)
-    if task == "image-classification":
+    spec = find_task(task)
+    if spec is not None and spec.modality == "image":
         from transformers import AutoImageProcessor
 
         if not (folder / "preprocessor_config.json").is_file():
