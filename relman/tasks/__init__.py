@@ -2,9 +2,10 @@
 
 One adapter per task, named in the task table (`relman.tasks.specs`): text classification
 (logits), image classification (logits), feature extraction (normalised mean-pooled sentence
-embeddings), causal LM (next-token logits and per-token losses). `open_runner(folder, fmt, task, device, threads)` is the one entry point;
-`runner.prepare(rows)` preprocesses, `runner.predict(batch)` only runs the model, so the
-timing of inference never includes tokenisation.
+embeddings), causal LM (next-token logits and per-token losses), and whatever the table adds.
+`open_runner(folder, fmt, task, device, threads)` is the one entry point; `runner.prepare(rows)`
+preprocesses, `runner.predict(batch)` only runs the model, so the timing of inference never
+includes tokenisation.
 
 Worker-only: the adapter modules import numpy/torch/transformers; this package's `__init__`
 imports nothing heavy so it can be named by registries.
