@@ -105,3 +105,6 @@ register(Reader(
 register(Reader(
     name="text", title="plain text", target="relman.data.read_text:read_text", kind="lm",
     suffixes=(".txt", ".text"), uses=("chunk_chars",), description="one example a line, or fixed-size chunks"))
+register(Reader(
+    name="conll", title="CoNLL", target="relman.data.read_conll:read_conll", kind="tokens",
+    suffixes=(".conll", ".bio", ".iob2"), description="token<TAB>BIO tag lines, a blank line between sentences"))

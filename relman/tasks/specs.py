@@ -124,3 +124,11 @@ register(TaskSpec(
     pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality",), default_suites=("quality",),
     quality_metric=("perplexity", False), recipes=("int4-weight-only",), causal=True,
 ))
+register(TaskSpec(
+    name="token-classification", title="Token classification (named entities)",
+    adapter="relman.tasks.token_classification:TokenClassificationRunner",
+    auto_class="AutoModelForTokenClassification", architecture_suffixes=("ForTokenClassification",),
+    output="logits", modality="text", data_kinds=("tokens", "text", "lm"), per_token_output=True, labels="token",
+    pipeline_tag="token-classification", suites=_BASE_SUITES + ("quality",), default_suites=("quality",),
+    quality_metric=("entity_f1", True),
+))
