@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from relman.jobs.context import JobContext
 
 
-
 def classifies_rows(task: str | None) -> bool:
     """One class per row (the task table's `labels == "row"`): trained with cross-entropy."""
     spec = find_task(task)

@@ -28,6 +28,7 @@ from typing import Any
 from relman.catalog import Metric
 from relman.errors import EvaluationError
 from relman.evaluate import registry
+from relman.tasks.specs import find_task
 
 DEFAULT_BATCH_SIZES = [1, 8]
 DEFAULT_SEQ_LENS = [128]
@@ -68,8 +69,6 @@ def check_request(task: str | None, suites: list[str], has_dataset: bool, ref: s
 def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], ref: str) -> None:
     """Refuse, from the dataset's catalog row alone (no loading), data that cannot serve the
     suites on this version: the wrong kind for the task, no labels, no groups."""
-    from relman.tasks.specs import find_task
-
     spec = find_task(task)
     kinds = spec.data_kinds if spec is not None else ()
     name = row["name"]
