@@ -114,6 +114,20 @@ def test_conll_reader_reads_sentences_and_round_trips_through_the_catalog(catalo
     assert two["labels"] == TAGS and two["n_rows"] == 2
 
 
+def test_conll_tags_are_checked_against_a_models_labels_and_aligned_to_them(catalog, tmp_path):
+    from relman.app.datasets import register_dataset
+    from relman.data import align_labels, load_dataset
+
+    path = write_conll(tmp_path / "ner.conll", sentences(10, seed=4))
+    with pytest.raises(DatasetError, match=r"has labels the model does not know: I-PER \(model labels: O, B-PER\)"):
+        register_dataset(catalog, path, "ner", model_labels=["O", "B-PER"])
+    register_dataset(catalog, path, "ner", model_labels=TAGS)
+    ds = load_dataset(catalog, "ner")
+    aligned = align_labels(ds, TAGS)  # the model's order: O, B-PER, I-PER (the file's: sorted)
+    assert aligned.label_names == TAGS
+    assert [[TAGS[i] for i in t] for t in aligned.tags] == [[ds.label_names[i] for i in t] for t in ds.tags]
+
+
 @pytest.mark.parametrize("text,message", [
     ("Alice\tB-PER\nsings\n", r"bad.conll line 2: expected a token and a tag separated by a tab or spaces, got 1 "),
     ("Alice\tB-PER\nsings\tVBZ\tO\n", r"bad.conll line 2: 3 columns, but the file's first token line has 2"),
@@ -183,6 +197,7 @@ def run_job(kind: str, catalog, params: dict):
 def test_tiny_tagger_learns_names_and_keeps_them_through_onnx_and_int8(catalog, tmp_path):
     from relman.app.datasets import register_dataset
     from relman.app.models import import_model
+    from relman.compress.optimize import plan_candidates
     from relman.compress.registry import get_recipe
     from relman.errors import RecipeError
     from relman.evaluate.registry import default_suites
@@ -202,6 +217,8 @@ def test_tiny_tagger_learns_names_and_keeps_them_through_onnx_and_int8(catalog, 
     for name in ("finetune", "distill"):
         with pytest.raises(RecipeError, match="its task is 'token-classification'"):
             get_recipe(name).check_parents([ner])
+    planned = {c["recipe"] for c in plan_candidates(ner, objective="size")}
+    assert "ort-int8" in planned and "prune-structured" in planned and "int4-weight-only" not in planned
     onnx = catalog.get_version(run_job("compress", catalog, {"recipe": "onnx-export", "params": {},
                                                              "parent_version_ids": [ner.id],
                                                              "evaluate": False})["version_id"])
