@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-from relman.tasks.specs import TASKS, get_task, guess_task_from_architecture, tasks_with_recipe, tasks_with_suite
+from relman.modelio.inspect import guess_task_from_architecture
+from relman.tasks.specs import TASKS, get_task, tasks_with_recipe, tasks_with_suite
 
 
 @pytest.mark.parametrize("name", list(TASKS))
@@ -81,3 +82,20 @@ def test_the_light_tables_import_nothing_heavy():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_model_loading_learns_the_tasks_from_the_table_without_importing_it_itself():
+    """modelio sits below tasks: it keeps its own small registry, which the task table fills
+    (brought in on first use, like a format's loader), so a fresh process that only imports
+    modelio still loads every task's model class and guesses every task."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from relman.modelio import loading, inspect; "
+            "assert 'relman.tasks.specs' not in sys.modules; "
+            "known = list(loading.task_models()); "
+            "from relman.tasks.specs import TASKS; "
+            "assert known == list(TASKS), known; "
+            "print(inspect.guess_task({'architectures': ['BertForTokenClassification']})[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "token-classification"

@@ -53,9 +53,20 @@ def guess_task(config: dict[str, Any]) -> tuple[str | None, str | None]:
     arch = archs[0] if archs else None
     if not arch:
         return None, None
-    from relman.tasks.specs import guess_task_from_architecture
-
     return guess_task_from_architecture(arch), arch
+
+
+def guess_task_from_architecture(arch: str) -> str | None:
+    """The task whose longest architecture suffix `arch` ends with ('GPT2LMHeadModel' is a
+    causal LM, not a bare 'Model')."""
+    from relman.modelio.loading import task_models
+
+    best, best_len = None, 0
+    for task, model in task_models().items():
+        for suffix in model.architecture_suffixes:
+            if arch.endswith(suffix) and len(suffix) > best_len:
+                best, best_len = task, len(suffix)
+    return best
 
 
 # -- safetensors ------------------------------------------------------------------------------

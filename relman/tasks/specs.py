@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from relman.errors import RelmanError
+from relman.modelio.loading import TaskModel, register_task_model
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ def register(spec: TaskSpec) -> TaskSpec:
     if spec.name in TASKS:
         raise ValueError(f"task {spec.name} registered twice")
     TASKS[spec.name] = spec
+    # model loading sits a layer below and reads what it needs from its own small registry
+    register_task_model(spec.name, TaskModel(spec.auto_class, spec.modality, spec.architecture_suffixes))
     return spec
 
 
@@ -79,17 +82,6 @@ def tasks_with_suite(suite: str) -> tuple[str, ...]:
 
 def tasks_with_recipe(recipe: str) -> tuple[str, ...]:
     return tuple(t.name for t in TASKS.values() if recipe in t.recipes)
-
-
-def guess_task_from_architecture(arch: str) -> str | None:
-    """The task whose longest architecture suffix `arch` ends with ('GPT2LMHeadModel' is a
-    causal LM, not a bare 'Model')."""
-    best, best_len = None, 0
-    for spec in TASKS.values():
-        for suffix in spec.architecture_suffixes:
-            if arch.endswith(suffix) and len(suffix) > best_len:
-                best, best_len = spec.name, len(suffix)
-    return best
 
 
 register(TaskSpec(
