@@ -20,8 +20,8 @@ from relman.compress import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
+from relman.context import WorkContext
 from relman.tasks.specs import tasks_with_recipe
-from relman.jobs.context import JobContext
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -45,7 +45,7 @@ def replace_head(model: nn.Module, labels: list[str]) -> str:
                       f"(looked for a Linear named {' or '.join(HEAD_NAMES)})")
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     task = source.task or ""
     if task not in tasks_with_recipe("finetune"):
