@@ -11,6 +11,7 @@ from relman.modelio.inspect import guess_task_from_architecture
 from relman.tasks.specs import TASKS, get_task, tasks_with_recipe, tasks_with_suite
 
 
+@pytest.mark.heavy  # imports every adapter and transformers
 @pytest.mark.parametrize("name", list(TASKS))
 def test_every_task_entry_names_real_parts(name):
     import transformers

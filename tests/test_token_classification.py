@@ -26,7 +26,7 @@ def test_entities_follow_the_conlleval_rules():
     assert entities(["O", "O"]) == []
 
 
-def test_entity_scores_by_hand_and_against_seqeval():
+def test_entity_scores_by_hand():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-PER"]]
     pred = [["B-PER", "I-PER", "O", "O"], ["O", "B-LOC"]]
     s = entity_scores(gold, pred)
@@ -37,6 +37,9 @@ def test_entity_scores_by_hand_and_against_seqeval():
     with pytest.raises(ValueError, match="sentence 0: 2 gold tags but 1 predicted"):
         entity_scores([["O", "O"]], [["O"]])
 
+
+@pytest.mark.heavy  # seqeval imports scikit-learn (seconds)
+def test_entity_scores_match_seqeval_on_random_tag_sequences():
     seqeval = pytest.importorskip("seqeval.metrics")
     rng = random.Random(0)
     tagset = ["O", "O", "O", "B-PER", "I-PER", "B-LOC", "I-LOC"]  # ill-formed I- starts included
@@ -194,6 +197,7 @@ def run_job(kind: str, catalog, params: dict):
         ctx.cleanup()
 
 
+@pytest.mark.heavy
 def test_tiny_tagger_learns_names_and_keeps_them_through_onnx_and_int8(catalog, tmp_path):
     from relman.app.datasets import register_dataset
     from relman.app.models import import_model
