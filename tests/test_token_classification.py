@@ -93,7 +93,7 @@ def write_conll(path: Path, rows, sep: str = "\t") -> Path:
 
 
 # -- the CoNLL reader -----------------------------------------------------------------------------
-def test_conll_reader_reads_sentences_and_round_trips_through_the_catalog(catalog, tmp_path):
+def test_conll_reader_reads_sentences_and_round_trips_through_the_catalog(catalog, tmp_path, run_cli):
     from relman.app.datasets import register_dataset
     from relman.data import load_dataset
     from relman.data.readers import guess_format
@@ -109,6 +109,8 @@ def test_conll_reader_reads_sentences_and_round_trips_through_the_catalog(catalo
     assert ds.texts[0] == " ".join(rows[0][0]) and ds.has_labels
     val = load_dataset(catalog, "ner", "validation")
     assert len(val) == 6 and val.words[0] in ds.words and len(val.tags) == 6
+    shown = run_cli("dataset", "show", "ner", "--rows", "1").output
+    assert "conll (tokens)" in shown and f"{' '.join(rows[0][1])}" in shown
 
     # spaces instead of tabs, and CoNLL-2003's four columns (token first, tag last)
     spaced = tmp_path / "spaced.conll"

@@ -133,6 +133,8 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
         for i in range(len(ds)):
             x = repr(ds.texts[i][:60]) if ds.texts is not None else f"image {'x'.join(map(str, ds.images.shape[1:]))}"
             y = ds.label_names[ds.labels[i]] if ds.labels is not None else ""
+            if ds.tags is not None:  # a token-tagged sentence: its tags, word for word
+                y = " ".join(ds.label_names[int(t)] for t in ds.tags[i])[:60]
             extra = [str(a[i]) for a in (ds.groups, ds.split) if a is not None]
             click.echo("  " + "  ".join([x, y, *extra]).rstrip())
 
