@@ -261,7 +261,26 @@ def m004_housekeeping(db: sqlite_utils.Database) -> None:
 
 
 @migrations()
-def m005_checkpoints(db: sqlite_utils.Database) -> None:
+def m005_blob_checks(db: sqlite_utils.Database) -> None:
+    """The last successful re-hash of each blob, keyed by its size and mtime, so views (the
+    release board's gate badges) can say "verified" without hashing gigabytes again; the
+    promotion itself still re-hashes (see relman.catalog.blobcheck). IF NOT EXISTS: catalogs
+    made by a development build recorded this table under another migration name."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS blob_checks (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            verified_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@migrations()
+def m006_checkpoints(db: sqlite_utils.Database) -> None:
     """Signed checkpoints of the audit chain's head (relman.catalog.anchor), and the Ed25519
     signature of an approval made with a person's key (relman.release.approvals). Rows
     themselves are committed through event payloads (relman.catalog.integrity)."""
