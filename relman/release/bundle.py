@@ -195,7 +195,7 @@ _KNOWN_FORMATS = ("hf", "onnx", "safetensors", "torch", "torch-int8", "hf-reshap
 def _check_manifest(manifest: Any, where: str) -> None:
     """Structure and types of a (signed) manifest, so a malformed one is a one-line refusal."""
     from relman.catalog import semver
-    from relman.modelio.loading import TASKS
+    from relman.tasks.specs import task_names
     from relman.names import check_name
 
     def bad(what: str) -> BundleError:
@@ -213,7 +213,7 @@ def _check_manifest(manifest: Any, where: str) -> None:
     info = manifest["info"]
     if info.get("format") not in _KNOWN_FORMATS:
         raise bad(f"unknown model format {str(info.get('format'))[:40]!r}")
-    if info.get("task") is not None and info.get("task") not in TASKS:
+    if info.get("task") is not None and info.get("task") not in task_names():
         raise bad(f"unknown task {str(info.get('task'))[:40]!r}")
     for key, typ in (("manifest_sha256", str), ("created_at", str), ("created_by", str)):
         if not isinstance(info.get(key), typ):
