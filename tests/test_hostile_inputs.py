@@ -397,3 +397,15 @@ def test_reads_on_a_full_disk_say_so(tmp_path):
     assert "not a usable SQLite catalog" not in r.stderr, r.stderr
     if "rc=0" not in r.stdout:  # reading may still work from the existing files; if not, say why
         assert len(err) == 1 and ("full" in err[0] or "free" in err[0]), r.stderr
+
+
+def test_parquet_decompressed_size_is_capped(catalog, tmp_path, run_cli, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"text": [f"{i:04d}" + "a" * 1000 for i in range(500)], "label": ["x"] * 500}), path,
+                   compression="zstd")
+    assert path.stat().st_size < 20_000  # ~0.5 MB of text in a few kB
+    monkeypatch.setenv("RELMAN_MAX_DATASET_BYTES", "100000")
+    cli_refused(run_cli, catalog, ["dataset", "add", str(path), "--name", "d"], "over the 100,000-byte cap")
