@@ -30,12 +30,13 @@ from relman.ui.qt_audit import AuditView
 from relman.ui.qt_board import NEXT_PHASE, ReleaseBoard
 from relman.ui.qt_dialogs import (CompressDialog, DatasetDialog, EvaluateDialog, ImportDialog, PromoteDialog,
                                   SimpleFormDialog, report_passed)
+from relman.ui.qt_explain import ExplainView
 from relman.ui.qt_lineage import LineageView
 from relman.ui.qt_models import PHASE_COLORS, VersionsFilterProxy, VersionsTableModel
 from relman.ui.resources import read_text, resource_path
 from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, catalog_token, jobs_token, load_snapshot
 
-TABS = ("versions", "board", "compare", "lineage", "jobs", "audit")
+TABS = ("versions", "board", "compare", "lineage", "jobs", "audit", "explain")
 ACTION_BACKENDS = {
     "import": "import_model", "dataset": "register_dataset", "compress": "queue_compression",
     "evaluate": "queue_evaluation", "optimize": "optimize", "export": "export_bundle", "card": "write_model_card",
@@ -162,6 +163,9 @@ class MainWindow(QMainWindow):
         self.audit = AuditView()
         self.audit.catalog = self.catalog
         self.tabs.addTab(self.audit, "Audit")
+        self.explain = ExplainView()
+        self.explain.on_error = self.show_error
+        self.tabs.addTab(self.explain, "Explain")
         # Model tree dock
         self.tree = QTreeWidget()
         self.tree.setObjectName("model-tree")
@@ -353,7 +357,7 @@ class MainWindow(QMainWindow):
         self._set_versions(self.snapshot)
         self._fill_tree()
         # Views other than the one on screen are refreshed when they are next shown.
-        self._dirty = {"board", "compare", "lineage", "audit"}
+        self._dirty = {"board", "compare", "lineage", "audit", "explain"}
         self._refresh_view(TABS[self.tabs.currentIndex()])
         self.snapshot_changed.emit()
 
@@ -373,13 +377,16 @@ class MainWindow(QMainWindow):
             self.lineage.set_snapshot(self.snapshot, model)
         elif name == "audit":
             self.audit.refresh(self.catalog)
+        elif name == "explain":
+            self.explain.set_context(self.catalog, self.selected_ids[0] if self.selected_ids else None,
+                                     [(v.id, v.ref) for v in self.snapshot.versions], self.datasets())
 
     def show_view(self, name: str) -> Any:
         """Bring a main view to the front (up to date) and return it."""
         self.tabs.setCurrentIndex(TABS.index(name))
         self._on_tab_changed(TABS.index(name))
         return {"versions": self.table, "board": self.board, "compare": self._compare, "lineage": self.lineage,
-                "jobs": self._jobs, "audit": self.audit}[name]
+                "jobs": self._jobs, "audit": self.audit, "explain": self.explain}[name]
 
     def _set_versions(self, snap: Snapshot) -> None:
         keep = set(self.selected_ids)
@@ -445,6 +452,8 @@ class MainWindow(QMainWindow):
         if self._compare is not None:
             self._compare.set_selection(ids)
             self.statusBar().showMessage(", ".join(x.ref for x in v))
+        self._dirty.add("explain")
+        self._refresh_view(TABS[self.tabs.currentIndex()])
 
     def _select_rows(self, ids: set[int]) -> None:
         sm = self.table.selectionModel()
@@ -473,6 +482,8 @@ class MainWindow(QMainWindow):
             self._follow_model(v[0].model, v[0].id)
         if self._compare is not None:
             self._compare.set_selection(ids)
+        self._dirty.add("explain")
+        self._refresh_view(TABS[self.tabs.currentIndex()])
 
     def _follow_model(self, model: str, version_id: int | None) -> None:
         """Point the model-scoped views at `model`: the one on screen now, the others when
