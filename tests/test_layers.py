@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "transformers", "onnxruntime", "onnx")
+HEAVY = ("torch", "transformers", "onnxruntime", "onnx", "captum")
 QT = ("PySide6", "pyqtgraph")
 
 
