@@ -155,7 +155,7 @@ class Explainer:
             if len(positions) == 0:
                 raise EvaluationError(f"example {index} of dataset '{ds.name}' has no tokens to explain")
             tokens = tok.convert_ids_to_tokens([int(ids[i]) for i in positions])
-            names = [(tok.convert_tokens_to_string([t]).strip() or str(t)) for t in tokens]
+            names = [_token_name(tok, t) for t in tokens]
             prep = Prepared(int(index), arrays, names, positions, None, "", None)
             prep.last = int(np.flatnonzero(mask)[-1])
         self._set_target(prep)
@@ -342,6 +342,12 @@ def log_odds(logits: np.ndarray, target: int) -> np.ndarray:
     others = np.delete(logits, target, axis=-1)
     m = others.max(axis=-1, keepdims=True)
     return logits[:, target] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=-1)))
+
+
+def _token_name(tok: Any, token: str) -> str:
+    """A token as a person reads it ('##ing' stays, GPT-2's 'Ġgood' → 'good', a bare space → '␣')."""
+    text = tok.convert_tokens_to_string([token])
+    return text.strip() or ("␣" if text else str(token))
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
