@@ -109,18 +109,22 @@ def _train(model, inputs: dict, y, epochs: int, seed: int, batch: int = 32, lr: 
     import torch
 
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: more threads only contend on a shared machine
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    model.train()
-    n = len(y)
-    for _ in range(epochs):
-        perm = torch.randperm(n)
-        for s in range(0, n, batch):
-            idx = perm[s:s + batch]
-            loss = model(**{k: v[idx] for k, v in inputs.items()}, labels=y[idx]).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    try:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        model.train()
+        n = len(y)
+        for _ in range(epochs):
+            perm = torch.randperm(n)
+            for s in range(0, n, batch):
+                idx = perm[s:s + batch]
+                loss = model(**{k: v[idx] for k, v in inputs.items()}, labels=y[idx]).loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
 
 

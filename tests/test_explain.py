@@ -317,3 +317,17 @@ def test_bad_requests_get_one_line_and_store_nothing(run_cli, catalog, family, t
 def _file(path: Path) -> Path:
     path.write_bytes(b"not a model")
     return path
+
+
+def test_gc_keeps_attributions_and_deleting_the_version_releases_them(catalog, family):
+    from relman.app.housekeeping import collect_garbage, delete_version
+
+    parent, onnx = family
+    run_evaluate(catalog, onnx.id, dataset="wtext", suites=["explain"], options={"explain_examples": 2},
+                 parent_version_id=parent.id)
+    mine = catalog.evaluation_artifacts(onnx.id)[-1]["sha256"]
+    collect_garbage(catalog)
+    assert catalog.store.has(mine) and catalog.verify_store() == []
+    delete_version(catalog, onnx.ref, why="test")
+    assert catalog.evaluation_artifacts(onnx.id) == [] and not catalog.store.has(mine)
+    assert catalog.evaluation_artifacts(parent.id) and catalog.orphan_blobs() == []  # the parent's stay

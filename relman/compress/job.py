@@ -136,8 +136,6 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
         from relman.app.evaluate import plan_evaluation
     except ImportError:
         return None, "evaluation is not available in this installation"
-    from relman.jobs.queue import enqueue
-
     from relman.evaluate import registry
 
     suites = list(registry.default_suites(child.task, bool(dataset)))
@@ -147,8 +145,7 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
     if child.format == "torch-int8":  # PyTorch's dynamic INT8 kernels are CPU-only
         device = "cpu"
-    job_id = enqueue(ctx.catalog, "evaluate", plans[0], device=device, actor=ctx.actor,
-                     parent_job_id=ctx.job_id)
+    job_id = ctx.queue_job("evaluate", plans[0], device=device)
     return int(job_id), "queued"
 
 
