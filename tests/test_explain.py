@@ -16,6 +16,8 @@ from explain_support import (DECISIVE, LABELS, accuracy, image_dataset, planted_
                              text_dataset, train_image_classifier, train_text_classifier, write_csv)
 from relman.errors import EvaluationError
 
+pytestmark = pytest.mark.heavy  # trains tiny models, runs Captum, a worker
+
 # Graded planted signal: every sentiment word moves the label by its weight, neutral words by
 # nothing, so a trained model's attributions have a real order for a child to keep or lose.
 WEIGHTS = {"great": 2, "love": 2, "good": 1, "fun": 1, "awful": -2, "hate": -2, "bad": -1, "boring": -1}
