@@ -333,3 +333,10 @@ def test_gc_keeps_attributions_and_deleting_the_version_releases_them(catalog, f
     delete_version(catalog, onnx.ref, why="test")
     assert catalog.evaluation_artifacts(onnx.id) == [] and not catalog.store.has(mine)
     assert catalog.evaluation_artifacts(parent.id) and catalog.orphan_blobs() == []  # the parent's stay
+
+
+def test_the_suite_claims_exactly_the_tasks_that_have_an_explainer():
+    from relman.evaluate.explain import EXPLAINERS
+    from relman.evaluate.registry import get_suite
+
+    assert set(get_suite("explain").tasks) == set(EXPLAINERS)
