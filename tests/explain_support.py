@@ -1,7 +1,7 @@
 """Planted-signal models for the explanation tests, trained in the test in a few seconds.
 
-Text: sentences of neutral filler words with exactly one decisive word ("great" → positive,
-"awful" → negative) at a random position. Images: 8 x 8 dark noise, with one bright 2 x 2
+Text: sentences of neutral filler words; the positive ones hold the word "great" at a random
+position, the negative ones do not. Images: 8 x 8 dark noise, with one bright 2 x 2
 patch on the ViT patch grid for class 1 (none for class 0). A model
 that learned the task must rest its decision on the planted feature, so a faithful explainer
 has to find it.
@@ -16,17 +16,20 @@ from pathlib import Path
 import numpy as np
 
 FILLER = ["the", "a", "movie", "film", "is", "was", "plot", "actor", "and", "very"]
-DECISIVE = {"negative": "awful", "positive": "great"}
+DECISIVE = {"positive": "great"}
 LABELS = ("negative", "positive")
 
 
 def planted_text_rows(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Rows of filler words; a "positive" row holds the planted word "great" at a random place,
+    a "negative" row does not: that one token decides the label."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         label = LABELS[rng.random() < 0.5]
         words = [rng.choice(FILLER) for _ in range(rng.randint(4, 7))]
-        words.insert(rng.randrange(len(words) + 1), DECISIVE[label])
+        if label in DECISIVE:
+            words.insert(rng.randrange(len(words) + 1), DECISIVE[label])
         rows.append((" ".join(words), label))
     return rows
 
@@ -40,26 +43,26 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def text_dataset(rows: list[tuple[str, str]], name: str = "planted"):
+def text_dataset(rows: list[tuple[str, str]], name: str = "planted", labels: tuple[str, ...] = LABELS):
     from relman.data.dataset import Dataset
 
     return Dataset(name=name, kind="text", sha256=f"{name}-{len(rows)}", texts=[t for t, _ in rows],
-                   labels=np.array([LABELS.index(l) for _, l in rows], dtype=np.int64), label_names=list(LABELS))
+                   labels=np.array([labels.index(l) for _, l in rows], dtype=np.int64), label_names=list(labels))
 
 
 def train_text_classifier(folder: Path, rows: list[tuple[str, str]], *, epochs: int = 6, seed: int = 0,
-                          hidden: int = 32) -> Path:
+                          hidden: int = 32, labels: tuple[str, ...] = LABELS) -> Path:
     """A tiny BERT trained on `rows` (folder is a complete HF folder afterwards)."""
     import torch
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     from relman.modelio import tiny
 
-    tiny.tiny_bert_classifier(folder, LABELS, seed=seed, hidden=hidden, intermediate=2 * hidden)
+    tiny.tiny_bert_classifier(folder, labels, seed=seed, hidden=hidden, intermediate=2 * hidden)
     tok = AutoTokenizer.from_pretrained(folder)
     model = BertForSequenceClassification.from_pretrained(folder)
     enc = tok([t for t, _ in rows], padding=True, return_tensors="pt")
-    y = torch.tensor([LABELS.index(l) for _, l in rows])
+    y = torch.tensor([labels.index(l) for _, l in rows])
     _train(model, {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, y, epochs, seed)
     model.eval().save_pretrained(folder, safe_serialization=True)
     return folder

@@ -68,10 +68,10 @@ def weighted_text(tmp_path_factory) -> Path:
 # -- planted signal --------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["ig", "occlusion"])
 def test_the_planted_token_gets_the_largest_attribution(planted_text, method):
-    rows = planted_text_rows(30, seed=1)
-    ds = text_dataset(rows)
-    assert accuracy(planted_text, ds, "text-classification") >= 0.95  # the model learned the planted rule
-    top = argmax_names(explain(planted_text, ds, method))
+    rows = planted_text_rows(60, seed=1)
+    assert accuracy(planted_text, text_dataset(rows), "text-classification") >= 0.95
+    rows = [r for r in rows if r[1] in DECISIVE]  # the rows that hold the planted word
+    top = argmax_names(explain(planted_text, text_dataset(rows), method))
     hits = np.mean([t == DECISIVE[label] for t, (_, label) in zip(top, rows)])
     assert hits >= 0.9, (method, hits, top)
 
@@ -96,7 +96,7 @@ def test_ig_attributions_are_more_comprehensive_than_random_ones(planted_text):
     from relman.evaluate.explain.attribute import Explainer
     from relman.tasks import open_runner
 
-    ds = text_dataset(planted_text_rows(20, seed=2))
+    ds = text_dataset([r for r in planted_text_rows(40, seed=2) if r[1] in DECISIVE])
     ex = Explainer(open_runner(planted_text, "hf", "text-classification", "cpu", 1), "ig")
     rng = np.random.default_rng(0)
     ig_comp, rnd_comp, ig_suff, rnd_suff = [], [], [], []

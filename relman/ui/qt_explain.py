@@ -22,10 +22,12 @@ OVERLAY_PX = 192
 
 
 def heat_color(score: float, scale: float) -> str:
-    """A CSS background for a token: red supports the prediction, blue opposes it."""
+    """A CSS background for a token: red supports the prediction, blue opposes it, blended
+    with white by |score| / scale (opaque: Qt's rich text does not honour rgba alpha)."""
     a = 0.0 if scale <= 0 else min(1.0, abs(score) / scale)
     r, g, b = POS if score >= 0 else NEG
-    return f"rgba({r},{g},{b},{a:.2f})"
+    mix = [round(255 - a * (255 - c)) for c in (r, g, b)]
+    return "#{:02x}{:02x}{:02x}".format(*mix)
 
 
 def token_html(example: dict[str, Any]) -> str:
