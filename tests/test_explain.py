@@ -340,3 +340,22 @@ def test_the_suite_claims_exactly_the_tasks_that_have_an_explainer():
     from relman.evaluate.registry import get_suite
 
     assert set(get_suite("explain").tasks) == set(EXPLAINERS)
+
+
+def test_a_second_child_reuses_the_parents_stored_attributions(catalog, family):
+    from explain_support import compress_child_version
+
+    parent, onnx = family
+    opts = {"explain_examples": 4, "explain_method": "occlusion"}
+    run_evaluate(catalog, onnx.id, dataset="wtext", suites=["explain"], options=opts, parent_version_id=parent.id)
+    assert len(catalog.evaluation_artifacts(parent.id)) == 1
+    int8 = compress_child_version(catalog, parent.id, "torch-int8-dynamic")
+    run_evaluate(catalog, int8.id, dataset="wtext", suites=["explain"], options=opts, parent_version_id=parent.id)
+    assert len(catalog.evaluation_artifacts(parent.id)) == 1  # not computed (nor stored) again
+    flips = next(m for m in catalog.metrics(int8.id) if m["name"] == "explain_flips")
+    assert flips["context"]["parent_attributions"] == "stored"
+    assert catalog.metric_values(int8.id)["explain_agreement_vs_parent"] >= 0.7
+    # other settings are not interchangeable: SHAP computes the parent's afresh
+    run_evaluate(catalog, int8.id, dataset="wtext", suites=["explain"], parent_version_id=parent.id,
+                 options={"explain_examples": 2, "explain_method": "shap", "shap_samples": 16})
+    assert len(catalog.evaluation_artifacts(parent.id)) == 2

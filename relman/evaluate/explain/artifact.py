@@ -38,11 +38,42 @@ def write(doc: Mapping[str, Any], folder: Path, name: str) -> Path:
     return path
 
 
+def method_key(method: str, options: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """The settings that change a method's attributions of one example: attributions with
+    equal keys (same version, data and example) are interchangeable."""
+    if method == "ig":
+        return {"method": method, "ig_steps": options.get("ig_steps")}
+    if method == "shap":
+        return {"method": method, "shap_samples": options.get("shap_samples"), "seed": int(seed)}
+    return {"method": method}
+
+
 def meta_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     """What the catalog row records, so a reuse check never opens the blob."""
     return {"dataset_sha": doc["dataset_sha"], "split": doc["split"], "seed": doc["seed"], "indices": doc["indices"],
             "compared_with": doc.get("compared_with"), "options": doc.get("options", {}),
+            "method_key": method_key(doc["method"], doc.get("options", {}), doc["seed"]),
             "n_examples": len(doc["examples"])}
+
+
+def reusable(catalog: Any, version_id: int, *, dataset: Any, split: str | None, key: Mapping[str, Any],
+             indices: list[int]) -> list[dict[str, Any]] | None:
+    """Stored attributions of `version_id` for exactly these settings and examples (the
+    version's files are immutable, so they are the attributions a new run would compute), or
+    None. An unreadable blob is skipped, never trusted."""
+    from relman.errors import RelmanError
+
+    for row in reversed(catalog.evaluation_artifacts(version_id, ARTIFACT_KIND)):
+        meta = row["meta"]
+        if (row["dataset_id"] != dataset.id or meta.get("dataset_sha") != dataset.sha256
+                or meta.get("split") != split or meta.get("method_key") != dict(key)
+                or not set(indices) <= set(meta.get("indices") or [])):
+            continue
+        try:
+            return select(load(catalog, row), indices)["examples"]
+        except RelmanError:
+            continue
+    return None
 
 
 def load(catalog: Any, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -81,9 +81,17 @@ def run(env: SuiteEnv) -> list[Metric]:
     compared_with = None
     rows: list[dict[str, Any]] = []
     if pexplainer is not None:
-        pexamples = pexplainer.explain(
-            ds, indices, faithfulness=False,
-            progress=lambda i, n: env.progress(0.5 + 0.5 * i / n, f"explain parent {env.parent.ref} {i}/{n}"))
+        # the parent's attributions for these settings may be stored already (another child's
+        # evaluation, `relman explain`): its files never change, so they are reused
+        pexamples = None
+        if env.catalog is not None and env.parent.info is not None and ds.id is not None:
+            pexamples = art.reusable(env.catalog, env.parent.info.id, dataset=ds, split=split,
+                                     key=art.method_key(method, ctx, seed), indices=indices)
+        reused = pexamples is not None
+        if pexamples is None:
+            pexamples = pexplainer.explain(
+                ds, indices, faithfulness=False,
+                progress=lambda i, n: env.progress(0.5 + 0.5 * i / n, f"explain parent {env.parent.ref} {i}/{n}"))
         try:
             rows = compare_examples(examples, pexamples)
         except ValueError as e:
@@ -101,7 +109,9 @@ def run(env: SuiteEnv) -> list[Metric]:
             env.metric(SUITE, "explain_prediction_agreement_vs_parent", nanmean(same), **pctx),
             env.metric(SUITE, "explain_flips", float(len(same) - sum(same)), **pctx),
         ]
-        if env.parent.info is not None:
+        metrics[-1] = env.metric(SUITE, "explain_flips", float(len(same) - sum(same)), **pctx,
+                                 parent_attributions="stored" if reused else "computed")
+        if env.parent.info is not None and not reused:
             pdoc = art.document(version=env.parent.info, method=method, dataset=ds, split=split, seed=seed,
                                 indices=indices, examples=pexamples, options=ctx)
             env.artifacts.append(_artifact(env, pdoc, env.parent.info.id, f"attributions-parent-{env.parent.info.id}"))
