@@ -2,9 +2,10 @@
 default) — token heatmaps for text, saliency overlays for images, each side's prediction and
 confidence, and a flip list of examples whose prediction changed, most divergent first.
 
-The view only reads stored attributions (`relman.app.explain.explanation_pair`) and queues
-explain jobs (`queue_explain_pair`); it never imports torch or Captum and never computes an
-attribution on the GUI thread. Queued jobs are followed by a light poll of their rows.
+The view only reads stored attributions (`relman.app.explain.explanation_pair`); "Compute
+attributions" asks the work controller to queue explain jobs (`WorkActions.queue_explain`). It
+never imports torch or Captum and never computes an attribution on the GUI thread; queued
+jobs are followed through the window's job hook (and a light poll of their rows).
 """
 
 from __future__ import annotations
@@ -97,17 +98,22 @@ class _Side(QWidget):
 
 
 class ExplainView(QWidget):
-    """The Explain tab. `set_context` gives it the catalog and the selected version."""
+    """The Explain tab (registered in relman.ui.views). `refresh` / `on_selection` follow the
+    window's selection; `set_context` can also be called directly."""
 
+    name = "explain"
+    title = "Explain"
     jobs_queued = Signal(list)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.catalog: Any = None
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
+        self.window = window
+        self.catalog: Any = window.catalog if window is not None else None
         self.version_id: int | None = None
         self.pair: dict[str, Any] = {"version": None, "against": None, "rows": [], "flips": []}
         self.pending: list[int] = []
-        self.on_error: Callable[[str], None] = lambda text: self.status.setText(text)
+        self.on_error: Callable[[str], None] = (window.show_error if window is not None
+                                                 else (lambda text: self.status.setText(text)))
         root = QVBoxLayout(self)
         bar = QHBoxLayout()
         self.version_label = QLabel("Select a version")
@@ -165,6 +171,22 @@ class ExplainView(QWidget):
         self.timer = QTimer(self)
         self.timer.setInterval(500)
         self.timer.timeout.connect(self.poll_jobs)
+
+    # -- the view protocol (relman.ui.views) --------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        datasets = [r[0] for r in state.catalog.conn.execute("SELECT name FROM datasets ORDER BY name")]
+        self.set_context(state.catalog, state.selected[0] if state.selected else None,
+                         [(v.id, v.ref) for v in state.snapshot.versions], datasets)
+
+    def on_selection(self, state: Any) -> None:
+        self.refresh(state)
+
+    def on_jobs(self, catalog: Any) -> None:
+        if self.pending:
+            self.poll_jobs()
+
+    def apply_theme(self, dark: bool) -> None:
+        """The heat colours read on both themes; nothing to switch."""
 
     # -- data in ----------------------------------------------------------------------------
     def set_context(self, catalog: Any, version_id: int | None, versions: list[tuple[int, str]] | None = None,
@@ -248,8 +270,9 @@ class ExplainView(QWidget):
 
     # -- jobs out ---------------------------------------------------------------------------
     def queue_jobs(self) -> list[int]:
-        """Queue explain jobs for the version and its comparison (never computed here)."""
-        from relman.app.explain import queue_explain_pair
+        """Ask for explain jobs for the version and its comparison (never computed here): the
+        window's work controller queues them; without a window (tests of the view alone) the
+        app layer is called directly."""
         from relman.errors import RelmanError
 
         if self.catalog is None or self.version_id is None:
@@ -264,11 +287,20 @@ class ExplainView(QWidget):
             parents = self.catalog.parents(self.version_id)
             against_id = parents[0]["parent_id"] if parents else None
         against = self.catalog.get_version(against_id).ref if against_id is not None else None
-        try:
-            ids = queue_explain_pair(self.catalog, ref, against, self.dataset.currentText(),
-                                     examples=self.examples.value(), method=self.method.currentText())
-        except RelmanError as e:
-            self.on_error(str(e))
+        request = {"ref": ref, "against": against, "dataset": self.dataset.currentText(),
+                   "examples": self.examples.value(), "method": self.method.currentText()}
+        if self.window is not None:
+            ids = self.window.work.queue_explain(**request)
+        else:
+            from relman.app.explain import queue_explain_pair
+
+            try:
+                ids = queue_explain_pair(self.catalog, request.pop("ref"), request.pop("against"),
+                                         request.pop("dataset"), **request)
+            except RelmanError as e:
+                self.on_error(str(e))
+                ids = []
+        if not ids:
             return []
         self.pending = ids
         self.progress.setValue(0)
