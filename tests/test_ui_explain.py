@@ -94,3 +94,14 @@ def explanation_pair_for(catalog_path: Path, version_id: int):
 
     with open_catalog(catalog_path) as cat:
         return explanation_pair(cat, version_id)
+
+
+def test_both_sides_share_one_colour_scale_with_a_floor():
+    from relman.ui.qt_explain import shared_scale
+
+    strong = {"score": 4.0, "features": [{"name": "great", "score": 3.0}]}
+    weak = {"score": 4.0, "features": [{"name": "great", "score": 1e-6}]}
+    assert shared_scale(strong, weak) == 3.0  # the weak side is drawn pale next to the strong one
+    assert shared_scale(weak) == pytest.approx(0.2)  # ~0 everywhere: not stretched to full colour
+    assert shared_scale(None, None) == 0.0
+

@@ -31,15 +31,26 @@ def heat_color(score: float, scale: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*mix)
 
 
-def token_html(example: dict[str, Any]) -> str:
+def shared_scale(*examples: dict[str, Any] | None) -> float:
+    """One colour scale for the examples shown side by side: the largest |attribution| among
+    them, but at least 5 % of the explained score's size, so attributions that are all ~0 (the
+    model ignores every feature) stay pale instead of being stretched to full colour."""
+    shown = [e for e in examples if e]
+    top = max((abs(f["score"]) for e in shown for f in e["features"]), default=0.0)
+    floor = 0.05 * max((abs(e.get("score") or 0.0) for e in shown), default=0.0)
+    return max(top, floor)
+
+
+def token_html(example: dict[str, Any], scale: float | None = None) -> str:
     feats = example["features"]
-    scale = max((abs(f["score"]) for f in feats), default=0.0)
+    if scale is None:
+        scale = max((abs(f["score"]) for f in feats), default=0.0)
     spans = [f'<span style="background:{heat_color(f["score"], scale)}" title="{f["score"]:+.4f}">'
              f'{html.escape(str(f["name"]))}</span>' for f in feats]
     return " ".join(spans)
 
 
-def overlay_pixmap(example: dict[str, Any], size: int = OVERLAY_PX) -> QPixmap:
+def overlay_pixmap(example: dict[str, Any], size: int = OVERLAY_PX, scale: float | None = None) -> QPixmap:
     """The example's stored thumbnail in grey with each patch tinted by its attribution."""
     img = example.get("image") or [[[0]]]
     h, w = len(img), len(img[0])
@@ -53,7 +64,8 @@ def overlay_pixmap(example: dict[str, Any], size: int = OVERLAY_PX) -> QPixmap:
                                        Qt.TransformationMode.FastTransformation))
     rows, cols = example.get("grid") or [1, len(example["features"])]
     feats = example["features"]
-    scale = max((abs(f["score"]) for f in feats), default=0.0)
+    if scale is None:
+        scale = max((abs(f["score"]) for f in feats), default=0.0)
     p = QPainter(pm)
     cw, ch = size / cols, size / rows
     for i, f in enumerate(feats):
@@ -81,7 +93,8 @@ class _Side(QWidget):
             lay.addWidget(w)
         lay.addStretch(1)
 
-    def show_example(self, ref: str, doc: dict[str, Any] | None, example: dict[str, Any] | None) -> None:
+    def show_example(self, ref: str, doc: dict[str, Any] | None, example: dict[str, Any] | None,
+                     scale: float | None = None) -> None:
         self.title.setText(ref)
         self.body.setPixmap(QPixmap())
         if doc is None or example is None:
@@ -92,9 +105,9 @@ class _Side(QWidget):
         conf_txt = f" · confidence {conf:.3f}" if isinstance(conf, (int, float)) else ""
         self.prediction.setText(f"prediction: {example['prediction']}{conf_txt} · {doc['method']}")
         if example.get("grid"):
-            self.body.setPixmap(overlay_pixmap(example))
+            self.body.setPixmap(overlay_pixmap(example, scale=scale))
         else:
-            self.body.setText(token_html(example))
+            self.body.setText(token_html(example, scale))
 
 
 class ExplainView(QWidget):
@@ -265,8 +278,10 @@ class ExplainView(QWidget):
             return next((e for e in doc["examples"] if e["index"] == index), None)
 
         v, a = self.pair["version"], self.pair["against"]
-        self.left.show_example(v["version"] if v else "version", v, find(v))
-        self.right.show_example(a["version"] if a else "compared with", a, find(a))
+        ev, ea = find(v), find(a)
+        scale = shared_scale(ev, ea)  # both sides on one scale, so their colours compare
+        self.left.show_example(v["version"] if v else "version", v, ev, scale)
+        self.right.show_example(a["version"] if a else "compared with", a, ea, scale)
 
     # -- jobs out ---------------------------------------------------------------------------
     def queue_jobs(self) -> list[int]:
