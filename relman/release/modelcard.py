@@ -187,6 +187,9 @@ def render_card(catalog: Any, v: Any) -> str:
     else:
         lines.append("No metrics recorded yet.")
     lines.append("")
+    from relman.release.explain_card import explainability_lines
+
+    lines += explainability_lines(catalog, v, metrics)
     rep = last_gate_report(catalog, v.id)
     lines += ["## Release", ""]
     if rep:
