@@ -98,10 +98,12 @@ def commit_child(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"]
               "parents": [p.ref for p in parents], "dataset": dataset or None}
     meta: dict[str, Any] = {k: first.meta[k] for k in ("labels", "model_type") if k in first.meta}
     meta.update(output.meta)
+    lineage = [(p.id, w) for p, w in zip(parents, weights)]
+    lineage += [(i, None) for i in output.extra_parents if i not in {p.id for p in parents}]
     return ctx.catalog.add_version(
-        model or first.model, files, format=output.format, version=version, task=first.task,
+        model or first.model, files, format=output.format, version=version, task=output.task or first.task,
         architecture=first.architecture, params=output.params, dtype=output.dtype, recipe=record, meta=meta,
-        parents=[(p.id, w) for p, w in zip(parents, weights)], relation=recipe.name, metrics=output.metrics,
+        parents=lineage, relation=recipe.name, metrics=output.metrics,
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
@@ -141,7 +143,7 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
     from relman.evaluate import registry
 
     suites = list(registry.default_suites(child.task, bool(dataset)))
-    if dataset:  # fidelity reads the dataset's inputs through both models
+    if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models
         suites.append("fidelity")
     plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
