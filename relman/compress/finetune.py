@@ -194,7 +194,8 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
                 break
     ledger = None
     if private is not None:
-        ledger = private.ledger(epochs=epochs_run, train_samples=len(train))
+        ledger = {**private.ledger(epochs=epochs_run, train_samples=len(train)), "dataset": dataset.name,
+                  "dataset_sha256": dataset.sha256}
         private.unwrap()
         ctx.log("privacy spent: epsilon %.4f at delta %g over %d steps", ledger["epsilon"], ledger["delta"],
                 ledger["steps"])
