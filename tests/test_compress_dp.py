@@ -115,3 +115,12 @@ def test_dp_refuses_a_layer_opacus_cannot_handle(catalog, tmp_path):
                    label_names=["zero", "one"])
     with pytest.raises(RecipeError, match=r"layer 'resnet\.embedder\.embedder\.normalization' \(BatchNorm2d\)"):
         run_finetune(catalog, resnet, {"dp": True, "delta": 1e-3, "epochs": 1}, data, tmp_path / "w")
+
+
+def test_full_dp_fine_tuning_freezes_broadcast_embeddings(catalog, tiny_bert, tmp_path):
+    base = import_model(catalog, tiny_bert, "bert")
+    out, child = run_finetune(catalog, base, {"dp": True, "delta": 1e-3, "epochs": 1, "lr": 1e-3}, planted(60),
+                              tmp_path)
+    ledger = child.meta["privacy"]
+    assert child.format == "hf" and 0 < ledger["epsilon"] <= 8.0
+    assert ledger["frozen_for_dp"] == ["bert.embeddings.position_embeddings", "bert.embeddings.token_type_embeddings"]

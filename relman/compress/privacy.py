@@ -51,6 +51,22 @@ def check_layers(model: nn.Module, ref: str) -> None:
                               f"({type(module).__name__}) is not supported by Opacus: {reason}")
 
 
+# Embeddings looked up with ids shared by the whole batch (a (1, L) buffer broadcast over it):
+# Opacus' per-example gradient for them has batch size 1, so they are frozen under DP.
+_BROADCAST_EMBEDDINGS = ("position_embeddings", "token_type_embeddings")
+
+
+def freeze_broadcast_embeddings(model: nn.Module) -> list[str]:
+    """Freeze the position / token-type embedding tables (see above); returns their names."""
+    frozen = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding) and name.rpartition(".")[2] in _BROADCAST_EMBEDDINGS:
+            if any(p.requires_grad for p in module.parameters()):
+                module.requires_grad_(False)
+                frozen.append(name)
+    return frozen
+
+
 @dataclass
 class PrivateTraining:
     """What `make_private` hands back: the wrapped model, optimizer and Poisson data loader."""
@@ -63,6 +79,7 @@ class PrivateTraining:
     delta: float
     max_grad_norm: float
     accountant: str
+    frozen: list[str]
 
     @property
     def noise_multiplier(self) -> float:
@@ -84,6 +101,7 @@ class PrivateTraining:
                 "sample_rate": self.sample_rate, "steps": self.steps(), "epochs": epochs,
                 "max_grad_norm": self.max_grad_norm, "train_samples": train_samples,
                 "unit": "one training row", "covers": "the training split (validation rows only report accuracy)",
+                "frozen_for_dp": self.frozen,
                 "library": f"opacus {metadata.version('opacus')}"}
 
     def account_skipped_step(self) -> None:
@@ -112,6 +130,7 @@ def make_private(model: nn.Module, optimizer: Any, n_train: int, batch_size: int
         raise RecipeError(f"delta {delta:g} is not below 1/n = {1.0 / max(1, n_train):.3g} for {n_train} training "
                           "rows: such a guarantee allows leaking a whole row; choose a smaller delta")
     check_layers(model, ref)
+    frozen = freeze_broadcast_embeddings(model)
     model.train()
     index = torch.utils.data.TensorDataset(torch.arange(n_train))
     loader = torch.utils.data.DataLoader(index, batch_size=min(batch_size, n_train))
@@ -123,7 +142,7 @@ def make_private(model: nn.Module, optimizer: Any, n_train: int, batch_size: int
     except (ValueError, NotImplementedError) as e:
         raise RecipeError(f"DP fine-tuning cannot train {ref}: {e}") from None
     return PrivateTraining(engine, private_model, private_opt, private_loader, target_epsilon, delta,
-                           max_grad_norm, accountant)
+                           max_grad_norm, accountant, frozen)
 
 
 def metric(ledger: dict[str, Any]) -> Metric:
