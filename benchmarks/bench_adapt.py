@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 VARIANTS = {
     "full": {"method": "full", "lr": 5e-5},
-    "lora": {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"], "lr": 1e-3},
-    "dp-lora": {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"], "lr": 2e-3,
+    "lora": {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"], "lr": 3e-3},
+    "dp-lora": {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"], "lr": 3e-3,
                 "dp": True, "target_epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0},
 }
 

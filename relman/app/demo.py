@@ -140,7 +140,7 @@ def _step(catalog: Catalog, ref: str, to_phase: str) -> str:
 MINILM_MODEL = "minilm"
 MINILM_DATASET = "reviews"
 MINILM_LORA = {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"], "epochs": 2,
-               "lr": 1e-3, "batch_size": 16, "max_length": 32}
+               "lr": 3e-3, "batch_size": 16, "max_length": 32}
 
 
 def minilm_folder() -> Path | None:
