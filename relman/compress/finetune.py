@@ -137,7 +137,8 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
                                dropout=float(params["lora_dropout"]), targets=targets, modules_to_save=save)
         model = peft_model.get_base_model()
         ctx.log("LoRA r=%s alpha=%s on %s (+ trained: %s)", params["r"], params["alpha"], targets, save)
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if use_dp:  # refuse layers DP-SGD cannot train before any data is read
+        dp_privacy.check_layers(model, ref)
 
     train, val = tr.train_val_split(dataset, float(params["val_fraction"]), int(params["seed"]))
     batcher = tr.Batcher.for_model(source.folder, task, int(params["max_length"]))
@@ -154,6 +155,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
                                           max_grad_norm=float(params["max_grad_norm"]), ref=ref)
         ctx.log("DP-SGD: noise multiplier %.4f, sample rate %.4f, target epsilon %s at delta %s",
                 private.noise_multiplier, private.sample_rate, params["target_epsilon"], params["delta"])
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     stopper = tr.EarlyStopping(patience, mode="min")
     if val is not None and loss_before is not None and private is None:
         stopper.update(loss_before, model, 0)  # the parent itself is a candidate: never end worse
