@@ -29,7 +29,8 @@ from relman.compress import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
+from relman.tasks.specs import tasks_with_recipe
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -56,9 +57,9 @@ def replace_head(model: nn.Module, labels: list[str]) -> str:
 def target_task(task: str, dataset: "tr.Dataset", ref: str) -> str:
     """The child's task: the parent's for a classifier; for an encoder, the classifier its rows
     call for (text rows: text-classification, images: image-classification)."""
-    if task in tr.CLASSIFICATION_TASKS:
+    if task in tasks_with_recipe("finetune") and tr.classifies_rows(task):
         return task
-    if task == "feature-extraction":
+    if task == "feature-extraction" and task in tasks_with_recipe("finetune"):
         return "image-classification" if dataset.images is not None else "text-classification"
     raise RecipeError(f"finetune trains classifiers (or turns an encoder into one); {ref} is a "
                       f"'{task or 'unknown'}' model")
@@ -93,7 +94,7 @@ def head_name(model: nn.Module) -> str:
                       f"(looked for a Linear named {' or '.join(HEAD_NAMES)})")
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     ref = source.version.ref
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])

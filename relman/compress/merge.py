@@ -38,7 +38,7 @@ from relman.compress import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import WEIGHT_SUFFIXES, new_output_folder
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -95,14 +95,14 @@ def _model_type(folder: Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
 
 
-def recorded_samples(source: ModelSource, ctx: JobContext) -> float | None:
+def recorded_samples(source: ModelSource, ctx: WorkContext) -> float | None:
     value = source.version.meta.get("train_samples")
     if value is None:
         value = ctx.catalog.metric_values(source.version.id).get("train_samples")
     return float(value) if value is not None else None
 
 
-def resolve_weights(sources: list[ModelSource], given: list[str], ctx: JobContext) -> tuple[list[float], str]:
+def resolve_weights(sources: list[ModelSource], given: list[str], ctx: WorkContext) -> tuple[list[float], str]:
     if given:
         if len(given) != len(sources):
             raise RecipeError(f"'weights' has {len(given)} values for {len(sources)} parents; give one per parent")
@@ -124,7 +124,7 @@ def resolve_weights(sources: list[ModelSource], given: list[str], ctx: JobContex
 
 
 def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tuple[str, tuple[int, ...], str]],
-           ctx: JobContext) -> dict[str, dict[str, torch.Tensor]]:
+           ctx: WorkContext) -> dict[str, dict[str, torch.Tensor]]:
     """file name -> {tensor name -> averaged tensor}, in the first parent's file layout."""
     handles = [{f.name: safe_open(str(f), framework="pt") for f in weight_files(s.folder)} for s in sources]
     other_index = [tensor_index(s.folder) for s in sources]
@@ -149,7 +149,7 @@ def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tu
     return out
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     if len(sources) < 2:
         raise RecipeError("merge-fedavg needs at least two parent versions")
     refs = [s.version.ref for s in sources]
@@ -261,7 +261,7 @@ def average_update(As: list[torch.Tensor], Bs: list[torch.Tensor], weights: list
     return a_out, b_out, residual, factor_error
 
 
-def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, ctx: JobContext) -> RecipeOutput:
+def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, ctx: WorkContext) -> RecipeOutput:
     from relman.modelio import peft_adapter
 
     parts = check_adapters(sources)
@@ -299,8 +299,10 @@ def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, 
     ctx.log("adapter FedAvg: %d layers, SVD residual max %.3g, factor-average error max %.3g", len(pairs), worst,
             max(factor_errors) if factor_errors else 0.0)
     context = {"layers": len(pairs), "rank": rank, "parents_rank": r, "statistic": "max over layers"}
+    base = peft_adapter.find_base(ctx.catalog, pin, sources[0].version.ref)
     return RecipeOutput(
         folder=out, format=peft_adapter.FORMAT, params=sum(t.numel() for t in merged.values()), dtype="float32",
+        extra_parents=[base.id],  # the base in the lineage too: housekeeping keeps a base its adapters pin
         meta={"adapter": {k: new_pin.get(k) for k in ("base_version_id", "base_ref", "base_manifest_sha256",
                                                       "base_format", "r", "lora_alpha", "target_modules",
                                                       "modules_to_save")},
@@ -311,6 +313,6 @@ def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, 
     )
 
 
-def _total_samples(sources: list[ModelSource], ctx: JobContext) -> float | None:
+def _total_samples(sources: list[ModelSource], ctx: WorkContext) -> float | None:
     counts = [recorded_samples(s, ctx) for s in sources]
     return sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ de-quantised, which undoes the compression): merge into the float base, then qua
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -23,11 +23,9 @@ from relman.catalog import Metric
 from relman.compress import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import new_output_folder, save_child, unique_param_count
+from relman.context import WorkContext
 from relman.errors import RecipeError
 from relman.modelio import peft_adapter
-
-if TYPE_CHECKING:
-    from relman.jobs.context import JobContext
 
 QUANTISED_FORMATS = ("torch-int8", "onnx")
 QUANTISING_RECIPES = ("torch-int8-dynamic", "ort-int8", "int4-weight-only", "half", "onnx-fp16")
@@ -66,7 +64,7 @@ def probe_inputs(model: torch.nn.Module, task: str, n: int = 16, seed: int = 0) 
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: "JobContext") -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     adapter = sources[0]
     if adapter.format != peft_adapter.FORMAT:
         raise RecipeError(f"merge-adapter merges a LoRA adapter: {adapter.version.ref} is '{adapter.format}' "

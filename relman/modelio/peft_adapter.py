@@ -153,11 +153,15 @@ def find_base(catalog: Any, pin: dict[str, Any], adapter_ref: str) -> Any:
         v = catalog.get_version(int(pin["base_version_id"]))
     except NotFound:
         v = None
-    if v is not None and v.manifest_sha256 == want:
+    if v is not None and v.manifest_sha256 == want and not getattr(v, "deleted", False):
         return v
-    rows = catalog.query("SELECT id FROM versions WHERE manifest_sha256 = ? ORDER BY id", [want])
-    if rows:
-        return catalog.get_version(rows[0]["id"])
+    for row in catalog.query("SELECT id FROM versions WHERE manifest_sha256 = ? ORDER BY id", [want]):
+        other = catalog.get_version(row["id"])
+        if not getattr(other, "deleted", False) and other.format != FORMAT:
+            return other
+    if v is not None and getattr(v, "deleted", False):
+        raise AdapterBaseError(f"{adapter_ref} is a LoRA adapter of {_describe(pin)}, which was deleted from this "
+                               "catalog; restore or re-import that base version first")
     if v is not None:
         raise AdapterBaseError(f"{adapter_ref} is a LoRA adapter of {_describe(pin)}, but that version's manifest "
                                f"is now {v.manifest_sha256[:12]}: the base was altered, so the adapter is not "
@@ -169,7 +173,7 @@ def find_base(catalog: Any, pin: dict[str, Any], adapter_ref: str) -> Any:
 def materialize(catalog: Any, version: Any, workdir: Path) -> Path:
     """Lay out the adapter in `workdir/v<id>` and its pinned base in `workdir/v<base id>`, and
     point the first to the second. Refuses (naming the base) when the base cannot be found."""
-    from relman.errors import IntegrityError
+    from relman.errors import IntegrityError, NotFound
     from relman.modelio.loading import materialize_version
 
     dest = Path(workdir) / f"v{version.id}"
@@ -185,6 +189,8 @@ def materialize(catalog: Any, version: Any, workdir: Path) -> Path:
     except IntegrityError as e:
         raise AdapterBaseError(f"{version.ref}: the files of its base {_describe(pin)} are missing from the "
                                f"store ({e})") from None
+    except NotFound as e:  # archived (or deleted meanwhile)
+        raise AdapterBaseError(f"{version.ref}: its base {_describe(pin)} cannot be laid out: {e}") from None
     (dest / POINTER).write_text(json.dumps({"folder": str(base_folder.resolve()), "ref": base.ref,
                                             "format": base.format}), encoding="utf-8")
     return dest

@@ -16,10 +16,9 @@ from typing import Any, Mapping
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
+from relman.tasks.specs import find_task
 
 CARD_FIELDS = ("intended_use", "limitations", "license", "description")
-PIPELINE_TAGS = {"text-classification": "text-classification", "image-classification": "image-classification",
-                 "feature-extraction": "feature-extraction", "causal-lm": "text-generation"}
 LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors", "torch": "pytorch",
              "peft-adapter": "peft", "hf-reshaped": "transformers"}
 # Hugging Face's `base_model_relation` (the Hub's model tree) for what a recipe made of its parent
@@ -47,8 +46,9 @@ def hub_lineage(catalog: Any, v: Any) -> dict[str, Any]:
     `base_model_relation`, the fields the Hub reads to draw its model tree."""
     parents = [f"{p['model']}@{p['version']}" for p in catalog.parents(v.id)]
     pin = v.meta.get("adapter") or {}
-    if v.format == "peft-adapter" and pin.get("base_ref") and (v.recipe or {}).get("name") != "merge-fedavg":
-        parents = [pin["base_ref"]]
+    if v.format == "peft-adapter" and pin.get("base_ref"):  # an adapter: its base; a merge of adapters: the sites
+        merged = (v.recipe or {}).get("name") == "merge-fedavg"
+        parents = [p for p in parents if p != pin["base_ref"]] if merged else [pin["base_ref"]]
     if not parents:
         return {}
     out: dict[str, Any] = {"base_model": parents[0] if len(parents) == 1 else parents}
@@ -175,6 +175,7 @@ def render_card(catalog: Any, v: Any) -> str:
     from relman.release.approvals import approvals
 
     fields = card_fields(catalog, v)
+    spec = find_task(v.task)  # the pipeline tag comes from the task table
     metrics = catalog.metrics(v.id)
     results = []
     by_dataset: dict[str, list[dict[str, Any]]] = {}
@@ -183,7 +184,7 @@ def render_card(catalog: Any, v: Any) -> str:
             by_dataset.setdefault(str(_dataset_of(m)), []).append(m)
     for ds, ms in sorted(by_dataset.items()):
         results.append({
-            "task": {"type": PIPELINE_TAGS.get(v.task or "", v.task or "other")},
+            "task": {"type": spec.pipeline_tag if spec else (v.task or "other")},
             "dataset": {"name": ds, "type": ds},
             "metrics": [{"type": m["name"], "value": float(m["value"]), "name": f"{m['suite']}/{m['name']}"}
                         for m in ms],
@@ -192,8 +193,8 @@ def render_card(catalog: Any, v: Any) -> str:
     meta: dict[str, Any] = {}
     if v.format in LIBRARIES:
         meta["library_name"] = LIBRARIES[v.format]
-    if v.task in PIPELINE_TAGS:
-        meta["pipeline_tag"] = PIPELINE_TAGS[v.task]
+    if spec is not None:
+        meta["pipeline_tag"] = spec.pipeline_tag
     if fields.get("license"):
         meta["license"] = fields["license"]
     meta["tags"] = list(dict.fromkeys(tags))

@@ -58,6 +58,7 @@ class VersionRow:
     created_at: str
     canary_share: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
     adapter_base: str | None = None  # a LoRA adapter's pinned base (ref)
     privacy: dict[str, Any] | None = None  # the privacy ledger of a DP-trained version
 
@@ -151,7 +152,8 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
     conn = catalog.conn
     rows = conn.execute(
         "SELECT v.id, m.name, v.version, v.phase, v.format, v.task, v.size_bytes, v.params, v.recipe,"
-        " v.created_at, v.canary_share, v.meta FROM versions v JOIN models m ON m.id = v.model_id").fetchall()
+        " v.created_at, v.canary_share, v.meta FROM versions v JOIN models m ON m.id = v.model_id"
+        " WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.version_id = v.id)").fetchall()  # deleted: hidden
     versions = []
     for r in rows:
         meta = _json(r[11]) if r[4] == "peft-adapter" or (r[11] and '"privacy"' in r[11]) else {}
@@ -171,8 +173,12 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
         if name not in v.metrics:
             counts[name] = counts.get(name, 0) + 1
         v.metrics[name] = value
+    for vid, name in conn.execute("SELECT version_id, name FROM tags ORDER BY name"):
+        if vid in by_id:
+            by_id[vid].tags.append(name)
     edges = [Edge(parent_id=r[1], child_id=r[0], relation=r[2] or "", position=r[3]) for r in conn.execute(
-        "SELECT child_id, parent_id, relation, position FROM lineage ORDER BY child_id, position")]
+        "SELECT child_id, parent_id, relation, position FROM lineage ORDER BY child_id, position")
+        if r[0] in by_id and r[1] in by_id]
     return Snapshot(versions=versions, edges=edges, metric_names=order_metrics(counts), token=token)
 
 
