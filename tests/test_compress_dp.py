@@ -124,3 +124,14 @@ def test_full_dp_fine_tuning_freezes_broadcast_embeddings(catalog, tiny_bert, tm
     ledger = child.meta["privacy"]
     assert child.format == "hf" and 0 < ledger["epsilon"] <= 8.0
     assert ledger["frozen_for_dp"] == ["bert.embeddings.position_embeddings", "bert.embeddings.token_type_embeddings"]
+
+
+def test_post_processing_keeps_the_guarantee_training_on_data_does_not(sites):
+    cat, base, loose, tight, plain, root = sites
+    _, merged = run_recipe_commit(cat, "merge-adapter", [tight], {}, root / "pp1")
+    _, int8 = run_recipe_commit(cat, "torch-int8-dynamic", [merged], {}, root / "pp2")
+    for v in (merged, int8):
+        assert cat.metric_values(v.id)["privacy_epsilon"] == tight.meta["privacy"]["epsilon"]
+    assert int8.meta["privacy"]["inherited_from"] == merged.ref
+    _, retrained = run_finetune(cat, merged, {"epochs": 1}, planted(40, seed=5), root / "pp3")
+    assert "privacy_epsilon" not in cat.metric_values(retrained.id)  # new data, no DP: no guarantee

@@ -85,6 +85,18 @@ def collect_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def inherited_privacy(parents: list["VersionInfo"], resolved: dict[str, Any], output: RecipeOutput) -> dict | None:
+    """A DP guarantee survives post-processing: a one-parent recipe that reads no dataset
+    (quantisation, export, pruning without recovery) keeps its parent's ledger. Anything that
+    touches data (a `dataset` parameter: training, distillation, calibration) does not."""
+    if "privacy" in output.meta or len(parents) != 1 or resolved.get("dataset"):
+        return None
+    ledger = parents[0].meta.get("privacy")
+    if not ledger or ledger.get("epsilon") is None:
+        return None
+    return {**ledger, "inherited_from": parents[0].ref}
+
+
 def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  output: RecipeOutput, *, model: str | None, version: str | None, dataset: str | None,
                  event_kind: str = "compress") -> "VersionInfo":
@@ -98,12 +110,19 @@ def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
               "parents": [p.ref for p in parents], "dataset": dataset or None}
     meta: dict[str, Any] = {k: first.meta[k] for k in ("labels", "model_type") if k in first.meta}
     meta.update(output.meta)
+    metrics = list(output.metrics)
+    inherited = inherited_privacy(parents, resolved, output)
+    if inherited is not None:
+        from relman.catalog import Metric
+
+        meta["privacy"] = inherited
+        metrics.append(Metric("privacy", "privacy_epsilon", float(inherited["epsilon"]), inherited))
     lineage = [(p.id, w) for p, w in zip(parents, weights)]
     lineage += [(i, None) for i in output.extra_parents if i not in {p.id for p in parents}]
     return ctx.catalog.add_version(
         model or first.model, files, format=output.format, version=version, task=output.task or first.task,
         architecture=first.architecture, params=output.params, dtype=output.dtype, recipe=record, meta=meta,
-        parents=lineage, relation=recipe.name, metrics=output.metrics,
+        parents=lineage, relation=recipe.name, metrics=metrics,
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
