@@ -142,3 +142,16 @@ def test_an_encoder_becomes_a_text_classifier(catalog, tiny_bert_encoder, tmp_pa
     assert acc >= 0.8, acc
     again = load_torch_model(folder, "text-classification", fmt=child.format)  # deterministic composition
     assert torch.equal(predict(again, tok, ["a great film"]), predict(model, tok, ["a great film"]))
+
+
+def test_default_targets_follow_the_architecture(tiny_bert, tiny_vit, tiny_gpt2):
+    from relman.compress.lora import default_targets
+
+    found = {task: default_targets(load_torch_model(folder, task))
+             for folder, task in ((tiny_bert, "text-classification"), (tiny_vit, "image-classification"),
+                                  (tiny_gpt2, "causal-lm"))}
+    assert found["text-classification"] == ["query", "value"]
+    assert found["causal-lm"] == ["c_attn"]
+    vit = load_torch_model(tiny_vit, "image-classification")
+    names = {n.rpartition(".")[2] for n, _ in vit.named_modules()}
+    assert set(found["image-classification"]) <= names and len(found["image-classification"]) == 2

@@ -29,15 +29,22 @@ def layer_names(model: nn.Module) -> list[str]:
                    if name and type(m).__name__ in _ADAPTABLE})
 
 
+# attention query/value projections under the names architectures use (the usual LoRA targets)
+_COMMON_TARGETS = (("query", "value"), ("q_proj", "v_proj"), ("q_lin", "v_lin"), ("c_attn",), ("qkv",))
+
+
 def default_targets(model: nn.Module) -> list[str]:
+    """PEFT's default targets for the architecture when they exist in this model, else the first
+    common query/value naming the model has (transformers 5 renamed some, e.g. ViT's q_proj)."""
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAPPING
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
-    targets = MAPPING.get(model_type or "")
-    if not targets:
-        raise RecipeError(f"no default LoRA target modules for model type '{model_type}'; pass "
-                          f"--param target_modules=... (layers: {', '.join(layer_names(model))})")
-    return list(targets)
+    candidates = ([tuple(MAPPING[model_type])] if model_type in MAPPING else []) + list(_COMMON_TARGETS)
+    for targets in candidates:
+        if all(matching_modules(model, targets).values()):
+            return list(targets)
+    raise RecipeError(f"no default LoRA target modules for model type '{model_type}'; pass "
+                      f"--param target_modules=... (layers: {', '.join(layer_names(model))})")
 
 
 def matching_modules(model: nn.Module, targets: Sequence[str]) -> dict[str, list[str]]:
