@@ -50,6 +50,7 @@ def register_dataset(
     seed: int = 0,
     actor: str | None = None,
     source: str | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Check the dataset at `path` with the given column mapping and store it as `name`.
 
@@ -58,7 +59,8 @@ def register_dataset(
     label order and refuses any other label. Split: `split_col`, or `val_fraction` /
     `test_fraction` with `seed` (stored, so the split is reproducible), or neither.
     `model_labels` (e.g. a model version's labels) refuses a dataset with labels the model lacks.
-    `source` is recorded instead of the path (e.g. 'demo:digits').
+    `source` is recorded instead of the path (e.g. 'demo:digits'). `progress(bytes stored,
+    bytes in all)` follows the copy into the store, after every check has passed.
     Returns the dataset as `describe_dataset` does."""
     from relman.data.mapping import ColumnMapping
     from relman.data.formats import get_reader
@@ -90,7 +92,7 @@ def register_dataset(
         meta["groups"] = sorted({str(g) for g in ds.groups})
     row = catalog.add_dataset(name, {rel: f for rel, f in entries}, format=fmt, kind=ds.kind,
                               columns=mapping.to_json(), labels=ds.label_names, n_rows=len(ds), meta=meta,
-                              actor=actor)
+                              actor=actor, progress=progress)
     return describe_dataset(catalog, row)
 
 
