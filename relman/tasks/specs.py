@@ -106,7 +106,7 @@ register(TaskSpec(
     auto_class="AutoModel", architecture_suffixes=("Model",),
     output="last_hidden_state", modality="text", data_kinds=("text", "lm"), per_token_output=True,
     labels="none", pipeline_tag="feature-extraction", suites=_BASE_SUITES + ("explain",),
-    fidelity_metric="cosine", recipes=("distill",),
+    fidelity_metric="cosine", recipes=("distill", "finetune"),  # finetune: an encoder becomes a classifier
 ))
 register(TaskSpec(
     name="causal-lm", title="Causal language modelling",
