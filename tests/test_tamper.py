@@ -228,7 +228,7 @@ def test_a_catalog_from_before_tracking_is_baselined_and_anchored_on_first_open(
     root = tmp_path / "old"
     root.mkdir()
     db = sqlite_utils.Database(root / "catalog.db")
-    migrate(db, stop_before="m006_checkpoints")
+    migrate(db, stop_before="m007_checkpoints")
     db.execute("INSERT INTO models (name, created_at, created_by) VALUES ('old', 'then', 'someone')")
     db.execute("INSERT INTO versions (model_id, version, format, manifest_sha256, created_at, created_by)"
                " VALUES (1, '1.0.0', 'raw', 'abc', 'then', 'someone')")

@@ -189,7 +189,14 @@ def _check_checkpoint(manifest: dict[str, Any], where: str) -> list[str]:
     return notes
 
 
-_KNOWN_FORMATS = ("hf", "onnx", "safetensors", "torch", "torch-int8", "hf-reshaped", "raw")
+_BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw")
+
+
+def _known_formats() -> tuple[str, ...]:
+    """Plain formats plus every recipe format a loader is registered for (torch-int8, ...)."""
+    from relman.modelio.loading import TORCH_LOADER_MODULES
+
+    return _BASE_FORMATS + tuple(TORCH_LOADER_MODULES)
 
 
 def _check_manifest(manifest: Any, where: str) -> None:
@@ -211,7 +218,7 @@ def _check_manifest(manifest: Any, where: str) -> None:
     check_name(manifest["model"], "bundle model name")
     semver.parse(manifest["version"])
     info = manifest["info"]
-    if info.get("format") not in _KNOWN_FORMATS:
+    if info.get("format") not in _known_formats():
         raise bad(f"unknown model format {str(info.get('format'))[:40]!r}")
     if info.get("task") is not None and info.get("task") not in task_names():
         raise bad(f"unknown task {str(info.get('task'))[:40]!r}")
@@ -547,7 +554,10 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
     v = catalog.get_version(version_id)
     arts = catalog.artifacts(v.id)
     paths = [a["path"] for a in arts]
-    if fmt == "hf":
+    if fmt == "hf" and v.format == "peft-adapter":  # the PEFT folder; its card and config name the base
+        if "adapter_config.json" not in paths or "adapter_model.safetensors" not in paths:
+            raise RelmanError(f"{v.ref} is an adapter without adapter_config.json and adapter_model.safetensors")
+    elif fmt == "hf":
         if "config.json" not in paths or not any(p.endswith((".safetensors", ".bin")) for p in paths):
             raise RelmanError(f"{v.ref} is a {v.format} version without config.json and weights; it cannot be "
                               "written as a Hugging Face folder")
