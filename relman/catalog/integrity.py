@@ -48,6 +48,7 @@ TRACKED: dict[str, tuple[str, ...]] = {
     "tombstones": ("version_id",),
     "archives": ("version_id",),
     "tags": ("version_id", "name"),
+    "evaluation_artifacts": ("id",),
 }
 
 # Tables whose rows also carry live, non-decision state (a job's progress, heartbeat, pid):
