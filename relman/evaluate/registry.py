@@ -43,6 +43,7 @@ class Suite:
     needs_labels: bool = False
     needs_groups: bool = False
     needs_parent: bool = False
+    timing: bool = False  # measures time or memory: its job runs alone on its device
     tasks: tuple[str, ...] = ALL_TASKS
     options: tuple[Option, ...] = ()
     description: str = ""
@@ -93,6 +94,13 @@ def default_suites(task: str | None, has_dataset: bool) -> list[str]:
     return ordered(base)
 
 
+def is_timing_request(params: dict[str, Any]) -> bool:
+    """Whether an evaluate job with these params times something (latency, memory), so the
+    runner gives it its device alone. No suites named = the defaults, which include latency."""
+    suites = params.get("suites") or ["latency"]
+    return any(name in SUITES and SUITES[name].timing for name in suites)
+
+
 def resolve_options(suites: Sequence[str], raw: dict[str, Any] | None) -> dict[str, Any]:
     """Typed values for every option of `suites` (defaults filled in); unknown names refused."""
     raw = dict(raw or {})
@@ -123,18 +131,22 @@ register(Suite(
     "size", "Size on disk and parameters", "relman.evaluate.size:run", dataset="none",
     description="bytes on disk, size in MiB, parameter count"))
 register(Suite(
-    "memory", "Peak inference memory", "relman.evaluate.memory:run", dataset="optional",
+    "memory", "Peak inference memory", "relman.evaluate.memory:run", dataset="optional", timing=True,
     options=(Option("memory_batches", int, 3, "Inference batches run while memory is watched.", min=1),),
     description="peak RSS (CPU) or max allocated (CUDA) of loading the model and running it"))
 register(Suite(
-    "latency", "Latency and throughput", "relman.evaluate.latency:run", dataset="optional",
+    "latency", "Latency and throughput", "relman.evaluate.latency:run", dataset="optional", timing=True,
     options=(
         Option("warmup", int, 10, "Warm-up runs discarded before timing.", min=0),
         Option("min_samples", int, 200, "Timed runs per configuration (at least).", min=5),
         Option("time_budget_s", float, 20.0, "Stop a configuration after this long, even short of min_samples.",
                min=0.01),
+        Option("paired", bool, True, "Also time the parent and the production version in the same job, in "
+                                     "interleaved rounds, and store latency_p50_ratio_vs_parent / _vs_production "
+                                     "with 95 % intervals."),
     ),
-    description="p50/p90/p95/p99 latency and throughput per batch size and sequence length"))
+    description="p50/p90/p95/p99 latency and throughput per batch size and sequence length; "
+                "paired ratios vs parent and production"))
 register(Suite(
     "robustness", "Robustness to perturbations", "relman.evaluate.robustness:run", needs_labels=True,
     tasks=CLASSIFICATION, options=(
