@@ -7,7 +7,10 @@ Metrics (suite "fidelity"), all comparing the version against the parent on the 
 - causal LM: the same two per next-token position over non-padding tokens;
 - feature extraction: `cosine` (mean cosine similarity of the normalised embeddings) and
   `cosine_min` (the worst row).
-Context: `parent` (its ref), batch_size, seq_len "dynamic".
+- always: `fidelity`, the one number gates use whatever the task — the agreement
+  (classification, causal LM) or the mean cosine (feature extraction).
+Context: `parent` (its ref), batch_size, seq_len "dynamic"; agreement and fidelity carry a
+95 % Wilson interval, cosine a bootstrap interval over rows (`interval`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ def agreement_and_kl(parent_logits: np.ndarray, child_logits: np.ndarray) -> tup
 
 
 def run(env: SuiteEnv) -> list[Metric]:
-    from relman.tasks import open_runner
+    from relman.evaluate import stats
 
     if env.parent is None:
         raise EvaluationError(f"fidelity compares {env.model.ref} with a parent version, but it has none "
@@ -41,7 +44,7 @@ def run(env: SuiteEnv) -> list[Metric]:
                               f"{env.parent.task}, {env.model.ref} is {env.model.task}")
     runner = env.runner()
     ds = env.eval_data(SUITE)
-    parent = open_runner(env.parent.folder, env.parent.fmt, env.parent.task, env.device, env.threads)
+    parent = env.runner_for(env.parent)
     bs = env.eval_batch_size
     agree: list[np.ndarray] = []
     kls: list[np.ndarray] = []
@@ -70,8 +73,14 @@ def run(env: SuiteEnv) -> list[Metric]:
     ctx = {"parent": env.parent.ref, "batch_size": bs, "seq_len": "dynamic"}
     if runner.task == "feature-extraction":
         c = np.concatenate(cos)
-        return [env.metric(SUITE, "cosine", float(c.mean()), **ctx),
-                env.metric(SUITE, "cosine_min", float(c.min()), **ctx)]
+        ci = {"interval": list(stats.bootstrap_mean(c)), "interval_level": 0.95, "n": int(c.size),
+              "method": "bootstrap (2000)"}
+        return [env.metric(SUITE, "cosine", float(c.mean()), **ctx, **ci),
+                env.metric(SUITE, "cosine_min", float(c.min()), **ctx),
+                env.metric(SUITE, "fidelity", float(c.mean()), **ctx, **ci, measure="cosine")]
     a_all, k_all = np.concatenate(agree), np.concatenate(kls)
-    return [env.metric(SUITE, "agreement", float(a_all.mean()), **ctx),
-            env.metric(SUITE, "kl_div", float(k_all.mean()), **ctx)]
+    ci = {"interval": list(stats.wilson(float(a_all.sum()), int(a_all.size))), "interval_level": 0.95,
+          "n": int(a_all.size), "method": "Wilson"}
+    return [env.metric(SUITE, "agreement", float(a_all.mean()), **ctx, **ci),
+            env.metric(SUITE, "kl_div", float(k_all.mean()), **ctx),
+            env.metric(SUITE, "fidelity", float(a_all.mean()), **ctx, **ci, measure="agreement")]

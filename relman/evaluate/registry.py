@@ -101,6 +101,28 @@ def is_timing_request(params: dict[str, Any]) -> bool:
     return any(name in SUITES and SUITES[name].timing for name in suites)
 
 
+# Which suite stores a metric, by name prefix (longest first wins): so a gate that finds a
+# metric missing can name the command that measures it.
+_METRIC_PREFIXES = (
+    ("latency_", "latency"), ("throughput", "latency"), ("peak_", "memory"), ("model_rss", "memory"),
+    ("size_", "size"), ("params", "size"), ("accuracy", "quality"), ("macro_f1", "quality"),
+    ("precision/", "quality"), ("recall/", "quality"), ("f1/", "quality"), ("loss", "quality"),
+    ("perplexity", "quality"), ("eval_", "quality"), ("agreement", "fidelity"), ("kl_div", "fidelity"),
+    ("cosine", "fidelity"), ("fidelity", "fidelity"), ("robust", "robustness"), ("fairness", "fairness"),
+    ("demographic", "fairness"), ("equalized", "fairness"), ("group_", "fairness"),
+    ("selection_rate", "fairness"), ("clean_accuracy", "robustness"),
+)
+
+
+def suite_for_metric(name: str) -> str | None:
+    """The suite that measures metric `name` (None when no suite does, e.g. canary_share)."""
+    best = None
+    for prefix, suite in _METRIC_PREFIXES:
+        if name.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, suite)
+    return best[1] if best else None
+
+
 def resolve_options(suites: Sequence[str], raw: dict[str, Any] | None) -> dict[str, Any]:
     """Typed values for every option of `suites` (defaults filled in); unknown names refused."""
     raw = dict(raw or {})

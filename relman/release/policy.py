@@ -4,7 +4,9 @@ approvals they need, and what happens to the version a new production version re
 The policy is data, stored per model in the `policies` table as JSON with a revision number
 (each edit adds a row with revision + 1 and an audit event `policy-edit`), so "which rules
 applied to this promotion" stays answerable: every gate report records the revision it used.
-A model without a stored policy uses `DEFAULT_POLICY`. Files may be JSON or TOML.
+A model without a stored policy uses `DEFAULT_POLICY`, whose gates guard quality, fidelity and
+latency (below); a stored policy is kept as it was written (keys it leaves out take the
+default). Files may be JSON or TOML.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ from relman.errors import ReleaseError
 
 PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
 
+QUALITY_RULES = (
+    "accuracy_delta_vs_production.upper >= -0.01 when classifier and has_production",
+    "accuracy_delta_vs_parent.upper >= -0.01 when classifier and has_parent and not has_production",
+    "loss_delta_vs_production.lower <= 0.01 when causal_lm and has_production",
+    "loss_delta_vs_parent.lower <= 0.01 when causal_lm and has_parent and not has_production",
+)
+FIDELITY_RULE = "fidelity >= 0.99 when compressed"
+LATENCY_RULE = "latency_p50_ratio_vs_production <= 1.10 when has_production"
+
 DEFAULT_POLICY: dict[str, Any] = {
     # from-phase -> phases it may move to (promote / reject / demote)
     "transitions": {
@@ -29,10 +40,14 @@ DEFAULT_POLICY: dict[str, Any] = {
         "retired": ["candidate", "staging"],
         "rejected": [],
     },
-    # to-phase -> rules (see relman.release.gates); every rule must pass
+    # to-phase -> rules (see relman.release.gates); every rule must pass. Quality: not
+    # significantly worse than production (or, while nothing is in production, the parent) by
+    # more than one point — the upper end of the paired 95 % interval of the difference must
+    # reach -0.01; compressed children must agree with their parent on >= 99 % of rows;
+    # at staging, the paired latency ratio against production must be <= 1.10.
     "gates": {
-        "candidate": [],
-        "staging": [],
+        "candidate": list(QUALITY_RULES) + [FIDELITY_RULE],
+        "staging": list(QUALITY_RULES) + [FIDELITY_RULE, LATENCY_RULE],
         # share 100 = the canary already carries all traffic: the version is ready for production
         "production": ["canary_share >= 100"],
     },
