@@ -165,5 +165,58 @@ def set_policy(catalog: Any, model: str, body: Mapping[str, Any], *, actor: str,
     return revision
 
 
+class PolicyTextError(ReleaseError):
+    """A policy text that does not parse or validate, with where (1-based line and column)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(where + message)
+        self.line, self.column, self.reason = line, column, message
+
+
+def validate_text(text: str, source: str = "policy") -> dict[str, Any]:
+    """Parse and validate a policy written as JSON (what the GUI editor holds); errors carry
+    the line and column — of the broken rule's token for a malformed gate rule."""
+    from relman.release.gates import RuleSyntaxError
+
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PolicyTextError(f"not valid JSON ({e.msg})", e.lineno, e.colno) from None
+    try:
+        return validate(body, source)
+    except ReleaseError as e:
+        rule = None
+        for rules in (body.get("gates") or {}).values() if isinstance(body, dict) else ():
+            for r in rules if isinstance(rules, list) else ():
+                if isinstance(r, str) and f"rule '{r}'" in str(e):
+                    rule = r
+        if rule is not None:
+            col_in_rule = _column_in(str(e)) or 1
+            at = text.find(json.dumps(rule))
+            if at >= 0:
+                line = text.count("\n", 0, at) + 1
+                column = at - (text.rfind("\n", 0, at) + 1) + 2 + (col_in_rule - 1)  # +1 quote, 1-based
+                raise PolicyTextError(str(e), line, column) from None
+        raise PolicyTextError(str(e)) from None
+
+
+def _column_in(message: str) -> int | None:
+    import re
+
+    m = re.search(r"\(column (\d+)\)", message)
+    return int(m.group(1)) if m else None
+
+
+def revisions(catalog: Any, model: str) -> list[dict[str, Any]]:
+    """Every stored revision of `model`'s policy, newest first (revision, created_at/by, body)."""
+    m = catalog.get_model(model)
+    rows = catalog.query("SELECT revision, created_at, created_by, body FROM policies WHERE model_id = ?"
+                         " ORDER BY revision DESC", [m["id"]])
+    for r in rows:
+        r["body"] = json.loads(r["body"])
+    return rows
+
+
 def allowed_targets(policy: Mapping[str, Any], from_phase: str) -> list[str]:
     return list(policy["transitions"].get(from_phase, []))

@@ -173,6 +173,9 @@ class MainWindow(QMainWindow):
         self.tree.setMinimumWidth(190)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
         self.models_dock = dock
+        from relman.ui.qt_metric_history import install_metric_history
+
+        self.metric_history = install_metric_history(self)
         self.statusBar().showMessage("Ready")
 
     @property
@@ -239,6 +242,7 @@ class MainWindow(QMainWindow):
             ("export", "Export bundle…", "Ctrl+Shift+E", self.action_export),
             ("card", "Write model card…", "Ctrl+Shift+M", self.action_model_card),
             ("verify", "Verify audit chain", "Ctrl+Shift+V", self.action_verify),
+            ("policy", "Edit release policy…", "Ctrl+Shift+L", lambda: _open_policy_editor(self)),
             ("refresh", "Refresh", "F5", lambda: self.refresh(force=True)),
             ("theme", "Toggle dark theme", "Ctrl+T", lambda: self.set_theme(not self.dark)),
             ("open", "Open catalog…", "Ctrl+O", self.action_open_catalog),
@@ -269,7 +273,7 @@ class MainWindow(QMainWindow):
         for key in ("compress", "evaluate", "optimize"):
             work.addAction(self.actions_by_key[key])
         release = menu.addMenu("&Release")
-        for key in ("promote", "rollback", "verify"):
+        for key in ("promote", "rollback", "policy", "verify"):
             release.addAction(self.actions_by_key[key])
         view = menu.addMenu("&View")
         for key in ("refresh", "theme", "find"):
@@ -439,6 +443,7 @@ class MainWindow(QMainWindow):
             return
         self.selected_ids = ids
         self._select_rows(set(ids))
+        self.metric_history.follow()
         v = self.selected_versions()
         if v:
             self._follow_model(v[0].model, v[0].id)
@@ -993,6 +998,12 @@ class MainWindow(QMainWindow):
         if not self.grab().save(str(path)):
             raise RelmanError(f"could not write the screenshot {path}")
         return path
+
+
+def _open_policy_editor(window: "MainWindow") -> Any:
+    from relman.ui.qt_policy import open_policy_editor
+
+    return open_policy_editor(window)
 
 
 def app_icon() -> QIcon:
