@@ -112,7 +112,7 @@ def metric_flags(context: dict[str, Any]) -> str:
     """Short marks for a measurement's conditions: load, other jobs beside it, its interval."""
     marks = []
     if context.get("under_load"):
-        marks.append(f"load {context.get('load_avg_1m', 0):.1f}")
+        marks.append(f"load {context.get('load_avg_1m') or 0:.1f}")
     if context.get("beside_jobs") or context.get("concurrent_jobs"):
         marks.append(f"beside jobs {','.join(str(j) for j in context.get('other_jobs', [])) or '?'}")
     if isinstance(context.get("interval"), (list, tuple)) and len(context["interval"]) == 2:

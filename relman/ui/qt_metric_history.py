@@ -26,7 +26,7 @@ def disturbance(context: dict[str, Any]) -> str:
     """Why a measurement may not be a clean one ('' when nothing was seen)."""
     why = []
     if context.get("under_load"):
-        why.append(f"measured under load (1-min load average {context.get('load_avg_1m', 0):.2f} on "
+        why.append(f"measured under load (1-min load average {context.get('load_avg_1m') or 0:.2f} on "
                    f"{context.get('cpu_count') or '?'} cores)")
     others = context.get("other_jobs") or []
     if others or context.get("beside_jobs") or context.get("concurrent_jobs"):
