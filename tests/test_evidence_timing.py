@@ -33,21 +33,31 @@ def test_interleaved_rounds_find_a_planted_2x_and_no_difference_between_equals()
     from relman.evaluate.latency import interleaved_rounds, round_ratios
     from relman.evaluate.stats import bootstrap_median_ratio
 
-    rounds, bounded = interleaved_rounds([spin(1.0), spin(0.5), spin(0.5)], warmup=2, min_samples=200,
-                                         time_budget_s=60)
-    assert not bounded and all(r.shape == (20, 10) for r in rounds)  # >= 200 timed calls per model
-    slow = bootstrap_median_ratio(round_ratios(rounds[0], rounds[1]))
+    t = interleaved_rounds([spin(1.0), spin(0.5), spin(0.5)], warmup=2, min_samples=200, time_budget_s=120,
+                           single_thread=True)
+    assert t.rounds >= 20 and all(w.shape[1] == 10 for w in t.wall)  # >= 200 timed calls per model
+    assert sum(int(c.sum()) for c in t.clean[:1]) >= 40  # the undisturbed calls the ratios use
+    slow = bootstrap_median_ratio(round_ratios(t.wall[0], t.wall[1], t.clean[0], t.clean[1]))
     assert slow["lower"] > 1.0, slow  # excludes 1.0
     assert slow["lower"] <= 2.0 * 1.1 and slow["upper"] >= 2.0 * 0.9, slow  # at the planted factor
-    same = bootstrap_median_ratio(round_ratios(rounds[1], rounds[2]))
-    assert same["lower"] <= 1.0 <= same["upper"] or abs(same["value"] - 1) < 0.02, same
+    same = bootstrap_median_ratio(round_ratios(t.wall[1], t.wall[2], t.clean[1], t.clean[2]))
+    assert same["lower"] <= 1.05 and same["upper"] >= 0.95, same  # reaches 1.0, give or take 5 %
+
+
+def test_a_call_whose_thread_was_not_running_is_marked_descheduled():
+    from relman.evaluate.latency import interleaved_rounds
+
+    t = interleaved_rounds([lambda: time.sleep(0.002), spin(0.5)], warmup=0, min_samples=10, time_budget_s=5,
+                           calls_per_round=2, single_thread=True)
+    assert not t.clean[0].any()  # off the CPU for 2 ms of each call: never "clean"
+    assert t.bounded and t.descheduled_share(0) == 1.0  # no round with two clean calls of each
 
 
 def test_time_budget_bounds_the_rounds_and_says_so():
     from relman.evaluate.latency import interleaved_rounds
 
-    rounds, bounded = interleaved_rounds([spin(2.0), spin(2.0)], warmup=0, min_samples=10_000, time_budget_s=0.1)
-    assert bounded and 5 <= rounds[0].shape[0] < 100
+    t = interleaved_rounds([spin(2.0), spin(2.0)], warmup=0, min_samples=10_000, time_budget_s=0.1)
+    assert t.bounded and 5 <= t.rounds < 100
 
 
 # -- the latency suite with a parent and a production version, in one job ------------------------------
@@ -106,7 +116,10 @@ def test_paired_latency_ratio_finds_a_slower_child_and_not_an_identical_copy(cat
     assert ratio(deep, "production")[0] == value  # production is the parent: timed once, stored for both
     value, ctx = ratio(copy, "parent")
     lo, hi = ctx["interval"]
-    assert lo <= 1.0 <= hi or abs(value - 1.0) < 0.03, (value, ctx)
+    # an identical copy: the interval reaches 1.0 give or take 5 % (two copies of the same
+    # weights in memory can differ by a few % on a machine loaded 5x over; the planted child
+    # above is 3x slower)
+    assert lo <= 1.05 and hi >= 0.95, (value, ctx)
     # the child's absolute figures are kept, labelled with their conditions
     p50 = {r["name"]: r for r in catalog.metrics(deep.id)}["latency_p50_ms"]
     assert p50["context"]["samples"] >= 200 and "load_avg_1m" in p50["context"]
