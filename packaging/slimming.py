@@ -109,6 +109,8 @@ def excluded_modules(flavour: str = "full", extra_models: str = "") -> list[str]
         "pytest", "_pytest", "pytestqt", "pip", "Cython",
         # hub downloads: the installed app is offline (relman_entry sets HF_HUB_OFFLINE)
         "hf_xet",
+        # Ray is an optional extra (relman[ray]); the installed app runs jobs as local processes
+        "ray",
         # torch: only tensorboard. Not torch.testing._internal (torch.utils.checkpoint and
         # torch.distributed.fsdp import from it at module level, and transformers imports those),
         # not torch.utils.benchmark (the profiler imports it), not torch.distributed.

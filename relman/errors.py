@@ -71,3 +71,11 @@ class ReleaseError(RelmanError):
 
 class BundleError(RelmanError):
     """A release bundle that is unsigned, tampered with, truncated or unsafe to extract."""
+
+
+class HousekeepingError(RelmanError):
+    """A delete, archive, restore or tag the catalog refuses (e.g. deleting the production version)."""
+
+
+class DiskSpaceError(RelmanError):
+    """Not enough free disk space for what was asked (the message says how much is needed)."""

@@ -152,6 +152,7 @@ def test_when_clauses_skip_rules_that_do_not_apply(production_family):
 
 
 # -- the default policy on a real collapsed child ---------------------------------------------------------
+@pytest.mark.heavy
 def test_default_policy_refuses_a_collapsed_pruned_vit_at_candidate(catalog, tmp_path):
     from relman.app import release
     from relman.app.datasets import register_demo_digits

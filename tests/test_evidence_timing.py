@@ -87,6 +87,7 @@ def _evaluate(catalog, version_id, **params):
         ctx.cleanup()
 
 
+@pytest.mark.heavy
 def test_paired_latency_ratio_finds_a_slower_child_and_not_an_identical_copy(catalog, bert_pair):
     from relman.app import release
     from relman.app.models import import_model
@@ -125,6 +126,7 @@ def test_paired_latency_ratio_finds_a_slower_child_and_not_an_identical_copy(cat
     assert p50["context"]["samples"] >= 200 and "load_avg_1m" in p50["context"]
 
 
+@pytest.mark.heavy
 def test_unpaired_option_and_a_root_version_store_no_ratios(catalog, bert_pair):
     from relman.app.models import import_model
 
@@ -135,6 +137,7 @@ def test_unpaired_option_and_a_root_version_store_no_ratios(catalog, bert_pair):
 
 
 # -- the exclusive slot ---------------------------------------------------------------------------
+@pytest.mark.heavy
 def test_a_latency_job_runs_alone_and_queued_jobs_keep_their_order(catalog, make_runner, tmp_path, bert_pair):
     from relman.app.models import import_model
 

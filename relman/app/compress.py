@@ -83,6 +83,7 @@ def queue_compression(catalog: Catalog, ref_or_refs: str | int | Sequence[str | 
 
     job_params = plan_compression(catalog, ref_or_refs, recipe, params, dataset=dataset, model=model,
                                   version=version, evaluate=evaluate)
+    _check_room(catalog, "compress", job_params, f"{recipe} of {ref_or_refs}")
     return enqueue(catalog, "compress", job_params, device=device, actor=actor, parent_job_id=parent_job_id)
 
 
@@ -115,7 +116,14 @@ def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, ob
         if max_candidates < 1:
             raise RecipeError(f"--max-candidates must be at least 1, got {max_candidates}")
         candidates = candidates[:max_candidates]
-    return enqueue(catalog, "optimize", {"parent_version_id": parent.id, "max_drop": max_drop,
-                                         "objective": objective, "dataset": dataset, "model": model,
-                                         "candidates": candidates, "latency_budget_s": float(latency_budget_s)},
-                   device=device, actor=actor)
+    job_params = {"parent_version_id": parent.id, "max_drop": max_drop, "objective": objective, "dataset": dataset,
+                  "model": model, "candidates": candidates, "latency_budget_s": float(latency_budget_s)}
+    _check_room(catalog, "optimize", job_params, f"optimizing {parent.ref} ({len(candidates)} candidates)")
+    return enqueue(catalog, "optimize", job_params, device=device, actor=actor)
+
+
+def _check_room(catalog: Catalog, kind: str, job_params: dict[str, Any], what: str) -> None:
+    """Refuse a job whose output would not fit on the catalog's disk, before it is queued."""
+    from relman.app.disk import check_room, estimate_job_output
+
+    check_room(catalog, estimate_job_output(catalog, kind, job_params), what)

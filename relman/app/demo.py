@@ -165,8 +165,10 @@ def _refusal(catalog: Catalog, ref: str, to_phase: str) -> str:
 
 def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool = True) -> Iterator[str]:
     from relman.app.datasets import register_demo_digits
+    from relman.app.compress import queue_compression
+    from relman.app.evaluate import queue_evaluation
     from relman.app.models import import_model
-    from relman.ui import backends
+    from relman.compress.registry import all_recipes
 
     if not catalog.query("SELECT 1 FROM datasets WHERE name = ?", [DEMO_DATASET]):
         d = register_demo_digits(catalog, DEMO_DATASET)
@@ -190,59 +192,40 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
     ])
     yield f"imported {base.ref} ({base.params:,} params)"
 
-    can_promote = backends.available("promote")
-    queue_eval, why_eval = backends.lookup("queue_evaluation")
-    queue_compress, why_compress = backends.lookup("queue_compression")
     if run_jobs:
-        if queue_eval is not None:
-            ids = queue_eval(catalog, [base.ref], dataset=DEMO_DATASET)
-            yield f"queued evaluation of {base.ref} (jobs {ids})"
-        else:
-            yield f"evaluation skipped: {why_eval}"
-        if backends.available("runner"):
-            yield "running jobs (worker processes)…"
-            yield from _drive_jobs(catalog)
+        ids = queue_evaluation(catalog, [base.ref], dataset=DEMO_DATASET)
+        yield f"queued evaluation of {base.ref} (jobs {ids})"
+        yield "running jobs (worker processes)…"
+        yield from _drive_jobs(catalog)
     # The base goes to production first, so its children are evaluated against production (and
     # their parent, the same version) in the same job: paired quality deltas and latency ratios.
-    if can_promote:
-        for to in ("candidate", "staging", "production"):
-            yield _step(catalog, base.ref, to)
-    else:
-        yield "release steps skipped: promotion is not in this build"
+    for to in ("candidate", "staging", "production"):
+        yield _step(catalog, base.ref, to)
     if run_jobs:
-        if queue_compress is not None:
-            from relman.compress.registry import all_recipes
+        known = {r.name for r in all_recipes()}
+        for name, params in DEMO_RECIPES:
+            if name not in known:
+                continue
+            try:
+                job = queue_compression(catalog, base.ref, name, params=params, dataset=DEMO_DATASET)
+                yield f"queued {name} on {base.ref} ({job})"
+            except Exception as e:
+                yield f"{name}: not queued ({e})"
+        yield "running jobs (worker processes)…"
+        yield from _drive_jobs(catalog)
 
-            known = {r.name for r in all_recipes()}
-            for name, params in DEMO_RECIPES:
-                if name not in known:
-                    continue
-                try:
-                    job = queue_compress(catalog, base.ref, name, params=params, dataset=DEMO_DATASET)
-                    yield f"queued {name} on {base.ref} ({job})"
-                except Exception as e:
-                    yield f"{name}: not queued ({e})"
-        else:
-            yield f"compression skipped: {why_compress}"
-        if backends.available("runner"):
-            yield "running jobs (worker processes)…"
-            yield from _drive_jobs(catalog)
-        else:
-            yield "jobs left queued: no job runner in this build"
+    children = [v for v in catalog.versions(DEMO_MODEL) if v.id != base.id]
+    weak = _weakest(catalog, children)
+    if weak is not None:
+        yield _refusal(catalog, weak.ref, "candidate")
+    rest = [v for v in children if weak is None or v.id != weak.id]
+    if rest:
+        yield _step(catalog, rest[0].ref, "candidate")
+    if len(rest) > 1:
+        yield _step(catalog, rest[1].ref, "candidate")
+        yield _step(catalog, rest[1].ref, "staging")
+        from relman.app.release import rollout
 
-    if can_promote:
-        children = [v for v in catalog.versions(DEMO_MODEL) if v.id != base.id]
-        weak = _weakest(catalog, children)
-        if weak is not None:
-            yield _refusal(catalog, weak.ref, "candidate")
-        rest = [v for v in children if weak is None or v.id != weak.id]
-        if rest:
-            yield _step(catalog, rest[0].ref, "candidate")
-        if len(rest) > 1:
-            yield _step(catalog, rest[1].ref, "candidate")
-            yield _step(catalog, rest[1].ref, "staging")
-            from relman.app.release import rollout
-
-            rollout(catalog, rest[1].ref, 5.0, why="demo canary")
-            yield f"{rest[1].ref}: canary share 5%"
+        rollout(catalog, rest[1].ref, 5.0, why="demo canary")
+        yield f"{rest[1].ref}: canary share 5%"
     yield f"demo catalog ready: {len(catalog.versions(DEMO_MODEL))} versions of {DEMO_MODEL}"

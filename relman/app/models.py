@@ -11,16 +11,45 @@ from relman.modelio.inspect import inspect_model
 from relman.modelio.loading import TASKS
 
 
+def architecture_clash(catalog: Catalog, model: str, architecture: str | None, task: str | None) -> str | None:
+    """Why `architecture`/`task` does not belong under the existing `model`, or None.
+
+    An import bumps the model's version, so a BERT imported under a ViT's name would become
+    the ViT's "next version" without a word. Only live versions count, and an unknown
+    architecture (bare weights) is not compared."""
+    existing = [v for v in catalog.versions(model)] if catalog.conn.execute(
+        "SELECT 1 FROM models WHERE name = ?", [model]).fetchone() else []
+    if not existing:
+        return None
+    archs = {v.architecture for v in existing if v.architecture}
+    tasks = {v.task for v in existing if v.task}
+    arch_differs = bool(architecture and archs and architecture not in archs)
+    task_differs = bool(task and tasks and task not in tasks)
+    if not (arch_differs or task_differs):
+        return None
+    held = f"{'/'.join(sorted(archs)) or '?'} ({'/'.join(sorted(tasks)) or '?'})"
+    new = f"{architecture or '?'} ({task or '?'})"
+    return f"model '{model}' holds {held} versions, but this is {new}"
+
+
 def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str | None = None,
-                 task: str | None = None, actor: str | None = None) -> VersionInfo:
+                 task: str | None = None, actor: str | None = None,
+                 new_architecture: bool = False) -> VersionInfo:
     """Check the model at `path` and store it as a new version of `model`.
 
     All checks run before anything is written; the store and the rows then commit together,
-    so a refused or failed import leaves the catalog exactly as it was."""
+    so a refused or failed import leaves the catalog exactly as it was. A different
+    architecture or task under an existing model name is refused unless `new_architecture`."""
     if task is not None and task not in TASKS:
         raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
     desc = inspect_model(path)
+    clash = architecture_clash(catalog, model, desc.architecture, task or desc.task)
+    if clash and not new_architecture:
+        raise ModelImportError(f"{clash}: import it under a new --model name, or pass --new-architecture "
+                               f"to add it to '{model}' anyway")
     meta: dict[str, Any] = {"source": str(Path(path).expanduser().resolve())}
+    if clash:
+        meta["new_architecture"] = clash
     if desc.config.get("model_type"):
         meta["model_type"] = desc.config["model_type"]
     if desc.config.get("id2label"):
@@ -33,15 +62,35 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
 
 
 def describe_version(catalog: Catalog, v: VersionInfo) -> dict[str, Any]:
-    """Everything `relman show` prints about a version, as plain data."""
+    """Everything `relman show` prints about a version, as plain data (deleted parents and
+    children stay in the lineage, marked as such)."""
+    gone = {r[0] for r in catalog.conn.execute("SELECT version_id FROM tombstones")}
     return {
         "model": v.model, "version": v.version, "id": v.id, "phase": v.phase, "format": v.format,
         "task": v.task, "architecture": v.architecture, "params": v.params, "dtype": v.dtype,
         "size_bytes": v.size_bytes, "manifest_sha256": v.manifest_sha256, "recipe": v.recipe, "meta": v.meta,
         "canary_share": v.canary_share, "created_at": v.created_at, "created_by": v.created_by,
+        "tags": catalog.tags(v.id), "archived_to": v.archived_to, "deleted_at": v.deleted_at,
         "files": catalog.artifacts(v.id),
-        "parents": [f"{p['model']}@{p['version']}" for p in catalog.parents(v.id)],
-        "children": [f"{c['model']}@{c['version']}" for c in catalog.children(v.id)],
+        "parents": [f"{p['model']}@{p['version']}" + (" (deleted)" if p["parent_id"] in gone else "")
+                    for p in catalog.parents(v.id)],
+        "children": [f"{c['model']}@{c['version']}" + (" (deleted)" if c["child_id"] in gone else "")
+                     for c in catalog.children(v.id)],
         "metrics": [{k: m[k] for k in ("suite", "name", "value", "context", "dataset", "created_at")}
                     for m in catalog.metrics(v.id)],
     }
+
+
+def propose_model_name(path: Path | str, existing: list[str] | tuple[str, ...] | set[str]) -> str:
+    """A new model name for the import dialog, from the folder or file name (never an
+    existing model's: the user picks one of those explicitly)."""
+    import re
+
+    p = Path(str(path).rstrip("/\\"))
+    stem = p.name if p.suffix.lower() not in (".safetensors", ".onnx", ".pt", ".pth", ".bin") else p.stem
+    slug = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "model"
+    taken = set(existing)
+    name, n = slug, 2
+    while name in taken:
+        name, n = f"{slug}-{n}", n + 1
+    return name

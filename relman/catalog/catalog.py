@@ -93,10 +93,16 @@ class VersionInfo:
     canary_share: float | None
     created_at: str
     created_by: str
+    deleted_at: str | None = None  # set on a tombstone: the version was deleted
+    archived_to: str | None = None  # its blobs were moved to this folder (`relman restore`)
 
     @property
     def ref(self) -> str:
         return f"{self.model}@{self.version}"
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> "VersionInfo":
@@ -106,11 +112,14 @@ class VersionInfo:
             dtype=r["dtype"], size_bytes=r["size_bytes"], manifest_sha256=r["manifest_sha256"],
             recipe=json.loads(r["recipe"] or "{}"), meta=json.loads(r["meta"] or "{}"),
             phase=r["phase"], canary_share=r["canary_share"], created_at=r["created_at"],
-            created_by=r["created_by"],
+            created_by=r["created_by"], deleted_at=r.get("deleted_at"), archived_to=r.get("archived_to"),
         )
 
 
-_VERSION_SELECT = "SELECT v.*, m.name AS model FROM versions v JOIN models m ON m.id = v.model_id"
+_VERSION_SELECT = ("SELECT v.*, m.name AS model, t.deleted_at AS deleted_at, x.folder AS archived_to"
+                   " FROM versions v JOIN models m ON m.id = v.model_id"
+                   " LEFT JOIN tombstones t ON t.version_id = v.id LEFT JOIN archives x ON x.version_id = v.id")
+_LIVE = "t.version_id IS NULL"
 
 
 def metric_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -217,6 +226,7 @@ class Catalog:
     def models(self) -> list[dict[str, Any]]:
         return self.query(
             "SELECT m.*, COUNT(v.id) AS n_versions FROM models m LEFT JOIN versions v ON v.model_id = m.id"
+            " AND NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.version_id = v.id)"
             " GROUP BY m.id ORDER BY m.name"
         )
 
@@ -240,12 +250,14 @@ class Catalog:
         return int(cur.lastrowid)
 
     # -- versions ---------------------------------------------------------------------------
-    def versions(self, model: str | None = None) -> list[VersionInfo]:
-        sql = _VERSION_SELECT
+    def versions(self, model: str | None = None, *, include_deleted: bool = False) -> list[VersionInfo]:
+        """Versions in semver order; deleted ones (tombstones) only with `include_deleted`."""
+        where: list[str] = [] if include_deleted else [_LIVE]
         params: list[Any] = []
         if model:
-            sql += " WHERE m.name = ?"
+            where.append("m.name = ?")
             params.append(model)
+        sql = _VERSION_SELECT + (" WHERE " + " AND ".join(where) if where else "")
         rows = self.query(sql, params)
         rows.sort(key=lambda r: (r["model"], semver.sort_key(r["version"])))
         return [VersionInfo.from_row(r) for r in rows]
@@ -257,11 +269,18 @@ class Catalog:
         return VersionInfo.from_row(rows[0])
 
     def resolve(self, ref: str) -> VersionInfo:
-        """`model`, `model@1.2.0`, `model@latest` or `model@<phase>` → a version."""
+        """`model`, `model@1.2.0`, `model@latest`, `model@<phase>` or `model@<tag>` → a live
+        version (a tag resolves when exactly one live version of the model carries it)."""
         name, _, selector = ref.partition("@")
         selector = selector or "latest"
         self.get_model(name)
         versions = self.versions(name)
+        if semver.is_semver(selector) and all(v.version != selector for v in versions):
+            gone = [v for v in self.versions(name, include_deleted=True) if v.version == selector and v.deleted]
+            if gone:
+                t = self.tombstone(gone[0].id) or {}
+                raise NotFound(f"{name}@{selector} was deleted on {str(t.get('deleted_at', '?'))[:19]} by "
+                               f"{t.get('deleted_by', '?')} ({t.get('why', '')}); only its record is kept")
         if not versions:
             raise NotFound(f"model '{name}' has no versions")
         if selector == "latest":
@@ -272,13 +291,33 @@ class Catalog:
                 raise NotFound(f"model '{name}' has no version in phase '{selector}'")
             return max(in_phase, key=lambda v: v.created_at)
         if not semver.is_semver(selector):
-            raise NotFound(f"'{selector}' in '{ref}' is neither a version (X.Y.Z), 'latest', nor a phase "
-                           f"({', '.join(PHASES)})")
+            live = {v.id: v for v in versions}
+            tagged = [live[r[0]] for r in self.conn.execute(
+                "SELECT version_id FROM tags WHERE name = ? ORDER BY version_id", [selector]) if r[0] in live]
+            if len(tagged) == 1:
+                return tagged[0]
+            if len(tagged) > 1:
+                raise NotFound(f"tag '{selector}' is on {len(tagged)} versions of {name} "
+                               f"({', '.join(v.version for v in tagged)}); name the version instead")
+            raise NotFound(f"'{selector}' in '{ref}' is neither a version (X.Y.Z), 'latest', a phase "
+                           f"({', '.join(PHASES)}) nor a tag of {name}")
         for v in versions:
             if v.version == selector:
                 return v
         known = ", ".join(v.version for v in versions)
         raise NotFound(f"model '{name}' has no version {selector} (it has {known})")
+
+    def tombstone(self, version_id: int) -> dict[str, Any] | None:
+        """The deletion record of a version (None while it is live)."""
+        rows = self.query("SELECT * FROM tombstones WHERE version_id = ?", [version_id])
+        if not rows:
+            return None
+        rows[0]["files"] = json.loads(rows[0]["files"])
+        return rows[0]
+
+    def tags(self, version_id: int) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM tags WHERE version_id = ? ORDER BY name",
+                                                [version_id])]
 
     def artifacts(self, version_id: int) -> list[dict[str, Any]]:
         return self.query("SELECT path, sha256, size FROM artifacts WHERE version_id = ? ORDER BY path",
@@ -437,21 +476,24 @@ class Catalog:
             raise
 
     def referenced_shas(self) -> set[str]:
-        rows = self.conn.execute("SELECT sha256 FROM artifacts UNION SELECT sha256 FROM dataset_files")
-        return {r[0] for r in rows}
+        """Blobs committed rows need in the store: live (not archived) versions' artifacts,
+        datasets and the other sources in `relman.catalog.refs`, pending writes aside."""
+        from relman.catalog import refs
+
+        return refs.live_shas(self.conn, kinds_excluded=("pending",))
 
     def release_pending(self, owner: str) -> list[str]:
         """Drop the blobs `owner` created that no committed row references. Used when a write
-        fails, and by the job runner for a worker that died before its final commit."""
+        fails, and by the job runner for a worker that died before its final commit. A blob
+        anything else needs (see `relman.catalog.refs`) stays."""
+        from relman.catalog import refs
+
         removed = []
         with self.transaction():
             shas = [r[0] for r in self.conn.execute("SELECT sha256 FROM pending_blobs WHERE owner = ?", [owner])]
+            needed = refs.live_shas(self.conn, exclude=[("pending", owner)]) if shas else set()
             for sha in shas:
-                in_use = self.conn.execute(
-                    "SELECT 1 FROM artifacts WHERE sha256 = ? UNION SELECT 1 FROM dataset_files WHERE sha256 = ?"
-                    " UNION SELECT 1 FROM pending_blobs WHERE sha256 = ? AND owner != ?",
-                    [sha, sha, sha, owner]).fetchone()
-                if not in_use:
+                if sha not in needed:
                     self.store.remove(sha)
                     removed.append(sha)
             self.conn.execute("DELETE FROM pending_blobs WHERE owner = ?", [owner])
@@ -479,16 +521,20 @@ class Catalog:
         return {"blobs": n_blobs, "temp_files": n_tmp}
 
     def orphan_blobs(self) -> list[str]:
-        used = self.referenced_shas()
-        used |= {r[0] for r in self.conn.execute("SELECT sha256 FROM pending_blobs")}
+        """Blobs in the store nothing live needs: what `relman gc` would remove."""
+        from relman.catalog import refs
+
+        used = refs.live_shas(self.conn)
         return [sha for sha in self.store.all_shas() if sha not in used]
 
     def verify_store(self) -> list[str]:
-        """Re-hash every referenced blob; one line per missing or changed file."""
+        """Re-hash every referenced blob; one line per missing or changed file. Archived
+        versions are checked by `relman restore`, whose folder may be offline now."""
         problems = []
         rows = self.query(
             "SELECT a.sha256, a.path, m.name || '@' || v.version AS owner FROM artifacts a"
             " JOIN versions v ON v.id = a.version_id JOIN models m ON m.id = v.model_id"
+            " WHERE NOT EXISTS (SELECT 1 FROM archives x WHERE x.version_id = v.id)"
             " UNION ALL SELECT f.sha256, f.path, 'dataset ' || d.name FROM dataset_files f"
             " JOIN datasets d ON d.id = f.dataset_id")
         checked: dict[str, str | None] = {}
@@ -503,6 +549,11 @@ class Catalog:
     def materialize(self, version_id: int, dest: Path) -> Path:
         """Lay a version's files out under `dest` (hard links where possible)."""
         dest = Path(dest)
+        v = self.get_version(version_id)
+        if v.deleted:
+            raise NotFound(f"{v.ref} was deleted; only its record is kept")
+        if v.archived_to:
+            raise NotFound(f"{v.ref} is archived in {v.archived_to}; run 'relman restore {v.ref}' first")
         dest.mkdir(parents=True, exist_ok=True)
         for a in self.artifacts(version_id):
             target = dest / a["path"]

@@ -213,3 +213,48 @@ def m002_job_parent(db: sqlite_utils.Database) -> None:
         CREATE INDEX jobs_parent ON jobs(parent_job_id);
         """,
     )
+
+
+@migrations()
+def m003_job_executor(db: sqlite_utils.Database) -> None:
+    """Which executor ran a job: `local`, or `ray:<node-ip>/<node-id>` for a Ray task."""
+    _run_script(db, "ALTER TABLE jobs ADD COLUMN executor TEXT;")
+
+
+@migrations()
+def m004_housekeeping(db: sqlite_utils.Database) -> None:
+    """Deleting, archiving and tagging versions (issue 15).
+
+    A deleted version keeps its `versions` row (lineage, transitions, metrics and the audit
+    chain still point at it) and gets a `tombstones` row holding who/when/why and the file
+    list its `artifacts` rows had; listings leave it out. An archived version keeps its
+    artifact rows, its blobs live in `archives.folder` instead of the store. Tags are free
+    labels beside phases; `model@tag` resolves when exactly one live version carries it."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE tombstones (
+            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+            deleted_at TEXT NOT NULL,
+            deleted_by TEXT NOT NULL,
+            why TEXT NOT NULL,
+            manifest_sha256 TEXT NOT NULL,
+            size_bytes INTEGER NOT NULL,
+            files TEXT NOT NULL DEFAULT '[]'
+        );
+        CREATE TABLE archives (
+            version_id INTEGER PRIMARY KEY REFERENCES versions(id),
+            folder TEXT NOT NULL,
+            archived_at TEXT NOT NULL,
+            archived_by TEXT NOT NULL
+        );
+        CREATE TABLE tags (
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            name TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (version_id, name)
+        );
+        CREATE INDEX tags_name ON tags(name);
+        """,
+    )

@@ -51,8 +51,11 @@ class BlobStore:
     def put_file(self, src: Path, on_new: Callable[[str], None] | None = None) -> tuple[str, int, bool]:
         """Copy `src` into the store. Returns (sha256, size, created).
 
-        `on_new(sha)` runs before a new blob is renamed into place, so the caller can record it
-        as pending first: a crash after the rename then leaves a record to clean up by."""
+        `on_new(sha)` runs before the blob is looked up or renamed into place, so the caller can
+        record it as pending first: a crash after the rename then leaves a record to clean up
+        by. It runs for blobs that already exist too: `relman gc` sweeps under the catalog's
+        write lock and keeps pending blobs, so once the claim is committed an existing blob
+        this write will reference cannot be swept between the lookup and the commit."""
         self.ensure()
         tmp = self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}.part"
         h = hashlib.sha256()
@@ -71,10 +74,10 @@ class BlobStore:
                                    f"({e.strerror or e}); nothing was stored") from None
             sha = h.hexdigest()
             final = self.path(sha)
+            if on_new is not None:  # claim first, even for a blob that exists: see the docstring
+                on_new(sha)
             if final.is_file():
                 return sha, size, False
-            if on_new is not None:
-                on_new(sha)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             os.replace(tmp, final)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
 from relman.units import human_size
 
 
@@ -22,15 +22,18 @@ def init(state: AppState) -> None:
 @click.option("--version", "version", help="Version X.Y.Z (default: next minor version).")
 @click.option("--task", type=click.Choice(["text-classification", "image-classification", "feature-extraction",
                                            "causal-lm"]), help="Override the task guessed from config.json.")
+@click.option("--new-architecture", is_flag=True,
+              help="Allow a different architecture or task under an existing model name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @pass_state
-def import_(state: AppState, path: str, model: str, version: str | None, task: str | None, as_json: bool) -> None:
+def import_(state: AppState, path: str, model: str, version: str | None, task: str | None, new_architecture: bool,
+            as_json: bool) -> None:
     """Import a model: a Hugging Face folder, a .safetensors file, an .onnx file (with its
     external data) or a torch state dict (.bin/.pt, loaded with weights_only=True)."""
     from relman.app.models import describe_version, import_model
 
     cat = state.catalog()
-    v = import_model(cat, path, model, version=version, task=task)
+    v = import_model(cat, path, model, version=version, task=task, new_architecture=new_architecture)
     if as_json:
         emit_json(describe_version(cat, v))
     else:
@@ -49,9 +52,12 @@ def ls(state: AppState, model: str | None, as_json: bool) -> None:
         cat.get_model(model)
     versions = cat.versions(model)
     if as_json:
+        from relman.app.tags import all_tags
+
+        tags = all_tags(cat)
         emit_json([{"model": v.model, "version": v.version, "phase": v.phase, "format": v.format, "task": v.task,
                     "params": v.params, "size_bytes": v.size_bytes, "created_at": v.created_at,
-                    "recipe": v.recipe.get("name")} for v in versions])
+                    "recipe": v.recipe.get("name"), "tags": tags.get(v.id, [])} for v in versions])
         return
     if not versions:
         click.echo("no models yet: relman import PATH --model NAME")
@@ -85,6 +91,10 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
         click.echo(f"  {'recipe':<13}{d['recipe']}")
     if d["canary_share"] is not None:
         click.echo(f"  {'canary':<13}{d['canary_share']:g} %")
+    if d.get("tags"):
+        click.echo(f"  {'tags':<13}{', '.join(d['tags'])}")
+    if d.get("archived_to"):
+        click.echo(f"  {'archived in':<13}{d['archived_to']} (relman restore {d['model']}@{d['version']})")
     click.echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
     click.echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
     click.echo("files:")
@@ -115,7 +125,7 @@ def log_(state: AppState, model: str | None, limit: int, as_json: bool) -> None:
 
 
 def _summary(payload: dict) -> str:
-    keys = [k for k in ("why", "to", "from", "recipe", "job", "format", "share") if payload.get(k)]
+    keys = [k for k in ("why", "to", "from", "recipe", "job", "format", "share", "tag") if payload.get(k)]
     text = ", ".join(f"{k}={payload[k]}" for k in keys)
     return text[:80]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
 from relman.jobs.wait import wait_option
 
 
@@ -127,20 +127,67 @@ def retry(state: AppState, job_id: int, wait: bool) -> None:
               help="Jobs at a time on the CPU (default: RELMAN_CPU_SLOTS, else 2). One per CUDA device.")
 @click.option("--grace", type=click.FloatRange(min=0), default=None,
               help="Seconds a cancelled job gets to stop before it is terminated (default 5).")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run jobs as tasks on the Ray cluster at ADDRESS (HOST:PORT, or 'local' for a private "
+                   "Ray instance here); default: the catalog's setting ('relman jobs executor').")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a Ray address that is not on this machine (trusted lab networks only).")
 @pass_state
-def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None) -> None:
+def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None, ray_address: str | None,
+        allow_remote: bool) -> None:
     """Run queued jobs here (a headless runner, instead of the GUI). Ctrl+C stops the runner;
-    running jobs carry on and the next runner picks them up."""
+    running jobs carry on and the next runner picks them up (jobs on Ray end with the runner
+    that submitted them and are failed, ready to retry)."""
     from relman.jobs.runner import Runner
 
-    runner = Runner(state.catalog().root, cpu_slots=cpu_slots, grace_s=grace)
+    cat = state.catalog()
+    executor = None
+    if ray_address or cat.get_setting("executor.ray_address"):
+        from relman.jobs.ray_executor import executor_from_settings
+
+        executor = executor_from_settings(cat, ray_address, allow_remote or None)
+    runner = Runner(cat.root, cpu_slots=cpu_slots, grace_s=grace, executor=executor)
     try:
-        click.echo(f"runner on {runner.catalog.root} (cpu slots: {runner.cpu_slots}); Ctrl+C to stop", err=True)
+        where = f"; jobs on Ray at {executor.address}" if executor else ""
+        click.echo(f"runner on {runner.catalog.root} (cpu slots: {runner.cpu_slots}{where}); Ctrl+C to stop",
+                   err=True)
         runner.run_forever(stop_when_idle=once)
     except KeyboardInterrupt:
         click.echo("runner stopped; running jobs carry on", err=True)
     finally:
         runner.close()
+
+
+@jobs.command("executor")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Run this catalog's jobs on the Ray cluster at ADDRESS (HOST:PORT or 'local').")
+@click.option("--allow-remote", is_flag=True, help="Allow an address that is not on this machine.")
+@click.option("--local", "local", is_flag=True, help="Run jobs as local worker processes (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def executor_cmd(state: AppState, ray_address: str | None, allow_remote: bool, local: bool, as_json: bool) -> None:
+    """Show or set where this catalog's runners (the GUI's and 'jobs run') execute jobs."""
+    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+
+    cat = state.catalog()
+    if ray_address and local:
+        raise click.UsageError("give --ray ADDRESS or --local, not both")
+    if ray_address:
+        address = check_address(ray_address, allow_remote)
+        cat.set_setting(SETTING_ADDRESS, address)
+        cat.set_setting(SETTING_ALLOW_REMOTE, bool(allow_remote))
+        cat.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)})
+    elif local:
+        cat.set_setting(SETTING_ADDRESS, None)
+        cat.set_setting(SETTING_ALLOW_REMOTE, False)
+        cat.log_event("executor-set", {"executor": "local"})
+    address = cat.get_setting(SETTING_ADDRESS)
+    info = {"executor": "ray" if address else "local", "address": address,
+            "allow_remote": bool(cat.get_setting(SETTING_ALLOW_REMOTE, False))}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"jobs run on the Ray cluster at {address}" if address else "jobs run as local worker processes")
 
 
 @jobs.command("devices")

@@ -35,7 +35,7 @@ from relman.compress.surgery import (
 )
 from relman.data.dataset import Dataset
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 from relman.modelio.loading import auto_class
 
 _LAYER_INDEX = re.compile(r"\.(layer|layers|h)\.(\d+)\.")
@@ -175,7 +175,7 @@ def evaluate(student: nn.Module, teacher: nn.Module, objective: Objective, batch
 # -- the training loop both the recipe and the recovery step run --------------------------
 def distill_epochs(student: nn.Module, teacher: nn.Module, objective: "Objective", batcher: Any, train: Any,
                    optimizer: Any, *, batch_size: int, epochs: int, rng: Any, device: str, use_labels: bool,
-                   ctx: JobContext, progress_from: float, progress_span: float,
+                   ctx: WorkContext, progress_from: float, progress_span: float,
                    label: str = "epoch") -> tuple[list[float], int]:
     """Train `student` on `teacher`'s outputs; streams the loss curve (`train_loss`) and
     progress through `ctx`. Returns (mean loss of each epoch, steps taken)."""
@@ -203,7 +203,7 @@ def distill_epochs(student: nn.Module, teacher: nn.Module, objective: "Objective
 
 # -- recovery after structural edits (pruning, factorisation) -----------------------------
 def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSource, params: dict[str, Any],
-            ctx: JobContext, device: str) -> list[float]:
+            ctx: WorkContext, device: str) -> list[float]:
     """Distil the unedited parent into the edited model for a few epochs (params: dataset,
     epochs, lr, batch_size, max_length, seed); returns the mean loss of each epoch."""
     task = source.task or ""
@@ -231,7 +231,7 @@ def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSo
 
 
 # -- the recipe ---------------------------------------------------------------------------
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     teacher_src = sources[0]
     task = teacher_src.task or ""
     if task not in (*tr.CLASSIFICATION_TASKS, "feature-extraction"):

@@ -43,7 +43,7 @@ from relman.errors import RecipeError, RelmanError
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
 CLASSIFICATION = ("text-classification", "image-classification")
 _EXPORTABLE = ("hf", "hf-reshaped", "onnx")
@@ -130,7 +130,7 @@ def pareto_front(points: list[tuple[float, float, float]]) -> list[bool]:
 class _Slice:
     """The job's context with progress mapped into [lo, hi] of the whole search."""
 
-    def __init__(self, ctx: "JobContext", lo: float, hi: float, label: str) -> None:
+    def __init__(self, ctx: "WorkContext", lo: float, hi: float, label: str) -> None:
         self._ctx, self._lo, self._hi, self._label = ctx, lo, hi, label
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -159,7 +159,7 @@ def quality_kind(task: str | None, dataset: str | None) -> tuple[str, str, bool]
     return "optimize", "synthetic_cosine" if task == "feature-extraction" else "synthetic_agreement", True
 
 
-def synthetic_fidelity(ctx: "JobContext", parent: "VersionInfo", child: "VersionInfo") -> float:
+def synthetic_fidelity(ctx: "WorkContext", parent: "VersionInfo", child: "VersionInfo") -> float:
     """Top-1 agreement (cosine for embedders) of child and parent on seeded synthetic inputs."""
     import numpy as np
 
@@ -229,7 +229,7 @@ def _figures(ctx: Any, v: "VersionInfo", parent_fig: Figures | None, params: dic
                    latency_ratio=ratio, latency_ratio_interval=interval)
 
 
-def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "optimize"."""
     from relman.catalog import Metric
     from relman.compress.job import apply_recipe, commit_child

@@ -116,7 +116,7 @@ def calibration_feeds(ctx: Any, src_folder: Path, task: str, onnx_path: Path, da
         feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
         return feeds, {"source": "synthetic", "note": "no dataset given: scales calibrated on random inputs",
                        "batches": len(feeds)}
-    from relman.app.datasets import load_dataset
+    from relman.data.stored import load_dataset
 
     ds = load_dataset(ctx.catalog, dataset, "train")
     ds = ds.head(n)

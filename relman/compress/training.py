@@ -3,7 +3,7 @@ fine-tune after structured pruning): dataset loading and checks, batching a Data
 model inputs, train/validation split, optimiser, early stopping, FGSM, accuracy.
 
 Kept as small functions rather than a Trainer class so each recipe's loop stays readable
-and reports its own progress and loss curve through the JobContext.
+and reports its own progress and loss curve through the WorkContext.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from relman.modelio.loading import load_preprocessor
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
 TEXT_TASKS = ("text-classification", "feature-extraction", "causal-lm")
 CLASSIFICATION_TASKS = ("text-classification", "image-classification")
 
 
 # -- datasets ---------------------------------------------------------------------------------
-def load_recipe_dataset(ctx: "JobContext", ref: "str | Dataset", *, param: str = "dataset") -> Dataset:
+def load_recipe_dataset(ctx: "WorkContext", ref: "str | Dataset", *, param: str = "dataset") -> Dataset:
     """A registered dataset by name (all splits), or a Dataset given directly by a caller."""
     if isinstance(ref, Dataset):
         return ref
@@ -220,7 +220,7 @@ def with_labels(dataset: Dataset, labels: np.ndarray, names: list[str]) -> Datas
     return replace(dataset, labels=labels, label_names=names)
 
 
-def resolve_device(ctx: "JobContext") -> str:
+def resolve_device(ctx: "WorkContext") -> str:
     """The job's device, falling back to CPU when CUDA was asked for but is not there."""
     device = ctx.device or "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

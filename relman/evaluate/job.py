@@ -203,6 +203,7 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         ctx.log("%s: %d metrics", name, len(got))
         metrics.extend(got)
     env.close()
+    ctx.hold_point("evaluate.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()
     stored = catalog.add_metrics(version.id, metrics, job_id=ctx.job_id, actor=ctx.actor)
     ctx.progress(1.0, f"stored {stored} metrics")

@@ -31,6 +31,7 @@ def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Sleep `seconds` in `steps`, reporting progress and honouring cancel between steps.
 
     `ignore_cancel` keeps reporting but never stops by itself (the runner must terminate it);
+    `hold_file` makes it wait at the end until that file exists (a hold point a test releases);
     `ignore_sigterm` also ignores SIGTERM (only SIGKILL stops it); `spawn_child` starts a
     child process first, to check that nothing outlives a cancelled job."""
     seconds = float(params.get("seconds", 1.0))
@@ -47,6 +48,14 @@ def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     for i in range(steps):
         time.sleep(seconds / steps)
         ctx.progress((i + 1) / steps, f"step {i + 1}/{steps}", check_cancel=not ignore_cancel)
+    hold = params.get("hold_file")
+    if hold:  # a point the test controls: stay here (still honouring cancel) until the file exists
+        ctx.progress(1.0, "holding", check_cancel=False)
+        ctx.flush()
+        while not Path(hold).exists():
+            time.sleep(0.05)
+            if not ignore_cancel:
+                ctx.check_cancelled()
     if child is not None:
         child.kill()
         child.wait()

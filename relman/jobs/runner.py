@@ -149,7 +149,7 @@ class Runner:
     def __init__(self, catalog: "Catalog | Path | str", cpu_slots: int | None = None, *,
                  grace_s: float | None = None, kill_after_s: float = DEFAULT_KILL_AFTER_S,
                  heartbeat_stale_s: float = DEFAULT_HEARTBEAT_STALE_S,
-                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
+                 start_timeout_s: float = DEFAULT_START_TIMEOUT_S, executor: Any = None) -> None:
         from relman.catalog import Catalog, open_catalog
 
         if isinstance(catalog, Catalog):
@@ -175,6 +175,9 @@ class Runner:
         self._kill_sent: dict[int, float] = {}
         self._cleaned_at_start = False
         self._closed = False
+        # A remote executor (relman.jobs.ray_executor.RayExecutor) takes the kinds it accepts;
+        # everything else runs as local worker processes.
+        self.remote = executor
 
     # -- public ----------------------------------------------------------------------------
     @property
@@ -202,12 +205,20 @@ class Runner:
             self._cleaned_at_start = True
             self.catalog.clean_stale()
         self._reap(report)
+        if self.remote is not None:
+            from relman.jobs.ray_runner import pump
+
+            pump(self, report)
         running = queue.list_jobs(self.catalog, statuses=[queue.RUNNING])
         for job in running:
             if job["id"] not in self.workers:
                 self._check_adopted(job, report)
         for job in running:
             if job["id"] in report["ended"]:
+                continue
+            if self.remote is not None and job["id"] in self.remote.active:
+                if job["cancel_requested"]:
+                    self.remote.cancel(job["id"], force=(_age_s(job["cancel_requested_at"]) or 0.0) >= self.grace_s)
                 continue
             if job["cancel_requested"]:
                 self._enforce_cancel(job)
@@ -216,7 +227,7 @@ class Runner:
 
     def idle(self) -> bool:
         """No worker of ours running and nothing queued or running in the catalog."""
-        if self.workers:
+        if self.workers or (self.remote is not None and self.remote.active):
             return False
         row = self.catalog.conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", [queue.QUEUED, queue.RUNNING]).fetchone()
@@ -249,6 +260,8 @@ class Runner:
         except sqlite3.OperationalError:  # catalog busy: the next runner settles them
             pass
         self.probe.close()
+        if self.remote is not None:
+            self.remote.close()
         self.lock.release()
         if self._owns_catalog:
             self.catalog.close()
@@ -316,6 +329,13 @@ class Runner:
         return p, ""
 
     def _check_adopted(self, job: dict[str, Any], report: dict[str, list[int]]) -> None:
+        if self.remote is not None and job["id"] in self.remote.active:
+            return
+        if (job.get("executor") or "").startswith("ray") and (self.remote is None or job["id"] not in self.remote.active):
+            # Ray tasks die with the driver that submitted them: nothing to re-attach to.
+            self._settle_dead(job["id"], "its Ray task ended with the runner that submitted it; retry the job")
+            report["ended"].append(job["id"])
+            return
         if job["pid"] is None:
             age = _age_s(job["heartbeat_at"] or job["started_at"])
             if age is not None and age > self.start_timeout_s:
@@ -387,14 +407,21 @@ class Runner:
     def _start_queued(self, report: dict[str, list[int]]) -> None:
         """Start queued jobs oldest first. A timing job (exclusive) runs alone on its device: it
         starts only when nothing else runs there, and from the moment it is next in line no
-        younger job starts on that device (the running ones drain), so it is never starved."""
+        younger job starts on that device (the running ones drain), so it is never starved.
+        Jobs the Ray executor accepts go to the cluster instead (exclusivity is local)."""
         queued = self.catalog.query("SELECT id, kind, params, device FROM jobs WHERE status = ? ORDER BY id LIMIT 200",
                                     [queue.QUEUED])
         if not queued:
             return
         busy, held = self._busy()
-        devices = self.probe.poll() if any(j["device"] != "cpu" for j in queued) else None
+        devices = self.probe.poll() if any(j["device"] != "cpu" for j in queued
+                                           if self.remote is None or not self.remote.accepts(j["kind"])) else None
         for job in queued:
+            if self.remote is not None and self.remote.accepts(job["kind"]):
+                from relman.jobs.ray_runner import launch_remote
+
+                launch_remote(self, job, report)
+                continue
             exclusive = self._exclusive(job["kind"], job["params"])
             try:
                 target = target_device(job["device"], devices, busy)
@@ -424,8 +451,8 @@ class Runner:
         with self.catalog.transaction():
             cur = self.catalog.conn.execute(
                 "UPDATE jobs SET status = ?, device_used = ?, started_at = ?, heartbeat_at = ?, pid = NULL,"
-                " attempts = attempts + 1, progress = 0, message = 'starting', finished_at = NULL"
-                " WHERE id = ? AND status = ?", [queue.RUNNING, device, now, now, job_id, queue.QUEUED])
+                " attempts = attempts + 1, progress = 0, message = 'starting', finished_at = NULL,"
+                " executor = 'local' WHERE id = ? AND status = ?", [queue.RUNNING, device, now, now, job_id, queue.QUEUED])
             if cur.rowcount != 1:
                 return False  # cancelled (or taken) in the meantime
             row = self.catalog.conn.execute("SELECT log_path, attempts FROM jobs WHERE id = ?", [job_id]).fetchone()

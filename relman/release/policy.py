@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
+from relman.release.rules import parse_rule
 
 PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
 
@@ -40,7 +41,7 @@ DEFAULT_POLICY: dict[str, Any] = {
         "retired": ["candidate", "staging"],
         "rejected": [],
     },
-    # to-phase -> rules (see relman.release.gates); every rule must pass. Quality: not
+    # to-phase -> rules (see relman.release.gates / rules); every rule must pass. Quality: not
     # significantly worse than production (or, while nothing is in production, the parent) by
     # more than one point — the upper end of the paired 95 % interval of the difference must
     # reach -0.01; compressed children must agree with their parent on >= 99 % of rows;
@@ -71,7 +72,6 @@ def default_policy() -> dict[str, Any]:
 def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
     """Check a policy body (missing keys are taken from the default); returns the full body.
     Every rule is parsed here, so a typo is caught when the policy is set, not at promotion."""
-    from relman.release.gates import parse_rule
 
     if not isinstance(body, Mapping):
         raise ReleaseError(f"{source}: a policy must be a table/object, not {type(body).__name__}")
@@ -177,8 +177,6 @@ class PolicyTextError(ReleaseError):
 def validate_text(text: str, source: str = "policy") -> dict[str, Any]:
     """Parse and validate a policy written as JSON (what the GUI editor holds); errors carry
     the line and column — of the broken rule's token for a malformed gate rule."""
-    from relman.release.gates import RuleSyntaxError
-
     try:
         body = json.loads(text)
     except json.JSONDecodeError as e:

@@ -68,18 +68,34 @@ class ImportDialog(ValidatingDialog):
         super().__init__("Import model", parent)
         self.path = QLineEdit()
         self.path.setPlaceholderText("Hugging Face folder, .safetensors, .onnx or torch weights")
+        self.existing = list(models)
         self.model = QComboBox()
         self.model.setEditable(True)
-        self.model.addItems(list(models))
+        self.model.addItems(self.existing)
         self.model.setCurrentText(default_model)
+        self.model.setToolTip("A new name is proposed from the folder; pick an existing model to add a version to it")
+        self._proposed = default_model
+        self.path.textChanged.connect(self._propose_name)
+        self.new_architecture = QCheckBox("Different architecture or task under an existing model name")
+        self.new_architecture.setObjectName("new-architecture")
         self.version = QLineEdit()
         self.version.setPlaceholderText("optional, e.g. 2.0.0 (default: next minor)")
         form = QFormLayout(self)
         form.addRow("Model file/folder", _path_row(self.path, self, file_filter="Models (*.safetensors *.onnx *.pt *.pth *.bin);;All files (*)"))
         form.addRow("Model name", self.model)
+        form.addRow("", self.new_architecture)
         form.addRow("Version", self.version)
         form.addRow(self.error_label)
         form.addRow(self.buttons)
+
+    def _propose_name(self, path: str) -> None:
+        """A new folder gets a new model name (from its own name), unless the user typed one."""
+        from relman.app.models import propose_model_name
+
+        if not path.strip() or self.model.currentText().strip() not in ("", self._proposed):
+            return
+        self._proposed = propose_model_name(path.strip(), self.existing)
+        self.model.setCurrentText(self._proposed)
 
     def values(self) -> dict[str, Any]:
         path, model = self.path.text().strip(), self.model.currentText().strip()
@@ -87,7 +103,8 @@ class ImportDialog(ValidatingDialog):
             raise RelmanError("choose a model file or folder to import")
         if not model:
             raise RelmanError("give the model a name (e.g. 'digits-vit')")
-        return {"path": path, "model": model, "version": self.version.text().strip() or None}
+        return {"path": path, "model": model, "version": self.version.text().strip() or None,
+                "new_architecture": self.new_architecture.isChecked()}
 
 
 class DatasetDialog(ValidatingDialog):

@@ -30,12 +30,16 @@ from relman.ui.qt_audit import AuditView
 from relman.ui.qt_board import NEXT_PHASE, ReleaseBoard
 from relman.ui.qt_dialogs import (CompressDialog, DatasetDialog, EvaluateDialog, ImportDialog, PromoteDialog,
                                   SimpleFormDialog, report_passed)
+from relman.ui.qt_archive import archive_or_restore_selected
+from relman.ui.qt_delete import delete_selected
+from relman.ui.qt_disk import DiskStatusLabel, DiskView
 from relman.ui.qt_lineage import LineageView
+from relman.ui.qt_tags import edit_tags
 from relman.ui.qt_models import PHASE_COLORS, VersionsFilterProxy, VersionsTableModel
 from relman.ui.resources import read_text, resource_path
 from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, catalog_token, jobs_token, load_snapshot
 
-TABS = ("versions", "board", "compare", "lineage", "jobs", "audit")
+TABS = ("versions", "board", "compare", "lineage", "jobs", "audit", "disk")
 ACTION_BACKENDS = {
     "import": "import_model", "dataset": "register_dataset", "compress": "queue_compression",
     "evaluate": "queue_evaluation", "optimize": "optimize", "export": "export_bundle", "card": "write_model_card",
@@ -122,7 +126,7 @@ class MainWindow(QMainWindow):
         self.versions_model.modelReset.connect(lambda: self._select_rows(set(self.selected_ids)))
         self.filter_edit = QLineEdit()
         self.filter_edit.setObjectName("filter")
-        self.filter_edit.setPlaceholderText("Filter versions: model@version, phase, recipe, format… (Ctrl+F)")
+        self.filter_edit.setPlaceholderText("Filter versions: words, tag:fast, recipe:int8, accuracy>0.9… (Ctrl+F)")
         self.filter_edit.setClearButtonEnabled(True)
         self.filter_edit.textChanged.connect(lambda t: self.versions_proxy.set_filter(text=t) or self._update_count())
         self.phase_filter = QComboBox()
@@ -162,6 +166,12 @@ class MainWindow(QMainWindow):
         self.audit = AuditView()
         self.audit.catalog = self.catalog
         self.tabs.addTab(self.audit, "Audit")
+        self.disk = DiskView(lambda: self.catalog.root)  # measured by a child `relman du` when shown
+        self.disk.gc_requested.connect(lambda: self.guarded("gc", self.collect_garbage))
+        self.tabs.addTab(self.disk, "Disk")
+        self.disk_status = DiskStatusLabel()
+        self.statusBar().addPermanentWidget(self.disk_status)
+        self.disk_status.follow(lambda: self.catalog)
         # Model tree dock
         self.tree = QTreeWidget()
         self.tree.setObjectName("model-tree")
@@ -227,6 +237,8 @@ class MainWindow(QMainWindow):
             self.compare  # noqa: B018  (builds it)
         elif TABS[index] == "jobs":
             self.jobs  # noqa: B018
+        elif TABS[index] == "disk":
+            self.disk.refresh_if_stale()
         self._refresh_view(TABS[index])
 
     def _build_actions(self) -> None:
@@ -247,6 +259,10 @@ class MainWindow(QMainWindow):
             ("theme", "Toggle dark theme", "Ctrl+T", lambda: self.set_theme(not self.dark)),
             ("open", "Open catalog…", "Ctrl+O", self.action_open_catalog),
             ("find", "Find versions", "Ctrl+F", self._focus_filter),
+            ("delete", "Delete version…", "Del", lambda: delete_selected(self)),
+            ("tags", "Edit tags…", "Ctrl+Shift+T", lambda: edit_tags(self)),
+            ("gc", "Collect garbage", "", self.collect_garbage),
+            ("archive", "Archive / restore…", "", lambda: archive_or_restore_selected(self)),
         ]
         for key, text, shortcut, slot in spec:
             act = QAction(text, self)
@@ -275,6 +291,9 @@ class MainWindow(QMainWindow):
         release = menu.addMenu("&Release")
         for key in ("promote", "rollback", "policy", "verify"):
             release.addAction(self.actions_by_key[key])
+        catalog_menu = menu.addMenu("&Catalog")
+        for key in ("tags", "delete", "archive", "gc"):
+            catalog_menu.addAction(self.actions_by_key[key])
         view = menu.addMenu("&View")
         for key in ("refresh", "theme", "find"):
             view.addAction(self.actions_by_key[key])
@@ -356,6 +375,8 @@ class MainWindow(QMainWindow):
         self._gate_cache.clear()
         self._set_versions(self.snapshot)
         self._fill_tree()
+        self.disk_status.update_from(self.catalog)
+        self.disk.stale = True
         # Views other than the one on screen are refreshed when they are next shown.
         self._dirty = {"board", "compare", "lineage", "audit"}
         self._refresh_view(TABS[self.tabs.currentIndex()])
@@ -383,13 +404,13 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentIndex(TABS.index(name))
         self._on_tab_changed(TABS.index(name))
         return {"versions": self.table, "board": self.board, "compare": self._compare, "lineage": self.lineage,
-                "jobs": self._jobs, "audit": self.audit}[name]
+                "jobs": self._jobs, "audit": self.audit, "disk": self.disk}[name]
 
     def _set_versions(self, snap: Snapshot) -> None:
         keep = set(self.selected_ids)
         self.versions_model.set_snapshot(snap)  # a model reset: the proxy re-filters by itself
         widths = {"Model": 150, "Version": 80, "Phase": 110, "Format": 100, "Size": 90, "Params": 80, "Recipe": 160,
-                  "Created": 140}
+                  "Created": 140, "Tags": 100}
         header = self.table.horizontalHeader()
         for c, col in enumerate(self.versions_model.columns):
             header.resizeSection(c, widths.get(col[0], 120))
@@ -399,6 +420,9 @@ class MainWindow(QMainWindow):
 
     def _update_count(self) -> None:
         self.count_label.setText(f"{self.versions_proxy.rowCount()} of {self.versions_model.total_rows} versions")
+        error = getattr(self.versions_model, "filter_error", "")  # a half-typed query: words only, and why
+        self.filter_edit.setToolTip(error or "Words, tag:/recipe:/phase:/model:/format:/task:, or accuracy>0.9")
+        self.filter_edit.setStyleSheet("QLineEdit { color: #b07a1e; }" if error else "")
 
     def _fill_tree(self) -> None:
         self.tree.blockSignals(True)
@@ -602,16 +626,23 @@ class MainWindow(QMainWindow):
         return v
 
     def action_import(self) -> None:
-        dlg = ImportDialog(self.snapshot.models(), self, default_model=self.current_model() or "")
+        dlg = ImportDialog(self.snapshot.models(), self)  # proposes a new name from the folder
         if self.dialog_runner(dlg) == QDialog.DialogCode.Accepted and dlg.result_values:
             self.import_model(**dlg.result_values)
 
-    def import_model(self, path: str, model: str, version: str | None = None) -> QProcess:
+    def import_model(self, path: str, model: str, version: str | None = None,
+                     new_architecture: bool = False) -> QProcess:
         backends.require("import_model")
         args = ["import", str(path), "--model", model]
         if version:
             args += ["--version", version]
+        if new_architecture:
+            args.append("--new-architecture")
         return self.run_relman(f"Import {Path(path).name} as {model}", args)
+
+    def collect_garbage(self) -> QProcess:
+        """`relman gc` in a child process; the disk view re-measures when it is done."""
+        return self.run_relman("Collect garbage", ["gc"], on_done=lambda ok, _out: self.disk.refresh())
 
     def action_register_dataset(self) -> None:
         dlg = DatasetDialog(self)
@@ -981,6 +1012,10 @@ class MainWindow(QMainWindow):
         runner adopts them) and the catalog."""
         self.poll_timer.stop()
         self.runner_timer.stop()
+        if self.disk_status.timer is not None:
+            self.disk_status.timer.stop()
+        if self.disk.proc is not None:
+            self.disk.proc.waitForFinished(30000)
         for proc in list(self.processes):
             proc.waitForFinished(30000)
         if self.runner is not None:

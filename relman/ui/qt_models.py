@@ -69,6 +69,7 @@ class VersionsTableModel(QAbstractTableModel):
         ("Size", lambda v: v.size_bytes, lambda v: human_size(v.size_bytes)),
         ("Params", lambda v: v.params or 0, lambda v: fmt_count(v.params)),
         ("Recipe", lambda v: v.recipe_name, lambda v: v.recipe_name),
+        ("Tags", lambda v: " ".join(v.tags), lambda v: " ".join(v.tags)),
         ("Created", lambda v: v.created_at, lambda v: v.created_at[:16].replace("T", " ")),
     ]
 
@@ -77,6 +78,8 @@ class VersionsTableModel(QAbstractTableModel):
         self.rows: list[VersionRow] = []  # visible rows, in display order
         self.all_rows: list[VersionRow] = []
         self.filter_text = ""
+        self.filter_raw = ""
+        self.filter_error = ""
         self.filter_phase = ""
         self.filter_model = ""
         self.metric_columns: list[str] = []
@@ -106,6 +109,7 @@ class VersionsTableModel(QAbstractTableModel):
         self.beginResetModel()
         if text is not None:
             self.filter_text = text.strip().lower()
+            self.filter_raw = text.strip()
         if phase is not None:
             self.filter_phase = phase
         if model is not None:
@@ -115,20 +119,24 @@ class VersionsTableModel(QAbstractTableModel):
         self.endResetModel()
 
     def _apply_filter(self) -> None:
+        from relman.ui.search_filter import row_matcher
+
         words, phase, model, hay = self.filter_text.split(), self.filter_phase, self.filter_model, self.haystacks
         if not (words or phase or model):
             self.rows = list(self.all_rows)
+            self.filter_error = ""
             return
+        match, self.filter_error = row_matcher(self.filter_raw, hay)
         self.rows = [v for v in self.all_rows if (not phase or v.phase == phase) and (not model or v.model == model)
-                     and (not words or all(w in hay[v.id] for w in words))]
+                     and match(v)]
 
     @staticmethod
     def _metric_column(name: str) -> Column:
         return (name, lambda v: v.metrics.get(name, float("-inf")), lambda v: fmt_metric(v.metrics.get(name)))
 
     def _rebuild_haystacks(self) -> None:
-        self.haystacks = {v.id: f"{v.model}@{v.version} {v.phase} {v.format} {v.recipe_name} {v.task or ''}".lower()
-                          for v in self.all_rows}
+        self.haystacks = {v.id: f"{v.model}@{v.version} {v.phase} {v.format} {v.recipe_name} {v.task or ''} "
+                                f"{' '.join(getattr(v, 'tags', []))}".lower() for v in self.all_rows}
 
     def row_of(self, version_id: int) -> int:
         for i, v in enumerate(self.rows):

@@ -58,6 +58,7 @@ class VersionRow:
     created_at: str
     canary_share: float | None
     metrics: dict[str, float] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
     @property
     def ref(self) -> str:
@@ -149,7 +150,8 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
     conn = catalog.conn
     rows = conn.execute(
         "SELECT v.id, m.name, v.version, v.phase, v.format, v.task, v.size_bytes, v.params, v.recipe,"
-        " v.created_at, v.canary_share FROM versions v JOIN models m ON m.id = v.model_id").fetchall()
+        " v.created_at, v.canary_share FROM versions v JOIN models m ON m.id = v.model_id"
+        " WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.version_id = v.id)").fetchall()  # deleted: hidden
     versions = [
         VersionRow(id=r[0], model=r[1], version=r[2], phase=r[3], format=r[4], task=r[5], size_bytes=r[6] or 0,
                    params=r[7], recipe=_json(r[8]), created_at=r[9], canary_share=r[10])
@@ -167,8 +169,12 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
         if name not in v.metrics:
             counts[name] = counts.get(name, 0) + 1
         v.metrics[name] = value
+    for vid, name in conn.execute("SELECT version_id, name FROM tags ORDER BY name"):
+        if vid in by_id:
+            by_id[vid].tags.append(name)
     edges = [Edge(parent_id=r[1], child_id=r[0], relation=r[2] or "", position=r[3]) for r in conn.execute(
-        "SELECT child_id, parent_id, relation, position FROM lineage ORDER BY child_id, position")]
+        "SELECT child_id, parent_id, relation, position FROM lineage ORDER BY child_id, position")
+        if r[0] in by_id and r[1] in by_id]
     return Snapshot(versions=versions, edges=edges, metric_names=order_metrics(counts), token=token)
 
 

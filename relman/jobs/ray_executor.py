@@ -1,0 +1,355 @@
+"""The Ray executor: the runner hands claimed jobs to a Ray cluster instead of local processes.
+
+The runner stays the only writer of the catalog. For each job it submits a Ray task
+(`relman.jobs.ray_task.run_job`) with the job's spec, a snapshot of the catalog's rows
+(`relman.jobs.remote_catalog`) and ObjectRefs of the blobs the job reads (each blob is put
+into Ray's object store once per runner and cached on disk once per node). Resources follow
+the job's device: `num_gpus=1` for a CUDA job, `num_cpus` for a CPU job. Progress, loss points,
+log lines, heartbeats and the cancel flag travel through one small channel actor that the
+runner polls on every tick; when a task ends the runner replays its recorded writes on the
+catalog (one transaction each, as a local worker's) or fails the job with the reason: the
+task's exception and traceback tail, a dead worker process, a lost node, out of memory.
+
+Cancel: the flag first (the job stops at its next check), then `ray.cancel(force=True)`
+once the grace period is over. Ray tasks belong to the driver that submitted them and die with
+it, so a runner that finds a job marked running on Ray that it did not submit fails it cleanly
+("retry it"), and a retried job starts from scratch. Only job kinds whose writes go through
+the recorded catalog methods (`REMOTE_KINDS`) run on Ray; the rest (imports of local files,
+optimize, test kinds that write rows directly) run as local processes beside it.
+
+Security: Ray's own protection is a cluster token; relman refuses any address that is not on
+the loopback interface unless `allow_remote` is given, and the README says to use that on a
+trusted lab network only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from relman.errors import JobError
+
+if TYPE_CHECKING:
+    from relman.catalog import Catalog
+
+REMOTE_KINDS = frozenset({"noop", "sleep", "fail", "spawn", "device_info", "compress", "evaluate"})
+SETTING_ADDRESS = "executor.ray_address"
+SETTING_ALLOW_REMOTE = "executor.ray_allow_remote"
+CHANNEL_TIMEOUT_S = 10.0
+# Read by Ray when it is first imported: "0" makes a local instance bind and advertise 127.0.0.1
+# instead of the machine's network address (Ray's own switch for single-machine use).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def check_address(address: str, allow_remote: bool = False) -> str:
+    """`local` (start a private Ray instance on this machine's loopback interface) or
+    `HOST:PORT` / `ray://HOST:PORT` of a running cluster; non-loopback hosts need `allow_remote`."""
+    text = (address or "").strip()
+    if not text:
+        raise JobError("a Ray address is empty (use 'local' or HOST:PORT)")
+    if text == "local":
+        return text
+    hostport = text.split("://", 1)[1] if "://" in text else text
+    host = hostport.rsplit(":", 1)[0].strip("[]") if ":" in hostport else hostport
+    if not host:
+        raise JobError(f"Ray address '{address}' has no host (use HOST:PORT, e.g. 127.0.0.1:6379)")
+    loopback = host == "localhost"
+    if not loopback:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+    if not loopback and not allow_remote:
+        raise JobError(f"Ray address '{address}' is not on this machine; Ray clusters have no per-user access "
+                       "control, so relman only talks to a remote one when told to (--allow-remote, on a "
+                       "trusted lab network only)")
+    return text
+
+
+def probe_address(address: str, timeout_s: float = 3.0) -> None:
+    """Refuse at once an address where nothing listens (Ray itself would retry for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, _, port = hostport.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port_n = int(port)
+    except ValueError:
+        raise JobError(f"Ray address '{address}' needs a port (HOST:PORT, e.g. 127.0.0.1:6379)") from None
+    try:
+        with socket.create_connection((host, port_n), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise JobError(f"could not reach a Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def _relman_src() -> str | None:
+    import relman
+    from relman.jobs.launch import is_frozen
+
+    return None if is_frozen() else str(Path(relman.__file__).resolve().parent.parent)
+
+
+def _channel_class():
+    import ray
+
+    @ray.remote(num_cpus=0, max_restarts=0)
+    class Channel:
+        """Mailbox between remote jobs and the runner: the runner drains it every tick."""
+
+        def __init__(self) -> None:
+            self.updates: dict[int, dict[str, Any]] = {}
+            self.cancel: set[int] = set()
+
+        def _u(self, job_id: int) -> dict[str, Any]:
+            return self.updates.setdefault(job_id, {"progress": None, "points": [], "log": [], "beat": False,
+                                                    "started": None})
+
+        def started(self, job_id: int, ip: str, node_id: str, pid: int) -> None:
+            u = self._u(job_id)
+            u["started"], u["beat"] = (ip, node_id, pid), True
+
+        def report(self, job_id: int, progress: Any, points: list) -> None:
+            u = self._u(job_id)
+            if progress is not None:
+                u["progress"] = progress
+            u["points"].extend(points)
+            u["beat"] = True
+
+        def log(self, job_id: int, line: str) -> None:
+            self._u(job_id)["log"].append(line)
+
+        def beat(self, job_id: int) -> None:
+            self._u(job_id)["beat"] = True
+
+        def take(self) -> dict[int, dict[str, Any]]:
+            out, self.updates = self.updates, {}
+            return out
+
+        def set_cancel(self, job_id: int) -> None:
+            self.cancel.add(job_id)
+
+        def is_cancelled(self, job_id: int) -> bool:
+            return job_id in self.cancel
+
+    return Channel
+
+
+@dataclass
+class RemoteJob:
+    job_id: int
+    ref: Any
+    device: str
+    shas: list[str]
+    submitted: float = field(default_factory=time.monotonic)
+    cancel_flagged: float | None = None
+    force_sent: bool = False
+
+
+class RayExecutor:
+    """Runs claimed jobs as Ray tasks; the runner drives it from its tick."""
+
+    def __init__(self, address: str, *, allow_remote: bool = False, num_cpus: int | None = None,
+                 init_kwargs: dict[str, Any] | None = None) -> None:
+        self.address = check_address(address, allow_remote)
+        if self.address == "local":  # a private instance listens on the loopback interface only
+            os.environ.setdefault(LOOPBACK_ENV, "0")
+        try:
+            import ray
+        except ImportError:
+            raise JobError("running jobs on Ray needs the 'ray' extra: pip install 'relman[ray]'") from None
+        self._ray = ray
+        self._owns_ray = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                      "ignore_reinit_error": True, **(init_kwargs or {})}
+            src = _relman_src()
+            if src:
+                kwargs.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": src}})
+            if self.address == "local":
+                if num_cpus is not None:
+                    kwargs["num_cpus"] = num_cpus
+                kwargs["address"] = "local"
+            else:
+                probe_address(self.address)
+                kwargs["address"] = self.address
+            try:
+                ray.init(**kwargs)
+            except Exception as e:  # ConnectionError, TimeoutError, ValueError ...
+                raise JobError(f"could not reach a Ray cluster at {self.address}: "
+                               f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+            self._owns_ray = True
+        self.channel = _channel_class().remote()
+        from relman.jobs.ray_task import run_job
+
+        # max_calls=1: a fresh worker process per job, as locally, so the memory and latency a job
+        # measures never include another job's models or threads (Ray reuses workers otherwise).
+        self._task = ray.remote(max_calls=1)(run_job)
+        self.active: dict[int, RemoteJob] = {}
+        self._blob_refs: dict[str, Any] = {}
+        self.bytes_put = 0
+
+    # -- capacity ---------------------------------------------------------------------------
+    def accepts(self, kind: str) -> bool:
+        return kind in REMOTE_KINDS
+
+    def slots(self) -> tuple[int, int]:
+        """(CPU jobs, GPU jobs) the cluster can run at once."""
+        res = self._ray.cluster_resources()
+        return max(1, int(res.get("CPU", 1))), int(res.get("GPU", 0))
+
+    def device_for(self, requested: str) -> str | None:
+        """The device a job gets on the cluster; None when the cluster has none of that kind."""
+        _, gpus = self.slots()
+        if requested.startswith("cuda"):
+            return "cuda:0" if gpus else None
+        if requested == "auto":
+            return "cuda:0" if gpus else "cpu"
+        return "cpu"
+
+    def has_room(self, device: str) -> bool:
+        cpus, gpus = self.slots()
+        on = [j for j in self.active.values() if j.device.startswith("cuda") == device.startswith("cuda")]
+        return len(on) < (gpus if device.startswith("cuda") else cpus)
+
+    # -- submitting -------------------------------------------------------------------------
+    def _needed_blobs(self, catalog: "Catalog", job: dict[str, Any]) -> list[str]:
+        """Blobs of every version and dataset the job may read: the versions it names, their
+        parents, the phase holders of their models (paired comparisons), and its dataset."""
+        params = job["params"] or {}
+        vids: set[int] = set()
+        for key in ("version_id", "parent_version_id"):
+            if isinstance(params.get(key), int):
+                vids.add(params[key])
+        for key in ("version_ids", "parent_version_ids"):
+            vids.update(v for v in params.get(key) or [] if isinstance(v, int))
+        for vid in list(vids):
+            vids.update(r["parent_id"] for r in catalog.parents(vid))
+        if vids:
+            marks = ",".join("?" * len(vids))
+            vids.update(r[0] for r in catalog.conn.execute(
+                f"SELECT id FROM versions WHERE phase IN ('production', 'staging') AND model_id IN"
+                f" (SELECT model_id FROM versions WHERE id IN ({marks}))", sorted(vids)))
+        shas: set[str] = set()
+        for vid in vids:
+            shas.update(a["sha256"] for a in catalog.artifacts(vid))
+        ds = params.get("dataset")
+        if ds not in (None, ""):
+            col, val = ("id", int(ds)) if isinstance(ds, int) or str(ds).isdigit() else ("name", str(ds))
+            shas.update(r[0] for r in catalog.conn.execute(
+                f"SELECT f.sha256 FROM dataset_files f JOIN datasets d ON d.id = f.dataset_id WHERE d.{col} = ?",
+                [val]))
+        return sorted(shas)
+
+    def _ref(self, catalog: "Catalog", sha: str) -> Any:
+        ref = self._blob_refs.get(sha)
+        if ref is None:
+            data = catalog.store.path(sha).read_bytes()
+            ref = self._ray.put(data)
+            self._blob_refs[sha] = ref
+            self.bytes_put += len(data)
+        return ref
+
+    def submit(self, catalog: "Catalog", job: dict[str, Any], device: str, threads: int) -> None:
+        from relman.jobs.remote_catalog import take_snapshot
+
+        shas = self._needed_blobs(catalog, job)
+        refs = {sha: self._ref(catalog, sha) for sha in shas}
+        spec = {"job_id": job["id"], "kind": job["kind"], "params": job["params"], "device": device,
+                "actor": job["created_by"], "num_cpus": threads, "snapshot": take_snapshot(catalog)}
+        opts: dict[str, Any] = {"max_retries": 0, "name": f"relman-job-{job['id']}"}
+        if device.startswith("cuda"):
+            opts.update(num_gpus=1, num_cpus=1)
+        else:
+            opts.update(num_cpus=threads)
+        ref = self._task.options(**opts).remote(spec, [refs], self.channel)
+        self.active[job["id"]] = RemoteJob(job["id"], ref, device, shas)
+
+    # -- watching ---------------------------------------------------------------------------
+    def drain(self) -> dict[int, dict[str, Any]]:
+        """Progress, log lines, heartbeats and start reports since the last call."""
+        try:
+            return self._ray.get(self.channel.take.remote(), timeout=CHANNEL_TIMEOUT_S)
+        except Exception:
+            return {}
+
+    def finished(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
+        """Jobs whose task ended: (job id, the task's return value or None, failure reason)."""
+        if not self.active:
+            return []
+        refs = {j.ref: j.job_id for j in self.active.values()}
+        ready, _ = self._ray.wait(list(refs), num_returns=len(refs), timeout=0)
+        out = []
+        for ref in ready:
+            job_id = refs[ref]
+            job = self.active.pop(job_id)
+            try:
+                out.append((job_id, self._ray.get(ref), None))
+            except Exception as e:
+                out.append((job_id, None, self.describe_failure(e, job)))
+        self._forget_unused_blobs()
+        return out
+
+    def describe_failure(self, e: BaseException, job: RemoteJob) -> str:
+        """A failed Ray task in one line, naming what happened to it."""
+        from relman.jobs.worker import one_line
+
+        ex = self._ray.exceptions
+        if isinstance(e, ex.TaskCancelledError):
+            return "cancelled (Ray task cancelled)"
+        if isinstance(e, getattr(ex, "OutOfMemoryError", ())):
+            return "ray: the task's node ran out of memory and Ray killed the task"
+        if isinstance(e, getattr(ex, "NodeDiedError", ())) or "node" in type(e).__name__.lower():
+            return f"ray: the node running the job was lost ({type(e).__name__})"
+        if isinstance(e, ex.WorkerCrashedError) or isinstance(e, getattr(ex, "ActorDiedError", ())):
+            return "ray: the worker process running the job died (killed or crashed)"
+        if isinstance(e, ex.RayTaskError):
+            cause = getattr(e, "cause", None)
+            if cause is not None and not isinstance(cause, ex.RayTaskError):
+                return one_line(cause)
+        text = str(e).strip().splitlines()
+        return f"ray: {type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+    def traceback_tail(self, e: BaseException, lines: int = 15) -> str:
+        return "\n".join(str(e).splitlines()[-lines:])
+
+    def _forget_unused_blobs(self) -> None:
+        """Drop the runner's references to blobs no active job needs (nodes keep their caches)."""
+        wanted = {s for j in self.active.values() for s in j.shas}
+        for sha in [s for s in self._blob_refs if s not in wanted]:
+            del self._blob_refs[sha]
+
+    # -- cancelling -------------------------------------------------------------------------
+    def cancel(self, job_id: int, *, force: bool) -> None:
+        job = self.active.get(job_id)
+        if job is None:
+            return
+        if job.cancel_flagged is None:
+            job.cancel_flagged = time.monotonic()
+            self.channel.set_cancel.remote(job_id)
+        if force and not job.force_sent:
+            job.force_sent = True
+            self._ray.cancel(job.ref, force=True)
+
+    def close(self) -> None:
+        """Disconnect. Tasks still running end with this driver (Ray's ownership rule)."""
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+        self.active.clear()
+        self._blob_refs.clear()
+
+
+def executor_from_settings(catalog: "Catalog", address: str | None = None,
+                           allow_remote: bool | None = None) -> RayExecutor | None:
+    """The Ray executor the catalog is set up for (or that the command line names), else None."""
+    address = address or catalog.get_setting(SETTING_ADDRESS) or os.environ.get("RELMAN_RAY_ADDRESS")
+    if not address:
+        return None
+    if allow_remote is None:
+        allow_remote = bool(catalog.get_setting(SETTING_ALLOW_REMOTE, False))
+    return RayExecutor(address, allow_remote=allow_remote)

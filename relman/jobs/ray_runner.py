@@ -1,0 +1,151 @@
+"""The runner's side of the Ray executor: claim and submit, then settle what the tasks report.
+
+Kept beside `relman.jobs.runner` (which calls `launch_remote` and `pump` only when it has a
+remote executor) so the local-process runner reads as before.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from relman.jobs import queue
+
+if TYPE_CHECKING:
+    from relman.jobs.runner import Runner
+
+
+def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[int]]) -> bool:
+    """Claim a queued job and submit it to the cluster, when the cluster has room for it."""
+    from relman.catalog.catalog import utcnow
+
+    ex = runner.remote
+    device = ex.device_for(job["device"])
+    if device is None:
+        queue.finish(runner.catalog, job["id"], queue.FAILED, from_status=queue.QUEUED,
+                     error=f"the Ray cluster at {ex.address} has no GPU for a {job['device']} job")
+        report["ended"].append(job["id"])
+        return False
+    if not ex.has_room(device):
+        return False
+    now = utcnow()
+    with runner.catalog.transaction():
+        cur = runner.catalog.conn.execute(
+            "UPDATE jobs SET status = ?, device_used = ?, started_at = ?, heartbeat_at = ?, pid = NULL,"
+            " attempts = attempts + 1, progress = 0, message = 'submitted to Ray', finished_at = NULL,"
+            " executor = 'ray' WHERE id = ? AND status = ?", [queue.RUNNING, device, now, now, job["id"], queue.QUEUED])
+        if cur.rowcount != 1:
+            return False
+    row = queue.get_job(runner.catalog, job["id"])
+    try:
+        ex.submit(runner.catalog, row, device, threads=1)
+    except Exception as e:  # the cluster went away between ticks, a blob is unreadable ...
+        from relman.jobs.worker import one_line
+
+        queue.finish(runner.catalog, job["id"], queue.FAILED, error=f"could not submit to Ray: {one_line(e)}")
+        report["ended"].append(job["id"])
+        return False
+    _log(runner, job["id"], f"=== attempt {row['attempts']}: submitted to Ray at {ex.address} on {device} ===")
+    report["started"].append(job["id"])
+    return True
+
+
+def _log(runner: "Runner", job_id: int, *lines: str) -> None:
+    path = queue.log_path_for(runner.catalog, job_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line.rstrip("\n") + "\n")
+
+
+def pump(runner: "Runner", report: dict[str, list[int]]) -> None:
+    """Write the remote jobs' progress into the catalog and settle the jobs whose task ended."""
+    from relman.catalog.catalog import utcnow
+
+    ex = runner.remote
+    cat = runner.catalog
+    updates = ex.drain()
+    if updates:
+        now = utcnow()
+        with cat.transaction():
+            for job_id, u in updates.items():
+                if u["started"]:
+                    ip, node_id, pid = u["started"]
+                    cat.conn.execute("UPDATE jobs SET executor = ? WHERE id = ? AND status = ?",
+                                     [f"ray:{ip}/{node_id}", job_id, queue.RUNNING])
+                if u["progress"] is not None:
+                    fraction, message = u["progress"]
+                    cat.conn.execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND status = ?",
+                                     [fraction, message, job_id, queue.RUNNING])
+                if u["beat"]:
+                    cat.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = ?",
+                                     [now, job_id, queue.RUNNING])
+                if u["points"]:
+                    cat.conn.executemany("INSERT INTO job_points (job_id, series, step, value) VALUES (?, ?, ?, ?)",
+                                         [(job_id, s, st, v) for s, st, v in u["points"]])
+        for job_id, u in updates.items():
+            if u["started"]:
+                ip, node_id, pid = u["started"]
+                _log(runner, job_id, f"running on Ray node {ip}/{node_id}, pid {pid}")
+            if u["log"]:
+                _log(runner, job_id, *u["log"])
+    for job_id, out, failure in ex.finished():
+        _settle(runner, job_id, out, failure)
+        report["ended"].append(job_id)
+
+
+def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: str | None) -> None:
+    from relman.jobs.remote_catalog import IdMap, replay
+    from relman.jobs.worker import one_line
+
+    cat = runner.catalog
+    scratch = queue.workdir_for(cat, job_id)
+    try:
+        if failure is not None:
+            asked = cat.conn.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
+            if asked and asked[0]:
+                queue.finish(cat, job_id, queue.CANCELLED, message="cancelled (Ray task stopped)")
+            else:
+                _log(runner, job_id, f"relman runner: job {job_id} failed on Ray: {failure}")
+                queue.finish(cat, job_id, queue.FAILED, error=failure)
+            return
+        assert out is not None
+        _log(runner, job_id, f"ray task ended {out['status']} on {out['node']} after {out['seconds']} s; "
+                             f"blobs fetched {len(out['blobs_fetched'])}/{out['blobs_needed']} "
+                             f"({out['bytes_fetched']} bytes)")
+        if out["status"] == "cancelled":
+            queue.finish(cat, job_id, queue.CANCELLED, message=(out["result"] or {}).get("message", "cancelled"))
+            return
+        ids = IdMap()
+        placeholders: dict[int, int] = {}
+        try:
+            writes = [i for i in out["intents"] if i["op"] != "queue_job"]
+            replay(cat, writes, job_id=job_id, scratch=scratch, ids=ids)
+            for intent in out["intents"]:
+                if intent["op"] == "queue_job":
+                    placeholders[intent["placeholder"]] = queue.enqueue(
+                        cat, intent["kind"], ids.remap(intent["params"]), device=intent["device"],
+                        actor=None, parent_job_id=job_id)
+        except Exception as e:
+            _log(runner, job_id, f"relman runner: committing the result of job {job_id} failed: {e!r}")
+            queue.finish(cat, job_id, queue.FAILED, error=f"committing the Ray task's result failed: {one_line(e)}")
+            return
+        result = _swap_placeholders(ids.remap(out["result"] if isinstance(out["result"], dict)
+                                              else {"value": out["result"]} if out["result"] is not None else {}),
+                                    placeholders)
+        result["ray"] = {"node": out["node"], "blobs_fetched": len(out["blobs_fetched"]),
+                         "blobs_needed": out["blobs_needed"], "bytes_fetched": out["bytes_fetched"]}
+        queue.finish(cat, job_id, queue.SUCCEEDED, result=result, message=out.get("message") or "done")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        cat.release_pending(f"job:{job_id}")
+
+
+def _swap_placeholders(obj: Any, placeholders: dict[int, int]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _swap_placeholders(v, placeholders) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_swap_placeholders(v, placeholders) for v in obj]
+    if isinstance(obj, int) and not isinstance(obj, bool):
+        return placeholders.get(obj, obj)
+    return obj

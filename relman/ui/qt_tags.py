@@ -1,0 +1,53 @@
+"""Editing a version's tags: one line of space-separated names; OK adds and removes the
+difference through `relman.app.tags` (small audited writes, like approvals)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from PySide6.QtWidgets import QDialog, QFormLayout, QLabel, QLineEdit, QWidget
+
+from relman.errors import RelmanError
+from relman.ui.qt_dialogs import ValidatingDialog
+
+
+class TagsDialog(ValidatingDialog):
+    def __init__(self, ref: str, tags: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(f"Tags of {ref}", parent)
+        self.setObjectName("tags-dialog")
+        self.original = list(tags)
+        self.tags = QLineEdit(" ".join(tags))
+        self.tags.setPlaceholderText("e.g. baseline paper-v2 (MODEL@TAG resolves while a tag is unique)")
+        form = QFormLayout(self)
+        form.addRow(QLabel(f"Tags of {ref}, separated by spaces"))
+        form.addRow("Tags", self.tags)
+        form.addRow(self.error_label)
+        form.addRow(self.buttons)
+
+    def values(self) -> dict[str, Any]:
+        from relman.app.tags import check_tag_name
+
+        wanted = list(dict.fromkeys(self.tags.text().split()))
+        for name in wanted:
+            check_tag_name(name)
+        return {"add": [t for t in wanted if t not in self.original],
+                "remove": [t for t in self.original if t not in wanted]}
+
+
+def edit_tags(window: Any) -> dict[str, Any] | None:
+    """The main window's "Edit tags…" action on the selected version."""
+    from relman.app.tags import tag_version, untag_version
+
+    rows = window._selected_or_error("edit its tags")
+    if len(rows) != 1:
+        raise RelmanError("select exactly one version to edit its tags")
+    v = rows[0]
+    dlg = TagsDialog(v.ref, window.catalog.tags(v.id), window)
+    if window.dialog_runner(dlg) != QDialog.DialogCode.Accepted or not dlg.result_values:
+        return None
+    for name in dlg.result_values["remove"]:
+        untag_version(window.catalog, v.ref, name)
+    for name in dlg.result_values["add"]:
+        tag_version(window.catalog, v.ref, name)
+    window.refresh(force=True)
+    return dlg.result_values
