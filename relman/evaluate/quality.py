@@ -91,7 +91,7 @@ def run(env: SuiteEnv) -> list[Metric]:
     report_progress = lambda done, total: env.progress(done / total, f"quality {done}/{total}")  # noqa: E731
     extra: dict[str, dict] = {}
     paired: list[tuple[str, float | None, dict]] = []
-    others = env.comparators()
+    others = env.comparators() if env.options.get("paired", True) else []
     if runner.task == "causal-lm":
         sums, counts = _lm_rows(runner, ds, bs, report_progress)
         elapsed = time.perf_counter() - t0

@@ -137,13 +137,17 @@ def resolve_options(suites: Sequence[str], raw: dict[str, Any] | None) -> dict[s
     return {name: (o.parse(raw[name]) if name in raw else o.default) for name, o in known.items()}
 
 
+_PAIRED = Option("paired", bool, True, "Compare with the parent and the production version in the same job: "
+                                       "latency in interleaved rounds (latency_p50_ratio_vs_parent / _vs_production) "
+                                       "and quality on the same rows (accuracy_delta_vs_parent / _vs_production), "
+                                       "with 95 % intervals.")
 _SPLIT = Option("split", str, "test", "Rows of this split when the dataset has a split column (else all rows).")
 _EVAL_BS = Option("eval_batch_size", int, 32, "Batch size for quality / fidelity / robustness / fairness.",
                   min=1, max=4096)
 
 register(Suite(
     "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True,
-    tasks=CLASSIFICATION + ("causal-lm",), options=(_SPLIT, _EVAL_BS),
+    tasks=CLASSIFICATION + ("causal-lm",), options=(_SPLIT, _EVAL_BS, _PAIRED),
     description="accuracy, macro-F1 and per-class precision/recall/F1; perplexity for causal LMs"))
 register(Suite(
     "fidelity", "Fidelity to the parent", "relman.evaluate.fidelity:run", needs_parent=True,
@@ -163,9 +167,7 @@ register(Suite(
         Option("min_samples", int, 200, "Timed runs per configuration (at least).", min=5),
         Option("time_budget_s", float, 20.0, "Stop a configuration after this long, even short of min_samples.",
                min=0.01),
-        Option("paired", bool, True, "Also time the parent and the production version in the same job, in "
-                                     "interleaved rounds, and store latency_p50_ratio_vs_parent / _vs_production "
-                                     "with 95 % intervals."),
+        _PAIRED,
     ),
     description="p50/p90/p95/p99 latency and throughput per batch size and sequence length; "
                 "paired ratios vs parent and production"))

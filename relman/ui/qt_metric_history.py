@@ -30,7 +30,8 @@ def disturbance(context: dict[str, Any]) -> str:
                    f"{context.get('cpu_count') or '?'} cores)")
     others = context.get("other_jobs") or []
     if others or context.get("beside_jobs") or context.get("concurrent_jobs"):
-        why.append(f"measured beside other jobs ({', '.join(str(j) for j in others) or context.get('concurrent_jobs')})")
+        ids = ", ".join(str(j) for j in others) or str(context.get("concurrent_jobs"))
+        why.append(f"measured beside other jobs ({ids})")
     return "; ".join(why)
 
 
