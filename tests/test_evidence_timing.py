@@ -47,7 +47,7 @@ def test_interleaved_rounds_find_a_planted_2x_and_no_difference_between_equals()
 def test_a_call_whose_thread_was_not_running_is_marked_descheduled():
     from relman.evaluate.latency import interleaved_rounds
 
-    t = interleaved_rounds([lambda: time.sleep(0.002), spin(0.5)], warmup=0, min_samples=10, time_budget_s=5,
+    t = interleaved_rounds([lambda: time.sleep(0.002), spin(0.5)], warmup=0, min_samples=10, time_budget_s=0.3,
                            calls_per_round=2, single_thread=True)
     assert not t.clean[0].any()  # off the CPU for 2 ms of each call: never "clean"
     assert t.bounded and t.descheduled_share(0) == 1.0  # no round with a clean call of each
