@@ -427,17 +427,6 @@ def test_queueing_refuses_data_that_cannot_serve_the_suites(catalog, tiny_bert, 
     assert catalog.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 0
 
 
-def test_registry_task_data_kinds_match_the_adapters():
-    import importlib
-
-    from relman.evaluate.registry import TASK_DATA_KINDS
-    from relman.tasks import RUNNERS
-
-    for task, target in RUNNERS.items():
-        module, _, cls = target.partition(":")
-        assert set(getattr(importlib.import_module(module), cls).kinds) == set(TASK_DATA_KINDS[task]), task
-
-
 def test_cli_evaluate_runs_in_a_worker_and_show_prints_metrics(catalog, run_cli, tiny_bert):
     from relman.app.datasets import register_demo_sentiment
     from relman.app.models import import_model

@@ -50,6 +50,7 @@ def register_dataset(
     seed: int = 0,
     actor: str | None = None,
     source: str | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Check the dataset at `path` with the given column mapping and store it as `name`.
 
@@ -58,9 +59,11 @@ def register_dataset(
     label order and refuses any other label. Split: `split_col`, or `val_fraction` /
     `test_fraction` with `seed` (stored, so the split is reproducible), or neither.
     `model_labels` (e.g. a model version's labels) refuses a dataset with labels the model lacks.
-    `source` is recorded instead of the path (e.g. 'demo:digits').
+    `source` is recorded instead of the path (e.g. 'demo:digits'). `progress(bytes stored,
+    bytes in all)` follows the copy into the store, after every check has passed.
     Returns the dataset as `describe_dataset` does."""
     from relman.data.mapping import ColumnMapping
+    from relman.data.formats import get_reader
     from relman.data.readers import file_entries, guess_format, normalise, read_entries
 
     _check_name(name)
@@ -76,7 +79,7 @@ def register_dataset(
         y_key=y_key, image_col=image_col, image_size=image_size, chunk_chars=chunk_chars, delimiter=delimiter,
         val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed)), path)
     entries = file_entries(path, fmt)
-    where = str(path) if fmt == "images" else path.name
+    where = str(path) if get_reader(fmt).folder else path.name
     ds = read_entries(entries, mapping, name=name, labels=labels, where=where)  # every check, nothing written
     if model_labels is not None:
         from relman.data.labels import check_labels
@@ -89,7 +92,7 @@ def register_dataset(
         meta["groups"] = sorted({str(g) for g in ds.groups})
     row = catalog.add_dataset(name, {rel: f for rel, f in entries}, format=fmt, kind=ds.kind,
                               columns=mapping.to_json(), labels=ds.label_names, n_rows=len(ds), meta=meta,
-                              actor=actor)
+                              actor=actor, progress=progress)
     return describe_dataset(catalog, row)
 
 

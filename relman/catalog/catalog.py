@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlite_utils
 
@@ -358,12 +358,14 @@ class Catalog:
         owner: str | None = None,
         event_kind: str = "import",
         job_id: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> VersionInfo:
         """Store `files` (relative path → local file) as a new version, all or nothing.
 
         The version string is checked or chosen (imports bump the minor of the highest version,
         derived versions bump the patch next to their first parent). Blobs, rows for the
-        version, its artifacts, lineage, metrics and the audit event commit together."""
+        version, its artifacts, lineage, metrics and the audit event commit together.
+        `progress(bytes stored, bytes in all)` follows the copy into the store."""
         actor = actor or current_user()
         if not files:
             raise RelmanError("a version needs at least one file")
@@ -371,7 +373,7 @@ class Catalog:
             semver.parse(version)
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored = stage.put_all(files)
+            stored = stage.put_all(files, progress)
             total = sum(size for _, size in stored.values())
             msha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
@@ -569,16 +571,17 @@ class Catalog:
     def add_dataset(self, name: str, files: Mapping[str, Path], *, format: str, kind: str,
                     columns: Mapping[str, Any], labels: Sequence[str], n_rows: int,
                     meta: Mapping[str, Any] | None = None, actor: str | None = None,
-                    owner: str | None = None) -> dict[str, Any]:
+                    owner: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Store a dataset's files (relative path → local file) and its row, all or nothing,
         like `add_version`: blobs staged, then rows + audit event in one transaction. The
-        dataset's sha256 is the manifest hash of its (path, blob sha) list."""
+        dataset's sha256 is the manifest hash of its (path, blob sha) list. `progress` as in
+        `add_version`."""
         actor = actor or current_user()
         if not files:
             raise RelmanError("a dataset needs at least one file")
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored = stage.put_all(files)
+            stored = stage.put_all(files, progress)
             dsha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
                 if self.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
@@ -615,15 +618,26 @@ class BlobStaging:
                 [self.owner, sha, utcnow()])
         self.touched = True
 
-    def put(self, src: Path) -> tuple[str, int]:
-        sha, size, _ = self.catalog.store.put_file(src, on_new=self._record)
+    def put(self, src: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+        sha, size, _ = self.catalog.store.put_file(src, on_new=self._record, on_bytes=on_bytes)
         return sha, size
 
-    def put_all(self, files: Mapping[str, Path]) -> dict[str, tuple[str, int]]:
-        """Store each file; returns {posix relative path: (sha256, size)}."""
+    def put_all(self, files: Mapping[str, Path],
+                progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[str, int]]:
+        """Store each file; returns {posix relative path: (sha256, size)}. `progress(bytes
+        stored, bytes in all)` follows the copy."""
         stored: dict[str, tuple[str, int]] = {}
+        total = sum(Path(src).stat().st_size for src in files.values()) if progress is not None else 0
+        done = 0
+
+        def on_bytes(n: int) -> None:
+            nonlocal done
+            done += n
+            assert progress is not None
+            progress(done, total)
+
         for rel, src in sorted(files.items()):
-            stored[rel.replace(os.sep, "/")] = self.put(Path(src))
+            stored[rel.replace(os.sep, "/")] = self.put(Path(src), on_bytes if progress is not None else None)
         return stored
 
     def commit(self) -> None:

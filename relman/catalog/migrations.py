@@ -258,3 +258,22 @@ def m004_housekeeping(db: sqlite_utils.Database) -> None:
         CREATE INDEX tags_name ON tags(name);
         """,
     )
+
+
+@migrations()
+def m005_blob_checks(db: sqlite_utils.Database) -> None:
+    """The last successful re-hash of each blob, keyed by its size and mtime, so views (the
+    release board's gate badges) can say "verified" without hashing gigabytes again; the
+    promotion itself still re-hashes (see relman.catalog.blobcheck). IF NOT EXISTS: catalogs
+    made by a development build recorded this table under another migration name."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS blob_checks (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            verified_at TEXT NOT NULL
+        );
+        """,
+    )

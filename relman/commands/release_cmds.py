@@ -22,7 +22,7 @@ def _print_report(rep: Any) -> None:
     if not rep.rules:
         click.echo("  no rules guard this phase")
     for r in rep.rules:
-        mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip"}[r.status]
+        mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip", "pending": "wait"}.get(r.status, r.status[:4])
         click.echo(f"  {mark}  {r.rule:<45} {r.reason}")
 
 

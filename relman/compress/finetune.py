@@ -21,6 +21,7 @@ from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
 from relman.context import WorkContext
+from relman.tasks.specs import tasks_with_recipe
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -47,7 +48,7 @@ def replace_head(model: nn.Module, labels: list[str]) -> str:
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     task = source.task or ""
-    if task not in tr.CLASSIFICATION_TASKS:
+    if task not in tasks_with_recipe("finetune"):
         raise RecipeError(f"finetune trains classifiers; {source.version.ref} is a '{task or 'unknown'}' model")
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
     tr.check_dataset_for_task(dataset, task, need_labels=True)

@@ -40,12 +40,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from relman.errors import RecipeError, RelmanError
+from relman.tasks.specs import find_task
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
     from relman.context import WorkContext
 
-CLASSIFICATION = ("text-classification", "image-classification")
 _EXPORTABLE = ("hf", "hf-reshaped", "onnx")
 _TORCH = ("hf", "hf-reshaped")
 
@@ -72,7 +72,7 @@ def plan_candidates(parent: "VersionInfo", *, dataset: str | None = None, recipe
 
     calib = {"dataset": dataset} if dataset else {}
     if parent.format in _EXPORTABLE:
-        if objective == "size" and parent.task == "causal-lm":
+        if objective == "size":  # add() skips it for tasks it does not apply to
             add("int4-weight-only", {"block_size": 32}, "INT4 weights (block 32)")
         add("ort-int8", {"mode": "dynamic"}, "ORT INT8 dynamic")
         add("ort-int8", {"mode": "static", **calib}, "ORT INT8 static")
@@ -149,14 +149,16 @@ class _Slice:
 
 
 def quality_kind(task: str | None, dataset: str | None) -> tuple[str, str, bool]:
-    """(suite, metric, higher_is_better) that measures quality for this task."""
-    if dataset and task in CLASSIFICATION:
-        return "quality", "accuracy", True
-    if dataset and task == "causal-lm":
-        return "quality", "perplexity", False
+    """(suite, metric, higher_is_better) that measures quality for this task: the task table's
+    quality metric on a dataset, else fidelity to the parent (on the dataset, or synthetic)."""
+    spec = find_task(task)
+    if dataset and spec is not None and spec.quality_metric is not None:
+        name, higher = spec.quality_metric
+        return "quality", name, higher
     if dataset:
         return "fidelity", "cosine", True
-    return "optimize", "synthetic_cosine" if task == "feature-extraction" else "synthetic_agreement", True
+    cosine = spec is not None and spec.fidelity_metric == "cosine"
+    return "optimize", "synthetic_cosine" if cosine else "synthetic_agreement", True
 
 
 def synthetic_fidelity(ctx: "WorkContext", parent: "VersionInfo", child: "VersionInfo") -> float:
@@ -167,14 +169,15 @@ def synthetic_fidelity(ctx: "WorkContext", parent: "VersionInfo", child: "Versio
     from relman.tasks import open_runner
 
     task = parent.task or ""
+    spec = find_task(task)
     pr = open_runner(materialize_version(ctx.catalog, parent.id, ctx.workdir), parent.format, task, "cpu")
     cr = open_runner(materialize_version(ctx.catalog, child.id, ctx.workdir), child.format, task, "cpu")
     scores = []
     for seed in range(4):
-        seq = None if task == "image-classification" else 32
+        seq = 32 if spec is not None and spec.modality == "text" else None
         bp, bc = pr.prepare_synthetic(16, seq, seed=seed), cr.prepare_synthetic(16, seq, seed=seed)
         op, oc = pr.predict(bp), cr.predict(bc)
-        if task == "feature-extraction":
+        if spec is not None and spec.fidelity_metric == "cosine":
             scores.append(float(np.mean(np.sum(op * oc, axis=-1))))
         else:
             scores.append(float(np.mean(op.argmax(-1) == oc.argmax(-1))))

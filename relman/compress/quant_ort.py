@@ -80,8 +80,10 @@ def encode_dataset(folder: Path, task: str, ds: Any, max_length: int, config: di
     """Model inputs for a whole dataset, with the model's own preprocessing."""
     from relman.modelio.loading import load_preprocessor
 
+    from relman.compress.onnx_export import is_image
+
     pre = load_preprocessor(folder, task)
-    if task == "image-classification":
+    if is_image(task):
         if ds.images is None:
             raise RecipeError(f"dataset '{ds.name}' holds no images, but the model is an image classifier")
         images = np.asarray(ds.images)

@@ -19,14 +19,23 @@ from torch import nn
 from relman.data.dataset import Dataset
 from relman.errors import RecipeError
 from relman.modelio.loading import load_preprocessor
+from relman.tasks.specs import find_task, get_task
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from relman.context import WorkContext
 
-TEXT_TASKS = ("text-classification", "feature-extraction", "causal-lm")
-CLASSIFICATION_TASKS = ("text-classification", "image-classification")
+
+def classifies_rows(task: str | None) -> bool:
+    """One class per row (the task table's `labels == "row"`): trained with cross-entropy."""
+    spec = find_task(task)
+    return spec is not None and spec.classifies_rows
+
+
+def modality(task: str | None) -> str:
+    """'image' or 'text': what the model reads (from the task table)."""
+    return get_task(task, RecipeError).modality
 
 
 # -- datasets ---------------------------------------------------------------------------------
@@ -44,7 +53,7 @@ def load_recipe_dataset(ctx: "WorkContext", ref: "str | Dataset", *, param: str 
 
 
 def check_dataset_for_task(dataset: Dataset, task: str, *, need_labels: bool = False) -> None:
-    want = "image" if task == "image-classification" else "text"
+    want = modality(task)
     have = "image" if dataset.images is not None else "text" if dataset.texts is not None else "empty"
     if have != want:
         raise RecipeError(f"dataset '{dataset.name}' holds {have} rows but a {task} model needs {want}")
@@ -100,7 +109,7 @@ class Batcher:
         return cls(task=task, preprocessor=load_preprocessor(folder, task), max_length=max_length)
 
     def inputs(self, dataset: Dataset, index: np.ndarray, device: str) -> dict[str, torch.Tensor]:
-        if self.task == "image-classification":
+        if modality(self.task) == "image":
             return {"pixel_values": self._all_pixels(dataset)[torch.as_tensor(index)].to(device)}
         texts = [dataset.texts[i] for i in index]  # type: ignore[index]
         enc = self.preprocessor(texts, padding=True, truncation=True, max_length=self.max_length,

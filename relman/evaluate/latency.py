@@ -223,7 +223,7 @@ def run(env: SuiteEnv) -> list[Metric]:
     from relman.evaluate.stats import bootstrap_median_ratio
 
     runner = env.runner()
-    text = runner.task != "image-classification"
+    text = runner.spec.modality == "text"
     configs = configurations(env, text)
     warmup = int(env.options.get("warmup", 10))
     min_samples = int(env.options.get("min_samples", 200))

@@ -6,6 +6,8 @@ Metrics (suite "quality"):
   `recall/<label>`, `f1/<label>`, `support/<label>`;
 - causal LM: `perplexity` = exp(mean next-token NLL over all non-padding tokens), `loss` (that
   mean NLL in nats/token), `tokens`;
+  (row classifiers and causal LMs scored here from per-example results, other tasks — e.g.
+  entity F1 of a tagger — by the task's adapter, `Runner.quality`);
 - always: `eval_samples` and `eval_throughput_sps` (rows per second through preprocessing and
   inference, the figure benchmarks/bench_eval.py compares with a raw loop).
 Context: batch_size (the eval batch size), seq_len "dynamic" (padded to the longest row,
@@ -28,24 +30,11 @@ import numpy as np
 
 from relman.catalog import Metric
 from relman.evaluate.env import SuiteEnv
+from relman.tasks.scores import classification_report
+
+__all__ = ["run", "classification_report"]
 
 SUITE = "quality"
-
-
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: list[str]) -> dict[str, float]:
-    from sklearn.metrics import f1_score, precision_recall_fscore_support
-
-    out = {"accuracy": float(np.mean(y_true == y_pred)),
-           "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
-    present = sorted(set(np.unique(y_true).tolist()) | set(np.unique(y_pred).tolist()))
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=present, zero_division=0)
-    for i, label in enumerate(present):
-        name = label_names[label] if label < len(label_names) else str(label)
-        out[f"precision/{name}"] = float(p[i])
-        out[f"recall/{name}"] = float(r[i])
-        out[f"f1/{name}"] = float(f[i])
-        out[f"support/{name}"] = float(s[i])
-    return out
 
 
 def _lm_rows(runner, ds, bs: int, progress) -> tuple[np.ndarray, np.ndarray]:
@@ -82,17 +71,20 @@ def _to_child_space(ref_names: list[str], child_names: list[str], ref_pred: np.n
 
 
 def run(env: SuiteEnv) -> list[Metric]:
+    """The task's quality measure, with intervals and paired deltas where the suite knows the
+    per-example scores (row classifiers, causal LMs); other tasks use `Runner.quality`."""
     from relman.evaluate import stats
+    from relman.tasks.base import Runner
 
     runner = env.runner()
-    ds = env.eval_data(SUITE, labels=runner.task != "causal-lm")
+    ds = env.eval_data(SUITE, labels=runner.spec.labels != "none")
     bs = env.eval_batch_size
     t0 = time.perf_counter()
     report_progress = lambda done, total: env.progress(done / total, f"quality {done}/{total}")  # noqa: E731
     extra: dict[str, dict] = {}
     paired: list[tuple[str, float | None, dict]] = []
     others = env.comparators() if env.options.get("paired", True) else []
-    if runner.task == "causal-lm":
+    if runner.task == "causal-lm" and hasattr(runner, "token_losses"):
         sums, counts = _lm_rows(runner, ds, bs, report_progress)
         elapsed = time.perf_counter() - t0
         mean = float(sums.sum() / max(counts.sum(), 1))
@@ -115,7 +107,7 @@ def run(env: SuiteEnv) -> list[Metric]:
                  "n": len(sums), "method": "paired bootstrap over rows (1000)"}
             for scope in cmp.scopes:
                 paired.append((f"loss_delta_vs_{scope}", d["value"], {**_interval(d), "reference": cmp.ref}))
-    else:
+    elif runner.spec.classifies_rows and type(runner).quality is Runner.quality:
         y_true = runner.model_labels_for(ds)
         logits = runner.predict_dataset(ds, bs, on_batch=report_progress)
         elapsed = time.perf_counter() - t0
@@ -139,6 +131,9 @@ def run(env: SuiteEnv) -> list[Metric]:
                     "child_only_right": acc["child_only_right"]}))
                 if f1 is not None:
                     paired.append((f"macro_f1_delta_vs_{scope}", f1["value"], {**_interval(f1), "reference": cmp.ref}))
+    else:  # the adapter's own measure (e.g. entity F1 of a tagger); no per-example pairing yet
+        values = runner.quality(ds, bs, on_batch=report_progress)
+        elapsed = time.perf_counter() - t0
     values["eval_samples"] = float(len(ds))
     values["eval_throughput_sps"] = len(ds) / elapsed if elapsed > 0 else None
     out = [env.metric(SUITE, k, v, batch_size=bs, seq_len="dynamic", **extra.get(k, {})) for k, v in values.items()]

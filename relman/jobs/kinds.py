@@ -20,6 +20,16 @@ JOB_KINDS: dict[str, str] = {
     "evaluate": "relman.evaluate.job:run",
     "compress": "relman.compress.job:run",
     "optimize": "relman.compress.optimize:run",
+    # file work the GUI hands to a worker (relman/app/background.py)
+    "import_model": "relman.app.background:import_model_job",
+    "register_dataset": "relman.app.background:register_dataset_job",
+    "promote": "relman.app.background:promote_job",
+    "export_bundle": "relman.app.background:export_bundle_job",
+    "import_bundle": "relman.app.background:import_bundle_job",
+    "delete_version": "relman.app.background:delete_version_job",
+    "archive_version": "relman.app.background:archive_version_job",
+    "restore_version": "relman.app.background:restore_version_job",
+    "collect_garbage": "relman.app.background:collect_garbage_job",
 }
 
 

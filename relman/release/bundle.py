@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from relman.catalog import events as audit
 from relman.errors import BundleError, DuplicateVersion, IntegrityError, RelmanError
@@ -91,8 +91,11 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mtime: float) -> Non
     tf.addfile(info, io.BytesIO(data))
 
 
-def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: str | None = None) -> dict[str, Any]:
-    """Write the signed bundle of a version to `out` (atomically); returns a summary."""
+def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the signed bundle of a version to `out` (atomically); returns a summary.
+    `progress(units done, units)` follows it file by file (each artifact's bytes count
+    twice: once verified, once written); it may raise to stop (nothing is left behind)."""
     from relman.release import keys
     from relman.release.modelcard import render_card
 
@@ -102,7 +105,12 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         raise BundleError(f"folder {out.parent} does not exist")
     key_name = key_name or keys.default_key_name()
     keys.load_private(key_name)  # fail early on a missing key
-    for a in catalog.artifacts(v.id):  # never sign bytes that are not the recorded ones
+    arts = catalog.artifacts(v.id)
+    total, done = 2 * sum(int(a["size"]) for a in arts), 0
+    for a in arts:  # never sign bytes that are not the recorded ones
+        if progress is not None:
+            progress(done, total)
+        done += int(a["size"])
         problem = catalog.store.verify(a["sha256"])
         if problem:
             raise IntegrityError(f"cannot export {v.ref}: {a['path']} ({catalog.store.path(a['sha256'])}) is "
@@ -121,7 +129,10 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
             _add_bytes(tf, MANIFEST, manifest_bytes, now)
             _add_bytes(tf, SIGNATURE, json.dumps(sig, indent=2).encode(), now)
             _add_bytes(tf, CARD, card, now)
-            for a in catalog.artifacts(v.id):
+            for a in arts:
+                if progress is not None:
+                    progress(done, total)
+                done += int(a["size"])
                 info = tarfile.TarInfo(f"artifacts/{a['path']}")
                 info.size = a["size"]
                 info.mode = 0o644
@@ -131,6 +142,8 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
+        if progress is not None:
+            progress(total, total)
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from relman.errors import ReleaseError
 from relman.release.rules import (COMPARATORS, ApprovalsRule, BinOp, DatasetRule, MetricRule, Neg, Num, Ref,
@@ -65,7 +65,7 @@ __all__ = ["BOUNDS", "COMPARATORS", "CONDITIONS", "ApprovalsRule", "DatasetRule"
 @dataclass
 class RuleResult:
     rule: str
-    status: str  # pass | fail | skipped
+    status: str  # pass | fail | skipped | pending (passes now; checked again by the promotion)
     reason: str
     inputs: dict[str, Any] = field(default_factory=dict)
 
@@ -266,23 +266,57 @@ def _metric_rule(rule: MetricRule, text: str, gate: _Gate) -> RuleResult:
                       f"{label} = {_fmt(left)} {'' if ok else 'not '}{rule.op} {_fmt(right)}", inputs)
 
 
-def check_artifacts(catalog: Any, version_id: int) -> RuleResult:
-    """Re-hash the version's blobs. Blobs are immutable and content-addressed, so callers run
-    this before taking the write lock (hashing gigabytes must not block other writers)."""
-    bad = []
+def check_artifacts(catalog: Any, version_id: int, *, rehash: bool = True,
+                    progress: Callable[[int, int, int, int], None] | None = None) -> RuleResult:
+    """The "artifacts intact" rule for a version's blobs.
+
+    `rehash=True` (a promotion): read every byte and compare with the recorded sha256 (a
+    match is remembered per blob, see relman.catalog.blobcheck); `progress(files done, files,
+    bytes done, bytes)` is called before each file and at the end. Blobs are immutable and
+    content-addressed, so callers run this before taking the write lock.
+    `rehash=False` (a preview, e.g. the release board's badges): no file is read; a missing
+    or resized blob fails, one re-hashed earlier with the same size and mtime passes, and any
+    other makes the rule "pending" (it passes here; the promotion hashes it)."""
+    from relman.catalog import blobcheck
+
     arts = catalog.artifacts(version_id)
-    for a in arts:
-        problem = catalog.store.verify(a["sha256"])
-        if problem:
-            bad.append(f"{a['path']}: {problem}")
-    return RuleResult("artifacts intact", "fail" if bad else "pass",
-                      "; ".join(bad) if bad else f"{len(arts)} file(s) match their sha256", {"files": len(arts)})
+    total = sum(int(a["size"]) for a in arts)
+    bad: list[str] = []
+    unverified: list[dict[str, Any]] = []
+    done = 0
+    for i, a in enumerate(arts):
+        if progress is not None:
+            progress(i, len(arts), done, total)
+        if rehash:
+            state, detail = blobcheck.rehash_blob(catalog, a["sha256"], a["size"])
+        else:
+            state, detail = blobcheck.cached_state(catalog, a["sha256"], a["size"])
+        if state in (blobcheck.MISSING, blobcheck.CHANGED):
+            bad.append(f"{a['path']}: {detail}")
+        elif state == blobcheck.UNVERIFIED:
+            unverified.append(a)
+        done += int(a["size"])
+    if progress is not None:
+        progress(len(arts), len(arts), done, total)
+    inputs: dict[str, Any] = {"files": len(arts), "bytes": total}
+    if bad:
+        return RuleResult("artifacts intact", "fail", "; ".join(bad), inputs)
+    if unverified:
+        n = sum(int(a["size"]) for a in unverified)
+        inputs["unverified_files"] = len(unverified)
+        return RuleResult("artifacts intact", "pending",
+                          f"{len(unverified)} of {len(arts)} file(s) ({n / 2**20:.1f} MiB) present; "
+                          "their sha256 is checked when the promotion runs", inputs)
+    how = "match their sha256" if rehash else "match their sha256 (verified earlier, unchanged since)"
+    return RuleResult("artifacts intact", "pass", f"{len(arts)} file(s) {how}", inputs)
 
 
 def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping[str, Any] | None = None,
-                   revision: int | None = None, integrity: RuleResult | None = None) -> GateReport:
+                   revision: int | None = None, integrity: RuleResult | None = None,
+                   rehash: bool = True) -> GateReport:
     """Evaluate every rule guarding `version`'s move to `to_phase` under its model's policy
-    (`integrity`: a `check_artifacts` result computed beforehand, else computed here)."""
+    (`integrity`: a `check_artifacts` result computed beforehand, else computed here, reading
+    every artifact only when `rehash`; a preview passes `rehash=False`)."""
     from relman.catalog.catalog import utcnow
     from relman.release.approvals import valid_approvals
     from relman.release.policy import PHASES, allowed_targets, get_policy
@@ -329,7 +363,7 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
                                       f"(evaluated on: {', '.join(seen) or 'none'})",
                                       {"datasets": seen}))
     if to_phase in policy.get("verify_artifacts", []):
-        results.append(integrity if integrity is not None else check_artifacts(catalog, version.id))
+        results.append(integrity if integrity is not None else check_artifacts(catalog, version.id, rehash=rehash))
     allowed = to_phase in allowed_targets(policy, version.phase)
     return GateReport(model=version.model, version=version.version, from_phase=version.phase, to_phase=to_phase,
                       policy_revision=int(revision or 0), evaluated_at=utcnow(), rules=results, allowed=allowed,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, time, timezone
-from typing import Any
+from typing import Any, Callable
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
@@ -59,13 +59,14 @@ def _after_change(catalog: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who: str,
-            override: bool = False) -> dict[str, Any]:
+            override: bool = False, progress: Callable[[int, int, int, int], None] | None = None) -> dict[str, Any]:
     """Move a version to `to_phase` if the policy allows it and every gate passes.
 
     With `override`, failing gates are recorded and ignored; `why` is then required and an
     `override` event is added. A disallowed transition is refused even with override (edit
     the policy instead). Promotion to production retires (or demotes, per policy) the
-    previous production version in the same transaction."""
+    previous production version in the same transaction. `progress` follows the artifact
+    re-hash (see gates.check_artifacts); it may raise to stop before anything is written."""
     why = (why or "").strip()
     if override and not why:
         raise ReleaseError("--override needs --why: say why the gates are being overridden")
@@ -75,7 +76,7 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
     pre = catalog.get_version(version_id)
     integrity = None
     if to_phase in get_policy(catalog, pre.model)[0].get("verify_artifacts", []):
-        integrity = check_artifacts(catalog, pre.id)  # before the lock: hashing can take a while
+        integrity = check_artifacts(catalog, pre.id, progress=progress)  # before the lock: hashing can take a while
     with catalog.transaction():
         v = catalog.get_version(version_id)
         if v.phase == to_phase:

@@ -9,6 +9,7 @@ plus every ancestor and descendant in other models, capped so a huge catalog sta
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
@@ -92,10 +93,12 @@ class NodeItem(QGraphicsRectItem):
 
 
 class LineageView(QWidget):
+    name = "lineage"
+    title = "Lineage"
     node_clicked = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("lineage-model")
         self.scene = QGraphicsScene(self)
@@ -118,6 +121,19 @@ class LineageView(QWidget):
         layout.addWidget(self.view, 1)
         self.model_combo.currentTextChanged.connect(lambda _: self.redraw())
         self.scene.selectionChanged.connect(self._on_selection)
+        if window is not None:
+            self.node_clicked.connect(lambda vid: window.set_selection([vid], source=self.name))
+
+    # -- the view protocol --------------------------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        self.set_snapshot(state.snapshot, state.model)
+
+    def on_selection(self, state: Any) -> None:
+        if state.model:
+            self.set_model(state.model)
+
+    def apply_theme(self, dark: bool) -> None:
+        self.set_theme(dark)
 
     def set_snapshot(self, snap: Snapshot, model: str | None = None) -> None:
         self.snapshot = snap

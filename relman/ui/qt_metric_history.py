@@ -180,7 +180,8 @@ class MetricHistoryView(QWidget):
 
 
 def install_metric_history(window: Any) -> MetricHistoryView:
-    """Add the history as a dock under the window's views; it follows the version selection."""
+    """Add the history as a dock under the window's views; it follows the window's selection
+    (`window.selection`) and re-reads when the catalog changes (`snapshot_changed`)."""
     view = MetricHistoryView()
     dock = QDockWidget("Metric history", window)
     dock.setObjectName("metric-history-dock")
@@ -188,10 +189,10 @@ def install_metric_history(window: Any) -> MetricHistoryView:
     window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
 
     def follow() -> None:
-        ids = list(getattr(window, "selected_ids", []) or [])
+        ids = list(window.selection.ids)
         view.show_version(window.catalog, ids[0] if ids else None)
 
-    window.table.selectionModel().selectionChanged.connect(lambda *_: follow())
+    window.selection.changed.connect(lambda _ids: follow())
     window.snapshot_changed.connect(follow)
     view.follow = follow  # type: ignore[attr-defined]
     return view

@@ -161,7 +161,7 @@ class PolicyEditor(QDialog):
         for v in self.catalog.versions(self.model):
             for phase in PREVIEW_PHASES:
                 out[(v.ref, phase)] = evaluate_gates(self.catalog, v, phase, policy=self.body, revision=-1,
-                                                     integrity=skipped)
+                                                     integrity=skipped, rehash=False)
         return out
 
     def update_preview(self) -> None:

@@ -139,6 +139,14 @@ def jobs_token(catalog: Catalog) -> tuple[Any, ...]:
         " (SELECT MAX(rowid) FROM job_points) FROM jobs").fetchone())
 
 
+def row_from_catalog(catalog: Catalog, version_id: int) -> VersionRow:
+    """One version as a snapshot row, read directly (for a version newer than the snapshot)."""
+    v = catalog.get_version(version_id)
+    return VersionRow(id=v.id, model=v.model, version=v.version, phase=v.phase, format=v.format, task=v.task,
+                      size_bytes=v.size_bytes, params=v.params, recipe=v.recipe, created_at=v.created_at,
+                      canary_share=v.canary_share)
+
+
 def order_metrics(counts: dict[str, int]) -> list[str]:
     preferred = [m for m in PREFERRED_METRICS if m in counts]
     rest = sorted((m for m in counts if m not in PREFERRED_METRICS), key=lambda m: (-counts[m], m))
