@@ -77,6 +77,9 @@ class SuiteEnv:
     _others: dict[str, "Runner"] = field(default_factory=dict, repr=False)
     _comparators: "list[Comparator] | None" = field(default=None, repr=False)
     progress_hook: Callable[[float, str], None] | None = None
+    # Files a suite produced besides metrics (e.g. attributions), stored with the metrics in
+    # the job's one transaction (relman.catalog.EvalArtifact).
+    artifacts: list[Any] = field(default_factory=list)
 
     # -- shared pieces ------------------------------------------------------------------------
     def runner(self) -> "Runner":
@@ -119,6 +122,14 @@ class SuiteEnv:
                         self.ctx.log("cannot compare with %s %s: %s", scope, ref.ref, e)
             self._comparators = list(found.values())
         return self._comparators
+
+    def scratch(self) -> Path:
+        """A folder for files a suite writes before the job stores them (the job's workdir)."""
+        if self.ctx is not None:
+            return Path(self.ctx.workdir)
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="relman-suite-"))
 
     def close(self) -> None:
         self._runner = None

@@ -89,7 +89,7 @@ def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], 
             raise EvaluationError(f"suite '{s}' needs a group column, but dataset '{name}' has none")
 
 
-COMPARED_SUITES = ("latency", "quality", "fidelity")
+COMPARED_SUITES = ("latency", "quality", "fidelity", "explain")  # explain compares with a parent
 
 
 def production_version(catalog: Any, model: str, exclude: int | None = None) -> Any:
@@ -206,7 +206,8 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     env.close()
     ctx.hold_point("evaluate.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()
-    stored = catalog.add_metrics(version.id, metrics, job_id=ctx.job_id, actor=ctx.actor)
+    stored = catalog.add_evaluation(version.id, metrics, env.artifacts, job_id=ctx.job_id, actor=ctx.actor,
+                                    owner=ctx.owner)
     ctx.progress(1.0, f"stored {stored} metrics")
     return {"version_id": version.id, "metrics": stored, "suites": suites,
             "dataset": dataset.name if dataset else None, "device": device}

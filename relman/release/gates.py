@@ -193,6 +193,9 @@ class _Gate:
                 ref_subject = self.subjects.get(vs)
                 if ref_subject is None:
                     raise _Missing(self.missing_scope[vs], skip=True)
+                if (ref_subject.version.task or "") != (subject.version.task or ""):
+                    raise _Missing(f"skipped: {vs} {ref_subject.ref} does another task "
+                                   f"({ref_subject.version.task}), so there is no paired comparison", skip=True)
                 measured_vs = subject.contexts.get(name, {}).get("reference")
                 if name in subject.values and measured_vs and measured_vs != ref_subject.ref:
                     raise self.not_evaluated(subject, name, f"{subject.ref}'s '{name}' was measured against "
