@@ -71,8 +71,9 @@ def pump(runner: "Runner", report: dict[str, list[int]]) -> None:
             for job_id, u in updates.items():
                 if u["started"]:
                     ip, node_id, pid = u["started"]
-                    cat.conn.execute("UPDATE jobs SET executor = ? WHERE id = ? AND status = ?",
-                                     [f"ray:{ip}/{node_id}", job_id, queue.RUNNING])
+                    # The report can arrive after the task's result was settled: name the node anyway.
+                    cat.conn.execute("UPDATE jobs SET executor = ? WHERE id = ? AND executor = 'ray'",
+                                     [f"ray:{ip}/{node_id}", job_id])
                 if u["progress"] is not None:
                     fraction, message = u["progress"]
                     cat.conn.execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND status = ?",
@@ -113,6 +114,8 @@ def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: 
         _log(runner, job_id, f"ray task ended {out['status']} on {out['node']} after {out['seconds']} s; "
                              f"blobs fetched {len(out['blobs_fetched'])}/{out['blobs_needed']} "
                              f"({out['bytes_fetched']} bytes)")
+        with cat.transaction():  # the task's own word on where it ran (its start report may still be in flight)
+            cat.conn.execute("UPDATE jobs SET executor = ? WHERE id = ?", [f"ray:{out['node']}", job_id])
         if out["status"] == "cancelled":
             queue.finish(cat, job_id, queue.CANCELLED, message=(out["result"] or {}).get("message", "cancelled"))
             return
