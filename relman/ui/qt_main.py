@@ -48,6 +48,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Release", ("promote", "rollback", "verify")),
     ("&Catalog", ("tags", "delete", "archive", "gc")),
     ("&View", ("refresh", "theme", "find")),
+    ("&Jobs", ("executor",)),
     ("&Help", ("shortcuts", "about")),
 )
 TOOLBAR = ("import", "dataset", "compress", "evaluate", "optimize", "promote", "rollback", "export", "card")
@@ -210,6 +211,7 @@ class MainWindow(QMainWindow):
 
         self.disk_status = DiskStatusLabel()  # catalog size and free space; warns when low
         self.statusBar().addPermanentWidget(self.disk_status)
+        self.statusBar().addPermanentWidget(self.messages_log.button)  # the message log
         self.disk_status.follow(lambda: self.catalog)
 
     # -- actions ----------------------------------------------------------------------------------
@@ -449,6 +451,10 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        note = self.job_actions.closing_note()
+        if note:  # not a question: the jobs are safe either way; say so (log + desktop note)
+            self.messages_log.info(note)
+            self.messages_log.notify("relman: jobs keep running", note)
         self.save_settings()
         self.shutdown()
         super().closeEvent(event)

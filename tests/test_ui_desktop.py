@@ -1,0 +1,211 @@
+"""The desktop app from a new user's chair (issue 17): a release without the terminal, dialogs
+that offer what applies and keep their input, messages that do not block, Compare that
+selects, a window that fits a laptop, and the Ray executor setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from ui_support import accept_with, build_family  # noqa: E402
+
+
+@pytest.fixture
+def family(catalog, tiny_vit):
+    return build_family(catalog, tiny_vit)
+
+
+@pytest.fixture
+def window(qtbot, catalog_path, family, tmp_path):
+    from relman.ui.qt_main import MainWindow
+
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()
+
+
+# -- item 3: everything a release needs, in the window ------------------------------------------------
+def test_export_with_a_key_made_in_the_dialog_card_fields_and_the_full_audit_event(window, family, catalog,
+                                                                                   tmp_path, monkeypatch):
+    from relman.release.modelcard import card_fields
+    from relman.ui.qt_export import CardDialog, ExportDialog
+
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
+    base = family["base"]
+    window.set_selection([base.id])
+    out = tmp_path / "b.relman"
+    seen: dict[str, Any] = {}
+
+    def fill(d: Any) -> None:
+        seen["dialog"] = d
+        if isinstance(d, ExportDialog):
+            assert d.key.count() == 0 and "New key" in d.no_key.text()  # no key yet: the dialog says how
+            d.accept()  # refused inline, the path typed stays
+            assert d.result() == 0 and "signing key" in d.error_label.text()
+            d.path.setText(str(out))
+            d.add_key("lab")  # what "New key…" does after asking the name
+            assert d.key.currentText() == "lab" and d.error_label.text() == ""
+        elif isinstance(d, CardDialog):
+            d.set_field("intended_use", "Sorting handwritten digits in the lab; not for medical forms.")
+            d.set_field("license", "apache-2.0")
+
+    window.dialog_runner = accept_with(fill)
+    window.actions_by_key["export"].trigger()
+    assert (tmp_path / "keys" / "lab.key").exists()
+    job = catalog.query("SELECT kind, params FROM jobs ORDER BY id DESC")[0]
+    assert job["kind"] == "export_bundle" and '"key": "lab"' in job["params"]
+    assert any("Created signing key lab" in text for _, text in window.messages)
+
+    window.actions_by_key["card"].trigger()
+    fields = card_fields(catalog, catalog.get_version(base.id))
+    assert fields["intended_use"].startswith("Sorting handwritten digits") and fields["license"] == "apache-2.0"
+    assert "intended use" in window.messages[-1][1]
+
+    # the audit view shows a long event in full in its detail pane, wrapped
+    long_reason = "a reason that goes on " * 40
+    catalog.log_event("override", {"reason": long_reason.strip()}, model=base.model, version=base.version)
+    audit = window.show_view("audit")
+    window.refresh(force=True)
+    qtbot_row = next(r for r, e in enumerate(audit.shown_rows) if e["kind"] == "override")
+    audit.table.selectRow(qtbot_row)
+    assert long_reason.strip() in audit.detail.toPlainText()
+    assert audit.detail.lineWrapMode() == audit.detail.LineWrapMode.WidgetWidth
+
+
+def test_evaluate_dialog_offers_the_parent_for_fidelity(window, family, catalog):
+    from relman.app.datasets import register_demo_digits
+    from relman.ui.qt_dialogs import EvaluateDialog
+
+    register_demo_digits(catalog, "digits", n=40)
+    window.set_selection([family["merged"].id])
+    base = family["base"]
+
+    def fill(d: Any) -> None:
+        assert isinstance(d, EvaluateDialog)
+        parents = [d.parent_ref.itemText(i) for i in range(d.parent_ref.count())]
+        assert base.ref in parents and family["merged"].ref not in parents
+        d.suite_boxes["fidelity"].setChecked(True)
+        d.parent_ref.setCurrentText(base.ref)
+
+    window.dialog_runner = accept_with(fill)
+    window.actions_by_key["evaluate"].trigger()
+    job = catalog.query("SELECT kind, params FROM jobs ORDER BY id DESC")[0]
+    assert job["kind"] == "evaluate" and f'"parent_version_id": {base.id}' in job["params"], job["params"]
+
+
+# -- item 4: dialogs offer what applies, keep their input, clear old errors ---------------------------
+def test_dialogs_offer_only_what_applies_and_keep_their_input(qtbot, catalog, catalog_path, tmp_path,
+                                                              tiny_bert_encoder, family):
+    from relman.app.datasets import register_demo_digits
+    from relman.app.models import import_model
+    from relman.ui.qt_dialogs import CompressDialog, EvaluateDialog
+    from relman.ui.qt_main import MainWindow
+
+    enc = import_model(catalog, tiny_bert_encoder, "encoder")
+    assert enc.task == "feature-extraction"
+    register_demo_digits(catalog, "digits", n=40)
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "g.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False)
+    qtbot.addWidget(w)
+    try:
+        # an embedding model: no quality suite offered (nor ticked), fidelity and latency are
+        w.set_selection([enc.id])
+        d = w.work.evaluate_dialog(w.selected_versions())
+        assert "quality" not in d.suite_boxes and "fidelity" in d.suite_boxes and "latency" in d.suite_boxes
+        assert "quality" in d.findChild(type(d.error_label), "hint").text()
+        assert d.dataset.currentText() == "(none)"  # the image dataset does not fit a text model
+        # an error of the app layer (fidelity needs data) stays in the dialog with the input
+        d.suite_boxes["fidelity"].setChecked(True)
+        d.suite_boxes["latency"].setChecked(False)
+        d.device.setCurrentText("cpu")
+        d.submit = lambda vals: w.work.queue_evaluation(**vals)
+        d.accept()
+        assert d.result() == 0 and "needs a dataset" in d.error_label.text()
+        assert d.suite_boxes["fidelity"].isChecked() and d.device.currentText() == "cpu"  # input kept
+        assert not catalog.query("SELECT id FROM jobs WHERE kind = 'evaluate'")
+
+        # a classifier: quality offered and ticked by default (a dataset exists)
+        w.set_selection([family["base"].id])
+        d2 = w.work.evaluate_dialog(w.selected_versions())
+        assert isinstance(d2, EvaluateDialog) and d2.suite_boxes["quality"].isChecked()
+
+        # compress: one parent selected -> opens on a one-parent recipe; recipes fit the task
+        recipes = w.work.recipes_for(w.selected_versions())
+        assert all(r.tasks is None or family["base"].task in r.tasks for r in recipes)
+        c = CompressDialog(recipes, [family["base"].ref], w, ["digits"])
+        assert not c.current_recipe().multi_parent
+        merge = next(r for r in recipes if r.multi_parent)
+        c.select_recipe(merge.name)
+        c.accept()
+        assert c.result() == 0 and "at least two" in c.error_label.text()
+        c.select_recipe(next(r for r in recipes if not r.multi_parent).name)
+        assert c.error_label.text() == ""  # the previous recipe's error went with it
+        # two parents selected -> opens on a merge
+        c2 = CompressDialog(recipes, [family["base"].ref, family["pruned"].ref], w, ["digits"])
+        assert c2.current_recipe().multi_parent
+        # a bad typed value: the registry's parser (as the CLI's) refuses it in the dialog
+        r = next(r for r in recipes if any(p.type is float for p in r.params) and not r.multi_parent)
+        c.select_recipe(r.name)
+        p = next(p for p in r.params if p.type is float)
+        if p.max is not None:
+            c.form.editors[p.name].setMaximum(p.max + 10)
+            c.form.editors[p.name].setValue(p.max + 5)
+            c.accept()
+            assert c.result() == 0 and p.name in c.error_label.text()
+            assert c.form.editors[p.name].value() == p.max + 5  # kept
+    finally:
+        w.shutdown()
+
+
+# -- item 5: messages that do not block; jobs that end say so; closing with jobs running -------------
+def test_successes_are_toasts_job_ends_are_announced_and_closing_says_jobs_keep_running(
+        qtbot, catalog, catalog_path, tmp_path, family):
+    from relman.jobs.queue import enqueue, finish
+    from relman.ui.qt_main import MainWindow
+
+    for _ in range(60):  # a long list: the new job must be scrolled into view
+        assert finish(catalog, enqueue(catalog, "noop", {}), "succeeded", from_status="queued")
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "g.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False, poll_ms=100)
+    qtbot.addWidget(w)
+    w.resize(1024, 700)
+    w.show()
+    jobs = w.show_view("jobs")
+    jobs.table.scrollToBottom()
+    job = w.job_actions.track(enqueue(catalog, "noop", {}), "Tidy up")
+    qtbot.waitUntil(lambda: jobs.selected_job == job, timeout=10_000)
+    rect = jobs.table.visualRect(jobs.model.index(0, 0))
+    assert jobs.model.jobs[0]["id"] == job and jobs.table.viewport().rect().intersects(rect)
+
+    assert finish(catalog, job, "succeeded", from_status="queued")
+    qtbot.waitUntil(lambda: ("info", "Tidy up: done") in w.messages, timeout=10_000)
+    assert not w.open_boxes, "a success opens no message box"
+    assert w.messages_log.toast.isVisible() and "Tidy up: done" in w.messages_log.toast.text()
+    assert w.messages_log.notifications[-1] == (f"relman: job {job} succeeded", "Tidy up: done")
+    assert "Messages (" in w.messages_log.button.text()
+
+    failing = w.job_actions.track(enqueue(catalog, "noop", {}), "Break things")
+    assert finish(catalog, failing, "failed", error="planted failure", from_status="queued")
+    qtbot.waitUntil(lambda: any("planted failure" in t for lvl, t in w.messages if lvl == "error"), timeout=10_000)
+    assert w.open_boxes, "an error still asks for attention"
+    for box in list(w.open_boxes):
+        box.close()
+
+    # the "(job job 2)" wording is gone
+    from relman.ui.controllers import job_label
+    assert "job job" not in f"Queued x on m@1 ({job_label(7)})"
+
+    # closing with work left: the window says what happens to it, and does not ask
+    enqueue(catalog, "noop", {})
+    w.close()
+    assert any("queued job starts when relman is opened again" in t for _, t in w.messages), w.messages[-3:]
