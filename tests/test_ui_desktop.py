@@ -209,3 +209,65 @@ def test_successes_are_toasts_job_ends_are_announced_and_closing_says_jobs_keep_
     enqueue(catalog, "noop", {})
     w.close()
     assert any("queued job starts when relman is opened again" in t for _, t in w.messages), w.messages[-3:]
+
+
+# -- item 6: Compare selects, follows the task's quality metric, reads well --------------------------
+def _click_point(qtbot: Any, panel: Any, x: float, y: float) -> None:
+    """A real mouse click on the plot where the point (x, y) is drawn."""
+    from PySide6.QtCore import QPointF, Qt
+
+    vb = panel.plot.getPlotItem().getViewBox()
+    scene = vb.mapViewToScene(QPointF(x, y))
+    pos = panel.plot.mapFromScene(scene)
+    qtbot.mouseClick(panel.plot.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+
+
+def test_compare_clicks_on_front_and_star_select_and_axes_follow_the_task(qtbot, window, family, catalog,
+                                                                          tiny_bert_encoder):
+    from relman.app.models import import_model
+    from relman.app.release import promote
+    from relman.catalog import Metric
+
+    base, pruned = family["base"], family["pruned"]
+    for phase in ("candidate", "staging", "production"):
+        promote(catalog, base.ref, phase, why="test set-up", override=True)
+    window.resize(1600, 1000)
+    window.refresh(force=True)
+    window.set_selection([family["merged"].id])
+    compare = window.show_view("compare")
+    compare.set_model(base.model)
+    panel = compare.size_panel
+    panel.plot.getPlotItem().getViewBox().autoRange()
+    qtbot.waitExposed(panel.plot)
+    assert pruned.id in panel.front_ids  # smallest size, a front point (the ring over it)
+    p = window.snapshot.by_id()[pruned.id]
+    _click_point(qtbot, panel, p.value(panel.x_combo.currentText()), p.value(panel.y_combo.currentText()))
+    qtbot.waitUntil(lambda: window.selection.ids == [pruned.id], timeout=5000)
+    b = window.snapshot.by_id()[base.id]  # the production star sits over the base's point
+    _click_point(qtbot, panel, b.value(panel.x_combo.currentText()), b.value(panel.y_combo.currentText()))
+    qtbot.waitUntil(lambda: window.selection.ids == [base.id], timeout=5000)
+
+    # the comparison table: quality first, counts as integers with thousands separators
+    catalog.add_metrics(base.id, [Metric("latency", f"latency_p{q}_ms_b{b_}", 1.0, {}) for q in (50, 95)
+                                  for b_ in (1, 8, 32)] + [Metric("latency", "throughput_sps", 18220.0, {})])
+    window.refresh(force=True)
+    window.set_selection([base.id, pruned.id])
+    compare = window.show_view("compare")
+    labels = [compare.table.verticalHeaderItem(r).text() for r in range(compare.table.rowCount())]
+    assert labels[2] == "accuracy", labels
+    row = labels.index("throughput_sps")
+    assert compare.table.item(row, 0).text() == "18,220"
+    params_row = labels.index("params")
+    assert "e+" not in compare.table.item(params_row, 0).text()
+
+    # an embedding model: Y follows its task (fidelity cosine), never throughput; one point spans sensibly
+    enc = import_model(catalog, tiny_bert_encoder, "encoder")
+    catalog.add_metrics(enc.id, [Metric("fidelity", "cosine", 0.99, {}), Metric("size", "size_mb", 0.5, {}),
+                                 Metric("latency", "throughput_sps", 900.0, {})])
+    window.refresh(force=True)
+    window.set_selection([enc.id])
+    compare = window.show_view("compare")
+    assert compare.model_combo.currentText() == "encoder"
+    assert compare.size_panel.y_combo.currentText() == "cosine"
+    (x0, x1), (y0, y1) = compare.size_panel.plot.getPlotItem().getViewBox().viewRange()
+    assert 0.4 < x0 < 0.5 < x1 < 0.6 and 0.8 < y0 < 0.99 < y1 < 1.1, ((x0, x1), (y0, y1))
