@@ -271,3 +271,41 @@ def test_compare_clicks_on_front_and_star_select_and_axes_follow_the_task(qtbot,
     assert compare.size_panel.y_combo.currentText() == "cosine"
     (x0, x1), (y0, y1) = compare.size_panel.plot.getPlotItem().getViewBox().viewRange()
     assert 0.4 < x0 < 0.5 < x1 < 0.6 and 0.8 < y0 < 0.99 < y1 < 1.1, ((x0, x1), (y0, y1))
+
+
+# -- item 7: a laptop screen ---------------------------------------------------------------------------
+def test_every_view_fits_1024x700_and_the_window_never_resizes_itself(qtbot, catalog, catalog_path, tmp_path,
+                                                                      family, tiny_bert_encoder):
+    from PySide6.QtWidgets import QApplication
+
+    from relman.app.models import import_model
+    from relman.ui.qt_main import MainWindow
+    from relman.ui.views import view_names
+
+    import_model(catalog, tiny_bert_encoder, "a-sentence-encoder-with-a-long-name")
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "g.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False)
+    qtbot.addWidget(w)
+    try:
+        w.resize(1024, 700)
+        w.show()
+        qtbot.waitExposed(w)
+        assert w.current_view_name() == "overview"  # several models: the overview first
+        assert w.minimumSizeHint().width() <= 1024 and w.minimumSizeHint().height() <= 700
+        for name in view_names():
+            view = w.show_view(name)
+            QApplication.processEvents()
+            assert w.width() == 1024 and w.height() == 700, (name, w.size())
+            page = w.tabs.currentWidget()
+            assert view.minimumSizeHint().width() <= page.viewport().width(), (name, view.minimumSizeHint())
+        # the board's button text changes with the selection: the window keeps its size
+        w.set_selection([family["base"].id])
+        w.show_view("board")
+        QApplication.processEvents()
+        assert "Promote to" in w.board.promote_btn.text() and w.width() == 1024
+        # the Models dock shows whole phase names
+        fm = w.tree.fontMetrics()
+        assert w.tree.header().sectionSize(1) >= fm.horizontalAdvance("production")
+        assert w.tree.header().sectionSize(0) + w.tree.header().sectionSize(1) <= w.tree.viewport().width() + 1
+    finally:
+        w.shutdown()

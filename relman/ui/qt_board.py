@@ -13,7 +13,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QByteArray, QMimeData, QSize, Qt, Signal
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+                               QListWidgetItem, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
 
 from relman.ui.qt_models import PHASE_COLORS, fmt_metric
 from relman.units import human_size
@@ -175,6 +175,8 @@ class ReleaseBoard(QWidget):
         bar.addWidget(self.model_combo)
         hint = QLabel("Drag a card to another column, or select it and use the buttons.")
         hint.setObjectName("hint")
+        hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # shrinks, never widens
+        hint.setToolTip(hint.text())
         bar.addWidget(hint, 1)
         for b in (self.promote_btn, self.reject_btn, self.approve_btn, self.rollout_btn, self.rollback_btn):
             bar.addWidget(b)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabWidget, QToolBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QTabWidget, QToolBar, QWidget
 
 from relman.catalog import Catalog, open_catalog
 from relman.errors import RelmanError
@@ -97,6 +97,7 @@ class MainWindow(QMainWindow):
         self.selection.model_changed.connect(lambda _m: self._sync_views())
         self._restore_settings()
         self.refresh(force=True)
+        self._open_on_overview()
 
         self.poll_timer = QTimer(self)
         self.poll_timer.setInterval(poll_ms)
@@ -115,7 +116,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         for spec in view_registry.VIEWS:
             self._views[spec.name] = None
-            self.tabs.addTab(QWidget() if spec.lazy else self._make_view(spec), spec.title)
+            self.tabs.addTab(_page(QWidget() if spec.lazy else self._make_view(spec)), spec.title)
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.statusBar().showMessage("Ready")
 
@@ -149,7 +150,7 @@ class MainWindow(QMainWindow):
         self.tabs.blockSignals(True)
         old = self.tabs.widget(i)
         self.tabs.removeTab(i)
-        self.tabs.insertTab(i, widget, view_registry.spec(name).title)
+        self.tabs.insertTab(i, _page(widget), view_registry.spec(name).title)
         self.tabs.setCurrentIndex(current)
         self.tabs.blockSignals(False)
         old.deleteLater()
@@ -164,6 +165,11 @@ class MainWindow(QMainWindow):
         name = view_registry.view_names()[index]
         self.view(name)
         self._refresh_view(name)
+
+    def _open_on_overview(self) -> None:
+        """A catalog with several models opens on the Overview (what is released where)."""
+        if len(self.snapshot.models()) > 1 and "overview" in view_registry.view_names():
+            self.show_view("overview")
 
     def show_view(self, name: str) -> Any:
         """Bring a view to the front (up to date) and return it."""
@@ -407,6 +413,7 @@ class MainWindow(QMainWindow):
         if restart:
             self._start_runner(None)
         self.refresh(force=True)
+        self._open_on_overview()
 
     # -- theme & settings -------------------------------------------------------------------------------
     def set_theme(self, dark: bool) -> None:
@@ -482,6 +489,17 @@ class MainWindow(QMainWindow):
         if not self.grab().save(str(path)):
             raise RelmanError(f"could not write the screenshot {path}")
         return path
+
+
+def _page(view: QWidget) -> QWidget:
+    """A tab page: the view inside a scroll area, so a view wider or taller than a laptop
+    screen scrolls instead of widening the window (the window never resizes itself)."""
+    area = QScrollArea()
+    area.setObjectName(f"page-{getattr(view, 'name', 'placeholder')}")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setWidget(view)
+    return area
 
 
 def app_icon() -> QIcon:
