@@ -309,3 +309,45 @@ def test_every_view_fits_1024x700_and_the_window_never_resizes_itself(qtbot, cat
         assert w.tree.header().sectionSize(0) + w.tree.header().sectionSize(1) <= w.tree.viewport().width() + 1
     finally:
         w.shutdown()
+
+
+# -- item 8: small but visible ---------------------------------------------------------------------------
+def test_tooltips_explain_gate_badges_list_failing_rules_and_progress_reads_in_the_dark(
+        qtbot, window, family, catalog):
+    from PySide6.QtGui import QColor
+
+    from relman.jobs.queue import enqueue
+
+    for key in ("compress", "evaluate", "export", "card", "promote"):
+        act = window.actions_by_key[key]
+        assert len(act.toolTip()) > len(act.text()) + 20, (key, act.toolTip())
+    # a policy whose gate fails for the candidate: the badge's tooltip names the rule and why
+    from relman.app.release import promote, set_policy
+
+    base = family["base"]
+    promote(catalog, base.ref, "candidate", why="set-up", override=True)
+    set_policy(catalog, base.model, {"gates": {"staging": ["accuracy >= 0.99"]}})
+    window.refresh(force=True)
+    window.set_selection([base.id])
+    board = window.show_view("board")
+    card = board.find_card(base.id)[1]
+    qtbot.waitUntil(lambda: card.gate_checked or board.find_card(base.id)[1].gate_checked, timeout=10_000)
+    card = board.find_card(base.id)[1]
+    assert card.gate_state == "fail"
+    tip = card.badge.toolTip()
+    assert "accuracy >= 0.99" in tip and "0.91" in tip, tip
+
+    # a half-done job in the dark theme: a dark cell with light text, not a white box
+    job = enqueue(catalog, "noop", {})
+    catalog.conn.execute("UPDATE jobs SET status = 'running', progress = 0.5 WHERE id = ?", [job])
+    catalog.conn.commit()
+    window.set_theme(True)
+    jobs = window.show_view("jobs")
+    window.refresh(force=True)
+    row = next(r for r, j in enumerate(jobs.model.jobs) if j["id"] == job)
+    rect = jobs.table.visualRect(jobs.model.index(row, jobs.model.PROGRESS_COLUMN))
+    image = jobs.table.viewport().grab(rect).toImage()
+    pixels = [QColor(image.pixel(x, y)).lightnessF() for x in range(0, image.width(), 2)
+              for y in range(0, image.height(), 2)]
+    assert sum(pixels) / len(pixels) < 0.6, "the progress cell is a light box in the dark theme"
+    assert max(pixels) > 0.7, "the percentage is drawn in a light colour"

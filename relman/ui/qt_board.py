@@ -157,6 +157,8 @@ class ReleaseBoard(QWidget):
     def __init__(self, window: Any = None, gate_status: Callable[[VersionRow], GateStatus] | None = None) -> None:
         super().__init__()
         self.gate_status = gate_status or window.release.gate_status
+        self.gate_tip: Callable[[VersionRow], str] = getattr(getattr(window, "release", None), "gate_tip",
+                                                             lambda v: "")
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("board-model")
         self.promote_btn = QPushButton("Promote →")
@@ -276,6 +278,7 @@ class ReleaseBoard(QWidget):
                 else:
                     gate = UNCHECKED if wants_gate else ("none", v.phase)
                 card = Card(v, self.key_metrics, gate)
+                card.badge.setToolTip(self.gate_tip(v))
                 item = QListWidgetItem()
                 item.setData(Qt.ItemDataRole.UserRole, v.id)
                 item.setSizeHint(card.sizeHint() + QSize(0, 4))
@@ -340,6 +343,7 @@ class ReleaseBoard(QWidget):
             found = self.find_card(v.id)
             if found is not None and not found[1].gate_checked:
                 found[1].set_gate(self.gate_status(v))
+                found[1].badge.setToolTip(self.gate_tip(v))
             if not self._syncing:
                 self.selection_changed.emit([v.id])
 
