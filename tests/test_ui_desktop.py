@@ -351,3 +351,65 @@ def test_tooltips_explain_gate_badges_list_failing_rules_and_progress_reads_in_t
               for y in range(0, image.height(), 2)]
     assert sum(pixels) / len(pixels) < 0.6, "the progress cell is a light box in the dark theme"
     assert max(pixels) > 0.7, "the percentage is drawn in a light colour"
+
+
+# -- issue 16's GUI part: where jobs run ----------------------------------------------------------------
+def test_ray_executor_setting_is_checked_stored_and_a_failed_connection_falls_back(qtbot, catalog, catalog_path,
+                                                                                    tmp_path, family):
+    import subprocess
+    import sys
+
+    from relman.jobs.queue import enqueue
+    from relman.ui.qt_dialogs import SimpleFormDialog
+    from relman.ui.qt_main import MainWindow
+    from relman.ui.qt_models import JOB_COLUMNS
+
+    settings = QSettings(str(tmp_path / "g.ini"), QSettings.Format.IniFormat)
+    w = MainWindow(catalog_path, settings=settings, run_jobs=True, cpu_slots=1)
+    qtbot.addWidget(w)
+    try:
+        # the dialog refuses a remote address unless allowed (the CLI's check), keeping the input
+        def fill(d: Any) -> None:
+            assert isinstance(d, SimpleFormDialog)
+            d.fields["Run jobs on a Ray cluster at"].setText("10.1.2.3:6379")
+            d.accept()
+            assert d.result() == 0 and "not on this machine" in d.error_label.text()
+            assert d.fields["Run jobs on a Ray cluster at"].text() == "10.1.2.3:6379"
+            d.fields["Run jobs on a Ray cluster at"].setText("127.0.0.1:1")  # nothing listens there
+
+        w.dialog_runner = accept_with(fill)
+        w.actions_by_key["executor"].trigger()
+        assert catalog.get_setting("executor.ray_address") == "127.0.0.1:1"
+        assert w.runner is not None and w.runner.remote is None  # fell back to local processes
+        level, text = w.messages[-1]
+        assert level == "error" and "Jobs run as local processes" in text and "127.0.0.1:1" in text, text
+        for box in list(w.open_boxes):
+            box.close()
+        w.job_actions.set_executor(None)
+        assert catalog.get_setting("executor.ray_address") is None and "local worker processes" in w.messages[-1][1]
+    finally:
+        w.shutdown()
+
+    # the Executor column shows where a job ran
+    job = enqueue(catalog, "noop", {})
+    catalog.conn.execute("UPDATE jobs SET executor = 'ray:127.0.0.1/0a1b2c' WHERE id = ?", [job])
+    catalog.conn.commit()
+    w2 = MainWindow(catalog_path, settings=settings, run_jobs=False)
+    qtbot.addWidget(w2)
+    try:
+        jobs = w2.show_view("jobs")
+        col = JOB_COLUMNS.index("Executor")
+        row = next(r for r, j in enumerate(jobs.model.jobs) if j["id"] == job)
+        assert jobs.model.index(row, col).data() == "ray:127.0.0.1/0a1b2c"
+    finally:
+        w2.shutdown()
+
+    # with a Ray address set, opening the window imports no ray (the connection comes after)
+    catalog.set_setting("executor.ray_address", "127.0.0.1:1")
+    code = ("import sys; from PySide6.QtWidgets import QApplication; app = QApplication([]); "
+            "from relman.ui.qt_main import MainWindow; "
+            f"w = MainWindow({str(catalog_path)!r}, run_jobs=True, cpu_slots=1); "
+            "print('ray' in sys.modules); w.shutdown()")
+    env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "RELMAN_GUI_SETTINGS": str(tmp_path / "s.ini")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
