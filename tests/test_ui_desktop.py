@@ -413,3 +413,16 @@ def test_ray_executor_setting_is_checked_stored_and_a_failed_connection_falls_ba
     env = {**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen", "RELMAN_GUI_SETTINGS": str(tmp_path / "s.ini")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def test_screenshot_matrix_writes_every_view_light_and_dark_at_the_window_size(window, tmp_path):
+    from PySide6.QtGui import QImage
+
+    from relman.ui.app import screenshot_matrix
+    from relman.ui.views import view_names
+
+    paths = screenshot_matrix(window, tmp_path / "shots", sizes=((1024, 700),))
+    names = {p.relative_to(tmp_path / "shots").as_posix() for p in paths}
+    assert names == {f"1024x700/{t}-{v}.png" for t in ("light", "dark") for v in view_names()}
+    image = QImage(str(tmp_path / "shots" / "1024x700" / "dark-board.png"))
+    assert (image.width(), image.height()) == (1024, 700)

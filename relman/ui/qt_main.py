@@ -512,7 +512,7 @@ class MainWindow(QMainWindow):
         for _ in range(3):
             QApplication.processEvents()
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.grab().save(str(path)):
+        if not self.grab().save(str(path), "PNG", 0):  # 0: the strongest PNG compression
             raise RelmanError(f"could not write the screenshot {path}")
         return path
 
