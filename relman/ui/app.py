@@ -133,7 +133,9 @@ def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, 
             if row:
                 window.show_view("jobs").select_job(row[0])
         if name == "audit":
-            window.show_view("audit").verify()
+            audit = window.show_view("audit")
+            audit.verify()
+            audit.table.selectRow(0)  # the newest event, in full in the pane below
         out.append(window.grab_tab(name, Path(folder) / f"{prefix}{name}.png"))
     if dark_views:
         window.set_theme(True)

@@ -55,6 +55,7 @@ class AuditView(QWidget):
         split.addWidget(self.detail)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setSizes([750, 250])
         layout.addWidget(split, 1)
         self.shown_rows: list[dict[str, Any]] = []
         self.table.itemSelectionChanged.connect(self._show_detail)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from PySide6.QtCore import QByteArray, QMimeData, QSize, Qt, Signal
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFrame, QHBoxLayout, QLabel, QListWidget,
-                               QListWidgetItem, QPushButton, QSizePolicy, QVBoxLayout, QWidget)
+                               QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
 
 from relman.ui.qt_models import PHASE_COLORS, fmt_metric
 from relman.units import human_size
@@ -44,6 +44,7 @@ class Card(QFrame):
         layout.setContentsMargins(8, 6, 8, 6)
         layout.setSpacing(2)
         title = QLabel(f"<b>{v.model}</b> {v.version}")
+        title.setWordWrap(True)  # a narrow column (a laptop screen) wraps instead of cutting
         layout.addWidget(title)
         sub = [human_size(v.size_bytes)]
         if v.recipe_name:
@@ -54,8 +55,10 @@ class Card(QFrame):
         info.setObjectName("hint")
         info.setWordWrap(True)
         layout.addWidget(info)
-        lines = [f"{m}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
+        # "_\u200b": a metric name may break after its underscores in a narrow column
+        lines = [f"{m.replace('_', '_' + chr(0x200B))}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
         self.metrics_label = QLabel("\n".join(lines) if lines else "no metrics yet")
+        self.metrics_label.setWordWrap(True)
         layout.addWidget(self.metrics_label)
         self.badge = QLabel()
         self.badge.setObjectName("badge")
@@ -177,9 +180,8 @@ class ReleaseBoard(QWidget):
         bar.addWidget(self.model_combo)
         hint = QLabel("Drag a card to another column, or select it and use the buttons.")
         hint.setObjectName("hint")
-        hint.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # shrinks, never widens
-        hint.setToolTip(hint.text())
-        bar.addWidget(hint, 1)
+        hint.setWordWrap(True)
+        bar.addStretch(1)
         for b in (self.promote_btn, self.reject_btn, self.approve_btn, self.rollout_btn, self.rollback_btn):
             bar.addWidget(b)
         cols = QHBoxLayout()
@@ -197,6 +199,7 @@ class ReleaseBoard(QWidget):
             cols.addLayout(box, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
+        layout.addWidget(hint)  # its own line: never widens the button row
         layout.addLayout(cols, 1)
 
         self.model_combo.currentTextChanged.connect(lambda _: self._fill())

@@ -344,6 +344,7 @@ class CompareView(QWidget):
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(trend)
         bottom.addWidget(self.table)
+        bottom.setSizes([500, 500])  # the comparison table gets half, not what the trend leaves
         vs = QSplitter(Qt.Orientation.Vertical)
         vs.addWidget(plots)
         vs.addWidget(bottom)

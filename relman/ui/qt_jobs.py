@@ -174,6 +174,7 @@ class JobsView(QWidget):
         split.addWidget(lower)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([600, 400])  # the job list keeps most of a short (700 px) window
         layout = QVBoxLayout(self)
         layout.addWidget(split)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_select())

@@ -34,6 +34,7 @@ from relman.ui.controllers.catalog_actions import CatalogActions
 from relman.ui.controllers.job_actions import JobActions
 from relman.ui.controllers.release_actions import ReleaseActions
 from relman.ui.controllers.work_actions import WorkActions
+from relman.ui.qt_help import ACTION_TIPS
 from relman.ui.qt_messages import MessageLog
 from relman.ui.qt_tree import ModelTree
 from relman.ui.resources import read_text, resource_path
@@ -51,32 +52,6 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Jobs", ("executor",)),
     ("&Help", ("shortcuts", "about")),
 )
-# What each action does, for its tooltip (where the controller gave none): more than its name.
-ACTION_TIPS = {
-    "open": "Open another catalog folder (the views, jobs and selection start afresh)",
-    "import": "Copy a model (Hugging Face folder, .safetensors, .onnx, torch weights) into the catalog "
-              "as a new version; runs as a job",
-    "dataset": "Register a dataset file or folder (CSV, JSONL, Parquet, NPZ, image folders) for "
-               "evaluation and calibration; runs as a job",
-    "compress": "Make a smaller or faster child of the selected version(s) with a recipe "
-                "(quantize, prune, distil, merge…); the child is evaluated when a dataset is chosen",
-    "evaluate": "Measure the selected versions: the suites that apply to their task "
-                "(quality, latency, size, fidelity to a parent…)",
-    "optimize": "Search recipes for the smallest/fastest child whose accuracy drop stays under a limit",
-    "promote": "Move the selected version to its next phase after checking the policy's gates",
-    "rollback": "Put the previous production version of the focused model back into production",
-    "export": "Write the selected version as a signed bundle (choose or create a signing key)",
-    "import-bundle": "Import a signed bundle from another catalog (its key must be trusted here)",
-    "card": "Edit the model card's fields (intended use, limitations, licence) and write README.md",
-    "verify": "Re-check the audit log's hash chain and say whether it is intact",
-    "tags": "Add or remove tags on the selected version",
-    "delete": "Delete the selected version and its files (refused while it is released or a parent)",
-    "archive": "Move the selected version's files out of the store, or bring them back",
-    "gc": "Remove blobs no version uses any more and old job logs",
-    "refresh": "Re-read the catalog now",
-    "theme": "Switch between the light and the dark theme",
-    "find": "Filter the versions table by name, phase, recipe or tag",
-}
 TOOLBAR = ("import", "dataset", "compress", "evaluate", "optimize", "promote", "rollback", "export", "card")
 
 
@@ -236,6 +211,7 @@ class MainWindow(QMainWindow):
         dock.setObjectName("models-dock")
         dock.setWidget(self.tree)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.resizeDocks([dock], [210], Qt.Orientation.Horizontal)  # the views get the room
         self.models_dock = dock
 
     def _build_status_bar(self) -> None:
