@@ -292,17 +292,19 @@ def test_every_view_fits_1024x700_and_the_window_never_resizes_itself(qtbot, cat
         qtbot.waitExposed(w)
         assert w.current_view_name() == "overview"  # several models: the overview first
         assert w.minimumSizeHint().width() <= 1024 and w.minimumSizeHint().height() <= 700
-        for name in view_names():
-            view = w.show_view(name)
-            QApplication.processEvents()
-            assert w.width() == 1024 and w.height() == 700, (name, w.size())
-            page = w.tabs.currentWidget()
-            assert view.minimumSizeHint().width() <= page.viewport().width(), (name, view.minimumSizeHint())
+        for dark in (False, True):
+            w.set_theme(dark)
+            for name in view_names():
+                view = w.show_view(name)
+                QApplication.processEvents()
+                assert w.width() == 1024 and w.height() == 700, (name, dark, w.size())
+                page = w.tabs.currentWidget()
+                assert view.minimumSizeHint().width() <= page.viewport().width(), (name, dark, view.minimumSizeHint())
         # the board's button text changes with the selection: the window keeps its size
         w.set_selection([family["base"].id])
         w.show_view("board")
         QApplication.processEvents()
-        assert "Promote to" in w.board.promote_btn.text() and w.width() == 1024
+        assert "Promote → " in w.board.promote_btn.text() and w.width() == 1024
         # the Models dock shows whole phase names
         fm = w.tree.fontMetrics()
         assert w.tree.header().sectionSize(1) >= fm.horizontalAdvance("production")

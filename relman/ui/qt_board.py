@@ -167,8 +167,18 @@ class ReleaseBoard(QWidget):
         self.promote_btn = QPushButton("Promote →")
         self.reject_btn = QPushButton("Reject")
         self.approve_btn = QPushButton("Approve…")
-        self.rollout_btn = QPushButton("Canary share…")
-        self.rollback_btn = QPushButton("Roll back production")
+        self.rollout_btn = QPushButton("Canary…")
+        self.rollback_btn = QPushButton("Roll back")
+        # short labels (a laptop screen), tooltips that say what each does
+        self.promote_btn.setToolTip("Move the selected version to its next phase; the gates are checked first "
+                                    "and the dialog shows every rule")
+        self.reject_btn.setToolTip("Mark the selected version rejected (with a reason); it can no longer be promoted")
+        self.approve_btn.setToolTip("Record your approval of the selected version for its next phase "
+                                    "(policies can require approvals)")
+        self.rollout_btn.setToolTip("Set the share of traffic the staging version serves as a canary "
+                                    "(100% makes it ready for production)")
+        self.rollback_btn.setToolTip("Roll back production: the previous production version of this model "
+                                     "serves again")
         self.columns: dict[str, PhaseColumn] = {}
         self.snapshot: Snapshot | None = None
         self.key_metrics: list[str] = []
@@ -354,7 +364,7 @@ class ReleaseBoard(QWidget):
         v = self.selected_version()
         self.promote_btn.setEnabled(v is not None and v.phase in NEXT_PHASE)
         if v is not None and v.phase in NEXT_PHASE:
-            self.promote_btn.setText(f"Promote to {NEXT_PHASE[v.phase]} →")
+            self.promote_btn.setText(f"Promote → {NEXT_PHASE[v.phase]}")
         else:
             self.promote_btn.setText("Promote →")
         self.reject_btn.setEnabled(v is not None and v.phase in ("draft", "candidate", "staging"))

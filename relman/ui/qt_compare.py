@@ -33,6 +33,12 @@ def pareto_indices(x: np.ndarray, y: np.ndarray, x_lower_better: bool, y_lower_b
     return front[np.argsort(x[front], kind="stable")]
 
 
+def narrow(combo: QComboBox, chars: int = 10) -> None:
+    """A combo whose width does not follow its longest item (a laptop screen keeps its room)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+
+
 def is_performance(metric: str) -> bool:
     """Speed measures (higher is better, but not quality): never the default quality axis."""
     return any(t in metric.lower() for t in ("throughput", "_sps", "per_s", "tokens_per"))
@@ -115,6 +121,8 @@ class ScatterPanel(QWidget):
         self.y_combo = QComboBox()
         self.x_combo.setObjectName(f"{title}-x")
         self.y_combo.setObjectName(f"{title}-y")
+        for combo in (self.x_combo, self.y_combo):  # long metric names must not widen the view
+            narrow(combo)
         self._wanted = (x_metric, y_metric)
         self.plot = pg.PlotWidget()
         self.plot.showGrid(x=True, y=True, alpha=0.25)
@@ -329,6 +337,9 @@ class CompareView(QWidget):
         top.addWidget(self.model_combo)
         hint = QLabel("Hover a point for details; click selects it, Ctrl+click adds it to the comparison.")
         hint.setObjectName("hint")
+        hint.setWordWrap(True)
+        narrow(self.model_combo)
+        narrow(self.trend_metric)
         top.addWidget(hint, 1)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.size_panel)
