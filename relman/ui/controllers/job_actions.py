@@ -209,8 +209,9 @@ class JobActions(Controller):
             except ValueError:
                 row["result"] = {}
             if t.on_done is not None and row["status"] == "succeeded":
+                before = len(self.window.messages)
                 t.on_done(row)
-                text = self.window.messages[-1][1] if self.window.messages else f"{t.label}: done"
+                text = self.window.messages[-1][1] if len(self.window.messages) > before else f"{t.label}: done"
             elif row["status"] == "succeeded":
                 text = f"{t.label}: done"
                 self.info(text)
