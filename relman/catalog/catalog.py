@@ -75,6 +75,20 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class EvalArtifact:
+    """A file an evaluation produced besides numbers (e.g. per-example attributions), stored
+    as a blob and referenced from `evaluation_artifacts`."""
+
+    version_id: int
+    suite: str
+    kind: str
+    path: Path
+    method: str | None = None
+    dataset_id: int | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     id: int
     model_id: int
@@ -432,6 +446,59 @@ class Catalog:
                                                      "count": n})
         return n
 
+    def add_evaluation(self, version_id: int, metrics: Iterable[Metric], artifacts: Sequence[EvalArtifact] = (), *,
+                       job_id: int | None = None, actor: str | None = None, owner: str | None = None) -> int:
+        """An evaluation's metrics and its artifacts (blobs + rows + audit events) in one
+        transaction: all land, or nothing does (a blob this call added is removed again)."""
+        metrics = list(metrics)
+        artifacts = list(artifacts)
+        if not artifacts:
+            return self.add_metrics(version_id, metrics, job_id=job_id, actor=actor)
+        actor = actor or current_user()
+        with self.staged_blobs(owner or f"proc:{os.getpid()}") as stage:
+            stored = [(a, stage.put(a.path)) for a in artifacts]
+            with self.transaction():
+                n = self.add_metrics(version_id, metrics, job_id=job_id, actor=actor) if metrics else 0
+                now = utcnow()
+                for a, (sha, size) in stored:
+                    v = self.get_version(a.version_id)
+                    self.conn.execute(
+                        "INSERT INTO evaluation_artifacts (version_id, job_id, dataset_id, suite, kind, method, sha256,"
+                        " size, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [a.version_id, job_id, a.dataset_id, a.suite, a.kind, a.method, sha, size,
+                         json.dumps(dict(a.meta), default=str), now])
+                    audit.append(self.db, at=now, actor=actor, kind="evaluation-artifact", model=v.model,
+                                 version=v.version, payload={"job": job_id, "suite": a.suite, "kind": a.kind,
+                                                             "method": a.method, "sha256": sha, "size": size})
+                stage.commit()
+        return n
+
+    def evaluation_artifacts(self, version_id: int, kind: str | None = None) -> list[dict[str, Any]]:
+        """A version's evaluation artifacts, oldest first (meta decoded)."""
+        sql = ("SELECT a.*, d.name AS dataset FROM evaluation_artifacts a LEFT JOIN datasets d ON d.id = a.dataset_id"
+               " WHERE a.version_id = ?")
+        params: list[Any] = [version_id]
+        if kind:
+            sql += " AND a.kind = ?"
+            params.append(kind)
+        rows = self.query(sql + " ORDER BY a.id", params)
+        for r in rows:
+            r["meta"] = json.loads(r["meta"] or "{}")
+        return rows
+
+    def read_blob(self, sha: str) -> bytes:
+        """The bytes of a stored blob, re-hashed: a changed or missing file is an IntegrityError."""
+        import hashlib
+
+        path = self.store.path(sha)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {sha[:12]} is missing from {self.store.root}; run 'relman verify'") from None
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise IntegrityError(f"blob {sha[:12]} ({path}) does not match its hash; run 'relman verify'")
+        return data
+
     def metrics(self, version_id: int, latest: bool = True) -> list[dict[str, Any]]:
         """A version's metrics; with `latest`, only the newest value of each (suite, name)."""
         rows = self.query(
@@ -525,7 +592,9 @@ class Catalog:
             " JOIN versions v ON v.id = a.version_id JOIN models m ON m.id = v.model_id"
             " WHERE NOT EXISTS (SELECT 1 FROM archives x WHERE x.version_id = v.id)"
             " UNION ALL SELECT f.sha256, f.path, 'dataset ' || d.name FROM dataset_files f"
-            " JOIN datasets d ON d.id = f.dataset_id")
+            " JOIN datasets d ON d.id = f.dataset_id"
+            " UNION ALL SELECT e.sha256, e.suite || ' ' || e.kind, 'evaluation of ' || m.name || '@' || v.version"
+            " FROM evaluation_artifacts e JOIN versions v ON v.id = e.version_id JOIN models m ON m.id = v.model_id")
         checked: dict[str, str | None] = {}
         for r in rows:
             sha = r["sha256"]

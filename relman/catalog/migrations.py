@@ -277,3 +277,30 @@ def m005_blob_checks(db: sqlite_utils.Database) -> None:
         );
         """,
     )
+
+
+@migrations()
+def m006_evaluation_artifacts(db: sqlite_utils.Database) -> None:
+    """Files an evaluation produces besides numbers (e.g. the per-example attributions of the
+    explain suite): a content-addressed blob per row, referenced here so `verify` re-hashes it
+    and cleaning never takes it for an orphan."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS evaluation_artifacts (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            job_id INTEGER REFERENCES jobs(id),
+            dataset_id INTEGER REFERENCES datasets(id),
+            suite TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            method TEXT,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS evaluation_artifacts_version ON evaluation_artifacts(version_id, kind);
+        CREATE INDEX IF NOT EXISTS evaluation_artifacts_sha ON evaluation_artifacts(sha256);
+        """,
+    )

@@ -91,6 +91,19 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
         click.echo(f"  {'recipe':<13}{d['recipe']}")
     if d["canary_share"] is not None:
         click.echo(f"  {'canary':<13}{d['canary_share']:g} %")
+    adapter = d["meta"].get("adapter") if d["format"] == "peft-adapter" else None
+    if adapter:
+        click.echo(f"  {'adapter of':<13}{adapter.get('base_ref')} (manifest "
+                   f"{str(adapter.get('base_manifest_sha256'))[:16]}, r={adapter.get('r')}, "
+                   f"alpha={adapter.get('lora_alpha')}, on {','.join(adapter.get('target_modules') or [])})")
+    ledger = d["meta"].get("privacy")
+    if ledger:
+        eps = ledger.get("epsilon")
+        bound = "no DP bound (mixed parents)" if eps is None else f"epsilon={eps:.4g} delta={ledger.get('delta'):g}"
+        extra = "" if ledger.get("noise_multiplier") is None else (
+            f", noise={ledger['noise_multiplier']:.4g} q={ledger['sample_rate']:.4g} steps={ledger['steps']} "
+            f"clip={ledger['max_grad_norm']:g}")
+        click.echo(f"  {'privacy':<13}{bound} ({ledger.get('accountant')}{extra})")
     if d.get("tags"):
         click.echo(f"  {'tags':<13}{', '.join(d['tags'])}")
     if d.get("archived_to"):

@@ -85,6 +85,18 @@ def collect_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def inherited_privacy(parents: list["VersionInfo"], resolved: dict[str, Any], output: RecipeOutput) -> dict | None:
+    """A DP guarantee survives post-processing: a one-parent recipe that reads no dataset
+    (quantisation, export, pruning without recovery) keeps its parent's ledger. Anything that
+    touches data (a `dataset` parameter: training, distillation, calibration) does not."""
+    if "privacy" in output.meta or len(parents) != 1 or resolved.get("dataset"):
+        return None
+    ledger = parents[0].meta.get("privacy")
+    if not ledger or ledger.get("epsilon") is None:
+        return None
+    return {**ledger, "inherited_from": parents[0].ref}
+
+
 def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  output: RecipeOutput, *, model: str | None, version: str | None, dataset: str | None,
                  event_kind: str = "compress") -> "VersionInfo":
@@ -98,10 +110,19 @@ def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
               "parents": [p.ref for p in parents], "dataset": dataset or None}
     meta: dict[str, Any] = {k: first.meta[k] for k in ("labels", "model_type") if k in first.meta}
     meta.update(output.meta)
+    metrics = list(output.metrics)
+    inherited = inherited_privacy(parents, resolved, output)
+    if inherited is not None:
+        from relman.catalog import Metric
+
+        meta["privacy"] = inherited
+        metrics.append(Metric("privacy", "privacy_epsilon", float(inherited["epsilon"]), inherited))
+    lineage = [(p.id, w) for p, w in zip(parents, weights)]
+    lineage += [(i, None) for i in output.extra_parents if i not in {p.id for p in parents}]
     return ctx.catalog.add_version(
-        model or first.model, files, format=output.format, version=version, task=first.task,
+        model or first.model, files, format=output.format, version=version, task=output.task or first.task,
         architecture=first.architecture, params=output.params, dtype=output.dtype, recipe=record, meta=meta,
-        parents=[(p.id, w) for p, w in zip(parents, weights)], relation=recipe.name, metrics=output.metrics,
+        parents=lineage, relation=recipe.name, metrics=metrics,
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
@@ -136,7 +157,7 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     from relman.evaluate.plan import plan_evaluation
 
     suites = list(registry.default_suites(child.task, bool(dataset)))
-    if dataset:  # fidelity reads the dataset's inputs through both models
+    if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models
         suites.append("fidelity")
     plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"

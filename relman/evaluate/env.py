@@ -64,6 +64,9 @@ class SuiteEnv:
     _runner: "Runner | None" = field(default=None, repr=False)
     _versions: dict[str, str] = field(default_factory=dict, repr=False)
     progress_hook: Callable[[float, str], None] | None = None
+    # Files a suite produced besides metrics (e.g. attributions), stored with the metrics in
+    # the job's one transaction (relman.catalog.EvalArtifact).
+    artifacts: list[Any] = field(default_factory=list)
 
     # -- shared pieces ------------------------------------------------------------------------
     def runner(self) -> "Runner":
@@ -74,6 +77,14 @@ class SuiteEnv:
             self._runner = open_runner(self.model.folder, self.model.fmt, self.model.task, self.device,
                                        self.threads)
         return self._runner
+
+    def scratch(self) -> Path:
+        """A folder for files a suite writes before the job stores them (the job's workdir)."""
+        if self.ctx is not None:
+            return Path(self.ctx.workdir)
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="relman-suite-"))
 
     def close(self) -> None:
         self._runner = None

@@ -106,14 +106,15 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     max_samples = int(params["max_samples"]) if params.get("max_samples") else None
 
     parent_ref = None
-    if "fidelity" in suites:
-        pid = params.get("parent_version_id")
+    pid = params.get("parent_version_id")
+    if "fidelity" in suites or "explain" in suites:  # explain compares with a parent when there is one
         if pid is None:
             parents = catalog.parents(version.id)
-            if not parents:
+            if not parents and "fidelity" in suites:
                 raise EvaluationError(f"fidelity compares {version.ref} with its parent, but it has none "
                                       "(name one with --parent)")
-            pid = parents[0]["parent_id"]
+            pid = parents[0]["parent_id"] if parents else None
+    if pid is not None and ("fidelity" in suites or "explain" in suites):
         pinfo = catalog.get_version(int(pid))
         parent_ref = ModelRef(pinfo, materialize_version(catalog, pinfo.id, ctx.workdir), pinfo.format,
                               pinfo.task or "")
@@ -144,7 +145,8 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     env.close()
     ctx.hold_point("evaluate.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()
-    stored = catalog.add_metrics(version.id, metrics, job_id=ctx.job_id, actor=ctx.actor)
+    stored = catalog.add_evaluation(version.id, metrics, env.artifacts, job_id=ctx.job_id, actor=ctx.actor,
+                                    owner=ctx.owner)
     ctx.progress(1.0, f"stored {stored} metrics")
     return {"version_id": version.id, "metrics": stored, "suites": suites,
             "dataset": dataset.name if dataset else None, "device": device}

@@ -71,5 +71,12 @@ def plan_evaluation(catalog: "Catalog", refs: Sequence[str], *, dataset: str | i
             if pid == v.id:
                 raise EvaluationError(f"fidelity of {v.ref} against itself means nothing; choose another --parent")
             params["parent_version_id"] = pid
+        elif "explain" in chosen:  # compared with its parent when it has one (or --parent)
+            from relman.evaluate.explain import check_task
+
+            check_task(v.task, v.ref)
+            pid = parent_id if parent_id is not None else next((p["parent_id"] for p in catalog.parents(v.id)), None)
+            if pid is not None and pid != v.id:
+                params["parent_version_id"] = pid
         plans.append(params)
     return plans

@@ -59,7 +59,7 @@ class Suite:
 SUITES: dict[str, Suite] = {}
 # The order suites run in within one job: memory first, before anything else has loaded the
 # model into this process, so its measurement of loading + inference is not disturbed.
-ORDER = ("memory", "size", "latency", "quality", "fidelity", "robustness", "fairness")
+ORDER = ("memory", "size", "latency", "quality", "fidelity", "robustness", "fairness", "explain")
 
 
 def register(suite: Suite) -> Suite:
@@ -161,3 +161,19 @@ register(Suite(
                                           "of a binary model)."),
     ),
     description="per-group accuracy and selection rate, largest gap, demographic parity and equalized odds"))
+register(Suite(
+    "explain", "Explanations and their drift from the parent", "relman.evaluate.explain.suite:run",
+    # applies to the tasks whose entry in relman.tasks.specs lists it: those with an explainer
+    # (relman.evaluate.explain.EXPLAINERS; a test keeps the two in step)
+    options=(
+        _SPLIT,
+        Option("explain_examples", int, 32, "Seeded examples explained (the same for the version and its parent).",
+               min=1, max=100000),
+        Option("explain_method", str, "auto", "ig, occlusion, shap or auto (ig when both versions have gradients, "
+                                              "else occlusion).", choices=("auto", "ig", "occlusion", "shap")),
+        Option("explain_seed", int, 0, "Seed of the example choice (and of KernelSHAP's samples)."),
+        Option("ig_steps", int, 32, "Integrated Gradients interpolation steps.", min=2, max=1024),
+        Option("shap_samples", int, 64, "KernelSHAP coalitions per example.", min=8, max=100000),
+    ),
+    description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC) and rank agreement with the "
+                "parent's attributions on the same examples"))

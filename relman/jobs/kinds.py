@@ -18,6 +18,7 @@ JOB_KINDS: dict[str, str] = {
     "spawn": "relman.jobs.builtin:spawn",
     "progress_burst": "relman.jobs.builtin:progress_burst",
     "evaluate": "relman.evaluate.job:run",
+    "explain": "relman.evaluate.explain.job:run",
     "compress": "relman.compress.job:run",
     "optimize": "relman.compress.optimize:run",
     # file work the GUI hands to a worker (relman/app/background.py)

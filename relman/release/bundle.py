@@ -353,7 +353,10 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
     v = catalog.get_version(version_id)
     arts = catalog.artifacts(v.id)
     paths = [a["path"] for a in arts]
-    if fmt == "hf":
+    if fmt == "hf" and v.format == "peft-adapter":  # the PEFT folder; its card and config name the base
+        if "adapter_config.json" not in paths or "adapter_model.safetensors" not in paths:
+            raise RelmanError(f"{v.ref} is an adapter without adapter_config.json and adapter_model.safetensors")
+    elif fmt == "hf":
         if "config.json" not in paths or not any(p.endswith((".safetensors", ".bin")) for p in paths):
             raise RelmanError(f"{v.ref} is a {v.format} version without config.json and weights; it cannot be "
                               "written as a Hugging Face folder")

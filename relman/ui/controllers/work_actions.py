@@ -175,6 +175,21 @@ class WorkActions(Controller):
         self.window.refresh(force=True)
         return jobs
 
+    def queue_explain(self, ref: str, against: str | None, dataset: str, *, examples: int | None = None,
+                      method: str = "auto", device: str = "auto") -> list[int]:
+        """Explain jobs for a version and the one it is compared with (the Explain view's
+        "Compute attributions"); a refusal is shown and queues nothing."""
+        from relman.app.explain import queue_explain_pair
+
+        try:
+            jobs = queue_explain_pair(self.catalog, ref, against, dataset, examples=examples, method=method,
+                                      device=device)
+        except RelmanError as e:
+            self.error(str(e))
+            return []
+        self.info(f"Queued explanation of {ref}" + (f" and {against}" if against else ""))
+        return jobs
+
     def action_optimize(self) -> None:
         from relman.ui.qt_dialogs import SimpleFormDialog
 
