@@ -187,7 +187,8 @@ class WorkActions(Controller):
         except RelmanError as e:
             self.error(str(e))
             return []
-        self.info(f"Queued explanation of {ref}" + (f" and {against}" if against else ""))
+        self.info(f"Queued explanation of {ref}" + (f" and {against}" if against else "") + f" ({job_label(jobs)})")
+        self._track(jobs, f"Explanation of {ref}")
         return jobs
 
     def action_optimize(self) -> None:
