@@ -154,15 +154,17 @@ def test_dialogs_offer_only_what_applies_and_keep_their_input(qtbot, catalog, ca
         c2 = CompressDialog(recipes, [family["base"].ref, family["pruned"].ref], w, ["digits"])
         assert c2.current_recipe().multi_parent
         # a bad typed value: the registry's parser (as the CLI's) refuses it in the dialog
-        r = next(r for r in recipes if any(p.type is float for p in r.params) and not r.multi_parent)
+        r, p = next((r, p) for r in recipes if not r.multi_parent for p in r.params
+                    if p.type is float and p.max is not None)
         c.select_recipe(r.name)
-        p = next(p for p in r.params if p.type is float)
-        if p.max is not None:
-            c.form.editors[p.name].setMaximum(p.max + 10)
-            c.form.editors[p.name].setValue(p.max + 5)
-            c.accept()
-            assert c.result() == 0 and p.name in c.error_label.text()
-            assert c.form.editors[p.name].value() == p.max + 5  # kept
+        c.form.editors[p.name].setMaximum(p.max + 10)
+        c.form.editors[p.name].setValue(p.max + 5)
+        assert p.name in c.error_label.text()  # inline, as soon as the value is typed
+        c.accept()
+        assert c.result() == 0 and p.name in c.error_label.text()
+        assert c.form.editors[p.name].value() == p.max + 5  # kept
+        c.form.editors[p.name].setValue(p.max)
+        assert c.error_label.text() == ""  # fixed: the error goes
     finally:
         w.shutdown()
 

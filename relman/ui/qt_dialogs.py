@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
                                QTableWidgetItem, QVBoxLayout, QWidget)
@@ -167,6 +167,8 @@ class DatasetDialog(ValidatingDialog):
 class ParamForm(QWidget):
     """A form generated from a recipe's typed parameters (relman.compress.registry.Param)."""
 
+    changed = Signal()  # any editor's value changed (the dialog re-checks inline)
+
     def __init__(self, params: Sequence[Any], parent: QWidget | None = None, datasets: Sequence[str] = ()) -> None:
         super().__init__(parent)
         self.params = list(params)
@@ -179,6 +181,10 @@ class ParamForm(QWidget):
             editor.setObjectName(f"param-{p.name}")
             editor.setToolTip(p.help)
             self.editors[p.name] = editor
+            for signal in ("currentTextChanged", "toggled", "valueChanged", "textChanged"):
+                if hasattr(editor, signal):
+                    getattr(editor, signal).connect(lambda *_: self.changed.emit())
+                    break
             form.addRow(p.name, editor)
         if not self.params:
             form.addRow(QLabel("This recipe has no parameters."))
@@ -304,10 +310,24 @@ class CompressDialog(ValidatingDialog):
         self.error_label.setText("")  # the previous recipe's error is not this one's
         self.form = ParamForm(r.params if r else [], self, self.datasets)
         self.form_holder.addWidget(self.form)
+        self.form.changed.connect(self._check_params)
         if r is not None:
             needs = "several parents (a merge)" if r.multi_parent else "one parent"
             self.description.setText(f"{r.title}: {r.description or ''} Takes {needs}; formats "
                                      f"{', '.join(r.input_formats)}.")
+
+    def _check_params(self) -> None:
+        """Inline: each edit is parsed as the CLI parses `--param` (the recipe's typed
+        parameters); the error shows at once and goes when the value is fixed."""
+        r = self.current_recipe()
+        if r is None or self.form is None:
+            return
+        try:
+            r.resolve_params(self.form.raw_values())
+        except RelmanError as e:
+            self.error_label.setText(str(e))
+            return
+        self.error_label.setText("")
 
     def values(self) -> dict[str, Any]:
         r = self.current_recipe()
