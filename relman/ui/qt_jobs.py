@@ -207,6 +207,9 @@ class JobsView(QWidget):
         for j in jobs:
             counts[j["status"]] = counts.get(j["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No jobs yet."
+        where = getattr(getattr(self.window, "job_actions", None), "executor_text", "")
+        if where and where != "local worker processes":
+            summary += f" · new jobs run on {where} (Jobs › Where jobs run)"
         if summary != self.summary.text():
             self.summary.setText(summary)
         if keep is not None:
