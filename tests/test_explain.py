@@ -231,7 +231,12 @@ def test_explain_suite_stores_agreement_faithfulness_and_attributions(catalog, f
     report = evaluate_gates(catalog, onnx, "candidate", policy=policy)
     assert not report.passed and "explain_agreement_vs_parent" in report.failing_text()
     policy["gates"]["candidate"] = ["explain_agreement_vs_parent >= 0.8"]
-    assert not evaluate_gates(catalog, parent, "candidate", policy=policy).passed  # never explained: fails
+    root = evaluate_gates(catalog, parent, "candidate", policy=policy)  # a root has no parent to agree with
+    assert [r.status for r in root.rules] == ["skipped"] and "has no parent version" in root.rules[0].reason
+    files = {a["path"]: catalog.store.path(a["sha256"]) for a in catalog.artifacts(parent.id)}
+    other = catalog.add_version(parent.model, files, format=parent.format, task=parent.task,
+                                parents=[(parent.id, None)])
+    assert not evaluate_gates(catalog, other, "candidate", policy=policy).passed  # never explained: fails
     card = render_card(catalog, onnx)
     assert "## Explainability" in card and "Agreement with the parent" in card and "#" + str(
         doc["examples"][0]["index"]) + ":" in card

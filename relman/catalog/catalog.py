@@ -136,6 +136,15 @@ _VERSION_SELECT = ("SELECT v.*, m.name AS model, t.deleted_at AS deleted_at, x.f
 _LIVE = "t.version_id IS NULL"
 
 
+def metric_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two measurements "the same metric": the newest row per key is current.
+    (suite, name, dataset, device) — a figure on another dataset or device is another metric."""
+    ctx = row.get("context") or {}
+    if isinstance(ctx, str):
+        ctx = json.loads(ctx)
+    return (row["suite"], row["name"], row.get("dataset_id") or ctx.get("dataset"), ctx.get("device"))
+
+
 def manifest_sha(files: Mapping[str, str]) -> str:
     """A version's identity: the sha256 of its sorted (path, blob sha) list."""
     import hashlib
@@ -500,17 +509,21 @@ class Catalog:
         return data
 
     def metrics(self, version_id: int, latest: bool = True) -> list[dict[str, Any]]:
-        """A version's metrics; with `latest`, only the newest value of each (suite, name)."""
+        """A version's metrics, oldest first. Metrics are append-only: a re-evaluation adds rows
+        and never overwrites. With `latest`, only the current measurement of each (suite, name,
+        dataset, conditions) — conditions being the device it ran on — sorted by suite and name.
+        Each row has `measured_at` (= created_at) and its decoded `context`."""
         rows = self.query(
             "SELECT m.*, d.name AS dataset FROM metrics m LEFT JOIN datasets d ON d.id = m.dataset_id"
             " WHERE m.version_id = ? ORDER BY m.id", [version_id])
         for r in rows:
             r["context"] = json.loads(r["context"])
+            r["measured_at"] = r["created_at"]
         if latest:
-            newest: dict[tuple[str, str], dict[str, Any]] = {}
+            newest: dict[tuple[Any, ...], dict[str, Any]] = {}
             for r in rows:
-                newest[(r["suite"], r["name"])] = r
-            rows = sorted(newest.values(), key=lambda r: (r["suite"], r["name"]))
+                newest[metric_key(r)] = r
+            rows = sorted(newest.values(), key=lambda r: (r["suite"], r["name"], r["id"]))
         return rows
 
     def metric_values(self, version_id: int) -> dict[str, float]:

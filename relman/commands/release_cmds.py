@@ -280,7 +280,39 @@ def audit_show(state: AppState, model: str | None, version: str | None, as_json:
 # -- policy ------------------------------------------------------------------------------------
 @click.group()
 def policy() -> None:
-    """Per-model release policy (phases, gates, approvals), versioned in the catalog."""
+    """Per-model release policy (phases, gates, approvals), versioned in the catalog.
+
+    \b
+    A gate rule is one line, parsed (never eval'd); a malformed rule is refused
+    with its column and nothing is stored:
+      accuracy >= production.accuracy - 0.01   relative to production (or parent.)
+      latency_p95_ms <= 1.10 * production      bare production = the same metric
+      size_mb <= 200                           absolute
+      approvals >= 2                           valid approvals for the phase
+      evaluated on dataset sst2-dev            measured on that dataset
+    \b
+    Interval bounds: metrics stored with a 95 % interval expose <metric>.lower and
+    <metric>.upper (accuracy, macro_f1, fidelity, the paired
+    <metric>_delta_vs_parent / _vs_production and latency_p50_ratio_vs_...):
+      accuracy_delta_vs_production.lower >= -0.01   with 95 % confidence not worse
+                                                    than production by > 1 point
+      accuracy_delta_vs_production.upper >= -0.01   refuse only when significantly
+                                                    worse by more than 1 point
+      latency_p50_ratio_vs_production <= 1.10       paired, same job, same inputs
+    \b
+    Applicability: "RULE when COND [and COND]" (COND may be preceded by not):
+      compressed, has_parent, has_production, classifier, causal_lm, embedder;
+    a rule that does not apply is skipped, and so is one comparing with a
+    production or parent version that does not exist.
+    \b
+    A metric with no stored value fails as "not evaluated", naming the
+    'relman evaluate' command that measures it; a *_vs_production metric
+    measured against an earlier production version counts as not evaluated.
+    The built-in policy (revision 0): at candidate and staging, quality not
+    significantly worse than production (else the parent) by more than one
+    point, and fidelity >= 0.99 for compressed children; at staging, the
+    paired latency ratio vs production <= 1.10; at production, a 100 % canary.
+    """
 
 
 @policy.command("show")

@@ -34,6 +34,23 @@ JOB_KINDS: dict[str, str] = {
 }
 
 
+# Kinds whose jobs time things and so get their device alone (see relman.jobs.runner): True,
+# or "module:function" deciding from the job's params.
+EXCLUSIVE: dict[str, str | bool] = {
+    "evaluate": "relman.evaluate.registry:is_timing_request",  # latency / memory suites
+    "optimize": True,  # times every candidate against the parent
+}
+
+
+def needs_exclusive(kind: str, params: dict[str, Any]) -> bool:
+    """Whether a job of `kind` with `params` must run alone on its device."""
+    rule = EXCLUSIVE.get(kind, False)
+    if isinstance(rule, bool):
+        return rule
+    module, _, name = rule.partition(":")
+    return bool(getattr(importlib.import_module(module), name)(params))
+
+
 def resolve(kind: str) -> Callable[..., Any]:
     from relman.errors import JobError
 

@@ -4,7 +4,9 @@ approvals they need, and what happens to the version a new production version re
 The policy is data, stored per model in the `policies` table as JSON with a revision number
 (each edit adds a row with revision + 1 and an audit event `policy-edit`), so "which rules
 applied to this promotion" stays answerable: every gate report records the revision it used.
-A model without a stored policy uses `DEFAULT_POLICY`. Files may be JSON or TOML.
+A model without a stored policy uses `DEFAULT_POLICY`, whose gates guard quality, fidelity and
+latency (below); a stored policy is kept as it was written (keys it leaves out take the
+default). Files may be JSON or TOML.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from relman.release.rules import parse_rule
 
 PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
 
+QUALITY_RULES = (
+    "accuracy_delta_vs_production.upper >= -0.01 when classifier and has_production",
+    "accuracy_delta_vs_parent.upper >= -0.01 when classifier and has_parent and not has_production",
+    "loss_delta_vs_production.lower <= 0.01 when causal_lm and has_production",
+    "loss_delta_vs_parent.lower <= 0.01 when causal_lm and has_parent and not has_production",
+)
+FIDELITY_RULE = "fidelity >= 0.99 when compressed"
+LATENCY_RULE = "latency_p50_ratio_vs_production <= 1.10 when has_production"
+
 DEFAULT_POLICY: dict[str, Any] = {
     # from-phase -> phases it may move to (promote / reject / demote)
     "transitions": {
@@ -30,10 +41,14 @@ DEFAULT_POLICY: dict[str, Any] = {
         "retired": ["candidate", "staging"],
         "rejected": [],
     },
-    # to-phase -> rules (see relman.release.gates / rules); every rule must pass
+    # to-phase -> rules (see relman.release.gates / rules); every rule must pass. Quality: not
+    # significantly worse than production (or, while nothing is in production, the parent) by
+    # more than one point — the upper end of the paired 95 % interval of the difference must
+    # reach -0.01; compressed children must agree with their parent on >= 99 % of rows;
+    # at staging, the paired latency ratio against production must be <= 1.10.
     "gates": {
-        "candidate": [],
-        "staging": [],
+        "candidate": list(QUALITY_RULES) + [FIDELITY_RULE],
+        "staging": list(QUALITY_RULES) + [FIDELITY_RULE, LATENCY_RULE],
         # share 100 = the canary already carries all traffic: the version is ready for production
         "production": ["canary_share >= 100"],
     },
@@ -148,6 +163,57 @@ def set_policy(catalog: Any, model: str, body: Mapping[str, Any], *, actor: str,
         audit.append(catalog.db, at=utcnow(), actor=actor, kind="policy-edit", model=model, version=None,
                      payload={"revision": revision, "source": source, "policy": full})
     return revision
+
+
+class PolicyTextError(ReleaseError):
+    """A policy text that does not parse or validate, with where (1-based line and column)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(where + message)
+        self.line, self.column, self.reason = line, column, message
+
+
+def validate_text(text: str, source: str = "policy") -> dict[str, Any]:
+    """Parse and validate a policy written as JSON (what the GUI editor holds); errors carry
+    the line and column — of the broken rule's token for a malformed gate rule."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PolicyTextError(f"not valid JSON ({e.msg})", e.lineno, e.colno) from None
+    try:
+        return validate(body, source)
+    except ReleaseError as e:
+        rule = None
+        for rules in (body.get("gates") or {}).values() if isinstance(body, dict) else ():
+            for r in rules if isinstance(rules, list) else ():
+                if isinstance(r, str) and f"rule '{r}'" in str(e):
+                    rule = r
+        if rule is not None:
+            col_in_rule = _column_in(str(e)) or 1
+            at = text.find(json.dumps(rule))
+            if at >= 0:
+                line = text.count("\n", 0, at) + 1
+                column = at - (text.rfind("\n", 0, at) + 1) + 2 + (col_in_rule - 1)  # +1 quote, 1-based
+                raise PolicyTextError(str(e), line, column) from None
+        raise PolicyTextError(str(e)) from None
+
+
+def _column_in(message: str) -> int | None:
+    import re
+
+    m = re.search(r"\(column (\d+)\)", message)
+    return int(m.group(1)) if m else None
+
+
+def revisions(catalog: Any, model: str) -> list[dict[str, Any]]:
+    """Every stored revision of `model`'s policy, newest first (revision, created_at/by, body)."""
+    m = catalog.get_model(model)
+    rows = catalog.query("SELECT revision, created_at, created_by, body FROM policies WHERE model_id = ?"
+                         " ORDER BY revision DESC", [m["id"]])
+    for r in rows:
+        r["body"] = json.loads(r["body"])
+    return rows
 
 
 def allowed_targets(policy: Mapping[str, Any], from_phase: str) -> list[str]:

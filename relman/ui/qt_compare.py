@@ -319,7 +319,9 @@ class CompareView(QWidget):
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("compare-model")
         self.size_panel = ScatterPanel("Quality vs size", "size_mb", "accuracy")
-        self.latency_panel = ScatterPanel("Quality vs latency", "latency_p95_ms", "accuracy")
+        # latency as the paired ratio to the parent (same job, interleaved rounds) when measured;
+        # absolute times taken at different moments are not comparable across versions
+        self.latency_panel = ScatterPanel("Quality vs latency", "latency_p50_ratio_vs_parent", "accuracy")
         self.trend_metric = QComboBox()
         self.trend_plot = pg.PlotWidget(title="Metric over versions")
         self.trend_plot.showGrid(x=True, y=True, alpha=0.25)

@@ -46,7 +46,7 @@ from relman.ui.views import ViewState
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&File", ("open", "import", "dataset", "export", "import-bundle", "card", "quit")),
     ("&Work", ("compress", "evaluate", "optimize")),
-    ("&Release", ("promote", "rollback", "verify")),
+    ("&Release", ("promote", "rollback", "policy", "verify")),
     ("&Catalog", ("tags", "delete", "archive", "gc")),
     ("&View", ("refresh", "theme", "find")),
     ("&Jobs", ("executor",)),
@@ -92,6 +92,9 @@ class MainWindow(QMainWindow):
         self.setWindowIcon(app_icon())
         self._build_tabs()
         self._build_models_dock()
+        from relman.ui.qt_metric_history import install_metric_history
+
+        self.metric_history = install_metric_history(self)  # a dock that follows the selection
         self._build_status_bar()
         self._build_actions()
         self.selection.changed.connect(lambda _ids: self._sync_views())

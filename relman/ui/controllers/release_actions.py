@@ -32,7 +32,15 @@ class ReleaseActions(Controller):
             ActionSpec("promote", "Promote…", "Ctrl+P", self.action_promote),
             ActionSpec("rollback", "Roll back production", "Ctrl+Shift+R", lambda: self._rollback(None)),
             ActionSpec("verify", "Verify audit chain", "Ctrl+Shift+V", self.action_verify),
+            ActionSpec("policy", "Edit release policy…", "Ctrl+Shift+L", self.action_policy,
+                       "The current model's transitions, gate rules and approvals (relman.ui.qt_policy)"),
         ]
+
+    def action_policy(self) -> Any:
+        from relman.ui.qt_policy import open_policy_editor
+
+        self.forget()  # gate badges follow the saved policy
+        return open_policy_editor(self.window)
 
     def forget(self) -> None:
         """Drop cached gate badges (the catalog changed or another one was opened)."""
