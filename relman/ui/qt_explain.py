@@ -146,7 +146,7 @@ class ExplainView(QWidget):
         self.compute.setObjectName("explain-compute")
         for combo in (self.against, self.dataset):  # long refs must not widen a laptop window
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(8)
+            combo.setMinimumContentsLength(6)
         self.compute.clicked.connect(self.queue_jobs)
         for label, w in (("vs", self.against), ("data", self.dataset),
                          ("method", self.method), ("examples", self.examples)):
