@@ -100,7 +100,7 @@ class PhaseColumn(QListWidget):
 
     def fit_cards(self) -> None:
         """Cards take the column's width (their text wraps), so nothing is cut off."""
-        width = max(120, self.viewport().width() - 2 * self.spacing() - 2)
+        width = max(80, self.viewport().width() - 2 * self.spacing() - 2)
         for i in range(self.count()):
             item = self.item(i)
             card = self.itemWidget(item)

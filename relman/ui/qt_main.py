@@ -95,6 +95,9 @@ class MainWindow(QMainWindow):
         from relman.ui.qt_metric_history import install_metric_history
 
         self.metric_history = install_metric_history(self)  # a dock that follows the selection
+        history_dock = self.findChild(QDockWidget, "metric-history-dock")
+        if history_dock is not None:  # a laptop screen keeps most of its height for the views
+            self.resizeDocks([history_dock], [150], Qt.Orientation.Vertical)
         self._build_status_bar()
         self._build_actions()
         self.selection.changed.connect(lambda _ids: self._sync_views())
