@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QTabWidget, QToolBar, QWidget
 
@@ -499,15 +499,47 @@ class MainWindow(QMainWindow):
         return path
 
 
-def _page(view: QWidget) -> QWidget:
+class _Page(QScrollArea):
     """A tab page: the view inside a scroll area, so a view wider or taller than a laptop
-    screen scrolls instead of widening the window (the window never resizes itself)."""
-    area = QScrollArea()
-    area.setObjectName(f"page-{getattr(view, 'name', 'placeholder')}")
-    area.setWidgetResizable(True)
-    area.setFrameShape(QFrame.Shape.NoFrame)
-    area.setWidget(view)
-    return area
+    screen scrolls instead of widening the window (the window never resizes itself).
+
+    The view takes the viewport's size, never less than its minimum size. (Not
+    `setWidgetResizable`: for a view with a word-wrapped label it sizes the view to its
+    preferred height-for-width, i.e. scrolls where there is room enough.)"""
+
+    def __init__(self, view: QWidget) -> None:
+        super().__init__()
+        self.setObjectName(f"page-{getattr(view, 'name', 'placeholder')}")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWidgetResizable(False)
+        self.setWidget(view)
+        view.installEventFilter(self)
+
+    def fit(self) -> None:
+        view = self.widget()
+        if view is None:
+            return
+        need = view.minimumSizeHint().expandedTo(view.minimumSize())
+        room = self.maximumViewportSize()
+        w, h = room.width(), room.height()
+        if need.width() > w:
+            h -= self.horizontalScrollBar().sizeHint().height()
+        if need.height() > h:
+            w -= self.verticalScrollBar().sizeHint().width()
+        view.resize(max(w, need.width()), max(h, need.height()))
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self.fit()
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt)
+        if event.type() == QEvent.Type.LayoutRequest:
+            QTimer.singleShot(0, self, self.fit)  # the view's minimum size may have changed
+        return False
+
+
+def _page(view: QWidget) -> QWidget:
+    return _Page(view)
 
 
 def app_icon() -> QIcon:
