@@ -26,7 +26,9 @@ class RelmanGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RelmanError as e:
-            click.echo(f"error: {e}", err=True)
+            from relman.names import terminal_safe
+
+            click.echo(f"error: {terminal_safe(e)}", err=True)
             ctx.exit(e.exit_code)
 
 

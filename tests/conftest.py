@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RELMAN_USER", "tester")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only (read at import)
 os.environ.pop("RELMAN_CATALOG", None)
+# catalogs make their own signing key on first open: keep the test run's keys out of ~/.config
+os.environ.setdefault("RELMAN_KEYS_DIR", tempfile.mkdtemp(prefix="relman-test-keys-"))
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -23,8 +23,9 @@ __all__ = ["register_dataset", "describe_dataset", "list_datasets", "get_dataset
 
 
 def _check_name(name: str) -> None:
-    if not name or "@" in name or "/" in name or name.strip() != name or any(c.isspace() for c in name):
-        raise DatasetError(f"'{name}' is not a valid dataset name (no '@', '/' or spaces)")
+    from relman.names import check_name
+
+    check_name(name, "dataset name")
 
 
 def register_dataset(
@@ -67,6 +68,10 @@ def register_dataset(
     from relman.data.readers import file_entries, guess_format, normalise, read_entries
 
     _check_name(name)
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise DatasetError(f"--delimiter must be exactly one character (not a quote or line break), got {delimiter!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DatasetError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}")
     labels = [str(x) for x in labels] if labels else None
     if catalog.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
         raise DatasetError(f"dataset '{name}' already exists; choose another --name")

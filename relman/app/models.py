@@ -43,14 +43,22 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
     `job_id`: the import job whose result this is (recorded with the version in the same
     transaction); `progress(bytes stored, bytes in all)` follows the copy into the store (it
     may raise to stop it)."""
+    from relman.catalog import semver
+    from relman.names import check_name
+
     if task is not None and task not in TASKS:
         raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    check_name(model, "model name")
+    if version is not None:
+        semver.parse(version)
     desc = inspect_model(path)
     clash = architecture_clash(catalog, model, desc.architecture, task or desc.task)
     if clash and not new_architecture:
         raise ModelImportError(f"{clash}: import it under a new --model name, or pass --new-architecture "
                                f"to add it to '{model}' anyway")
     meta: dict[str, Any] = {"source": str(Path(path).expanduser().resolve())}
+    if desc.left_out:  # never stored: not needed by the model, and not checked
+        meta["left_out"] = desc.left_out
     if clash:
         meta["new_architecture"] = clash
     if desc.config.get("model_type"):

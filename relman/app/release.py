@@ -66,8 +66,9 @@ def rollback(catalog: Catalog, model: str, *, why: str = "", who: str | None = N
 
 
 def approve(catalog: Catalog, ref: VersionLike, to_phase: str, *, by: str | None = None,
-            comment: str = "") -> dict[str, Any]:
-    return _approvals.approve(catalog, version_of(catalog, ref).id, to_phase, by or current_user(), comment)
+            comment: str = "", key: str | None = None) -> dict[str, Any]:
+    return _approvals.approve(catalog, version_of(catalog, ref).id, to_phase, by or current_user(), comment,
+                              key=key)
 
 
 def approvals(catalog: Catalog, ref: VersionLike, to_phase: str | None = None) -> list[dict[str, Any]]:

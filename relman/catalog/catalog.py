@@ -20,10 +20,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlite_utils
 
+from relman.catalog import anchor, integrity
 from relman.catalog import events as audit
 from relman.catalog import semver
 from relman.catalog.migrations import migrate
 from relman.catalog.store import BlobStore
+from relman.names import check_name
 from relman.errors import (
     CatalogError,
     CatalogNotWritable,
@@ -158,6 +160,11 @@ class Catalog:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.store = BlobStore(root / "objects")
+        # set by open_catalog once the schema is current: commit rows into events and sign
+        # checkpoints at the end of each transaction (relman.catalog.integrity / anchor)
+        self.tamper_evident = False
+        self._checkpoint_wanted = False
+        self._checkpoint_keep = False
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -190,15 +197,25 @@ class Catalog:
                 yield self.db
             return
         self.conn.execute("BEGIN IMMEDIATE")
+        doc = None
         try:
+            head0 = anchor.head_seq(self.conn) if self.tamper_evident else 0
             yield self.db
+            if self.tamper_evident:
+                integrity.commit_leftovers(self)
+                if self._checkpoint_wanted or anchor.head_seq(self.conn) != head0:
+                    doc = anchor.sign_head(self)
             self.conn.execute("COMMIT")
         except BaseException as e:
+            self._checkpoint_keep = self._checkpoint_wanted = False
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
                 raise CatalogError(f"{self.db_path}: {e}; nothing was changed (free some space and retry)") from None
             raise
+        if doc is not None:
+            anchor.write_file(self, doc, keep=self._checkpoint_keep)
+        self._checkpoint_keep = self._checkpoint_wanted = False
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
@@ -255,8 +272,7 @@ class Catalog:
         row = self.conn.execute("SELECT id FROM models WHERE name = ?", [name]).fetchone()
         if row:
             return int(row[0])
-        if not name or "@" in name or "/" in name or name.strip() != name:
-            raise RelmanError(f"'{name}' is not a valid model name (no '@', '/', or surrounding spaces)")
+        check_name(name, "model name")
         cur = self.conn.execute(
             "INSERT INTO models (name, task, created_at, created_by) VALUES (?, ?, ?, ?)",
             [name, task, utcnow(), actor],
@@ -383,6 +399,7 @@ class Catalog:
         actor = actor or current_user()
         if not files:
             raise RelmanError("a version needs at least one file")
+        check_name(model, "model name")
         if version is not None:
             semver.parse(version)
         owner = owner or f"proc:{os.getpid()}"
@@ -646,6 +663,7 @@ class Catalog:
         dataset's sha256 is the manifest hash of its (path, blob sha) list. `progress` as in
         `add_version`."""
         actor = actor or current_user()
+        check_name(name, "dataset name")
         if not files:
             raise RelmanError("a dataset needs at least one file")
         owner = owner or f"proc:{os.getpid()}"
@@ -718,6 +736,15 @@ class BlobStaging:
             self.catalog.release_pending(self.owner)
 
 
+def _free_bytes(root: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(root).free:,} bytes"
+    except OSError:
+        return "unknown space"
+
+
 def _check_writable(root: Path) -> None:
     probe = root / f".write-test-{os.getpid()}"
     try:
@@ -756,8 +783,16 @@ def open_catalog(path: Path | str | None = None, *, create: bool = True) -> Cata
         if needs:
             with catalog.transaction():
                 migrate(catalog.db)
+        integrity.install(conn)
+        catalog.tamper_evident = True
+        anchor.ensure_key(catalog)
+        integrity.ensure_baseline(catalog)
     except sqlite3.DatabaseError as e:
         conn.close()
+        if isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "disk I/O" in str(e)):
+            free = _free_bytes(root)
+            raise CatalogError(f"{db_path}: {e} ({free} free on its disk); the catalog is intact, free some space "
+                               "and retry") from None
         raise CorruptCatalog(f"{db_path} is not a usable SQLite catalog ({e})") from None
     if mode.lower() != "wal":  # e.g. a network file system that refuses WAL
         catalog.conn.execute("PRAGMA journal_mode = DELETE")

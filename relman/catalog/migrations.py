@@ -304,3 +304,24 @@ def m006_evaluation_artifacts(db: sqlite_utils.Database) -> None:
         CREATE INDEX IF NOT EXISTS evaluation_artifacts_sha ON evaluation_artifacts(sha256);
         """,
     )
+
+
+@migrations()
+def m007_checkpoints(db: sqlite_utils.Database) -> None:
+    """Signed checkpoints of the audit chain's head (relman.catalog.anchor), and the Ed25519
+    signature of an approval made with a person's key (relman.release.approvals). Rows
+    themselves are committed through event payloads (relman.catalog.integrity)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE checkpoints (
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            at TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            doc TEXT NOT NULL
+        );
+        CREATE INDEX checkpoints_seq ON checkpoints(seq);
+        ALTER TABLE approvals ADD COLUMN signature TEXT;
+        """,
+    )

@@ -126,6 +126,32 @@ def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
+def committed_by_job(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"],
+                     resolved: dict[str, Any]) -> "VersionInfo | None":
+    """The child an earlier attempt of this job already committed for this recipe, parents and
+    parameters (found through the audit events, which name the job), so a retry keeps it
+    instead of storing a duplicate."""
+    if ctx.job_id is None:
+        return None
+    import json
+
+    from relman.catalog.events import canonical
+
+    rows = ctx.catalog.conn.execute(
+        "SELECT model, version, payload FROM events WHERE kind = 'compress' AND json_extract(payload, '$.job') = ?"
+        " ORDER BY seq", [ctx.job_id]).fetchall()
+    want = canonical(resolved)
+    refs = [p.ref for p in parents]
+    for model, version, payload in rows:
+        rec = json.loads(payload).get("recipe") or {}
+        if rec.get("name") == recipe.name and canonical(rec.get("params")) == want and rec.get("parents") == refs:
+            try:
+                return ctx.catalog.resolve(f"{model}@{version}")
+            except Exception:  # deleted since
+                return None
+    return None
+
+
 def apply_recipe(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  *, subdir: str = "") -> RecipeOutput:
     """Materialise the parents and run the recipe in a scratch folder (nothing committed)."""
@@ -167,10 +193,38 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     return int(job_id), "queued"
 
 
+def _adopt(ctx: "WorkContext", child: "VersionInfo", parents: list["VersionInfo"], params: dict[str, Any]
+           ) -> dict[str, Any]:
+    """A retry of a job whose earlier attempt committed its child but died before being marked
+    succeeded: keep that child (no duplicate), and queue its evaluation unless one is queued,
+    running or done already."""
+    ctx.log("adopting %s, committed by an earlier attempt of this job", child.ref)
+    result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
+                              "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
+                              "params": child.params, "parent_params": parents[0].params, "adopted": True}
+    if params.get("evaluate", True):
+        live = ctx.catalog.conn.execute(
+            "SELECT id FROM jobs WHERE parent_job_id = ? AND kind = 'evaluate' AND status NOT IN ('failed', 'cancelled')"
+            " ORDER BY id", [ctx.job_id]).fetchall()
+        if live:
+            result["evaluation_job"], result["evaluation"] = int(live[0][0]), "already queued"
+        else:
+            try:
+                result["evaluation_job"], result["evaluation"] = queue_child_evaluation(
+                    ctx, child, parents[0], params.get("dataset") or None)
+            except Exception as e:
+                result["evaluation_job"], result["evaluation"] = None, f"evaluation not queued: {e}"
+    ctx.progress(1.0, f"kept {child.ref} (committed by an earlier attempt)", check_cancel=False)
+    return result
+
+
 def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "compress"."""
     recipe, ids, resolved = parse_params(params)
     parents = [ctx.catalog.get_version(i) for i in ids]
+    committed = ctx.committed_result()
+    if committed is not None:
+        return _adopt(ctx, ctx.catalog.get_version(committed), parents, params)
     recipe.check_parents(parents)
     dataset = params.get("dataset") or None
     if dataset:
@@ -186,6 +240,7 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     ctx.progress(0.95, "storing the child version")
     child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),
                          version=params.get("version"), dataset=dataset)
+    ctx.hold_point("compress.after-commit")  # tests kill here: committed, not yet marked succeeded
     result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
                               "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
                               "params": child.params, "parent_params": parents[0].params}

@@ -235,7 +235,7 @@ def _figures(ctx: Any, v: "VersionInfo", parent_fig: Figures | None, params: dic
 def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "optimize"."""
     from relman.catalog import Metric
-    from relman.compress.job import apply_recipe, commit_child
+    from relman.compress.job import apply_recipe, commit_child, committed_by_job
     from relman.compress.registry import get_recipe
 
     parent = ctx.catalog.get_version(int(params["parent_version_id"]))
@@ -267,10 +267,12 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
             recipe = get_recipe(cand["recipe"])
             recipe.check_parents([parent])
             resolved = recipe.resolve_params(dict(cand.get("params") or {}))
-            output = apply_recipe(piece, recipe, [parent], resolved, subdir=f"candidate-{i}")
-            ctx.check_cancelled()
-            child = commit_child(piece, recipe, [parent], resolved, output, model=params.get("model"),
-                                 version=None, dataset=dataset)
+            child = committed_by_job(ctx, recipe, [parent], resolved)  # a retry keeps what it stored
+            if child is None:
+                output = apply_recipe(piece, recipe, [parent], resolved, subdir=f"candidate-{i}")
+                ctx.check_cancelled()
+                child = commit_child(piece, recipe, [parent], resolved, output, model=params.get("model"),
+                                     version=None, dataset=dataset)
         except RelmanError as e:
             if e.__class__.__name__ == "JobCancelled":
                 raise

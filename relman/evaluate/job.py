@@ -37,14 +37,23 @@ DEFAULT_SEQ_LENS = [128]
 def _int_list(value: Any, name: str, default: list[int]) -> list[int]:
     if value in (None, "", []):
         return list(default)
+    from relman.typed_params import _whole_number
+
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     try:
-        out = [int(v) for v in items]
-    except (TypeError, ValueError):
+        out = [_whole_number(v) for v in items]
+    except (TypeError, ValueError, OverflowError):
         raise EvaluationError(f"'{name}' must be whole numbers, got {value!r}") from None
     if any(v < 1 for v in out):
         raise EvaluationError(f"'{name}' must be at least 1, got {value!r}")
+    limit = MAX_LIST_VALUE.get(name)
+    if limit is not None and any(v > limit for v in out):
+        raise EvaluationError(f"'{name}' must be at most {limit}, got {value!r}")
     return out
+
+
+# upper bounds checked when a job is queued (the model's own position limit is checked too)
+MAX_LIST_VALUE = {"batch_sizes": 4096, "seq_lens": 1_000_000}
 
 
 def _threads(params: dict[str, Any]) -> int | None:

@@ -181,7 +181,7 @@ register(Suite(
     "robustness", "Robustness to perturbations", "relman.evaluate.robustness:run", needs_labels=True,
     options=(
         _SPLIT, _EVAL_BS,
-        Option("seed", int, 0, "Seed of the perturbations."),
+        Option("seed", int, 0, "Seed of the perturbations.", min=0, max=2**31 - 1),
         Option("perturb_rate", float, 0.1, "Share of characters a text perturbation touches.", min=0, max=1),
         Option("noise_std", float, 0.1, "Gaussian image noise, as a fraction of the pixel range.", min=0),
         Option("brightness", float, 0.3, "Largest relative brightness change.", min=0, max=1),

@@ -326,6 +326,9 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
 
     if to_phase not in PHASES:
         raise ReleaseError(f"unknown phase '{to_phase}' (phases: {', '.join(PHASES)})")
+    from relman.catalog.integrity import require_intact
+
+    require_intact(catalog, f"evaluate the gates of {version.ref}")  # a forged metric never passes
     if policy is None:
         policy, revision = get_policy(catalog, version.model)
     production = [v for v in catalog.versions(version.model) if v.phase == "production" and v.id != version.id]
@@ -351,11 +354,18 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
             results.append(_metric_rule(rule, text, gate))
         elif isinstance(rule, ApprovalsRule):
             approvals = valid_approvals(catalog, version.id, to_phase)
+            signed_only = to_phase in policy.get("require_signed_approvals", [])
+            unsigned = [a for a in approvals if not a["signed"]] if signed_only else []
+            if signed_only:
+                approvals = [a for a in approvals if a["signed"]]
             n = len(approvals)
             ok = _compare(float(n), rule.op, rule.count)
             need = "" if ok else f", need {rule.op} {rule.count:g}"
-            results.append(RuleResult(text, "pass" if ok else "fail", f"{n} valid approval(s) for {to_phase}{need}",
-                                      {"approvals": n, "by": [a["by"] for a in approvals]}))
+            kind = "signed, valid" if signed_only else "valid"
+            ignored = (f"; not counted (policy requires signed approvals): "
+                       + ", ".join(f"{a['by']} ({a['signature_status']})" for a in unsigned)) if unsigned else ""
+            results.append(RuleResult(text, "pass" if ok else "fail", f"{n} {kind} approval(s) for {to_phase}{need}"
+                                      + ignored, {"approvals": n, "by": [a["by"] for a in approvals]}))
         else:
             seen = sorted({m["dataset"] or m["context"].get("dataset")
                            for m in catalog.metrics(version.id, latest=False)} - {None, ""})

@@ -60,6 +60,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "rollback_to": "retired",
     # re-hash the version's blobs as part of the gates for these phases
     "verify_artifacts": ["staging", "production"],
+    # approvals for these phases count only when signed with a key trusted here (relman keys)
+    "require_signed_approvals": [],
 }
 
 _KEYS = set(DEFAULT_POLICY)
@@ -114,6 +116,9 @@ def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
     va = full["verify_artifacts"]
     if not isinstance(va, list) or any(p not in PHASES for p in va):
         raise ReleaseError(f"{source}: 'verify_artifacts' must be a list of phases")
+    rs = full["require_signed_approvals"]
+    if not isinstance(rs, list) or any(p not in PHASES for p in rs):
+        raise ReleaseError(f"{source}: 'require_signed_approvals' must be a list of phases")
     return full
 
 
@@ -127,14 +132,20 @@ def load_file(path: Path | str) -> dict[str, Any]:
     if path.suffix.lower() == ".toml":
         import tomllib
 
+        from relman.jsonlimits import MAX_DEPTH, depth
+
         try:
-            return tomllib.loads(raw.decode("utf-8"))
+            body = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ReleaseError(f"{path}: not valid TOML ({e})") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReleaseError(f"{path}: not valid JSON ({e}); use a .toml suffix for TOML") from None
+        except RecursionError:
+            raise ReleaseError(f"{path}: TOML nested too deeply") from None
+        if depth(body) > MAX_DEPTH:
+            raise ReleaseError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
+        return body
+    from relman import jsonlimits
+
+    return jsonlimits.loads(raw, f"{path} (use a .toml suffix for TOML)", error=ReleaseError)
 
 
 def get_policy(catalog: Any, model: str) -> tuple[dict[str, Any], int]:

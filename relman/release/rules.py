@@ -29,6 +29,8 @@ _TOKEN = re.compile(r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)|(?P<op
                     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?)|(?P<str>\"[^\"]*\"|'[^']*'))")
 _EVALUATED_WORDS = re.compile(r"^\s*evaluated\s+on\s+(?:dataset\s+)?(?P<q>\"[^\"]*\"|'[^']*'|\S+)\s*$")
 _SCOPES = ("production", "parent")
+MAX_NESTING = 32  # parentheses / unary minus: deeper rules are refused, never a RecursionError
+MAX_RULE_CHARS = 2000
 BOUNDS = ("lower", "upper")
 CONDITIONS = ("compressed", "has_parent", "has_production", "classifier", "causal_lm", "embedder")
 class RuleSyntaxError(ReleaseError):
@@ -108,6 +110,7 @@ class _Parser:
         self.pos: list[int] = []
         self.toks = _tokens(text, self.pos)
         self.i = 0
+        self.depth = 0
 
     def column(self) -> int:
         return (self.pos[self.i] if self.i < len(self.pos) else len(self.text.rstrip())) + 1
@@ -155,10 +158,19 @@ class _Parser:
             return Num(float(text))
         if kind == "op" and text == "-":
             self.take()
-            return Neg(self.factor())
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise ReleaseError(f"rule '{self.text[:60]}…': nested more than {MAX_NESTING} deep")
+            node = Neg(self.factor())
+            self.depth -= 1
+            return node
         if kind == "op" and text == "(":
             self.take()
+            self.depth += 1
+            if self.depth > MAX_NESTING:
+                raise ReleaseError(f"rule '{self.text[:60]}…': parentheses nested more than {MAX_NESTING} deep")
             node = self.expr()
+            self.depth -= 1
             if self.peek() != ("op", ")"):
                 raise self.fail("')'")
             self.take()
@@ -206,6 +218,8 @@ def parse_rule(text: str) -> MetricRule | ApprovalsRule | DatasetRule:
     its column."""
     if not isinstance(text, str) or not text.strip():
         raise RuleSyntaxError("empty gate rule", 1)
+    if len(text) > MAX_RULE_CHARS:
+        raise RuleSyntaxError(f"gate rule '{text[:40]}…' is longer than {MAX_RULE_CHARS} characters", 1)
     words = _EVALUATED_WORDS.match(text)
     if words:
         return DatasetRule(words.group("q").strip("\"'"))

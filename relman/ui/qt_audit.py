@@ -119,7 +119,9 @@ class AuditView(QWidget):
     def verify(self) -> tuple[bool, str]:
         if self.catalog is None:
             return False, "no catalog"
-        problems = self.catalog.verify_audit()
+        from relman.catalog.integrity import check_state
+
+        problems, _ = check_state(self.catalog)  # chain, its signed checkpoint, and every tracked row
         n = self.catalog.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         if problems:
             text = f"Audit chain BROKEN: {len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5])

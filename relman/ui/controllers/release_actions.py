@@ -205,19 +205,17 @@ class ReleaseActions(Controller):
     def _approve(self, version_id: int) -> None:
         from relman.app.release import approve
         from relman.catalog.catalog import current_user
-        from relman.ui.qt_dialogs import SimpleFormDialog
 
         v = self._version(version_id)
         to = NEXT_PHASE.get(v.phase)
         if to is None:
             raise RelmanError(f"{v.ref} is {v.phase}; there is no next phase to approve")
-        by = QLineEdit(current_user())
-        comment = QLineEdit()
-        vals = self.run_dialog(SimpleFormDialog(f"Approve {v.ref} → {to}", [("By", by), ("Comment", comment)],
-                                                needs("By"), self.window))
+        from relman.ui.qt_signing import SignedApproveDialog  # By, Comment, Sign with (a key), New key
+
+        vals = self.run_dialog(SignedApproveDialog(v.ref, to, current_user(), self.window))
         if vals:
             try:
-                approve(self.catalog, v.ref, to, by=vals["By"], comment=vals["Comment"])
+                approve(self.catalog, v.ref, to, by=vals["By"], comment=vals["Comment"], key=vals["key"])
             finally:
                 self.window.refresh(force=True)
             self.info(f"{v.ref}: approved for {to} by {vals['By']}")
