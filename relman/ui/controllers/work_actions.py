@@ -227,11 +227,11 @@ class WorkActions(Controller):
 
     # -- bundles and cards ------------------------------------------------------------------------------
     def action_export(self) -> None:
-        from relman.app.bundles import list_keys
         from relman.ui.qt_export import ExportDialog
+        from relman.ui.qt_signing import own_keys  # the approve dialog's list of your keys
 
         v = self.selected_or_error("export it")[0]
-        own = [k["name"] for k in list_keys() if k["kind"] == "own"]
+        own = own_keys()
         default = str(Path.home() / f"{v.model}-{v.version}.relman")
         self.run_dialog(ExportDialog(v.ref, default, own, self.window, create_key=self.create_key),
                         lambda vals: self.export_bundle(vals["ref"], vals["path"], key=vals["key"]))
