@@ -38,6 +38,8 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
 @click.option("--headless", is_flag=True, help="Do not open a window: build the demo, write the screenshots, exit.")
 @click.option("--screenshots", "shots", type=click.Path(path_type=Path, file_okay=False),
               help="Write a PNG of each main view into this folder (headless default: ./demo-output).")
+@click.option("--all-sizes", is_flag=True,
+              help="Screenshots of every view at 1024x700 and 1600x1000, light and dark (docs/screenshots).")
 @click.option("--train-seconds", type=float, default=15.0, show_default=True,
               help="CPU time budget for training the demo ViT on the digits.")
 @click.option("--no-jobs", is_flag=True, help="Only train, import and register (skip compression/evaluation jobs).")
@@ -45,7 +47,7 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
                                              "sentiment classifier, merge, quantise and promote it (minutes of CPU).")
 @pass_state
 def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: float, no_jobs: bool,
-         minilm: bool) -> None:
+         minilm: bool = False, all_sizes: bool = False) -> None:
     """Build a demo catalog (no network needed) and show it.
 
     Trains a small ViT on scikit-learn's digits, registers it and the digits dataset, runs
@@ -67,11 +69,14 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     if shots is None and headless:
         shots = Path("demo-output")
         click.echo(f"demo catalog ready at {root}; no window (headless), so screenshots go to {shots.resolve()}")
-    from relman.ui.app import close_window, open_window, screenshots
+    from relman.ui.app import close_window, open_window, screenshot_matrix, screenshots
 
     app, window = open_window(root, headless=headless)
     window.set_selection([v.id for v in window.snapshot.versions if v.phase == "production"][:1])
-    if shots is not None:
+    if shots is not None and all_sizes:
+        for path in screenshot_matrix(window, shots):
+            click.echo(f"screenshot {path}")
+    elif shots is not None:
         window.resize(1400, 860)
         for path in screenshots(window, shots, dark_views=("board", "compare")):
             click.echo(f"screenshot {path}")

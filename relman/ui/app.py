@@ -103,6 +103,22 @@ def close_window(app: Any, window: Any) -> None:
     gc.collect()
 
 
+SCREEN_SIZES = ((1024, 700), (1600, 1000))  # a laptop and a desktop monitor
+
+
+def screenshot_matrix(window: Any, folder: Path, sizes: tuple[tuple[int, int], ...] = SCREEN_SIZES,
+                      views: tuple[str, ...] = MAIN_VIEWS) -> list[Path]:
+    """Every view at every size, light and dark: `<folder>/<W>x<H>/<light|dark>-<view>.png`
+    (what docs/screenshots holds; looking through them is how layout faults are found)."""
+    out: list[Path] = []
+    for w, h in sizes:
+        window.resize(w, h)
+        sub = Path(folder) / f"{w}x{h}"
+        out += screenshots(window, sub, views, prefix="light-")
+        out += screenshots(window, sub, (), dark_views=views)
+    return out
+
+
 def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, prefix: str = "",
                 dark_views: tuple[str, ...] = ()) -> list[Path]:
     """One PNG of the window per main view (light theme), plus `dark_views` in the dark theme.
@@ -117,7 +133,9 @@ def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, 
             if row:
                 window.show_view("jobs").select_job(row[0])
         if name == "audit":
-            window.show_view("audit").verify()
+            audit = window.show_view("audit")
+            audit.verify()
+            audit.table.selectRow(0)  # the newest event, in full in the pane below
         out.append(window.grab_tab(name, Path(folder) / f"{prefix}{name}.png"))
     if dark_views:
         window.set_theme(True)

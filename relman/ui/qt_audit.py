@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
+                               QPushButton, QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from relman.catalog import Catalog
 
@@ -45,7 +45,20 @@ class AuditView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
         layout.addWidget(self.result)
-        layout.addWidget(self.table, 1)
+        self.detail = QPlainTextEdit()  # the selected event in full (the table cuts long details)
+        self.detail.setObjectName("audit-detail")
+        self.detail.setReadOnly(True)
+        self.detail.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        self.detail.setPlaceholderText("Select an event to read it in full.")
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.detail)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setSizes([750, 250])
+        layout.addWidget(split, 1)
+        self.shown_rows: list[dict[str, Any]] = []
+        self.table.itemSelectionChanged.connect(self._show_detail)
         self.verify_btn.clicked.connect(self.verify)
         self.filter.textChanged.connect(lambda _: self._fill())
 
@@ -66,6 +79,7 @@ class AuditView(QWidget):
         words = self.filter.text().lower().split()
         rows = [e for e in self.events
                 if all(w in f"{e['kind']} {e['model']} {e['version']} {e['actor']} {e['payload']}".lower() for w in words)]
+        self.shown_rows = rows
         self.table.setRowCount(len(rows))
         for r, e in enumerate(rows):
             try:
@@ -76,8 +90,31 @@ class AuditView(QWidget):
             values = [str(e["seq"]), e["at"][:19].replace("T", " "), e["actor"], e["kind"], e["model"] or "",
                       e["version"] or "", details[:300]]
             for c, text in enumerate(values):
-                self.table.setItem(r, c, QTableWidgetItem(text))
+                item = QTableWidgetItem(text)
+                if c == len(values) - 1 and details:
+                    item.setToolTip("Select the row to read the event in full below")
+                self.table.setItem(r, c, item)
         self.table.resizeColumnsToContents()
+        last = len(COLUMNS) - 1
+        self.table.setColumnWidth(last, min(self.table.columnWidth(last), 400))  # the pane below has it all
+
+    def event_text(self, e: dict[str, Any]) -> str:
+        """One event in full: its header line and every payload field, wrapped."""
+        try:
+            payload = json.loads(e["payload"] or "{}")
+        except ValueError:
+            payload = {"payload": e["payload"]}
+        head = f"#{e['seq']}  {e['at'][:19].replace('T', ' ')}  {e['actor']}  {e['kind']}"
+        if e.get("model"):
+            head += f"  {e['model']}@{e['version'] or ''}".rstrip("@")
+        body = "\n".join(f"{k}: {json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v}"
+                         for k, v in payload.items())
+        return head + ("\n\n" + body if body else "")
+
+    def _show_detail(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows and rows[0].row() < len(self.shown_rows):
+            self.detail.setPlainText(self.event_text(self.shown_rows[rows[0].row()]))
 
     def verify(self) -> tuple[bool, str]:
         if self.catalog is None:

@@ -44,6 +44,7 @@ class Card(QFrame):
         layout.setContentsMargins(8, 6, 8, 6)
         layout.setSpacing(2)
         title = QLabel(f"<b>{v.model}</b> {v.version}")
+        title.setWordWrap(True)  # a narrow column (a laptop screen) wraps instead of cutting
         layout.addWidget(title)
         sub = [human_size(v.size_bytes)]
         if v.recipe_name:
@@ -54,8 +55,10 @@ class Card(QFrame):
         info.setObjectName("hint")
         info.setWordWrap(True)
         layout.addWidget(info)
-        lines = [f"{m}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
+        # "_\u200b": a metric name may break after its underscores in a narrow column
+        lines = [f"{m.replace('_', '_' + chr(0x200B))}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
         self.metrics_label = QLabel("\n".join(lines) if lines else "no metrics yet")
+        self.metrics_label.setWordWrap(True)
         layout.addWidget(self.metrics_label)
         self.badge = QLabel()
         self.badge.setObjectName("badge")
@@ -97,7 +100,7 @@ class PhaseColumn(QListWidget):
 
     def fit_cards(self) -> None:
         """Cards take the column's width (their text wraps), so nothing is cut off."""
-        width = max(120, self.viewport().width() - 2 * self.spacing() - 2)
+        width = max(80, self.viewport().width() - 2 * self.spacing() - 2)
         for i in range(self.count()):
             item = self.item(i)
             card = self.itemWidget(item)
@@ -157,13 +160,25 @@ class ReleaseBoard(QWidget):
     def __init__(self, window: Any = None, gate_status: Callable[[VersionRow], GateStatus] | None = None) -> None:
         super().__init__()
         self.gate_status = gate_status or window.release.gate_status
+        self.gate_tip: Callable[[VersionRow], str] = getattr(getattr(window, "release", None), "gate_tip",
+                                                             lambda v: "")
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("board-model")
         self.promote_btn = QPushButton("Promote →")
         self.reject_btn = QPushButton("Reject")
         self.approve_btn = QPushButton("Approve…")
-        self.rollout_btn = QPushButton("Canary share…")
-        self.rollback_btn = QPushButton("Roll back production")
+        self.rollout_btn = QPushButton("Canary…")
+        self.rollback_btn = QPushButton("Roll back")
+        # short labels (a laptop screen), tooltips that say what each does
+        self.promote_btn.setToolTip("Move the selected version to its next phase; the gates are checked first "
+                                    "and the dialog shows every rule")
+        self.reject_btn.setToolTip("Mark the selected version rejected (with a reason); it can no longer be promoted")
+        self.approve_btn.setToolTip("Record your approval of the selected version for its next phase "
+                                    "(policies can require approvals)")
+        self.rollout_btn.setToolTip("Set the share of traffic the staging version serves as a canary "
+                                    "(100% makes it ready for production)")
+        self.rollback_btn.setToolTip("Roll back production: the previous production version of this model "
+                                     "serves again")
         self.columns: dict[str, PhaseColumn] = {}
         self.snapshot: Snapshot | None = None
         self.key_metrics: list[str] = []
@@ -175,7 +190,8 @@ class ReleaseBoard(QWidget):
         bar.addWidget(self.model_combo)
         hint = QLabel("Drag a card to another column, or select it and use the buttons.")
         hint.setObjectName("hint")
-        bar.addWidget(hint, 1)
+        hint.setWordWrap(True)
+        bar.addStretch(1)
         for b in (self.promote_btn, self.reject_btn, self.approve_btn, self.rollout_btn, self.rollback_btn):
             bar.addWidget(b)
         cols = QHBoxLayout()
@@ -193,6 +209,7 @@ class ReleaseBoard(QWidget):
             cols.addLayout(box, 1)
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
+        layout.addWidget(hint)  # its own line: never widens the button row
         layout.addLayout(cols, 1)
 
         self.model_combo.currentTextChanged.connect(lambda _: self._fill())
@@ -274,6 +291,7 @@ class ReleaseBoard(QWidget):
                 else:
                     gate = UNCHECKED if wants_gate else ("none", v.phase)
                 card = Card(v, self.key_metrics, gate)
+                card.badge.setToolTip(self.gate_tip(v))
                 item = QListWidgetItem()
                 item.setData(Qt.ItemDataRole.UserRole, v.id)
                 item.setSizeHint(card.sizeHint() + QSize(0, 4))
@@ -338,6 +356,7 @@ class ReleaseBoard(QWidget):
             found = self.find_card(v.id)
             if found is not None and not found[1].gate_checked:
                 found[1].set_gate(self.gate_status(v))
+                found[1].badge.setToolTip(self.gate_tip(v))
             if not self._syncing:
                 self.selection_changed.emit([v.id])
 
@@ -345,7 +364,7 @@ class ReleaseBoard(QWidget):
         v = self.selected_version()
         self.promote_btn.setEnabled(v is not None and v.phase in NEXT_PHASE)
         if v is not None and v.phase in NEXT_PHASE:
-            self.promote_btn.setText(f"Promote to {NEXT_PHASE[v.phase]} →")
+            self.promote_btn.setText(f"Promote → {NEXT_PHASE[v.phase]}")
         else:
             self.promote_btn.setText("Promote →")
         self.reject_btn.setEnabled(v is not None and v.phase in ("draft", "candidate", "staging"))

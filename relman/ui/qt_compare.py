@@ -33,6 +33,52 @@ def pareto_indices(x: np.ndarray, y: np.ndarray, x_lower_better: bool, y_lower_b
     return front[np.argsort(x[front], kind="stable")]
 
 
+def narrow(combo: QComboBox, chars: int = 10) -> None:
+    """A combo whose width does not follow its longest item (a laptop screen keeps its room)."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(chars)
+
+
+def is_performance(metric: str) -> bool:
+    """Speed measures (higher is better, but not quality): never the default quality axis."""
+    return any(t in metric.lower() for t in ("throughput", "_sps", "per_s", "tokens_per"))
+
+
+def task_quality_metric(snap: Snapshot | None, model: str | None) -> str | None:
+    """The quality metric of `model`'s task from the task table (accuracy, perplexity, entity_f1),
+    or its fidelity measure (cosine for embeddings) when the task has no quality metric."""
+    from relman.tasks.specs import find_task
+
+    if snap is None or not model or model == ALL_MODELS:
+        return None
+    tasks = {v.task for v in snap.of_model(model)}
+    spec = find_task(next(iter(tasks)) if len(tasks) == 1 else None)
+    if spec is None:
+        return None
+    return spec.quality_metric[0] if spec.quality_metric else spec.fidelity_metric
+
+
+def table_rank(metric: str, quality: str | None) -> int:
+    if metric == quality:
+        return 0
+    if not lower_is_better(metric) and not is_performance(metric) and metric != "params":
+        return 1  # other quality measures (f1, agreement…)
+    if metric in ("size_mb", "params"):
+        return 2
+    return 3  # latency, memory, throughput…
+
+
+def fmt_table_value(value: float | None) -> str:
+    """Counts as integers with thousands separators (18,220, not 1.822e+04); others as metrics."""
+    if value is None:
+        return ""
+    if float(value).is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"
+    if abs(value) >= 1000:
+        return f"{value:,.1f}"
+    return fmt_metric(value)
+
+
 class UniformScatter(pg.ScatterPlotItem):
     """A scatter item whose points share one symbol, size, pen and brush.
 
@@ -75,6 +121,8 @@ class ScatterPanel(QWidget):
         self.y_combo = QComboBox()
         self.x_combo.setObjectName(f"{title}-x")
         self.y_combo.setObjectName(f"{title}-y")
+        for combo in (self.x_combo, self.y_combo):  # long metric names must not widen the view
+            narrow(combo)
         self._wanted = (x_metric, y_metric)
         self.plot = pg.PlotWidget()
         self.plot.showGrid(x=True, y=True, alpha=0.25)
@@ -96,6 +144,11 @@ class ScatterPanel(QWidget):
         self.prod_item = pg.ScatterPlotItem(size=22, symbol="star", pen=pg.mkPen("#1d6b3a", width=1.5),
                                             brush=pg.mkBrush("#ffd23f"), name="production")
         self.plot.addItem(self.prod_item)
+        # the front's rings and the production star sit over the points: a click on them
+        # selects the version under them as a click on the point does
+        self.front.sigPointsClicked.connect(self._on_click)
+        self.prod_item.sigClicked.connect(self._on_click)
+        self.user_y = False  # the user picked the Y axis (else it follows the task's quality metric)
         self.sel_item = pg.ScatterPlotItem(size=18, symbol="o", pen=pg.mkPen("#d62f6f", width=2.5),
                                            brush=pg.mkBrush(None))
         self.plot.addItem(self.sel_item)
@@ -121,12 +174,14 @@ class ScatterPanel(QWidget):
         self._selected: set[int] = set()
 
     # -- data -------------------------------------------------------------------------------
-    def set_metrics(self, names: Sequence[str]) -> None:
+    def set_metrics(self, names: Sequence[str], quality_metric: str | None = None) -> None:
         names = list(names)
-        quality = [n for n in names if not lower_is_better(n)]
+        quality = [n for n in names if not lower_is_better(n) and not is_performance(n)] or \
+            [n for n in names if not lower_is_better(n)]
         costs = [n for n in names if lower_is_better(n)]
         x_fallback = next((n for n in costs if "latency" in n), None) if "latency" in self._wanted[0] else None
-        fallbacks = (x_fallback or (costs[0] if costs else ""), quality[0] if quality else "")
+        y_fallback = quality_metric if quality_metric in names else (quality[0] if quality else "")
+        fallbacks = (x_fallback or (costs[0] if costs else ""), y_fallback)
         for combo, wanted, fallback in ((self.x_combo, self._wanted[0], fallbacks[0]),
                                         (self.y_combo, self._wanted[1], fallbacks[1])):
             # the user's pick (or set_axes) wins, then the panel's default, then a fallback;
@@ -142,9 +197,18 @@ class ScatterPanel(QWidget):
 
     def _remember(self) -> None:
         self._wanted = (self.x_combo.currentText(), self.y_combo.currentText())
+        self.user_y = True
+
+    def follow_quality(self, metric: str | None) -> None:
+        """Point the Y axis at the task's quality metric, unless the user picked one."""
+        if self.user_y or not metric or self.y_combo.findText(metric) < 0:
+            return
+        self._wanted = (self._wanted[0], metric)
+        self.y_combo.setCurrentIndex(self.y_combo.findText(metric))
 
     def set_axes(self, x: str, y: str) -> None:
         self._wanted = (x, y)
+        self.user_y = True
         for combo, name in ((self.x_combo, x), (self.y_combo, y)):
             idx = combo.findText(name)
             if idx >= 0:
@@ -179,15 +243,29 @@ class ScatterPanel(QWidget):
         if len(keep) >= 2:
             front = pareto_indices(xa, ya, lower_is_better(xm), lower_is_better(ym))
             self.front_ids = ida[front].tolist()
-            self.front.setData(xa[front], ya[front])
+            self.front.setData(xa[front], ya[front], data=ida[front])
         else:
             self.front_ids = []
             self.front.setData([], [])
+        self._fit_range(xa, ya)
         phases = pa
         prod = phases == "production"
         self.prod_item.setData(x=xa[prod], y=ya[prod], data=ida[prod])
         self._update_legend({str(p) for p in set(phases.tolist())})
         self._draw_selection()
+
+    def _fit_range(self, xa: np.ndarray, ya: np.ndarray) -> None:
+        """Auto range, except along an axis where every point has the same value (one point,
+        or equal sizes): pyqtgraph would span -20..20 or a hair's width; show ±10 % instead."""
+        vb = self.plot.getPlotItem().getViewBox()
+        vb.enableAutoRange()
+        if len(xa) == 0:
+            return
+        for values, set_range in ((xa, vb.setXRange), (ya, vb.setYRange)):
+            lo, hi = float(values.min()), float(values.max())
+            if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+                pad = abs(hi) * 0.1 or 1.0
+                set_range(lo - pad, hi + pad, padding=0)
 
     def _update_legend(self, present: set[str]) -> None:
         """List only the phases that have points, then the front and the production mark."""
@@ -261,6 +339,9 @@ class CompareView(QWidget):
         top.addWidget(self.model_combo)
         hint = QLabel("Hover a point for details; click selects it, Ctrl+click adds it to the comparison.")
         hint.setObjectName("hint")
+        hint.setWordWrap(True)
+        narrow(self.model_combo)
+        narrow(self.trend_metric)
         top.addWidget(hint, 1)
         plots = QSplitter(Qt.Orientation.Horizontal)
         plots.addWidget(self.size_panel)
@@ -276,6 +357,7 @@ class CompareView(QWidget):
         bottom = QSplitter(Qt.Orientation.Horizontal)
         bottom.addWidget(trend)
         bottom.addWidget(self.table)
+        bottom.setSizes([500, 500])  # the comparison table gets half, not what the trend leaves
         vs = QSplitter(Qt.Orientation.Vertical)
         vs.addWidget(plots)
         vs.addWidget(bottom)
@@ -311,8 +393,9 @@ class CompareView(QWidget):
     def set_snapshot(self, snap: Snapshot, model: str | None = None) -> None:
         self.snapshot = snap
         names = snap.plottable_metrics()
+        quality = task_quality_metric(snap, model or self.model_combo.currentText())
         for panel in (self.size_panel, self.latency_panel):
-            panel.set_metrics(names)
+            panel.set_metrics(names, quality)
         current = self._trend_choice or (snap.metric_names[0] if snap.metric_names else "size_mb")
         self.trend_metric.blockSignals(True)
         self.trend_metric.clear()
@@ -342,7 +425,9 @@ class CompareView(QWidget):
     def _refresh_rows(self) -> None:
         rows = self.current_rows()
         sel = set(self.selected)
+        quality = task_quality_metric(self.snapshot, self.model_combo.currentText()) if self.snapshot else None
         for panel in (self.size_panel, self.latency_panel):
+            panel.follow_quality(quality)
             panel.set_rows(rows, sel)
         self._draw_trend()
         self._fill_table()
@@ -386,6 +471,8 @@ class CompareView(QWidget):
         metrics: list[str] = ["size_mb", "params"]
         for v in rows:
             metrics += [m for m in v.metrics if m not in metrics]
+        quality = task_quality_metric(snap, rows[0].model) if snap and rows else None
+        metrics.sort(key=lambda m: table_rank(m, quality))  # stable: quality first, then size, then the rest
         labels = ["phase", "recipe"] + metrics
         self.table.clear()
         self.table.setRowCount(len(labels))
@@ -400,11 +487,11 @@ class CompareView(QWidget):
             self.table.setItem(1, c, QTableWidgetItem(v.recipe_name or "(import)"))
             for r, m in enumerate(metrics, start=2):
                 value, ref = v.value(m), base.value(m)
-                text = fmt_metric(value)
+                text = fmt_table_value(value)
                 item = QTableWidgetItem(text)
                 if c > 0 and value is not None and ref is not None:
                     delta = value - ref
-                    item.setText(f"{text}  ({'+' if delta >= 0 else ''}{fmt_metric(delta)})")
+                    item.setText(f"{text}  ({'+' if delta >= 0 else ''}{fmt_table_value(delta)})")
                     better = delta < 0 if lower_is_better(m) else delta > 0
                     if abs(delta) > 1e-12:
                         item.setForeground(QBrush(QColor("#2e9d57" if better else "#c4453b")))

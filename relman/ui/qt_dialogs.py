@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
-                               QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
+                               QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from relman.data.formats import format_names
@@ -32,16 +32,24 @@ class ValidatingDialog(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         self.result_values: dict[str, Any] | None = None
+        # set by Controller.run_dialog: does the work with the values; an error it raises (the
+        # app layer's checks) is shown here too and the dialog stays open with its input
+        self.submit: Callable[[dict[str, Any]], Any] | None = None
+        self.submitted: Any = None
 
     def values(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def accept(self) -> None:
         try:
-            self.result_values = self.values()
+            values = self.values()
+            if self.submit is not None:
+                self.submitted = self.submit(values)
         except RelmanError as e:
             self.error_label.setText(str(e))
             return
+        self.result_values = values
+        self.error_label.setText("")
         super().accept()
 
 
@@ -159,6 +167,8 @@ class DatasetDialog(ValidatingDialog):
 class ParamForm(QWidget):
     """A form generated from a recipe's typed parameters (relman.compress.registry.Param)."""
 
+    changed = Signal()  # any editor's value changed (the dialog re-checks inline)
+
     def __init__(self, params: Sequence[Any], parent: QWidget | None = None, datasets: Sequence[str] = ()) -> None:
         super().__init__(parent)
         self.params = list(params)
@@ -171,6 +181,10 @@ class ParamForm(QWidget):
             editor.setObjectName(f"param-{p.name}")
             editor.setToolTip(p.help)
             self.editors[p.name] = editor
+            for signal in ("currentTextChanged", "toggled", "valueChanged", "textChanged"):
+                if hasattr(editor, signal):
+                    getattr(editor, signal).connect(lambda *_: self.changed.emit())
+                    break
             form.addRow(p.name, editor)
         if not self.params:
             form.addRow(QLabel("This recipe has no parameters."))
@@ -274,6 +288,9 @@ class CompressDialog(ValidatingDialog):
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
         self.recipe.currentIndexChanged.connect(lambda _: self._build_form())
+        fitting = [r.name for r in recipes if bool(r.multi_parent) == (len(self.parents) > 1)]
+        if fitting and self.recipe.currentData() not in fitting:
+            self.recipe.setCurrentIndex(self.recipe.findData(fitting[0]))  # one that takes this selection
         self._build_form()
 
     def select_recipe(self, name: str) -> None:
@@ -290,12 +307,27 @@ class CompressDialog(ValidatingDialog):
             self.form.setParent(None)
             self.form.deleteLater()
         r = self.current_recipe()
+        self.error_label.setText("")  # the previous recipe's error is not this one's
         self.form = ParamForm(r.params if r else [], self, self.datasets)
         self.form_holder.addWidget(self.form)
+        self.form.changed.connect(self._check_params)
         if r is not None:
             needs = "several parents (a merge)" if r.multi_parent else "one parent"
             self.description.setText(f"{r.title}: {r.description or ''} Takes {needs}; formats "
                                      f"{', '.join(r.input_formats)}.")
+
+    def _check_params(self) -> None:
+        """Inline: each edit is parsed as the CLI parses `--param` (the recipe's typed
+        parameters); the error shows at once and goes when the value is fixed."""
+        r = self.current_recipe()
+        if r is None or self.form is None:
+            return
+        try:
+            r.resolve_params(self.form.raw_values())
+        except RelmanError as e:
+            self.error_label.setText(str(e))
+            return
+        self.error_label.setText("")
 
     def values(self) -> dict[str, Any]:
         r = self.current_recipe()
@@ -315,8 +347,12 @@ class CompressDialog(ValidatingDialog):
 
 
 class EvaluateDialog(ValidatingDialog):
+    """Versions, dataset, the suites that apply to their task (ticked: the task's defaults)
+    and, for fidelity, the version to compare with (default: each version's own parent)."""
+
     def __init__(self, refs: Sequence[str], datasets: Sequence[str], suites: Sequence[str],
-                 parent: QWidget | None = None) -> None:
+                 parent: QWidget | None = None, *, defaults: Sequence[str] = ("quality", "latency", "size"),
+                 fidelity_parents: Sequence[str] = (), not_applicable: Sequence[str] = ()) -> None:
         super().__init__("Evaluate", parent)
         self.refs = list(refs)
         self.dataset = QComboBox()
@@ -324,19 +360,37 @@ class EvaluateDialog(ValidatingDialog):
         self.dataset.addItems(list(datasets))
         self.suite_boxes: dict[str, QCheckBox] = {}
         suites_w = QWidget()
-        sl = QHBoxLayout(suites_w)
+        sl = QGridLayout(suites_w)
         sl.setContentsMargins(0, 0, 0, 0)
-        for s in suites:
+        for i, s in enumerate(suites):
             box = QCheckBox(s)
-            box.setChecked(s in ("quality", "latency", "size"))
+            box.setObjectName(f"suite-{s}")
+            box.setChecked(s in defaults)
+            box.setToolTip(SUITE_TIPS.get(s, f"the '{s}' metric suite"))
             self.suite_boxes[s] = box
-            sl.addWidget(box)
+            sl.addWidget(box, i // 4, i % 4)
+        self.parent_ref = QComboBox()
+        self.parent_ref.setObjectName("fidelity-parent")
+        self.parent_ref.addItem("(each version's own parent)", None)
+        for ref in fidelity_parents:
+            self.parent_ref.addItem(ref, ref)
+        self.parent_ref.setToolTip("Fidelity compares each version's outputs with this version's")
+        fid = self.suite_boxes.get("fidelity")
+        if fid is not None:
+            fid.toggled.connect(self.parent_ref.setEnabled)
+            self.parent_ref.setEnabled(fid.isChecked())
         self.device = QComboBox()
         self.device.addItems(list(DEVICES))
         form = QFormLayout(self)
         form.addRow("Versions", QLabel(", ".join(refs) or "(select versions first)"))
         form.addRow("Dataset", self.dataset)
         form.addRow("Suites", suites_w)
+        if not_applicable:
+            hint = QLabel(f"Not offered for this task: {', '.join(not_applicable)}")
+            hint.setObjectName("hint")
+            hint.setWordWrap(True)
+            form.addRow("", hint)
+        form.addRow("Fidelity against", self.parent_ref)
         form.addRow("Device", self.device)
         form.addRow(self.error_label)
         form.addRow(self.buttons)
@@ -347,8 +401,22 @@ class EvaluateDialog(ValidatingDialog):
         suites = [s for s, b in self.suite_boxes.items() if b.isChecked()]
         if self.suite_boxes and not suites:
             raise RelmanError("tick at least one metric suite")
-        return {"refs": self.refs, "dataset": self.dataset.currentText() or None, "suites": suites or None,
-                "device": self.device.currentText()}
+        parent = self.parent_ref.currentData() if "fidelity" in suites else None
+        ds = self.dataset.currentText()
+        return {"refs": self.refs, "dataset": None if ds in ("", "(none)") else ds, "suites": suites or None,
+                "device": self.device.currentText(), "parent": parent}
+
+
+SUITE_TIPS = {
+    "quality": "Accuracy / F1 (classifiers) or the task's quality measure on the dataset's labels",
+    "latency": "Latency percentiles and throughput at the batch sizes of the plan",
+    "size": "Size on disk and parameter count",
+    "memory": "Peak memory while loading and running",
+    "fidelity": "How closely the outputs follow another version's (agreement or cosine)",
+    "robustness": "Quality under perturbed inputs",
+    "calibration": "How well confidence matches accuracy (ECE)",
+    "fairness": "Quality per group (needs the dataset's group column)",
+}
 
 
 class SimpleFormDialog(ValidatingDialog):

@@ -144,14 +144,18 @@ class ExplainView(QWidget):
         self.examples.setValue(8)
         self.compute = QPushButton("Compute attributions")
         self.compute.setObjectName("explain-compute")
+        for combo in (self.against, self.dataset):  # long refs must not widen a laptop window
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(6)
         self.compute.clicked.connect(self.queue_jobs)
-        for label, w in (("", self.version_label), ("vs", self.against), ("data", self.dataset),
+        for label, w in (("vs", self.against), ("data", self.dataset),
                          ("method", self.method), ("examples", self.examples)):
-            if label:
-                bar.addWidget(QLabel(label))
+            bar.addWidget(QLabel(label))
             bar.addWidget(w)
         bar.addWidget(self.compute)
         bar.addStretch(1)
+        self.version_label.setWordWrap(True)
+        root.addWidget(self.version_label)  # its own line: a long ref never widens the window
         root.addLayout(bar)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -167,7 +171,9 @@ class ExplainView(QWidget):
         self.example_list.setObjectName("explain-examples")
         self.example_list.currentRowChanged.connect(lambda _r: self._show_current(self.example_list))
         ll.addWidget(self.example_list, 1, 0)
-        ll.addWidget(QLabel("Flips (prediction changed, most divergent first)"), 2, 0)
+        flips = QLabel("Flips (prediction changed, most divergent first)")
+        flips.setWordWrap(True)
+        ll.addWidget(flips, 2, 0)
         self.flip_list = QListWidget()
         self.flip_list.setObjectName("explain-flips")
         self.flip_list.currentRowChanged.connect(lambda _r: self._show_current(self.flip_list))

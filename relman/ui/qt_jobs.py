@@ -12,9 +12,9 @@ from typing import Any
 
 import pyqtgraph as pg
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QApplication, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit,
-                               QPushButton, QSplitter, QStyle, QStyledItemDelegate, QStyleOptionProgressBar,
-                               QStyleOptionViewItem, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton,
+                               QSplitter, QStyledItemDelegate, QStyleOptionViewItem, QTableView, QVBoxLayout, QWidget)
 
 from relman.catalog import Catalog
 from relman.ui.qt_models import ID_ROLE, JobsTableModel
@@ -24,16 +24,31 @@ MAX_JOBS = 500
 
 
 class ProgressDelegate(QStyledItemDelegate):
+    """A progress bar drawn from the palette (the style's own bar drew a white box with the
+    percentage cut off under the dark style sheet): a track, the filled part in the
+    highlight colour, the percentage centred over both in the text colour."""
+
     def paint(self, painter: Any, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
         job = index.model().jobs[index.row()]  # type: ignore[attr-defined]
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 3, -2, -3)
-        bar.minimum, bar.maximum = 0, 1000
-        bar.progress = int(1000 * float(job["progress"] or 0))
-        bar.text = f"{100 * float(job['progress'] or 0):.0f}%"
-        bar.textVisible = True
-        bar.state = option.state
-        QApplication.style().drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
+        share = max(0.0, min(1.0, float(job["progress"] or 0)))
+        pal = option.palette  # type: ignore[attr-defined]
+        rect = option.rect.adjusted(3, 4, -3, -4)  # type: ignore[attr-defined]
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(pal.color(QPalette.ColorRole.Mid), 1))
+        painter.setBrush(pal.color(QPalette.ColorRole.Base))
+        painter.drawRoundedRect(rect, 3, 3)
+        if share > 0:
+            fill = rect.adjusted(1, 1, -1, -1)
+            fill.setWidth(max(2, int(fill.width() * share)))
+            painter.setPen(Qt.PenStyle.NoPen)
+            color = QColor(pal.color(QPalette.ColorRole.Highlight))
+            color.setAlpha(150)
+            painter.setBrush(color)
+            painter.drawRoundedRect(fill, 2, 2)
+        painter.setPen(pal.color(QPalette.ColorRole.Text))
+        painter.drawText(rect, int(Qt.AlignmentFlag.AlignCenter), f"{100 * share:.0f}%")
+        painter.restore()
 
 
 def read_jobs(catalog: Catalog, limit: int = MAX_JOBS) -> list[dict[str, Any]]:
@@ -120,7 +135,7 @@ class JobsView(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
-        for c, width in enumerate((50, 80, 300, 90, 110, 70, 70)):
+        for c, width in enumerate((50, 80, 280, 80, 100, 70, 70, 130)):
             self.table.horizontalHeader().resizeSection(c, width)
         self.table.setAlternatingRowColors(True)
         self.cancel_btn = QPushButton("Cancel job")
@@ -140,6 +155,7 @@ class JobsView(QWidget):
         self._title = ""
         self.catalog: Catalog | None = None
         self.selected_job: int | None = None
+        self.window = window
 
         bar = QHBoxLayout()
         bar.addWidget(self.summary, 1)
@@ -158,6 +174,7 @@ class JobsView(QWidget):
         split.addWidget(lower)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setSizes([600, 400])  # the job list keeps most of a short (700 px) window
         layout = QVBoxLayout(self)
         layout.addWidget(split)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_select())
@@ -180,11 +197,19 @@ class JobsView(QWidget):
         self.catalog = catalog
         jobs = read_jobs(catalog)
         keep = self.selected_job
+        actions = getattr(self.window, "job_actions", None)
+        focus = getattr(actions, "focus_job", None)
+        if focus is not None and any(j["id"] == focus for j in jobs):
+            keep = focus  # a job the window just queued: select it and scroll it into view
+            actions.focus_job = None
         self.model.set_jobs(jobs)
         counts: dict[str, int] = {}
         for j in jobs:
             counts[j["status"]] = counts.get(j["status"], 0) + 1
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "No jobs yet."
+        where = getattr(getattr(self.window, "job_actions", None), "executor_text", "")
+        if where and where != "local worker processes":
+            summary += f" · new jobs run on {where} (Jobs › Where jobs run)"
         if summary != self.summary.text():
             self.summary.setText(summary)
         if keep is not None:
@@ -199,6 +224,7 @@ class JobsView(QWidget):
                 rows = self.table.selectionModel().selectedRows()
                 if not (len(rows) == 1 and rows[0].row() == row):
                     self.table.selectRow(row)
+                    self.table.scrollTo(self.model.index(row, 0))
                 self.selected_job = job_id
                 return
 

@@ -107,6 +107,7 @@ class LineageView(QWidget):
         self.view.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
         self.info = QLabel("")
         self.info.setObjectName("hint")
+        self.info.setWordWrap(True)  # a long legend wraps instead of widening the window
         self.snapshot: Snapshot | None = None
         self.dark = False
         self.nodes: dict[int, NodeItem] = {}

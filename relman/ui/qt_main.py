@@ -22,9 +22,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabWidget, QToolBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QTabWidget, QToolBar, QWidget
 
 from relman.catalog import Catalog, open_catalog
 from relman.errors import RelmanError
@@ -34,6 +34,7 @@ from relman.ui.controllers.catalog_actions import CatalogActions
 from relman.ui.controllers.job_actions import JobActions
 from relman.ui.controllers.release_actions import ReleaseActions
 from relman.ui.controllers.work_actions import WorkActions
+from relman.ui.qt_help import ACTION_TIPS
 from relman.ui.qt_messages import MessageLog
 from relman.ui.qt_tree import ModelTree
 from relman.ui.resources import read_text, resource_path
@@ -48,6 +49,7 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Release", ("promote", "rollback", "policy", "verify")),
     ("&Catalog", ("tags", "delete", "archive", "gc")),
     ("&View", ("refresh", "theme", "find")),
+    ("&Jobs", ("executor",)),
     ("&Help", ("shortcuts", "about")),
 )
 TOOLBAR = ("import", "dataset", "compress", "evaluate", "optimize", "promote", "rollback", "export", "card")
@@ -93,12 +95,16 @@ class MainWindow(QMainWindow):
         from relman.ui.qt_metric_history import install_metric_history
 
         self.metric_history = install_metric_history(self)  # a dock that follows the selection
+        history_dock = self.findChild(QDockWidget, "metric-history-dock")
+        if history_dock is not None:  # a laptop screen keeps most of its height for the views
+            self.resizeDocks([history_dock], [150], Qt.Orientation.Vertical)
         self._build_status_bar()
         self._build_actions()
         self.selection.changed.connect(lambda _ids: self._sync_views())
         self.selection.model_changed.connect(lambda _m: self._sync_views())
         self._restore_settings()
         self.refresh(force=True)
+        self._open_on_overview()
 
         self.poll_timer = QTimer(self)
         self.poll_timer.setInterval(poll_ms)
@@ -117,7 +123,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.tabs)
         for spec in view_registry.VIEWS:
             self._views[spec.name] = None
-            self.tabs.addTab(QWidget() if spec.lazy else self._make_view(spec), spec.title)
+            self.tabs.addTab(_page(QWidget() if spec.lazy else self._make_view(spec)), spec.title)
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.statusBar().showMessage("Ready")
 
@@ -151,7 +157,7 @@ class MainWindow(QMainWindow):
         self.tabs.blockSignals(True)
         old = self.tabs.widget(i)
         self.tabs.removeTab(i)
-        self.tabs.insertTab(i, widget, view_registry.spec(name).title)
+        self.tabs.insertTab(i, _page(widget), view_registry.spec(name).title)
         self.tabs.setCurrentIndex(current)
         self.tabs.blockSignals(False)
         old.deleteLater()
@@ -166,6 +172,11 @@ class MainWindow(QMainWindow):
         name = view_registry.view_names()[index]
         self.view(name)
         self._refresh_view(name)
+
+    def _open_on_overview(self) -> None:
+        """A catalog with several models opens on the Overview (what is released where)."""
+        if len(self.snapshot.models()) > 1 and "overview" in view_registry.view_names():
+            self.show_view("overview")
 
     def show_view(self, name: str) -> Any:
         """Bring a view to the front (up to date) and return it."""
@@ -206,6 +217,7 @@ class MainWindow(QMainWindow):
         dock.setObjectName("models-dock")
         dock.setWidget(self.tree)
         self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, dock)
+        self.resizeDocks([dock], [210], Qt.Orientation.Horizontal)  # the views get the room
         self.models_dock = dock
 
     def _build_status_bar(self) -> None:
@@ -213,6 +225,7 @@ class MainWindow(QMainWindow):
 
         self.disk_status = DiskStatusLabel()  # catalog size and free space; warns when low
         self.statusBar().addPermanentWidget(self.disk_status)
+        self.statusBar().addPermanentWidget(self.messages_log.button)  # the message log
         self.disk_status.follow(lambda: self.catalog)
 
     # -- actions ----------------------------------------------------------------------------------
@@ -233,7 +246,7 @@ class MainWindow(QMainWindow):
             act = QAction(s.text, self)
             act.setObjectName(f"action-{s.key}")
             act.setShortcut(QKeySequence(s.shortcut))
-            act.setToolTip(s.tip or s.text.rstrip("…"))
+            act.setToolTip(s.tip or ACTION_TIPS.get(s.key) or s.text.rstrip("…"))
             act.triggered.connect(functools.partial(self._run_action, s.key, s.slot))
             self.actions_by_key[s.key] = act
             self.addAction(act)
@@ -408,6 +421,7 @@ class MainWindow(QMainWindow):
         if restart:
             self._start_runner(None)
         self.refresh(force=True)
+        self._open_on_overview()
 
     # -- theme & settings -------------------------------------------------------------------------------
     def set_theme(self, dark: bool) -> None:
@@ -452,6 +466,10 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        note = self.job_actions.closing_note()
+        if note:  # not a question: the jobs are safe either way; say so (log + desktop note)
+            self.messages_log.info(note)
+            self.messages_log.notify("relman: jobs keep running", note)
         self.save_settings()
         self.shutdown()
         super().closeEvent(event)
@@ -476,9 +494,52 @@ class MainWindow(QMainWindow):
         for _ in range(3):
             QApplication.processEvents()
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.grab().save(str(path)):
+        if not self.grab().save(str(path), "PNG", 0):  # 0: the strongest PNG compression
             raise RelmanError(f"could not write the screenshot {path}")
         return path
+
+
+class _Page(QScrollArea):
+    """A tab page: the view inside a scroll area, so a view wider or taller than a laptop
+    screen scrolls instead of widening the window (the window never resizes itself).
+
+    The view takes the viewport's size, never less than its minimum size. (Not
+    `setWidgetResizable`: for a view with a word-wrapped label it sizes the view to its
+    preferred height-for-width, i.e. scrolls where there is room enough.)"""
+
+    def __init__(self, view: QWidget) -> None:
+        super().__init__()
+        self.setObjectName(f"page-{getattr(view, 'name', 'placeholder')}")
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setWidgetResizable(False)
+        self.setWidget(view)
+        view.installEventFilter(self)
+
+    def fit(self) -> None:
+        view = self.widget()
+        if view is None:
+            return
+        need = view.minimumSizeHint().expandedTo(view.minimumSize())
+        room = self.maximumViewportSize()
+        w, h = room.width(), room.height()
+        if need.width() > w:
+            h -= self.horizontalScrollBar().sizeHint().height()
+        if need.height() > h:
+            w -= self.verticalScrollBar().sizeHint().width()
+        view.resize(max(w, need.width()), max(h, need.height()))
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
+        super().resizeEvent(event)
+        self.fit()
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt)
+        if event.type() == QEvent.Type.LayoutRequest:
+            QTimer.singleShot(0, self, self.fit)  # the view's minimum size may have changed
+        return False
+
+
+def _page(view: QWidget) -> QWidget:
+    return _Page(view)
 
 
 def app_icon() -> QIcon:

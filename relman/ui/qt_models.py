@@ -246,7 +246,7 @@ class VersionsFilterProxy(QSortFilterProxyModel):
 
 
 # -- jobs --------------------------------------------------------------------------------------
-JOB_COLUMNS = ("ID", "Kind", "Target", "Status", "Progress", "Device", "Elapsed", "Message")
+JOB_COLUMNS = ("ID", "Kind", "Target", "Status", "Progress", "Device", "Elapsed", "Executor", "Message")
 STATUS_COLORS = {"queued": "#8a94a6", "running": "#3b82c4", "succeeded": "#2e9d57", "failed": "#c4453b",
                  "cancelled": "#b07a1e"}
 
@@ -321,7 +321,8 @@ class JobsTableModel(QAbstractTableModel):
             return [
                 str(j["id"]), j["kind"], j.get("target") or job_target(j.get("params_obj", {})), j["status"],
                 f"{100 * (j['progress'] or 0):.0f}%", j.get("device_used") or j["device"],
-                elapsed_text(j["started_at"], j["finished_at"]), j.get("error") or j["message"],
+                elapsed_text(j["started_at"], j["finished_at"]), j.get("executor") or "",
+                j.get("error") or j["message"],
             ][c]
         if role == SORT_ROLE and c == self.PROGRESS_COLUMN:
             return float(j["progress"] or 0)
@@ -330,5 +331,8 @@ class JobsTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ForegroundRole and c == 3:
             return QBrush(QColor(STATUS_COLORS.get(j["status"], "#888888")))
         if role == Qt.ItemDataRole.ToolTipRole:
+            if c == 7:
+                return ("Ran on the Ray worker " + j["executor"][4:]) if (j.get("executor") or "").startswith("ray") \
+                    else "Ran as a local worker process" if j.get("executor") else "Not started yet"
             return j.get("error") or j["message"] or None
         return None

@@ -10,7 +10,7 @@ from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
+from PySide6.QtWidgets import QHeaderView, QTreeWidget, QTreeWidgetItem
 
 from relman.ui.qt_models import PHASE_COLORS
 from relman.ui.snapshot import Snapshot, VersionRow
@@ -25,6 +25,12 @@ class ModelTree(QTreeWidget):
         self.setObjectName("model-tree")
         self.setHeaderLabels(["Model / version", "Phase"])
         self.setMinimumWidth(190)
+        # the phase column always shows the whole phase ("production", not "productio"); the
+        # name column takes the rest and elides (the full name is in the tooltip)
+        header = self.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         self.brushes = {p: QBrush(QColor(c)) for p, c in PHASE_COLORS.items()}
         self.itemSelectionChanged.connect(self._on_selection)
 
@@ -39,14 +45,15 @@ class ModelTree(QTreeWidget):
         for model, rows in groups.items():
             top = QTreeWidgetItem([model, f"{len(rows)} versions"])
             top.setData(0, Qt.ItemDataRole.UserRole, ("model", model))
+            top.setToolTip(0, f"{model}: click to show its versions on the board, the lineage and Compare")
             for v in rows[-VERSIONS_PER_MODEL:]:
                 child = QTreeWidgetItem([v.version, v.phase])
                 child.setData(0, Qt.ItemDataRole.UserRole, ("version", v.id))
+                child.setToolTip(0, f"{v.ref} ({v.phase}{', ' + v.recipe_name if v.recipe_name else ''})")
                 child.setForeground(1, self.brushes.get(v.phase) or child.foreground(1))
                 top.addChild(child)
             self.addTopLevelItem(top)
             top.setExpanded(model in expanded or len(groups) <= 3)
-        self.resizeColumnToContents(0)
         self.blockSignals(False)
 
     def _on_selection(self) -> None:

@@ -46,11 +46,14 @@ class Controller:
     def actions(self) -> list[ActionSpec]:
         return []
 
-    def run_dialog(self, dialog: Any) -> dict[str, Any] | None:
+    def run_dialog(self, dialog: Any, submit: Callable[[dict[str, Any]], Any] | None = None) -> dict[str, Any] | None:
         """The dialog's values when accepted (through the window's dialog runner, which tests
-        replace), else None."""
+        replace), else None. With `submit`, OK does the work inside the dialog: an error (the
+        app layer's checks, the same as the CLI's) is shown there and the input stays."""
         from PySide6.QtWidgets import QDialog
 
+        if submit is not None:
+            dialog.submit = submit
         if self.window.dialog_runner(dialog) == QDialog.DialogCode.Accepted and dialog.result_values is not None:
             return dialog.result_values  # may be {} (a confirmation without fields)
         return None

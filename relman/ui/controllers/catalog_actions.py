@@ -72,7 +72,9 @@ class CatalogActions(Controller):
 
         def done(row: dict[str, Any]) -> None:
             r = row["result"]
-            self.info(f"Deleted {ref}: {r.get('freed_bytes', 0):,} bytes freed")
+            from relman.units import human_size
+
+            self.info(f"Deleted {ref}: {human_size(r.get('freed_bytes', 0))} freed")
             self.window.refresh(force=True)
         return self.window.job_actions.track(job, f"Delete {ref}", done)
 
@@ -126,7 +128,9 @@ class CatalogActions(Controller):
         job = queue_collect_garbage(self.catalog)
 
         def done(row: dict[str, Any]) -> None:
-            self.info(f"Garbage collected: {row['result'].get('bytes_freed', 0):,} bytes freed")
+            from relman.units import human_size
+
+            self.info(f"Garbage collected: {human_size(row['result'].get('bytes_freed', 0))} freed")
             self.window.refresh(force=True)
             disk = self.window.built_views().get("disk")
             if disk is not None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from relman.errors import RelmanError
-from relman.ui.controllers import Controller
+from relman.ui.controllers import ActionSpec, Controller
 
 FINISHED = ("succeeded", "failed", "cancelled")
 
@@ -31,6 +31,12 @@ class JobActions(Controller):
         self.runner: Any = None
         self.runner_error = ""
         self.tracked: dict[int, Tracked] = {}
+        self.focus_job: int | None = None  # the Jobs view selects and scrolls to it when it next reads the jobs
+        self.executor_text = "local worker processes"
+
+    def actions(self) -> list[ActionSpec]:
+        return [ActionSpec("executor", "Where jobs run…", "", self.action_executor,
+                           "Run this catalog's jobs as local worker processes or on a Ray cluster at an address")]
 
     # -- the runner ----------------------------------------------------------------------------
     def start_runner(self, cpu_slots: int | None) -> bool:
@@ -43,7 +49,99 @@ class JobActions(Controller):
             self.error(f"The job runner could not start: {e}")
             return False
         self.runner_error = ""
+        if self.window.catalog.get_setting("executor.ray_address"):
+            # connect after the window is up: importing ray and joining a cluster takes seconds
+            from PySide6.QtCore import QTimer
+
+            QTimer.singleShot(0, self.connect_executor)
         return True
+
+    def connect_executor(self) -> bool:
+        """Attach the catalog's Ray executor (`relman jobs executor --ray`) to the runner; a
+        failure is a message and jobs keep running as local processes."""
+        from relman.jobs.ray_executor import executor_from_settings
+
+        if self.runner is None:
+            return False
+        if self.runner.remote is not None:
+            self.runner.remote.close()
+            self.runner.remote = None
+        self.executor_text = "local worker processes"
+        try:
+            executor = executor_from_settings(self.window.catalog)
+        except RelmanError as e:
+            self.error(f"Jobs run as local processes: {e}")
+            return False
+        if executor is None:
+            return False
+        self.runner.remote = executor
+        self.executor_text = f"the Ray cluster at {executor.address}"
+        self.window.messages_log.status(f"Jobs run on {self.executor_text}", 10000)
+        return True
+
+    def action_executor(self) -> None:
+        from PySide6.QtWidgets import QCheckBox, QLineEdit
+
+        from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+        from relman.ui.qt_dialogs import SimpleFormDialog
+
+        cat = self.window.catalog
+        address = QLineEdit(cat.get_setting(SETTING_ADDRESS) or "")
+        address.setObjectName("ray-address")
+        address.setPlaceholderText("empty: local worker processes; 'local' or HOST:PORT for Ray")
+        remote = QCheckBox("Allow an address that is not on this machine (trusted lab network only)")
+        remote.setChecked(bool(cat.get_setting(SETTING_ALLOW_REMOTE, False)))
+
+        def check(values: dict[str, Any]) -> None:  # the CLI's validation ('relman jobs executor --ray')
+            if values["Run jobs on a Ray cluster at"]:
+                check_address(values["Run jobs on a Ray cluster at"], values["Remote"])
+        vals = self.run_dialog(SimpleFormDialog("Where jobs run", [("Run jobs on a Ray cluster at", address),
+                                                                   ("Remote", remote)], check, self.window))
+        if vals is not None:
+            self.set_executor(vals["Run jobs on a Ray cluster at"] or None, vals["Remote"])
+
+    def set_executor(self, address: str | None, allow_remote: bool = False) -> None:
+        """Store where this catalog's jobs run (as `relman jobs executor` does) and reconnect."""
+        from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+
+        cat = self.window.catalog
+        if address:
+            address = check_address(address, allow_remote)
+            cat.set_setting(SETTING_ADDRESS, address)
+            cat.set_setting(SETTING_ALLOW_REMOTE, bool(allow_remote))
+            cat.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)})
+        else:
+            cat.set_setting(SETTING_ADDRESS, None)
+            cat.set_setting(SETTING_ALLOW_REMOTE, False)
+            cat.log_event("executor-set", {"executor": "local"})
+        if address and self.runner is not None:
+            self.connect_executor()
+        else:
+            if self.runner is not None and self.runner.remote is not None:
+                self.runner.remote.close()
+                self.runner.remote = None
+            self.executor_text = "local worker processes"
+            self.info("Jobs run as local worker processes")
+
+    def closing_note(self) -> str:
+        """What happens to unfinished jobs when the window closes ('' when there are none)."""
+        try:
+            counts = dict(self.window.catalog.conn.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE status IN ('running', 'queued') GROUP BY status").fetchall())
+        except Exception:  # a vanished catalog: nothing to say
+            return ""
+        running, queued = counts.get("running", 0), counts.get("queued", 0)
+        parts = []
+        if running:
+            one = running == 1
+            parts.append(f"{running} running job{'' if one else 's'} keep{'s' if one else ''} running in "
+                         f"{'its' if one else 'their'} worker process{'' if one else 'es'}")
+        if queued:
+            parts.append(f"{queued} queued job{'s' if queued != 1 else ''} start{'s' if queued == 1 else ''} when "
+                         "relman is opened again (or 'relman jobs run' runs)")
+        if not parts:
+            return ""
+        return "; ".join(parts) + ". Their results are recorded in the catalog."
 
     def close_runner(self) -> None:
         if self.runner is not None:
@@ -72,8 +170,16 @@ class JobActions(Controller):
     def track(self, job_id: int, label: str, on_done: Callable[[dict[str, Any]], None] | None = None,
               version_id: int | None = None, badge: str = "") -> int:
         self.tracked[int(job_id)] = Tracked(label, on_done, version_id, badge or f"⧗ {label}…")
-        self.window.messages_log.status(f"{label}: queued (job {job_id})…")
+        self.window.messages_log.status(f"{label}: queued as job {job_id}…")
+        self.show_job(int(job_id))
         return int(job_id)
+
+    def show_job(self, job_id: int) -> None:
+        """Have the Jobs view select and scroll to `job_id` (now if it is built, else when it is)."""
+        self.focus_job = int(job_id)
+        jobs = self.window.built_views().get("jobs")
+        if jobs is not None:
+            jobs.on_jobs(self.window.catalog)
 
     def working_on(self, version_id: int) -> tuple[int, str] | None:
         """(job id, badge text) of a tracked job working on `version_id`, if any."""
@@ -103,13 +209,20 @@ class JobActions(Controller):
             except ValueError:
                 row["result"] = {}
             if t.on_done is not None and row["status"] == "succeeded":
+                before = len(self.window.messages)
                 t.on_done(row)
+                text = self.window.messages[-1][1] if len(self.window.messages) > before else f"{t.label}: done"
             elif row["status"] == "succeeded":
-                self.info(f"{t.label}: done")
+                text = f"{t.label}: done"
+                self.info(text)
             elif row["status"] == "cancelled":
-                self.info(f"{t.label}: cancelled")
+                text = f"{t.label}: cancelled"
+                self.info(text)
             else:
-                self.error(f"{t.label} failed: {row['error'] or 'see the job log'}")
+                text = f"{t.label} failed: {row['error'] or 'see the job log'}"
+                self.error(text)
+            self.window.messages_log.notify(f"relman: job {row['id']} {row['status']}", text,
+                                            error=row["status"] == "failed")
         missing = set(ids) - {r["id"] for r in rows}
         for job_id in missing:  # e.g. another catalog was opened
             self.tracked.pop(job_id, None)

@@ -25,6 +25,7 @@ class ReleaseActions(Controller):
     def __init__(self, window: Any) -> None:
         super().__init__(window)
         self._gate_cache: dict[tuple[Any, int], GateStatus] = {}
+        self._gate_tips: dict[int, str] = {}  # version id -> what the badge means (failing rules)
 
     def actions(self) -> list[ActionSpec]:
         return [
@@ -44,6 +45,7 @@ class ReleaseActions(Controller):
     def forget(self) -> None:
         """Drop cached gate badges (the catalog changed or another one was opened)."""
         self._gate_cache.clear()
+        self._gate_tips.clear()
 
     # -- gate badges -------------------------------------------------------------------------------
     def gate_status(self, v: VersionRow) -> GateStatus:
@@ -67,14 +69,27 @@ class ReleaseActions(Controller):
             failing = len(report.failing)
             if not report.allowed:
                 status = ("none", f"→ {to} not allowed by policy")
+                tip = f"The policy of {v.model} does not allow {v.phase} → {to}."
             elif report.passed:
                 status = ("pass", f"✓ gates pass → {to}")
+                tip = f"Every gate rule for {v.phase} → {to} passes:\n" + "\n".join(
+                    f"✓ {r.rule}" + (f" ({r.reason})" if r.reason else "") for r in report.rules)
             else:
                 status = ("fail", f"✗ {failing} gate{'s' if failing != 1 else ''} FAIL → {to}")
+                tip = f"Failing gate rules for {v.phase} → {to}:\n" + "\n".join(
+                    f"✗ {r.rule}: {r.reason}" for r in report.failing)
         except RelmanError as e:
             status = ("unknown", f"gates → {to}: {str(e)[:40]}")
+            tip = f"The gates → {to} could not be checked: {e}"
+        self._gate_tips[v.id] = tip + "\nSelect the card and press Promote for the full gate report."
         self._gate_cache[key] = status
         return status
+
+    def gate_tip(self, v: VersionRow) -> str:
+        """The badge's tooltip: the rules behind it (failing ones first), once checked."""
+        if v.phase == "production":
+            return f"{v.ref} is in production" + (f", serving {v.canary_share:g}% as canary" if v.canary_share else "")
+        return self._gate_tips.get(v.id, "Select the card to check its gates toward the next phase.")
 
     # -- promote / reject ------------------------------------------------------------------------------
     def action_promote(self) -> None:

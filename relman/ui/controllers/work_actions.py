@@ -37,15 +37,48 @@ class WorkActions(Controller):
     def datasets(self) -> list[str]:
         return [r[0] for r in self.catalog.conn.execute("SELECT name FROM datasets ORDER BY name")]
 
+    def datasets_for(self, versions: list[VersionRow]) -> list[str]:
+        """Datasets whose kind every selected version's task reads (the task table's data_kinds)."""
+        from relman.tasks.specs import find_task
+
+        rows = self.catalog.conn.execute("SELECT name, kind FROM datasets ORDER BY name").fetchall()
+        specs = [find_task(v.task) for v in versions]
+        return [name for name, kind in rows if all(s is None or kind in s.data_kinds for s in specs)]
+
     def suites(self) -> list[str]:
         from relman.evaluate import registry
 
         return list(registry.all_suite_names()) or list(registry.ORDER)
 
+    def suites_for(self, versions: list[VersionRow]) -> list[str]:
+        """The suites that apply to every selected version's task (the task table says which)."""
+        from relman.tasks.specs import find_task
+
+        names = self.suites()
+        for v in versions:
+            spec = find_task(v.task)
+            if spec is not None:
+                names = [n for n in names if n in spec.suites]
+        return names
+
+    def default_suites_for(self, versions: list[VersionRow], has_dataset: bool) -> list[str]:
+        from relman.evaluate.registry import default_suites
+
+        out: list[str] = []
+        for v in versions:
+            out += [s for s in default_suites(v.task, has_dataset) if s not in out]
+        return out
+
     def recipes_for(self, versions: list[VersionRow]) -> list[Any]:
+        """Recipes that can take the selected versions: their task and format (count aside;
+        the dialog opens on one that takes as many parents as are selected)."""
         from relman.compress.registry import all_recipes
 
-        return list(all_recipes())
+        fits = []
+        for r in all_recipes():
+            if all(v.format in r.input_formats and (r.tasks is None or v.task in r.tasks) for v in versions):
+                fits.append(r)
+        return fits or list(all_recipes())
 
     # -- import / dataset (jobs) ----------------------------------------------------------------------
     def action_import(self) -> None:
@@ -94,9 +127,8 @@ class WorkActions(Controller):
         recipes = self.recipes_for(versions)
         if not recipes:
             raise RelmanError("no compression recipes are registered in this build")
-        vals = self.run_dialog(CompressDialog(recipes, [v.ref for v in versions], self.window, self.datasets()))
-        if vals:
-            self.queue_compression(**vals)
+        self.run_dialog(CompressDialog(recipes, [v.ref for v in versions], self.window, self.datasets()),
+                        lambda vals: self.queue_compression(**vals))
 
     def queue_compression(self, recipe: str, params: dict[str, Any], parents: list[str], device: str = "auto",
                           dataset: str | None = None) -> int:
@@ -104,24 +136,42 @@ class WorkActions(Controller):
 
         job = queue_compression(self.catalog, parents if len(parents) > 1 else parents[0], recipe, params=params,
                                 device=device, dataset=dataset)
-        self.info(f"Queued {recipe} on {', '.join(parents)} (job {job_label(job)})")
+        self.info(f"Queued {recipe} on {', '.join(parents)} ({job_label(job)})")
+        self._track(job, f"{recipe} on {', '.join(parents)}")
         self.window.refresh(force=True)
         return job
 
+    def _track(self, job: Any, label: str) -> None:
+        """Report the end of queued work (a message, a desktop notification) and show the job."""
+        ids = job if isinstance(job, (list, tuple)) else [job]
+        for j in ids:
+            self.window.job_actions.track(int(j["id"] if isinstance(j, dict) else j), label)
+
     def action_evaluate(self) -> None:
+        versions = self.selected_or_error("evaluate it")
+        self.run_dialog(self.evaluate_dialog(versions), lambda vals: self.queue_evaluation(**vals))
+
+    def evaluate_dialog(self, versions: list[VersionRow]) -> Any:
         from relman.ui.qt_dialogs import EvaluateDialog
 
-        versions = self.selected_or_error("evaluate it")
-        vals = self.run_dialog(EvaluateDialog([v.ref for v in versions], self.datasets(), self.suites(), self.window))
-        if vals:
-            self.queue_evaluation(**vals)
+        datasets = self.datasets_for(versions)
+        offered = self.suites_for(versions)
+        models = {v.model for v in versions}
+        chosen = {v.id for v in versions}
+        others = [v.ref for v in self.window.snapshot.versions if v.model in models and v.id not in chosen]
+        return EvaluateDialog([v.ref for v in versions], datasets + ["(none)"], offered, self.window,
+                              defaults=self.default_suites_for(versions, bool(datasets)),
+                              fidelity_parents=others,
+                              not_applicable=[s for s in self.suites() if s not in offered])
 
     def queue_evaluation(self, refs: list[str], dataset: str | None, suites: list[str] | None,
-                         device: str = "auto") -> list[int]:
+                         device: str = "auto", parent: str | None = None) -> list[int]:
         from relman.app.evaluate import queue_evaluation
 
-        jobs = queue_evaluation(self.catalog, refs, dataset=dataset, suites=suites, device=device)
-        self.info(f"Queued evaluation of {', '.join(refs)}")
+        jobs = queue_evaluation(self.catalog, refs, dataset=dataset, suites=suites, device=device, parent=parent)
+        self.info(f"Queued evaluation of {', '.join(refs)} ({job_label(jobs)})")
+        for ref, j in zip(refs, jobs):
+            self._track(j, f"Evaluation of {ref}")
         self.window.refresh(force=True)
         return jobs
 
@@ -137,7 +187,8 @@ class WorkActions(Controller):
         except RelmanError as e:
             self.error(str(e))
             return []
-        self.info(f"Queued explanation of {ref}" + (f" and {against}" if against else ""))
+        self.info(f"Queued explanation of {ref}" + (f" and {against}" if against else "") + f" ({job_label(jobs)})")
+        self._track(jobs, f"Explanation of {ref}")
         return jobs
 
     def action_optimize(self) -> None:
@@ -170,26 +221,40 @@ class WorkActions(Controller):
         job = queue_optimization(self.catalog, ref, max_drop=max_drop, objective=objective, dataset=dataset,
                                  device=device)
         self.info(f"Optimization of {ref} queued ({job_label(job)})")
+        self._track(job, f"Optimization of {ref}")
         self.window.refresh(force=True)
         return job
 
     # -- bundles and cards ------------------------------------------------------------------------------
     def action_export(self) -> None:
+        from relman.ui.qt_export import ExportDialog
+        from relman.ui.qt_signing import own_keys  # the approve dialog's list of your keys
+
         v = self.selected_or_error("export it")[0]
-        path, _ = QFileDialog.getSaveFileName(self.window, "Export release bundle", f"{v.model}-{v.version}.relman",
-                                              "relman bundles (*.relman *.tar *.zip);;All files (*)")
-        if path:
-            self.export_bundle(v.ref, path)
+        own = own_keys()
+        default = str(Path.home() / f"{v.model}-{v.version}.relman")
+        self.run_dialog(ExportDialog(v.ref, default, own, self.window, create_key=self.create_key),
+                        lambda vals: self.export_bundle(vals["ref"], vals["path"], key=vals["key"]))
 
-    def export_bundle(self, ref: str, path: str) -> int:
+    def create_key(self, name: str) -> str:
+        """A new signing key pair (as `relman keys create NAME`); returns its name."""
+        from relman.app.bundles import create_key
+
+        made = create_key(name)
+        self.info(f"Created signing key {made['name']} (id {made['id']}); its public key is {made['public_key']}")
+        return made["name"]
+
+    def export_bundle(self, ref: str, path: str, key: str | None = None) -> int:
         from relman.app.background import queue_export_bundle
+        from relman.units import human_size
 
-        job = queue_export_bundle(self.catalog, ref, path)
+        job = queue_export_bundle(self.catalog, ref, path, key=key)
 
         def done(row: dict[str, Any]) -> None:
             r = row["result"]
-            self.info(f"Exported {ref} to {r.get('path', path)} ({r.get('files', '?')} files, signed with "
-                      f"key {r.get('key_name', '?')})")
+            size = f", {human_size(int(r['bytes']))}" if isinstance(r.get("bytes"), int) else ""
+            self.info(f"Exported {ref} to {r.get('path', path)}: {r.get('files', '?')} files{size}, signed with "
+                      f"key {r.get('key_name', '?')} (id {r.get('key_id', '?')})")
         return self.window.job_actions.track(job, f"Export {ref}", done)
 
     def action_import_bundle(self) -> None:
@@ -210,11 +275,30 @@ class WorkActions(Controller):
         return self.window.job_actions.track(job, f"Import bundle {Path(path).name}", done)
 
     def action_model_card(self) -> None:
+        from relman.app.release import version_of
+        from relman.release.modelcard import CARD_FIELDS, card_fields
+        from relman.ui.qt_export import CardDialog
+
         v = self.selected_or_error("write its model card")[0]
-        path, _ = QFileDialog.getSaveFileName(self.window, "Write model card", f"{v.model}-{v.version}-README.md",
-                                              "Markdown (*.md)")
+        fields = card_fields(self.catalog, version_of(self.catalog, v.ref))
+        default = str(Path.home() / f"{v.model}-{v.version}-README.md")
+        self.run_dialog(CardDialog(v.ref, fields, CARD_FIELDS, default, self.window),
+                        lambda vals: self.save_card(**vals))
+
+    def save_card(self, ref: str, fields: dict[str, str], path: str | None = None) -> dict[str, str]:
+        """Store the changed card fields (as `relman card --set`) and, with a path, write the card."""
+        from relman.app.bundles import set_card_fields
+        from relman.app.release import version_of
+        from relman.release.modelcard import card_fields
+
+        old = card_fields(self.catalog, version_of(self.catalog, ref))
+        changed = {k: v for k, v in fields.items() if v != old.get(k, "")}
+        out = set_card_fields(self.catalog, ref, changed) if changed else old
         if path:
-            self.write_model_card(v.ref, path)
+            self.write_model_card(ref, path)
+        elif changed:
+            self.info(f"Model card of {ref}: saved {', '.join(k.replace('_', ' ') for k in sorted(changed))}")
+        return out
 
     def write_model_card(self, ref: str, path: str) -> Path:
         from relman.app.bundles import write_model_card
