@@ -25,8 +25,13 @@ def test_candidates_run_from_aggressive_to_careful_and_fit_the_parent(catalog, t
     bert = import_model(catalog, tiny_bert, "bert")
     labels = [c["label"] for c in optimize.plan_candidates(bert, dataset="d", objective="latency")]
     ort = [lbl for lbl in labels if lbl.startswith("ORT")]
-    assert ort[:4] == ["ORT INT8 dynamic", "ORT INT8 static", "ORT INT8 static per-channel",
-                       "ORT INT8 static per-channel, 4 sensitive layers in float"]
+    assert ort[:2] == ["ORT INT8 dynamic per-channel, fused", "ORT INT8 dynamic per-channel, fused, smoothed"]
+    kept = [c["params"]["keep_sensitive"] for c in optimize.plan_candidates(bert, dataset="d")
+            if c["params"].get("sensitivity") == "outputs"]
+    assert kept == [1, 2, 4]  # the fewest layers in float first: the search stops at the first that meets
+    assert ort.index("ORT INT8 dynamic per-channel") < ort.index("ORT INT8 dynamic") < ort.index("ORT INT8 static")
+    assert ort[-4:-1] == ["ORT INT8 static", "ORT INT8 static per-channel",
+                          "ORT INT8 static per-channel, 4 sensitive layers in float"]
     static = [c for c in optimize.plan_candidates(bert, dataset="d") if c["params"].get("mode") == "static"]
     assert all(c["params"]["dataset"] == "d" for c in static)  # calibrated on the search's dataset
     assert not any("INT4" in lbl for lbl in labels)  # a classifier has no 4-bit LM recipe
