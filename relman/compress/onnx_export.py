@@ -155,6 +155,71 @@ def save_onnx(model: Any, folder: Path) -> list[str]:
     return [ONNX_FILE, ONNX_DATA] if external else [ONNX_FILE]
 
 
+def move_onnx(src: Path, folder: Path) -> list[str]:
+    """Store the ONNX model at `src` (with any external data files next to it, e.g. the one
+    file per tensor the TorchScript exporter writes past 2 GB) as folder/model.onnx, plus
+    model.onnx.data when it has external data: tensors are copied one at a time into the one
+    data file and only the weightless graph is parsed, so memory stays at one tensor whatever
+    the model's size. Temp names first; nothing half-written is left on failure."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = onnx.load(str(src), load_external_data=False)
+    tensors = [t for t in _all_tensors(graph) if uses_external_data(t)]
+    if not tensors:
+        tmp = folder / (ONNX_FILE + ".partial")
+        try:
+            shutil.copyfile(src, tmp)
+            tmp.replace(folder / ONNX_FILE)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return [ONNX_FILE]
+    tmp_model, tmp_data = folder / (ONNX_FILE + ".partial"), folder / (ONNX_DATA + ".partial")
+    try:
+        with open(tmp_data, "wb") as out:
+            for t in tensors:
+                info = ExternalDataInfo(t)
+                path = (src.parent / info.location).resolve()
+                if src.parent.resolve() not in path.parents:
+                    raise RecipeError(f"external data of tensor {t.name} points outside the export folder")
+                offset = out.tell()
+                pad = (-offset) % 4096  # aligned, as onnx's own writer does, so it can be memory-mapped
+                out.write(b"\0" * pad)
+                offset += pad
+                with open(path, "rb") as f:
+                    f.seek(info.offset or 0)
+                    left = info.length if info.length is not None else path.stat().st_size - (info.offset or 0)
+                    written = 0
+                    while left > 0:
+                        chunk = f.read(min(left, 64 << 20))
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        written += len(chunk)
+                        left -= len(chunk)
+                del t.external_data[:]
+                for k, v in (("location", ONNX_DATA), ("offset", str(offset)), ("length", str(written))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = k, v
+        onnx.save_model(graph, str(tmp_model))
+        tmp_data.replace(folder / ONNX_DATA)
+        tmp_model.replace(folder / ONNX_FILE)
+    except BaseException:
+        tmp_model.unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
+        raise
+    return [ONNX_FILE, ONNX_DATA]
+
+
+def _all_tensors(model: Any) -> list[Any]:
+    """Initializers of the main graph and of subgraphs, and tensor attributes (Constant nodes)."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    return list(_get_all_tensors(model))
+
+
 def onnx_weight_stats(path: Path) -> tuple[int, int, str | None]:
     """(parameters, bytes of weights, main dtype) of the initializers of an ONNX model."""
     import onnx
@@ -235,15 +300,18 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
                               dynamic_axes={**axes, output: out_axes}, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
         wrapped.eval()
-        import onnx
+        # the references are computed: drop PyTorch's copy of the weights before ONNX Runtime
+        # loads its own, so a large model is never held twice here
+        del wrapped, model
+        import gc
 
-        proto = onnx.load(str(tmp))
+        gc.collect()
         outs = run_onnx(tmp, checks, output)
         diff = max(output_diff(o, r, f, task) for o, r, f in zip(outs, refs, checks))
         if not np.isfinite(diff) or diff > tolerance:
             raise RecipeError(f"ONNX export of {src.name} differs from PyTorch by {diff:.3g} (max abs) on test "
                               f"inputs, over the tolerance {tolerance:g}; nothing stored")
-        save_onnx(proto, dest)
+        move_onnx(tmp, dest)
     except RecipeError:
         raise
     except Exception as e:
