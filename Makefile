@@ -1,5 +1,6 @@
 # One entry point for newcomers and CI. `make demo` runs the app on a demo catalog,
-# `make test` runs the whole test suite; both set up .venv from the repository alone.
+# `make test` runs the whole test suite, `make test-fast` its quick tier; both set up .venv from the
+# repository alone.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -34,8 +35,10 @@ demo: $(STAMP) system-deps
 test: $(STAMP) system-deps
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The edit loop: unit tests that start no worker and load no model library (under a minute);
+# tests/conftest.py marks them `fast` and fails one that starts a worker or loads torch.
 test-fast: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" -x -q $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m fast -q $(PYTEST_ARGS)
 
 # Benchmarks are long and CPU-heavy; each prints its figures (see benchmarks/README.md).
 bench: $(STAMP)

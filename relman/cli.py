@@ -1,20 +1,21 @@
 """The `relman` command line: the same operations as the GUI, without Qt.
 
-The root group holds what every command shares (`--catalog`, error reporting, JSON output);
-the commands themselves live in `relman/commands/<area>.py`, one module per area, each
-exporting `COMMANDS`. Start-up imports neither Qt nor torch: commands import heavy modules
-inside their bodies, and only when they need them.
+The root group holds `--catalog` and error reporting; the commands themselves live in
+`relman/commands/<area>_cmds.py`, one module per area, each exporting `COMMANDS`, and share
+`relman.commands._shared` (state, JSON output, tables), never this module. Start-up imports
+neither Qt nor torch: commands import heavy modules inside their bodies, and only when they
+need them (the `startup-imports-nothing-heavy` contract in pyproject.toml checks it).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
 from relman import __version__
+from relman.commands._shared import AppState
 from relman.errors import RelmanError
 
 
@@ -27,36 +28,6 @@ class RelmanGroup(click.Group):
         except RelmanError as e:
             click.echo(f"error: {e}", err=True)
             ctx.exit(e.exit_code)
-
-
-class AppState:
-    """Per-invocation state: where the catalog is, opened on first use."""
-
-    def __init__(self, catalog_path: str | None) -> None:
-        self.catalog_path = catalog_path
-        self._catalog = None
-
-    def catalog(self, create: bool = True):  # -> Catalog (import kept lazy for start-up)
-        if self._catalog is None:
-            from relman.catalog import open_catalog
-
-            self._catalog = open_catalog(self.catalog_path, create=create)
-        return self._catalog
-
-
-pass_state = click.make_pass_decorator(AppState)
-
-
-def emit_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str, sort_keys=True))
-
-
-def table(rows: list[list[Any]], headers: list[str]) -> str:
-    """A plain fixed-width table (no extra dependency)."""
-    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
 @click.group(cls=RelmanGroup, invoke_without_command=True,

@@ -19,6 +19,74 @@ os.environ.pop("RELMAN_CATALOG", None)
 
 REPO = Path(__file__).resolve().parent.parent
 
+# -- the fast tier (`make test-fast`, `pytest -m fast`) -------------------------------------------
+# A test is "fast" unless it is marked slow / heavy / gpu, lives in one of HEAVY_FILES (files
+# about workers and models as a whole), or uses a fixture that builds a model or starts workers.
+# When the fast tier runs on its own (`-m fast`), a fast test that starts a worker process or
+# imports torch, transformers or onnxruntime fails, saying to mark it `heavy`; the full suite
+# applies no such guard (its order would decide whether torch is already loaded).
+HEAVY_FIXTURES = {"make_runner", "tiny_dir", "tiny_bert", "tiny_bert_encoder", "tiny_vit", "tiny_gpt2"}
+HEAVY_FILES = {
+    "test_compress_distill.py", "test_compress_finetune.py", "test_compress_finetune_job.py",
+    "test_compress_job.py", "test_compress_lowrank.py", "test_compress_merge.py", "test_compress_prune.py",
+    "test_compress_prune_structured.py", "test_compress_quant.py", "test_gui_cmds.py", "test_jobs_gpu.py",
+    "test_jobs_runner.py", "test_optimize.py", "test_packaging.py", "test_release_concurrency.py",
+    "test_tasks.py", "test_ui_jobs.py", "test_jobs_ray.py", "test_jobs_ray_cluster.py",
+}
+MODEL_LIBRARIES = ("torch", "transformers", "onnxruntime", "ray")
+HEAVY_HINT = "mark it @pytest.mark.heavy (it then runs in `make test`, not in `make test-fast`)"
+
+
+def _fast_tier(config: pytest.Config) -> bool:
+    return (config.getoption("markexpr", "") or "").strip() == "fast"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """In the fast tier, heavy files are not even imported (several import torch at the top)."""
+    if _fast_tier(config) and collection_path.name in HEAVY_FILES:
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(m) for m in ("slow", "heavy", "gpu")):
+            continue
+        if item.path.name in HEAVY_FILES or HEAVY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        item.add_marker(pytest.mark.fast)
+
+
+class _NoModelLibraries:
+    """A meta-path finder that refuses the model libraries (only while a fast test runs)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in MODEL_LIBRARIES:
+            raise ImportError(f"a fast test imported {name}: {HEAVY_HINT}")
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_stay_fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    if not _fast_tier(request.config) or request.node.get_closest_marker("fast") is None:
+        yield
+        return
+    from relman.jobs import launch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a fast test started a worker process: {HEAVY_HINT}")
+
+    monkeypatch.setattr(launch, "start_worker", refuse)
+    blocker = None
+    if not any(m in sys.modules for m in MODEL_LIBRARIES):
+        blocker = _NoModelLibraries()
+        sys.meta_path.insert(0, blocker)
+    try:
+        yield
+    finally:
+        if blocker is not None:
+            sys.meta_path.remove(blocker)
+
 
 @pytest.fixture
 def catalog_path(tmp_path: Path) -> Path:

@@ -290,6 +290,7 @@ def test_export_hf_folder_loads_with_transformers(source, tmp_path, run_cli):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.heavy  # onnx + onnxruntime
 def test_export_onnx_folder_loads_with_onnxruntime(catalog, tmp_path, run_cli):
     import numpy as np
     import onnx

@@ -215,6 +215,7 @@ def test_materialized_files_cannot_change_the_store(catalog, tmp_path: Path) -> 
     assert catalog.verify_store() == []
 
 
+@pytest.mark.heavy  # starts worker processes
 def test_a_relative_catalog_path_reaches_worker_processes(tmp_path: Path) -> None:
     """`relman --catalog demo-catalog …` from any folder: workers run elsewhere, so the path
     they get must be absolute."""

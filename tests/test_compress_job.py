@@ -15,7 +15,7 @@ from relman.app.models import import_model
 from relman.errors import DuplicateVersion, NotFound, RecipeError
 from relman.jobs import queue
 from relman.jobs.queue import get_job
-from relman.jobs.testing import drive_until, job_status
+from relman.jobs.testing import HoldPoint, drive_until, job_status
 
 
 def jobs_count(catalog) -> int:
@@ -62,13 +62,16 @@ def test_compress_job_stores_the_child_and_queues_its_evaluation(catalog, make_r
 
 
 @pytest.mark.parametrize("ending", ["kill -9", "cancel"])
-def test_a_killed_or_cancelled_compression_leaves_no_version_and_no_blob(catalog, make_runner, tiny_bert, ending):
+def test_a_killed_or_cancelled_compression_leaves_no_version_and_no_blob(catalog, make_runner, tiny_bert, ending,
+                                                                         monkeypatch, tmp_path):
+    """The job is held just before its commit (the test's hold point, not a race with a fast
+    machine), then killed or cancelled there."""
+    hold = HoldPoint(monkeypatch, "compress.before-commit", tmp_path)
     parent = import_model(catalog, tiny_bert, "bert")
     shas = set(catalog.store.all_shas())
     job_id = queue_compression(catalog, "bert@1.0.0", "ort-int8", {"mode": "static"}, device="cpu")
     r = make_runner(grace_s=2.0, kill_after_s=1.0)
-    drive_until(r, lambda: get_job(catalog, job_id)["message"].startswith(("exporting", "optimising", "quantising")),
-                120, "the recipe to be under way")
+    drive_until(r, lambda: hold.reached(catalog, job_id), 120, "the recipe's output, held before the commit")
     assert any(queue.workdir_for(catalog, job_id).iterdir())  # parents laid out, work in progress
     if ending == "kill -9":
         os.kill(get_job(catalog, job_id)["pid"], signal.SIGKILL)

@@ -12,6 +12,8 @@ import pytest
 
 from relman.errors import EvaluationError, JobCancelled
 
+from import_probe import heavy_loaded_by
+
 FAST_LATENCY = {"warmup": 3, "min_samples": 30, "time_budget_s": 5}
 
 
@@ -425,17 +427,6 @@ def test_queueing_refuses_data_that_cannot_serve_the_suites(catalog, tiny_bert, 
     assert catalog.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 0
 
 
-def test_registry_task_data_kinds_match_the_adapters():
-    import importlib
-
-    from relman.evaluate.registry import TASK_DATA_KINDS
-    from relman.tasks import RUNNERS
-
-    for task, target in RUNNERS.items():
-        module, _, cls = target.partition(":")
-        assert set(getattr(importlib.import_module(module), cls).kinds) == set(TASK_DATA_KINDS[task]), task
-
-
 def test_cli_evaluate_runs_in_a_worker_and_show_prints_metrics(catalog, run_cli, tiny_bert):
     from relman.app.datasets import register_demo_sentiment
     from relman.app.models import import_model
@@ -459,11 +450,5 @@ def test_cli_evaluate_runs_in_a_worker_and_show_prints_metrics(catalog, run_cli,
 
 
 def test_registry_and_cli_modules_stay_light():
-    import subprocess
-    import sys
-
-    code = ("import sys, relman.cli, relman.evaluate.registry, relman.app.evaluate, relman.commands.evaluate_cmds, "
-            "relman.evaluate.job; bad=[m for m in ('torch','transformers','onnxruntime','sklearn') "
-            "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert heavy_loaded_by("relman.cli", "relman.evaluate.registry", "relman.app.evaluate", "relman.commands.evaluate_cmds",
+                           "relman.evaluate.job", also=("sklearn",)) == []

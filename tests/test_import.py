@@ -18,6 +18,7 @@ from relman.app.models import import_model
 from relman.errors import ModelImportError, UnsafeModelError
 
 from conftest import RELMAN, relman_subprocess_env
+from import_probe import heavy_loaded_by
 
 
 def _state(cat) -> tuple:
@@ -56,6 +57,7 @@ def test_import_single_safetensors(catalog, tiny_bert: Path) -> None:
     assert [a["path"] for a in catalog.artifacts(v.id)] == ["model.safetensors"]
 
 
+@pytest.mark.heavy  # loads torch
 def test_import_torch_state_dict(catalog, tmp_path: Path) -> None:
     import torch
 
@@ -167,6 +169,7 @@ def _evil_pickle(path: Path, marker: Path) -> None:
     torch.save({"weight": torch.zeros(2), "payload": Evil()}, path)
 
 
+@pytest.mark.heavy  # loads torch
 def test_pickle_that_would_run_code_is_refused(catalog, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     _evil_pickle(tmp_path / "evil.bin", marker)
@@ -309,13 +312,10 @@ def test_every_command_has_help() -> None:
 
 
 def test_cli_startup_imports_neither_qt_nor_torch() -> None:
-    code = ("import sys, relman.cli, relman.catalog; heavy = [m for m in ('torch', 'transformers', 'onnxruntime', "
-            "'onnx', 'PySide6', 'pyqtgraph', 'sklearn') if m in sys.modules]; print(','.join(heavy))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env=relman_subprocess_env())
-    assert r.stdout.strip() == ""
+    assert heavy_loaded_by("relman.cli", "relman.catalog", also=("sklearn",)) == []
 
 
+@pytest.mark.heavy  # loads torch
 def test_full_disk_gives_a_clear_error_and_leaves_the_catalog_intact(tmp_path: Path) -> None:
     """An import that runs out of space mid-copy: one-line error, no row, no blob, no temp file.
     The catalog sits on a 1 MiB tmpfs mounted in a private mount namespace (root only)."""

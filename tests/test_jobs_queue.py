@@ -15,6 +15,8 @@ from relman.jobs.devices import Devices, choose_device
 from relman.jobs.queue import enqueue, get_job
 from relman.jobs.wait import wait_for_jobs, wait_or_raise
 
+from import_probe import heavy_loaded_by
+
 
 def event_kinds(catalog) -> list[str]:
     return [e["kind"] for e in catalog.events()]
@@ -89,6 +91,7 @@ def test_spawned_jobs_follow_parents_transitively(catalog):
 
 # -- waiting (drives a real runner inline) ------------------------------------------------------
 
+@pytest.mark.heavy  # starts worker processes
 def test_wait_follows_the_jobs_a_job_queues(catalog):
     parent = queue_job(catalog, "spawn", {"children": [{"kind": "noop"}, {"kind": "sleep", "params": {"seconds": 0.2}}]},
                        device="cpu")
@@ -99,6 +102,7 @@ def test_wait_follows_the_jobs_a_job_queues(catalog):
     assert {r["parent_job_id"] for r in rows[1:]} == {parent}
 
 
+@pytest.mark.heavy  # starts worker processes
 def test_wait_or_raise_names_the_failed_job(catalog):
     job_id = queue_job(catalog, "fail", device="cpu")
     with pytest.raises(JobError) as e:
@@ -109,8 +113,9 @@ def test_wait_or_raise_names_the_failed_job(catalog):
     assert job_log_tail(catalog, job_id, 1).startswith("relman worker: job")
 
 
+@pytest.mark.heavy  # starts worker processes
 def test_wait_times_out_with_a_clear_error(catalog):
-    job_id = queue_job(catalog, "sleep", {"seconds": 3, "steps": 30}, device="cpu")
+    job_id = queue_job(catalog, "sleep", {"seconds": 120, "steps": 1200}, device="cpu")  # outlives any pause here
     with pytest.raises(JobError, match=f"timed out after 0 s waiting for job\\(s\\) {job_id}; they keep running"):
         wait_for_jobs(catalog, [job_id], progress=False, timeout=0.3)
     cancel_job(catalog, job_id)
@@ -120,6 +125,7 @@ def test_wait_times_out_with_a_clear_error(catalog):
 
 # -- CLI --------------------------------------------------------------------------------------
 
+@pytest.mark.heavy  # starts worker processes
 def test_cli_queue_wait_list_show(run_cli, catalog_path):
     r = run_cli("queue", "sleep", "--param", "seconds=0.2", "-p", "steps=2", "--device", "cpu", "--wait", "--json")
     assert r.exit_code == 0, r.output
@@ -137,6 +143,7 @@ def test_cli_queue_wait_list_show(run_cli, catalog_path):
     assert json.loads(r.stdout) == []
 
 
+@pytest.mark.heavy  # starts worker processes
 def test_cli_failures_and_cancel_retry(run_cli):
     r = run_cli("queue", "fail", "--device", "cpu", "--wait")
     assert r.exit_code == 1
@@ -167,6 +174,7 @@ def test_hidden_commands_have_help_and_stay_hidden(run_cli):
         assert r.exit_code == 0 and len(r.output) > 80
 
 
+@pytest.mark.heavy  # starts worker processes
 def test_a_worker_refuses_a_job_it_may_not_run(catalog, catalog_path):
     """Started by hand on a finished job, the worker changes nothing and says why."""
     job_id = enqueue(catalog, "noop", device="cpu")
@@ -177,6 +185,7 @@ def test_a_worker_refuses_a_job_it_may_not_run(catalog, catalog_path):
     assert get_job(catalog, job_id)["status"] == "cancelled"
 
 
+@pytest.mark.heavy  # starts worker processes
 def test_a_worker_started_by_hand_on_a_queued_job_claims_and_runs_it(catalog, catalog_path):
     job_id = enqueue(catalog, "noop", device="cpu")
     out = subprocess.run(launch.worker_command(catalog_path, job_id), capture_output=True, text=True,
@@ -233,12 +242,8 @@ def test_cpu_slots_from_the_environment(monkeypatch, catalog):
 
 
 def test_queueing_and_running_import_neither_torch_nor_qt():
-    code = ("import sys, relman.cli, relman.app.jobs, relman.jobs.runner, relman.jobs.wait, relman.jobs.queue, "
-            "relman.jobs.devices, relman.jobs.launch;"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'PySide6', 'transformers', 'onnxruntime')];"
-            "print(bad)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=launch.child_env(), timeout=60)
-    assert out.stdout.strip() == "[]", out.stderr
+    assert heavy_loaded_by("relman.cli", "relman.app.jobs", "relman.jobs.runner", "relman.jobs.wait", "relman.jobs.queue",
+                           "relman.jobs.devices", "relman.jobs.launch") == []
 
 
 def test_jobs_queued_from_inside_a_worker_record_it_as_their_parent(catalog, monkeypatch):

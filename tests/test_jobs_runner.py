@@ -68,7 +68,12 @@ def test_with_one_slot_jobs_run_in_queue_order(catalog, make_runner):
 
 @pytest.mark.parametrize("mode", ["cooperative", "sigterm", "sigkill"])
 def test_cancel_ends_the_job_and_leaves_no_child_processes(catalog, make_runner, mode):
-    grace, kill_after = (5.0, 1.0) if mode == "cooperative" else (0.5, 0.5)  # 5 s: the default grace
+    """Each mode ends the job by its own path, told apart by the recorded message, not by how
+    long it took: the other paths are set far enough away (60 s) that a slow machine cannot
+    reach them first (a cooperative stop is never overtaken by SIGTERM, a SIGTERM'd worker's
+    cleanup never by SIGKILL)."""
+    far = 60.0
+    grace, kill_after = {"cooperative": (far, far), "sigterm": (0.5, far), "sigkill": (0.5, 0.5)}[mode]
     runner = make_runner(grace_s=grace, kill_after_s=kill_after)
     params = {"seconds": 30, "steps": 300, "spawn_child": True,
               "ignore_cancel": mode != "cooperative", "ignore_sigterm": mode == "sigkill"}
@@ -80,18 +85,16 @@ def test_cancel_ends_the_job_and_leaves_no_child_processes(catalog, make_runner,
                          if "started child process" in line))
     assert pid_alive(worker_pid) and pid_alive(child_pid)
 
-    t0 = datetime.now().timestamp()
     assert queue.request_cancel(catalog, job_id) == "running"
-    drive_until(runner, finished(catalog, job_id), 30, "the cancelled job to end")
-    took = datetime.now().timestamp() - t0
+    drive_until(runner, finished(catalog, job_id), 50, "the cancelled job to end")
     job = get_job(catalog, job_id)
     assert job["status"] == "cancelled", job
-    limit = grace if mode == "cooperative" else grace + kill_after + 3.0  # + the worker's own exit
-    assert took < limit, f"cancel took {took:.1f} s (limit {limit} s)"
-    wait_until(lambda: not pid_alive(child_pid) and not pid_alive(worker_pid), 5, "worker and child to be gone")
+    wait_until(lambda: not pid_alive(child_pid) and not pid_alive(worker_pid), 30, "worker and child to be gone")
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"]
                 and str(catalog.root) in " ".join(p.info["cmdline"])]
     assert_catalog_clean(catalog, job_id)
+    if mode == "cooperative":
+        assert job["message"] == "cancelled by user"
     if mode == "sigterm":
         assert job["message"] == "cancelled (terminated after the grace period)"
     if mode == "sigkill":
@@ -149,11 +152,12 @@ def test_kill_9_of_a_worker_fails_the_job_cleanly(catalog, make_runner, tmp_path
 
 
 def test_a_worker_that_stops_heartbeating_is_killed_and_failed(catalog, make_runner):
-    runner = make_runner(heartbeat_stale_s=1.5)
-    job_id = enqueue(catalog, "sleep", {"seconds": 20, "steps": 20}, device="cpu")
+    runner = make_runner()  # the default staleness while the worker starts (slow on a busy machine)
+    job_id = enqueue(catalog, "sleep", {"seconds": 60, "steps": 60}, device="cpu")
     drive_until(runner, lambda: get_job(catalog, job_id)["message"].startswith("step"), 30, "the job to run")
     pid = get_job(catalog, job_id)["pid"]
     os.kill(pid, signal.SIGSTOP)  # a hung worker: alive, silent
+    runner.heartbeat_stale_s = 1.5  # only now: a live worker is never mistaken for a hung one
     drive_until(runner, finished(catalog, job_id), 30, "the hung job to be failed")
     job = get_job(catalog, job_id)
     assert job["status"] == "failed" and "killed by signal 9" in job["error"], job["error"]
@@ -275,7 +279,9 @@ def test_tick_stays_quick_while_another_process_holds_the_write_lock(catalog, ca
     try:
         t0 = time.monotonic()
         assert runner.tick()["started"] == []
-        assert time.monotonic() - t0 < 3.0
+        # gave up after the runner's ~1 s busy timeout, not the catalog's own 60 s one (the
+        # bound is generous: a loaded machine must not fail it)
+        assert time.monotonic() - t0 < 30.0
         assert job_status(catalog, job_id) == "queued"
     finally:
         catalog.conn.execute("ROLLBACK")

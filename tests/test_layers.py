@@ -1,65 +1,93 @@
-"""Layering, checked in fresh interpreters: what start-up imports.
+"""Layering: the import-linter contracts in pyproject.toml, plus what start-up really loads.
 
-- `relman.catalog` and `relman.cli` (the CLI's start-up import) pull in neither torch,
-  transformers, onnxruntime nor Qt;
-- every other package below the UI imports no Qt (scanned: no module under relman/ outside
-  relman/ui mentions PySide6 or pyqtgraph in an import);
-- the GUI's start-up module, and the main window built on a real catalog, import no torch,
-  transformers or onnxruntime.
+- `lint-imports` keeps every contract (layers, Qt only in relman/ui, nothing heavy imported at
+  start-up); a broken contract fails this test with import-linter's report;
+- each `relman/commands/*_cmds.py` imports on its own in a fresh interpreter (no cycle through
+  relman.cli);
+- fresh interpreters (tests/import_probe.py) confirm that `relman.catalog`, `relman.cli`, the
+  GUI's start-up module, and the main window built on a real catalog load neither torch,
+  transformers nor onnxruntime (nor Qt, for the CLI).
 """
 
 from __future__ import annotations
 
-import ast
-import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-HEAVY = ("torch", "transformers", "onnxruntime", "onnx")
-QT = ("PySide6", "pyqtgraph")
+from import_probe import HEAVY, REPO, heavy_loaded_by, loaded_after
 
 
-def loaded_after(code: str, env_extra: dict[str, str] | None = None) -> set[str]:
-    import os
-
+def lint_imports(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    if exe is None:
+        pytest.fail("lint-imports is not installed (pip install -r requirements-dev.txt)")
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(env_extra or {})
-    probe = code + "\nimport sys, json\nprint('MODULES=' + json.dumps(sorted(sys.modules)))\n"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("MODULES="))
-    return {m.split(".")[0] for m in json.loads(line[len("MODULES="):])}
+    env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(REPO), env.get("PYTHONPATH", "")])
+    return subprocess.run([exe, "--no-cache", *args], capture_output=True, text=True, cwd=str(cwd), env=env,
+                          timeout=300)
 
 
-@pytest.mark.parametrize("stmt", ["import relman.catalog", "import relman.cli"])
-def test_core_and_cli_start_up_import_nothing_heavy_and_no_qt(stmt):
-    top = loaded_after(stmt)
-    assert not top & set(HEAVY), f"{stmt} imported {sorted(top & set(HEAVY))}"
-    assert not top & set(QT), f"{stmt} imported {sorted(top & set(QT))}"
+def test_import_contracts_are_kept():
+    out = lint_imports()
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+    for name in ("layers: imports point downwards only", "Qt (PySide6, shiboken6, pyqtgraph) only in relman.ui",
+                 "start-up modules import no heavy library"):
+        assert name in out.stdout.replace("\n", " "), f"contract '{name}' was not checked"
 
 
-def test_only_relman_ui_imports_qt():
-    offenders = []
-    for path in (REPO / "relman").rglob("*.py"):
-        if (REPO / "relman" / "ui") in path.parents:
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-            if any(n.split(".")[0] in QT for n in names):
-                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
-    assert not offenders, offenders
+def test_the_import_time_contract_follows_module_level_imports_only(tmp_path):
+    """The custom contract type on a planted package: a module-level chain to the forbidden
+    module is reported with its lines; the same import inside a function, or under
+    TYPE_CHECKING, is not."""
+    pkg = tmp_path / "plant"
+    pkg.mkdir()
+    files = {
+        "__init__.py": "",
+        "heavy.py": "",
+        "mid.py": "import plant.heavy\n",
+        "chained.py": "from plant import mid\n",
+        "lazy.py": "def f():\n    import plant.heavy\n",
+        "typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import plant.heavy\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text, encoding="utf-8")
+    (tmp_path / "contracts.toml").write_text(
+        '[tool.importlinter]\nroot_package = "plant"\nexclude_type_checking_imports = true\n'
+        'contract_types = ["import_time_forbidden: devtools.import_contracts.ImportTimeForbiddenContract"]\n'
+        '[[tool.importlinter.contracts]]\nname = "planted"\ntype = "import_time_forbidden"\n'
+        'source_modules = ["plant.chained", "plant.lazy", "plant.typed"]\nforbidden_modules = ["plant.heavy"]\n',
+        encoding="utf-8")
+    out = lint_imports("--config", str(tmp_path / "contracts.toml"), cwd=tmp_path)
+    assert out.returncode == 1, out.stdout
+    report = out.stdout
+    assert "importing plant.chained imports plant.heavy" in report
+    assert "plant.chained -> plant.mid (l.1)" in report and "plant.mid -> plant.heavy (l.1)" in report
+    assert "plant.lazy" not in report and "plant.typed" not in report
+
+
+def command_modules() -> list[str]:
+    return sorted(p.stem for p in (REPO / "relman" / "commands").glob("*_cmds.py"))
+
+
+@pytest.mark.parametrize("module", command_modules())
+def test_each_command_module_imports_on_its_own(module):
+    top = loaded_after(f"import relman.commands.{module} as m\nassert m.COMMANDS, 'no COMMANDS'")
+    assert "relman" in top
+
+
+@pytest.mark.parametrize("module", ["relman.catalog", "relman.cli"])
+def test_core_and_cli_start_up_import_nothing_heavy_and_no_qt(module):
+    assert heavy_loaded_by(module) == []
 
 
 def test_gui_start_up_module_imports_no_heavy_library():
-    top = loaded_after("import relman.ui.app, relman.ui.qt_main")
-    assert not top & set(HEAVY), sorted(top & set(HEAVY))
+    assert heavy_loaded_by("relman.ui.app", "relman.ui.qt_main", qt=False) == []
 
 
 def test_main_window_on_a_real_catalog_imports_no_heavy_library(tmp_path, tiny_vit):

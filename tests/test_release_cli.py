@@ -6,6 +6,8 @@ import json
 
 import click
 
+from import_probe import heavy_loaded_by
+
 
 def all_commands():
     from relman.commands.release_cmds import COMMANDS
@@ -89,15 +91,8 @@ def test_card_file_audit_show_and_clear_errors(catalog, tiny_bert, tmp_path, run
 
 def test_release_modules_stay_light():
     """The release layer is imported at CLI/GUI start-up: no torch, transformers, onnxruntime or Qt."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    code = ("import sys, relman.cli, relman.app.release, relman.app.bundles, relman.release.bundle, "
-            "relman.release.gates, relman.release.workflow, relman.release.modelcard, relman.release.audit, "
-            "relman.release.keys, relman.release.channels, relman.release.policy, relman.release.approvals; "
-            "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'onnx', 'PySide6', 'sklearn') "
-            "if m in sys.modules))")
-    repo = Path(__file__).resolve().parent.parent
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True)
-    assert out.stdout.strip() == "[]"
+    assert heavy_loaded_by("relman.cli", "relman.app.release", "relman.app.bundles", "relman.release.bundle",
+                           "relman.release.gates", "relman.release.workflow", "relman.release.modelcard",
+                           "relman.release.audit", "relman.release.keys", "relman.release.channels",
+                           "relman.release.policy", "relman.release.rules", "relman.release.approvals",
+                           also=("sklearn",)) == []

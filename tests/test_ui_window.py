@@ -128,7 +128,7 @@ def test_import_of_a_bad_path_shows_the_error_and_adds_nothing(window, qtbot, tm
     assert window.open_boxes, "the error is shown in a message box"
 
 
-def test_dialog_validation_keeps_dialog_open_with_the_reason():
+def test_dialog_validation_keeps_dialog_open_with_the_reason(qtbot):  # qtbot: a QApplication even when run alone
     from relman.ui.qt_dialogs import ImportDialog
 
     d = ImportDialog(["m"])

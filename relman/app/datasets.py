@@ -61,6 +61,7 @@ def register_dataset(
     `source` is recorded instead of the path (e.g. 'demo:digits').
     Returns the dataset as `describe_dataset` does."""
     from relman.data.mapping import ColumnMapping
+    from relman.data.formats import get_reader
     from relman.data.readers import file_entries, guess_format, normalise, read_entries
 
     _check_name(name)
@@ -76,7 +77,7 @@ def register_dataset(
         y_key=y_key, image_col=image_col, image_size=image_size, chunk_chars=chunk_chars, delimiter=delimiter,
         val_fraction=float(val_fraction), test_fraction=float(test_fraction), seed=int(seed)), path)
     entries = file_entries(path, fmt)
-    where = str(path) if fmt == "images" else path.name
+    where = str(path) if get_reader(fmt).folder else path.name
     ds = read_entries(entries, mapping, name=name, labels=labels, where=where)  # every check, nothing written
     if model_labels is not None:
         from relman.data.labels import check_labels

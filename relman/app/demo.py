@@ -135,8 +135,10 @@ def _step(catalog: Catalog, ref: str, to_phase: str) -> str:
 
 def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool = True) -> Iterator[str]:
     from relman.app.datasets import register_demo_digits
+    from relman.app.compress import queue_compression
+    from relman.app.evaluate import queue_evaluation
     from relman.app.models import import_model
-    from relman.ui import backends
+    from relman.compress.registry import all_recipes
 
     if not catalog.query("SELECT 1 FROM datasets WHERE name = ?", [DEMO_DATASET]):
         d = register_demo_digits(catalog, DEMO_DATASET)
@@ -161,47 +163,31 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
     yield f"imported {base.ref} ({base.params:,} params)"
 
     if run_jobs:
-        queue_eval, why_eval = backends.lookup("queue_evaluation")
-        queue_compress, why_compress = backends.lookup("queue_compression")
-        if queue_eval is not None:
-            ids = queue_eval(catalog, [base.ref], dataset=DEMO_DATASET)
-            yield f"queued evaluation of {base.ref} (jobs {ids})"
-        else:
-            yield f"evaluation skipped: {why_eval}"
-        if queue_compress is not None:
-            from relman.compress.registry import all_recipes
+        ids = queue_evaluation(catalog, [base.ref], dataset=DEMO_DATASET)
+        yield f"queued evaluation of {base.ref} (jobs {ids})"
+        known = {r.name for r in all_recipes()}
+        for name, params in DEMO_RECIPES:
+            if name not in known:
+                continue
+            try:
+                job = queue_compression(catalog, base.ref, name, params=params, dataset=DEMO_DATASET)
+                yield f"queued {name} on {base.ref} ({job})"
+            except Exception as e:
+                yield f"{name}: not queued ({e})"
+        yield "running jobs (worker processes)…"
+        yield from _drive_jobs(catalog)
 
-            known = {r.name for r in all_recipes()}
-            for name, params in DEMO_RECIPES:
-                if name not in known:
-                    continue
-                try:
-                    job = queue_compress(catalog, base.ref, name, params=params, dataset=DEMO_DATASET)
-                    yield f"queued {name} on {base.ref} ({job})"
-                except Exception as e:
-                    yield f"{name}: not queued ({e})"
-        else:
-            yield f"compression skipped: {why_compress}"
-        if backends.available("runner"):
-            yield "running jobs (worker processes)…"
-            yield from _drive_jobs(catalog)
-        else:
-            yield "jobs left queued: no job runner in this build"
+    versions = catalog.versions(DEMO_MODEL)
+    for to in ("candidate", "staging", "production"):
+        yield _step(catalog, base.ref, to)
+    children = [v for v in versions if v.id != base.id]
+    if children:
+        yield _step(catalog, children[0].ref, "candidate")
+    if len(children) > 1:
+        yield _step(catalog, children[1].ref, "candidate")
+        yield _step(catalog, children[1].ref, "staging")
+        from relman.app.release import rollout
 
-    if backends.available("promote"):
-        versions = catalog.versions(DEMO_MODEL)
-        for to in ("candidate", "staging", "production"):
-            yield _step(catalog, base.ref, to)
-        children = [v for v in versions if v.id != base.id]
-        if children:
-            yield _step(catalog, children[0].ref, "candidate")
-        if len(children) > 1:
-            yield _step(catalog, children[1].ref, "candidate")
-            yield _step(catalog, children[1].ref, "staging")
-            from relman.app.release import rollout
-
-            rollout(catalog, children[1].ref, 5.0, why="demo canary")
-            yield f"{children[1].ref}: canary share 5%"
-    else:
-        yield "release steps skipped: promotion is not in this build"
+        rollout(catalog, children[1].ref, 5.0, why="demo canary")
+        yield f"{children[1].ref}: canary share 5%"
     yield f"demo catalog ready: {len(catalog.versions(DEMO_MODEL))} versions of {DEMO_MODEL}"

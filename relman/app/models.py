@@ -8,7 +8,7 @@ from typing import Any
 from relman.catalog import Catalog, VersionInfo
 from relman.errors import ModelImportError
 from relman.modelio.inspect import inspect_model
-from relman.modelio.loading import TASKS
+from relman.tasks.specs import TASKS
 
 
 def architecture_clash(catalog: Catalog, model: str, architecture: str | None, task: str | None) -> str | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.tasks.specs import task_names
 from relman.units import human_size
 
 
@@ -20,8 +21,7 @@ def init(state: AppState) -> None:
 @click.argument("path", type=click.Path(path_type=str))
 @click.option("--model", "-m", required=True, help="Model (family) name, e.g. 'minilm'.")
 @click.option("--version", "version", help="Version X.Y.Z (default: next minor version).")
-@click.option("--task", type=click.Choice(["text-classification", "image-classification", "feature-extraction",
-                                           "causal-lm"]), help="Override the task guessed from config.json.")
+@click.option("--task", type=click.Choice(task_names()), help="Override the task guessed from config.json.")
 @click.option("--new-architecture", is_flag=True,
               help="Allow a different architecture or task under an existing model name.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")

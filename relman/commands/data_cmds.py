@@ -6,10 +6,11 @@ from typing import Any
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.data.formats import format_names, get_reader
 from relman.units import human_size
 
-FORMAT_CHOICES = ["csv", "jsonl", "parquet", "images", "npz", "text"]
+FORMAT_CHOICES = format_names()  # the reader table (relman.data.formats)
 SHOW_ROWS_MAX_BYTES = 200 * 1024 * 1024  # `show` reads the whole dataset to print a few rows
 
 
@@ -114,7 +115,7 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
     if d["meta"].get("groups"):
         click.echo(f"  {'groups':<10}{', '.join(d['meta']['groups'])}")
     mapping = {k: v for k, v in d["columns"].items() if v not in (None, "", 0, 0.0) and k != "format"
-               and not (k == "delimiter" and d["format"] != "csv")}
+               and not (k == "delimiter" and k not in get_reader(d["format"]).uses)}
     click.echo(f"  {'mapping':<10}{', '.join(f'{k}={v}' for k, v in mapping.items())}")
     click.echo(f"  {'sha256':<10}{d['sha256']}")
     click.echo(f"  {'source':<10}{d['meta'].get('source', '')}")
@@ -132,6 +133,8 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
         for i in range(len(ds)):
             x = repr(ds.texts[i][:60]) if ds.texts is not None else f"image {'x'.join(map(str, ds.images.shape[1:]))}"
             y = ds.label_names[ds.labels[i]] if ds.labels is not None else ""
+            if ds.tags is not None:  # a token-tagged sentence: its tags, word for word
+                y = " ".join(ds.label_names[int(t)] for t in ds.tags[i])[:60]
             extra = [str(a[i]) for a in (ds.groups, ds.split) if a is not None]
             click.echo("  " + "  ".join([x, y, *extra]).rstrip())
 

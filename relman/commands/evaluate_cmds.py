@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
 from relman.jobs.wait import wait_option
 
 

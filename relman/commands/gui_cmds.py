@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from relman.cli import AppState, pass_state
+from relman.commands._shared import AppState, pass_state
 from relman.errors import RelmanError
 
 

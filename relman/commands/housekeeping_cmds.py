@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
 from relman.units import human_size
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from relman.cli import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, table
 
 PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "retired", "rejected"])
 

@@ -35,8 +35,9 @@ from relman.compress.surgery import (
 )
 from relman.data.dataset import Dataset
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 from relman.modelio.loading import auto_class
+from relman.tasks.specs import get_task, tasks_with_recipe
 
 _LAYER_INDEX = re.compile(r"\.(layer|layers|h)\.(\d+)\.")
 
@@ -101,10 +102,10 @@ def init_from_teacher(student: nn.Module, teacher: nn.Module) -> int:
 
 def check_student(student: nn.Module, teacher: nn.Module, task: str, ref: str) -> None:
     t_vocab, s_vocab = getattr(teacher.config, "vocab_size", None), getattr(student.config, "vocab_size", None)
-    if task != "image-classification" and t_vocab != s_vocab:
+    if tr.modality(task) == "text" and t_vocab != s_vocab:
         raise RecipeError(f"student {ref} has a vocabulary of {s_vocab} tokens, the teacher {t_vocab}: they "
                           "must read the same token ids")
-    if task in tr.CLASSIFICATION_TASKS:
+    if tr.classifies_rows(task):
         t_labels, s_labels = tr.model_label_names(teacher), tr.model_label_names(student)
         if t_labels != s_labels:
             raise RecipeError(f"student {ref} predicts {len(s_labels)} labels ({', '.join(s_labels)}) and the "
@@ -138,13 +139,16 @@ class Objective:
 
     def __init__(self, task: str, temperature: float, alpha: float, use_labels: bool) -> None:
         self.task, self.t, self.alpha, self.use_labels = task, temperature, alpha, use_labels
+        # an embedding model (the task table's output is the hidden state) is distilled by
+        # matching pooled embeddings; a classifier by its softened logits
+        self.embeddings = get_task(task, RecipeError).output == "last_hidden_state"
 
     def __call__(self, student: nn.Module, teacher: nn.Module, inputs: dict[str, torch.Tensor],
                  labels: torch.Tensor | None) -> tuple[torch.Tensor, float]:
         with torch.no_grad():
             t_out = teacher(**inputs)
         s_out = student(**inputs)
-        if self.task == "feature-extraction":
+        if self.embeddings:
             mask = inputs.get("attention_mask")
             s, t = pooled(s_out.last_hidden_state, mask), pooled(t_out.last_hidden_state, mask)
             agreement = float(nn.functional.cosine_similarity(s.detach(), t, dim=-1).mean())
@@ -175,7 +179,7 @@ def evaluate(student: nn.Module, teacher: nn.Module, objective: Objective, batch
 # -- the training loop both the recipe and the recovery step run --------------------------
 def distill_epochs(student: nn.Module, teacher: nn.Module, objective: "Objective", batcher: Any, train: Any,
                    optimizer: Any, *, batch_size: int, epochs: int, rng: Any, device: str, use_labels: bool,
-                   ctx: JobContext, progress_from: float, progress_span: float,
+                   ctx: WorkContext, progress_from: float, progress_span: float,
                    label: str = "epoch") -> tuple[list[float], int]:
     """Train `student` on `teacher`'s outputs; streams the loss curve (`train_loss`) and
     progress through `ctx`. Returns (mean loss of each epoch, steps taken)."""
@@ -203,16 +207,15 @@ def distill_epochs(student: nn.Module, teacher: nn.Module, objective: "Objective
 
 # -- recovery after structural edits (pruning, factorisation) -----------------------------
 def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSource, params: dict[str, Any],
-            ctx: JobContext, device: str) -> list[float]:
+            ctx: WorkContext, device: str) -> list[float]:
     """Distil the unedited parent into the edited model for a few epochs (params: dataset,
     epochs, lr, batch_size, max_length, seed); returns the mean loss of each epoch."""
     task = source.task or ""
-    if task not in (*tr.CLASSIFICATION_TASKS, "feature-extraction"):
+    if task not in tasks_with_recipe("distill"):
         raise RecipeError(f"the recovery fine-tune handles classifiers and feature extractors, not '{task}'")
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
-    tr.check_dataset_for_task(dataset, "image-classification" if task == "image-classification" else
-                              "text-classification")
-    use_labels = task in tr.CLASSIFICATION_TASKS and dataset.has_labels
+    tr.check_dataset_for_task(dataset, task)
+    use_labels = tr.classifies_rows(task) and dataset.has_labels
     if use_labels:
         dataset = tr.align_to_model(dataset, tr.model_label_names(parent))
     train = dataset.subset("train") if dataset.split is not None and len(dataset.subset("train")) else dataset
@@ -231,20 +234,19 @@ def recover_by_distillation(model: nn.Module, parent: nn.Module, source: ModelSo
 
 
 # -- the recipe ---------------------------------------------------------------------------
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     teacher_src = sources[0]
     task = teacher_src.task or ""
-    if task not in (*tr.CLASSIFICATION_TASKS, "feature-extraction"):
+    if task not in tasks_with_recipe("distill"):
         raise RecipeError(f"distill handles classifiers and feature extractors; {teacher_src.version.ref} is a "
                           f"'{task or 'unknown'}' model")
     if len(sources) > 2:
         raise RecipeError("distill takes the teacher and at most one existing student version")
     alpha, temperature = float(params["alpha"]), float(params["temperature"])
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
-    tr.check_dataset_for_task(dataset, "image-classification" if task == "image-classification" else
-                              "text-classification")
-    use_labels = task in tr.CLASSIFICATION_TASKS and dataset.has_labels and alpha < 1
-    if task in tr.CLASSIFICATION_TASKS and alpha == 0 and not dataset.has_labels:
+    tr.check_dataset_for_task(dataset, task)
+    use_labels = tr.classifies_rows(task) and dataset.has_labels and alpha < 1
+    if tr.classifies_rows(task) and alpha == 0 and not dataset.has_labels:
         raise RecipeError(f"alpha=0 trains on labels only, but dataset '{dataset.name}' has no labels; "
                           "raise alpha to learn from the teacher's logits")
     device = tr.resolve_device(ctx)
@@ -293,7 +295,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
     ctx.progress(0.95, "saving student")
     out = new_output_folder(ctx, "distill")
     fmt = save_child(student, teacher_src.folder, out, surgery)
-    agree_name = "teacher_cosine" if task == "feature-extraction" else "teacher_agreement"
+    agree_name = "teacher_cosine" if objective.embeddings else "teacher_agreement"
     context = {"dataset": dataset.name, "dataset_sha256": dataset.sha256, "temperature": temperature, "alpha": alpha}
     ctx.progress(1.0, f"student has {n_student / n_teacher:.0%} of the teacher's parameters")
     return RecipeOutput(

@@ -20,7 +20,8 @@ from relman.compress import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
+from relman.tasks.specs import tasks_with_recipe
 
 HEAD_NAMES = ("classifier", "score")
 
@@ -44,10 +45,10 @@ def replace_head(model: nn.Module, labels: list[str]) -> str:
                       f"(looked for a Linear named {' or '.join(HEAD_NAMES)})")
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     task = source.task or ""
-    if task not in tr.CLASSIFICATION_TASKS:
+    if task not in tasks_with_recipe("finetune"):
         raise RecipeError(f"finetune trains classifiers; {source.version.ref} is a '{task or 'unknown'}' model")
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
     tr.check_dataset_for_task(dataset, task, need_labels=True)

@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
-                                         output_diff, run_onnx, save_onnx, text_input_names, verification_inputs)
+from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, input_names, onnx_check_inputs, onnx_source,
+                                         onnx_weight_stats, output_diff, run_onnx, save_onnx, verification_inputs)
 from relman.errors import RecipeError
+from relman.tasks.specs import get_task
 
 
 def half_torch(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
@@ -42,9 +43,10 @@ def half_torch(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
     ctx.progress(0.1, "loading the parent")
     model = load_torch_model(src.folder, task, device, fmt=src.format).float().eval()
-    names = ["pixel_values"] if task == "image-classification" else text_input_names(model, task)
+    names = input_names(model, task)
     checks = verification_inputs(model.config, task, names)
-    out_key = {"feature-extraction": "last_hidden_state"}.get(task, "logits")
+    spec = get_task(task, RecipeError)
+    out_key = spec.output
 
     def outputs(m: Any, cast: Any) -> list[np.ndarray]:
         res = []
@@ -54,7 +56,7 @@ def half_torch(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
                 for k, v in feed.items():
                     t = torch.from_numpy(v).to(device)
                     kwargs[k] = t.to(cast) if t.is_floating_point() else t
-                if task == "causal-lm":
+                if spec.causal:
                     kwargs["use_cache"] = False
                 res.append(m(**kwargs, return_dict=True)[out_key].float().cpu().numpy())
         return res

@@ -71,14 +71,16 @@ def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> An
     for name in ("onnxruntime", "onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer"):
         logging.getLogger(name).setLevel(logging.WARNING)
     src = sources[0]
-    if src.task != "causal-lm":
+    from relman.tasks.specs import tasks_with_recipe
+
+    if src.task not in tasks_with_recipe("int4-weight-only"):
         raise RecipeError(f"recipe 'int4-weight-only' is for causal LMs; {src.version.ref} is "
                           f"'{src.task or 'unknown'}'")
     block = int(params["block_size"])
     work = ctx.workdir / "int4"
     work.mkdir(parents=True, exist_ok=True)
     ctx.progress(0.05, "exporting to ONNX" if src.format != "onnx" else "reading the ONNX graph")
-    onnx_in, export_diff = onnx_source(src.folder, src.format, "causal-lm", work,
+    onnx_in, export_diff = onnx_source(src.folder, src.format, src.task, work,
                                        tolerance=float(params["export_tolerance"]))
     ctx.check_cancelled()
     model = onnx.load(str(onnx_in))
@@ -104,10 +106,10 @@ def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> An
     del qmodel, model, quantizer
     copy_side_files(src.folder, out)
     ctx.progress(0.8, "checking against the parent")
-    checks = onnx_check_inputs(onnx_in, "causal-lm", src.folder)
+    checks = onnx_check_inputs(onnx_in, src.task, src.folder)
     refs = run_onnx(onnx_in, checks)
     outs = run_onnx(out / ONNX_FILE, checks)
-    diff = max(output_diff(o, r, f, "causal-lm") for o, r, f in zip(outs, refs, checks))
+    diff = max(output_diff(o, r, f, src.task) for o, r, f in zip(outs, refs, checks))
     agree = float(np.mean([(o.argmax(-1) == r.argmax(-1))[f["attention_mask"] > 0].mean()
                            for o, r, f in zip(outs, refs, checks)]))
     if not np.isfinite(diff):

@@ -30,7 +30,7 @@ from relman.errors import JobCancelled, JobError, RecipeError
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
 LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors")
 _SKIP_SUFFIXES = (".partial",)
@@ -85,7 +85,7 @@ def collect_files(folder: Path) -> dict[str, Path]:
     return files
 
 
-def commit_child(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
+def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  output: RecipeOutput, *, model: str | None, version: str | None, dataset: str | None,
                  event_kind: str = "compress") -> "VersionInfo":
     """Store the recipe's output as the child version, all in one transaction."""
@@ -105,7 +105,7 @@ def commit_child(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"]
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
-def apply_recipe(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
+def apply_recipe(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  *, subdir: str = "") -> RecipeOutput:
     """Materialise the parents and run the recipe in a scratch folder (nothing committed)."""
     base = ctx.workdir / subdir if subdir else ctx.workdir
@@ -127,16 +127,13 @@ def apply_recipe(ctx: "JobContext", recipe: Recipe, parents: list["VersionInfo"]
     return output
 
 
-def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "VersionInfo",
+def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "VersionInfo",
                            dataset: str | None) -> tuple[int | None, str]:
     """Queue the child's evaluation against its parent (the evaluation's default suites for
     the task: quality when a dataset is attached, fidelity, size, latency) as a job spawned by
     this one, so `--wait` on the compression also waits for it. (job id or None, note)."""
-    try:
-        from relman.app.evaluate import plan_evaluation
-    except ImportError:
-        return None, "evaluation is not available in this installation"
     from relman.evaluate import registry
+    from relman.evaluate.plan import plan_evaluation
 
     suites = list(registry.default_suites(child.task, bool(dataset)))
     if dataset:  # fidelity reads the dataset's inputs through both models
@@ -149,20 +146,21 @@ def queue_child_evaluation(ctx: "JobContext", child: "VersionInfo", parent: "Ver
     return int(job_id), "queued"
 
 
-def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "compress"."""
     recipe, ids, resolved = parse_params(params)
     parents = [ctx.catalog.get_version(i) for i in ids]
     recipe.check_parents(parents)
     dataset = params.get("dataset") or None
     if dataset:
-        from relman.app.datasets import get_dataset
+        from relman.data.stored import get_dataset
 
         get_dataset(ctx.catalog, dataset)
     ctx.log_json("compress", {"recipe": recipe.name, "params": resolved, "parents": [p.ref for p in parents],
                               "pid": os.getpid()})
     ctx.progress(0.0, f"{recipe.name}: preparing {', '.join(p.ref for p in parents)}")
     output = apply_recipe(ctx, recipe, parents, resolved)
+    ctx.hold_point("compress.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()  # last point where stopping leaves nothing behind
     ctx.progress(0.95, "storing the child version")
     child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),

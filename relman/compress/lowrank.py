@@ -32,7 +32,7 @@ from relman.compress.surgery import (
     unique_param_count,
 )
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 
 
 def rank_for_energy(singular_values: torch.Tensor, energy: float) -> int:
@@ -103,7 +103,7 @@ def factorise(model: nn.Module, chosen: list[dict[str, Any]]) -> dict[str, Any]:
     return {"lowrank": lowrank}
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     rank, energy, exclude = int(params["rank"]), float(params["energy"]), list(params["exclude"])
     ctx.progress(0.05, "loading parent")

@@ -24,7 +24,7 @@ from relman.catalog import Metric
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import WEIGHT_SUFFIXES, new_output_folder
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -81,14 +81,14 @@ def _model_type(folder: Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
 
 
-def recorded_samples(source: ModelSource, ctx: JobContext) -> float | None:
+def recorded_samples(source: ModelSource, ctx: WorkContext) -> float | None:
     value = source.version.meta.get("train_samples")
     if value is None:
         value = ctx.catalog.metric_values(source.version.id).get("train_samples")
     return float(value) if value is not None else None
 
 
-def resolve_weights(sources: list[ModelSource], given: list[str], ctx: JobContext) -> tuple[list[float], str]:
+def resolve_weights(sources: list[ModelSource], given: list[str], ctx: WorkContext) -> tuple[list[float], str]:
     if given:
         if len(given) != len(sources):
             raise RecipeError(f"'weights' has {len(given)} values for {len(sources)} parents; give one per parent")
@@ -110,7 +110,7 @@ def resolve_weights(sources: list[ModelSource], given: list[str], ctx: JobContex
 
 
 def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tuple[str, tuple[int, ...], str]],
-           ctx: JobContext) -> dict[str, dict[str, torch.Tensor]]:
+           ctx: WorkContext) -> dict[str, dict[str, torch.Tensor]]:
     """file name -> {tensor name -> averaged tensor}, in the first parent's file layout."""
     handles = [{f.name: safe_open(str(f), framework="pt") for f in weight_files(s.folder)} for s in sources]
     other_index = [tensor_index(s.folder) for s in sources]
@@ -135,7 +135,7 @@ def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tu
     return out
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     if len(sources) < 2:
         raise RecipeError("merge-fedavg needs at least two parent versions")
     ctx.progress(0.02, "checking the parents match")
@@ -165,6 +165,6 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> 
     )
 
 
-def _total_samples(sources: list[ModelSource], ctx: JobContext) -> float | None:
+def _total_samples(sources: list[ModelSource], ctx: WorkContext) -> float | None:
     counts = [recorded_samples(s, ctx) for s in sources]
     return sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]

@@ -25,10 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from relman.errors import RecipeError
-
-# Output tensor each task reads, named like relman.tasks.backends.TASK_OUTPUT.
-TASK_OUTPUT = {"text-classification": "logits", "image-classification": "logits",
-               "feature-extraction": "last_hidden_state", "causal-lm": "logits"}
+from relman.tasks.specs import find_task, get_task
 # Weight files of either format: never copied as "side files".
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".data", ".onnx_data", ".h5",
                     ".msgpack")
@@ -67,16 +64,26 @@ def text_input_names(model: Any, task: str) -> list[str]:
 
     accepted = set(inspect.signature(model.forward).parameters)
     names = ["input_ids", "attention_mask"]
-    if task != "causal-lm" and "token_type_ids" in accepted and getattr(model.config, "type_vocab_size", 0):
+    if not get_task(task, RecipeError).causal and "token_type_ids" in accepted \
+            and getattr(model.config, "type_vocab_size", 0):
         names.append("token_type_ids")
     return names
+
+
+def input_names(model: Any, task: str) -> list[str]:
+    """The inputs a model of `task` is fed: pixels for an image model, token ids (and mask) for text."""
+    return ["pixel_values"] if is_image(task) else text_input_names(model, task)
+
+
+def is_image(task: str) -> bool:
+    return get_task(task, RecipeError).modality == "image"
 
 
 def sample_inputs(config: Any, task: str, names: list[str], batch: int, seq: int, *, pad: int = 0,
                   seed: int = 0) -> dict[str, np.ndarray]:
     """Random but valid model inputs (ids within the vocabulary; row 0 padded by `pad`)."""
     rng = np.random.default_rng(seed)
-    if task == "image-classification":
+    if is_image(task):
         size = getattr(config, "image_size", 224)
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         return {"pixel_values": rng.standard_normal((batch, getattr(config, "num_channels", 3), h, w))
@@ -98,7 +105,7 @@ def max_seq_len(config: Any) -> int:
 
 def verification_inputs(config: Any, task: str, names: list[str]) -> list[dict[str, np.ndarray]]:
     """Shapes unlike the traced (2, 8): other batch sizes, other lengths, padding."""
-    if task == "image-classification":
+    if is_image(task):
         return [sample_inputs(config, task, names, b, 0, seed=10 + b) for b in (1, 3)]
     longest = min(24, max_seq_len(config))
     return [sample_inputs(config, task, names, 3, longest, pad=longest // 3, seed=11),
@@ -106,9 +113,10 @@ def verification_inputs(config: Any, task: str, names: list[str]) -> list[dict[s
 
 
 def output_diff(a: np.ndarray, b: np.ndarray, feeds: dict[str, np.ndarray], task: str) -> float:
-    """Max |a - b|, ignoring positions a causal LM produces for padding."""
+    """Max |a - b|, ignoring the outputs a per-token model produces at padding positions."""
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
-    if task in ("causal-lm", "feature-extraction") and "attention_mask" in feeds and diff.ndim == 3:
+    spec = find_task(task)
+    if spec is not None and spec.per_token_output and "attention_mask" in feeds and diff.ndim == 3:
         diff = diff * feeds["attention_mask"][..., None]
     return float(diff.max()) if diff.size else 0.0
 
@@ -264,23 +272,26 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
 
     from relman.modelio.loading import load_torch_model
 
-    if task not in TASK_OUTPUT:
-        raise RecipeError(f"cannot export a model of task '{task}' to ONNX (known: {', '.join(TASK_OUTPUT)})")
+    spec = find_task(task)
+    if spec is None:
+        from relman.tasks.specs import task_names
+
+        raise RecipeError(f"cannot export a model of task '{task}' to ONNX (known: {', '.join(task_names())})")
     src, dest = Path(src), Path(dest)
     if model is None:
         model = load_torch_model(src, task, "cpu", fmt=fmt)
     model = model.float().to("cpu").eval()
     config = model.config
-    output = TASK_OUTPUT[task]
-    if task == "image-classification":
+    output = spec.output
+    if spec.modality == "image":
         names = ["pixel_values"]
         axes = {"pixel_values": {0: "batch"}}
         out_axes = {0: "batch"}
     else:
         names = text_input_names(model, task)
         axes = {n: {0: "batch", 1: "sequence"} for n in names}
-        out_axes = {0: "batch"} if task == "text-classification" else {0: "batch", 1: "sequence"}
-    wrapped = _wrapper(model, names, output, task == "causal-lm")
+        out_axes = {0: "batch", 1: "sequence"} if spec.per_token_output else {0: "batch"}
+    wrapped = _wrapper(model, names, output, spec.causal)
     traced = sample_inputs(config, task, names, 2, min(8, max_seq_len(config)), seed=1)
     checks = verification_inputs(config, task, names)
     with torch.inference_mode():  # references first: the exporter may flip training flags

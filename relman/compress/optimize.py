@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 from relman.errors import RecipeError, RelmanError
+from relman.tasks.specs import find_task
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
-CLASSIFICATION = ("text-classification", "image-classification")
 _EXPORTABLE = ("hf", "hf-reshaped", "onnx")
 _TORCH = ("hf", "hf-reshaped")
 
@@ -67,7 +67,7 @@ def plan_candidates(parent: "VersionInfo", *, dataset: str | None = None, recipe
 
     calib = {"dataset": dataset} if dataset else {}
     if parent.format in _EXPORTABLE:
-        if objective == "size" and parent.task == "causal-lm":
+        if objective == "size":  # add() skips it for tasks it does not apply to
             add("int4-weight-only", {"block_size": 32}, "INT4 weights (block 32)")
         # per-channel dynamic INT8 with ORT's transformer fusions: as small and fast as INT8 gets on
         # a CPU, and the most faithful dynamic variant; then smoothing, then as few of the most
@@ -136,7 +136,7 @@ def pareto_front(points: list[tuple[float, float, float]]) -> list[bool]:
 class _Slice:
     """The job's context with progress mapped into [lo, hi] of the whole search."""
 
-    def __init__(self, ctx: "JobContext", lo: float, hi: float, label: str) -> None:
+    def __init__(self, ctx: "WorkContext", lo: float, hi: float, label: str) -> None:
         self._ctx, self._lo, self._hi, self._label = ctx, lo, hi, label
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -155,17 +155,19 @@ class _Slice:
 
 
 def quality_kind(task: str | None, dataset: str | None) -> tuple[str, str, bool]:
-    """(suite, metric, higher_is_better) that measures quality for this task."""
-    if dataset and task in CLASSIFICATION:
-        return "quality", "accuracy", True
-    if dataset and task == "causal-lm":
-        return "quality", "perplexity", False
+    """(suite, metric, higher_is_better) that measures quality for this task: the task table's
+    quality metric on a dataset, else fidelity to the parent (on the dataset, or synthetic)."""
+    spec = find_task(task)
+    if dataset and spec is not None and spec.quality_metric is not None:
+        name, higher = spec.quality_metric
+        return "quality", name, higher
     if dataset:
         return "fidelity", "cosine", True
-    return "optimize", "synthetic_cosine" if task == "feature-extraction" else "synthetic_agreement", True
+    cosine = spec is not None and spec.fidelity_metric == "cosine"
+    return "optimize", "synthetic_cosine" if cosine else "synthetic_agreement", True
 
 
-def synthetic_fidelity(ctx: "JobContext", parent: "VersionInfo", child: "VersionInfo") -> float:
+def synthetic_fidelity(ctx: "WorkContext", parent: "VersionInfo", child: "VersionInfo") -> float:
     """Top-1 agreement (cosine for embedders) of child and parent on seeded synthetic inputs."""
     import numpy as np
 
@@ -173,14 +175,15 @@ def synthetic_fidelity(ctx: "JobContext", parent: "VersionInfo", child: "Version
     from relman.tasks import open_runner
 
     task = parent.task or ""
+    spec = find_task(task)
     pr = open_runner(materialize_version(ctx.catalog, parent.id, ctx.workdir), parent.format, task, "cpu")
     cr = open_runner(materialize_version(ctx.catalog, child.id, ctx.workdir), child.format, task, "cpu")
     scores = []
     for seed in range(4):
-        seq = None if task == "image-classification" else 32
+        seq = 32 if spec is not None and spec.modality == "text" else None
         bp, bc = pr.prepare_synthetic(16, seq, seed=seed), cr.prepare_synthetic(16, seq, seed=seed)
         op, oc = pr.predict(bp), cr.predict(bc)
-        if task == "feature-extraction":
+        if spec is not None and spec.fidelity_metric == "cosine":
             scores.append(float(np.mean(np.sum(op * oc, axis=-1))))
         else:
             scores.append(float(np.mean(op.argmax(-1) == oc.argmax(-1))))
@@ -228,7 +231,7 @@ def _figures(ctx: Any, v: "VersionInfo", parent_fig: Figures | None, params: dic
                    size_bytes=values.get(("size", "size_bytes"), float(v.size_bytes)), latency_ms=latency)
 
 
-def run(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
+def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "optimize"."""
     from relman.catalog import Metric
     from relman.compress.job import apply_recipe, commit_child

@@ -20,7 +20,7 @@ from relman.catalog import Metric
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import is_linear_like, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 
 
 def prunable_layers(model: nn.Module, exclude: list[str]) -> list[tuple[str, nn.Module]]:
@@ -57,7 +57,7 @@ def prune_magnitude(model: nn.Module, sparsity: float, scope: str, exclude: list
     return layers
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     sparsity = float(params["sparsity"])
     scope = params["scope"]

@@ -35,7 +35,7 @@ from relman.compress.surgery import (
     unique_param_count,
 )
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
+from relman.context import WorkContext
 
 
 @dataclass
@@ -196,7 +196,7 @@ def prune_ffn(model: nn.Module, blocks: list[FfnBlock], fraction: float) -> int:
     return keep
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: JobContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
     heads_fraction, ffn_fraction = float(params["heads"]), float(params["ffn"])
     if heads_fraction <= 0 and ffn_fraction <= 0:

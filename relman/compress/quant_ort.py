@@ -80,8 +80,10 @@ def encode_dataset(folder: Path, task: str, ds: Any, max_length: int, config: di
     """Model inputs for a whole dataset, with the model's own preprocessing."""
     from relman.modelio.loading import load_preprocessor
 
+    from relman.compress.onnx_export import is_image
+
     pre = load_preprocessor(folder, task)
-    if task == "image-classification":
+    if is_image(task):
         if ds.images is None:
             raise RecipeError(f"dataset '{ds.name}' holds no images, but the model is an image classifier")
         images = np.asarray(ds.images)
@@ -116,7 +118,7 @@ def calibration_feeds(ctx: Any, src_folder: Path, task: str, onnx_path: Path, da
         feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
         return feeds, {"source": "synthetic", "note": "no dataset given: scales calibrated on random inputs",
                        "batches": len(feeds)}
-    from relman.app.datasets import load_dataset
+    from relman.data.stored import load_dataset
 
     ds = load_dataset(ctx.catalog, dataset, "train")
     ds = ds.head(n)
@@ -315,7 +317,7 @@ class _Calibration:
         dataset = p.get("dataset") or ""
         dsha = "synthetic"
         if dataset:
-            from relman.app.datasets import load_dataset
+            from relman.data.stored import load_dataset
 
             dsha = load_dataset(self.ctx.catalog, dataset, "train").sha256
         settings = {"what": what, "samples": p["calibration_samples"], "batch": p["calibration_batch"],

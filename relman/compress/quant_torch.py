@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from relman.compress.onnx_export import copy_side_files, output_diff, text_input_names, verification_inputs
+from relman.compress.onnx_export import copy_side_files, input_names, output_diff, verification_inputs
 from relman.errors import ModelImportError, RecipeError
+from relman.tasks.specs import get_task
 from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model
 
 FORMAT = "torch-int8"
@@ -95,16 +96,17 @@ def int8_dynamic(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
                           f"'{src.format}'")
     ctx.progress(0.1, "loading the parent")
     model = load_torch_model(src.folder, task, "cpu", fmt=src.format).float().eval()
-    names = ["pixel_values"] if task == "image-classification" else text_input_names(model, task)
+    names = input_names(model, task)
     checks = verification_inputs(model.config, task, names)
-    out_key = {"feature-extraction": "last_hidden_state"}.get(task, "logits")
+    spec = get_task(task, RecipeError)
+    out_key = spec.output
 
     def outputs(m: torch.nn.Module) -> list[Any]:
         with torch.inference_mode():
             res = []
             for feed in checks:
                 kwargs = {k: torch.from_numpy(v) for k, v in feed.items()}
-                if task == "causal-lm":
+                if spec.causal:
                     kwargs["use_cache"] = False
                 res.append(m(**kwargs, return_dict=True)[out_key].float().numpy())
             return res

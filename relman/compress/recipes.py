@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from relman.compress.registry import Param, Recipe, register  # noqa: F401
+from relman.tasks.specs import tasks_with_recipe
+
+# A recipe that applies to some tasks only takes `tasks=tasks_with_recipe(NAME)`: the task
+# table (relman.tasks.specs, each task's `recipes`) says which tasks those are.
 
 # -- pruning, low-rank, distillation, fine-tuning, merging (weight-editing recipes) ----------
 _TORCH_FORMATS = ("hf", "hf-reshaped")
@@ -54,7 +58,7 @@ register(Recipe(
 register(Recipe(
     name="distill", title="Knowledge distillation", target="relman.compress.distill:run",
     input_formats=_TORCH_FORMATS, multi_parent=True,
-    tasks=("text-classification", "image-classification", "feature-extraction"),
+    tasks=tasks_with_recipe("distill"),
     params=(
         Param("dataset", str, "", "registered dataset the student learns on (labels used when present)"),
         Param("student_layers", int, 0, "layers of a new student (0 = teacher's; ignored with a second parent)", min=0),
@@ -71,7 +75,7 @@ register(Recipe(
 ))
 register(Recipe(
     name="finetune", title="Fine-tune / transfer", target="relman.compress.finetune:run",
-    input_formats=_TORCH_FORMATS, tasks=("text-classification", "image-classification"),
+    input_formats=_TORCH_FORMATS, tasks=tasks_with_recipe("finetune"),
     params=(
         Param("dataset", str, "", "registered labelled dataset"),
         Param("epochs", int, 3, "maximum passes over the training split", min=1, max=1000),
@@ -176,7 +180,7 @@ register(Recipe(
 ))
 register(Recipe(
     name="int4-weight-only", title="Weight-only INT4 (causal LMs)", target="relman.compress.int4:int4_weight_only",
-    input_formats=_EXPORTABLE + ("onnx",), tasks=("causal-lm",), output_format="onnx",
+    input_formats=_EXPORTABLE + ("onnx",), tasks=tasks_with_recipe("int4-weight-only"), output_format="onnx",
     params=(
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),
         Param("symmetric", bool, True, "symmetric blocks (no zero point)"),

@@ -18,7 +18,7 @@ from relman.typed_params import TypedValue
 
 if TYPE_CHECKING:
     from relman.catalog import Metric, VersionInfo
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
 
 class Param(TypedValue):

@@ -34,7 +34,7 @@ from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model
 
 if TYPE_CHECKING:
     from relman.compress.registry import ModelSource
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
 RESHAPED = "hf-reshaped"
 SURGERY_KEY = "relman_surgery"
@@ -164,7 +164,7 @@ def load_parent(source: "ModelSource", device: str = "cpu") -> nn.Module:
 
 
 # -- saving -----------------------------------------------------------------------------------
-def new_output_folder(ctx: "JobContext", name: str) -> Path:
+def new_output_folder(ctx: "WorkContext", name: str) -> Path:
     """A fresh folder under the job's workdir (removed with it when the job fails)."""
     return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=ctx.workdir))
 

@@ -3,7 +3,7 @@ fine-tune after structured pruning): dataset loading and checks, batching a Data
 model inputs, train/validation split, optimiser, early stopping, FGSM, accuracy.
 
 Kept as small functions rather than a Trainer class so each recipe's loop stays readable
-and reports its own progress and loss curve through the JobContext.
+and reports its own progress and loss curve through the WorkContext.
 """
 
 from __future__ import annotations
@@ -19,18 +19,27 @@ from torch import nn
 from relman.data.dataset import Dataset
 from relman.errors import RecipeError
 from relman.modelio.loading import load_preprocessor
+from relman.tasks.specs import find_task, get_task
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
 
-TEXT_TASKS = ("text-classification", "feature-extraction", "causal-lm")
-CLASSIFICATION_TASKS = ("text-classification", "image-classification")
+
+def classifies_rows(task: str | None) -> bool:
+    """One class per row (the task table's `labels == "row"`): trained with cross-entropy."""
+    spec = find_task(task)
+    return spec is not None and spec.classifies_rows
+
+
+def modality(task: str | None) -> str:
+    """'image' or 'text': what the model reads (from the task table)."""
+    return get_task(task, RecipeError).modality
 
 
 # -- datasets ---------------------------------------------------------------------------------
-def load_recipe_dataset(ctx: "JobContext", ref: "str | Dataset", *, param: str = "dataset") -> Dataset:
+def load_recipe_dataset(ctx: "WorkContext", ref: "str | Dataset", *, param: str = "dataset") -> Dataset:
     """A registered dataset by name (all splits), or a Dataset given directly by a caller."""
     if isinstance(ref, Dataset):
         return ref
@@ -44,7 +53,7 @@ def load_recipe_dataset(ctx: "JobContext", ref: "str | Dataset", *, param: str =
 
 
 def check_dataset_for_task(dataset: Dataset, task: str, *, need_labels: bool = False) -> None:
-    want = "image" if task == "image-classification" else "text"
+    want = modality(task)
     have = "image" if dataset.images is not None else "text" if dataset.texts is not None else "empty"
     if have != want:
         raise RecipeError(f"dataset '{dataset.name}' holds {have} rows but a {task} model needs {want}")
@@ -100,7 +109,7 @@ class Batcher:
         return cls(task=task, preprocessor=load_preprocessor(folder, task), max_length=max_length)
 
     def inputs(self, dataset: Dataset, index: np.ndarray, device: str) -> dict[str, torch.Tensor]:
-        if self.task == "image-classification":
+        if modality(self.task) == "image":
             return {"pixel_values": self._all_pixels(dataset)[torch.as_tensor(index)].to(device)}
         texts = [dataset.texts[i] for i in index]  # type: ignore[index]
         enc = self.preprocessor(texts, padding=True, truncation=True, max_length=self.max_length,
@@ -220,7 +229,7 @@ def with_labels(dataset: Dataset, labels: np.ndarray, names: list[str]) -> Datas
     return replace(dataset, labels=labels, label_names=names)
 
 
-def resolve_device(ctx: "JobContext") -> str:
+def resolve_device(ctx: "WorkContext") -> str:
     """The job's device, falling back to CPU when CUDA was asked for but is not there."""
     device = ctx.device or "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Kind = Literal["text", "image", "lm"]
+Kind = Literal["text", "image", "lm", "tokens"]
 SPLITS = ("train", "validation", "test")
 
 
@@ -21,11 +21,13 @@ class Dataset:
     kind: Kind
     sha256: str = ""
     id: int | None = None
-    texts: list[str] | None = None          # kind text / lm
+    texts: list[str] | None = None          # kind text / lm / tokens (tokens: the words joined by spaces)
     images: np.ndarray | None = None        # kind image: uint8, N x H x W x C
     labels: np.ndarray | None = None        # int64 indices into label_names, or None (unlabelled)
     label_names: list[str] = field(default_factory=list)
     groups: np.ndarray | None = None        # object array of group names (fairness), or None
+    words: list[list[str]] | None = None    # kind tokens: each row's words
+    tags: list[np.ndarray] | None = None    # kind tokens: int64 per word, indices into label_names
     split: np.ndarray | None = None         # object array of 'train' / 'validation' / 'test', or None
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -38,7 +40,7 @@ class Dataset:
 
     @property
     def has_labels(self) -> bool:
-        return self.labels is not None
+        return self.labels is not None or self.tags is not None
 
     @property
     def has_groups(self) -> bool:
@@ -53,6 +55,8 @@ class Dataset:
             images=self.images[idx] if self.images is not None else None,
             labels=self.labels[idx] if self.labels is not None else None,
             groups=self.groups[idx] if self.groups is not None else None,
+            words=[self.words[i] for i in idx] if self.words is not None else None,
+            tags=[self.tags[i] for i in idx] if self.tags is not None else None,
             split=self.split[idx] if self.split is not None else None,
         )
 

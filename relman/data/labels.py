@@ -83,10 +83,11 @@ def check_labels(dataset: Dataset, model_labels: Sequence[str]) -> np.ndarray:
     Returns, for each of `dataset.label_names`, the index of the same name in `model_labels`
     (-1 for names no row uses and the model lacks). Raises `DatasetError` naming the labels
     the model does not know. An unlabelled dataset passes with an empty mapping."""
-    if dataset.labels is None:
+    if dataset.labels is None and not dataset.tags:
         return np.zeros(0, dtype=np.int64)
     model_index = {str(n): i for i, n in enumerate(model_labels)}
-    used = sorted({int(i) for i in np.unique(dataset.labels)})
+    rows = dataset.labels if dataset.labels is not None else np.concatenate(dataset.tags)  # type: ignore[arg-type]
+    used = sorted({int(i) for i in np.unique(rows)})
     unknown = [dataset.label_names[i] for i in used if dataset.label_names[i] not in model_index]
     if unknown:
         shown = ", ".join(unknown[:10]) + (f" (+{len(unknown) - 10} more)" if len(unknown) > 10 else "")
@@ -101,6 +102,8 @@ def align_labels(dataset: Dataset, model_labels: Sequence[str]) -> Dataset:
     from dataclasses import replace
 
     mapping = check_labels(dataset, model_labels)
-    if dataset.labels is None:
+    if dataset.labels is None and not dataset.tags:
         return dataset
-    return replace(dataset, labels=mapping[dataset.labels], label_names=[str(n) for n in model_labels])
+    return replace(dataset, labels=mapping[dataset.labels] if dataset.labels is not None else None,
+                   tags=[mapping[t] for t in dataset.tags] if dataset.tags is not None else None,
+                   label_names=[str(n) for n in model_labels])

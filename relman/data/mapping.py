@@ -10,11 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from relman.data.formats import READERS, get_reader
 from relman.errors import DatasetError
-
-FORMATS = ("csv", "jsonl", "parquet", "images", "npz", "text")
-KIND_OF_FORMAT = {"csv": "text", "jsonl": "text", "parquet": "text", "images": "image", "npz": "image",
-                  "text": "lm"}
 
 
 @dataclass(frozen=True)
@@ -38,8 +35,7 @@ class ColumnMapping:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise DatasetError(f"unknown dataset format '{self.format}' (known: {', '.join(FORMATS)})")
+        reader = get_reader(self.format)  # refuses an unknown format, naming the known ones
         for f in ("val_fraction", "test_fraction"):
             v = getattr(self, f)
             if not (0.0 <= float(v) < 1.0):
@@ -54,14 +50,15 @@ class ColumnMapping:
             if int(h) < 1 or int(w) < 1:
                 raise DatasetError(f"image size must be positive, got {h}x{w}")
             object.__setattr__(self, "image_size", (int(h), int(w)))
-        if self.image_col and self.format != "parquet":
-            raise DatasetError(f"an image column is read from Parquet files only, not format '{self.format}'")
+        if self.image_col and "image_col" not in reader.uses:
+            where = " or ".join(r.title for r in READERS.values() if "image_col" in r.uses)
+            raise DatasetError(f"an image column is read from {where} files only, not format '{self.format}'")
         if self.chunk_chars is not None and int(self.chunk_chars) < 1:
             raise DatasetError(f"chunk size must be at least 1 character, got {self.chunk_chars}")
 
     @property
     def kind(self) -> str:
-        return "image" if self.image_col else KIND_OF_FORMAT[self.format]
+        return "image" if self.image_col else READERS[self.format].kind
 
     @property
     def seeded_split(self) -> bool:

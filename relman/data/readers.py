@@ -8,51 +8,49 @@ the seeded split, so the two always give the same rows.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Sequence
 
 from relman.data.dataset import Dataset
-from relman.data.mapping import FORMATS, ColumnMapping
+from relman.data.formats import MAPPING_FIELDS, READERS, folder_format, format_of_suffix, get_reader
+from relman.data.mapping import ColumnMapping
 from relman.data.splits import seeded_split, split_counts
 from relman.errors import DatasetError
 
-SUFFIX_FORMATS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet",
-                  ".pq": "parquet", ".npz": "npz", ".txt": "text", ".text": "text"}
+# What `normalise` puts in a mapping field the format does not use.
+_CLEARED = {f.name: (f.default if f.name == "delimiter" else None) for f in fields(ColumnMapping)
+            if f.name in MAPPING_FIELDS}
 
 
 def guess_format(path: Path | str) -> str:
     p = Path(path)
     if p.is_dir():
-        return "images"
-    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
+        fmt = folder_format()
+        if fmt is None:  # pragma: no cover - the image folder reader is registered
+            raise DatasetError(f"{p}: a folder, and no registered format reads folders")
+        return fmt
+    fmt = format_of_suffix(p.suffix)
     if fmt is None:
         raise DatasetError(f"{p.name}: cannot tell the format from the suffix '{p.suffix}' "
-                           f"(give --format, one of {', '.join(FORMATS)})")
+                           f"(give --format, one of {', '.join(READERS)})")
     return fmt
 
 
 def normalise(mapping: ColumnMapping, path: Path | None = None) -> ColumnMapping:
-    """Drop the fields a format does not use, so the stored mapping says only what matters."""
-    fmt = mapping.format
-    if fmt == "text":
-        return replace(mapping, text_col=None, label_col=None, group_col=None, split_col=None, x_key=None,
-                       y_key=None, image_col=None, image_size=None, delimiter=",")
-    if fmt == "images":
-        return replace(mapping, text_col=None, label_col=None, group_col=None, split_col=None, x_key=None,
-                       y_key=None, image_col=None, chunk_chars=None, delimiter=",")
-    if fmt == "npz":
-        return replace(mapping, text_col=None, label_col=None, image_col=None, image_size=None, chunk_chars=None,
-                       delimiter=",")
-    if mapping.image_col:
-        mapping = replace(mapping, text_col=None)
-    else:
-        mapping = replace(mapping, image_size=None)
-    delimiter = mapping.delimiter
-    if fmt == "csv" and path is not None and Path(path).suffix.lower() == ".tsv" and delimiter == ",":
-        delimiter = "\t"
-    return replace(mapping, x_key=None, y_key=None, chunk_chars=None,
-                   delimiter=delimiter if fmt == "csv" else ",")
+    """Drop the fields a format does not use (its reader's `uses` in the reader table), so the
+    stored mapping says only what matters; a suffix default (a .tsv file is tab-separated)
+    applies when the field was left at its default."""
+    reader = get_reader(mapping.format)
+    cleared = {name: value for name, value in _CLEARED.items() if name not in reader.uses}
+    mapping = replace(mapping, **cleared)
+    if "image_col" in reader.uses:  # an image column stands in for the text column
+        mapping = replace(mapping, text_col=None) if mapping.image_col else replace(mapping, image_size=None)
+    if path is not None:
+        for name, value in reader.suffix_defaults.get(Path(path).suffix.lower(), {}).items():
+            if getattr(mapping, name) == _CLEARED.get(name):
+                mapping = replace(mapping, **{name: value})
+    return mapping
 
 
 def file_entries(path: Path, fmt: str) -> list[tuple[str, Path]]:
@@ -60,10 +58,9 @@ def file_entries(path: Path, fmt: str) -> list[tuple[str, Path]]:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file or folder")
-    if fmt == "images":
-        from relman.data.read_images import folder_entries
-
-        return folder_entries(path)
+    reader = get_reader(fmt)
+    if reader.folder:
+        return reader.list_entries()(path)
     if path.is_dir():
         raise DatasetError(f"{path}: a folder, but format '{fmt}' reads one file")
     return [(path.name, path)]
@@ -71,30 +68,17 @@ def file_entries(path: Path, fmt: str) -> list[tuple[str, Path]]:
 
 def read_entries(entries: Sequence[tuple[str, Path]], mapping: ColumnMapping, *, name: str,
                  labels: Sequence[str] | None = None, where: str | None = None) -> Dataset:
-    """Read a dataset from its files ((relative path, file) pairs) with `mapping`."""
+    """Read a dataset from its files ((relative path, file) pairs) with `mapping`, by the
+    reader the reader table names for its format."""
     fmt = mapping.format
-    if fmt == "images":
-        from relman.data.read_images import read_image_entries
-
-        ds = read_image_entries(entries, mapping, name=name, labels=labels, where=where or "")
+    reader = get_reader(fmt)
+    if reader.folder:
+        ds = reader.function()(entries, mapping, name=name, labels=labels, where=where or "")
         return finish(ds, mapping)
     if len(entries) != 1:
         raise DatasetError(f"format '{fmt}' reads exactly one file, got {len(entries)}")
     rel, file = entries[0]
-    shown = where or rel
-    if fmt == "csv":
-        from relman.data.read_csv import read_csv as reader
-    elif fmt == "jsonl":
-        from relman.data.read_jsonl import read_jsonl as reader
-    elif fmt == "parquet":
-        from relman.data.read_parquet import read_parquet as reader
-    elif fmt == "npz":
-        from relman.data.read_npz import read_npz as reader
-    elif fmt == "text":
-        from relman.data.read_text import read_text as reader
-    else:  # pragma: no cover - ColumnMapping refuses unknown formats
-        raise DatasetError(f"unknown format '{fmt}'")
-    return finish(reader(file, mapping, name=name, labels=labels, where=shown), mapping)
+    return finish(reader.function()(file, mapping, name=name, labels=labels, where=where or rel), mapping)
 
 
 def read_path(path: Path | str, mapping: ColumnMapping, *, name: str,
@@ -102,7 +86,7 @@ def read_path(path: Path | str, mapping: ColumnMapping, *, name: str,
     """Read the local file or folder at `path` (nothing is stored)."""
     path = Path(path).expanduser()
     entries = file_entries(path, mapping.format)
-    where = str(path) if mapping.format == "images" else path.name
+    where = str(path) if get_reader(mapping.format).folder else path.name
     return read_entries(entries, mapping, name=name, labels=labels, where=where)
 
 

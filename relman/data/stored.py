@@ -55,6 +55,7 @@ def load_dataset(catalog: "Catalog", name_or_id: str | int, split: str | None = 
     With `verify`, every blob is re-hashed first. `Dataset.sha256` is the dataset's content
     hash and `Dataset.id` its row id, for metric contexts."""
     from relman.data.dataset import SPLITS
+    from relman.data.formats import get_reader
     from relman.data.mapping import ColumnMapping
     from relman.data.readers import read_entries
 
@@ -71,7 +72,7 @@ def load_dataset(catalog: "Catalog", name_or_id: str | int, split: str | None = 
                                  "run 'relman verify'")
         entries.append((f["path"], catalog.store.path(f["sha256"])))
     mapping = ColumnMapping.from_json(row["columns"])
-    where = row["name"] if row["format"] == "images" else None
+    where = row["name"] if get_reader(row["format"]).folder else None
     ds = read_entries(entries, mapping, name=row["name"], labels=row["labels"], where=where)
     ds.sha256 = row["sha256"]
     ds.id = row["id"]

@@ -18,7 +18,7 @@ from relman.errors import EvaluationError
 
 if TYPE_CHECKING:
     from relman.catalog import Catalog, VersionInfo
-    from relman.jobs.context import JobContext
+    from relman.context import WorkContext
     from relman.tasks.base import Runner
 
 
@@ -59,7 +59,7 @@ class SuiteEnv:
     dataset: Dataset | None = None
     parent: ModelRef | None = None
     max_samples: int | None = None
-    ctx: "JobContext | None" = None
+    ctx: "WorkContext | None" = None
     catalog: "Catalog | None" = None
     _runner: "Runner | None" = field(default=None, repr=False)
     _versions: dict[str, str] = field(default_factory=dict, repr=False)

@@ -17,20 +17,16 @@ import numpy as np
 from relman.catalog import Metric
 from relman.errors import EvaluationError
 from relman.evaluate.env import SuiteEnv
-from relman.tasks.causal_lm import log_softmax
+from relman.tasks.scores import agreement_and_kl
+
+__all__ = ["run", "agreement_and_kl"]
 
 SUITE = "fidelity"
 
 
-def agreement_and_kl(parent_logits: np.ndarray, child_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row top-1 agreement (bool) and KL(parent || child), over the last axis."""
-    lp = log_softmax(parent_logits.astype(np.float64))
-    lc = log_softmax(child_logits.astype(np.float64))
-    kl = np.sum(np.exp(lp) * (lp - lc), axis=-1)
-    return parent_logits.argmax(-1) == child_logits.argmax(-1), kl
-
-
 def run(env: SuiteEnv) -> list[Metric]:
+    """Both versions on the same rows, batch by batch; the adapter compares their outputs
+    (`Runner.fidelity`) and says which figures summarise the comparison."""
     from relman.tasks import open_runner
 
     if env.parent is None:
@@ -43,9 +39,7 @@ def run(env: SuiteEnv) -> list[Metric]:
     ds = env.eval_data(SUITE)
     parent = open_runner(env.parent.folder, env.parent.fmt, env.parent.task, env.device, env.threads)
     bs = env.eval_batch_size
-    agree: list[np.ndarray] = []
-    kls: list[np.ndarray] = []
-    cos: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {}
     done = 0
     for start in range(0, len(ds), bs):
         rows = ds.take(np.arange(start, min(start + bs, len(ds))))
@@ -54,24 +48,10 @@ def run(env: SuiteEnv) -> list[Metric]:
         if out_c.shape != out_p.shape:
             raise EvaluationError(f"{env.model.ref} and its parent {env.parent.ref} give outputs of different "
                                   f"shapes ({out_c.shape} vs {out_p.shape}), so they cannot be compared")
-        if runner.task == "feature-extraction":
-            cos.append(np.sum(out_c * out_p, axis=1))
-        elif runner.task == "causal-lm":
-            mask = runner.target_mask(b_child)
-            a, k = agreement_and_kl(out_p[:, :-1], out_c[:, :-1])
-            agree.append(a[mask])
-            kls.append(k[mask])
-        else:
-            a, k = agreement_and_kl(out_p, out_c)
-            agree.append(a)
-            kls.append(k)
+        for name, values in runner.fidelity(b_child, out_c, out_p).items():
+            parts.setdefault(name, []).append(np.asarray(values))
         done += len(rows)
         env.progress(done / len(ds), f"fidelity {done}/{len(ds)}")
     ctx = {"parent": env.parent.ref, "batch_size": bs, "seq_len": "dynamic"}
-    if runner.task == "feature-extraction":
-        c = np.concatenate(cos)
-        return [env.metric(SUITE, "cosine", float(c.mean()), **ctx),
-                env.metric(SUITE, "cosine_min", float(c.min()), **ctx)]
-    a_all, k_all = np.concatenate(agree), np.concatenate(kls)
-    return [env.metric(SUITE, "agreement", float(a_all.mean()), **ctx),
-            env.metric(SUITE, "kl_div", float(k_all.mean()), **ctx)]
+    summary = runner.summarise_fidelity({name: np.concatenate(v) for name, v in parts.items()})
+    return [env.metric(SUITE, name, value, **ctx) for name, value in summary.items()]

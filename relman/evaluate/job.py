@@ -28,6 +28,7 @@ from typing import Any
 from relman.catalog import Metric
 from relman.errors import EvaluationError
 from relman.evaluate import registry
+from relman.tasks.specs import find_task
 
 DEFAULT_BATCH_SIZES = [1, 8]
 DEFAULT_SEQ_LENS = [128]
@@ -68,7 +69,8 @@ def check_request(task: str | None, suites: list[str], has_dataset: bool, ref: s
 def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], ref: str) -> None:
     """Refuse, from the dataset's catalog row alone (no loading), data that cannot serve the
     suites on this version: the wrong kind for the task, no labels, no groups."""
-    kinds = registry.TASK_DATA_KINDS.get(task or "", ())
+    spec = find_task(task)
+    kinds = spec.data_kinds if spec is not None else ()
     name = row["name"]
     if kinds and row["kind"] not in kinds:
         raise EvaluationError(f"dataset '{name}' holds {row['kind']} data, but {ref} is a {task} model and needs "
@@ -80,8 +82,7 @@ def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], 
         labels = json.loads(labels or "[]")
     for s in suites:
         suite = registry.get_suite(s)
-        needs_labels = suite.needs_labels and not (s == "quality" and task == "causal-lm")
-        if needs_labels and not labels:
+        if suite.needs_labels_for(task) and not labels:
             raise EvaluationError(f"suite '{s}' needs labels, but dataset '{name}' has none")
         meta = row.get("meta") or {}
         if suite.needs_groups and isinstance(meta, dict) and not meta.get("groups"):
@@ -141,6 +142,7 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         ctx.log("%s: %d metrics", name, len(got))
         metrics.extend(got)
     env.close()
+    ctx.hold_point("evaluate.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()
     stored = catalog.add_metrics(version.id, metrics, job_id=ctx.job_id, actor=ctx.actor)
     ctx.progress(1.0, f"stored {stored} metrics")

@@ -85,7 +85,7 @@ def configurations(env: SuiteEnv, text: bool) -> list[tuple[int, int | None]]:
 
 def run(env: SuiteEnv) -> list[Metric]:
     runner = env.runner()
-    text = runner.task != "image-classification"
+    text = runner.spec.modality == "text"
     configs = configurations(env, text)
     warmup = int(env.options.get("warmup", 10))
     min_samples = int(env.options.get("min_samples", 200))

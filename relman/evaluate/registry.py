@@ -3,7 +3,8 @@
 Nothing here imports torch, numpy-heavy code or the suite modules, so the CLI and GUI can list
 suites, validate `--option k=v` and queue evaluations at start-up cost; the worker imports a
 suite's module only when it runs. A new suite = one module in `relman/evaluate/` with a
-`run(env) -> list[Metric]` function, plus one `register(Suite(...))` line below.
+`run(env) -> list[Metric]` function, plus one `register(Suite(...))` line below; which tasks a
+suite applies to is said by the task table (`relman.tasks.specs`, each task's `suites`).
 
 Options are one flat namespace across suites (each option belongs to the suites that declare
 it); `resolve_options` rejects names no chosen suite knows, so a typo is an error, not a
@@ -17,14 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from relman.errors import EvaluationError
+from relman.tasks.specs import find_task, tasks_with_suite
 from relman.typed_params import TypedValue
-
-CLASSIFICATION = ("text-classification", "image-classification")
-ALL_TASKS = ("text-classification", "image-classification", "feature-extraction", "causal-lm")
-# The dataset kinds (relman.data.dataset.Kind) each task's adapter can read; the adapters in
-# relman/tasks declare the same (a test keeps them in step), so queueing can refuse a mismatch.
-TASK_DATA_KINDS = {"text-classification": ("text",), "image-classification": ("image",),
-                   "feature-extraction": ("text", "lm"), "causal-lm": ("lm", "text")}
 
 
 class Option(TypedValue):
@@ -43,9 +38,18 @@ class Suite:
     needs_labels: bool = False
     needs_groups: bool = False
     needs_parent: bool = False
-    tasks: tuple[str, ...] = ALL_TASKS
     options: tuple[Option, ...] = ()
     description: str = ""
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks this suite applies to: those whose entry in the task table lists it."""
+        return tasks_with_suite(self.name)
+
+    def needs_labels_for(self, task: str | None) -> bool:
+        """Labels are needed unless the task is unlabelled (a causal LM's quality is perplexity)."""
+        spec = find_task(task)
+        return self.needs_labels and not (spec is not None and spec.labels == "none")
 
     def function(self) -> Callable[..., Any]:
         module, _, fn = self.target.partition(":")
@@ -87,9 +91,11 @@ def ordered(names: Iterable[str]) -> list[str]:
 
 
 def default_suites(task: str | None, has_dataset: bool) -> list[str]:
+    """size + latency, and with a dataset the task's own defaults (quality, where it has one)."""
     base = ["size", "latency"]
-    if has_dataset and task in CLASSIFICATION + ("causal-lm",):
-        base.append("quality")
+    spec = find_task(task)
+    if has_dataset and spec is not None:
+        base.extend(spec.default_suites)
     return ordered(base)
 
 
@@ -112,8 +118,7 @@ _EVAL_BS = Option("eval_batch_size", int, 32, "Batch size for quality / fidelity
                   min=1, max=4096)
 
 register(Suite(
-    "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True,
-    tasks=CLASSIFICATION + ("causal-lm",), options=(_SPLIT, _EVAL_BS),
+    "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True, options=(_SPLIT, _EVAL_BS),
     description="accuracy, macro-F1 and per-class precision/recall/F1; perplexity for causal LMs"))
 register(Suite(
     "fidelity", "Fidelity to the parent", "relman.evaluate.fidelity:run", needs_parent=True,
@@ -137,7 +142,7 @@ register(Suite(
     description="p50/p90/p95/p99 latency and throughput per batch size and sequence length"))
 register(Suite(
     "robustness", "Robustness to perturbations", "relman.evaluate.robustness:run", needs_labels=True,
-    tasks=CLASSIFICATION, options=(
+    options=(
         _SPLIT, _EVAL_BS,
         Option("seed", int, 0, "Seed of the perturbations."),
         Option("perturb_rate", float, 0.1, "Share of characters a text perturbation touches.", min=0, max=1),
@@ -150,7 +155,7 @@ register(Suite(
     description="accuracy under seeded text/image perturbations (and FGSM) and the drop from clean"))
 register(Suite(
     "fairness", "Fairness across groups", "relman.evaluate.fairness:run", needs_labels=True, needs_groups=True,
-    tasks=CLASSIFICATION, options=(
+    options=(
         _SPLIT, _EVAL_BS,
         Option("positive_label", str, "", "The 'selected' class for selection rates (default: the second label "
                                           "of a binary model)."),

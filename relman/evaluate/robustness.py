@@ -40,7 +40,7 @@ def run(env: SuiteEnv) -> list[Metric]:
     seed = int(o.get("seed", 0))
     clean = _accuracy(runner, ds, y, bs)
     scores: dict[str, float] = {}
-    image = runner.task == "image-classification"
+    image = runner.spec.modality == "image"
     kinds = list(IMAGE_KINDS if image else TEXT_KINDS)
     fgsm = image and float(o.get("fgsm_epsilon", 0.05)) > 0 and isinstance(runner.backend, TorchBackend)
     total = len(kinds) + int(fgsm)

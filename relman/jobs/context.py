@@ -1,5 +1,8 @@
 """The Qt-free context a job function receives: progress, cancellation, device, log, workdir.
 
+`JobContext` implements `relman.context.WorkContext`, the protocol recipes and suites are
+typed against (it lives below them, so they never import this layer).
+
 Job functions are plain `run(params, ctx) -> dict | None`. The worker process, the CLI and
 tests all call them with a `JobContext`; with `job_id=None` nothing is written to the jobs
 table (a direct call), otherwise progress, loss-curve points and the cancel flag go through
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -23,6 +27,19 @@ if TYPE_CHECKING:
 
 PROGRESS_INTERVAL_S = 0.25
 CANCEL_POLL_INTERVAL_S = 0.25
+
+# Test-only hold points (see `JobContext.hold_point`): a comma-separated list of point names to
+# stop at, and the file whose appearance lets a held job go on. Workers inherit both from the
+# process that starts the runner, so a test sets them with monkeypatch.setenv.
+HOLD_ENV = "RELMAN_TEST_HOLD"
+HOLD_RELEASE_ENV = "RELMAN_TEST_HOLD_RELEASE"
+HOLD_TIMEOUT_S = 300.0
+HOLD_POLL_S = 0.02
+
+
+def held_message(point: str) -> str:
+    """The progress message of a job waiting at hold point `point`."""
+    return f"held at {point}"
 
 
 class JobContext:
@@ -125,6 +142,33 @@ class JobContext:
     def check_cancelled(self) -> None:
         if self.cancelled:
             raise JobCancelled("cancelled by user")
+
+    # -- test hold points -------------------------------------------------------------------
+    def hold_point(self, point: str) -> None:
+        """A named point where a test can hold the job (no effect otherwise).
+
+        When `point` is listed in $RELMAN_TEST_HOLD, the job records the progress message
+        `held at <point>` (flushed at once), then waits until the file named by
+        $RELMAN_TEST_HOLD_RELEASE exists or a cancel arrives (raising `JobCancelled` here).
+        Tests thereby cancel or kill a job at a known step instead of racing a fast machine.
+        Points are named "<kind>.<where>", e.g. "compress.before-commit"."""
+        wanted = [p.strip() for p in os.environ.get(HOLD_ENV, "").split(",") if p.strip()]
+        if point not in wanted:
+            return
+        self.log("%s", held_message(point))
+        fraction = self.last_progress[0]
+        self.progress(fraction, held_message(point), check_cancel=False)
+        self.flush()
+        release = os.environ.get(HOLD_RELEASE_ENV)
+        deadline = time.monotonic() + HOLD_TIMEOUT_S
+        while not (release and Path(release).exists()):
+            self.check_cancelled()
+            if time.monotonic() > deadline:
+                from relman.errors import JobError
+
+                raise JobError(f"nobody released hold point {point} within {HOLD_TIMEOUT_S:.0f} s")
+            time.sleep(HOLD_POLL_S)
+        self.log("released at %s", point)
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str, *args: Any) -> None:

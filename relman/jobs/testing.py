@@ -55,3 +55,32 @@ def log_contains(catalog, job_id: int, text: str) -> bool:
 
     path = log_path_for(catalog, job_id)
     return path.is_file() and text in path.read_text(encoding="utf-8", errors="replace")
+
+
+class HoldPoint:
+    """Hold the jobs that workers started from now on run at `point` (see
+    `JobContext.hold_point`), until `release()` or a cancel: the test decides when the job
+    goes on, so cancel and kill -9 land at a known step on a fast or a slow machine alike.
+
+    `monkeypatch` (pytest's fixture) sets the environment the runner passes on to workers and
+    restores it after the test; `folder` holds the release file."""
+
+    def __init__(self, monkeypatch: Any, point: str, folder: Any) -> None:
+        from pathlib import Path
+
+        from relman.jobs.context import HOLD_ENV, HOLD_RELEASE_ENV
+
+        self.point = point
+        self.release_file = Path(folder) / f"release-{point}"
+        monkeypatch.setenv(HOLD_ENV, point)
+        monkeypatch.setenv(HOLD_RELEASE_ENV, str(self.release_file))
+
+    def reached(self, catalog, job_id: int) -> bool:
+        """Whether job `job_id` is waiting at the hold point now."""
+        from relman.jobs.context import held_message
+
+        row = catalog.conn.execute("SELECT status, message FROM jobs WHERE id = ?", [job_id]).fetchone()
+        return bool(row) and row[0] == "running" and row[1] == held_message(self.point)
+
+    def release(self) -> None:
+        self.release_file.touch()

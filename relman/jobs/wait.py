@@ -3,7 +3,12 @@
 `wait_for_jobs` follows the jobs and the jobs they queue (through `parent_job_id`), reading
 only the catalog. If no other runner (GUI, `relman jobs run`) holds the catalog's runner lock,
 it drives a `Runner` itself while waiting, so `relman compress ... --wait` works with nothing
-else open. Command modules use it like this::
+else open.
+
+Progress suits where it goes: on a terminal a bar redrawn in place; anywhere else (a pipe, a
+log file, CI) plain lines — one when a job is queued, starts or ends, and otherwise at most
+one every `PLAIN_INTERVAL_S` seconds, and only when something changed — so a log gets a few
+readable lines, not one every poll. Command modules use it like this::
 
     from relman.jobs.wait import wait_option, wait_or_raise
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TextIO, TypeVar
 
 import click
 
@@ -32,6 +37,7 @@ if TYPE_CHECKING:
     from relman.jobs.runner import Runner
 
 F = TypeVar("F", bound=Callable[..., Any])
+PLAIN_INTERVAL_S = 5.0  # not a terminal: at most one progress line this often (status lines aside)
 
 
 def wait_option(f: F) -> F:
@@ -50,16 +56,83 @@ def _describe(rows: list[dict[str, Any]]) -> str:
     return text[:60]
 
 
+def _percent(rows: list[dict[str, Any]]) -> float:
+    """Mean progress of the tracked jobs, in percent (a finished job counts as done)."""
+    done = sum(1.0 if r["status"] in queue.FINISHED else (r["progress"] or 0.0) for r in rows)
+    return round(100 * done / max(1, len(rows)), 1)
+
+
+class TerminalProgress:
+    """A tqdm bar redrawn in place (for a terminal)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, file=stream, leave=True, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]")
+
+    def update(self, rows: list[dict[str, Any]]) -> None:
+        self.bar.n = _percent(rows)
+        self.bar.set_description_str(_describe(rows), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class PlainProgress:
+    """Plain lines for a pipe or a log file: every status change of a tracked job at once, and
+    otherwise at most one line per `interval` seconds, only when the step shown has changed."""
+
+    def __init__(self, stream: TextIO, interval: float = PLAIN_INTERVAL_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stream = stream
+        self.interval = interval
+        self.clock = clock
+        self.started = clock()
+        self._status: dict[int, str] = {}
+        self._last_line_at: float | None = None
+        self._last_step: str | None = None
+
+    def _line(self, text: str) -> None:
+        elapsed = int(self.clock() - self.started)
+        self.stream.write(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {text}\n")
+        self.stream.flush()
+        self._last_line_at = self.clock()
+
+    def update(self, rows: list[dict[str, Any]]) -> None:
+        percent = _percent(rows)
+        for r in sorted(rows, key=lambda r: r["id"]):
+            if self._status.get(r["id"]) != r["status"]:
+                self._status[r["id"]] = r["status"]
+                why = f": {r['error']}" if r["status"] == queue.FAILED and r["error"] else ""
+                self._line(f"{percent:3.0f}% job {r['id']} ({r['kind']}) {r['status']}{why}")
+                self._last_step = _describe(rows)
+        step = _describe(rows)
+        if step != self._last_step and (self._last_line_at is None
+                                        or self.clock() - self._last_line_at >= self.interval):
+            self._line(f"{percent:3.0f}% {step}")
+            self._last_step = step
+
+    def close(self) -> None:
+        pass
+
+
+def progress_for(stream: TextIO) -> "TerminalProgress | PlainProgress":
+    """A bar on a terminal, plain rate-limited lines anywhere else."""
+    isatty = getattr(stream, "isatty", None)
+    return TerminalProgress(stream) if isatty is not None and isatty() else PlainProgress(stream)
+
+
 def wait_for_jobs(catalog: "Catalog", job_ids: Iterable[int], *, progress: bool = True,
                   include_spawned: bool = True, poll_s: float = 0.2, timeout: float | None = None,
-                  runner: "Runner | None" = None, cpu_slots: int | None = None) -> list[dict[str, Any]]:
+                  runner: "Runner | None" = None, cpu_slots: int | None = None,
+                  stream: TextIO | None = None) -> list[dict[str, Any]]:
     """Block until `job_ids` (and, with `include_spawned`, every job they queued) have ended.
 
-    Shows a tqdm bar on stderr (mean progress of the tracked jobs) when `progress`. Drives a
-    Runner inline whenever no other process holds the runner lock. Returns the final rows,
-    oldest first. Raises JobError on `timeout` (the jobs keep running)."""
-    from tqdm import tqdm
-
+    With `progress`, reports on `stream` (default stderr): a bar on a terminal, plain lines
+    otherwise (see the module docstring). Drives a Runner inline whenever no other process
+    holds the runner lock. Returns the final rows, oldest first. Raises JobError on `timeout`
+    (the jobs keep running)."""
     ids = [int(j) for j in job_ids]
     for j in ids:
         queue.get_job(catalog, j)  # NotFound for a wrong id, before waiting on it
@@ -69,19 +142,15 @@ def wait_for_jobs(catalog: "Catalog", job_ids: Iterable[int], *, progress: bool 
 
         runner = own_runner = Runner(catalog.root, cpu_slots=cpu_slots)
     deadline = None if timeout is None else time.monotonic() + timeout
-    bar = tqdm(total=100, disable=not progress, file=sys.stderr, leave=True, unit="%",
-               bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}]")
+    shown = progress_for(stream if stream is not None else sys.stderr) if progress else None
     try:
         while True:
             runner.tick()
             tracked = queue.spawned_jobs(catalog, ids) if include_spawned else ids
             rows = queue.list_jobs(catalog, ids=tracked)
             done = all(r["status"] in queue.FINISHED for r in rows)
-            if progress:
-                mean = sum(1.0 if r["status"] in queue.FINISHED else r["progress"] for r in rows) / max(1, len(rows))
-                bar.n = round(100 * mean, 1)
-                bar.set_description_str(_describe(rows), refresh=False)
-                bar.refresh()
+            if shown is not None:
+                shown.update(rows)
             if done and not any(j in runner.workers for j in tracked):
                 return sorted(rows, key=lambda r: r["id"])
             if deadline is not None and time.monotonic() > deadline:
@@ -90,7 +159,8 @@ def wait_for_jobs(catalog: "Catalog", job_ids: Iterable[int], *, progress: bool 
                                "they keep running (see 'relman jobs')")
             time.sleep(poll_s)
     finally:
-        bar.close()
+        if shown is not None:
+            shown.close()
         if own_runner is not None:
             own_runner.close()
 

@@ -47,20 +47,26 @@ class ModelDescription:
 
 # -- task guessing ----------------------------------------------------------------------------
 def guess_task(config: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(task, architecture) from a config.json's `architectures` list."""
+    """(task, architecture) from a config.json's `architectures` list (by the suffixes in the
+    task table)."""
     archs = config.get("architectures") or []
     arch = archs[0] if archs else None
     if not arch:
         return None, None
-    if arch.endswith("ForSequenceClassification"):
-        return "text-classification", arch
-    if arch.endswith("ForImageClassification"):
-        return "image-classification", arch
-    if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
-        return "causal-lm", arch
-    if arch.endswith("Model"):
-        return "feature-extraction", arch
-    return None, arch
+    return guess_task_from_architecture(arch), arch
+
+
+def guess_task_from_architecture(arch: str) -> str | None:
+    """The task whose longest architecture suffix `arch` ends with ('GPT2LMHeadModel' is a
+    causal LM, not a bare 'Model')."""
+    from relman.modelio.loading import task_models
+
+    best, best_len = None, 0
+    for task, model in task_models().items():
+        for suffix in model.architecture_suffixes:
+            if arch.endswith(suffix) and len(suffix) > best_len:
+                best, best_len = task, len(suffix)
+    return best
 
 
 # -- safetensors ------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ produces them in `TORCH_LOADERS`. Remote code is never trusted and nothing is do
 
 from __future__ import annotations
 
+import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -18,14 +20,44 @@ if TYPE_CHECKING:
     import onnxruntime
     import torch
 
-TASKS = ("text-classification", "image-classification", "feature-extraction", "causal-lm")
 
-_AUTO_CLASS = {
-    "text-classification": "AutoModelForSequenceClassification",
-    "image-classification": "AutoModelForImageClassification",
-    "feature-extraction": "AutoModel",
-    "causal-lm": "AutoModelForCausalLM",
-}
+
+
+@dataclass(frozen=True)
+class TaskModel:
+    """What loading needs to know about a task: the transformers Auto* class, what the model
+    reads ("text": a tokenizer, "image": an image processor) and the config.json architecture
+    suffixes that mean this task (for guessing it at import)."""
+
+    auto_class: str
+    modality: str
+    architecture_suffixes: tuple[str, ...] = ()
+
+
+# task name -> TaskModel. The task table (relman.tasks.specs, a layer above this one) fills it
+# as it registers each task; TASK_TABLE_MODULE is imported on first use, the way
+# TORCH_LOADER_MODULES below brings in a format's loader, so modelio never imports upwards.
+TASK_MODELS: dict[str, TaskModel] = {}
+TASK_TABLE_MODULE = "relman.tasks.specs"
+
+
+def register_task_model(task: str, model: TaskModel) -> None:
+    TASK_MODELS[task] = model
+
+
+def task_models() -> dict[str, TaskModel]:
+    if not TASK_MODELS:
+        importlib.import_module(TASK_TABLE_MODULE)
+    return TASK_MODELS
+
+
+def task_model(task: str | None) -> TaskModel:
+    models = task_models()
+    try:
+        return models[task or ""]
+    except KeyError:
+        raise ModelImportError(f"unknown task '{task}' (known: {', '.join(models)})") from None
+
 
 # format name -> function(folder, task, device) returning a torch module, for formats that a
 # recipe writes in its own layout (e.g. dynamically quantised PyTorch weights).
@@ -37,12 +69,10 @@ TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.compress.surgery"
 
 
 def auto_class(task: str) -> Any:
+    """The transformers Auto* class the task table names for `task`."""
     import transformers
 
-    try:
-        return getattr(transformers, _AUTO_CLASS[task])
-    except KeyError:
-        raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})") from None
+    return getattr(transformers, task_model(task).auto_class)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -56,8 +86,6 @@ def load_torch_model(folder: Path, task: str, device: str = "cpu", fmt: str = "h
                      torch_dtype: "torch.dtype | None" = None) -> "torch.nn.Module":
     """A transformers model in eval mode on `device`."""
     if fmt not in TORCH_LOADERS and fmt in TORCH_LOADER_MODULES:
-        import importlib
-
         importlib.import_module(TORCH_LOADER_MODULES[fmt])
     if fmt in TORCH_LOADERS:
         return TORCH_LOADERS[fmt](Path(folder), task, device)
@@ -105,7 +133,8 @@ def onnx_session(folder_or_file: Path, device: str = "cpu", threads: int | None 
 def load_preprocessor(folder: Path, task: str) -> Any:
     """The tokenizer (text tasks) or image processor (image tasks) saved with the model."""
     folder = Path(folder)
-    if task == "image-classification":
+    known = task_models().get(task or "")
+    if known is not None and known.modality == "image":
         from transformers import AutoImageProcessor
 
         if not (folder / "preprocessor_config.json").is_file():

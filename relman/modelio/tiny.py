@@ -19,20 +19,21 @@ _WORDS = ["good", "bad", "great", "awful", "movie", "film", "the", "a", "is", "w
           "love", "hate", "fine", "plot", "actor", "boring", "fun", "and"]
 
 
-def _write_wordpiece_vocab(folder: Path) -> Path:
-    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    vocab = _SPECIAL + _WORDS + chars + ["##" + c for c in string.ascii_lowercase + string.digits]
+def _write_wordpiece_vocab(folder: Path, cased: bool = False) -> Path:
+    letters = string.ascii_letters if cased else string.ascii_lowercase
+    chars = list(letters + string.digits + string.punctuation)
+    vocab = _SPECIAL + _WORDS + chars + ["##" + c for c in letters + string.digits]
     path = folder / "vocab.txt"
     path.write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
     return path
 
 
-def _save_bert_tokenizer(folder: Path, max_len: int) -> None:
+def _save_bert_tokenizer(folder: Path, max_len: int, cased: bool = False) -> None:
     from transformers import BertTokenizerFast
 
-    vocab_path = _write_wordpiece_vocab(folder)
+    vocab_path = _write_wordpiece_vocab(folder, cased)
     vocab = {tok: i for i, tok in enumerate(vocab_path.read_text(encoding="utf-8").splitlines())}
-    tok = BertTokenizerFast(vocab=vocab, do_lower_case=True, model_max_length=max_len)
+    tok = BertTokenizerFast(vocab=vocab, do_lower_case=not cased, model_max_length=max_len)
     tok.save_pretrained(folder)
 
 
@@ -52,6 +53,27 @@ def tiny_bert_classifier(folder: Path, labels: Sequence[str] = ("negative", "pos
                         num_labels=len(labels), id2label=dict(enumerate(labels)),
                         label2id={l: i for i, l in enumerate(labels)})
     BertForSequenceClassification(config).eval().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_bert_token_classifier(folder: Path, labels: Sequence[str] = ("O", "B-PER", "I-PER"), *,
+                               hidden: int = 32, layers: int = 2, heads: int = 4, intermediate: int = 64,
+                               seed: int = 0) -> Path:
+    """A BERT token classifier (token-classification, BIO tags) with a CASED tokenizer, so a
+    capital letter is something the model can see (named entities)."""
+    import torch
+    from transformers import BertConfig, BertForTokenClassification
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _save_bert_tokenizer(folder, max_len=128, cased=True)
+    vocab_size = len((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=128,
+                        num_labels=len(labels), id2label=dict(enumerate(labels)),
+                        label2id={l: i for i, l in enumerate(labels)})
+    BertForTokenClassification(config).eval().save_pretrained(folder, safe_serialization=True)
     return folder
 
 

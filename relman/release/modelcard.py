@@ -16,10 +16,9 @@ from typing import Any, Mapping
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
+from relman.tasks.specs import find_task
 
 CARD_FIELDS = ("intended_use", "limitations", "license", "description")
-PIPELINE_TAGS = {"text-classification": "text-classification", "image-classification": "image-classification",
-                 "feature-extraction": "feature-extraction", "causal-lm": "text-generation"}
 LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors", "torch": "pytorch"}
 
 
@@ -118,6 +117,7 @@ def render_card(catalog: Any, v: Any) -> str:
     from relman.release.approvals import approvals
 
     fields = card_fields(catalog, v)
+    spec = find_task(v.task)  # the pipeline tag comes from the task table
     metrics = catalog.metrics(v.id)
     results = []
     by_dataset: dict[str, list[dict[str, Any]]] = {}
@@ -126,7 +126,7 @@ def render_card(catalog: Any, v: Any) -> str:
             by_dataset.setdefault(str(_dataset_of(m)), []).append(m)
     for ds, ms in sorted(by_dataset.items()):
         results.append({
-            "task": {"type": PIPELINE_TAGS.get(v.task or "", v.task or "other")},
+            "task": {"type": spec.pipeline_tag if spec else (v.task or "other")},
             "dataset": {"name": ds, "type": ds},
             "metrics": [{"type": m["name"], "value": float(m["value"]), "name": f"{m['suite']}/{m['name']}"}
                         for m in ms],
@@ -135,8 +135,8 @@ def render_card(catalog: Any, v: Any) -> str:
     meta: dict[str, Any] = {}
     if v.format in LIBRARIES:
         meta["library_name"] = LIBRARIES[v.format]
-    if v.task in PIPELINE_TAGS:
-        meta["pipeline_tag"] = PIPELINE_TAGS[v.task]
+    if spec is not None:
+        meta["pipeline_tag"] = spec.pipeline_tag
     if fields.get("license"):
         meta["license"] = fields["license"]
     meta["tags"] = list(dict.fromkeys(tags))

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
+from relman.release.rules import parse_rule
 
 PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
 
@@ -29,7 +30,7 @@ DEFAULT_POLICY: dict[str, Any] = {
         "retired": ["candidate", "staging"],
         "rejected": [],
     },
-    # to-phase -> rules (see relman.release.gates); every rule must pass
+    # to-phase -> rules (see relman.release.gates / rules); every rule must pass
     "gates": {
         "candidate": [],
         "staging": [],
@@ -56,7 +57,6 @@ def default_policy() -> dict[str, Any]:
 def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
     """Check a policy body (missing keys are taken from the default); returns the full body.
     Every rule is parsed here, so a typo is caught when the policy is set, not at promotion."""
-    from relman.release.gates import parse_rule
 
     if not isinstance(body, Mapping):
         raise ReleaseError(f"{source}: a policy must be a table/object, not {type(body).__name__}")

@@ -16,10 +16,7 @@ from typing import Any
 import numpy as np
 
 from relman.errors import EvaluationError
-
-# The output each task reads (named the same in the ONNX exports of relman.compress.onnx_export).
-TASK_OUTPUT = {"text-classification": "logits", "image-classification": "logits",
-               "feature-extraction": "last_hidden_state", "causal-lm": "logits"}
+from relman.tasks.specs import get_task
 
 
 def resolve_device(device: str | None) -> str:
@@ -70,7 +67,8 @@ class TorchBackend(Backend):
         self.device = device
         self.task = task
         self.model = load_torch_model(Path(folder), task, device, fmt=fmt)
-        self.output = TASK_OUTPUT[task]
+        self.spec = get_task(task, EvaluationError)
+        self.output = self.spec.output
         params = inspect.signature(self.model.forward).parameters
         self.accepts = set(params)
         self.input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids", "pixel_values")
@@ -91,7 +89,7 @@ class TorchBackend(Backend):
     def forward(self, native: dict[str, Any]) -> Any:
         """The raw output tensor (on the device), for callers that need gradients (FGSM)."""
         kwargs = dict(native)
-        if self.task == "causal-lm":
+        if self.spec.causal:
             kwargs["use_cache"] = False
         return self.model(**kwargs, return_dict=True)[self.output]
 
@@ -127,7 +125,7 @@ class OnnxBackend(Backend):
         self.inputs = {i.name: _ORT_NUMPY.get(i.type, np.float32) for i in self.session.get_inputs()}
         self.input_names = list(self.inputs)
         outputs = [o.name for o in self.session.get_outputs()]
-        wanted = TASK_OUTPUT[task]
+        wanted = get_task(task, EvaluationError).output
         self.output = wanted if wanted in outputs else outputs[0]
         self._outputs = [self.output]
         known = {"input_ids", "attention_mask", "token_type_ids", "pixel_values"}

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from relman.data.dataset import Dataset
 from relman.errors import EvaluationError
 from relman.tasks.backends import Backend
+from relman.tasks.scores import agreement_and_kl, classification_report
+from relman.tasks.specs import TaskSpec, get_task
 
 
 @dataclass
@@ -31,11 +33,12 @@ class Batch:
 
 
 class Runner:
-    """Base adapter. Subclasses set `task`, `kinds` (dataset kinds they accept) and implement
-    `encode` (rows → numpy inputs), `synthetic_inputs` and, where it differs, `predict`."""
+    """Base adapter. Subclasses set `task` (a name in the task table, which says the dataset
+    kinds they accept, their output and labels) and implement `encode` (rows → numpy inputs),
+    `synthetic_inputs` and, where they differ from a row classifier's, `predict`, `quality`
+    and `fidelity`."""
 
     task: str = ""
-    kinds: tuple[str, ...] = ()
 
     def __init__(self, folder: Path, fmt: str, backend: Backend, preprocessor: Any, config: dict[str, Any],
                  threads: int | None) -> None:
@@ -49,6 +52,15 @@ class Runner:
     @property
     def device(self) -> str:
         return self.backend.device
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.task, EvaluationError)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The dataset kinds this adapter reads (from the task table)."""
+        return self.spec.data_kinds
 
     @property
     def label_names(self) -> list[str]:
@@ -101,6 +113,27 @@ class Runner:
             if on_batch is not None:
                 on_batch(done, len(ds))
         return np.concatenate(outs, axis=0)
+
+    # -- scores (what the quality and fidelity suites store) -----------------------------------
+    def quality(self, ds: Dataset, batch_size: int,
+                on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """Task quality on the labelled rows of `ds`: a classification report for a row
+        classifier; other tasks override this (or the task table lists no quality suite)."""
+        if not self.spec.classifies_rows:
+            raise EvaluationError(f"no quality measure for a {self.task} model")
+        y_true = self.model_labels_for(ds)
+        logits = self.predict_dataset(ds, batch_size, on_batch=on_batch)
+        return classification_report(y_true, logits.argmax(axis=1), self.label_names)
+
+    def fidelity(self, batch: Batch, out: np.ndarray, parent_out: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-row (or per-position) comparison of this version's output on `batch` with its
+        parent's: top-1 agreement and KL(parent || version) of the softmax distributions."""
+        agree, kl = agreement_and_kl(parent_out, out)
+        return {"agreement": agree, "kl_div": kl}
+
+    def summarise_fidelity(self, parts: dict[str, np.ndarray]) -> dict[str, float]:
+        """The stored fidelity metrics from the concatenated `fidelity` parts (their means)."""
+        return {name: float(values.mean()) for name, values in parts.items()}
 
     def model_labels_for(self, ds: Dataset) -> np.ndarray:
         """Dataset labels translated to the model's output indices (by label name, or by position

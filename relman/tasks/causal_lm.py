@@ -5,21 +5,20 @@ target or its context is padding, so perplexity = exp(nanmean) over a whole data
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from relman.data.dataset import Dataset
 from relman.tasks.base import Batch, Runner
+from relman.tasks.scores import agreement_and_kl, log_softmax
 from relman.tasks.text_classification import synthetic_tokens, tokenize
 
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+__all__ = ["CausalLMRunner", "log_softmax"]
 
 
 class CausalLMRunner(Runner):
     task = "causal-lm"
-    kinds = ("lm", "text")
 
     def encode(self, ds: Dataset, seq_len: int | None = None) -> dict[str, np.ndarray]:
         tok = self.preprocessor
@@ -44,3 +43,24 @@ class CausalLMRunner(Runner):
         logp = log_softmax(logits[:, :-1].astype(np.float64))
         nll = -np.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
         return np.where(self.target_mask(batch), nll, np.nan)
+
+    def quality(self, ds: Dataset, batch_size: int,
+                on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """`perplexity` = exp(mean next-token NLL over all non-padding tokens), `loss` (that
+        mean, nats/token) and `tokens` (how many were scored). No labels needed."""
+        nll_sum, count, done = 0.0, 0, 0
+        for batch in self.batches(ds, batch_size):
+            losses = self.token_losses(batch, self.predict(batch))
+            nll_sum += float(np.nansum(losses))
+            count += int(np.sum(~np.isnan(losses)))
+            done += batch.size
+            if on_batch is not None:
+                on_batch(done, len(ds))
+        mean = nll_sum / max(count, 1)
+        return {"perplexity": float(np.exp(mean)), "loss": mean, "tokens": float(count)}
+
+    def fidelity(self, batch: Batch, out: np.ndarray, parent_out: np.ndarray) -> dict[str, np.ndarray]:
+        """Agreement and KL per next-token position, over real (non-padding) tokens only."""
+        mask = self.target_mask(batch)
+        agree, kl = agreement_and_kl(parent_out[:, :-1], out[:, :-1])
+        return {"agreement": agree[mask], "kl_div": kl[mask]}

@@ -21,7 +21,6 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 class FeatureExtractionRunner(Runner):
     task = "feature-extraction"
-    kinds = ("text", "lm")
 
     def encode(self, ds: Dataset, seq_len: int | None = None) -> dict[str, np.ndarray]:
         return tokenize(self.preprocessor, self.config, ds.texts or [], seq_len)
@@ -32,3 +31,12 @@ class FeatureExtractionRunner(Runner):
     def predict(self, batch: Batch) -> np.ndarray:
         """Normalised sentence embeddings (N x hidden)."""
         return mean_pool(self.backend.run(batch.native), batch.host["attention_mask"])
+
+    def fidelity(self, batch: Batch, out: np.ndarray, parent_out: np.ndarray) -> dict[str, np.ndarray]:
+        """Cosine similarity of each row's (normalised) embedding with the parent's."""
+        return {"cosine": np.sum(out * parent_out, axis=1)}
+
+    def summarise_fidelity(self, parts: dict[str, np.ndarray]) -> dict[str, float]:
+        """`cosine` (the mean) and `cosine_min` (the worst row)."""
+        c = parts["cosine"]
+        return {"cosine": float(c.mean()), "cosine_min": float(c.min())}

@@ -15,7 +15,6 @@ from relman.tasks.base import Batch, Runner
 
 class ImageClassificationRunner(Runner):
     task = "image-classification"
-    kinds = ("image",)
 
     @property
     def channels(self) -> int:

@@ -43,7 +43,6 @@ def synthetic_tokens(tokenizer: Any, config: dict[str, Any], batch_size: int, se
 
 class TextClassificationRunner(Runner):
     task = "text-classification"
-    kinds = ("text",)
 
     def encode(self, ds: Dataset, seq_len: int | None = None) -> dict[str, np.ndarray]:
         return tokenize(self.preprocessor, self.config, ds.texts or [], seq_len)

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
                                QFormLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPlainTextEdit,
                                QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from relman.data.formats import format_names
 from relman.errors import RelmanError
 
 DEVICES = ("auto", "cpu", "cuda:0")
@@ -108,7 +109,7 @@ class ImportDialog(ValidatingDialog):
 
 
 class DatasetDialog(ValidatingDialog):
-    FORMATS = ("(guess from suffix)", "csv", "jsonl", "parquet", "npz", "images", "text")
+    FORMATS = ("(guess from suffix)", *format_names())  # the reader table (relman.data.formats)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("Register dataset", parent)

@@ -1,0 +1,63 @@
+"""The work context: what a long-running function gets besides its parameters.
+
+Recipes (`relman.compress`), suites (`relman.evaluate`) and job kinds are plain functions
+`run(params, ctx)`. `ctx` is anything that satisfies `WorkContext` — in the spirit of
+Orange's `TaskState`: report progress, check for cancellation, know the device and scratch
+folder, log, and queue follow-up work. The worker passes a `relman.jobs.context.JobContext`
+(backed by the catalog's jobs table); tests and direct callers pass the same class with
+`job_id=None`. The protocol lives here, at the bottom of the layers, so the code that does the
+work never imports `relman.jobs` (the import-linter contracts in pyproject.toml check it):
+a recipe or suite annotates `ctx: WorkContext` and calls only what is listed below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from relman.catalog import Catalog
+
+
+@runtime_checkable
+class WorkContext(Protocol):
+    """What work functions may use of their context (see the module docstring)."""
+
+    catalog: "Catalog"  # the local catalog (reads, and the one result transaction)
+    job_id: int | None  # None for a direct call (CLI in-process, tests)
+    device: str  # "cpu" or "cuda:N": where to compute
+    workdir: Path  # scratch folder, removed when the work ends; recipes write their output here
+    actor: str | None  # who asked for the work (recorded on rows and audit events)
+    last_progress: tuple[float, str]
+
+    @property
+    def owner(self) -> str:
+        """Owner tag for blobs staged by this work (dropped when it commits or dies)."""
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the user asked the work to stop (cheap: polled at most a few times a second)."""
+
+    def progress(self, fraction: float, message: str = "", *, check_cancel: bool = True) -> None:
+        """Report progress in [0, 1] (rate-limited); also a cancellation point."""
+
+    def point(self, series: str, step: float, value: float) -> None:
+        """One point of a live curve (e.g. 'train_loss')."""
+
+    def flush(self) -> None:
+        """Write pending progress and points now."""
+
+    def check_cancelled(self) -> None:
+        """Raise `relman.errors.JobCancelled` if the user asked the work to stop."""
+
+    def hold_point(self, point: str) -> None:
+        """A named point where tests can hold the work (no effect outside tests)."""
+
+    def log(self, message: str, *args: Any) -> None:
+        """A line for the work's log (%-style arguments)."""
+
+    def log_json(self, label: str, obj: Any) -> None:
+        """A labelled JSON record in the log (parameters, decisions)."""
+
+    def queue_job(self, kind: str, params: dict[str, Any] | None = None, *, device: str = "auto") -> int:
+        """Queue follow-up work (a job of `kind`) that records this work as its parent."""
