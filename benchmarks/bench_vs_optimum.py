@@ -53,6 +53,8 @@ RELMAN_VARIANTS: list[tuple[str, dict]] = [
      {"mode": "dynamic", "per_channel": True, "fusion": True, "smooth": True, "dataset": "calibration",
       "keep_sensitive": 1, "sensitivity": "outputs"}),
     ("relman per-channel dynamic, unfused", {"mode": "dynamic", "per_channel": True}),
+    ("relman per-channel dynamic, unfused, smoothed",
+     {"mode": "dynamic", "per_channel": True, "smooth": True, "dataset": "calibration"}),
 ]
 
 OPTIMUM_SCRIPT = r"""
