@@ -25,11 +25,14 @@ def test_candidates_run_from_aggressive_to_careful_and_fit_the_parent(catalog, t
     bert = import_model(catalog, tiny_bert, "bert")
     labels = [c["label"] for c in optimize.plan_candidates(bert, dataset="d", objective="latency")]
     ort = [lbl for lbl in labels if lbl.startswith("ORT")]
-    assert ort[:2] == ["ORT INT8 dynamic per-channel, fused", "ORT INT8 dynamic per-channel, fused, smoothed"]
+    assert ort[:2] == ["ORT INT8 dynamic per-channel", "ORT INT8 dynamic per-channel, smoothed"]
+    assert "ORT INT8 dynamic per-channel, smoothed, ORT transformer fusions" in ort
     kept = [c["params"]["keep_sensitive"] for c in optimize.plan_candidates(bert, dataset="d")
             if c["params"].get("sensitivity") == "outputs"]
     assert kept == [1, 2, 4]  # the fewest layers in float first: the search stops at the first that meets
     assert ort.index("ORT INT8 dynamic per-channel") < ort.index("ORT INT8 dynamic") < ort.index("ORT INT8 static")
+    assert all(c["params"].get("smooth") and c["params"].get("dataset") == "d"
+               for c in optimize.plan_candidates(bert, dataset="d") if "smoothed" in c["label"])
     assert ort[-4:-1] == ["ORT INT8 static", "ORT INT8 static per-channel",
                           "ORT INT8 static per-channel, 4 sensitive layers in float"]
     static = [c for c in optimize.plan_candidates(bert, dataset="d") if c["params"].get("mode") == "static"]
