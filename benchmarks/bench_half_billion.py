@@ -60,6 +60,7 @@ torch.manual_seed(0)
 with torch.device("meta"):
     model = Qwen2ForCausalLM(Qwen2Config(**cfg))
 model = model.to_empty(device="cpu")
+model.tie_weights()  # to_empty gives every parameter its own storage: re-tie lm_head to the embedding
 with torch.no_grad():
     for name, p in model.named_parameters():
         if "norm" in name:
