@@ -66,3 +66,15 @@ def test_inline_model_is_copied_and_hostile_location_refused(tmp_path: Path) -> 
     with pytest.raises(RecipeError, match="outside the export folder"):
         move_onnx(scratch / "model.onnx", tmp_path / "b")
     assert not (tmp_path / "b" / ONNX_FILE).exists() and not (tmp_path / "b" / ONNX_DATA).exists()
+
+
+def test_large_parent_is_exported_in_a_child_process(tiny_gpt2: Path, tmp_path: Path, monkeypatch) -> None:
+    """Past the size threshold the export runs in its own process (its memory returns to the
+    OS when it exits); the result and the refusal message are the same as in-process."""
+    from relman.compress import onnx_export
+
+    monkeypatch.setattr(onnx_export, "SEPARATE_EXPORT_BYTES", 0)
+    path, diff = onnx_export.onnx_source(tiny_gpt2, "hf", "causal-lm", tmp_path / "a")
+    assert path == tmp_path / "a" / "exported" / ONNX_FILE and path.is_file() and diff is not None and diff < 1e-4
+    with pytest.raises(RecipeError, match="cannot export a model of task 'no-such-task'"):
+        onnx_export.onnx_source(tiny_gpt2, "hf", "no-such-task", tmp_path / "b")
