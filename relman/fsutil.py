@@ -32,3 +32,21 @@ def atomic_write(path: Path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def disk_full_error(exc: BaseException, where: Path) -> str | None:
+    """A one-line 'disk is full' message when `exc` (an OSError, or a library's own wording of
+    a short write, like torch's "unexpected pos") happened because `where` has no space left."""
+    import errno
+    import shutil
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device holding {where}"
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return None
+    text = str(exc)
+    if free < (1 << 20) and ("unexpected pos" in text or "write" in text.lower() or "full" in text.lower()):
+        return f"the disk holding {where} is full ({free:,} bytes free)"
+    return None

@@ -7,10 +7,30 @@ code that will use them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from relman.errors import RelmanError
+
+
+MAX_WHOLE = 2**53  # any whole-number setting without its own maximum
+
+
+def _whole_number(raw: Any) -> int:
+    """An int from an int, an integral finite float, or decimal text; nothing else (no bools)."""
+    if isinstance(raw, bool):
+        raise ValueError(raw)
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        if not math.isfinite(raw) or raw != int(raw):
+            raise ValueError(raw)
+        return int(raw)
+    text = str(raw).strip()
+    if len(text) > 20:
+        raise ValueError(raw)
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -42,10 +62,20 @@ class TypedValue:
                 value = [s.strip() for s in raw.split(",") if s.strip()] if isinstance(raw, str) else list(raw)
             elif self.type is str:
                 value = "" if raw is None else str(raw)
+            elif self.type is int:
+                value = _whole_number(raw)
+            elif self.type is float:
+                if isinstance(raw, bool):
+                    raise ValueError(raw)
+                value = float(raw)
+                if not math.isfinite(value):  # NaN passes every comparison: refuse it here
+                    raise self.error(f"{self.noun} '{self.name}' must be a finite number, got {raw}")
             else:
                 value = self.type(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise self.error(f"{self.noun} '{self.name}' expects {self.type.__name__}, got '{raw}'") from None
+        if self.type is int and self.max is None and abs(value) > MAX_WHOLE:
+            raise self.error(f"{self.noun} '{self.name}' must be at most {MAX_WHOLE}, got {value}")
         if self.choices is not None and value not in self.choices:
             raise self.error(f"{self.noun} '{self.name}' must be one of {', '.join(map(str, self.choices))}, "
                              f"got '{raw}'")

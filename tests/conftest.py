@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RELMAN_USER", "tester")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on loopback only (read at import)
 os.environ.pop("RELMAN_CATALOG", None)
+# catalogs make their own signing key on first open: keep the test run's keys out of ~/.config
+os.environ.setdefault("RELMAN_KEYS_DIR", tempfile.mkdtemp(prefix="relman-test-keys-"))
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,6 +35,7 @@ HEAVY_FILES = {
     "test_compress_prune_structured.py", "test_compress_quant.py", "test_gui_cmds.py", "test_jobs_gpu.py",
     "test_jobs_runner.py", "test_optimize.py", "test_packaging.py", "test_release_concurrency.py",
     "test_tasks.py", "test_ui_jobs.py", "test_jobs_ray.py", "test_jobs_ray_cluster.py",
+    "test_compress_lora.py", "test_compress_dp.py", "test_modelcard_lineage.py", "test_adapter_job.py",
 }
 MODEL_LIBRARIES = ("torch", "transformers", "onnxruntime", "ray")
 HEAVY_HINT = "mark it @pytest.mark.heavy (it then runs in `make test`, not in `make test-fast`)"

@@ -46,7 +46,11 @@ def source(catalog, tiny_bert, tmp_path, keydir):
     child = catalog.add_version("sent", files, format="hf", task="text-classification", parents=[(base.id, None)],
                                 relation="compress", recipe={"name": "prune-magnitude", "params": {"amount": 0.1}})
     catalog.add_metrics(child.id, [Metric("quality", "accuracy", 0.88, {"device": "cpu", "dataset": "sst-tiny"}),
-                                   Metric("latency", "latency_p95_ms", 3.5, {"threads": 1})])
+                                   Metric("latency", "latency_p95_ms", 3.5, {"threads": 1}),
+                                   # the evidence the default policy's candidate gates ask of a compressed child
+                                   Metric("fidelity", "fidelity", 0.995, {"interval": [0.99, 0.999]}),
+                                   Metric("quality", "accuracy_delta_vs_parent", -0.02,
+                                          {"interval": [-0.035, -0.005], "reference": base.ref})])
     release.promote(catalog, child, "candidate", why="review")
     release.approve(catalog, child, "staging", by="alice", comment="fine")
     bundles.set_card_fields(catalog, child, {"intended_use": "reviews", "limitations": "toy"})
@@ -109,11 +113,12 @@ def test_round_trip_into_another_catalog(source, target, tmp_path, run_cli):
     res = import_bundle(target, b1["path"])
     assert res["parents_linked"] == 0
     res = import_bundle(target, tmp_path / "child.relman")
-    assert res["parents_linked"] == 1 and res["missing_parents"] == [] and res["metrics"] == 2
+    assert res["parents_linked"] == 1 and res["missing_parents"] == [] and res["metrics"] == 4
     tv = target.resolve(child.ref)
     assert tv.manifest_sha256 == child.manifest_sha256 and tv.phase == "draft"
     assert target.parents(tv.id)[0]["version"] == base.version and target.parents(tv.id)[0]["relation"] == "compress"
-    assert target.metric_values(tv.id) == {"accuracy": 0.88, "latency_p95_ms": 3.5}
+    assert target.metric_values(tv.id) == {"accuracy": 0.88, "latency_p95_ms": 3.5, "fidelity": 0.995,
+                                           "accuracy_delta_vs_parent": -0.02}
     assert tv.meta["imported_bundle"]["key_name"] == "lab-a"
     assert [t["to_phase"] for t in tv.meta["origin"]["transitions"]] == ["candidate"]
     assert tv.meta["origin"]["approvals"][0]["by"] == "alice"

@@ -62,7 +62,7 @@ def test_image_transfer_gets_a_new_head_and_trains_adversarially(catalog, tiny_v
     assert child(pixel_values=pixels).logits.shape == (4, 2)
 
 
-def test_unusable_datasets_are_refused(catalog, tiny_bert, tiny_bert_encoder, tmp_path):
+def test_unusable_datasets_are_refused(catalog, tiny_bert, tiny_gpt2, tmp_path):
     src = source(catalog, tiny_bert, "bert", tmp_path)
     unlabelled = Dataset(name="raw", kind="text", texts=["a good film"] * 8)
     with pytest.raises(RecipeError, match="dataset 'raw' has no labels"):
@@ -71,6 +71,6 @@ def test_unusable_datasets_are_refused(catalog, tiny_bert, tiny_bert_encoder, tm
         run_recipe([src], {}, catalog, demo.digits(20))
     with pytest.raises(RecipeError, match="needs a registered dataset"):
         get_recipe("finetune").function()([src], get_recipe("finetune").resolve_params({}), JobContext(catalog))
-    enc = source(catalog, tiny_bert_encoder, "enc", tmp_path)
+    lm = source(catalog, tiny_gpt2, "lm", tmp_path)  # encoders become classifiers; language models do not
     with pytest.raises(RecipeError, match="finetune trains classifiers"):
-        run_recipe([enc], {}, catalog, sentiment(20))
+        run_recipe([lm], {}, catalog, sentiment(20))

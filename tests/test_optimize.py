@@ -64,18 +64,21 @@ def test_search_stops_when_the_budget_is_met_and_reports_the_best(catalog, tiny_
     assert res["stopped"] == "budget met" and len(res["tried"]) == 1  # the first candidate was good enough
     best = res["best_figures"]
     assert res["best"] == best["ref"] == "bert@1.0.1" and best["meets"] and best["drop"] <= 0.5
-    assert best["improves"] and best["latency_ms"] < res["parent"]["latency_ms"]
+    # judged by the paired ratio to the parent (same job, interleaved rounds), not absolute times
+    assert best["improves"] and best["latency_ratio_interval"][1] < 1.0 and res["parent"]["latency_ratio"] == 1.0
+    assert res["ranking_by_latency_ratio"][0]["ref"] == best["ref"]
     child = catalog.resolve(res["best"])
     assert [p["parent_id"] for p in catalog.parents(child.id)] == [parent.id]
     # figures come from the stored evaluation of each version
     values = catalog.metric_values(child.id)
     assert best["quality"] == values["accuracy"] and best["latency_ms"] == values["latency_p50_ms"]
+    assert best["latency_ratio"] == values["latency_p50_ratio_vs_parent"]
     assert res["parent"]["quality"] == catalog.metric_values(parent.id)["accuracy"]
     assert res["quality_metric"] == "quality/accuracy"
     marks = {v.ref: catalog.metric_values(v.id).get("pareto") for v in catalog.versions()}
     assert set(marks) == {"bert@1.0.0", "bert@1.0.1"} and all(m in (0.0, 1.0) for m in marks.values())
     figs = [res["parent"]] + res["tried"]
-    front = optimize.pareto_front([(f["quality"], f["size_bytes"], f["latency_ms"]) for f in figs])
+    front = optimize.pareto_front([(f["quality"], f["size_bytes"], f["latency_ratio"]) for f in figs])
     assert [marks[f["ref"]] == 1.0 for f in figs] == [f["pareto"] for f in figs] == front
     assert any(front)
 

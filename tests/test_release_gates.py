@@ -35,7 +35,7 @@ def test_rules_parse(rule):
     ("__import__('os').system('true') == 0", "unexpected text"),
     ("accuracy >= 1; drop table", "unexpected text"),
     ("accuracy >= production.a.b", "unexpected text"),
-    ("accuracy >= other.accuracy", "only production.<metric> or parent.<metric>"),
+    ("accuracy >= other.accuracy", "only production.<metric>, parent.<metric>"),
     ("approvals >= alice", "approvals compare with a number"),
     ("accuracy ** 2 >= 1", "expected one of"),
     ("accuracy >=", "expected a number or a metric at 'the end'"),
@@ -107,13 +107,14 @@ def test_missing_metrics_fail_as_not_evaluated(family):
     res, rep = run_rules(catalog, child, ["fairness_gap <= 0.05", "fidelity >= production.fidelity",
                                           "robustness_drop <= parent"])
     assert res["fairness_gap <= 0.05"].status == "fail"
-    assert res["fairness_gap <= 0.05"].reason == f"not evaluated: {child.ref} has no 'fairness_gap'"
+    assert res["fairness_gap <= 0.05"].reason == (f"not evaluated: {child.ref} has no 'fairness_gap' — run: "
+                                                  f"relman evaluate {child.ref} --suite fairness --dataset NAME")
     catalog.add_metrics(child.id, [Metric("r", "fidelity", 0.99), Metric("r", "robustness_drop", 0.1)])
     res, _ = run_rules(catalog, catalog.get_version(child.id), ["fidelity >= production.fidelity",
                                                                 "robustness_drop <= parent"])
     assert res["fidelity >= production.fidelity"].status == "fail"
-    assert res["fidelity >= production.fidelity"].reason == f"not evaluated: {base.ref} has no 'fidelity'"
-    assert res["robustness_drop <= parent"].reason == f"not evaluated: {base.ref} has no 'robustness_drop'"
+    assert res["fidelity >= production.fidelity"].reason.startswith(f"not evaluated: {base.ref} has no 'fidelity'")
+    assert res["robustness_drop <= parent"].reason.startswith(f"not evaluated: {base.ref} has no 'robustness_drop'")
 
 
 def test_a_none_value_counts_as_not_evaluated(family):

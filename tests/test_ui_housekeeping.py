@@ -31,15 +31,17 @@ def planted(catalog, tmp_path):
 def window(qtbot, catalog_path, planted, tmp_path):
     from relman.ui.qt_main import MainWindow
 
+    # jobs run: delete, archive, restore and gc are jobs in worker processes
     w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat),
-                   run_jobs=False)
+                   run_jobs=True, cpu_slots=1, poll_ms=200, runner_ms=150)
     qtbot.addWidget(w)
     w.show()
     yield w
     w.shutdown()
 
 
-def test_delete_confirms_bytes_freed_then_runs_relman_delete(window, qtbot, planted, catalog):
+@pytest.mark.heavy  # the delete is a job: a worker process
+def test_delete_confirms_bytes_freed_then_runs_a_delete_job(window, qtbot, planted, catalog):
     from relman.ui.qt_delete import DeleteDialog
 
     seen: dict[str, str] = {}
@@ -86,7 +88,7 @@ def test_tags_edited_in_the_gui_and_the_filter_speaks_the_search_language(window
     window.dialog_runner = accept_with(lambda d: d.tags.setText("fast paper"))
     window.actions_by_key["tags"].trigger()
     assert catalog.tags(planted["b"].id) == ["fast", "paper"]
-    model = window.versions_model
+    model = window.versions.model
     tags_col = [c[0] for c in model.columns].index("Tags")
     assert {model.index(r, tags_col).data() for r in range(model.rowCount())} == {"", "fast paper"}
     window.dialog_runner = accept_with(lambda d: d.tags.setText("fast"))
@@ -98,13 +100,13 @@ def test_tags_edited_in_the_gui_and_the_filter_speaks_the_search_language(window
     assert bad.result() == 0 and "invisible" in bad.error_label.text()
 
     def shown(text: str) -> list[str]:
-        window.filter_edit.setText(text)
-        return [window.versions_model.rows[i].ref for i in range(window.versions_proxy.rowCount())]
+        window.versions.filter_edit.setText(text)
+        return [window.versions.model.rows[i].ref for i in range(window.versions.proxy.rowCount())]
 
     assert shown("tag:fast") == [planted["b"].ref]
     assert shown("accuracy>0.9") == [planted["a"].ref]
-    assert shown("accuracy>") == [] and "not a metric condition" in window.versions_model.filter_error
-    assert "not a metric condition" in window.filter_edit.toolTip()
+    assert shown("accuracy>") == [] and "not a metric condition" in window.versions.model.filter_error
+    assert "not a metric condition" in window.versions.filter_edit.toolTip()
     assert shown("m@1.1") == [planted["b"].ref]
     assert shown("") == [planted["a"].ref, planted["b"].ref]
 
@@ -149,6 +151,7 @@ def test_import_dialog_proposes_a_new_name_and_offers_the_explicit_choice(plante
     assert d.result_values["new_architecture"] is True and d.result_values["model"] == "m"
 
 
+@pytest.mark.heavy  # archive and restore are jobs: worker processes
 def test_archive_then_restore_from_the_window(window, qtbot, planted, catalog, tmp_path):
     window.set_selection([planted["a"].id])
     window.dialog_runner = accept_with(lambda d: d.fields["Folder"].setText(str(tmp_path / "cold")))

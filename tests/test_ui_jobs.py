@@ -13,35 +13,11 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QSettings  # noqa: E402
 
-from ui_support import accept_with  # noqa: E402
+from ui_support import StallProbe, accept_with  # noqa: E402
 
 STALL_LIMIT_S = 0.200  # the test's hard limit; the 50 ms goal is a benchmark figure
-
-
-class StallProbe:
-    """Fires every 10 ms on the main thread and records the longest gap between firings."""
-
-    def __init__(self, interval_ms: int = 10) -> None:
-        self.timer = QTimer()
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(self._tick)
-        self.last = 0.0
-        self.gaps: list[float] = []
-
-    def start(self) -> None:
-        self.last = time.perf_counter()
-        self.timer.start()
-
-    def _tick(self) -> None:
-        now = time.perf_counter()
-        self.gaps.append(now - self.last)
-        self.last = now
-
-    def stop(self) -> float:
-        self.timer.stop()
-        return max(self.gaps) if self.gaps else 0.0
 
 
 def make_window(qtbot: Any, catalog_path: Path, tmp_path: Path, cpu_slots: int = 1) -> Any:
@@ -130,9 +106,9 @@ def test_cancel_or_retry_that_the_queue_refuses_is_a_message(qtbot, catalog, cat
     w = make_window(qtbot, catalog_path, tmp_path)
     try:
         qtbot.waitUntil(lambda: job_status(w, job_id) == "succeeded", timeout=90_000)
-        w.cancel_job(job_id)  # e.g. a stale button: the queue says why, the window shows it
+        w.job_actions.cancel_job(job_id)  # e.g. a stale button: the queue says why, the window shows it
         assert w.messages[-1][0] == "error" and "already succeeded" in w.messages[-1][1]
-        w.retry_job(job_id)
+        w.job_actions.retry_job(job_id)
         assert w.messages[-1][0] == "error" and "only failed or cancelled" in w.messages[-1][1]
     finally:
         w.shutdown()

@@ -28,7 +28,8 @@ class Reviewer:
         self.results: list[int] = []
 
     def __call__(self, dialog: Any) -> int:
-        from relman.ui.qt_dialogs import PromoteDialog, SimpleFormDialog
+        from relman.ui.qt_dialogs import SimpleFormDialog
+        from relman.ui.qt_promote import PromoteDialog
 
         self.seen.append(dialog)
         if isinstance(dialog, PromoteDialog):
@@ -61,8 +62,9 @@ def family(catalog, tiny_vit):
 def window(qtbot, catalog_path, family, tmp_path: Path):
     from relman.ui.qt_main import MainWindow
 
+    # jobs run: promotions that re-hash artifacts (staging, production) are "promote" jobs
     w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "gui.ini"), QSettings.Format.IniFormat),
-                   run_jobs=False)
+                   run_jobs=True, cpu_slots=1, poll_ms=200, runner_ms=150)
     qtbot.addWidget(w)
     w.show()
     w.tabs.setCurrentIndex(1)
@@ -147,7 +149,13 @@ def test_release_error_from_the_api_is_shown_not_raised(window, family, catalog)
     assert phase_of(catalog, family["pruned"].id) == "draft"
 
 
-def _to_production(window: Any, catalog: Any, version_id: int) -> None:
+def _promote_and_wait(window: Any, qtbot: Any) -> None:
+    """Press Promote; a promotion that re-hashes artifacts is a job: wait until it ended."""
+    window.board.promote_btn.click()
+    qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
+
+
+def _to_production(window: Any, qtbot: Any, catalog: Any, version_id: int) -> None:
     board = window.board
     window.dialog_runner = Reviewer("release step")
     for to in ("candidate", "staging"):
@@ -157,7 +165,7 @@ def _to_production(window: Any, catalog: Any, version_id: int) -> None:
             assert catalog.query("SELECT by FROM approvals WHERE version_id = ? AND to_phase = 'staging'",
                                  [version_id]) == [{"by": "tester"}]
         assert board.select_version(version_id)
-        board.promote_btn.click()
+        _promote_and_wait(window, qtbot)
         assert phase_of(catalog, version_id) == to, window.messages[-1]
     assert board.select_version(version_id)
     board.approve_btn.click()
@@ -170,16 +178,17 @@ def _to_production(window: Any, catalog: Any, version_id: int) -> None:
     _, card = board.find_card(version_id)
     assert card.gate_state == "pass"
     assert board.select_version(version_id)
-    board.promote_btn.click()
+    _promote_and_wait(window, qtbot)
     assert phase_of(catalog, version_id) == "production", window.messages[-1]
+    assert any(j["kind"] == "promote" for j in catalog.query("SELECT kind FROM jobs"))
 
 
-def test_full_release_then_rollback_from_the_board(window, family, catalog):
+def test_full_release_then_rollback_from_the_board(window, family, catalog, qtbot):
     base, pruned = family["base"], family["pruned"]
-    _to_production(window, catalog, base.id)
+    _to_production(window, qtbot, catalog, base.id)
     assert window.board.card_ids("production") == [base.id]
     assert window.compare.size_panel.prod_item.data["data"].tolist() == [base.id]  # production star
-    _to_production(window, catalog, pruned.id)
+    _to_production(window, qtbot, catalog, pruned.id)
     assert window.board.card_ids("production") == [pruned.id]
     assert base.id in window.board.card_ids("retired")
     assert window.board.rollback_btn.isEnabled()
@@ -188,9 +197,9 @@ def test_full_release_then_rollback_from_the_board(window, family, catalog):
     assert phase_of(catalog, base.id) == "production" and phase_of(catalog, pruned.id) == "retired"
     assert window.board.card_ids("production") == [base.id]
     assert pruned.id in window.board.card_ids("retired")
-    phase_col = [window.versions_model.columns[c][0] for c in range(window.versions_model.columnCount())].index("Phase")
-    phases = {window.versions_model.rows[r].id: window.versions_model.index(r, phase_col).data()
-              for r in range(window.versions_model.rowCount())}
+    phase_col = [window.versions.model.columns[c][0] for c in range(window.versions.model.columnCount())].index("Phase")
+    phases = {window.versions.model.rows[r].id: window.versions.model.index(r, phase_col).data()
+              for r in range(window.versions.model.rowCount())}
     assert phases[base.id] == "production" and phases[pruned.id] == "retired"
     assert any(e["kind"] == "rollback" for e in catalog.events())
     assert window.audit.verify()[0]

@@ -37,8 +37,20 @@ def window(qtbot, catalog_path, family, settings):
     w.shutdown()
 
 
+@pytest.fixture
+def working_window(qtbot, catalog_path, family, settings):
+    """A window that runs jobs: imports, datasets and exports are jobs in worker processes."""
+    from relman.ui.qt_main import MainWindow
+
+    w = MainWindow(catalog_path, settings=settings, run_jobs=True, cpu_slots=1, poll_ms=200, runner_ms=150)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.shutdown()
+
+
 def test_versions_table_shows_every_version_with_metrics(window, family):
-    model = window.versions_model
+    model = window.versions.model
     assert model.rowCount() == 3
     headers = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
     for h in ("Model", "Version", "Phase", "Size", "Params", "Recipe", "Created", "accuracy", "latency_p95_ms"):
@@ -49,23 +61,23 @@ def test_versions_table_shows_every_version_with_metrics(window, family):
     assert model.index(by_version["1.0.0"], acc_col).data() == "0.91"
     assert model.index(by_version[family["merged"].version], recipe_col).data() == "merge-fedavg"
     # sorting by a metric (header click path: the proxy delegates to the source model)
-    window.table.sortByColumn(acc_col, Qt.SortOrder.DescendingOrder)
-    shown = [window.versions_proxy.index(r, acc_col).data() for r in range(window.versions_proxy.rowCount())]
+    window.versions.table.sortByColumn(acc_col, Qt.SortOrder.DescendingOrder)
+    shown = [window.versions.proxy.index(r, acc_col).data() for r in range(window.versions.proxy.rowCount())]
     assert shown == ["0.91", "0.88", "0.8"]
-    window.table.sortByColumn(acc_col, Qt.SortOrder.AscendingOrder)
-    assert window.versions_proxy.index(0, acc_col).data() == "0.8"
+    window.versions.table.sortByColumn(acc_col, Qt.SortOrder.AscendingOrder)
+    assert window.versions.proxy.index(0, acc_col).data() == "0.8"
 
 
 def test_filtering_by_text_and_phase(window, qtbot):
-    qtbot.keyClicks(window.filter_edit, "prune")
-    assert window.versions_proxy.rowCount() == 1
-    assert "1 of 3" in window.count_label.text()
-    window.filter_edit.clear()
-    assert window.versions_proxy.rowCount() == 3
-    window.phase_filter.setCurrentText("production")
-    assert window.versions_proxy.rowCount() == 0
-    window.phase_filter.setCurrentText("draft")
-    assert window.versions_proxy.rowCount() == 3
+    qtbot.keyClicks(window.versions.filter_edit, "prune")
+    assert window.versions.proxy.rowCount() == 1
+    assert "1 of 3" in window.versions.count_label.text()
+    window.versions.filter_edit.clear()
+    assert window.versions.proxy.rowCount() == 3
+    window.versions.phase_filter.setCurrentText("production")
+    assert window.versions.proxy.rowCount() == 0
+    window.versions.phase_filter.setCurrentText("draft")
+    assert window.versions.proxy.rowCount() == 3
 
 
 def test_tree_lineage_board_and_compare_show_the_family(window, family):
@@ -94,7 +106,7 @@ def test_tree_lineage_board_and_compare_show_the_family(window, family):
     # clicking a point selects that version everywhere
     compare.size_panel.click_version(family["pruned"].id)
     assert window.selected_ids == [family["pruned"].id]
-    assert [window.versions_proxy.version_id(i.row()) for i in window.table.selectionModel().selectedRows()] == \
+    assert [window.versions.proxy.version_id(i.row()) for i in window.versions.table.selectionModel().selectedRows()] == \
         [family["pruned"].id]
     compare.size_panel.click_version(family["base"].id, add=True)
     assert compare.table.columnCount() == 2
@@ -102,30 +114,40 @@ def test_tree_lineage_board_and_compare_show_the_family(window, family):
     assert "(+" in delta_cell or "(-" in delta_cell
 
 
-def test_import_through_dialog_runs_a_child_relman(window, qtbot, tiny_vit):
+def test_import_through_dialog_runs_an_import_job(working_window, qtbot, tiny_vit, catalog):
     from relman.ui.qt_dialogs import ImportDialog
 
     def fill(d: ImportDialog) -> None:
         d.path.setText(str(tiny_vit))
         d.model.setCurrentText("second-vit")
 
+    window = working_window
     window.dialog_runner = accept_with(fill)
     window.actions_by_key["import"].trigger()
+    job = catalog.query("SELECT id, kind FROM jobs ORDER BY id DESC")[0]
+    assert job["kind"] == "import_model" and window.busy()
     qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
-    window.refresh(force=True)
     assert any(v.model == "second-vit" for v in window.snapshot.versions), window.messages
-    assert window.messages[-1][0] == "info"
+    assert window.messages[-1][0] == "info" and "second-vit@1.0.0" in window.messages[-1][1]
     assert window.tree.topLevelItemCount() == 2
+    assert catalog.query("SELECT result_version_id FROM jobs WHERE id = ?", [job["id"]])[0]["result_version_id"]
 
 
-def test_import_of_a_bad_path_shows_the_error_and_adds_nothing(window, qtbot, tmp_path):
-    before = window.versions_model.rowCount()
-    window.import_model(str(tmp_path / "nope"), "ghost")
+def test_import_of_a_bad_path_shows_the_error_and_adds_nothing(working_window, qtbot, tmp_path, tiny_vit):
+    window = working_window
+    before = window.versions.model.rowCount()
+    window.guarded("import", window.work.import_model, str(tmp_path / "nope"), "ghost")
+    level, text = window.messages[-1]  # refused before any job is queued
+    assert level == "error" and "nope" in text and not window.busy()
+    assert window.open_boxes, "the error is shown in a message box"
+    # a file that exists but is no model: the job fails and its one-line reason is shown
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model at all")
+    window.work.import_model(str(junk), "ghost")
     qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
     level, text = window.messages[-1]
-    assert level == "error" and "nope" in text
-    assert window.versions_model.rowCount() == before
-    assert window.open_boxes, "the error is shown in a message box"
+    assert level == "error" and "junk.safetensors" in text and "failed" in text
+    assert window.versions.model.rowCount() == before
 
 
 def test_dialog_validation_keeps_dialog_open_with_the_reason(qtbot):  # qtbot: a QApplication even when run alone
@@ -196,10 +218,11 @@ def test_screenshots_of_each_main_view(window, tmp_path):
         assert p.stat().st_size > 5000
 
 
-def test_register_dataset_through_the_dialog(window, qtbot, tmp_path):
+def test_register_dataset_through_the_dialog(working_window, qtbot, tmp_path):
     from relman.data.demo import sentiment_csv
     from relman.ui.qt_dialogs import DatasetDialog
 
+    window = working_window
     csv = sentiment_csv(tmp_path / "reviews.csv", n=40)
 
     def fill(d: DatasetDialog) -> None:
@@ -212,31 +235,34 @@ def test_register_dataset_through_the_dialog(window, qtbot, tmp_path):
     window.actions_by_key["dataset"].trigger()
     qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
     assert window.messages[-1][0] == "info", window.messages
-    assert "reviews" in window.datasets()
+    assert "reviews" in window.work.datasets()
     # a column that is not there: the reader's one-line reason is shown, nothing is stored
-    window.register_dataset(str(csv), "broken", label_col="no_such_column")
+    window.work.register_dataset(str(csv), "broken", label_col="no_such_column")
     qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
     level, text = window.messages[-1]
     assert level == "error" and "no_such_column" in text
-    assert "broken" not in window.datasets()
+    assert "broken" not in window.work.datasets()
 
 
-def test_model_card_and_bundle_export_from_the_window(window, family, tmp_path, monkeypatch):
+def test_model_card_and_bundle_export_from_the_window(working_window, family, tmp_path, monkeypatch, qtbot):
     from relman.app.bundles import create_key
 
+    window = working_window
     monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
     ref = family["base"].ref
-    card = window.write_model_card(ref, str(tmp_path / "README.md"))
+    card = window.work.write_model_card(ref, str(tmp_path / "README.md"))
     text = (tmp_path / "README.md").read_text(encoding="utf-8")
     assert "digits-vit" in text and "accuracy" in text
     assert window.messages[-1][0] == "info" and str(card or tmp_path / "README.md") in window.messages[-1][1]
     # no signing key yet: the release layer's reason is shown, nothing is written
-    window.guarded("export", window.export_bundle, ref, str(tmp_path / "b.relman"))
+    window.guarded("export", window.work.export_bundle, ref, str(tmp_path / "b.relman"))
     assert window.messages[-1][0] == "error"
     assert not (tmp_path / "b.relman").exists()
     create_key("lab")
-    window.guarded("export", window.export_bundle, ref, str(tmp_path / "b.relman"))
-    assert window.messages[-1][0] == "info", window.messages[-1]
+    window.guarded("export", window.work.export_bundle, ref, str(tmp_path / "b.relman"))
+    assert window.busy(), window.messages[-1]  # an export job, in a worker process
+    qtbot.waitUntil(lambda: not window.busy(), timeout=90_000)
+    assert window.messages[-1][0] == "info" and "Exported" in window.messages[-1][1], window.messages[-1]
     assert (tmp_path / "b.relman").stat().st_size > 1000
 
 

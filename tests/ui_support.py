@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import time
+
 from relman.catalog import Catalog, Metric
 from relman.jobs.testing import wait_until as wait_for  # noqa: F401  (a deadline on a condition)
 
@@ -38,3 +40,73 @@ def accept_with(fill: Callable[[Any], None]) -> Callable[[Any], int]:
         dialog.accept()
         return dialog.result()
     return run
+
+
+def _runqueue_wait_s() -> float | None:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class StallProbe:
+    """Fires every 10 ms on the main thread and records the gaps between firings.
+
+    `gaps`: wall-clock gaps (what a user sees). `own_gaps`: the same minus the time the main
+    thread waited for a CPU while runnable (Linux run-queue wait, /proc/thread-self/schedstat),
+    i.e. the time it spent working or blocked: what the code is answerable for, also on a
+    machine whose cores are busy with other work. Where schedstat is missing both are equal."""
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.last = 0.0
+        self.last_wait: float | None = None
+        self.gaps: list[float] = []
+        self.own_gaps: list[float] = []
+        self.cpu_gaps: list[float] = []  # the main thread's CPU time in each gap
+        self.last_cpu = 0.0
+        self.marks: list[tuple[int, str]] = []  # (index of the next gap, what the test did)
+
+    def mark(self, what: str) -> None:
+        """Label the gaps from here on (failure messages say which step stalled)."""
+        self.marks.append((len(self.gaps), what))
+
+    def worst_where(self, n: int = 3) -> str:
+        """The `n` longest own gaps with the step they fell in, for a failure message."""
+        order = sorted(range(len(self.own_gaps)), key=lambda i: -self.own_gaps[i])[:n]
+        out = []
+        for i in order:
+            step = next((what for at, what in reversed(self.marks) if at <= i), "start")
+            out.append(f"{self.own_gaps[i] * 1000:.0f} ms own ({self.cpu_gaps[i] * 1000:.0f} ms CPU) / "
+                       f"{self.gaps[i] * 1000:.0f} ms wall during '{step}'")
+        return "; ".join(out)
+
+    def start(self) -> None:
+        self.last = time.perf_counter()
+        self.last_wait = _runqueue_wait_s()
+        self.last_cpu = time.thread_time()
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        wait = _runqueue_wait_s()
+        gap = now - self.last
+        waited = (wait - self.last_wait) if wait is not None and self.last_wait is not None else 0.0
+        cpu = time.thread_time()
+        self.gaps.append(gap)
+        self.own_gaps.append(max(0.0, gap - waited))
+        self.cpu_gaps.append(cpu - self.last_cpu)
+        self.last, self.last_wait, self.last_cpu = now, wait, cpu
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return max(self.gaps) if self.gaps else 0.0
+
+    def worst_own(self) -> float:
+        return max(self.own_gaps) if self.own_gaps else 0.0

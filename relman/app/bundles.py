@@ -26,8 +26,9 @@ def write_model_card(catalog: Catalog, ref: VersionLike, path: Path | str) -> Pa
     return _card.write_model_card(catalog, version_of(catalog, ref).id, path)
 
 
-def export_bundle(catalog: Catalog, ref: VersionLike, out: Path | str, *, key: str | None = None) -> dict[str, Any]:
-    return _bundle.export_bundle(catalog, version_of(catalog, ref).id, out, key_name=key)
+def export_bundle(catalog: Catalog, ref: VersionLike, out: Path | str, *, key: str | None = None,
+                  progress: Any = None) -> dict[str, Any]:
+    return _bundle.export_bundle(catalog, version_of(catalog, ref).id, out, key_name=key, progress=progress)
 
 
 def import_bundle(catalog: Catalog, path: Path | str, *, who: str | None = None) -> dict[str, Any]:

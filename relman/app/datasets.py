@@ -23,8 +23,9 @@ __all__ = ["register_dataset", "describe_dataset", "list_datasets", "get_dataset
 
 
 def _check_name(name: str) -> None:
-    if not name or "@" in name or "/" in name or name.strip() != name or any(c.isspace() for c in name):
-        raise DatasetError(f"'{name}' is not a valid dataset name (no '@', '/' or spaces)")
+    from relman.names import check_name
+
+    check_name(name, "dataset name")
 
 
 def register_dataset(
@@ -50,6 +51,7 @@ def register_dataset(
     seed: int = 0,
     actor: str | None = None,
     source: str | None = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Check the dataset at `path` with the given column mapping and store it as `name`.
 
@@ -58,13 +60,18 @@ def register_dataset(
     label order and refuses any other label. Split: `split_col`, or `val_fraction` /
     `test_fraction` with `seed` (stored, so the split is reproducible), or neither.
     `model_labels` (e.g. a model version's labels) refuses a dataset with labels the model lacks.
-    `source` is recorded instead of the path (e.g. 'demo:digits').
+    `source` is recorded instead of the path (e.g. 'demo:digits'). `progress(bytes stored,
+    bytes in all)` follows the copy into the store, after every check has passed.
     Returns the dataset as `describe_dataset` does."""
     from relman.data.mapping import ColumnMapping
     from relman.data.formats import get_reader
     from relman.data.readers import file_entries, guess_format, normalise, read_entries
 
     _check_name(name)
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\r\n\"":
+        raise DatasetError(f"--delimiter must be exactly one character (not a quote or line break), got {delimiter!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise DatasetError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}")
     labels = [str(x) for x in labels] if labels else None
     if catalog.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
         raise DatasetError(f"dataset '{name}' already exists; choose another --name")
@@ -90,7 +97,7 @@ def register_dataset(
         meta["groups"] = sorted({str(g) for g in ds.groups})
     row = catalog.add_dataset(name, {rel: f for rel, f in entries}, format=fmt, kind=ds.kind,
                               columns=mapping.to_json(), labels=ds.label_names, n_rows=len(ds), meta=meta,
-                              actor=actor)
+                              actor=actor, progress=progress)
     return describe_dataset(catalog, row)
 
 

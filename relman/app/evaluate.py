@@ -31,3 +31,4 @@ def queue_evaluation(catalog: Catalog, refs: Sequence[str], dataset: str | int |
                             options=options)
     with catalog.transaction():
         return [enqueue(catalog, "evaluate", p, device=device, actor=actor) for p in plans]
+

@@ -121,6 +121,7 @@ def delete_version(catalog: Catalog, ref: str, *, why: str, who: str | None = No
             raise HousekeepingError(refusal)
         sizes = bytes_released_by(catalog, v)
         files = catalog.artifacts(v.id)
+        evaluation_files = [r["sha256"] for r in catalog.evaluation_artifacts(v.id)]
         result = {"ref": v.ref, "manifest_sha256": v.manifest_sha256, "size_bytes": v.size_bytes,
                   "why": why, "who": who, "dry_run": dry_run, **sizes}
         if dry_run:
@@ -131,6 +132,7 @@ def delete_version(catalog: Catalog, ref: str, *, why: str, who: str | None = No
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             [v.id, at, who, why, v.manifest_sha256, v.size_bytes, json.dumps(files)])
         catalog.conn.execute("DELETE FROM artifacts WHERE version_id = ?", [v.id])
+        catalog.conn.execute("DELETE FROM evaluation_artifacts WHERE version_id = ?", [v.id])
         catalog.conn.execute("DELETE FROM tags WHERE version_id = ?", [v.id])
         catalog.conn.execute("DELETE FROM archives WHERE version_id = ?", [v.id])
         audit.append(catalog.db, at=at, actor=who, kind="delete", model=v.model, version=v.version,
@@ -138,7 +140,7 @@ def delete_version(catalog: Catalog, ref: str, *, why: str, who: str | None = No
                               "files": len(files), "archived_to": v.archived_to})
     result["deleted_at"] = at
     if release:
-        freed = gc.sweep(catalog, candidates=[f["sha256"] for f in files])
+        freed = gc.sweep(catalog, candidates=[f["sha256"] for f in files] + evaluation_files)
         result["freed_bytes"] = freed["bytes"]
         result["freed_blobs"] = freed["blobs"]
     else:

@@ -33,21 +33,32 @@ def architecture_clash(catalog: Catalog, model: str, architecture: str | None, t
 
 
 def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str | None = None,
-                 task: str | None = None, actor: str | None = None,
-                 new_architecture: bool = False) -> VersionInfo:
+                 task: str | None = None, actor: str | None = None, new_architecture: bool = False,
+                 job_id: int | None = None, progress: Any = None) -> VersionInfo:
     """Check the model at `path` and store it as a new version of `model`.
 
     All checks run before anything is written; the store and the rows then commit together,
     so a refused or failed import leaves the catalog exactly as it was. A different
-    architecture or task under an existing model name is refused unless `new_architecture`."""
+    architecture or task under an existing model name is refused unless `new_architecture`.
+    `job_id`: the import job whose result this is (recorded with the version in the same
+    transaction); `progress(bytes stored, bytes in all)` follows the copy into the store (it
+    may raise to stop it)."""
+    from relman.catalog import semver
+    from relman.names import check_name
+
     if task is not None and task not in TASKS:
         raise ModelImportError(f"unknown task '{task}' (known: {', '.join(TASKS)})")
+    check_name(model, "model name")
+    if version is not None:
+        semver.parse(version)
     desc = inspect_model(path)
     clash = architecture_clash(catalog, model, desc.architecture, task or desc.task)
     if clash and not new_architecture:
         raise ModelImportError(f"{clash}: import it under a new --model name, or pass --new-architecture "
                                f"to add it to '{model}' anyway")
     meta: dict[str, Any] = {"source": str(Path(path).expanduser().resolve())}
+    if desc.left_out:  # never stored: not needed by the model, and not checked
+        meta["left_out"] = desc.left_out
     if clash:
         meta["new_architecture"] = clash
     if desc.config.get("model_type"):
@@ -57,7 +68,7 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
     return catalog.add_version(
         model, desc.files, format=desc.format, version=version, task=task or desc.task,
         architecture=desc.architecture, params=desc.params, dtype=desc.dtype, meta=meta, actor=actor,
-        event_kind="import",
+        event_kind="import", job_id=job_id, progress=progress,
     )
 
 

@@ -30,9 +30,11 @@ def version_of(catalog: Catalog, ref: VersionLike) -> VersionInfo:
     return catalog.resolve(ref)
 
 
-def gates(catalog: Catalog, ref: VersionLike, to_phase: str) -> GateReport:
-    """Evaluate (without changing anything) the gates for moving `ref` to `to_phase`."""
-    return evaluate_gates(catalog, version_of(catalog, ref), to_phase)
+def gates(catalog: Catalog, ref: VersionLike, to_phase: str, *, rehash: bool = True) -> GateReport:
+    """Evaluate (without changing anything) the gates for moving `ref` to `to_phase`.
+    `rehash=False` reads no artifact: the "artifacts intact" rule then says what is known from
+    earlier re-hashes ("pending" otherwise), which is what a view on the GUI thread wants."""
+    return evaluate_gates(catalog, version_of(catalog, ref), to_phase, rehash=rehash)
 
 
 def next_phases(catalog: Catalog, ref: VersionLike) -> list[str]:
@@ -43,9 +45,16 @@ def next_phases(catalog: Catalog, ref: VersionLike) -> list[str]:
 
 
 def promote(catalog: Catalog, ref: VersionLike, to_phase: str, *, why: str = "", who: str | None = None,
-            override: bool = False) -> dict[str, Any]:
+            override: bool = False, progress: Any = None) -> dict[str, Any]:
     return _workflow.promote(catalog, version_of(catalog, ref).id, to_phase, why=why, who=who or current_user(),
-                             override=override)
+                             override=override, progress=progress)
+
+
+def verifies_artifacts(catalog: Catalog, ref: VersionLike, to_phase: str) -> bool:
+    """Whether promoting `ref` to `to_phase` re-hashes its artifacts (the policy's
+    `verify_artifacts`): the GUI runs such promotions as jobs."""
+    v = version_of(catalog, ref)
+    return to_phase in _policy.get_policy(catalog, v.model)[0].get("verify_artifacts", [])
 
 
 def reject(catalog: Catalog, ref: VersionLike, *, why: str = "", who: str | None = None) -> dict[str, Any]:
@@ -57,8 +66,9 @@ def rollback(catalog: Catalog, model: str, *, why: str = "", who: str | None = N
 
 
 def approve(catalog: Catalog, ref: VersionLike, to_phase: str, *, by: str | None = None,
-            comment: str = "") -> dict[str, Any]:
-    return _approvals.approve(catalog, version_of(catalog, ref).id, to_phase, by or current_user(), comment)
+            comment: str = "", key: str | None = None) -> dict[str, Any]:
+    return _approvals.approve(catalog, version_of(catalog, ref).id, to_phase, by or current_user(), comment,
+                              key=key)
 
 
 def approvals(catalog: Catalog, ref: VersionLike, to_phase: str | None = None) -> list[dict[str, Any]]:

@@ -40,7 +40,9 @@ def check_tag_name(name: str) -> str:
     if name.lower() in _RESERVED or semver.is_semver(name) or re.fullmatch(r"v?\d+(\.\d+)*", name):
         raise HousekeepingError(f"'{name}' would read as a version, 'latest' or a phase in MODEL@{name}; "
                                 "choose another tag")
-    return name
+    from relman.names import check_name
+
+    return check_name(name, "tag")  # the one allowed character set (README, Names)
 
 
 def tag_version(catalog: Catalog, ref: str, name: str, *, who: str | None = None) -> dict[str, Any]:

@@ -27,11 +27,12 @@ def _import_sqlite_utils_light() -> None:
 
 _import_sqlite_utils_light()
 
-from relman.catalog.catalog import Catalog, Metric, VersionInfo, open_catalog
+from relman.catalog.catalog import Catalog, EvalArtifact, Metric, VersionInfo, open_catalog
 from relman.catalog.location import default_catalog_path, resolve_catalog_path
 
 __all__ = [
     "Catalog",
+    "EvalArtifact",
     "Metric",
     "VersionInfo",
     "open_catalog",

@@ -16,14 +16,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import sqlite_utils
 
+from relman.catalog import anchor, integrity
 from relman.catalog import events as audit
 from relman.catalog import semver
 from relman.catalog.migrations import migrate
 from relman.catalog.store import BlobStore
+from relman.names import check_name
 from relman.errors import (
     CatalogError,
     CatalogNotWritable,
@@ -75,6 +77,20 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class EvalArtifact:
+    """A file an evaluation produced besides numbers (e.g. per-example attributions), stored
+    as a blob and referenced from `evaluation_artifacts`."""
+
+    version_id: int
+    suite: str
+    kind: str
+    path: Path
+    method: str | None = None
+    dataset_id: int | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     id: int
     model_id: int
@@ -122,6 +138,15 @@ _VERSION_SELECT = ("SELECT v.*, m.name AS model, t.deleted_at AS deleted_at, x.f
 _LIVE = "t.version_id IS NULL"
 
 
+def metric_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What makes two measurements "the same metric": the newest row per key is current.
+    (suite, name, dataset, device) — a figure on another dataset or device is another metric."""
+    ctx = row.get("context") or {}
+    if isinstance(ctx, str):
+        ctx = json.loads(ctx)
+    return (row["suite"], row["name"], row.get("dataset_id") or ctx.get("dataset"), ctx.get("device"))
+
+
 def manifest_sha(files: Mapping[str, str]) -> str:
     """A version's identity: the sha256 of its sorted (path, blob sha) list."""
     import hashlib
@@ -135,6 +160,11 @@ class Catalog:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self.store = BlobStore(root / "objects")
+        # set by open_catalog once the schema is current: commit rows into events and sign
+        # checkpoints at the end of each transaction (relman.catalog.integrity / anchor)
+        self.tamper_evident = False
+        self._checkpoint_wanted = False
+        self._checkpoint_keep = False
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -167,15 +197,25 @@ class Catalog:
                 yield self.db
             return
         self.conn.execute("BEGIN IMMEDIATE")
+        doc = None
         try:
+            head0 = anchor.head_seq(self.conn) if self.tamper_evident else 0
             yield self.db
+            if self.tamper_evident:
+                integrity.commit_leftovers(self)
+                if self._checkpoint_wanted or anchor.head_seq(self.conn) != head0:
+                    doc = anchor.sign_head(self)
             self.conn.execute("COMMIT")
         except BaseException as e:
+            self._checkpoint_keep = self._checkpoint_wanted = False
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
                 raise CatalogError(f"{self.db_path}: {e}; nothing was changed (free some space and retry)") from None
             raise
+        if doc is not None:
+            anchor.write_file(self, doc, keep=self._checkpoint_keep)
+        self._checkpoint_keep = self._checkpoint_wanted = False
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
@@ -232,8 +272,7 @@ class Catalog:
         row = self.conn.execute("SELECT id FROM models WHERE name = ?", [name]).fetchone()
         if row:
             return int(row[0])
-        if not name or "@" in name or "/" in name or name.strip() != name:
-            raise RelmanError(f"'{name}' is not a valid model name (no '@', '/', or surrounding spaces)")
+        check_name(name, "model name")
         cur = self.conn.execute(
             "INSERT INTO models (name, task, created_at, created_by) VALUES (?, ?, ?, ?)",
             [name, task, utcnow(), actor],
@@ -349,20 +388,23 @@ class Catalog:
         owner: str | None = None,
         event_kind: str = "import",
         job_id: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> VersionInfo:
         """Store `files` (relative path → local file) as a new version, all or nothing.
 
         The version string is checked or chosen (imports bump the minor of the highest version,
         derived versions bump the patch next to their first parent). Blobs, rows for the
-        version, its artifacts, lineage, metrics and the audit event commit together."""
+        version, its artifacts, lineage, metrics and the audit event commit together.
+        `progress(bytes stored, bytes in all)` follows the copy into the store."""
         actor = actor or current_user()
         if not files:
             raise RelmanError("a version needs at least one file")
+        check_name(model, "model name")
         if version is not None:
             semver.parse(version)
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored = stage.put_all(files)
+            stored = stage.put_all(files, progress)
             total = sum(size for _, size in stored.values())
             msha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
@@ -430,18 +472,75 @@ class Catalog:
                                                      "count": n})
         return n
 
+    def add_evaluation(self, version_id: int, metrics: Iterable[Metric], artifacts: Sequence[EvalArtifact] = (), *,
+                       job_id: int | None = None, actor: str | None = None, owner: str | None = None) -> int:
+        """An evaluation's metrics and its artifacts (blobs + rows + audit events) in one
+        transaction: all land, or nothing does (a blob this call added is removed again)."""
+        metrics = list(metrics)
+        artifacts = list(artifacts)
+        if not artifacts:
+            return self.add_metrics(version_id, metrics, job_id=job_id, actor=actor)
+        actor = actor or current_user()
+        with self.staged_blobs(owner or f"proc:{os.getpid()}") as stage:
+            stored = [(a, stage.put(a.path)) for a in artifacts]
+            with self.transaction():
+                n = self.add_metrics(version_id, metrics, job_id=job_id, actor=actor) if metrics else 0
+                now = utcnow()
+                for a, (sha, size) in stored:
+                    v = self.get_version(a.version_id)
+                    self.conn.execute(
+                        "INSERT INTO evaluation_artifacts (version_id, job_id, dataset_id, suite, kind, method, sha256,"
+                        " size, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [a.version_id, job_id, a.dataset_id, a.suite, a.kind, a.method, sha, size,
+                         json.dumps(dict(a.meta), default=str), now])
+                    audit.append(self.db, at=now, actor=actor, kind="evaluation-artifact", model=v.model,
+                                 version=v.version, payload={"job": job_id, "suite": a.suite, "kind": a.kind,
+                                                             "method": a.method, "sha256": sha, "size": size})
+                stage.commit()
+        return n
+
+    def evaluation_artifacts(self, version_id: int, kind: str | None = None) -> list[dict[str, Any]]:
+        """A version's evaluation artifacts, oldest first (meta decoded)."""
+        sql = ("SELECT a.*, d.name AS dataset FROM evaluation_artifacts a LEFT JOIN datasets d ON d.id = a.dataset_id"
+               " WHERE a.version_id = ?")
+        params: list[Any] = [version_id]
+        if kind:
+            sql += " AND a.kind = ?"
+            params.append(kind)
+        rows = self.query(sql + " ORDER BY a.id", params)
+        for r in rows:
+            r["meta"] = json.loads(r["meta"] or "{}")
+        return rows
+
+    def read_blob(self, sha: str) -> bytes:
+        """The bytes of a stored blob, re-hashed: a changed or missing file is an IntegrityError."""
+        import hashlib
+
+        path = self.store.path(sha)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IntegrityError(f"blob {sha[:12]} is missing from {self.store.root}; run 'relman verify'") from None
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise IntegrityError(f"blob {sha[:12]} ({path}) does not match its hash; run 'relman verify'")
+        return data
+
     def metrics(self, version_id: int, latest: bool = True) -> list[dict[str, Any]]:
-        """A version's metrics; with `latest`, only the newest value of each (suite, name)."""
+        """A version's metrics, oldest first. Metrics are append-only: a re-evaluation adds rows
+        and never overwrites. With `latest`, only the current measurement of each (suite, name,
+        dataset, conditions) — conditions being the device it ran on — sorted by suite and name.
+        Each row has `measured_at` (= created_at) and its decoded `context`."""
         rows = self.query(
             "SELECT m.*, d.name AS dataset FROM metrics m LEFT JOIN datasets d ON d.id = m.dataset_id"
             " WHERE m.version_id = ? ORDER BY m.id", [version_id])
         for r in rows:
             r["context"] = json.loads(r["context"])
+            r["measured_at"] = r["created_at"]
         if latest:
-            newest: dict[tuple[str, str], dict[str, Any]] = {}
+            newest: dict[tuple[Any, ...], dict[str, Any]] = {}
             for r in rows:
-                newest[(r["suite"], r["name"])] = r
-            rows = sorted(newest.values(), key=lambda r: (r["suite"], r["name"]))
+                newest[metric_key(r)] = r
+            rows = sorted(newest.values(), key=lambda r: (r["suite"], r["name"], r["id"]))
         return rows
 
     def metric_values(self, version_id: int) -> dict[str, float]:
@@ -523,7 +622,9 @@ class Catalog:
             " JOIN versions v ON v.id = a.version_id JOIN models m ON m.id = v.model_id"
             " WHERE NOT EXISTS (SELECT 1 FROM archives x WHERE x.version_id = v.id)"
             " UNION ALL SELECT f.sha256, f.path, 'dataset ' || d.name FROM dataset_files f"
-            " JOIN datasets d ON d.id = f.dataset_id")
+            " JOIN datasets d ON d.id = f.dataset_id"
+            " UNION ALL SELECT e.sha256, e.suite || ' ' || e.kind, 'evaluation of ' || m.name || '@' || v.version"
+            " FROM evaluation_artifacts e JOIN versions v ON v.id = e.version_id JOIN models m ON m.id = v.model_id")
         checked: dict[str, str | None] = {}
         for r in rows:
             sha = r["sha256"]
@@ -556,16 +657,18 @@ class Catalog:
     def add_dataset(self, name: str, files: Mapping[str, Path], *, format: str, kind: str,
                     columns: Mapping[str, Any], labels: Sequence[str], n_rows: int,
                     meta: Mapping[str, Any] | None = None, actor: str | None = None,
-                    owner: str | None = None) -> dict[str, Any]:
+                    owner: str | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
         """Store a dataset's files (relative path → local file) and its row, all or nothing,
         like `add_version`: blobs staged, then rows + audit event in one transaction. The
-        dataset's sha256 is the manifest hash of its (path, blob sha) list."""
+        dataset's sha256 is the manifest hash of its (path, blob sha) list. `progress` as in
+        `add_version`."""
         actor = actor or current_user()
+        check_name(name, "dataset name")
         if not files:
             raise RelmanError("a dataset needs at least one file")
         owner = owner or f"proc:{os.getpid()}"
         with self.staged_blobs(owner) as stage:
-            stored = stage.put_all(files)
+            stored = stage.put_all(files, progress)
             dsha = manifest_sha({k: v[0] for k, v in stored.items()})
             with self.transaction():
                 if self.conn.execute("SELECT 1 FROM datasets WHERE name = ?", [name]).fetchone():
@@ -602,15 +705,26 @@ class BlobStaging:
                 [self.owner, sha, utcnow()])
         self.touched = True
 
-    def put(self, src: Path) -> tuple[str, int]:
-        sha, size, _ = self.catalog.store.put_file(src, on_new=self._record)
+    def put(self, src: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+        sha, size, _ = self.catalog.store.put_file(src, on_new=self._record, on_bytes=on_bytes)
         return sha, size
 
-    def put_all(self, files: Mapping[str, Path]) -> dict[str, tuple[str, int]]:
-        """Store each file; returns {posix relative path: (sha256, size)}."""
+    def put_all(self, files: Mapping[str, Path],
+                progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[str, int]]:
+        """Store each file; returns {posix relative path: (sha256, size)}. `progress(bytes
+        stored, bytes in all)` follows the copy."""
         stored: dict[str, tuple[str, int]] = {}
+        total = sum(Path(src).stat().st_size for src in files.values()) if progress is not None else 0
+        done = 0
+
+        def on_bytes(n: int) -> None:
+            nonlocal done
+            done += n
+            assert progress is not None
+            progress(done, total)
+
         for rel, src in sorted(files.items()):
-            stored[rel.replace(os.sep, "/")] = self.put(Path(src))
+            stored[rel.replace(os.sep, "/")] = self.put(Path(src), on_bytes if progress is not None else None)
         return stored
 
     def commit(self) -> None:
@@ -620,6 +734,15 @@ class BlobStaging:
     def rollback(self) -> None:
         if self.touched:
             self.catalog.release_pending(self.owner)
+
+
+def _free_bytes(root: Path) -> str:
+    import shutil
+
+    try:
+        return f"{shutil.disk_usage(root).free:,} bytes"
+    except OSError:
+        return "unknown space"
 
 
 def _check_writable(root: Path) -> None:
@@ -660,8 +783,16 @@ def open_catalog(path: Path | str | None = None, *, create: bool = True) -> Cata
         if needs:
             with catalog.transaction():
                 migrate(catalog.db)
+        integrity.install(conn)
+        catalog.tamper_evident = True
+        anchor.ensure_key(catalog)
+        integrity.ensure_baseline(catalog)
     except sqlite3.DatabaseError as e:
         conn.close()
+        if isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "disk I/O" in str(e)):
+            free = _free_bytes(root)
+            raise CatalogError(f"{db_path}: {e} ({free} free on its disk); the catalog is intact, free some space "
+                               "and retry") from None
         raise CorruptCatalog(f"{db_path} is not a usable SQLite catalog ({e})") from None
     if mode.lower() != "wal":  # e.g. a network file system that refuses WAL
         catalog.conn.execute("PRAGMA journal_mode = DELETE")

@@ -32,7 +32,19 @@ def event_hash(prev_hash: str, seq: int, at: str, actor: str, kind: str, model: 
 
 def append(db: sqlite_utils.Database, *, at: str, actor: str, kind: str, model: str | None,
            version: str | None, payload: dict[str, Any]) -> int:
-    """Append one event; must run inside a write transaction. Returns its seq."""
+    """Append one event; must run inside a write transaction. Returns its seq.
+
+    The tracked rows this connection wrote since the last event (see `relman.catalog.integrity`)
+    are committed by this event: their records land in `payload["committed"]`."""
+    from relman.catalog import integrity
+
+    rows = integrity.take_dirty(db)
+    if rows:
+        payload = dict(payload)
+        merged = {t: dict(v) for t, v in (payload.get("committed") or {}).items()}
+        for table, recs in rows.items():
+            merged.setdefault(table, {}).update(recs)
+        payload["committed"] = merged
     row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
     text = canonical(payload)

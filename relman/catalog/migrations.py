@@ -258,3 +258,70 @@ def m004_housekeeping(db: sqlite_utils.Database) -> None:
         CREATE INDEX tags_name ON tags(name);
         """,
     )
+
+
+@migrations()
+def m005_blob_checks(db: sqlite_utils.Database) -> None:
+    """The last successful re-hash of each blob, keyed by its size and mtime, so views (the
+    release board's gate badges) can say "verified" without hashing gigabytes again; the
+    promotion itself still re-hashes (see relman.catalog.blobcheck). IF NOT EXISTS: catalogs
+    made by a development build recorded this table under another migration name."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS blob_checks (
+            sha256 TEXT PRIMARY KEY,
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            verified_at TEXT NOT NULL
+        );
+        """,
+    )
+
+
+@migrations()
+def m006_evaluation_artifacts(db: sqlite_utils.Database) -> None:
+    """Files an evaluation produces besides numbers (e.g. the per-example attributions of the
+    explain suite): a content-addressed blob per row, referenced here so `verify` re-hashes it
+    and cleaning never takes it for an orphan."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS evaluation_artifacts (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES versions(id),
+            job_id INTEGER REFERENCES jobs(id),
+            dataset_id INTEGER REFERENCES datasets(id),
+            suite TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            method TEXT,
+            sha256 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            meta TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS evaluation_artifacts_version ON evaluation_artifacts(version_id, kind);
+        CREATE INDEX IF NOT EXISTS evaluation_artifacts_sha ON evaluation_artifacts(sha256);
+        """,
+    )
+
+
+@migrations()
+def m007_checkpoints(db: sqlite_utils.Database) -> None:
+    """Signed checkpoints of the audit chain's head (relman.catalog.anchor), and the Ed25519
+    signature of an approval made with a person's key (relman.release.approvals). Rows
+    themselves are committed through event payloads (relman.catalog.integrity)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE checkpoints (
+            seq INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            at TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            doc TEXT NOT NULL
+        );
+        CREATE INDEX checkpoints_seq ON checkpoints(seq);
+        ALTER TABLE approvals ADD COLUMN signature TEXT;
+        """,
+    )

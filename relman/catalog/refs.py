@@ -19,6 +19,8 @@ _SOURCES: dict[str, str] = {
                " WHERE NOT EXISTS (SELECT 1 FROM archives x WHERE x.version_id = a.version_id)",
     "dataset": "SELECT sha256, dataset_id FROM dataset_files",
     "pending": "SELECT sha256, owner FROM pending_blobs",
+    # an evaluation's files (e.g. explain attributions); a deleted version's rows go with it
+    "evaluation": "SELECT sha256, version_id FROM evaluation_artifacts",
 }
 
 

@@ -11,14 +11,16 @@ _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z.
 
 
 def parse(text: str) -> tuple[int, int, int, str]:
-    m = _SEMVER.match(text.strip())
+    m = _SEMVER.fullmatch(text) if isinstance(text, str) and text.isascii() else None
     if not m:
-        raise RelmanError(f"'{text}' is not a semantic version (expected MAJOR.MINOR.PATCH, e.g. 1.2.0)")
+        from relman.names import terminal_safe
+
+        raise RelmanError(f"'{terminal_safe(text)}' is not a semantic version (expected MAJOR.MINOR.PATCH, e.g. 1.2.0)")
     return int(m[1]), int(m[2]), int(m[3]), m[4] or ""
 
 
 def is_semver(text: str) -> bool:
-    return bool(_SEMVER.match(text.strip()))
+    return isinstance(text, str) and text.isascii() and bool(_SEMVER.fullmatch(text))
 
 
 def sort_key(text: str) -> tuple[int, int, int, int, str]:

@@ -48,14 +48,17 @@ class BlobStore:
     def has(self, sha: str) -> bool:
         return self.path(sha).is_file()
 
-    def put_file(self, src: Path, on_new: Callable[[str], None] | None = None) -> tuple[str, int, bool]:
+    def put_file(self, src: Path, on_new: Callable[[str], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> tuple[str, int, bool]:
         """Copy `src` into the store. Returns (sha256, size, created).
 
         `on_new(sha)` runs before the blob is looked up or renamed into place, so the caller can
         record it as pending first: a crash after the rename then leaves a record to clean up
         by. It runs for blobs that already exist too: `relman gc` sweeps under the catalog's
         write lock and keeps pending blobs, so once the claim is committed an existing blob
-        this write will reference cannot be swept between the lookup and the commit."""
+        this write will reference cannot be swept between the lookup and the commit.
+        `on_bytes(n)` follows the copy chunk by chunk (progress); if it raises (a cancelled
+        job), the partial copy is removed and nothing is stored."""
         self.ensure()
         tmp = self.tmp / f"{os.getpid()}-{secrets.token_hex(8)}.part"
         h = hashlib.sha256()
@@ -67,6 +70,8 @@ class BlobStore:
                         h.update(chunk)
                         fout.write(chunk)
                         size += len(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
                     fout.flush()
                     os.fsync(fout.fileno())
             except OSError as e:  # a full disk, a quota, an unreadable source: say which

@@ -38,7 +38,9 @@ def emit_json(obj: Any) -> None:
 
 def table(rows: list[list[Any]], headers: list[str]) -> str:
     """A plain fixed-width table (no extra dependency)."""
-    cells = [[("" if c is None else str(c)) for c in r] for r in rows]
+    from relman.names import terminal_safe
+
+    cells = [[("" if c is None else terminal_safe(c)) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.names import terminal_safe
 from relman.tasks.specs import task_names
 from relman.units import human_size
 
@@ -39,6 +40,8 @@ def import_(state: AppState, path: str, model: str, version: str | None, task: s
     else:
         click.echo(f"imported {v.ref}: {v.format}, task {v.task or '?'}, {v.params or 0:,} params, "
                    f"{human_size(v.size_bytes)}")
+        if v.meta.get("left_out"):
+            click.echo(terminal_safe(f"left out (not needed, not stored): {', '.join(v.meta['left_out'])}"))
 
 
 @click.command("ls")
@@ -80,26 +83,40 @@ def show(state: AppState, ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(d)
         return
-    click.echo(f"{d['model']}@{d['version']}  [{d['phase']}]")
+    echo = lambda text: click.echo(terminal_safe(text))  # noqa: E731  (config fields are not ours)
+    echo(f"{d['model']}@{d['version']}  [{d['phase']}]")
     for key in ("format", "task", "architecture", "dtype"):
-        click.echo(f"  {key:<13}{d[key] or ''}")
-    click.echo(f"  {'params':<13}{d['params'] or 0:,}")
-    click.echo(f"  {'size':<13}{human_size(d['size_bytes'])} ({d['size_bytes']:,} bytes)")
-    click.echo(f"  {'created':<13}{d['created_at'][:19]} by {d['created_by']}")
-    click.echo(f"  {'manifest':<13}{d['manifest_sha256']}")
+        echo(f"  {key:<13}{d[key] or ''}")
+    echo(f"  {'params':<13}{d['params'] or 0:,}")
+    echo(f"  {'size':<13}{human_size(d['size_bytes'])} ({d['size_bytes']:,} bytes)")
+    echo(f"  {'created':<13}{d['created_at'][:19]} by {d['created_by']}")
+    echo(f"  {'manifest':<13}{d['manifest_sha256']}")
     if d["recipe"]:
-        click.echo(f"  {'recipe':<13}{d['recipe']}")
+        echo(f"  {'recipe':<13}{d['recipe']}")
     if d["canary_share"] is not None:
-        click.echo(f"  {'canary':<13}{d['canary_share']:g} %")
+        echo(f"  {'canary':<13}{d['canary_share']:g} %")
+    adapter = d["meta"].get("adapter") if d["format"] == "peft-adapter" else None
+    if adapter:
+        echo(f"  {'adapter of':<13}{adapter.get('base_ref')} (manifest "
+                   f"{str(adapter.get('base_manifest_sha256'))[:16]}, r={adapter.get('r')}, "
+                   f"alpha={adapter.get('lora_alpha')}, on {','.join(adapter.get('target_modules') or [])})")
+    ledger = d["meta"].get("privacy")
+    if ledger:
+        eps = ledger.get("epsilon")
+        bound = "no DP bound (mixed parents)" if eps is None else f"epsilon={eps:.4g} delta={ledger.get('delta'):g}"
+        extra = "" if ledger.get("noise_multiplier") is None else (
+            f", noise={ledger['noise_multiplier']:.4g} q={ledger['sample_rate']:.4g} steps={ledger['steps']} "
+            f"clip={ledger['max_grad_norm']:g}")
+        echo(f"  {'privacy':<13}{bound} ({ledger.get('accountant')}{extra})")
     if d.get("tags"):
-        click.echo(f"  {'tags':<13}{', '.join(d['tags'])}")
+        echo(f"  {'tags':<13}{', '.join(d['tags'])}")
     if d.get("archived_to"):
-        click.echo(f"  {'archived in':<13}{d['archived_to']} (relman restore {d['model']}@{d['version']})")
-    click.echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
-    click.echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
+        echo(f"  {'archived in':<13}{d['archived_to']} (relman restore {d['model']}@{d['version']})")
+    echo(f"  {'parents':<13}{', '.join(d['parents']) or '-'}")
+    echo(f"  {'children':<13}{', '.join(d['children']) or '-'}")
     click.echo("files:")
     for f in d["files"]:
-        click.echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
+        echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
     if d["metrics"]:
         click.echo("metrics:")
         rows = [[m["suite"], m["name"], "" if m["value"] is None else f"{m['value']:.6g}", m["dataset"] or "",
@@ -134,29 +151,44 @@ def _summary(payload: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print problems as JSON.")
 @pass_state
 def verify(state: AppState, as_json: bool) -> None:
-    """Re-hash every stored blob and check the audit chain; exit 1 on any problem."""
+    """Re-hash every stored blob, check the audit chain, its signed checkpoint and every row a
+    release decision rests on (each must match the audit event that committed it); exit 1 on
+    any problem, naming what changed."""
+    from relman.catalog.integrity import check_state
+
     cat = state.catalog()
     cleaned = cat.clean_stale()
     problems = cat.verify_store()
-    audit = [str(p) for p in cat.verify_audit()]
+    state_problems, notes = check_state(cat)
+    audit = [p for p in state_problems if p.startswith("audit chain")]
+    rows = [p for p in state_problems if not p.startswith("audit chain")]
     orphans = cat.orphan_blobs()
     integrity = cat.conn.execute("PRAGMA integrity_check").fetchone()[0]
+    failed = bool(problems or audit or rows or orphans or integrity != "ok")
     if as_json:
-        emit_json({"blobs": problems, "audit": audit, "orphans": orphans, "integrity": integrity,
-                   "cleaned": cleaned})
+        emit_json({"ok": not failed, "blobs": problems, "audit": audit, "rows": rows, "orphans": orphans,
+                   "integrity": integrity, "notes": notes, "cleaned": cleaned})
     else:
         for p in problems:
-            click.echo(f"BLOB  {p}")
+            click.echo(f"BLOB   {terminal_safe(p)}")
         for p in audit:
-            click.echo(f"AUDIT {p}")
+            click.echo(f"AUDIT  {terminal_safe(p)}")
+        for p in rows:
+            click.echo(f"ROW    {terminal_safe(p)}")
         for o in orphans:
-            click.echo(f"ORPHAN {cat.store.path(o)} (not referenced by any version or dataset)")
+            click.echo(f"ORPHAN {cat.store.path(o)} (stored but not referenced by any version or dataset; 'relman gc' removes it)")
         if integrity != "ok":
-            click.echo(f"DB    {integrity}")
+            click.echo(f"DB     {terminal_safe(integrity)}")
+        for n in notes:
+            click.echo(f"note:  {terminal_safe(n)}")
         n = len(cat.referenced_shas())
-        if not (problems or audit or integrity != "ok"):
-            click.echo(f"ok: {n} blobs intact, audit chain of {len(cat.events())} events verifies")
-    if problems or audit or integrity != "ok":
+        if not failed:
+            click.echo(f"ok: {n} blobs intact, audit chain of {len(cat.events())} events verifies, every tracked "
+                       "row matches its audit record")
+        else:
+            count = len(problems) + len(audit) + len(rows) + len(orphans) + (integrity != "ok")
+            click.echo(f"FAILED: {count} problem(s) found", err=True)
+    if failed:
         raise SystemExit(1)
 
 

@@ -165,6 +165,14 @@ def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset
     _fail_after(problem)
 
 
+def _ratio(f: dict[str, Any]) -> str:
+    """The paired p50 ratio to the parent with its interval ('' when not measured)."""
+    r, iv = f.get("latency_ratio"), f.get("latency_ratio_interval")
+    if r is None:
+        return ""
+    return f"{r:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv and f.get("label") != "parent" else "")
+
+
 def render_report(res: dict[str, Any]) -> str:
     """The search report: every tried version beside the parent, the frontier, the verdict."""
     rows = []
@@ -172,21 +180,25 @@ def render_report(res: dict[str, Any]) -> str:
         if not f:
             continue
         rows.append([f["ref"], f["label"], _fmt(f["quality"], "q"), _fmt(f["drop"], "q"), _fmt(f["size_bytes"], "size"),
-                     _fmt(f["latency_ms"], "ms"), "yes" if f["meets"] else ("" if f["label"] == "parent" else "no"),
-                     "*" if f["pareto"] else ""])
+                     _fmt(f["latency_ms"], "ms"), _ratio(f),
+                     "yes" if f["meets"] else ("" if f["label"] == "parent" else "no"), "*" if f["pareto"] else ""])
     lines = [f"quality: {res.get('quality_metric')} ({res.get('quality_source')}); max drop {res.get('max_drop')}; "
              f"objective {res.get('objective')}",
-             table(rows, ["VERSION", "TRIED", "QUALITY", "DROP", "SIZE", "P50", "MEETS", "PARETO"])]
+             table(rows, ["VERSION", "TRIED", "QUALITY", "DROP", "SIZE", "P50", "P50 ÷ PARENT (95 %)", "MEETS",
+                          "PARETO"])]
     for fail in res.get("failed") or []:
         lines.append(f"skipped {fail['label']}: {fail['error']}")
-    lines.append(f"meets = quality drop within {res.get('max_drop')} and {res.get('objective')} below the parent's")
+    lines.append(f"meets = quality drop within {res.get('max_drop')} and {res.get('objective')} below the parent's"
+                 + (" (latency: the paired ratio's whole 95 % interval below 1)" if res.get("objective") == "latency"
+                    else ""))
     lines.append(f"stopped: {res.get('stopped')}")
     best, parent = res.get("best_figures"), res.get("parent") or {}
     if best:
         lines.append(f"best: {best['ref']}  quality {_fmt(best['quality'], 'q')} "
                      f"(parent {_fmt(parent.get('quality'), 'q')}), "
                      f"size {_fmt(best['size_bytes'], 'size')} (parent {_fmt(parent.get('size_bytes'), 'size')}), "
-                     f"p50 {_fmt(best['latency_ms'], 'ms')} (parent {_fmt(parent.get('latency_ms'), 'ms')})")
+                     f"p50 {_fmt(best['latency_ms'], 'ms')} (parent {_fmt(parent.get('latency_ms'), 'ms')}), "
+                     f"paired p50 ratio {_ratio(best) or '-'}")
     else:
         lines.append("best: none of the tried versions stays within the quality budget")
     return "\n".join(lines)

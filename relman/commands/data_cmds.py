@@ -40,7 +40,7 @@ def dataset() -> None:
               help="Refuse the dataset if it has labels this model version does not know.")
 @click.option("--val-fraction", type=float, default=0.0, show_default=True, help="Seeded split: validation share.")
 @click.option("--test-fraction", type=float, default=0.0, show_default=True, help="Seeded split: test share.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True, help="Seed of the split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new dataset as JSON.")
 @pass_state
 def add(state: AppState, path: str, name: str, fmt: str | None, text_col: str, label_col: str, no_labels: bool,
@@ -143,7 +143,8 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
 @click.argument("which", type=click.Choice(["digits", "sentiment", "text"]), default="digits")
 @click.option("--name", "-n", help="Dataset name (default: the demo's name).")
 @click.option("--rows", "n", type=int, help="Number of rows (default: all 1797 digits / 200 sentences / 100 lines).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the generator and split.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed of the generator and split.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new dataset as JSON.")
 @pass_state
 def demo(state: AppState, which: str, name: str | None, n: int | None, seed: int, as_json: bool) -> None:

@@ -108,4 +108,48 @@ def suites_cmd(as_json: bool) -> None:
     click.echo(table(rows, ["SUITE", "DATASET", "TASKS", "OPTIONS"]))
 
 
-COMMANDS: list[click.Command] = [evaluate, suites_cmd]
+def metric_flags(context: dict[str, Any]) -> str:
+    """Short marks for a measurement's conditions: load, other jobs beside it, its interval."""
+    marks = []
+    if context.get("under_load"):
+        marks.append(f"load {context.get('load_avg_1m') or 0:.1f}")
+    if context.get("beside_jobs") or context.get("concurrent_jobs"):
+        marks.append(f"beside jobs {','.join(str(j) for j in context.get('other_jobs', [])) or '?'}")
+    if isinstance(context.get("interval"), (list, tuple)) and len(context["interval"]) == 2:
+        lo, hi = context["interval"]
+        marks.append(f"95% [{lo:.4g}, {hi:.4g}]")
+    if context.get("bounded_by"):
+        marks.append(f"bounded by {context['bounded_by']}")
+    return "; ".join(marks)
+
+
+@click.command("metrics")
+@click.argument("ref")
+@click.option("--all", "show_all", is_flag=True, help="Every measurement ever stored (history), not only the "
+                                                    "current one per suite, metric, dataset and device.")
+@click.option("--name", "names", multiple=True, help="Only these metric names (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects with name, value, suite, "
+                                                     "dataset, context, measured_at.")
+@pass_state
+def metrics_cmd(state: AppState, ref: str, show_all: bool, names: tuple[str, ...], as_json: bool) -> None:
+    """Metrics of REF: the current measurement of each (suite, metric, dataset, device), or with
+    --all the whole history (re-evaluating appends, nothing is overwritten), oldest first, with
+    the conditions each was measured under (load, other jobs running, 95 % interval)."""
+    cat = state.catalog()
+    v = cat.resolve(ref)
+    rows = cat.metrics(v.id, latest=not show_all)
+    if names:
+        rows = [r for r in rows if r["name"] in names]
+    items = [{"name": r["name"], "value": r["value"], "suite": r["suite"],
+              "dataset": r["dataset"] or r["context"].get("dataset"), "context": r["context"],
+              "measured_at": r["measured_at"], "job": r["job_id"]} for r in rows]
+    if as_json:
+        emit_json(items)
+        return
+    click.echo(f"{v.ref}: {'all' if show_all else 'current'} measurements ({len(items)})")
+    table_rows = [[i["suite"], i["name"], "" if i["value"] is None else f"{i['value']:.6g}", i["dataset"] or "",
+                   i["measured_at"][:19].replace("T", " "), metric_flags(i["context"])] for i in items]
+    click.echo(table(table_rows, ["SUITE", "METRIC", "VALUE", "DATASET", "MEASURED", "CONDITIONS"]))
+
+
+COMMANDS: list[click.Command] = [evaluate, suites_cmd, metrics_cmd]

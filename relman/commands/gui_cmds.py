@@ -41,8 +41,11 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
 @click.option("--train-seconds", type=float, default=15.0, show_default=True,
               help="CPU time budget for training the demo ViT on the digits.")
 @click.option("--no-jobs", is_flag=True, help="Only train, import and register (skip compression/evaluation jobs).")
+@click.option("--minilm", is_flag=True, help="Also adapt the real all-MiniLM-L6-v2 (when installed) with LoRA into a "
+                                             "sentiment classifier, merge, quantise and promote it (minutes of CPU).")
 @pass_state
-def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: float, no_jobs: bool) -> None:
+def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: float, no_jobs: bool,
+         minilm: bool) -> None:
     """Build a demo catalog (no network needed) and show it.
 
     Trains a small ViT on scikit-learn's digits, registers it and the digits dataset, runs
@@ -53,7 +56,7 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
 
     cat = state.catalog()
     first_job = cat.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]
-    for line in build_demo(cat, train_seconds=train_seconds, run_jobs=not no_jobs):
+    for line in build_demo(cat, train_seconds=train_seconds, run_jobs=not no_jobs, minilm=minilm):
         click.echo(line)
     failed = cat.conn.execute("SELECT COUNT(*) FROM jobs WHERE id >= ? AND status = 'failed'",
                               [first_job]).fetchone()[0]

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.names import terminal_safe
 from relman.jobs.wait import wait_option
 
 
@@ -26,6 +27,9 @@ def _job_json(job: dict[str, Any]) -> dict[str, Any]:
     from relman.jobs.queue import elapsed_seconds
 
     return {**job, "elapsed_s": elapsed_seconds(job)}
+
+
+JOB_ID = click.IntRange(1, 2**63 - 1)  # SQLite integers; larger ids cannot exist
 
 
 @click.group("jobs", invoke_without_command=True)
@@ -56,7 +60,7 @@ def jobs(ctx: click.Context, statuses: tuple[str, ...], limit: int, as_json: boo
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--lines", "-n", type=int, default=20, show_default=True, help="Log lines to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON (with the log tail).")
 @pass_state
@@ -81,16 +85,16 @@ def show(state: AppState, job_id: int, lines: int, as_json: bool) -> None:
               ("result version", job["result_version_id"]), ("log", job["log_path"])]
     for key, value in fields:
         if value not in (None, ""):
-            click.echo(f"  {key:<15}{value}")
+            click.echo(terminal_safe(f"  {key:<15}{value}"))
     if job["cancel_requested"] and job["status"] == "running":
         click.echo("  cancel requested")
     if tail:
         click.echo(f"--- last {lines} log lines ---")
-        click.echo(tail)
+        click.echo("\n".join(terminal_safe(line) for line in tail.splitlines()))
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @pass_state
 def cancel(state: AppState, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one at its next step (terminated after
@@ -105,7 +109,7 @@ def cancel(state: AppState, job_id: int) -> None:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @wait_option
 @pass_state
 def retry(state: AppState, job_id: int, wait: bool) -> None:
@@ -248,7 +252,7 @@ def queue_cmd(state: AppState, kind: str, pairs: tuple[str, ...], device: str, w
 
 
 @click.command("worker", hidden=True)
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @pass_state
 def worker(state: AppState, job_id: int) -> None:
     """Run one job (started by the runner; not for direct use)."""

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.names import terminal_safe
 
 PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "retired", "rejected"])
 
@@ -22,7 +23,7 @@ def _print_report(rep: Any) -> None:
     if not rep.rules:
         click.echo("  no rules guard this phase")
     for r in rep.rules:
-        mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip"}[r.status]
+        mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip", "pending": "wait"}.get(r.status, r.status[:4])
         click.echo(f"  {mark}  {r.rule:<45} {r.reason}")
 
 
@@ -50,13 +51,16 @@ def gates(state: AppState, ref: str, to_phase: str, as_json: bool) -> None:
               help="The phase this approval is for.")
 @click.option("--by", help="Who approves (default: RELMAN_USER or the login name).")
 @click.option("--comment", default="", help="Why you approve.")
+@click.option("--key", "key", help="Sign the approval with this key from 'relman keys' (needed where the policy "
+                                   "has require_signed_approvals).")
 @click.option("--json", "as_json", is_flag=True, help="Print the approval as JSON.")
 @pass_state
-def approve(state: AppState, ref: str, to_phase: str, by: str | None, comment: str, as_json: bool) -> None:
+def approve(state: AppState, ref: str, to_phase: str, by: str | None, comment: str, key: str | None,
+            as_json: bool) -> None:
     """Approve REF for a phase (one approval per person; void once its metrics change)."""
     from relman.app.release import approve as do_approve
 
-    a = do_approve(state.catalog(), ref, to_phase, by=by, comment=comment)
+    a = do_approve(state.catalog(), ref, to_phase, by=by, comment=comment, key=key)
     if as_json:
         emit_json(a)
     else:
@@ -238,21 +242,60 @@ def audit() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the problems as JSON.")
 @pass_state
 def audit_verify(state: AppState, as_json: bool) -> None:
-    """Check the audit chain; names every edited, deleted or reordered event; exit 1 on any."""
+    """Check the audit chain (names every edited, deleted or reordered event), its signed
+    checkpoint, and every tracked row against the event that committed it; exit 1 on any."""
+    from relman.catalog.integrity import check_state
     from relman.release.audit import diagnose
 
     cat = state.catalog()
     findings = diagnose(cat)
+    state_problems, notes = check_state(cat)
+    extra = [p for p in state_problems if not p.startswith("audit chain: event")]
     n = cat.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+    ok = not findings and not extra
     if as_json:
-        emit_json({"ok": not findings, "events": n, "problems": [f.to_dict() for f in findings]})
-    elif findings:
-        for f in findings:
-            click.echo(str(f))
+        emit_json({"ok": ok, "events": n, "problems": [f.to_dict() for f in findings]
+                   + [{"kind": "state", "seq": None, "message": p} for p in extra], "notes": notes})
     else:
-        click.echo(f"ok: audit chain of {n} events verifies")
-    if findings:
+        for f in findings:
+            click.echo(terminal_safe(str(f)))
+        for p in extra:
+            click.echo(terminal_safe(p))
+        for note in notes:
+            click.echo(f"note: {terminal_safe(note)}")
+        if ok:
+            click.echo(f"ok: audit chain of {n} events verifies and every tracked row matches its record")
+    if not ok:
         raise SystemExit(1)
+
+
+@audit.command("accept")
+@click.option("--why", required=True, help="What you checked and why the current state is right.")
+@click.option("--by", "who", help="Who accepts (default: RELMAN_USER or the login name).")
+@click.option("--key", "key", help="Sign with this person's key (default: the catalog's key).")
+@pass_state
+def audit_accept(state: AppState, why: str, who: str | None, key: str | None) -> None:
+    """After 'relman verify' found rows changed outside relman (or a chain cut short) and you
+    have checked them: commit the current rows as they are, with the findings and your reason
+    on record, and anchor the chain anew. A chain whose events were edited stays reported."""
+    from relman.catalog.catalog import current_user
+    from relman.catalog.integrity import accept_state
+
+    res = accept_state(state.catalog(), who=who or current_user(), why=why, key_name=key)
+    click.echo(f"accepted the current state ({len(res['problems'])} finding(s) recorded, "
+               f"{res['superseded_checkpoints']} checkpoint(s) set aside)")
+
+
+@audit.command("checkpoint")
+@click.option("--key", "key", help="Sign with this person's key from 'relman keys' (default: the catalog's key).")
+@pass_state
+def audit_checkpoint(state: AppState, key: str | None) -> None:
+    """Sign the audit chain's head now and keep the checkpoint (in the catalog and as a file)."""
+    from relman.catalog.anchor import checkpoint_now
+
+    doc = checkpoint_now(state.catalog(), key_name=key)
+    b = doc["body"]
+    click.echo(f"checkpoint: event {b['seq']} ({b['hash'][:16]}) signed by {b['signer']} (key {b['key']})")
 
 
 @audit.command("show")
@@ -280,7 +323,39 @@ def audit_show(state: AppState, model: str | None, version: str | None, as_json:
 # -- policy ------------------------------------------------------------------------------------
 @click.group()
 def policy() -> None:
-    """Per-model release policy (phases, gates, approvals), versioned in the catalog."""
+    """Per-model release policy (phases, gates, approvals), versioned in the catalog.
+
+    \b
+    A gate rule is one line, parsed (never eval'd); a malformed rule is refused
+    with its column and nothing is stored:
+      accuracy >= production.accuracy - 0.01   relative to production (or parent.)
+      latency_p95_ms <= 1.10 * production      bare production = the same metric
+      size_mb <= 200                           absolute
+      approvals >= 2                           valid approvals for the phase
+      evaluated on dataset sst2-dev            measured on that dataset
+    \b
+    Interval bounds: metrics stored with a 95 % interval expose <metric>.lower and
+    <metric>.upper (accuracy, macro_f1, fidelity, the paired
+    <metric>_delta_vs_parent / _vs_production and latency_p50_ratio_vs_...):
+      accuracy_delta_vs_production.lower >= -0.01   with 95 % confidence not worse
+                                                    than production by > 1 point
+      accuracy_delta_vs_production.upper >= -0.01   refuse only when significantly
+                                                    worse by more than 1 point
+      latency_p50_ratio_vs_production <= 1.10       paired, same job, same inputs
+    \b
+    Applicability: "RULE when COND [and COND]" (COND may be preceded by not):
+      compressed, has_parent, has_production, classifier, causal_lm, embedder;
+    a rule that does not apply is skipped, and so is one comparing with a
+    production or parent version that does not exist.
+    \b
+    A metric with no stored value fails as "not evaluated", naming the
+    'relman evaluate' command that measures it; a *_vs_production metric
+    measured against an earlier production version counts as not evaluated.
+    The built-in policy (revision 0): at candidate and staging, quality not
+    significantly worse than production (else the parent) by more than one
+    point, and fidelity >= 0.99 for compressed children; at staging, the
+    paired latency ratio vs production <= 1.10; at production, a 100 % canary.
+    """
 
 
 @policy.command("show")
@@ -428,6 +503,8 @@ def import_bundle_cmd(state: AppState, file: str, as_json: bool) -> None:
                f"{res['signed_by']['name']} ({res['signed_by']['id']})")
     if res["missing_parents"]:
         click.echo(f"  parents not in this catalog (lineage kept in meta): {', '.join(res['missing_parents'])}")
+    for note in res["signed_by"].get("notes", []):
+        click.echo(terminal_safe(f"  note: {note}"))
 
 
 COMMANDS: list[click.Command] = [gates, approve, promote, reject, rollback, history, rollout, channels, audit, policy,

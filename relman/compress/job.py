@@ -85,6 +85,18 @@ def collect_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def inherited_privacy(parents: list["VersionInfo"], resolved: dict[str, Any], output: RecipeOutput) -> dict | None:
+    """A DP guarantee survives post-processing: a one-parent recipe that reads no dataset
+    (quantisation, export, pruning without recovery) keeps its parent's ledger. Anything that
+    touches data (a `dataset` parameter: training, distillation, calibration) does not."""
+    if "privacy" in output.meta or len(parents) != 1 or resolved.get("dataset"):
+        return None
+    ledger = parents[0].meta.get("privacy")
+    if not ledger or ledger.get("epsilon") is None:
+        return None
+    return {**ledger, "inherited_from": parents[0].ref}
+
+
 def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  output: RecipeOutput, *, model: str | None, version: str | None, dataset: str | None,
                  event_kind: str = "compress") -> "VersionInfo":
@@ -98,11 +110,46 @@ def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
               "parents": [p.ref for p in parents], "dataset": dataset or None}
     meta: dict[str, Any] = {k: first.meta[k] for k in ("labels", "model_type") if k in first.meta}
     meta.update(output.meta)
+    metrics = list(output.metrics)
+    inherited = inherited_privacy(parents, resolved, output)
+    if inherited is not None:
+        from relman.catalog import Metric
+
+        meta["privacy"] = inherited
+        metrics.append(Metric("privacy", "privacy_epsilon", float(inherited["epsilon"]), inherited))
+    lineage = [(p.id, w) for p, w in zip(parents, weights)]
+    lineage += [(i, None) for i in output.extra_parents if i not in {p.id for p in parents}]
     return ctx.catalog.add_version(
-        model or first.model, files, format=output.format, version=version, task=first.task,
+        model or first.model, files, format=output.format, version=version, task=output.task or first.task,
         architecture=first.architecture, params=output.params, dtype=output.dtype, recipe=record, meta=meta,
-        parents=[(p.id, w) for p, w in zip(parents, weights)], relation=recipe.name, metrics=output.metrics,
+        parents=lineage, relation=recipe.name, metrics=metrics,
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
+
+
+def committed_by_job(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"],
+                     resolved: dict[str, Any]) -> "VersionInfo | None":
+    """The child an earlier attempt of this job already committed for this recipe, parents and
+    parameters (found through the audit events, which name the job), so a retry keeps it
+    instead of storing a duplicate."""
+    if ctx.job_id is None:
+        return None
+    import json
+
+    from relman.catalog.events import canonical
+
+    rows = ctx.catalog.conn.execute(
+        "SELECT model, version, payload FROM events WHERE kind = 'compress' AND json_extract(payload, '$.job') = ?"
+        " ORDER BY seq", [ctx.job_id]).fetchall()
+    want = canonical(resolved)
+    refs = [p.ref for p in parents]
+    for model, version, payload in rows:
+        rec = json.loads(payload).get("recipe") or {}
+        if rec.get("name") == recipe.name and canonical(rec.get("params")) == want and rec.get("parents") == refs:
+            try:
+                return ctx.catalog.resolve(f"{model}@{version}")
+            except Exception:  # deleted since
+                return None
+    return None
 
 
 def apply_recipe(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
@@ -136,7 +183,7 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     from relman.evaluate.plan import plan_evaluation
 
     suites = list(registry.default_suites(child.task, bool(dataset)))
-    if dataset:  # fidelity reads the dataset's inputs through both models
+    if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models
         suites.append("fidelity")
     plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
@@ -146,10 +193,38 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     return int(job_id), "queued"
 
 
+def _adopt(ctx: "WorkContext", child: "VersionInfo", parents: list["VersionInfo"], params: dict[str, Any]
+           ) -> dict[str, Any]:
+    """A retry of a job whose earlier attempt committed its child but died before being marked
+    succeeded: keep that child (no duplicate), and queue its evaluation unless one is queued,
+    running or done already."""
+    ctx.log("adopting %s, committed by an earlier attempt of this job", child.ref)
+    result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
+                              "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
+                              "params": child.params, "parent_params": parents[0].params, "adopted": True}
+    if params.get("evaluate", True):
+        live = ctx.catalog.conn.execute(
+            "SELECT id FROM jobs WHERE parent_job_id = ? AND kind = 'evaluate' AND status NOT IN ('failed', 'cancelled')"
+            " ORDER BY id", [ctx.job_id]).fetchall()
+        if live:
+            result["evaluation_job"], result["evaluation"] = int(live[0][0]), "already queued"
+        else:
+            try:
+                result["evaluation_job"], result["evaluation"] = queue_child_evaluation(
+                    ctx, child, parents[0], params.get("dataset") or None)
+            except Exception as e:
+                result["evaluation_job"], result["evaluation"] = None, f"evaluation not queued: {e}"
+    ctx.progress(1.0, f"kept {child.ref} (committed by an earlier attempt)", check_cancel=False)
+    return result
+
+
 def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "compress"."""
     recipe, ids, resolved = parse_params(params)
     parents = [ctx.catalog.get_version(i) for i in ids]
+    committed = ctx.committed_result()
+    if committed is not None:
+        return _adopt(ctx, ctx.catalog.get_version(committed), parents, params)
     recipe.check_parents(parents)
     dataset = params.get("dataset") or None
     if dataset:
@@ -165,6 +240,7 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     ctx.progress(0.95, "storing the child version")
     child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),
                          version=params.get("version"), dataset=dataset)
+    ctx.hold_point("compress.after-commit")  # tests kill here: committed, not yet marked succeeded
     result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
                               "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
                               "params": child.params, "parent_params": parents[0].params}

@@ -7,6 +7,19 @@ when neither is known (the child's recipe says which). Tensors are averaged stra
 safetensors files, so no model is instantiated; every parent must have exactly the same
 tensor names and shapes and the same model type, otherwise the merge is refused naming the
 first tensor that differs. Integer tensors (buffers) are not averaged: they must agree.
+
+LoRA adapters of one base (`peft-adapter`, same base manifest, r, alpha, target modules and
+head) are merged by averaging each layer's update ΔW = B A (weighted) and re-factorising the
+average to rank r by truncated SVD (`adapter_rank` overrides r; alpha is scaled so alpha / r is
+unchanged). Why not average A and B separately: the mean of products is not the product of
+means (mean(B) mean(A) = mean(B A) only when the sites' A or B agree), so averaging the factors
+merges an update no site proposed; averaging ΔW is exactly FedAvg of the composed models, and
+the SVD truncation is the best rank-r approximation of it (Eckart-Young). Both errors are
+recorded per merge: `fedavg_svd_residual` (relative Frobenius error of the rank-r
+re-factorisation) and `fedavg_factor_average_error` (the same for the A/B average).
+
+Privacy: the parents' ledgers compose in parallel (relman.compress.privacy); mixing DP and
+non-DP parents is refused unless `allow_mixed_privacy`.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from relman.catalog import Metric
+from relman.compress import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import WEIGHT_SUFFIXES, new_output_folder
 from relman.errors import RecipeError
@@ -138,30 +152,164 @@ def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tu
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     if len(sources) < 2:
         raise RecipeError("merge-fedavg needs at least two parent versions")
-    ctx.progress(0.02, "checking the parents match")
-    index = check_compatible(sources)
-    weights, weights_source = resolve_weights(sources, list(params["weights"]), ctx)
-    merged = fedavg(sources, weights, index, ctx)
-    out = new_output_folder(ctx, "merge-fedavg")
-    for f in sorted(sources[0].folder.iterdir()):  # config, tokenizer ... of the first parent
-        if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES):
-            shutil.copyfile(f, out / f.name)
-    index_file = sources[0].folder / "model.safetensors.index.json"
-    if index_file.is_file():
-        shutil.copyfile(index_file, out / index_file.name)
-    for fname, tensors in merged.items():
-        save_file(tensors, str(out / fname), metadata={"format": "pt"})
-    ctx.progress(1.0, f"merged {len(sources)} versions")
-    n_params = sum(t.numel() for tensors in merged.values() for t in tensors.values())
-    dtypes = {str(t.dtype).replace("torch.", "") for ts in merged.values() for t in ts.values() if t.is_floating_point()}
     refs = [s.version.ref for s in sources]
+    composed = privacy.compose_parallel(
+        [s.version.meta.get("privacy") if (s.version.meta.get("privacy") or {}).get("epsilon") is not None else None
+         for s in sources], refs, allow_mixed=bool(params.get("allow_mixed_privacy")))
+    adapters = [s for s in sources if s.format == "peft-adapter"]
+    if adapters and len(adapters) != len(sources):
+        raise RecipeError(f"cannot merge LoRA adapters with full versions ({', '.join(refs)}): merge the adapters, "
+                          "or merge-adapter them into their base first")
+    ctx.progress(0.02, "checking the parents match")
+    weights, weights_source = resolve_weights(sources, list(params["weights"]), ctx)
+    if adapters:
+        output = merge_adapters(sources, weights, int(params.get("adapter_rank") or 0), ctx)
+    else:
+        index = check_compatible(sources)
+        merged = fedavg(sources, weights, index, ctx)
+        out = new_output_folder(ctx, "merge-fedavg")
+        for f in sorted(sources[0].folder.iterdir()):  # config, tokenizer ... of the first parent
+            if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES):
+                shutil.copyfile(f, out / f.name)
+        index_file = sources[0].folder / "model.safetensors.index.json"
+        if index_file.is_file():
+            shutil.copyfile(index_file, out / index_file.name)
+        for fname, tensors in merged.items():
+            save_file(tensors, str(out / fname), metadata={"format": "pt"})
+        n_params = sum(t.numel() for tensors in merged.values() for t in tensors.values())
+        dtypes = {str(t.dtype).replace("torch.", "") for ts in merged.values() for t in ts.values()
+                  if t.is_floating_point()}
+        output = RecipeOutput(folder=out, format=sources[0].format, params=n_params,
+                              dtype=dtypes.pop() if len(dtypes) == 1 else None)
+    ctx.progress(1.0, f"merged {len(sources)} versions")
+    output.meta.update({"parents": refs, "parent_weights": weights, "weights_source": weights_source,
+                        "train_samples": _total_samples(sources, ctx)})
+    output.metrics.append(Metric("compress", "merged_parents", float(len(sources)),
+                                 {"weights": dict(zip(refs, weights)), "weights_source": weights_source}))
+    if composed is not None:
+        output.meta["privacy"] = composed
+        if composed.get("epsilon") is not None:
+            output.metrics.append(privacy.metric(composed))
+    return output
+
+
+# -- LoRA adapters ------------------------------------------------------------------------------
+def _adapter_parts(source: ModelSource) -> tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors.torch import load_file
+
+    from relman.modelio import peft_adapter
+
+    pin = peft_adapter.check_adapter_folder(source.folder)
+    cfg = peft_adapter.check_peft_config(source.folder / peft_adapter.PEFT_CONFIG)
+    return pin, cfg, load_file(str(source.folder / peft_adapter.WEIGHTS))
+
+
+def check_adapters(sources: list[ModelSource]) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, torch.Tensor]]]:
+    parts = [_adapter_parts(s) for s in sources]
+    pin0, cfg0, t0 = parts[0]
+    first = sources[0].version.ref
+    for s, (pin, cfg, tensors) in zip(sources[1:], parts[1:]):
+        if pin["base_manifest_sha256"] != pin0["base_manifest_sha256"]:
+            raise RecipeError(f"cannot merge adapters of different bases: {first} adapts {pin0['base_ref']}, "
+                              f"{s.version.ref} adapts {pin['base_ref']}")
+        for key in ("r", "lora_alpha", "target_modules", "modules_to_save"):
+            a, b = cfg0.get(key), cfg.get(key)
+            if (sorted(a) if isinstance(a, list) else a) != (sorted(b) if isinstance(b, list) else b):
+                raise RecipeError(f"cannot merge adapters with different {key}: {a} in {first}, {b} in {s.version.ref}")
+        if (pin.get("config_overrides") or {}) != (pin0.get("config_overrides") or {}) or pin["task"] != pin0["task"]:
+            raise RecipeError(f"cannot merge adapters with different heads (labels): {first} and {s.version.ref}")
+        if set(tensors) != set(t0) or any(tensors[k].shape != t0[k].shape for k in t0):
+            raise RecipeError(f"cannot merge: the adapter tensors of {s.version.ref} differ from {first}'s")
+    return parts
+
+
+def lora_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """(A name, B name) of each adapted layer: PEFT's lora_A/lora_B (or lora_embedding_A/B)."""
+    pairs = []
+    for name in sorted(names):
+        for a_tag, b_tag in ((".lora_A.", ".lora_B."), (".lora_embedding_A", ".lora_embedding_B")):
+            if a_tag in name:
+                other = name.replace(a_tag, b_tag)
+                if other not in names:
+                    raise RecipeError(f"adapter tensor {name} has no matching {other}")
+                pairs.append((name, other))
+    return pairs
+
+
+def average_update(As: list[torch.Tensor], Bs: list[torch.Tensor], weights: list[float],
+                   rank: int) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """The weighted mean of B_k A_k re-factorised to `rank` by SVD: (A', B', relative residual of
+    the SVD truncation, relative error of averaging the factors instead)."""
+    a_shape, b_shape = As[0].shape, Bs[0].shape
+    mats = [(b.double().reshape(b_shape[0], -1) @ a.double().reshape(a_shape[0], -1)) for a, b in zip(As, Bs)]
+    avg = sum(w * m for w, m in zip(weights, mats))
+    norm = float(torch.linalg.norm(avg)) or 1.0
+    u, s, vh = torch.linalg.svd(avg, full_matrices=False)
+    k = min(rank, s.numel())
+    root = s[:k].sqrt()
+    b_new = u[:, :k] * root
+    a_new = root[:, None] * vh[:k]
+    residual = float(torch.linalg.norm(avg - b_new @ a_new)) / norm
+    a_bar = sum(w * a.double().reshape(a_shape[0], -1) for w, a in zip(weights, As))
+    b_bar = sum(w * b.double().reshape(b_shape[0], -1) for w, b in zip(weights, Bs))
+    factor_error = float(torch.linalg.norm(avg - b_bar @ a_bar)) / norm
+    if k < rank:  # pad with zero directions so the stored rank is what the config says
+        a_new = torch.cat([a_new, a_new.new_zeros(rank - k, a_new.shape[1])])
+        b_new = torch.cat([b_new, b_new.new_zeros(b_new.shape[0], rank - k)], dim=1)
+    a_out = a_new.reshape((rank, *a_shape[1:])).to(As[0].dtype).contiguous()
+    b_out = b_new.reshape((b_shape[0], rank, *b_shape[2:])).to(Bs[0].dtype).contiguous()
+    return a_out, b_out, residual, factor_error
+
+
+def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, ctx: WorkContext) -> RecipeOutput:
+    from relman.modelio import peft_adapter
+
+    parts = check_adapters(sources)
+    pin, cfg, first = parts[0]
+    r = int(cfg["r"])
+    rank = rank or r
+    names = list(first)
+    pairs = lora_pairs(names)
+    paired = {n for p in pairs for n in p}
+    merged: dict[str, torch.Tensor] = {}
+    residuals, factor_errors = [], []
+    for i, (a_name, b_name) in enumerate(pairs):
+        a, b, res, ferr = average_update([p[2][a_name] for p in parts], [p[2][b_name] for p in parts], weights, rank)
+        merged[a_name], merged[b_name] = a, b
+        residuals.append(res)
+        factor_errors.append(ferr)
+        ctx.progress(0.1 + 0.7 * i / max(1, len(pairs)), f"averaging {a_name.rsplit('.lora', 1)[0]}")
+    for name in names:  # the head and any other saved module: plain weighted average
+        if name in paired:
+            continue
+        ts = [p[2][name] for p in parts]
+        if ts[0].is_floating_point():
+            merged[name] = sum(w * t.double() for w, t in zip(weights, ts)).to(ts[0].dtype).contiguous()
+        else:
+            merged[name] = ts[0].clone()
+    out = new_output_folder(ctx, "merge-fedavg")
+    save_file(merged, str(out / peft_adapter.WEIGHTS), metadata={"format": "pt"})
+    alpha = float(cfg["lora_alpha"]) * rank / r
+    new_cfg = dict(cfg, r=rank, lora_alpha=alpha)
+    (out / peft_adapter.PEFT_CONFIG).write_text(json.dumps(new_cfg, indent=2, sort_keys=True), encoding="utf-8")
+    new_pin = dict(pin, r=rank, lora_alpha=alpha)
+    (out / peft_adapter.PIN).write_text(json.dumps(new_pin, indent=2, sort_keys=True), encoding="utf-8")
+    peft_adapter.check_adapter_folder(out)
+    worst = max(residuals) if residuals else 0.0
+    ctx.log("adapter FedAvg: %d layers, SVD residual max %.3g, factor-average error max %.3g", len(pairs), worst,
+            max(factor_errors) if factor_errors else 0.0)
+    context = {"layers": len(pairs), "rank": rank, "parents_rank": r, "statistic": "max over layers"}
+    base = peft_adapter.find_base(ctx.catalog, pin, sources[0].version.ref)
     return RecipeOutput(
-        folder=out, format=sources[0].format, params=n_params,
-        dtype=dtypes.pop() if len(dtypes) == 1 else None,
-        meta={"parents": refs, "parent_weights": weights, "weights_source": weights_source,
-              "train_samples": _total_samples(sources, ctx)},
-        metrics=[Metric("compress", "merged_parents", float(len(sources)),
-                        {"weights": dict(zip(refs, weights)), "weights_source": weights_source})],
+        folder=out, format=peft_adapter.FORMAT, params=sum(t.numel() for t in merged.values()), dtype="float32",
+        extra_parents=[base.id],  # the base in the lineage too: housekeeping keeps a base its adapters pin
+        meta={"adapter": {k: new_pin.get(k) for k in ("base_version_id", "base_ref", "base_manifest_sha256",
+                                                      "base_format", "r", "lora_alpha", "target_modules",
+                                                      "modules_to_save")},
+              "fedavg_method": "mean of B A per layer, re-factorised by truncated SVD"},
+        metrics=[Metric("compress", "fedavg_svd_residual", worst, context),
+                 Metric("compress", "fedavg_factor_average_error", max(factor_errors) if factor_errors else 0.0,
+                        context)],
     )
 
 

@@ -19,6 +19,14 @@ latency figures are comparable). Quality is the dataset's accuracy (classifiers)
 quality is the top-1 agreement / cosine with the parent on synthetic inputs, and the report
 says so.
 
+Latency is compared as the paired ratio child ÷ parent (`latency_p50_ratio_vs_parent`: the
+evaluation times the parent and the candidate in the same process, interleaved rounds, same
+inputs and threads, and stores a 95 % bootstrap interval), so a busy moment of the machine
+cannot make one candidate look faster than another; a candidate "beats the parent" on latency
+only when the whole interval lies below 1. Candidates are ranked by that ratio (the result's
+`ranking_by_latency_ratio`), and the Pareto front uses it as its latency axis. The job runs
+in an exclusive slot (nothing else on its device while it times).
+
 A candidate meets the budget when its quality drop is within `max_drop` and it beats the
 parent on the objective (a "compressed" version that is larger or slower is no answer — e.g.
 an ONNX export of a tied-embedding LM stores the table twice). It stops at the first candidate
@@ -110,6 +118,8 @@ class Figures:
     drop: float | None
     size_bytes: float | None
     latency_ms: float | None
+    latency_ratio: float | None = None  # child / parent p50, paired in one job (parent: 1.0)
+    latency_ratio_interval: list[float] | None = None
     label: str = ""
     recipe: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -228,14 +238,21 @@ def _figures(ctx: Any, v: "VersionInfo", parent_fig: Figures | None, params: dic
         else:
             drop = parent_fig.quality - quality if higher else quality - parent_fig.quality
     latency = values.get(("latency", "latency_p50_ms"))
+    ratio, interval = (1.0, [1.0, 1.0]) if parent_fig is None else (None, None)
+    if parent_fig is not None:
+        row = next((m for m in ctx.catalog.metrics(v.id) if m["name"] == "latency_p50_ratio_vs_parent"
+                    and m["context"].get("reference") == parent_fig.ref), None)
+        if row is not None:
+            ratio, interval = row["value"], row["context"].get("interval")
     return Figures(ref=v.ref, version_id=v.id, quality=quality, drop=drop,
-                   size_bytes=values.get(("size", "size_bytes"), float(v.size_bytes)), latency_ms=latency)
+                   size_bytes=values.get(("size", "size_bytes"), float(v.size_bytes)), latency_ms=latency,
+                   latency_ratio=ratio, latency_ratio_interval=interval)
 
 
 def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     """Job kind "optimize"."""
     from relman.catalog import Metric
-    from relman.compress.job import apply_recipe, commit_child
+    from relman.compress.job import apply_recipe, commit_child, committed_by_job
     from relman.compress.registry import get_recipe
 
     parent = ctx.catalog.get_version(int(params["parent_version_id"]))
@@ -247,7 +264,9 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     if not candidates:
         raise RecipeError(f"no compression recipe applies to {parent.ref}")
     suite, qname, higher = quality_kind(parent.task, dataset)
-    key = "latency_ms" if objective == "latency" else "size_bytes"
+    # Latency is judged by the paired ratio to the parent (both timed in the same job, in
+    # interleaved rounds), never by absolute times taken at different moments.
+    key = "latency_ratio" if objective == "latency" else "size_bytes"
     n = len(candidates) + 1
     ctx.log_json("optimize", {"parent": parent.ref, "max_drop": max_drop, "objective": objective,
                               "dataset": dataset, "candidates": candidates})
@@ -265,10 +284,12 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
             recipe = get_recipe(cand["recipe"])
             recipe.check_parents([parent])
             resolved = recipe.resolve_params(dict(cand.get("params") or {}))
-            output = apply_recipe(piece, recipe, [parent], resolved, subdir=f"candidate-{i}")
-            ctx.check_cancelled()
-            child = commit_child(piece, recipe, [parent], resolved, output, model=params.get("model"),
-                                 version=None, dataset=dataset)
+            child = committed_by_job(ctx, recipe, [parent], resolved)  # a retry keeps what it stored
+            if child is None:
+                output = apply_recipe(piece, recipe, [parent], resolved, subdir=f"candidate-{i}")
+                ctx.check_cancelled()
+                child = commit_child(piece, recipe, [parent], resolved, output, model=params.get("model"),
+                                     version=None, dataset=dataset)
         except RelmanError as e:
             if e.__class__.__name__ == "JobCancelled":
                 raise
@@ -283,7 +304,11 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
         fig = _figures(ctx, child, base, params)
         fig.label, fig.recipe, fig.params = label, recipe.name, resolved
         ours, theirs = getattr(fig, key), getattr(base, key)
-        fig.improves = ours is not None and theirs is not None and ours < theirs
+        if key == "latency_ratio":  # faster with 95 % confidence: the interval lies below 1
+            iv = fig.latency_ratio_interval
+            fig.improves = ours is not None and iv is not None and iv[1] < 1.0
+        else:
+            fig.improves = ours is not None and theirs is not None and ours < theirs
         fig.meets = fig.drop is not None and fig.drop <= max_drop and fig.improves
         tried.append(fig)
         ctx.log_json("candidate", fig.as_dict())
@@ -291,20 +316,23 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
             stopped = "budget met"
             break
     everyone = [base] + tried
-    scored = [f for f in everyone if None not in (f.quality, f.size_bytes, f.latency_ms)]
-    points = [((f.quality if higher else -f.quality), f.size_bytes, f.latency_ms) for f in scored]  # type: ignore
+    scored = [f for f in everyone if None not in (f.quality, f.size_bytes, f.latency_ratio)]
+    points = [((f.quality if higher else -f.quality), f.size_bytes, f.latency_ratio) for f in scored]  # type: ignore
     for f, on in zip(scored, pareto_front(points)):  # type: ignore[arg-type]
         f.pareto = on
     with ctx.catalog.transaction():
         for f in everyone:
             ctx.catalog.add_metrics(f.version_id, [Metric("optimize", "pareto", 1.0 if f.pareto else 0.0,
                                                           {"search_job": ctx.job_id, "objective": objective,
-                                                           "axes": ["quality", "size_bytes", "latency_p50_ms"]})],
+                                                           "axes": ["quality", "size_bytes", "latency_p50_ratio_vs_parent"]})],
                                     job_id=ctx.job_id, actor=ctx.actor)
     meeting = [f for f in tried if f.meets]
-    best = min(meeting, key=lambda f: getattr(f, key)) if meeting else None
+    best = min(meeting, key=lambda f: getattr(f, key)) if meeting else None  # ranked by the paired ratio
+    ranking = sorted((f for f in tried if f.latency_ratio is not None), key=lambda f: f.latency_ratio)
     ctx.progress(1.0, f"{stopped}; best: {best.ref if best else 'none within the budget'}")
     return {"parent": base.as_dict(), "tried": [f.as_dict() for f in tried], "failed": failures,
             "best": best.ref if best else None, "best_figures": best.as_dict() if best else None,
             "stopped": stopped, "objective": objective, "max_drop": max_drop,
+            "ranking_by_latency_ratio": [{"ref": f.ref, "latency_p50_ratio_vs_parent": f.latency_ratio,
+                                          "interval": f.latency_ratio_interval} for f in ranking],
             "quality_metric": f"{suite}/{qname}", "quality_source": "dataset" if dataset else "synthetic agreement"}

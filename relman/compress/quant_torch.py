@@ -126,7 +126,15 @@ def int8_dynamic(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     out = ctx.workdir / "out"
     copy_side_files(src.folder, out)
     state = quantized.state_dict()
-    torch.save(state, str(out / (STATE_FILE + ".partial")))
+    from relman.fsutil import disk_full_error
+
+    try:
+        torch.save(state, str(out / (STATE_FILE + ".partial")))
+    except (RuntimeError, OSError) as e:  # torch reports a full disk as "unexpected pos N vs M"
+        full = disk_full_error(e, out)
+        if full:
+            raise RecipeError(f"could not write the INT8 state dict: {full}") from None
+        raise
     (out / (STATE_FILE + ".partial")).replace(out / STATE_FILE)
     (out / SPEC_FILE).write_text(json.dumps({"quantized": targets, "dtype": "qint8",
                                              "torch": torch.__version__}, indent=2), encoding="utf-8")

@@ -33,9 +33,9 @@ register(Recipe(
         Param("dataset", str, "", "registered dataset for a short recovery fine-tune against the parent (optional)"),
         Param("epochs", int, 1, "recovery fine-tune epochs", min=0, max=100),
         Param("lr", float, 1e-4, "recovery fine-tune learning rate", min=0.0),
-        Param("batch_size", int, 16, "recovery fine-tune batch size", min=1),
+        Param("batch_size", int, 16, "recovery fine-tune batch size", min=1, max=4096),
         Param("max_length", int, 128, "token limit for text", min=8),
-        Param("seed", int, 0, "random seed"),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Removes whole attention heads and FFN neurons, so parameters, size and latency drop.",
 ))
@@ -49,9 +49,9 @@ register(Recipe(
         Param("dataset", str, "", "registered dataset for a short recovery distillation from the parent (optional)"),
         Param("epochs", int, 0, "recovery epochs (0 = none)", min=0, max=100),
         Param("lr", float, 1e-4, "recovery learning rate", min=0.0),
-        Param("batch_size", int, 16, "recovery batch size", min=1),
+        Param("batch_size", int, 16, "recovery batch size", min=1, max=4096),
         Param("max_length", int, 128, "token limit for text", min=8),
-        Param("seed", int, 0, "random seed"),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Replaces Linear layers by two smaller ones where that saves parameters.",
 ))
@@ -67,38 +67,73 @@ register(Recipe(
         Param("alpha", float, 0.5, "weight of the soft-target loss (1 - alpha for the label loss)", min=0.0, max=1.0),
         Param("epochs", int, 3, "passes over the training split", min=1, max=1000),
         Param("lr", float, 5e-4, "learning rate", min=0.0),
-        Param("batch_size", int, 16, "batch size", min=1),
+        Param("batch_size", int, 16, "batch size", min=1, max=4096),
         Param("max_length", int, 128, "token limit for text", min=8),
-        Param("seed", int, 0, "random seed"),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Trains a smaller student (new config or a second parent) on the teacher's softened outputs.",
 ))
+_LORA_PARAMS = (
+    Param("r", int, 8, "LoRA rank (method=lora)", min=1, max=1024),
+    Param("alpha", float, 16.0, "LoRA scaling numerator: the update is (alpha / r) B A (method=lora)", min=0.0),
+    Param("target_modules", list, [], "layer names LoRA wraps, e.g. query,value (default: PEFT's choice for the "
+                                      "architecture; names matching no layer are refused)"),
+    Param("lora_dropout", float, 0.0, "dropout on the LoRA input (method=lora)", min=0.0, max=0.9),
+)
+_DP_PARAMS = (
+    Param("dp", bool, False, "train with differential privacy (DP-SGD with Opacus); records a privacy ledger"),
+    Param("target_epsilon", float, 8.0, "privacy budget ε the whole training may spend (dp=true)", min=0.0),
+    Param("delta", float, 1e-5, "δ of the (ε, δ) guarantee; below 1 / training rows (dp=true)", min=0.0, max=1.0),
+    Param("max_grad_norm", float, 1.0, "per-example gradient clipping norm (dp=true)", min=0.0),
+)
 register(Recipe(
-    name="finetune", title="Fine-tune / transfer", target="relman.compress.finetune:run",
+    name="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.finetune:run",
     input_formats=_TORCH_FORMATS, tasks=tasks_with_recipe("finetune"),
     params=(
         Param("dataset", str, "", "registered labelled dataset"),
-        Param("epochs", int, 3, "maximum passes over the training split", min=1, max=1000),
+        Param("method", str, "full", "full: train every weight (an hf child); lora: train a LoRA adapter "
+                                     "(a peft-adapter child pinned to this base)", choices=("full", "lora")),
+        *_LORA_PARAMS,
+        *_DP_PARAMS,
+        Param("epochs", int, 3, "maximum passes over the training split (exactly this many with dp)", min=1,
+              max=1000),
         Param("lr", float, 5e-5, "learning rate", min=0.0),
-        Param("batch_size", int, 16, "batch size", min=1),
-        Param("patience", int, 2, "epochs without validation improvement before stopping", min=1),
+        Param("batch_size", int, 16, "batch size (expected batch size under dp's Poisson sampling)", min=1,
+              max=4096),
+        Param("patience", int, 2, "epochs without validation improvement before stopping (not with dp)", min=1),
         Param("val_fraction", float, 0.2, "hold-out share when the dataset has no validation split", min=0.0, max=0.9),
         Param("weight_decay", float, 0.01, "AdamW weight decay", min=0.0),
         Param("max_length", int, 128, "token limit for text", min=8),
         Param("adversarial", bool, False, "also train on FGSM-perturbed inputs (embeddings / pixels)"),
         Param("epsilon", float, 0.01, "FGSM step size", min=0.0),
         Param("adv_weight", float, 0.5, "share of the adversarial loss", min=0.0, max=1.0),
-        Param("seed", int, 0, "random seed"),
+        Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
-    description="Trains on a labelled dataset with early stopping; new head when the labels differ.",
+    description="Trains on a labelled dataset (every weight, or a LoRA adapter; DP-SGD on request); an encoder "
+                "becomes a classifier; new head when the labels differ.",
 ))
 register(Recipe(
     name="merge-fedavg", title="Merge (federated averaging)", target="relman.compress.merge:run",
-    input_formats=_TORCH_FORMATS, multi_parent=True,
+    input_formats=_TORCH_FORMATS + ("peft-adapter",), multi_parent=True,
     params=(
         Param("weights", list, [], "one sample count per parent (default: their recorded train_samples, else equal)"),
+        Param("adapter_rank", int, 0, "adapters: rank of the merged adapter (0 = the parents' r); the average "
+                                      "update is re-factorised to it by SVD", min=0),
+        Param("allow_mixed_privacy", bool, False, "merge DP-trained and non-DP parents anyway (no ε is recorded)"),
     ),
-    description="Weighted average of several versions of the same architecture.",
+    description="Weighted average of several versions of the same architecture, or of LoRA adapters of one base "
+                "(average of the updates BA, re-factorised by SVD); composes the parents' privacy ledgers.",
+))
+register(Recipe(
+    name="merge-adapter", title="Merge a LoRA adapter into its base", target="relman.compress.merge_adapter:run",
+    input_formats=("peft-adapter", "hf", "hf-reshaped", "torch-int8", "onnx", "safetensors", "torch"),
+    multi_parent=True,
+    params=(
+        Param("tolerance", float, 1e-4, "max abs logit difference allowed between the adapter and the merged model",
+              min=0.0),
+    ),
+    description="Folds the adapter's B A into the base weights: an hf version with the adapter and the base as "
+                "parents. A second parent names the base to merge into; quantised bases are refused.",
 ))
 
 # -- quantisation, export, half precision (format-changing recipes) -------------------------

@@ -103,6 +103,8 @@ class RecipeOutput:
     format: str
     params: int | None = None
     dtype: str | None = None
+    task: str | None = None  # None: the first parent's (an encoder fine-tuned into a classifier changes it)
+    extra_parents: list[int] = field(default_factory=list)  # version ids added to the lineage (merge-adapter's base)
     meta: dict[str, Any] = field(default_factory=dict)
     metrics: list["Metric"] = field(default_factory=list)
 

@@ -26,6 +26,12 @@ def read_jsonl(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequenc
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DatasetError(f"{where} line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise DatasetError(f"{where} line {lineno}: JSON nested too deeply") from None
+        from relman.jsonlimits import MAX_DEPTH, depth
+
+        if depth(obj) > MAX_DEPTH:
+            raise DatasetError(f"{where} line {lineno}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
         if not isinstance(obj, dict):
             raise DatasetError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
         records.append(obj)

@@ -20,11 +20,54 @@ from relman.data.splits import check_split_values
 from relman.errors import DatasetError
 
 
+DEFAULT_MAX_BYTES = 1 << 30  # decompressed arrays of one dataset; RELMAN_MAX_DATASET_BYTES overrides
+
+
+def max_dataset_bytes() -> int:
+    import os
+
+    raw = os.environ.get("RELMAN_MAX_DATASET_BYTES")
+    try:
+        return int(raw) if raw else DEFAULT_MAX_BYTES
+    except ValueError:
+        raise DatasetError(f"RELMAN_MAX_DATASET_BYTES must be a number of bytes, not '{raw}'") from None
+
+
+def check_npz_size(path: Path, where: str) -> None:
+    """Refuse an archive whose arrays would decompress beyond the cap, reading only the zip
+    directory and each array's header (a 1 MB file can declare gigabytes of zeros)."""
+    limit = max_dataset_bytes()
+    total = 0
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    try:
+                        version = np.lib.format.read_magic(f)
+                        read = np.lib.format.read_array_header_1_0 if version == (1, 0) \
+                            else np.lib.format.read_array_header_2_0
+                        shape, _, dtype = read(f)
+                    except (ValueError, OSError, SyntaxError):
+                        continue  # np.load reports it
+                n = 1
+                for d in shape:
+                    n *= int(d)
+                total += max(n * dtype.itemsize, info.file_size)
+                if total > limit:
+                    raise DatasetError(f"{where}: arrays would take {total:,}+ bytes once decompressed, over the "
+                                       f"{limit:,}-byte cap (RELMAN_MAX_DATASET_BYTES)")
+    except (zipfile.BadZipFile, OSError):
+        return  # np.load gives the message
+
+
 def read_npz(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequence[str] | None = None,
              where: str | None = None) -> Dataset:
     where = where or Path(path).name
     if Path(path).stat().st_size == 0:
         raise DatasetError(f"{where}: file is empty")
+    check_npz_size(Path(path), where)
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as e:

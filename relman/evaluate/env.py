@@ -49,6 +49,16 @@ class ModelRef:
 
 
 @dataclass
+class Comparator:
+    """A reference version run beside the evaluated one: which roles it plays ("parent",
+    "production"), its ref, and its runner."""
+
+    scopes: list[str]
+    ref: str
+    runner: "Runner"
+
+
+@dataclass
 class SuiteEnv:
     model: ModelRef
     device: str
@@ -58,12 +68,18 @@ class SuiteEnv:
     seq_lens: list[int | None]
     dataset: Dataset | None = None
     parent: ModelRef | None = None
+    production: ModelRef | None = None
     max_samples: int | None = None
     ctx: "WorkContext | None" = None
     catalog: "Catalog | None" = None
     _runner: "Runner | None" = field(default=None, repr=False)
     _versions: dict[str, str] = field(default_factory=dict, repr=False)
+    _others: dict[str, "Runner"] = field(default_factory=dict, repr=False)
+    _comparators: "list[Comparator] | None" = field(default=None, repr=False)
     progress_hook: Callable[[float, str], None] | None = None
+    # Files a suite produced besides metrics (e.g. attributions), stored with the metrics in
+    # the job's one transaction (relman.catalog.EvalArtifact).
+    artifacts: list[Any] = field(default_factory=list)
 
     # -- shared pieces ------------------------------------------------------------------------
     def runner(self) -> "Runner":
@@ -75,8 +91,50 @@ class SuiteEnv:
                                        self.threads)
         return self._runner
 
+    def runner_for(self, ref: ModelRef) -> "Runner":
+        """A runner for another version (parent, production) on the same device and threads,
+        opened once per job."""
+        key = str(ref.folder)
+        if key not in self._others:
+            from relman.tasks import open_runner
+
+            self._others[key] = open_runner(ref.folder, ref.fmt, ref.task, self.device, self.threads)
+        return self._others[key]
+
+    def comparators(self) -> "list[Comparator]":
+        """The versions this one is compared with in the same job: its parent and its model's
+        production version (one entry when they are the same version), each opened on the same
+        device with the same threads. A reference that cannot run here (another task, a bare
+        weights file) is left out and logged, never silently timed as something else."""
+        if self._comparators is None:
+            found: dict[str, Comparator] = {}
+            for scope, ref in (("parent", self.parent), ("production", self.production)):
+                if ref is None or ref.task != self.model.task:
+                    continue
+                key = str(ref.folder)
+                if key in found:
+                    found[key].scopes.append(scope)
+                    continue
+                try:
+                    found[key] = Comparator([scope], ref.ref, self.runner_for(ref))
+                except Exception as e:  # noqa: BLE001 - any load failure: compare without it
+                    if self.ctx is not None:
+                        self.ctx.log("cannot compare with %s %s: %s", scope, ref.ref, e)
+            self._comparators = list(found.values())
+        return self._comparators
+
+    def scratch(self) -> Path:
+        """A folder for files a suite writes before the job stores them (the job's workdir)."""
+        if self.ctx is not None:
+            return Path(self.ctx.workdir)
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="relman-suite-"))
+
     def close(self) -> None:
         self._runner = None
+        self._others.clear()
+        self._comparators = None
 
     def eval_data(self, suite: str, *, labels: bool = False, groups: bool = False) -> Dataset:
         """The rows a data suite scores: the chosen split, the first `max_samples`, checked to fit

@@ -7,7 +7,10 @@ Metrics (suite "fidelity"), all comparing the version against the parent on the 
 - causal LM: the same two per next-token position over non-padding tokens;
 - feature extraction: `cosine` (mean cosine similarity of the normalised embeddings) and
   `cosine_min` (the worst row).
-Context: `parent` (its ref), batch_size, seq_len "dynamic".
+- always: `fidelity`, the one number gates use whatever the task — the agreement where the
+  adapter measures one (classification, causal LM, tagging), else the mean cosine.
+Context: `parent` (its ref), batch_size, seq_len "dynamic"; agreement and fidelity carry a
+95 % Wilson interval, cosine a bootstrap interval over rows (`interval`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ SUITE = "fidelity"
 def run(env: SuiteEnv) -> list[Metric]:
     """Both versions on the same rows, batch by batch; the adapter compares their outputs
     (`Runner.fidelity`) and says which figures summarise the comparison."""
-    from relman.tasks import open_runner
+    from relman.evaluate import stats
 
     if env.parent is None:
         raise EvaluationError(f"fidelity compares {env.model.ref} with a parent version, but it has none "
@@ -37,7 +40,7 @@ def run(env: SuiteEnv) -> list[Metric]:
                               f"{env.parent.task}, {env.model.ref} is {env.model.task}")
     runner = env.runner()
     ds = env.eval_data(SUITE)
-    parent = open_runner(env.parent.folder, env.parent.fmt, env.parent.task, env.device, env.threads)
+    parent = env.runner_for(env.parent)
     bs = env.eval_batch_size
     parts: dict[str, list[np.ndarray]] = {}
     done = 0
@@ -53,5 +56,18 @@ def run(env: SuiteEnv) -> list[Metric]:
         done += len(rows)
         env.progress(done / len(ds), f"fidelity {done}/{len(ds)}")
     ctx = {"parent": env.parent.ref, "batch_size": bs, "seq_len": "dynamic"}
-    summary = runner.summarise_fidelity({name: np.concatenate(v) for name, v in parts.items()})
-    return [env.metric(SUITE, name, value, **ctx) for name, value in summary.items()]
+    joined = {name: np.concatenate(v) for name, v in parts.items()}
+    summary = runner.summarise_fidelity(joined)
+    intervals: dict[str, dict] = {}
+    if "agreement" in joined:
+        agree = joined["agreement"].astype(bool)
+        intervals["agreement"] = {"interval": list(stats.wilson(float(agree.sum()), int(agree.size))),
+                                  "interval_level": 0.95, "n": int(agree.size), "method": "Wilson"}
+    if "cosine" in joined:
+        intervals["cosine"] = {"interval": list(stats.bootstrap_mean(joined["cosine"])), "interval_level": 0.95,
+                               "n": int(joined["cosine"].size), "method": "bootstrap (2000)"}
+    out = [env.metric(SUITE, name, value, **ctx, **intervals.get(name, {})) for name, value in summary.items()]
+    main = next((n for n in ("agreement", "cosine") if n in summary), None)
+    if main is not None:
+        out.append(env.metric(SUITE, "fidelity", summary[main], **ctx, **intervals.get(main, {}), measure=main))
+    return out

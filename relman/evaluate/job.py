@@ -37,14 +37,23 @@ DEFAULT_SEQ_LENS = [128]
 def _int_list(value: Any, name: str, default: list[int]) -> list[int]:
     if value in (None, "", []):
         return list(default)
+    from relman.typed_params import _whole_number
+
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     try:
-        out = [int(v) for v in items]
-    except (TypeError, ValueError):
+        out = [_whole_number(v) for v in items]
+    except (TypeError, ValueError, OverflowError):
         raise EvaluationError(f"'{name}' must be whole numbers, got {value!r}") from None
     if any(v < 1 for v in out):
         raise EvaluationError(f"'{name}' must be at least 1, got {value!r}")
+    limit = MAX_LIST_VALUE.get(name)
+    if limit is not None and any(v > limit for v in out):
+        raise EvaluationError(f"'{name}' must be at most {limit}, got {value!r}")
     return out
+
+
+# upper bounds checked when a job is queued (the model's own position limit is checked too)
+MAX_LIST_VALUE = {"batch_sizes": 4096, "seq_lens": 1_000_000}
 
 
 def _threads(params: dict[str, Any]) -> int | None:
@@ -89,6 +98,76 @@ def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], 
             raise EvaluationError(f"suite '{s}' needs a group column, but dataset '{name}' has none")
 
 
+COMPARED_SUITES = ("latency", "quality", "fidelity", "explain")  # explain compares with a parent
+
+
+def production_version(catalog: Any, model: str, exclude: int | None = None) -> Any:
+    """The model's current production version (the newest in that phase), if any."""
+    prod = [v for v in catalog.versions(model) if v.phase == "production" and v.id != exclude]
+    return max(prod, key=lambda v: v.created_at) if prod else None
+
+
+def _references(catalog: Any, version: Any, suites: list[str], params: dict[str, Any], ctx: Any) -> tuple[Any, Any]:
+    """The parent (for fidelity, paired latency and quality deltas) and the production version
+    (paired latency, quality deltas) laid out on disk, when the suites use them."""
+    from relman.evaluate.env import ModelRef
+    from relman.modelio.loading import materialize_version
+
+    if not any(s in COMPARED_SUITES for s in suites):
+        return None, None
+    pid = params.get("parent_version_id")
+    if pid is None:
+        parents = catalog.parents(version.id)
+        if not parents and "fidelity" in suites:
+            raise EvaluationError(f"fidelity compares {version.ref} with its parent, but it has none "
+                                  "(name one with --parent)")
+        pid = parents[0]["parent_id"] if parents else None
+
+    def ref(info: Any) -> Any:
+        return ModelRef(info, materialize_version(catalog, info.id, ctx.workdir), info.format, info.task or "")
+
+    parent_ref = ref(catalog.get_version(int(pid))) if pid is not None else None
+    prod = production_version(catalog, version.model, exclude=version.id)
+    production_ref = None
+    if prod is not None:
+        production_ref = parent_ref if parent_ref is not None and parent_ref.info.id == prod.id else ref(prod)
+    return parent_ref, production_ref
+
+
+def conditions(catalog: Any, ctx: Any) -> dict[str, Any]:
+    """What else was happening: the 1-minute load average and the other running jobs."""
+    try:
+        load = float(os.getloadavg()[0])
+    except (OSError, AttributeError):  # Windows
+        load = None
+    out: dict[str, Any] = {"load_avg_1m": load, "cpu_count": os.cpu_count()}
+    if getattr(ctx, "job_id", None) is not None:
+        out["other_jobs"] = [int(r[0]) for r in catalog.conn.execute(
+            "SELECT id FROM jobs WHERE status = 'running' AND id != ? ORDER BY id", [ctx.job_id])]
+    return out
+
+
+def with_conditions(metrics: list[Metric], before: dict[str, Any], after: dict[str, Any]) -> list[Metric]:
+    """Attach the conditions around a suite to its metrics (a suite's own, finer record — the
+    latency suite watches every round — wins). `under_load`: more runnable processes than cores
+    (1-minute load average above the core count); `beside_jobs`: other jobs were running."""
+    loads = [x for x in (before.get("load_avg_1m"), after.get("load_avg_1m")) if x is not None]
+    merged: dict[str, Any] = {"load_avg_1m": max(loads) if loads else None, "cpu_count": before.get("cpu_count")}
+    if "other_jobs" in before or "other_jobs" in after:
+        merged["other_jobs"] = sorted(set(before.get("other_jobs", [])) | set(after.get("other_jobs", [])))
+    out = []
+    for m in metrics:
+        ctx = dict(merged)
+        ctx.update(m.context)
+        if "other_jobs" in ctx and "other_jobs" in merged:
+            ctx["other_jobs"] = sorted(set(ctx["other_jobs"]) | set(merged["other_jobs"]))
+        load, cores = ctx.get("load_avg_1m"), ctx.get("cpu_count") or 1
+        ctx["under_load"] = bool(load is not None and load > cores)
+        ctx["beside_jobs"] = bool(ctx.get("other_jobs"))
+        out.append(Metric(m.suite, m.name, m.value, ctx, m.dataset_id))
+    return out
+
+
 def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     from relman.evaluate.env import ModelRef, SuiteEnv
     from relman.modelio.loading import materialize_version
@@ -105,18 +184,7 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     device = resolve_device(params.get("device") or ctx.device or "auto")
     max_samples = int(params["max_samples"]) if params.get("max_samples") else None
 
-    parent_ref = None
-    if "fidelity" in suites:
-        pid = params.get("parent_version_id")
-        if pid is None:
-            parents = catalog.parents(version.id)
-            if not parents:
-                raise EvaluationError(f"fidelity compares {version.ref} with its parent, but it has none "
-                                      "(name one with --parent)")
-            pid = parents[0]["parent_id"]
-        pinfo = catalog.get_version(int(pid))
-        parent_ref = ModelRef(pinfo, materialize_version(catalog, pinfo.id, ctx.workdir), pinfo.format,
-                              pinfo.task or "")
+    parent_ref, production_ref = _references(catalog, version, suites, params, ctx)
 
     ctx.progress(0.0, "loading dataset" if dataset_ref is not None else "preparing")
     dataset = None
@@ -129,7 +197,8 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
                    threads=_threads(params), options=options,
                    batch_sizes=_int_list(params.get("batch_sizes"), "batch_sizes", DEFAULT_BATCH_SIZES),
                    seq_lens=_int_list(params.get("seq_lens"), "seq_lens", DEFAULT_SEQ_LENS),
-                   dataset=dataset, parent=parent_ref, max_samples=max_samples, ctx=ctx, catalog=catalog)
+                   dataset=dataset, parent=parent_ref, production=production_ref, max_samples=max_samples,
+                   ctx=ctx, catalog=catalog)
     ctx.log_json("evaluate", {"version": version.ref, "suites": suites, "device": device, "threads": env.threads,
                               "dataset": dataset.name if dataset else None, "options": options})
     metrics: list[Metric] = []
@@ -138,13 +207,16 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         ctx.check_cancelled()
         env.progress_hook = lambda f, msg, i=i: ctx.progress(0.02 + 0.96 * (i + min(1.0, f)) / n, msg)
         ctx.progress(0.02 + 0.96 * i / n, f"{name} ({i + 1}/{n})")
+        before = conditions(catalog, ctx)
         got = registry.get_suite(name).function()(env)
+        got = with_conditions(got, before, conditions(catalog, ctx))
         ctx.log("%s: %d metrics", name, len(got))
         metrics.extend(got)
     env.close()
     ctx.hold_point("evaluate.before-commit")  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()
-    stored = catalog.add_metrics(version.id, metrics, job_id=ctx.job_id, actor=ctx.actor)
+    stored = catalog.add_evaluation(version.id, metrics, env.artifacts, job_id=ctx.job_id, actor=ctx.actor,
+                                    owner=ctx.owner)
     ctx.progress(1.0, f"stored {stored} metrics")
     return {"version_id": version.id, "metrics": stored, "suites": suites,
             "dataset": dataset.name if dataset else None, "device": device}

@@ -43,11 +43,16 @@ def plan_evaluation(catalog: "Catalog", refs: Sequence[str], *, dataset: str | i
         common["batch_sizes"] = _int_list(list(batch_sizes), "batch_sizes", [])
     if seq_lens:
         common["seq_lens"] = _int_list(list(seq_lens), "seq_lens", [])
-    if threads:
+    if threads is not None:
+        import os
+
+        most = max(1, os.cpu_count() or 1) * 4
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= most:
+            raise EvaluationError(f"--threads must be a whole number from 1 to {most}, got {threads}")
         common["threads"] = int(threads)
-    if max_samples:
-        if int(max_samples) < 1:
-            raise EvaluationError(f"max_samples must be at least 1, got {max_samples}")
+    if max_samples is not None:
+        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples <= 2**53:
+            raise EvaluationError(f"--max-samples must be at least 1, got {max_samples} (leave it out for all rows)")
         common["max_samples"] = int(max_samples)
     if dataset_id is not None:
         common["dataset"] = dataset_id
@@ -55,6 +60,8 @@ def plan_evaluation(catalog: "Catalog", refs: Sequence[str], *, dataset: str | i
     for v in versions:
         chosen = registry.ordered(suites) if suites else registry.default_suites(v.task, dataset_id is not None)
         check_request(v.task, chosen, dataset_id is not None, v.ref)
+        if common.get("seq_lens"):
+            _check_seq_lens(catalog, v, common["seq_lens"])
         if dataset_row is not None and any(registry.get_suite(s).dataset != "none" for s in chosen):
             check_dataset_row(v.task, chosen, dataset_row, v.ref)
         opts = registry.resolve_options(chosen, options)
@@ -71,5 +78,31 @@ def plan_evaluation(catalog: "Catalog", refs: Sequence[str], *, dataset: str | i
             if pid == v.id:
                 raise EvaluationError(f"fidelity of {v.ref} against itself means nothing; choose another --parent")
             params["parent_version_id"] = pid
+        elif "explain" in chosen:  # compared with its parent when it has one (or --parent)
+            from relman.evaluate.explain import check_task
+
+            check_task(v.task, v.ref)
+            pid = parent_id if parent_id is not None else next((p["parent_id"] for p in catalog.parents(v.id)), None)
+            if pid is not None and pid != v.id:
+                params["parent_version_id"] = pid
         plans.append(params)
     return plans
+
+
+def _check_seq_lens(catalog: Any, v: Any, seq_lens: Sequence[int]) -> None:
+    """Refuse sequence lengths beyond what the model's config allows, instead of silently
+    measuring a shorter one in the worker."""
+    import json
+
+    arts = {a["path"]: a["sha256"] for a in catalog.artifacts(v.id)}
+    if "config.json" not in arts:
+        return
+    try:
+        config = json.loads(catalog.store.path(arts["config.json"]).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    limits = [int(x) for x in (config.get("max_position_embeddings"), config.get("n_positions"))
+              if isinstance(x, int) and 0 < x < 10**6]
+    if limits and max(seq_lens) > min(limits):
+        raise EvaluationError(f"--seq-len {max(seq_lens)} is longer than {v.ref} takes ({min(limits)} positions); "
+                              f"choose at most {min(limits)}")

@@ -38,6 +38,7 @@ class Suite:
     needs_labels: bool = False
     needs_groups: bool = False
     needs_parent: bool = False
+    timing: bool = False  # measures time or memory: its job runs alone on its device
     options: tuple[Option, ...] = ()
     description: str = ""
 
@@ -59,7 +60,7 @@ class Suite:
 SUITES: dict[str, Suite] = {}
 # The order suites run in within one job: memory first, before anything else has loaded the
 # model into this process, so its measurement of loading + inference is not disturbed.
-ORDER = ("memory", "size", "latency", "quality", "fidelity", "robustness", "fairness")
+ORDER = ("memory", "size", "latency", "quality", "fidelity", "robustness", "fairness", "explain")
 
 
 def register(suite: Suite) -> Suite:
@@ -99,6 +100,36 @@ def default_suites(task: str | None, has_dataset: bool) -> list[str]:
     return ordered(base)
 
 
+def is_timing_request(params: dict[str, Any]) -> bool:
+    """Whether an evaluate job with these params times something (latency, memory), so the
+    runner gives it its device alone. No suites named = the defaults, which include latency."""
+    suites = params.get("suites") or ["latency"]
+    return any(name in SUITES and SUITES[name].timing for name in suites)
+
+
+# Which suite stores a metric, by name prefix (longest first wins): so a gate that finds a
+# metric missing can name the command that measures it.
+_METRIC_PREFIXES = (
+    ("latency_", "latency"), ("throughput", "latency"), ("peak_", "memory"), ("model_rss", "memory"),
+    ("size_", "size"), ("params", "size"), ("accuracy", "quality"), ("macro_f1", "quality"),
+    ("precision/", "quality"), ("recall/", "quality"), ("f1/", "quality"), ("loss", "quality"),
+    ("perplexity", "quality"), ("eval_", "quality"), ("agreement", "fidelity"), ("kl_div", "fidelity"),
+    ("cosine", "fidelity"), ("fidelity", "fidelity"), ("robust", "robustness"), ("fairness", "fairness"),
+    ("demographic", "fairness"), ("equalized", "fairness"), ("group_", "fairness"),
+    ("selection_rate", "fairness"), ("clean_accuracy", "robustness"), ("entity_", "quality"),
+    ("token_accuracy", "quality"),
+)
+
+
+def suite_for_metric(name: str) -> str | None:
+    """The suite that measures metric `name` (None when no suite does, e.g. canary_share)."""
+    best = None
+    for prefix, suite in _METRIC_PREFIXES:
+        if name.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
+            best = (prefix, suite)
+    return best[1] if best else None
+
+
 def resolve_options(suites: Sequence[str], raw: dict[str, Any] | None) -> dict[str, Any]:
     """Typed values for every option of `suites` (defaults filled in); unknown names refused."""
     raw = dict(raw or {})
@@ -113,12 +144,16 @@ def resolve_options(suites: Sequence[str], raw: dict[str, Any] | None) -> dict[s
     return {name: (o.parse(raw[name]) if name in raw else o.default) for name, o in known.items()}
 
 
+_PAIRED = Option("paired", bool, True, "Compare with the parent and the production version in the same job: "
+                                       "latency in interleaved rounds (latency_p50_ratio_vs_parent / _vs_production) "
+                                       "and quality on the same rows (accuracy_delta_vs_parent / _vs_production), "
+                                       "with 95 % intervals.")
 _SPLIT = Option("split", str, "test", "Rows of this split when the dataset has a split column (else all rows).")
 _EVAL_BS = Option("eval_batch_size", int, 32, "Batch size for quality / fidelity / robustness / fairness.",
                   min=1, max=4096)
 
 register(Suite(
-    "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True, options=(_SPLIT, _EVAL_BS),
+    "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True, options=(_SPLIT, _EVAL_BS, _PAIRED),
     description="accuracy, macro-F1 and per-class precision/recall/F1; perplexity for causal LMs"))
 register(Suite(
     "fidelity", "Fidelity to the parent", "relman.evaluate.fidelity:run", needs_parent=True,
@@ -128,23 +163,25 @@ register(Suite(
     "size", "Size on disk and parameters", "relman.evaluate.size:run", dataset="none",
     description="bytes on disk, size in MiB, parameter count"))
 register(Suite(
-    "memory", "Peak inference memory", "relman.evaluate.memory:run", dataset="optional",
+    "memory", "Peak inference memory", "relman.evaluate.memory:run", dataset="optional", timing=True,
     options=(Option("memory_batches", int, 3, "Inference batches run while memory is watched.", min=1),),
     description="peak RSS (CPU) or max allocated (CUDA) of loading the model and running it"))
 register(Suite(
-    "latency", "Latency and throughput", "relman.evaluate.latency:run", dataset="optional",
+    "latency", "Latency and throughput", "relman.evaluate.latency:run", dataset="optional", timing=True,
     options=(
         Option("warmup", int, 10, "Warm-up runs discarded before timing.", min=0),
         Option("min_samples", int, 200, "Timed runs per configuration (at least).", min=5),
         Option("time_budget_s", float, 20.0, "Stop a configuration after this long, even short of min_samples.",
                min=0.01),
+        _PAIRED,
     ),
-    description="p50/p90/p95/p99 latency and throughput per batch size and sequence length"))
+    description="p50/p90/p95/p99 latency and throughput per batch size and sequence length; "
+                "paired ratios vs parent and production"))
 register(Suite(
     "robustness", "Robustness to perturbations", "relman.evaluate.robustness:run", needs_labels=True,
     options=(
         _SPLIT, _EVAL_BS,
-        Option("seed", int, 0, "Seed of the perturbations."),
+        Option("seed", int, 0, "Seed of the perturbations.", min=0, max=2**31 - 1),
         Option("perturb_rate", float, 0.1, "Share of characters a text perturbation touches.", min=0, max=1),
         Option("noise_std", float, 0.1, "Gaussian image noise, as a fraction of the pixel range.", min=0),
         Option("brightness", float, 0.3, "Largest relative brightness change.", min=0, max=1),
@@ -161,3 +198,19 @@ register(Suite(
                                           "of a binary model)."),
     ),
     description="per-group accuracy and selection rate, largest gap, demographic parity and equalized odds"))
+register(Suite(
+    "explain", "Explanations and their drift from the parent", "relman.evaluate.explain.suite:run",
+    # applies to the tasks whose entry in relman.tasks.specs lists it: those with an explainer
+    # (relman.evaluate.explain.EXPLAINERS; a test keeps the two in step)
+    options=(
+        _SPLIT,
+        Option("explain_examples", int, 32, "Seeded examples explained (the same for the version and its parent).",
+               min=1, max=100000),
+        Option("explain_method", str, "auto", "ig, occlusion, shap or auto (ig when both versions have gradients, "
+                                              "else occlusion).", choices=("auto", "ig", "occlusion", "shap")),
+        Option("explain_seed", int, 0, "Seed of the example choice (and of KernelSHAP's samples)."),
+        Option("ig_steps", int, 32, "Integrated Gradients interpolation steps.", min=2, max=1024),
+        Option("shap_samples", int, 64, "KernelSHAP coalitions per example.", min=8, max=100000),
+    ),
+    description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC) and rank agreement with the "
+                "parent's attributions on the same examples"))

@@ -20,8 +20,11 @@ from relman.evaluate.env import SuiteEnv
 SUITE = "size"
 
 
+_NOT_STORED = (".relman-base.json",)  # a materialised adapter's pointer to its base (relman.modelio.peft_adapter)
+
+
 def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file() and f.name not in _NOT_STORED)
 
 
 def count_params(folder: Path, fmt: str) -> int | None:

@@ -69,6 +69,13 @@ class JobContext:
         self._points: list[tuple[int, str, float, float]] = []
         self.last_progress: tuple[float, str] = (0.0, "")
 
+    def committed_result(self) -> int | None:
+        """The version an earlier attempt of this job committed (kept across `jobs retry`)."""
+        if self.job_id is None:
+            return None
+        row = self.catalog.conn.execute("SELECT result_version_id FROM jobs WHERE id = ?", [self.job_id]).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
     # -- identity ---------------------------------------------------------------------------
     @property
     def owner(self) -> str:

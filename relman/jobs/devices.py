@@ -146,6 +146,20 @@ def threads_per_cpu_job(cpu_slots: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, cpu_slots))
 
 
+def target_device(requested: str, devices: Devices | None, busy: dict[str, int]) -> str | None:
+    """The device a job would use, busy or not (None while the probe is still running): what an
+    exclusive job reserves while it waits for that device to drain."""
+    if requested == "cpu":
+        return "cpu"
+    if devices is None:
+        return None
+    if requested == "auto":
+        if not devices.has_cuda:
+            return "cpu"
+        return min(devices.cuda, key=lambda d: busy.get(d, 0))
+    return requested if requested in devices.cuda else None
+
+
 def choose_device(requested: str, devices: Devices | None, busy: dict[str, int], cpu_slots: int) -> str | None:
     """The device a queued job should start on now, or None to keep it waiting.
 

@@ -18,9 +18,37 @@ JOB_KINDS: dict[str, str] = {
     "spawn": "relman.jobs.builtin:spawn",
     "progress_burst": "relman.jobs.builtin:progress_burst",
     "evaluate": "relman.evaluate.job:run",
+    "explain": "relman.evaluate.explain.job:run",
     "compress": "relman.compress.job:run",
     "optimize": "relman.compress.optimize:run",
+    # file work the GUI hands to a worker (relman/app/background.py)
+    "import_model": "relman.app.background:import_model_job",
+    "register_dataset": "relman.app.background:register_dataset_job",
+    "promote": "relman.app.background:promote_job",
+    "export_bundle": "relman.app.background:export_bundle_job",
+    "import_bundle": "relman.app.background:import_bundle_job",
+    "delete_version": "relman.app.background:delete_version_job",
+    "archive_version": "relman.app.background:archive_version_job",
+    "restore_version": "relman.app.background:restore_version_job",
+    "collect_garbage": "relman.app.background:collect_garbage_job",
 }
+
+
+# Kinds whose jobs time things and so get their device alone (see relman.jobs.runner): True,
+# or "module:function" deciding from the job's params.
+EXCLUSIVE: dict[str, str | bool] = {
+    "evaluate": "relman.evaluate.registry:is_timing_request",  # latency / memory suites
+    "optimize": True,  # times every candidate against the parent
+}
+
+
+def needs_exclusive(kind: str, params: dict[str, Any]) -> bool:
+    """Whether a job of `kind` with `params` must run alone on its device."""
+    rule = EXCLUSIVE.get(kind, False)
+    if isinstance(rule, bool):
+        return rule
+    module, _, name = rule.partition(":")
+    return bool(getattr(importlib.import_module(module), name)(params))
 
 
 def resolve(kind: str) -> Callable[..., Any]:

@@ -106,6 +106,8 @@ def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def get_job(catalog: "Catalog", job_id: int) -> dict[str, Any]:
     """The job row as a dict (params and result decoded from JSON)."""
+    if not -(2**63) <= int(job_id) < 2**63:  # SQLite cannot even compare it: no such job
+        raise NotFound(f"no job with id {job_id}")
     rows = catalog.query("SELECT * FROM jobs WHERE id = ?", [int(job_id)])
     if not rows:
         raise NotFound(f"no job with id {job_id}")
@@ -189,7 +191,8 @@ def request_cancel(catalog: "Catalog", job_id: int, *, actor: str | None = None)
 
 def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
     """Queue a failed or cancelled job again (same id, kind, params and device). Returns the
-    number of attempts made so far."""
+    number of attempts made so far. A version an earlier attempt committed stays linked
+    (`result_version_id`), so the retry adopts it instead of storing a duplicate."""
     from relman.catalog import events as audit
 
     actor = _user(actor)
@@ -203,7 +206,7 @@ def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
         catalog.conn.execute(
             "UPDATE jobs SET status = ?, progress = 0, message = '', error = NULL, result = NULL, pid = NULL,"
             " heartbeat_at = NULL, device_used = NULL, started_at = NULL, finished_at = NULL,"
-            " cancel_requested = 0, cancel_requested_at = NULL, result_version_id = NULL WHERE id = ?",
+            " cancel_requested = 0, cancel_requested_at = NULL WHERE id = ?",
             [QUEUED, job_id])
         audit.append(catalog.db, at=_now(), actor=actor, kind="job-retry", model=None, version=None,
                      payload={"job": job_id, "was": status, "attempts": attempts})

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from relman.catalog import Catalog, VersionInfo
 
 # Never shipped: the audit chain and job bookkeeping belong to the catalog's machine alone.
-EXCLUDED_TABLES = frozenset({"events", "jobs", "job_points", "pending_blobs", "sqlite_sequence"})
+EXCLUDED_TABLES = frozenset({"events", "jobs", "job_points", "pending_blobs", "sqlite_sequence", "checkpoints"})
 # Catalog methods a remote job may write through; anything else stays local (see remote kinds).
 RECORDED_WRITES = ("add_version", "add_metrics")
 # Parameter / result keys that hold version ids (remapped when replayed).

@@ -11,7 +11,10 @@
 3. enforce cancel: once the grace period after the request has passed, SIGTERM the worker's
    process group, then SIGKILL it;
 4. start queued jobs, oldest first, within the per-device limits (one job per CUDA device,
-   `cpu_slots` on the CPU).
+   `cpu_slots` on the CPU). Jobs that time things (`relman.jobs.kinds.EXCLUSIVE`: latency /
+   memory evaluations, optimize) get their device alone: such a job starts only on an idle
+   device, nothing else starts there while it runs, and once it is the oldest job waiting for
+   a device no younger job starts there, so running jobs drain and it cannot starve (FIFO).
 
 After any job ends, its scratch folder and the blobs it staged without committing are removed.
 Only one runner drives a catalog at a time: an OS file lock on `<catalog>/runner.lock`; a
@@ -23,6 +26,7 @@ runner adopts them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -36,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from relman.errors import JobError
 from relman.jobs import queue
-from relman.jobs.devices import DeviceProbe, choose_device, cpu_slots_default, threads_per_cpu_job
+from relman.jobs.devices import DeviceProbe, choose_device, cpu_slots_default, target_device, threads_per_cpu_job
 
 if TYPE_CHECKING:
     from relman.catalog import Catalog
@@ -380,19 +384,36 @@ class Runner:
             signal_group(pid, SIGKILL)
 
     # -- starting ---------------------------------------------------------------------------
-    def _busy(self) -> dict[str, int]:
+    def _busy(self) -> tuple[dict[str, int], set[str]]:
+        """Running jobs per device, and the devices held by a running exclusive (timing) job."""
         busy: dict[str, int] = {}
-        for (device,) in self.catalog.conn.execute(
-                "SELECT device_used FROM jobs WHERE status = ? AND device_used IS NOT NULL", [queue.RUNNING]):
+        held: set[str] = set()
+        for device, kind, params in self.catalog.conn.execute(
+                "SELECT device_used, kind, params FROM jobs WHERE status = ? AND device_used IS NOT NULL",
+                [queue.RUNNING]):
             busy[device] = busy.get(device, 0) + 1
-        return busy
+            if self._exclusive(kind, params):
+                held.add(device)
+        return busy, held
+
+    def _exclusive(self, kind: str, params: Any) -> bool:
+        from relman.jobs.kinds import needs_exclusive
+
+        try:
+            return needs_exclusive(kind, json.loads(params) if isinstance(params, str) else dict(params or {}))
+        except Exception:  # noqa: BLE001 - unreadable params: the job fails on its own when it runs
+            return False
 
     def _start_queued(self, report: dict[str, list[int]]) -> None:
-        queued = self.catalog.query("SELECT id, device, kind FROM jobs WHERE status = ? ORDER BY id LIMIT 200",
+        """Start queued jobs oldest first. A timing job (exclusive) runs alone on its device: it
+        starts only when nothing else runs there, and from the moment it is next in line no
+        younger job starts on that device (the running ones drain), so it is never starved.
+        Jobs the Ray executor accepts go to the cluster instead (exclusivity is local)."""
+        queued = self.catalog.query("SELECT id, kind, params, device FROM jobs WHERE status = ? ORDER BY id LIMIT 200",
                                     [queue.QUEUED])
         if not queued:
             return
-        busy = self._busy()
+        busy, held = self._busy()
         devices = self.probe.poll() if any(j["device"] != "cpu" for j in queued
                                            if self.remote is None or not self.remote.accepts(j["kind"])) else None
         for job in queued:
@@ -401,16 +422,25 @@ class Runner:
 
                 launch_remote(self, job, report)
                 continue
+            exclusive = self._exclusive(job["kind"], job["params"])
             try:
-                device = choose_device(job["device"], devices, busy, self.cpu_slots)
+                target = target_device(job["device"], devices, busy)
+                device = None if target in held else choose_device(job["device"], devices, busy, self.cpu_slots)
             except JobError as e:
                 queue.finish(self.catalog, job["id"], queue.FAILED, error=str(e), from_status=queue.QUEUED)
                 report["ended"].append(job["id"])
                 continue
+            if exclusive and target is not None:
+                if device is None or busy.get(target, 0) > 0:
+                    held.add(target)  # waits for the device to drain; nothing younger starts there
+                    continue
+                device = target
             if device is None:
                 continue
             if self._launch(job["id"], device):
                 busy[device] = busy.get(device, 0) + 1
+                if exclusive:
+                    held.add(device)
                 report["started"].append(job["id"])
 
     def _launch(self, job_id: int, device: str) -> bool:

@@ -11,11 +11,13 @@ that needs `trust_remote_code` is refused. Nothing here touches a network.
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from math import prod
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from relman.errors import ModelImportError, UnsafeModelError
@@ -39,6 +41,7 @@ class ModelDescription:
     params: int | None = None
     dtype: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    left_out: list[str] = field(default_factory=list)  # files in the folder that were not stored
 
     @property
     def size_bytes(self) -> int:
@@ -50,8 +53,8 @@ def guess_task(config: dict[str, Any]) -> tuple[str | None, str | None]:
     """(task, architecture) from a config.json's `architectures` list (by the suffixes in the
     task table)."""
     archs = config.get("architectures") or []
-    arch = archs[0] if archs else None
-    if not arch:
+    arch = archs[0] if isinstance(archs, list) and archs else None
+    if not isinstance(arch, str) or not arch:
         return None, None
     return guess_task_from_architecture(arch), arch
 
@@ -70,42 +73,84 @@ def guess_task_from_architecture(arch: str) -> str | None:
 
 
 # -- safetensors ------------------------------------------------------------------------------
+def _st_error(path: Path, what: str) -> ModelImportError:
+    return ModelImportError(f"{path}: corrupt safetensors header ({what})")
+
+
 def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """Parse and check a .safetensors header; raises on a truncated or corrupt file."""
+    """Parse and check a .safetensors header; raises on a truncated or corrupt file.
+
+    Our checks (types of every field, shapes of whole numbers >= 0, offsets inside the data
+    area, tensors that neither overlap nor leave holes, sizes that match the file) run first so
+    the message names the tensor; then the safetensors library opens the file with its own
+    checks, so nothing it would refuse is ever stored."""
+    from relman import jsonlimits
+
     size = path.stat().st_size
     if size < 8:
         raise ModelImportError(f"{path}: not a safetensors file (only {size} bytes)")
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
         if n > min(size - 8, 100 * 1024 * 1024):
-            raise ModelImportError(f"{path}: corrupt safetensors header (declares {n} header bytes in a "
-                                   f"{size}-byte file)")
+            raise _st_error(path, f"declares {n} header bytes in a {size}-byte file")
         raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ModelImportError(f"{path}: corrupt safetensors header (not valid JSON)") from None
+    if not raw.lstrip().startswith(b"{"):
+        raise _st_error(path, "not a JSON object")
+    header = jsonlimits.loads(raw, f"{path}: corrupt safetensors header", error=ModelImportError, max_depth=4)
     if not isinstance(header, dict):
-        raise ModelImportError(f"{path}: corrupt safetensors header (not a JSON object)")
-    end_max = 0
+        raise _st_error(path, "not a JSON object")
+    spans: list[tuple[int, int, str]] = []
     for name, info in header.items():
         if name == "__metadata__":
+            if not isinstance(info, dict) or not all(isinstance(v, str) for v in info.values()):
+                raise _st_error(path, "__metadata__ must map names to text")
             continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise ModelImportError(f"{path}: corrupt safetensors header (entry '{name}' is malformed)") from None
+        if not isinstance(info, dict):
+            raise _st_error(path, f"entry '{name}' is malformed")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise _st_error(path, f"tensor '{name}': dtype must be text, not {type(dtype).__name__}")
         width = SAFETENSORS_DTYPE_BYTES.get(dtype)
         if width is None:
             raise ModelImportError(f"{path}: tensor '{name}' has unknown dtype {dtype}")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise _st_error(path, f"tensor '{name}': shape must be a list of whole numbers >= 0, not {shape!r:.60}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+            raise _st_error(path, f"tensor '{name}': data_offsets must be two whole numbers, not {offsets!r:.60}")
+        begin, end = offsets
+        if begin < 0 or end < begin:
+            raise _st_error(path, f"tensor '{name}': data_offsets {offsets} point before the data area "
+                                  "(into the header) or backwards")
         if end - begin != prod(shape) * width:
             raise ModelImportError(f"{path}: tensor '{name}' has {end - begin} bytes for shape {shape} {dtype}")
-        end_max = max(end_max, end)
-    if 8 + n + end_max != size:
-        what = "truncated" if 8 + n + end_max > size else "has trailing bytes"
-        raise ModelImportError(f"{path}: safetensors file is {what} (header expects {8 + n + end_max} bytes, "
+        spans.append((begin, end, name))
+    pos, prev = 0, None
+    for begin, end, name in sorted(spans):
+        if begin < pos:
+            raise _st_error(path, f"tensors '{prev}' and '{name}' overlap")
+        if begin > pos:
+            raise _st_error(path, f"{begin - pos} unused bytes before tensor '{name}'")
+        pos, prev = end, name
+    if 8 + n + pos != size:
+        what = "truncated" if 8 + n + pos > size else "has trailing bytes"
+        raise ModelImportError(f"{path}: safetensors file is {what} (header expects {8 + n + pos} bytes, "
                                f"file has {size})")
+    _safetensors_library_check(path)
     return header
+
+
+def _safetensors_library_check(path: Path) -> None:
+    """Open the file with the safetensors library itself (numpy framework: no torch)."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            list(f.keys())
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelImportError(f"{path}: refused by the safetensors library ({first[:160]})") from None
 
 
 def safetensors_stats(path: Path) -> tuple[int, Counter[str]]:
@@ -203,31 +248,68 @@ def _main_dtype(dtypes: Counter[str]) -> str | None:
     return _ST_TO_TORCH.get(name, name)
 
 
-def _check_config(path: Path) -> dict[str, Any]:
+# Files a model folder keeps besides its weights: configs, vocabularies, templates, cards.
+KEEP_SUFFIXES = (".json", ".txt", ".model", ".md", ".tiktoken", ".jinja", ".vocab", ".codes", ".bpe", ".spm")
+_TORCH_WEIGHTS = re.compile(r"^(pytorch_model|model)(-\d+-of-\d+)?\.(bin|pt|pth)$")
+
+
+def _check_json(path: Path, rel: str) -> dict[str, Any] | list[Any] | Any:
+    from relman import jsonlimits
+
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelImportError(f"{path}: not valid JSON ({e})") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ModelImportError(f"{path}: cannot read ({e.strerror or e})") from None
+    obj = jsonlimits.loads(raw, str(path), error=ModelImportError)
+    if PurePosixPath(rel).name in ("config.json", "tokenizer_config.json", "preprocessor_config.json",
+                                   "processor_config.json", "generation_config.json") and isinstance(obj, dict):
+        if obj.get("auto_map") or obj.get("trust_remote_code"):
+            raise UnsafeModelError(f"{path}: this model needs trust_remote_code (its {PurePosixPath(rel).name} has "
+                                   "'auto_map'); relman never runs code shipped with a model")
+    return obj
+
+
+def _check_config(path: Path) -> dict[str, Any]:
+    config = _check_json(path, "config.json")
     if not isinstance(config, dict):
         raise ModelImportError(f"{path}: expected a JSON object")
-    if config.get("auto_map") or config.get("trust_remote_code"):
-        raise UnsafeModelError(f"{path}: this model needs trust_remote_code (its config has 'auto_map'); "
-                               "relman never runs code shipped with a model")
     return config
 
 
 def _folder_files(folder: Path) -> dict[str, Path]:
+    """Every regular file under `folder` (hidden files and caches skipped), walked without
+    following directory links, so a symlink loop cannot recurse; names must be UTF-8 text."""
     files = {}
-    for p in sorted(folder.rglob("*")):
-        rel = p.relative_to(folder)
-        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-            continue
-        if p.is_symlink():
-            target = p.resolve()
-            if not target.is_relative_to(folder.resolve()):
-                raise UnsafeModelError(f"{p}: symbolic link points outside the model folder")
-        if p.is_file() and p.suffix != ".py":
-            files[rel.as_posix()] = p
+    root = folder.resolve()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+        for fn in sorted(filenames):
+            p = Path(dirpath) / fn
+            try:
+                rel = p.relative_to(folder).as_posix()
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ModelImportError(f"{folder}: file name {os.fsencode(p.name)!r} is not UTF-8 text; rename it") from None
+            if any(part.startswith(".") for part in PurePosixPath(rel).parts):
+                continue
+            if p.is_symlink():
+                try:
+                    target = p.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise ModelImportError(f"{p}: symbolic link is broken or loops") from None
+                if not target.is_relative_to(root):
+                    raise UnsafeModelError(f"{p}: symbolic link points outside the model folder")
+            if p.is_file() and p.suffix != ".py":
+                files[rel] = p
+        for d in dirnames:
+            dp = Path(dirpath) / d
+            if dp.is_symlink():
+                try:
+                    target = dp.resolve(strict=True)
+                except (OSError, RuntimeError):
+                    raise ModelImportError(f"{dp}: symbolic link is broken or loops") from None
+                if not target.is_relative_to(root):
+                    raise UnsafeModelError(f"{dp}: symbolic link points outside the model folder")
     return files
 
 
@@ -261,6 +343,9 @@ def _inspect_file(path: Path) -> ModelDescription:
 
 
 def _inspect_folder(folder: Path) -> ModelDescription:
+    """Check every file that will be stored with its format's own reader; files the model does
+    not need (pickles beside safetensors, optimizer states, unknown binaries) are left out and
+    listed in `left_out`, never stored unchecked."""
     files = _folder_files(folder)
     if not files:
         raise ModelImportError(f"{folder}: folder is empty")
@@ -271,26 +356,46 @@ def _inspect_folder(folder: Path) -> ModelDescription:
     if not weights:
         raise ModelImportError(f"{folder}: no weights found (expected *.safetensors, pytorch_model.bin or *.onnx)")
     onnx_files = [rel for rel in weights if rel.lower().endswith(".onnx")]
+    st = [rel for rel in weights if rel.lower().endswith(".safetensors")]
+    pickles = [rel for rel in weights if rel.lower().endswith(PICKLE_SUFFIXES)]
     params = 0
     dtypes: Counter[str] = Counter()
+    keep: list[str] = []
     if onnx_files:
         fmt = "onnx"
         for rel in onnx_files:
-            p, d, _ = onnx_stats(files[rel])
+            p, d, externals = onnx_stats(files[rel])
             params += p
             dtypes.update(d)
-    else:
+            keep.append(rel)
+            keep += [e.relative_to(folder.resolve()).as_posix() for e in externals]
+    elif st:
         fmt = "hf" if config else "safetensors"
-        st = [rel for rel in weights if rel.lower().endswith(".safetensors")]
-        for rel in st or weights:
-            p, d = safetensors_stats(files[rel]) if rel.lower().endswith(".safetensors") \
-                else torch_state_dict_stats(files[rel])
+        for rel in st:
+            p, d = safetensors_stats(files[rel])
             params += p
             dtypes.update(d)
-        if not config:
-            if len(weights) != 1:
-                raise ModelImportError(f"{folder}: several weight files but no config.json")
-            fmt = "safetensors" if st else "torch"
+        keep += st
+        if not config and len(st) != 1:
+            raise ModelImportError(f"{folder}: several weight files but no config.json")
+    else:
+        chosen = [rel for rel in pickles if _TORCH_WEIGHTS.match(PurePosixPath(rel).name)] if config else pickles
+        chosen = chosen or pickles
+        if not config and len(chosen) != 1:
+            raise ModelImportError(f"{folder}: several weight files but no config.json")
+        for rel in chosen:
+            p, d = torch_state_dict_stats(files[rel])
+            params += p
+            dtypes.update(d)
+        keep += chosen
+        fmt = "hf" if config else "torch"
+    for rel in files:
+        if rel not in keep and rel.lower().endswith(KEEP_SUFFIXES) and not rel.lower().endswith(WEIGHT_SUFFIXES):
+            if rel.lower().endswith(".json"):
+                _check_json(files[rel], rel)
+            keep.append(rel)
+    left_out = sorted(rel for rel in files if rel not in keep)
     task, arch = guess_task(config)
-    return ModelDescription(fmt, files, task=task, architecture=arch, params=params, dtype=_main_dtype(dtypes),
-                            config=config)
+    return ModelDescription(fmt, {rel: files[rel] for rel in sorted(set(keep)) if rel in files}, task=task,
+                            architecture=arch, params=params, dtype=_main_dtype(dtypes), config=config,
+                            left_out=left_out)

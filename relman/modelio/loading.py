@@ -65,7 +65,8 @@ TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
 # format name -> module that registers its loader in TORCH_LOADERS when imported, so a worker
 # that never ran the producing recipe (an evaluation, a later recipe) can still load it.
 TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.compress.surgery",
-                                        "torch-int8": "relman.compress.quant_torch"}
+                                        "torch-int8": "relman.compress.quant_torch",
+                                        "peft-adapter": "relman.modelio.peft_adapter"}
 
 
 def auto_class(task: str) -> Any:
@@ -76,6 +77,10 @@ def auto_class(task: str) -> Any:
 
 
 def read_config(folder: Path) -> dict[str, Any]:
+    from relman.modelio import peft_adapter
+
+    if peft_adapter.is_adapter_folder(folder):  # base's config + the adapter's head
+        return peft_adapter.composed_config(folder)
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ModelImportError(f"{folder} has no config.json, so it cannot be run as a model")
@@ -131,8 +136,13 @@ def onnx_session(folder_or_file: Path, device: str = "cpu", threads: int | None 
 
 
 def load_preprocessor(folder: Path, task: str) -> Any:
-    """The tokenizer (text tasks) or image processor (image tasks) saved with the model."""
+    """The tokenizer (text tasks) or image processor (image tasks) saved with the model (for a
+    LoRA adapter: with its base)."""
+    from relman.modelio import peft_adapter
+
     folder = Path(folder)
+    if peft_adapter.is_adapter_folder(folder):
+        folder = peft_adapter.base_folder(folder, verify=False)
     known = task_models().get(task or "")
     if known is not None and known.modality == "image":
         from transformers import AutoImageProcessor
@@ -149,7 +159,13 @@ def load_preprocessor(folder: Path, task: str) -> Any:
 
 
 def materialize_version(catalog: Any, version_id: int, workdir: Path) -> Path:
-    """Lay out a version's files in `workdir/v<id>` (hard links) and return the folder."""
+    """Lay out a version's files in `workdir/v<id>` (hard links) and return the folder. A LoRA
+    adapter gets its pinned base laid out too (refused, naming the base, when it is missing)."""
+    from relman.modelio import peft_adapter
+
+    version = catalog.get_version(version_id)
+    if version.format == peft_adapter.FORMAT:
+        return peft_adapter.materialize(catalog, version, workdir)
     dest = Path(workdir) / f"v{version_id}"
     if not dest.exists():
         catalog.materialize(version_id, dest)

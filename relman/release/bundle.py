@@ -30,7 +30,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from relman.catalog import events as audit
 from relman.errors import BundleError, DuplicateVersion, IntegrityError, RelmanError
@@ -49,6 +49,7 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
     from relman.catalog.catalog import current_user, utcnow
     from relman.release.approvals import approvals
     from relman.release.audit import excerpt
+    from relman.catalog.anchor import latest_checked
     from relman.release.modelcard import card_fields, last_gate_report
 
     files = [{"path": f"artifacts/{a['path']}", "sha256": a["sha256"], "size": a["size"]}
@@ -67,7 +68,9 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
         ds_names)] if ds_names else []
     transitions = catalog.query("SELECT from_phase, to_phase, override, why, who, at FROM transitions"
                                 " WHERE version_id = ? ORDER BY id", [v.id])
-    appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid")} for a in approvals(catalog, v.id)]
+    appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid", "signed", "signature")}
+            for a in approvals(catalog, v.id)]
+    rows = committed_rows(catalog, v)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": v.model, "version": v.version,
@@ -78,9 +81,200 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
         "files": files, "lineage": lineage, "metrics": metrics, "datasets": datasets,
         "gate_report": last_gate_report(catalog, v.id), "transitions": transitions, "approvals": appr,
         "card_fields": card_fields(catalog, v),
-        "audit": excerpt(catalog, v.model, v.version),
+        "audit": _audit_with_commits(catalog, v, rows),
+        "committed_rows": rows,
+        "checkpoint": latest_checked(catalog),
         "exported_at": utcnow(), "exported_by": current_user(), "source_catalog": str(catalog.root),
     }
+
+
+def committed_rows(catalog: Any, v: Any) -> dict[str, list[dict[str, Any]]]:
+    """The raw rows behind the manifest's version, metrics, approvals and transitions, so the
+    importer can check each against the record its audit event (in the excerpt) committed."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for table, where in (("versions", "id = ?"), ("metrics", "version_id = ?"), ("approvals", "version_id = ?"),
+                         ("transitions", "version_id = ?")):
+        out[table] = catalog.query(f"SELECT * FROM {table} WHERE {where} ORDER BY rowid", [v.id])
+    return out
+
+
+def _audit_with_commits(catalog: Any, v: Any, rows: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The version's audit excerpt plus every event that last committed one of the carried rows
+    (a rollback event names the other version; a baseline or `state` event names none)."""
+    from relman.catalog import integrity
+    from relman.release.audit import excerpt
+
+    events = excerpt(catalog, v.model, v.version)
+    have = {e["seq"] for e in events}
+    keys = {(t, integrity.row_key(t, r)) for t, items in rows.items() for r in items}
+    seqs = sorted({seq for seq, _ in integrity.committed_records(catalog.conn, only=keys).values()} - have)
+    for seq in seqs:
+        e = catalog.query("SELECT * FROM events WHERE seq = ?", [seq])[0]
+        e["payload"] = json.loads(e["payload"])
+        events.append(e)
+    return sorted(events, key=lambda e: e["seq"])
+
+
+def _check_committed(manifest: dict[str, Any], where: str) -> list[str]:
+    """Every carried row must match what the carried audit events committed (the events' own
+    hashes were checked already). Returns notes; raises on a mismatch."""
+    from relman.catalog import integrity
+
+    rows = manifest.get("committed_rows")
+    if rows is None:
+        return ["the bundle carries no committed rows (exported by an older relman): its metrics are unchecked"]
+    records: dict[tuple[str, str], Any] = {}
+    for e in manifest.get("audit", []):
+        for table, recs in ((e.get("payload") or {}).get("committed") or {}).items():
+            for key, rec in (recs or {}).items():
+                records[(table, key)] = rec
+    if not isinstance(rows, dict):
+        raise BundleError(f"{where}: malformed manifest (committed_rows)")
+    for table, items in rows.items():
+        if table not in integrity.TRACKED or not isinstance(items, list):
+            raise BundleError(f"{where}: malformed manifest (committed_rows.{table})")
+        for row in items:
+            if not isinstance(row, dict) or not all(k in row for k in integrity.TRACKED[table]):
+                raise BundleError(f"{where}: malformed manifest (a {table} row)")
+            key = integrity.row_key(table, row)
+            rec = records.get((table, key))
+            if not rec or rec.get("h") != integrity.record(table, row)["h"]:
+                raise BundleError(f"{where}: {table} row {key} in the bundle is not what its audit event committed "
+                                  "(edited in the exporting catalog); refusing the bundle")
+    listed = {(r["suite"], r["name"], r["value"], r["created_at"]) for r in rows.get("metrics", [])}
+    for m in manifest["metrics"]:
+        if (m["suite"], m["name"], m["value"], m["created_at"]) not in listed:
+            raise BundleError(f"{where}: metric {m['suite']}/{m['name']} = {m['value']} is not backed by a committed "
+                              "row; refusing the bundle")
+    notes: list[str] = []
+    versions = rows.get("versions") or []
+    if versions:
+        from relman.catalog.catalog import VersionInfo
+        from relman.release.approvals import check_signature
+
+        vrow = dict(versions[0], model=manifest["model"])
+        vinfo = VersionInfo.from_row(vrow)
+        for a in rows.get("approvals", []):  # signed approvals are verified here, with keys trusted here
+            status, detail = check_signature(a, vinfo)
+            if status == "bad":
+                raise BundleError(f"{where}: the signed approval by {a.get('by')} does not verify ({detail}); "
+                                  "refusing the bundle")
+            if status == "untrusted":
+                notes.append(f"approval by {a.get('by')} is signed by a key not trusted here ({detail})")
+        v = versions[0]
+        info = manifest["info"]
+        for col in ("format", "task", "manifest_sha256", "size_bytes", "phase"):
+            if v.get(col) != info.get(col):
+                raise BundleError(f"{where}: the version's {col} differs from its committed row; refusing the bundle")
+    return notes
+
+
+def _check_checkpoint(manifest: dict[str, Any], where: str) -> list[str]:
+    """The exporting catalog's signed checkpoint must cover every carried event."""
+    from relman.catalog import anchor
+
+    doc = manifest.get("checkpoint")
+    if not doc:
+        return ["the bundle carries no signed checkpoint of its source's audit chain"]
+    status, info = anchor.check_doc(doc)
+    if status == "bad":
+        raise BundleError(f"{where}: the audit checkpoint in the bundle is invalid ({info})")
+    notes = []
+    if status == "untrusted":
+        notes.append(f"the source catalog's checkpoint key {info} is not trusted here (not checked)")
+    top = max((int(e["seq"]) for e in manifest.get("audit", [])), default=0)
+    if int(doc["body"]["seq"]) < top:
+        raise BundleError(f"{where}: the audit excerpt reaches event {top}, beyond the signed checkpoint "
+                          f"({doc['body']['seq']})")
+    return notes
+
+
+_BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw")
+
+
+def _known_formats() -> tuple[str, ...]:
+    """Plain formats plus every recipe format a loader is registered for (torch-int8, ...)."""
+    from relman.modelio.loading import TORCH_LOADER_MODULES
+
+    return _BASE_FORMATS + tuple(TORCH_LOADER_MODULES)
+
+
+def _check_manifest(manifest: Any, where: str) -> None:
+    """Structure and types of a (signed) manifest, so a malformed one is a one-line refusal."""
+    from relman.catalog import semver
+    from relman.tasks.specs import task_names
+    from relman.names import check_name
+
+    def bad(what: str) -> BundleError:
+        return BundleError(f"{where}: malformed manifest ({what})")
+
+    if not isinstance(manifest, dict):
+        raise bad("not an object")
+    for key, typ in (("model", str), ("version", str), ("info", dict), ("files", list), ("lineage", list),
+                     ("metrics", list), ("transitions", list), ("approvals", list), ("audit", list),
+                     ("exported_at", str), ("exported_by", str), ("source_catalog", str)):
+        if not isinstance(manifest.get(key), typ):
+            raise bad(f"'{key}' must be {typ.__name__}")
+    check_name(manifest["model"], "bundle model name")
+    semver.parse(manifest["version"])
+    info = manifest["info"]
+    if info.get("format") not in _known_formats():
+        raise bad(f"unknown model format {str(info.get('format'))[:40]!r}")
+    if info.get("task") is not None and info.get("task") not in task_names():
+        raise bad(f"unknown task {str(info.get('task'))[:40]!r}")
+    for key, typ in (("manifest_sha256", str), ("created_at", str), ("created_by", str)):
+        if not isinstance(info.get(key), typ):
+            raise bad(f"info.{key}")
+    for f in manifest["files"]:
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str) and type(f.get("size")) is int
+                and f["size"] >= 0 and isinstance(f.get("sha256"), str) and len(f["sha256"]) == 64):
+            raise bad("a files entry")
+    for m in manifest["metrics"]:
+        if not (isinstance(m, dict) and isinstance(m.get("suite"), str) and isinstance(m.get("name"), str)
+                and (m.get("value") is None or (isinstance(m["value"], (int, float)) and not isinstance(m["value"], bool)))
+                and isinstance(m.get("context"), dict) and (m.get("dataset") is None or isinstance(m["dataset"], str))
+                and isinstance(m.get("created_at"), str)):
+            raise bad("a metrics entry")
+    for p in manifest["lineage"]:
+        if not (isinstance(p, dict) and all(isinstance(p.get(k), str) for k in ("model", "version", "manifest_sha256"))):
+            raise bad("a lineage entry")
+    for e in manifest["audit"]:
+        if not (isinstance(e, dict) and type(e.get("seq")) is int and isinstance(e.get("payload"), dict)
+                and all(isinstance(e.get(k), str) for k in ("prev_hash", "at", "actor", "kind", "hash"))):
+            raise bad("an audit entry")
+    for a in manifest["approvals"]:
+        if not (isinstance(a, dict) and isinstance(a.get("by"), str)):
+            raise bad("an approvals entry")
+
+
+def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
+    """Every file of a bundle is checked with its format's own reader before it is stored, as
+    on import from a folder: safetensors (ours + the library's checks), torch pickles with
+    weights_only=True, ONNX protobufs, JSON with depth limits and no auto_map."""
+    from relman.modelio import inspect as mi
+
+    for rel, path in sorted(artifacts.items()):
+        low = rel.lower()
+        try:
+            if low.endswith(".safetensors"):
+                mi.read_safetensors_header(path)
+            elif low.endswith(mi.PICKLE_SUFFIXES):
+                mi.torch_state_dict_stats(path)
+            elif low.endswith(".onnx"):
+                import onnx
+
+                try:
+                    onnx.load(str(path), load_external_data=False)
+                except Exception as e:
+                    raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
+            elif low.endswith(".json"):
+                mi._check_json(path, rel)
+            elif low.endswith((".pkl", ".pickle", ".joblib", ".dill")):
+                raise BundleError(f"{where}: {rel} is a pickle, which relman never imports (it would run code "
+                                  "when loaded)")
+        except RelmanError as e:
+            text = str(e).replace(str(path), rel)
+            raise BundleError(f"{where}: {text if text.startswith(rel) else f'{rel}: {text}'}") from None
 
 
 def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
@@ -91,8 +285,11 @@ def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes, mtime: float) -> Non
     tf.addfile(info, io.BytesIO(data))
 
 
-def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: str | None = None) -> dict[str, Any]:
-    """Write the signed bundle of a version to `out` (atomically); returns a summary."""
+def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: str | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Write the signed bundle of a version to `out` (atomically); returns a summary.
+    `progress(units done, units)` follows it file by file (each artifact's bytes count
+    twice: once verified, once written); it may raise to stop (nothing is left behind)."""
     from relman.release import keys
     from relman.release.modelcard import render_card
 
@@ -102,12 +299,20 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         raise BundleError(f"folder {out.parent} does not exist")
     key_name = key_name or keys.default_key_name()
     keys.load_private(key_name)  # fail early on a missing key
-    for a in catalog.artifacts(v.id):  # never sign bytes that are not the recorded ones
+    arts = catalog.artifacts(v.id)
+    total, done = 2 * sum(int(a["size"]) for a in arts), 0
+    for a in arts:  # never sign bytes that are not the recorded ones
+        if progress is not None:
+            progress(done, total)
+        done += int(a["size"])
         problem = catalog.store.verify(a["sha256"])
         if problem:
             raise IntegrityError(f"cannot export {v.ref}: {a['path']} ({catalog.store.path(a['sha256'])}) is "
                                  f"{problem}; "
                                  "run 'relman verify'")
+    from relman.catalog.integrity import require_intact
+
+    require_intact(catalog, f"export {v.ref}")  # never sign and ship a forged decision
     card = render_card(catalog, v).encode("utf-8")
     manifest = build_manifest(catalog, v, card)
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")
@@ -121,7 +326,10 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
             _add_bytes(tf, MANIFEST, manifest_bytes, now)
             _add_bytes(tf, SIGNATURE, json.dumps(sig, indent=2).encode(), now)
             _add_bytes(tf, CARD, card, now)
-            for a in catalog.artifacts(v.id):
+            for a in arts:
+                if progress is not None:
+                    progress(done, total)
+                done += int(a["size"])
                 info = tarfile.TarInfo(f"artifacts/{a['path']}")
                 info.size = a["size"]
                 info.mode = 0o644
@@ -131,6 +339,8 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, out)
+        if progress is not None:
+            progress(total, total)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -227,12 +437,13 @@ def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[s
         if not signer.verify(signature, manifest_bytes):
             raise BundleError(f"{where}: the signature of key {signer.id} ({signer.name}) does not match manifest.json;"
                               " the manifest was altered after signing")
-        try:
-            manifest = json.loads(manifest_bytes)
-        except ValueError:
-            raise BundleError(f"{where}: manifest.json is not JSON") from None
-        if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        from relman import jsonlimits
+
+        manifest = jsonlimits.loads(manifest_bytes, f"{where}: manifest.json", error=BundleError)
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+                or manifest.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{where}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+        _check_manifest(manifest, where)
         listed = {f["path"]: f for f in manifest["files"]}
         for p in listed:
             if p != CARD and not p.startswith("artifacts/"):
@@ -264,11 +475,14 @@ def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[s
                                   f"expected {entry['sha256'][:12]}…); the file was swapped or damaged")
             out[name] = dest
     for e in manifest.get("audit", []):
-        h = audit.event_hash(e["prev_hash"], e["seq"], e["at"], e["actor"], e["kind"], e["model"], e["version"],
-                             audit.canonical(e["payload"]))
+        h = audit.event_hash(e["prev_hash"], e["seq"], e["at"], e["actor"], e["kind"], e.get("model"),
+                             e.get("version"), audit.canonical(e["payload"]))
         if h != e["hash"]:
             raise BundleError(f"{where}: audit excerpt event {e['seq']} does not match its hash")
-    return manifest, {"id": signer.id, "name": signer.name}, out
+    notes = _check_checkpoint(manifest, where) + _check_committed(manifest, where)
+    artifacts = {name[len("artifacts/"):]: p for name, p in out.items() if name.startswith("artifacts/")}
+    check_bundle_files(artifacts, where)
+    return manifest, {"id": signer.id, "name": signer.name, "notes": notes}, out
 
 
 def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -> dict[str, Any]:
@@ -340,7 +554,10 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
     v = catalog.get_version(version_id)
     arts = catalog.artifacts(v.id)
     paths = [a["path"] for a in arts]
-    if fmt == "hf":
+    if fmt == "hf" and v.format == "peft-adapter":  # the PEFT folder; its card and config name the base
+        if "adapter_config.json" not in paths or "adapter_model.safetensors" not in paths:
+            raise RelmanError(f"{v.ref} is an adapter without adapter_config.json and adapter_model.safetensors")
+    elif fmt == "hf":
         if "config.json" not in paths or not any(p.endswith((".safetensors", ".bin")) for p in paths):
             raise RelmanError(f"{v.ref} is a {v.format} version without config.json and weights; it cannot be "
                               "written as a Hugging Face folder")

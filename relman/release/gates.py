@@ -10,11 +10,32 @@ A rule is one line:
     evaluated_on == "sst2-dev"                 some metric was measured on that dataset
     evaluated on dataset sst2-dev              the same, in words
 
-Expressions allow numbers, `production.<m>`, `parent.<m>`, the version's own metrics, `+ - * /`
-and parentheses. A metric that has no stored value fails the rule with "not evaluated": a gate
-never passes because nothing was measured. A rule relative to a production (or parent) version
-that does not exist yet is reported as "skipped" with that reason (there is nothing to compare
-with), and counts as passing; the report says so. `size_mb`, `size_bytes`, `params` and
+Interval bounds. Metrics stored with a 95 % interval (accuracy, macro_f1, fidelity, the paired
+`<metric>_delta_vs_parent` / `_vs_production` and `latency_p50_ratio_vs_…`) expose it as
+`<metric>.lower` and `<metric>.upper`, on either side of a rule:
+
+    accuracy_delta_vs_production.lower >= -0.01   with 95 % confidence, not worse than
+                                                  production by more than one point
+    accuracy_delta_vs_production.upper >= -0.01   refuse only when significantly worse than
+                                                  production by more than one point
+    latency_p50_ratio_vs_production.upper <= 1.10 surely at most 10 % slower
+
+Applicability. `... when COND [and COND ...]` limits a rule to the versions it makes sense
+for; for the others it is "skipped" with the reason. Conditions (each may be preceded by
+`not`): `compressed` (made by a compression recipe: pruning, quantisation, low-rank, FP16,
+export), `has_parent`, `has_production` (the model has a production version other than this
+one), `classifier`, `causal_lm`, `embedder`.
+
+Expressions allow numbers, `production.<m>`, `parent.<m>`, the version's own metrics and their
+bounds, `+ - * /` and parentheses — a tokenizer and a recursive-descent parser, never `eval`. A
+malformed rule is refused with the column of the problem.
+
+A metric that has no stored value fails the rule with "not evaluated", naming the command that
+evaluates it: a gate never passes because nothing was measured. A `*_vs_production` metric
+measured against an earlier production version counts as not evaluated too. A rule relative to
+a production (or parent) version that does not exist — `production.<m>`, or a metric named
+`*_vs_production` / `*_vs_parent` — is "skipped" with that reason (there is nothing to compare
+with) and counts as passing; the report says so. `size_mb`, `size_bytes`, `params` and
 `canary_share` come from the version row when no metric of that name is stored (size_mb in MiB,
 as the size suite stores it).
 """
@@ -23,20 +44,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from relman.errors import ReleaseError
 from relman.release.rules import (COMPARATORS, ApprovalsRule, BinOp, DatasetRule, MetricRule, Neg, Num, Ref,
                                   parse_rule)
 
-__all__ = ["COMPARATORS", "ApprovalsRule", "DatasetRule", "GateReport", "MetricRule", "RuleResult",
-           "check_artifacts", "evaluate_gates", "parse_rule"]
+from relman.release.rules import _SCOPES, BOUNDS, CONDITIONS, RuleSyntaxError  # noqa: F401  (re-exported)
+
+# Recipes whose output should behave like its parent (so fidelity to it is a fair gate);
+# distillation, fine-tuning and merges deliberately change behaviour.
+COMPRESSION_RECIPES = ("prune-magnitude", "prune-structured", "lowrank-svd", "torch-int8-dynamic", "onnx-export",
+                       "ort-int8", "half", "onnx-fp16", "int4-weight-only")
+
+
+__all__ = ["BOUNDS", "COMPARATORS", "CONDITIONS", "ApprovalsRule", "DatasetRule", "GateReport", "MetricRule",
+           "RuleResult", "RuleSyntaxError", "check_artifacts", "evaluate_gates", "parse_rule"]
 
 # -- evaluation --------------------------------------------------------------------------------
 @dataclass
 class RuleResult:
     rule: str
-    status: str  # pass | fail | skipped
+    status: str  # pass | fail | skipped | pending (passes now; checked again by the promotion)
     reason: str
     inputs: dict[str, Any] = field(default_factory=dict)
 
@@ -102,11 +131,22 @@ def _fmt(x: float) -> str:
 
 
 class _Subject:
-    """The metric values of one version (stored metrics + values from the version row)."""
+    """The metric values of one version (stored metrics + values from the version row), with
+    the context (interval, reference) of the newest measurement of each name."""
 
     def __init__(self, catalog: Any, version: Any) -> None:
         self.ref = version.ref
-        self.values: dict[str, float] = dict(catalog.metric_values(version.id))
+        self.version = version
+        self.values: dict[str, float] = {}
+        self.contexts: dict[str, dict[str, Any]] = {}
+        self.datasets: dict[str, str] = {}
+        for m in sorted(catalog.metrics(version.id, latest=False), key=lambda r: r["id"]):
+            if m["value"] is not None:
+                self.values[m["name"]] = m["value"]
+                self.contexts[m["name"]] = m["context"]
+                ds = m.get("dataset") or m["context"].get("dataset")
+                if ds:
+                    self.datasets[m["suite"]] = ds
         self.values.setdefault("size_bytes", float(version.size_bytes))
         self.values.setdefault("size_mb", version.size_bytes / 2**20)  # MiB, like the size suite
         if version.params is not None:
@@ -115,78 +155,180 @@ class _Subject:
             self.values.setdefault("canary_share", float(version.canary_share))
 
 
-def _value(node: Any, metric: str, subjects: Mapping[str, _Subject | None], inputs: dict[str, Any],
-           missing_scope: Mapping[str, str]) -> float:
-    if isinstance(node, Num):
-        return node.value
-    if isinstance(node, Neg):
-        return -_value(node.operand, metric, subjects, inputs, missing_scope)
-    if isinstance(node, BinOp):
-        a = _value(node.left, metric, subjects, inputs, missing_scope)
-        b = _value(node.right, metric, subjects, inputs, missing_scope)
-        if node.op == "+":
-            return a + b
-        if node.op == "-":
-            return a - b
-        if node.op == "*":
-            return a * b
-        if b == 0:
-            raise _Missing("division by zero")
-        return a / b
-    assert isinstance(node, Ref)
-    name = node.name or metric
-    subject = subjects.get(node.scope)
-    label = name if node.scope == "self" else f"{node.scope}.{name}"
-    if subject is None:
-        raise _Missing(missing_scope[node.scope], skip=True)
-    if name not in subject.values:
-        raise _Missing(f"not evaluated: {subject.ref} has no '{name}'")
-    inputs[label] = subject.values[name]
-    return subject.values[name]
+class _Gate:
+    """What a rule is evaluated against: the version, its production version and parent."""
+
+    def __init__(self, subjects: Mapping[str, _Subject | None], missing_scope: Mapping[str, str]) -> None:
+        self.subjects = subjects
+        self.missing_scope = missing_scope
+
+    def how_to_evaluate(self, ref: str, metric: str) -> str:
+        """The command that measures `metric` on `ref` (the dataset the references used)."""
+        from relman.evaluate.registry import SUITES, suite_for_metric
+
+        suite = suite_for_metric(metric)
+        if suite is None:
+            return "relman evaluate " + ref
+        cmd = f"relman evaluate {ref} --suite {suite}"
+        if SUITES[suite].dataset == "required":
+            ds = None
+            for scope in ("self", "production", "parent"):
+                sub = self.subjects.get(scope)
+                if sub is not None and (sub.datasets.get(suite) or sub.datasets.get("quality")):
+                    ds = sub.datasets.get(suite) or sub.datasets.get("quality")
+                    break
+            cmd += f" --dataset {ds or 'NAME'}"
+        return cmd
+
+    def not_evaluated(self, subject: _Subject, name: str, why: str = "") -> "_Missing":
+        why = why or f"{subject.ref} has no '{name}'"
+        return _Missing(f"not evaluated: {why} — run: {self.how_to_evaluate(subject.ref, name)}")
+
+    def lookup(self, scope: str, name: str, bound: str | None, inputs: dict[str, Any]) -> float:
+        subject = self.subjects.get(scope)
+        if subject is None:
+            raise _Missing(self.missing_scope[scope], skip=True)
+        for vs in _SCOPES:  # a paired metric needs its reference to exist (and be the current one)
+            if name.endswith(f"_vs_{vs}") or f"_vs_{vs}@" in name:
+                ref_subject = self.subjects.get(vs)
+                if ref_subject is None:
+                    raise _Missing(self.missing_scope[vs], skip=True)
+                if (ref_subject.version.task or "") != (subject.version.task or ""):
+                    raise _Missing(f"skipped: {vs} {ref_subject.ref} does another task "
+                                   f"({ref_subject.version.task}), so there is no paired comparison", skip=True)
+                measured_vs = subject.contexts.get(name, {}).get("reference")
+                if name in subject.values and measured_vs and measured_vs != ref_subject.ref:
+                    raise self.not_evaluated(subject, name, f"{subject.ref}'s '{name}' was measured against "
+                                                            f"{measured_vs}, not the current {vs} {ref_subject.ref}")
+        if name not in subject.values:
+            raise self.not_evaluated(subject, name)
+        label = name if scope == "self" else f"{scope}.{name}"
+        value = subject.values[name]
+        if bound is not None:
+            interval = subject.contexts.get(name, {}).get("interval")
+            if not (isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval):
+                raise self.not_evaluated(subject, name, f"{subject.ref}'s '{name}' has no interval")
+            value = float(interval[0] if bound == "lower" else interval[1])
+            label += f".{bound}"
+        inputs[label] = value
+        return value
+
+    def value(self, node: Any, metric: str, inputs: dict[str, Any]) -> float:
+        if isinstance(node, Num):
+            return node.value
+        if isinstance(node, Neg):
+            return -self.value(node.operand, metric, inputs)
+        if isinstance(node, BinOp):
+            a = self.value(node.left, metric, inputs)
+            b = self.value(node.right, metric, inputs)
+            if node.op == "+":
+                return a + b
+            if node.op == "-":
+                return a - b
+            if node.op == "*":
+                return a * b
+            if b == 0:
+                raise _Missing("division by zero")
+            return a / b
+        assert isinstance(node, Ref)
+        return self.lookup(node.scope, node.name or metric, node.bound, inputs)
+
+    def applies(self, rule: MetricRule) -> str | None:
+        """None when every `when` condition holds, else why the rule does not apply."""
+        me = self.subjects["self"]
+        assert me is not None
+        task = me.version.task or ""
+        facts = {
+            "compressed": (me.version.recipe or {}).get("name") in COMPRESSION_RECIPES,
+            "has_parent": self.subjects.get("parent") is not None,
+            "has_production": self.subjects.get("production") is not None,
+            "classifier": task in ("text-classification", "image-classification"),
+            "causal_lm": task == "causal-lm",
+            "embedder": task == "feature-extraction",
+        }
+        for negated, cond in rule.when:
+            if facts[cond] == negated:
+                return f"does not apply: {me.ref} is {'' if negated else 'not '}{cond.replace('_', ' ')}"
+        return None
 
 
-def _metric_rule(rule: MetricRule, text: str, subjects: Mapping[str, _Subject | None],
-                 missing_scope: Mapping[str, str]) -> RuleResult:
+def _metric_rule(rule: MetricRule, text: str, gate: _Gate) -> RuleResult:
     inputs: dict[str, Any] = {}
-    me = subjects["self"]
-    assert me is not None
-    if rule.metric not in me.values:
-        return RuleResult(text, "fail", f"not evaluated: {me.ref} has no '{rule.metric}'", inputs)
-    left = me.values[rule.metric]
-    inputs[rule.metric] = left
+    why_not = gate.applies(rule)
+    if why_not:
+        return RuleResult(text, "skipped", why_not, inputs)
+    label = rule.metric + (f".{rule.bound}" if rule.bound else "")
     try:
-        right = _value(rule.expr, rule.metric, subjects, inputs, missing_scope)
+        left = gate.lookup("self", rule.metric, rule.bound, inputs)
+        right = gate.value(rule.expr, rule.metric, inputs)
     except _Missing as m:
         return RuleResult(text, "skipped" if m.skip else "fail", m.reason, inputs)
     inputs["threshold"] = right
     ok = _compare(left, rule.op, right)
     return RuleResult(text, "pass" if ok else "fail",
-                      f"{rule.metric} = {_fmt(left)} {'' if ok else 'not '}{rule.op} {_fmt(right)}", inputs)
+                      f"{label} = {_fmt(left)} {'' if ok else 'not '}{rule.op} {_fmt(right)}", inputs)
 
 
-def check_artifacts(catalog: Any, version_id: int) -> RuleResult:
-    """Re-hash the version's blobs. Blobs are immutable and content-addressed, so callers run
-    this before taking the write lock (hashing gigabytes must not block other writers)."""
-    bad = []
+def check_artifacts(catalog: Any, version_id: int, *, rehash: bool = True,
+                    progress: Callable[[int, int, int, int], None] | None = None) -> RuleResult:
+    """The "artifacts intact" rule for a version's blobs.
+
+    `rehash=True` (a promotion): read every byte and compare with the recorded sha256 (a
+    match is remembered per blob, see relman.catalog.blobcheck); `progress(files done, files,
+    bytes done, bytes)` is called before each file and at the end. Blobs are immutable and
+    content-addressed, so callers run this before taking the write lock.
+    `rehash=False` (a preview, e.g. the release board's badges): no file is read; a missing
+    or resized blob fails, one re-hashed earlier with the same size and mtime passes, and any
+    other makes the rule "pending" (it passes here; the promotion hashes it)."""
+    from relman.catalog import blobcheck
+
     arts = catalog.artifacts(version_id)
-    for a in arts:
-        problem = catalog.store.verify(a["sha256"])
-        if problem:
-            bad.append(f"{a['path']}: {problem}")
-    return RuleResult("artifacts intact", "fail" if bad else "pass",
-                      "; ".join(bad) if bad else f"{len(arts)} file(s) match their sha256", {"files": len(arts)})
+    total = sum(int(a["size"]) for a in arts)
+    bad: list[str] = []
+    unverified: list[dict[str, Any]] = []
+    done = 0
+    for i, a in enumerate(arts):
+        if progress is not None:
+            progress(i, len(arts), done, total)
+        if rehash:
+            state, detail = blobcheck.rehash_blob(catalog, a["sha256"], a["size"])
+        else:
+            state, detail = blobcheck.cached_state(catalog, a["sha256"], a["size"])
+        if state in (blobcheck.MISSING, blobcheck.CHANGED):
+            bad.append(f"{a['path']}: {detail}")
+        elif state == blobcheck.UNVERIFIED:
+            unverified.append(a)
+        done += int(a["size"])
+    if progress is not None:
+        progress(len(arts), len(arts), done, total)
+    inputs: dict[str, Any] = {"files": len(arts), "bytes": total}
+    if bad:
+        return RuleResult("artifacts intact", "fail", "; ".join(bad), inputs)
+    if unverified:
+        n = sum(int(a["size"]) for a in unverified)
+        inputs["unverified_files"] = len(unverified)
+        return RuleResult("artifacts intact", "pending",
+                          f"{len(unverified)} of {len(arts)} file(s) ({n / 2**20:.1f} MiB) present; "
+                          "their sha256 is checked when the promotion runs", inputs)
+    how = "match their sha256" if rehash else "match their sha256 (verified earlier, unchanged since)"
+    return RuleResult("artifacts intact", "pass", f"{len(arts)} file(s) {how}", inputs)
 
 
 def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping[str, Any] | None = None,
-                   revision: int | None = None, integrity: RuleResult | None = None) -> GateReport:
+                   revision: int | None = None, integrity: RuleResult | None = None,
+                   rehash: bool = True) -> GateReport:
     """Evaluate every rule guarding `version`'s move to `to_phase` under its model's policy
-    (`integrity`: a `check_artifacts` result computed beforehand, else computed here)."""
+    (`integrity`: a `check_artifacts` result computed beforehand, else computed here, reading
+    every artifact only when `rehash`; a preview passes `rehash=False`)."""
     from relman.catalog.catalog import utcnow
     from relman.release.approvals import valid_approvals
     from relman.release.policy import PHASES, allowed_targets, get_policy
 
     if to_phase not in PHASES:
         raise ReleaseError(f"unknown phase '{to_phase}' (phases: {', '.join(PHASES)})")
+    from relman.catalog.integrity import require_intact
+
+    require_intact(catalog, f"evaluate the gates of {version.ref}")  # a forged metric never passes
     if policy is None:
         policy, revision = get_policy(catalog, version.model)
     production = [v for v in catalog.versions(version.model) if v.phase == "production" and v.id != version.id]
@@ -205,17 +347,25 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
     needed = int(policy["approvals"].get(to_phase, 0))
     if needed and not any(isinstance(parse_rule(r), ApprovalsRule) for r in rules):
         rules.append(f"approvals >= {needed}")
+    gate = _Gate(subjects, missing_scope)
     for text in rules:
         rule = parse_rule(text)
         if isinstance(rule, MetricRule):
-            results.append(_metric_rule(rule, text, subjects, missing_scope))
+            results.append(_metric_rule(rule, text, gate))
         elif isinstance(rule, ApprovalsRule):
             approvals = valid_approvals(catalog, version.id, to_phase)
+            signed_only = to_phase in policy.get("require_signed_approvals", [])
+            unsigned = [a for a in approvals if not a["signed"]] if signed_only else []
+            if signed_only:
+                approvals = [a for a in approvals if a["signed"]]
             n = len(approvals)
             ok = _compare(float(n), rule.op, rule.count)
             need = "" if ok else f", need {rule.op} {rule.count:g}"
-            results.append(RuleResult(text, "pass" if ok else "fail", f"{n} valid approval(s) for {to_phase}{need}",
-                                      {"approvals": n, "by": [a["by"] for a in approvals]}))
+            kind = "signed, valid" if signed_only else "valid"
+            ignored = (f"; not counted (policy requires signed approvals): "
+                       + ", ".join(f"{a['by']} ({a['signature_status']})" for a in unsigned)) if unsigned else ""
+            results.append(RuleResult(text, "pass" if ok else "fail", f"{n} {kind} approval(s) for {to_phase}{need}"
+                                      + ignored, {"approvals": n, "by": [a["by"] for a in approvals]}))
         else:
             seen = sorted({m["dataset"] or m["context"].get("dataset")
                            for m in catalog.metrics(version.id, latest=False)} - {None, ""})
@@ -226,7 +376,7 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
                                       f"(evaluated on: {', '.join(seen) or 'none'})",
                                       {"datasets": seen}))
     if to_phase in policy.get("verify_artifacts", []):
-        results.append(integrity if integrity is not None else check_artifacts(catalog, version.id))
+        results.append(integrity if integrity is not None else check_artifacts(catalog, version.id, rehash=rehash))
     allowed = to_phase in allowed_targets(policy, version.phase)
     return GateReport(model=version.model, version=version.version, from_phase=version.phase, to_phase=to_phase,
                       policy_revision=int(revision or 0), evaluated_at=utcnow(), rules=results, allowed=allowed,

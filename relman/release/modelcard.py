@@ -19,7 +19,65 @@ from relman.errors import ReleaseError
 from relman.tasks.specs import find_task
 
 CARD_FIELDS = ("intended_use", "limitations", "license", "description")
-LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors", "torch": "pytorch"}
+LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors", "torch": "pytorch",
+             "peft-adapter": "peft", "hf-reshaped": "transformers"}
+# Hugging Face's `base_model_relation` (the Hub's model tree) for what a recipe made of its parent
+QUANTIZING_RECIPES = ("torch-int8-dynamic", "ort-int8", "int4-weight-only", "half", "onnx-fp16")
+MERGING_RECIPES = ("merge-fedavg", "merge-adapter")
+
+
+def base_model_relation(v: Any) -> str | None:
+    """adapter | merge | quantized | finetune for a derived version, None for an import or a
+    conversion the Hub has no word for (ONNX export, pruning without training)."""
+    recipe = (v.recipe or {}).get("name")
+    if v.format == "peft-adapter":
+        return "merge" if recipe == "merge-fedavg" else "adapter"
+    if recipe in MERGING_RECIPES:
+        return "merge"
+    if recipe in QUANTIZING_RECIPES:
+        return "quantized"
+    if recipe in ("finetune", "distill"):
+        return "finetune"
+    return None
+
+
+def hub_lineage(catalog: Any, v: Any) -> dict[str, Any]:
+    """`base_model` (the parents' refs; for an adapter the base it is pinned to) and
+    `base_model_relation`, the fields the Hub reads to draw its model tree."""
+    parents = [f"{p['model']}@{p['version']}" for p in catalog.parents(v.id)]
+    pin = v.meta.get("adapter") or {}
+    if v.format == "peft-adapter" and pin.get("base_ref"):  # an adapter: its base; a merge of adapters: the sites
+        merged = (v.recipe or {}).get("name") == "merge-fedavg"
+        parents = [p for p in parents if p != pin["base_ref"]] if merged else [pin["base_ref"]]
+    if not parents:
+        return {}
+    out: dict[str, Any] = {"base_model": parents[0] if len(parents) == 1 else parents}
+    relation = base_model_relation(v)
+    if relation:
+        out["base_model_relation"] = relation
+    return out
+
+
+def privacy_lines(ledger: Mapping[str, Any]) -> list[str]:
+    """The privacy section of a card: the guarantee and what it rests on."""
+    eps = ledger.get("epsilon")
+    lines = ["## Privacy", ""]
+    if eps is None:
+        lines.append(f"No differential-privacy bound: {ledger.get('note', 'not all training data was protected')}.")
+    else:
+        lines.append(f"Trained with differential privacy: (ε = {float(eps):.4g}, δ = {float(ledger['delta']):.3g}) "
+                     f"per {ledger.get('unit', 'training row')}.")
+    lines += ["", "| | |", "|---|---|"]
+    for key in ("mechanism", "accountant", "target_epsilon", "noise_multiplier", "sample_rate", "steps", "epochs",
+                "max_grad_norm", "train_samples", "covers", "library", "inherited_from"):
+        if ledger.get(key) is not None:
+            lines.append(f"| {key} | {_md(ledger[key])} |")
+    for site in ledger.get("sites") or []:
+        lines.append(f"| site {_md(site['parent'])} | ε = {float(site['epsilon']):.4g}, δ = {float(site['delta']):.3g} |")
+    if ledger.get("assumption"):
+        lines += ["", f"Assumption: {ledger['assumption']}."]
+    lines.append("")
+    return lines
 
 
 def _key(v: Any) -> str:
@@ -144,6 +202,7 @@ def render_card(catalog: Any, v: Any) -> str:
         meta["datasets"] = sorted(by_dataset)
     if results:
         meta["model-index"] = [{"name": f"{v.model}-{v.version}", "results": results}]
+    meta.update(hub_lineage(catalog, v))
     meta["relman"] = {"model": v.model, "version": v.version, "phase": v.phase, "manifest_sha256": v.manifest_sha256,
                       "parents": [f"{p['model']}@{p['version']}" for p in catalog.parents(v.id)]}
     lines = ["---", *_yaml(meta), "---", "", f"# {v.model} {v.version}", ""]
@@ -167,6 +226,14 @@ def render_card(catalog: Any, v: Any) -> str:
         rel = f" ({p['relation']})" if p["relation"] else ""
         lines.append(f"{'  ' * (level - 1)}- {p['model']}@{p['version']}{rel}, made by {how}")
     lines.append("")
+    pin = v.meta.get("adapter") or {}
+    if v.format == "peft-adapter" and pin:
+        lines += ["## Adapter", "", f"A LoRA adapter (r = {pin.get('r')}, alpha = {pin.get('lora_alpha')}, on "
+                  f"{', '.join(pin.get('target_modules') or [])}) of **{pin.get('base_ref')}**, pinned to that base's "
+                  f"manifest sha256 `{pin.get('base_manifest_sha256')}`: relman refuses to load it onto anything else. "
+                  "With PEFT: `PeftModel.from_pretrained(base_model, this_folder)`.", ""]
+    if v.meta.get("privacy"):
+        lines += privacy_lines(v.meta["privacy"])
     if v.recipe:
         lines += ["## Recipe", "", "```json", json.dumps(v.recipe, indent=2, sort_keys=True, default=str), "```", ""]
     ds_rows = []
@@ -187,6 +254,9 @@ def render_card(catalog: Any, v: Any) -> str:
     else:
         lines.append("No metrics recorded yet.")
     lines.append("")
+    from relman.release.explain_card import explainability_lines
+
+    lines += explainability_lines(catalog, v, metrics)
     rep = last_gate_report(catalog, v.id)
     lines += ["## Release", ""]
     if rep:

@@ -4,7 +4,9 @@ approvals they need, and what happens to the version a new production version re
 The policy is data, stored per model in the `policies` table as JSON with a revision number
 (each edit adds a row with revision + 1 and an audit event `policy-edit`), so "which rules
 applied to this promotion" stays answerable: every gate report records the revision it used.
-A model without a stored policy uses `DEFAULT_POLICY`. Files may be JSON or TOML.
+A model without a stored policy uses `DEFAULT_POLICY`, whose gates guard quality, fidelity and
+latency (below); a stored policy is kept as it was written (keys it leaves out take the
+default). Files may be JSON or TOML.
 """
 
 from __future__ import annotations
@@ -20,6 +22,15 @@ from relman.release.rules import parse_rule
 
 PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
 
+QUALITY_RULES = (
+    "accuracy_delta_vs_production.upper >= -0.01 when classifier and has_production",
+    "accuracy_delta_vs_parent.upper >= -0.01 when classifier and has_parent and not has_production",
+    "loss_delta_vs_production.lower <= 0.01 when causal_lm and has_production",
+    "loss_delta_vs_parent.lower <= 0.01 when causal_lm and has_parent and not has_production",
+)
+FIDELITY_RULE = "fidelity >= 0.99 when compressed"
+LATENCY_RULE = "latency_p50_ratio_vs_production <= 1.10 when has_production"
+
 DEFAULT_POLICY: dict[str, Any] = {
     # from-phase -> phases it may move to (promote / reject / demote)
     "transitions": {
@@ -30,10 +41,14 @@ DEFAULT_POLICY: dict[str, Any] = {
         "retired": ["candidate", "staging"],
         "rejected": [],
     },
-    # to-phase -> rules (see relman.release.gates / rules); every rule must pass
+    # to-phase -> rules (see relman.release.gates / rules); every rule must pass. Quality: not
+    # significantly worse than production (or, while nothing is in production, the parent) by
+    # more than one point — the upper end of the paired 95 % interval of the difference must
+    # reach -0.01; compressed children must agree with their parent on >= 99 % of rows;
+    # at staging, the paired latency ratio against production must be <= 1.10.
     "gates": {
-        "candidate": [],
-        "staging": [],
+        "candidate": list(QUALITY_RULES) + [FIDELITY_RULE],
+        "staging": list(QUALITY_RULES) + [FIDELITY_RULE, LATENCY_RULE],
         # share 100 = the canary already carries all traffic: the version is ready for production
         "production": ["canary_share >= 100"],
     },
@@ -45,6 +60,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "rollback_to": "retired",
     # re-hash the version's blobs as part of the gates for these phases
     "verify_artifacts": ["staging", "production"],
+    # approvals for these phases count only when signed with a key trusted here (relman keys)
+    "require_signed_approvals": [],
 }
 
 _KEYS = set(DEFAULT_POLICY)
@@ -99,6 +116,9 @@ def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
     va = full["verify_artifacts"]
     if not isinstance(va, list) or any(p not in PHASES for p in va):
         raise ReleaseError(f"{source}: 'verify_artifacts' must be a list of phases")
+    rs = full["require_signed_approvals"]
+    if not isinstance(rs, list) or any(p not in PHASES for p in rs):
+        raise ReleaseError(f"{source}: 'require_signed_approvals' must be a list of phases")
     return full
 
 
@@ -112,14 +132,20 @@ def load_file(path: Path | str) -> dict[str, Any]:
     if path.suffix.lower() == ".toml":
         import tomllib
 
+        from relman.jsonlimits import MAX_DEPTH, depth
+
         try:
-            return tomllib.loads(raw.decode("utf-8"))
+            body = tomllib.loads(raw.decode("utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ReleaseError(f"{path}: not valid TOML ({e})") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ReleaseError(f"{path}: not valid JSON ({e}); use a .toml suffix for TOML") from None
+        except RecursionError:
+            raise ReleaseError(f"{path}: TOML nested too deeply") from None
+        if depth(body) > MAX_DEPTH:
+            raise ReleaseError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
+        return body
+    from relman import jsonlimits
+
+    return jsonlimits.loads(raw, f"{path} (use a .toml suffix for TOML)", error=ReleaseError)
 
 
 def get_policy(catalog: Any, model: str) -> tuple[dict[str, Any], int]:
@@ -148,6 +174,57 @@ def set_policy(catalog: Any, model: str, body: Mapping[str, Any], *, actor: str,
         audit.append(catalog.db, at=utcnow(), actor=actor, kind="policy-edit", model=model, version=None,
                      payload={"revision": revision, "source": source, "policy": full})
     return revision
+
+
+class PolicyTextError(ReleaseError):
+    """A policy text that does not parse or validate, with where (1-based line and column)."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None) -> None:
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(where + message)
+        self.line, self.column, self.reason = line, column, message
+
+
+def validate_text(text: str, source: str = "policy") -> dict[str, Any]:
+    """Parse and validate a policy written as JSON (what the GUI editor holds); errors carry
+    the line and column — of the broken rule's token for a malformed gate rule."""
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PolicyTextError(f"not valid JSON ({e.msg})", e.lineno, e.colno) from None
+    try:
+        return validate(body, source)
+    except ReleaseError as e:
+        rule = None
+        for rules in (body.get("gates") or {}).values() if isinstance(body, dict) else ():
+            for r in rules if isinstance(rules, list) else ():
+                if isinstance(r, str) and f"rule '{r}'" in str(e):
+                    rule = r
+        if rule is not None:
+            col_in_rule = _column_in(str(e)) or 1
+            at = text.find(json.dumps(rule))
+            if at >= 0:
+                line = text.count("\n", 0, at) + 1
+                column = at - (text.rfind("\n", 0, at) + 1) + 2 + (col_in_rule - 1)  # +1 quote, 1-based
+                raise PolicyTextError(str(e), line, column) from None
+        raise PolicyTextError(str(e)) from None
+
+
+def _column_in(message: str) -> int | None:
+    import re
+
+    m = re.search(r"\(column (\d+)\)", message)
+    return int(m.group(1)) if m else None
+
+
+def revisions(catalog: Any, model: str) -> list[dict[str, Any]]:
+    """Every stored revision of `model`'s policy, newest first (revision, created_at/by, body)."""
+    m = catalog.get_model(model)
+    rows = catalog.query("SELECT revision, created_at, created_by, body FROM policies WHERE model_id = ?"
+                         " ORDER BY revision DESC", [m["id"]])
+    for r in rows:
+        r["body"] = json.loads(r["body"])
+    return rows
 
 
 def allowed_targets(policy: Mapping[str, Any], from_phase: str) -> list[str]:

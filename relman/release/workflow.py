@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, time, timezone
-from typing import Any
+from typing import Any, Callable
 
 from relman.catalog import events as audit
+from relman.catalog.integrity import require_intact
 from relman.errors import ReleaseError
 from relman.release.gates import GateReport, check_artifacts, evaluate_gates
 from relman.release.policy import PHASES, allowed_targets, get_policy
@@ -59,13 +60,14 @@ def _after_change(catalog: Any, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who: str,
-            override: bool = False) -> dict[str, Any]:
+            override: bool = False, progress: Callable[[int, int, int, int], None] | None = None) -> dict[str, Any]:
     """Move a version to `to_phase` if the policy allows it and every gate passes.
 
     With `override`, failing gates are recorded and ignored; `why` is then required and an
     `override` event is added. A disallowed transition is refused even with override (edit
     the policy instead). Promotion to production retires (or demotes, per policy) the
-    previous production version in the same transaction."""
+    previous production version in the same transaction. `progress` follows the artifact
+    re-hash (see gates.check_artifacts); it may raise to stop before anything is written."""
     why = (why or "").strip()
     if override and not why:
         raise ReleaseError("--override needs --why: say why the gates are being overridden")
@@ -75,7 +77,7 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
     pre = catalog.get_version(version_id)
     integrity = None
     if to_phase in get_policy(catalog, pre.model)[0].get("verify_artifacts", []):
-        integrity = check_artifacts(catalog, pre.id)  # before the lock: hashing can take a while
+        integrity = check_artifacts(catalog, pre.id, progress=progress)  # before the lock: hashing can take a while
     with catalog.transaction():
         v = catalog.get_version(version_id)
         if v.phase == to_phase:
@@ -91,6 +93,7 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
                 raise ReleaseError(f"{other[0].ref} is already in staging (one canary per model); promote, reject or "
                                    "move it back to candidate first")
         report = evaluate_gates(catalog, v, to_phase, policy=policy, revision=revision, integrity=integrity)
+        catalog._checkpoint_keep = True  # a release transition keeps its own checkpoint file
         if not report.passed and not override:
             raise GateFailed(f"gates refuse {v.ref} → {to_phase}: {report.failing_text()} "
                              "(fix them, or --override --why \"...\")", report)
@@ -132,6 +135,7 @@ def reject(catalog: Any, version_id: int, *, why: str = "", who: str) -> dict[st
         if "rejected" not in allowed_targets(policy, v.phase):
             hint = " (use 'relman rollback' for the production version)" if v.phase == "production" else ""
             raise ReleaseError(f"the policy of {v.model} does not allow rejecting {v.ref} from {v.phase}{hint}")
+        require_intact(catalog, f"reject {v.ref}")
         at = _now()
         tid = _move(catalog, v, "rejected", report={"policy_revision": revision}, override=False, why=why, who=who,
                     at=at)
@@ -173,8 +177,10 @@ def rollback(catalog: Any, model: str, *, why: str = "", who: str) -> dict[str, 
         if prev is None:
             raise ReleaseError(f"{cur.ref} is the first production version of {model}; "
                                "there is nothing to roll back to")
+        require_intact(catalog, f"roll back {model}")
         policy, revision = get_policy(catalog, model)
         dest = policy["rollback_to"]
+        catalog._checkpoint_keep = True
         at = _now()
         note = {"rollback": True, "restores": prev.ref, "removes": cur.ref, "policy_revision": revision}
         t_out = _move(catalog, cur, dest, report=note, override=False, why=why or "rollback", who=who, at=at)
@@ -201,6 +207,7 @@ def rollout(catalog: Any, version_id: int, share: float, *, who: str, why: str =
         v = catalog.get_version(version_id)
         if v.phase != "staging":
             raise ReleaseError(f"only the staging version carries a canary share; {v.ref} is in {v.phase}")
+        require_intact(catalog, f"change the canary share of {v.ref}")
         catalog.conn.execute("UPDATE versions SET canary_share = ? WHERE id = ?", [share, v.id])
         audit.append(catalog.db, at=_now(), actor=who, kind="rollout", model=v.model, version=v.version,
                      payload={"share": share, "previous": v.canary_share, "why": (why or "").strip()})

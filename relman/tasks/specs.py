@@ -89,7 +89,7 @@ register(TaskSpec(
     adapter="relman.tasks.text_classification:TextClassificationRunner",
     auto_class="AutoModelForSequenceClassification", architecture_suffixes=("ForSequenceClassification",),
     output="logits", modality="text", data_kinds=("text",), per_token_output=False, labels="row",
-    pipeline_tag="text-classification", suites=_BASE_SUITES + ("quality", "robustness", "fairness"),
+    pipeline_tag="text-classification", suites=_BASE_SUITES + ("quality", "robustness", "fairness", "explain"),
     default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune"),
 ))
 register(TaskSpec(
@@ -97,7 +97,7 @@ register(TaskSpec(
     adapter="relman.tasks.image_classification:ImageClassificationRunner",
     auto_class="AutoModelForImageClassification", architecture_suffixes=("ForImageClassification",),
     output="logits", modality="image", data_kinds=("image",), per_token_output=False, labels="row",
-    pipeline_tag="image-classification", suites=_BASE_SUITES + ("quality", "robustness", "fairness"),
+    pipeline_tag="image-classification", suites=_BASE_SUITES + ("quality", "robustness", "fairness", "explain"),
     default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune"),
 ))
 register(TaskSpec(
@@ -105,15 +105,15 @@ register(TaskSpec(
     adapter="relman.tasks.feature_extraction:FeatureExtractionRunner",
     auto_class="AutoModel", architecture_suffixes=("Model",),
     output="last_hidden_state", modality="text", data_kinds=("text", "lm"), per_token_output=True,
-    labels="none", pipeline_tag="feature-extraction", suites=_BASE_SUITES,
-    fidelity_metric="cosine", recipes=("distill",),
+    labels="none", pipeline_tag="feature-extraction", suites=_BASE_SUITES + ("explain",),
+    fidelity_metric="cosine", recipes=("distill", "finetune"),  # finetune: an encoder becomes a classifier
 ))
 register(TaskSpec(
     name="causal-lm", title="Causal language modelling",
     adapter="relman.tasks.causal_lm:CausalLMRunner",
     auto_class="AutoModelForCausalLM", architecture_suffixes=("ForCausalLM", "LMHeadModel"),
     output="logits", modality="text", data_kinds=("lm", "text"), per_token_output=True, labels="none",
-    pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality",), default_suites=("quality",),
+    pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality", "explain"), default_suites=("quality",),
     quality_metric=("perplexity", False), recipes=("int4-weight-only",), causal=True,
 ))
 register(TaskSpec(

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from relman.errors import RelmanError
+from relman.ui.views import view_names
 
-MAIN_VIEWS = ("versions", "board", "compare", "lineage", "jobs", "audit")
+MAIN_VIEWS = view_names()  # every registered view (relman/ui/views.py), in tab order
 
 
 def has_display() -> bool:
@@ -114,10 +115,9 @@ def screenshots(window: Any, folder: Path, views: tuple[str, ...] = MAIN_VIEWS, 
             row = window.catalog.conn.execute(
                 "SELECT job_id FROM job_points GROUP BY job_id ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
             if row:
-                window.jobs.select_job(row[0])
+                window.show_view("jobs").select_job(row[0])
         if name == "audit":
-            window.show_view("audit")
-            window.audit.verify()
+            window.show_view("audit").verify()
         out.append(window.grab_tab(name, Path(folder) / f"{prefix}{name}.png"))
     if dark_views:
         window.set_theme(True)

@@ -17,10 +17,12 @@ COLUMNS = ("Seq", "When", "Who", "What", "Model", "Version", "Details")
 
 
 class AuditView(QWidget):
+    name = "audit"
+    title = "Audit"
     verified = Signal(bool, str)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter events (kind, model, who…)")
         self.verify_btn = QPushButton("Verify audit chain")
@@ -35,7 +37,7 @@ class AuditView(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.setAlternatingRowColors(True)
-        self.catalog: Catalog | None = None
+        self.catalog: Catalog | None = window.catalog if window is not None else None
         self.events: list[dict[str, Any]] = []
         bar = QHBoxLayout()
         bar.addWidget(self.filter, 1)
@@ -47,7 +49,13 @@ class AuditView(QWidget):
         self.verify_btn.clicked.connect(self.verify)
         self.filter.textChanged.connect(lambda _: self._fill())
 
-    def refresh(self, catalog: Catalog) -> None:
+    def refresh(self, state: Any) -> None:
+        self.read_events(state.catalog)
+
+    def apply_theme(self, dark: bool) -> None:
+        pass  # the style sheet covers it
+
+    def read_events(self, catalog: Catalog) -> None:
         self.catalog = catalog
         rows = catalog.query(f"SELECT seq, at, actor, kind, model, version, payload FROM events ORDER BY seq DESC "
                              f"LIMIT {MAX_EVENTS}")
@@ -74,7 +82,9 @@ class AuditView(QWidget):
     def verify(self) -> tuple[bool, str]:
         if self.catalog is None:
             return False, "no catalog"
-        problems = self.catalog.verify_audit()
+        from relman.catalog.integrity import check_state
+
+        problems, _ = check_state(self.catalog)  # chain, its signed checkpoint, and every tracked row
         n = self.catalog.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         if problems:
             text = f"Audit chain BROKEN: {len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5])

@@ -146,15 +146,17 @@ class PhaseColumn(QListWidget):
 
 
 class ReleaseBoard(QWidget):
+    name = "board"
+    title = "Release board"
     transition_requested = Signal(int, str)  # version id, target phase
     rollback_requested = Signal(str)  # model
     rollout_requested = Signal(int)  # version id (canary share)
     approve_requested = Signal(int)  # version id
     selection_changed = Signal(list)
 
-    def __init__(self, gate_status: Callable[[VersionRow], GateStatus], parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.gate_status = gate_status
+    def __init__(self, window: Any = None, gate_status: Callable[[VersionRow], GateStatus] | None = None) -> None:
+        super().__init__()
+        self.gate_status = gate_status or window.release.gate_status
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("board-model")
         self.promote_btn = QPushButton("Promote →")
@@ -165,8 +167,8 @@ class ReleaseBoard(QWidget):
         self.columns: dict[str, PhaseColumn] = {}
         self.snapshot: Snapshot | None = None
         self.key_metrics: list[str] = []
-        self.reasons: dict[str, str] = {}
         self.hidden_cards: dict[str, int] = {}
+        self._syncing = False  # following the shared selection: do not echo it back
 
         bar = QHBoxLayout()
         bar.addWidget(QLabel("Model"))
@@ -200,6 +202,35 @@ class ReleaseBoard(QWidget):
         self.rollout_btn.clicked.connect(lambda: self._emit_for_selected(lambda v: self.rollout_requested.emit(v.id)))
         self.rollback_btn.clicked.connect(lambda: self.rollback_requested.emit(self.model_combo.currentText()))
         self._update_buttons()
+        if window is not None:
+            self.transition_requested.connect(window.release.request_transition)
+            self.rollback_requested.connect(window.release.request_rollback)
+            self.rollout_requested.connect(window.release.request_rollout)
+            self.approve_requested.connect(window.release.request_approve)
+            self.selection_changed.connect(lambda ids: window.set_selection(ids, source=self.name))
+
+    # -- the view protocol --------------------------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        self._syncing = True  # redrawing re-selects the card: not a new selection
+        try:
+            self.set_snapshot(state.snapshot, state.snapshot.key_metrics(3), state.model)
+            if state.selected:
+                self.select_version(state.selected[0])
+        finally:
+            self._syncing = False
+
+    def on_selection(self, state: Any) -> None:
+        self._syncing = True
+        try:
+            if state.model:
+                self.set_model(state.model)
+            if state.selected:
+                self.select_version(state.selected[0])
+        finally:
+            self._syncing = False
+
+    def apply_theme(self, dark: bool) -> None:
+        pass  # cards and badges take their colours from the style sheet and the phase
 
     # -- data -------------------------------------------------------------------------------
     def set_snapshot(self, snap: Snapshot, key_metrics: list[str], model: str | None = None) -> None:
@@ -307,7 +338,8 @@ class ReleaseBoard(QWidget):
             found = self.find_card(v.id)
             if found is not None and not found[1].gate_checked:
                 found[1].set_gate(self.gate_status(v))
-            self.selection_changed.emit([v.id])
+            if not self._syncing:
+                self.selection_changed.emit([v.id])
 
     def _update_buttons(self) -> None:
         v = self.selected_version()
@@ -321,15 +353,6 @@ class ReleaseBoard(QWidget):
         self.rollout_btn.setEnabled(v is not None and v.phase == "staging")
         has_prod = bool(self.snapshot and self.snapshot.production(self.model_combo.currentText()))
         self.rollback_btn.setEnabled(has_prod)
-        for btn, key in self._button_keys():
-            reason = self.reasons.get(key, "")
-            btn.setToolTip(reason)
-            if reason:
-                btn.setEnabled(False)
-
-    def _button_keys(self) -> list[tuple[QPushButton, str]]:
-        return [(self.promote_btn, "promote"), (self.reject_btn, "reject"), (self.approve_btn, "approve"),
-                (self.rollout_btn, "rollout"), (self.rollback_btn, "rollback")]
 
     def _promote_selected(self) -> None:
         v = self.selected_version()
@@ -340,10 +363,3 @@ class ReleaseBoard(QWidget):
         v = self.selected_version()
         if v is not None:
             fn(v)
-
-    def apply_availability(self, reasons: dict[str, str]) -> None:
-        """Disable (with the reason as tooltip) buttons whose backend is missing."""
-        self.reasons = dict(reasons)
-        self._update_buttons()
-        for col in self.columns.values():
-            col.setToolTip(reasons.get("promote", ""))

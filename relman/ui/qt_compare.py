@@ -232,14 +232,18 @@ class ScatterPanel(QWidget):
 
 
 class CompareView(QWidget):
+    name = "compare"
+    title = "Compare"
     selection_requested = Signal(list)  # version ids
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("compare-model")
         self.size_panel = ScatterPanel("Quality vs size", "size_mb", "accuracy")
-        self.latency_panel = ScatterPanel("Quality vs latency", "latency_p95_ms", "accuracy")
+        # latency as the paired ratio to the parent (same job, interleaved rounds) when measured;
+        # absolute times taken at different moments are not comparable across versions
+        self.latency_panel = ScatterPanel("Quality vs latency", "latency_p50_ratio_vs_parent", "accuracy")
         self.trend_metric = QComboBox()
         self.trend_plot = pg.PlotWidget(title="Metric over versions")
         self.trend_plot.showGrid(x=True, y=True, alpha=0.25)
@@ -287,6 +291,21 @@ class CompareView(QWidget):
         self.trend_metric.activated.connect(lambda _: setattr(self, "_trend_choice", self.trend_metric.currentText()))
         for panel in (self.size_panel, self.latency_panel):
             panel.clicked.connect(self._on_point_clicked)
+        if window is not None:
+            self.selection_requested.connect(lambda ids: window.set_selection(ids, source=self.name))
+
+    # -- the view protocol --------------------------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        self.set_snapshot(state.snapshot, state.model)
+        self.set_selection(state.selected)
+
+    def on_selection(self, state: Any) -> None:
+        if state.model:
+            self.set_model(state.model)
+        self.set_selection(state.selected)
+
+    def apply_theme(self, dark: bool) -> None:
+        self.set_theme(dark)
 
     # -- updates ----------------------------------------------------------------------------
     def set_snapshot(self, snap: Snapshot, model: str | None = None) -> None:

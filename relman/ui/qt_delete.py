@@ -1,6 +1,7 @@
 """Delete confirmation: says what goes, how many bytes are freed and what stays shared,
 shows a refusal (production, canary, rollback target, adapter base…) instead of an OK, and
-asks why. The delete itself runs as a child `relman delete` (releasing blobs reads the disk)."""
+asks why. The delete itself runs as a "delete_version" job (releasing blobs touches the disk);
+see relman.ui.controllers.catalog_actions."""
 
 from __future__ import annotations
 
@@ -48,16 +49,3 @@ class DeleteDialog(ValidatingDialog):
             raise RelmanError("say why the version is deleted; it goes into the audit log")
         return {"why": why}
 
-
-def delete_selected(window: Any) -> Any:
-    """The main window's "Delete version…" action: plan, confirm, then `relman delete`."""
-    from relman.app.housekeeping import delete_plan
-
-    rows = window._selected_or_error("delete it")
-    if len(rows) != 1:
-        raise RelmanError("select exactly one version to delete")
-    plan = delete_plan(window.catalog, rows[0].ref)
-    dlg = DeleteDialog(plan, window)
-    if window.dialog_runner(dlg) == QDialog.DialogCode.Accepted and dlg.result_values:
-        return window.run_relman(f"Delete {plan['ref']}", ["delete", plan["ref"], "--why", dlg.result_values["why"]])
-    return None

@@ -67,13 +67,20 @@ class BarChart(QWidget):
 class DiskView(QWidget):
     """Bytes by model / version / dataset (sortable), the chart, totals, and a gc button."""
 
+    name = "disk"
+    title = "Disk"
     gc_requested = Signal()
     report_ready = Signal(dict)
     failed = Signal(str)
 
-    def __init__(self, catalog_root: Path | str | Callable[[], Path], parent: QWidget | None = None) -> None:
+    def __init__(self, window: Any, parent: QWidget | None = None) -> None:
+        """`window`: the main window (its catalog is measured; Collect garbage goes to its
+        catalog actions), or a catalog folder / a callable returning one."""
         super().__init__(parent)
-        self._root = catalog_root  # a callable follows the window when it opens another catalog
+        if hasattr(window, "catalog_actions"):
+            self._root: Any = lambda: window.catalog.root  # follows the window to another catalog
+        else:
+            self._root = window
         self.report: dict[str, Any] | None = None
         self.stale = True
         self.proc: QProcess | None = None
@@ -118,9 +125,16 @@ class DiskView(QWidget):
     def catalog_root(self) -> Path:
         return Path(self._root() if callable(self._root) else self._root)
 
+        if hasattr(window, "catalog_actions"):
+            self.gc_requested.connect(lambda: window.guarded("gc", window.catalog_actions.collect_garbage))
+
+    def apply_theme(self, dark: bool) -> None:
+        pass  # the chart paints with the palette
+
     # -- measuring (a child `relman du --json`) ----------------------------------------------
-    def refresh(self) -> QProcess | None:
-        """Measure again in a child process; `report_ready` fires with the result."""
+    def refresh(self, state: Any = None) -> QProcess | None:
+        """Measure again in a child process; `report_ready` fires with the result. (The
+        window calls this when the view is shown after the catalog changed.)"""
         if self.proc is not None:
             return self.proc
         from relman.jobs.launch import child_env, relman_argv

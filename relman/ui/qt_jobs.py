@@ -53,6 +53,13 @@ def read_jobs(catalog: Catalog, limit: int = MAX_JOBS) -> list[dict[str, Any]]:
         target = ", ".join(refs.get(i, f"#{i}") for i in _version_ids(p))
         if p.get("recipe"):
             target = f"{p['recipe']} ← {target}" if target else str(p["recipe"])
+        if p.get("to_phase"):  # a promotion
+            target += f" → {p['to_phase']}"
+        elif p.get("out"):  # a bundle export
+            target += f" → {Path(str(p['out'])).name}"
+        elif p.get("path"):  # file work: an import, a dataset, a bundle import
+            target = Path(str(p["path"])).name + (f" as {p['model']}" if p.get("model") else "") + \
+                (f" as dataset {p['name']}" if p.get("name") else "")
         if r.get("result_version_id") in refs:
             target += f" → {refs[r['result_version_id']]}"
         r["target"] = target
@@ -96,11 +103,13 @@ def tail_file(path: str | None, max_bytes: int = 8192) -> str:
 
 
 class JobsView(QWidget):
+    name = "jobs"
+    title = "Jobs"
     cancel_requested = Signal(int)
     retry_requested = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
         self.model = JobsTableModel(self)
         self.table = QTableView()
         self.table.setObjectName("jobs-table")
@@ -131,7 +140,6 @@ class JobsView(QWidget):
         self._title = ""
         self.catalog: Catalog | None = None
         self.selected_job: int | None = None
-        self.reasons: dict[str, str] = {}
 
         bar = QHBoxLayout()
         bar.addWidget(self.summary, 1)
@@ -156,8 +164,19 @@ class JobsView(QWidget):
         self.cancel_btn.clicked.connect(lambda: self.selected_job is not None and self.cancel_requested.emit(self.selected_job))
         self.retry_btn.clicked.connect(lambda: self.selected_job is not None and self.retry_requested.emit(self.selected_job))
         self._update_buttons()
+        if window is not None:
+            self.cancel_requested.connect(window.job_actions.cancel_job)
+            self.retry_requested.connect(window.job_actions.retry_job)
 
-    def refresh(self, catalog: Catalog) -> None:
+    # -- the view protocol --------------------------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        self.on_jobs(state.catalog)
+
+    def apply_theme(self, dark: bool) -> None:
+        self.set_theme(dark)
+
+    def on_jobs(self, catalog: Catalog) -> None:
+        """Re-read the jobs table (called whenever it changed, shown or not)."""
         self.catalog = catalog
         jobs = read_jobs(catalog)
         keep = self.selected_job
@@ -226,30 +245,22 @@ class JobsView(QWidget):
             self._title = title
             self.curve_plot.setTitle(title)
 
-    def _log_tail(self, job: dict[str, Any]) -> str:
-        """The app layer's log tail when this build has it, else the end of the log file."""
-        from relman.ui import backends
+    def _log_tail(self, job: dict[str, Any], lines: int = 60) -> str:
+        """The last `lines` lines of the job's log, reading only its end (a training log can
+        be large, and this runs on every poll while the job is selected)."""
+        from relman.jobs.queue import log_path_for
 
-        fn, _ = backends.lookup("job_log_tail")
-        if fn is not None and self.catalog is not None:
-            try:
-                return fn(self.catalog, job["id"], 60)
-            except Exception:  # a log being rotated / removed: show what the file has
-                pass
-        return tail_file(job.get("log_path"))
+        path = job.get("log_path") or (str(log_path_for(self.catalog, job["id"])) if self.catalog else None)
+        text = tail_file(path, max_bytes=32 * 1024)
+        return "\n".join(text.rstrip("\n").split("\n")[-lines:]) if text else ""
 
     def _update_buttons(self) -> None:
         j = self.job(self.selected_job) if self.selected_job is not None else None
         self.cancel_btn.setEnabled(j is not None and j["status"] in ("queued", "running")
-                                   and not j["cancel_requested"] and not self.reasons.get("cancel_job"))
-        self.retry_btn.setEnabled(j is not None and j["status"] in ("failed", "cancelled")
-                                  and not self.reasons.get("retry_job"))
-        self.cancel_btn.setToolTip(self.reasons.get("cancel_job", "Ask the selected job to stop"))
-        self.retry_btn.setToolTip(self.reasons.get("retry_job", "Queue a failed or cancelled job again"))
-
-    def apply_availability(self, reasons: dict[str, str]) -> None:
-        self.reasons = reasons
-        self._update_buttons()
+                                   and not j["cancel_requested"])
+        self.retry_btn.setEnabled(j is not None and j["status"] in ("failed", "cancelled"))
+        self.cancel_btn.setToolTip("Ask the selected job to stop")
+        self.retry_btn.setToolTip("Queue a failed or cancelled job again")
 
     def set_theme(self, dark: bool) -> None:
         self.curve_plot.setBackground("#252932" if dark else "#ffffff")

@@ -9,8 +9,9 @@ plus every ancestor and descendant in other models, capped so a huge catalog sta
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from PySide6.QtCore import QPointF, QRectF, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import (QComboBox, QGraphicsItem, QGraphicsPathItem, QGraphicsPolygonItem,
                                QGraphicsRectItem, QGraphicsScene, QGraphicsSimpleTextItem, QGraphicsView,
@@ -92,10 +93,12 @@ class NodeItem(QGraphicsRectItem):
 
 
 class LineageView(QWidget):
+    name = "lineage"
+    title = "Lineage"
     node_clicked = Signal(int)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, window: Any = None) -> None:
+        super().__init__()
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("lineage-model")
         self.scene = QGraphicsScene(self)
@@ -109,6 +112,7 @@ class LineageView(QWidget):
         self.nodes: dict[int, NodeItem] = {}
         self.edge_labels: list[str] = []
         self.edges_drawn: list[tuple[int, int]] = []
+        self.adapter_edges: list[tuple[int, int]] = []  # drawn dashed: a LoRA adapter and the base it is pinned to
         top = QHBoxLayout()
         top.addWidget(QLabel("Model"))
         top.addWidget(self.model_combo)
@@ -118,6 +122,19 @@ class LineageView(QWidget):
         layout.addWidget(self.view, 1)
         self.model_combo.currentTextChanged.connect(lambda _: self.redraw())
         self.scene.selectionChanged.connect(self._on_selection)
+        if window is not None:
+            self.node_clicked.connect(lambda vid: window.set_selection([vid], source=self.name))
+
+    # -- the view protocol --------------------------------------------------------------------
+    def refresh(self, state: Any) -> None:
+        self.set_snapshot(state.snapshot, state.model)
+
+    def on_selection(self, state: Any) -> None:
+        if state.model:
+            self.set_model(state.model)
+
+    def apply_theme(self, dark: bool) -> None:
+        self.set_theme(dark)
 
     def set_snapshot(self, snap: Snapshot, model: str | None = None) -> None:
         self.snapshot = snap
@@ -148,7 +165,8 @@ class LineageView(QWidget):
         total = len(ids)
         ids = ids[-MAX_NODES:]
         self.info.setText(f"{len(ids)} versions" + (f" (newest {MAX_NODES} of {total})" if total > len(ids) else "")
-                          + " · arrows point from parent to child; labels name the recipe")
+                          + " · arrows point from parent to child; labels name the recipe"
+                          + "; dashed: a LoRA adapter and its base")
         by_id = snap.by_id()
         edges = [(e.parent_id, e.child_id, e.relation) for e in snap.edges]
         pos = layered_layout(ids, [(p, c) for p, c, _ in edges])
@@ -159,11 +177,19 @@ class LineageView(QWidget):
             self.nodes[vid] = node
         pen = QPen(QColor("#9aa3b2" if self.dark else "#6b7385"), 1.6)
         text_brush = QBrush(QColor("#e0a96d" if self.dark else "#a0521d"))
+        adapter_pen = QPen(QColor("#5fb3a1" if self.dark else "#1f7a68"), 1.8, Qt.PenStyle.DashLine)
+        self.adapter_edges = []
         for p, c, relation in edges:
             if p not in self.nodes or c not in self.nodes:
                 continue
             child = by_id[c]
             label = child.recipe_name or relation or ""
+            if child.format == "peft-adapter" and child.adapter_base == by_id[p].ref:  # adapter → its base
+                self.adapter_edges.append((p, c))
+                self._edge(self.nodes[p], self.nodes[c], f"LoRA adapter ({label})", adapter_pen, text_brush)
+                self.edges_drawn.append((p, c))
+                self.edge_labels.append(f"LoRA adapter ({label})")
+                continue
             self._edge(self.nodes[p], self.nodes[c], label, pen, text_brush)
             self.edges_drawn.append((p, c))
             self.edge_labels.append(label)

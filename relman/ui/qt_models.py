@@ -172,7 +172,7 @@ class VersionsTableModel(QAbstractTableModel):
             return _phase_brush(v.phase) if c == 2 else None
         if role == ALIGNMENT:
             return RIGHT if c >= 4 and c not in (6, 7) else None
-        return f"{v.ref} · {v.phase} · {v.task or 'task?'}"
+        return version_tooltip(v)
 
     def sort(self, column: int, order: Qt.SortOrder = Qt.SortOrder.AscendingOrder) -> None:
         if not 0 <= column < len(self.columns):
@@ -191,6 +191,25 @@ class VersionsTableModel(QAbstractTableModel):
 
             key = lambda v: (v.model, _semver_key(v.version))  # noqa: E731
         self.all_rows.sort(key=lambda v: _none_safe(key(v)), reverse=order == Qt.SortOrder.DescendingOrder)
+
+
+def version_tooltip(v: VersionRow) -> str:
+    """The row's details: identity, an adapter's base, the privacy ledger."""
+    lines = [f"{v.ref} · {v.phase} · {v.task or 'task?'}"]
+    if v.adapter_base:
+        lines.append(f"LoRA adapter of {v.adapter_base} (pinned by manifest sha256)")
+    p = v.privacy
+    if p:
+        if p.get("epsilon") is None:
+            lines.append("privacy: no DP bound (mixed DP / non-DP parents)")
+        else:
+            lines.append(f"privacy: ε = {float(p['epsilon']):.3g}, δ = {float(p['delta']):.2g} ({p.get('accountant')})")
+            if p.get("noise_multiplier") is not None:
+                lines.append(f"  noise σ = {float(p['noise_multiplier']):.3g}, sampling q = {float(p['sample_rate']):.3g}, "
+                             f"{p.get('steps')} steps, clip C = {p.get('max_grad_norm')}")
+            for site in p.get("sites") or []:
+                lines.append(f"  site {site['parent']}: ε = {float(site['epsilon']):.3g}")
+    return "\n".join(lines)
 
 
 _BRUSHES: dict[str, QBrush] = {}

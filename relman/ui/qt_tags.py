@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from PySide6.QtWidgets import QDialog, QFormLayout, QLabel, QLineEdit, QWidget
+from PySide6.QtWidgets import QFormLayout, QLabel, QLineEdit, QWidget
 
-from relman.errors import RelmanError
 from relman.ui.qt_dialogs import ValidatingDialog
 
 
@@ -33,21 +32,3 @@ class TagsDialog(ValidatingDialog):
         return {"add": [t for t in wanted if t not in self.original],
                 "remove": [t for t in self.original if t not in wanted]}
 
-
-def edit_tags(window: Any) -> dict[str, Any] | None:
-    """The main window's "Edit tags…" action on the selected version."""
-    from relman.app.tags import tag_version, untag_version
-
-    rows = window._selected_or_error("edit its tags")
-    if len(rows) != 1:
-        raise RelmanError("select exactly one version to edit its tags")
-    v = rows[0]
-    dlg = TagsDialog(v.ref, window.catalog.tags(v.id), window)
-    if window.dialog_runner(dlg) != QDialog.DialogCode.Accepted or not dlg.result_values:
-        return None
-    for name in dlg.result_values["remove"]:
-        untag_version(window.catalog, v.ref, name)
-    for name in dlg.result_values["add"]:
-        tag_version(window.catalog, v.ref, name)
-    window.refresh(force=True)
-    return dlg.result_values

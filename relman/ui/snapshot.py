@@ -59,6 +59,8 @@ class VersionRow:
     canary_share: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    adapter_base: str | None = None  # a LoRA adapter's pinned base (ref)
+    privacy: dict[str, Any] | None = None  # the privacy ledger of a DP-trained version
 
     @property
     def ref(self) -> str:
@@ -139,6 +141,14 @@ def jobs_token(catalog: Catalog) -> tuple[Any, ...]:
         " (SELECT MAX(rowid) FROM job_points) FROM jobs").fetchone())
 
 
+def row_from_catalog(catalog: Catalog, version_id: int) -> VersionRow:
+    """One version as a snapshot row, read directly (for a version newer than the snapshot)."""
+    v = catalog.get_version(version_id)
+    return VersionRow(id=v.id, model=v.model, version=v.version, phase=v.phase, format=v.format, task=v.task,
+                      size_bytes=v.size_bytes, params=v.params, recipe=v.recipe, created_at=v.created_at,
+                      canary_share=v.canary_share)
+
+
 def order_metrics(counts: dict[str, int]) -> list[str]:
     preferred = [m for m in PREFERRED_METRICS if m in counts]
     rest = sorted((m for m in counts if m not in PREFERRED_METRICS), key=lambda m: (-counts[m], m))
@@ -150,13 +160,15 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
     conn = catalog.conn
     rows = conn.execute(
         "SELECT v.id, m.name, v.version, v.phase, v.format, v.task, v.size_bytes, v.params, v.recipe,"
-        " v.created_at, v.canary_share FROM versions v JOIN models m ON m.id = v.model_id"
+        " v.created_at, v.canary_share, v.meta FROM versions v JOIN models m ON m.id = v.model_id"
         " WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.version_id = v.id)").fetchall()  # deleted: hidden
-    versions = [
-        VersionRow(id=r[0], model=r[1], version=r[2], phase=r[3], format=r[4], task=r[5], size_bytes=r[6] or 0,
-                   params=r[7], recipe=_json(r[8]), created_at=r[9], canary_share=r[10])
-        for r in rows
-    ]
+    versions = []
+    for r in rows:
+        meta = _json(r[11]) if r[4] == "peft-adapter" or (r[11] and '"privacy"' in r[11]) else {}
+        versions.append(VersionRow(id=r[0], model=r[1], version=r[2], phase=r[3], format=r[4], task=r[5],
+                                   size_bytes=r[6] or 0, params=r[7], recipe=_json(r[8]), created_at=r[9],
+                                   canary_share=r[10], adapter_base=(meta.get("adapter") or {}).get("base_ref"),
+                                   privacy=meta.get("privacy") or None))
     versions.sort(key=lambda v: (v.model, _semver_key(v.version)))
     by_id = {v.id: v for v in versions}
     counts: dict[str, int] = {}

@@ -1,0 +1,140 @@
+"""The `explain` suite: attributions of a version on N seeded examples, their faithfulness,
+and (when the version has a parent) how closely they agree with the parent's.
+
+Metrics (suite "explain"):
+- `explain_comprehensiveness`, `explain_sufficiency`: AOPC of the version's own attributions
+  (mean drop of the explained score when the top 10..50 % features are removed / kept alone);
+- with a parent, on the same examples with the same method:
+  `explain_agreement_vs_parent` (mean Spearman rho of attribution magnitudes),
+  `explain_topk_overlap_vs_parent` (k = 5), `explain_prediction_agreement_vs_parent` (share of
+  examples with the same prediction) and `explain_flips` (how many differ).
+Context: method, examples, seed, parent, and a 95 % bootstrap interval (`ci95`) of each mean.
+
+The method is `explain_method` (default `auto`: Integrated Gradients when both versions have
+gradients, else occlusion for both, so the comparison is always like with like). The
+per-example attributions of the version and of its parent are stored as artifacts of the
+evaluation (see `artifact`), which the GUI and the model card read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from relman.catalog import EvalArtifact, Metric
+from relman.errors import EvaluationError
+from relman.evaluate.env import SuiteEnv
+from relman.evaluate.explain import ARTIFACT_KIND, check_task
+from relman.evaluate.explain import artifact as art
+from relman.evaluate.explain.compare import compare_examples, nanmean
+
+SUITE = "explain"
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, rounds: int = 1000) -> list[float] | None:
+    arr = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=np.float64)
+    if len(arr) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(rounds, len(arr)))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def run(env: SuiteEnv) -> list[Metric]:
+    from relman.evaluate.explain.attribute import Explainer, differentiable, select_examples
+    from relman.tasks import open_runner
+
+    check_task(env.model.task, env.model.ref)
+    runner = env.runner()
+    ds = env.eval_data(SUITE)
+    o = env.options
+    seed = int(o.get("explain_seed", 0))
+    parent_runner = None
+    if env.parent is not None:
+        if env.parent.task != env.model.task:
+            raise EvaluationError(f"explain compares attributions with the parent, but {env.parent.ref} does "
+                                  f"{env.parent.task} and {env.model.ref} does {env.model.task}")
+        parent_runner = open_runner(env.parent.folder, env.parent.fmt, env.parent.task, env.device, env.threads)
+    method = str(o.get("explain_method", "auto"))
+    if method == "auto":
+        both = differentiable(runner) and (parent_runner is None or differentiable(parent_runner))
+        method = "ig" if both else "occlusion"
+    kw: dict[str, Any] = {"ig_steps": int(o.get("ig_steps", 32)), "shap_samples": int(o.get("shap_samples", 64)),
+                          "seed": seed}
+    explainer = Explainer(runner, method, ref=env.model.ref, **kw)
+    pexplainer = Explainer(parent_runner, method, ref=env.parent.ref, **kw) if parent_runner is not None else None
+    indices = select_examples(len(ds), int(o.get("explain_examples", 32)), seed)
+    share = 0.5 if pexplainer is not None else 1.0
+    examples = explainer.explain(
+        ds, indices, progress=lambda i, n: env.progress(share * i / n, f"explain {env.model.ref} {i}/{n}"))
+    split = o.get("split") if ds.split is not None else None
+    ctx: dict[str, Any] = {"method": method, "examples": len(indices), "seed": seed}
+    if method == "ig":
+        ctx["ig_steps"] = kw["ig_steps"]
+    elif method == "shap":
+        ctx["shap_samples"] = kw["shap_samples"]
+    comp = [e["comprehensiveness"] for e in examples]
+    suff = [e["sufficiency"] for e in examples]
+    metrics = [env.metric(SUITE, "explain_comprehensiveness", nanmean(comp), **ctx, ci95=bootstrap_ci(comp, seed)),
+               env.metric(SUITE, "explain_sufficiency", nanmean(suff), **ctx, ci95=bootstrap_ci(suff, seed))]
+    compared_with = None
+    rows: list[dict[str, Any]] = []
+    if pexplainer is not None:
+        # the parent's attributions for these settings may be stored already (another child's
+        # evaluation, `relman explain`): its files never change, so they are reused
+        pexamples = None
+        if env.catalog is not None and env.parent.info is not None and ds.id is not None:
+            pexamples = art.reusable(env.catalog, env.parent.info.id, dataset=ds, split=split,
+                                     key=art.method_key(method, ctx, seed), indices=indices)
+        reused = pexamples is not None
+        if pexamples is None:
+            pexamples = pexplainer.explain(
+                ds, indices, faithfulness=False,
+                progress=lambda i, n: env.progress(0.5 + 0.5 * i / n, f"explain parent {env.parent.ref} {i}/{n}"))
+        try:
+            rows = compare_examples(examples, pexamples)
+        except ValueError as e:
+            raise EvaluationError(f"{env.model.ref} vs {env.parent.ref}: {e}") from None
+        compared_with = env.parent.ref
+        pctx = dict(ctx, parent=env.parent.ref)
+        rho = [r["rho"] for r in rows]
+        top = [r["topk"] for r in rows]
+        same = [0.0 if r["flipped"] else 1.0 for r in rows]
+        metrics += [
+            env.metric(SUITE, "explain_agreement_vs_parent", nanmean(rho), **pctx, ci95=bootstrap_ci(rho, seed),
+                       undefined=int(sum(1 for r in rho if np.isnan(r)))),
+            env.metric(SUITE, "explain_topk_overlap_vs_parent", nanmean(top), **pctx, k=5,
+                       ci95=bootstrap_ci(top, seed)),
+            env.metric(SUITE, "explain_prediction_agreement_vs_parent", nanmean(same), **pctx),
+            env.metric(SUITE, "explain_flips", float(len(same) - sum(same)), **pctx),
+        ]
+        metrics[-1] = env.metric(SUITE, "explain_flips", float(len(same) - sum(same)), **pctx,
+                                 parent_attributions="stored" if reused else "computed")
+        if env.parent.info is not None and not reused:
+            pdoc = art.document(version=env.parent.info, method=method, dataset=ds, split=split, seed=seed,
+                                indices=indices, examples=pexamples, options=ctx)
+            env.artifacts.append(_artifact(env, pdoc, env.parent.info.id, f"attributions-parent-{env.parent.info.id}"))
+    if env.model.info is not None:
+        doc = art.document(version=env.model.info, method=method, dataset=ds, split=split, seed=seed,
+                           indices=indices, examples=examples, compared_with=compared_with, options=ctx)
+        doc["comparison"] = rows
+        env.artifacts.append(_artifact(env, doc, env.model.info.id, f"attributions-{env.model.info.id}"))
+    return metrics
+
+
+def _artifact(env: SuiteEnv, doc: dict[str, Any], version_id: int, stem: str) -> EvalArtifact:
+    path = art.write(_finite(doc), env.scratch(), f"{stem}.json")
+    return EvalArtifact(version_id=version_id, suite=SUITE, kind=ARTIFACT_KIND, path=path, method=doc["method"],
+                        dataset_id=env.dataset.id if env.dataset is not None else None, meta=art.meta_of(doc))
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf become null, so the document is strict JSON."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj

@@ -1,0 +1,224 @@
+"""Work on versions: import a model, register a dataset, compress, evaluate, optimize, export
+or import a signed bundle, write a model card.
+
+Compress, evaluate and optimize queue their jobs directly (the app layer checks everything
+that needs no torch first). Import, dataset registration and bundle export/import read every
+byte of their files, so they are queued as jobs too (`relman.app.background`) and tracked:
+the window says how each ended. Only the model card (a small text file from catalog rows)
+is written inline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFileDialog
+
+from relman.errors import RelmanError
+from relman.ui.controllers import ActionSpec, Controller, job_label, needs
+from relman.ui.snapshot import VersionRow
+
+
+class WorkActions(Controller):
+    def actions(self) -> list[ActionSpec]:
+        return [
+            ActionSpec("import", "Import model…", "Ctrl+I", self.action_import),
+            ActionSpec("dataset", "Register dataset…", "Ctrl+D", self.action_register_dataset),
+            ActionSpec("compress", "Compress…", "Ctrl+K", self.action_compress),
+            ActionSpec("evaluate", "Evaluate…", "Ctrl+E", self.action_evaluate),
+            ActionSpec("optimize", "Optimize…", "Ctrl+Shift+O", self.action_optimize),
+            ActionSpec("export", "Export bundle…", "Ctrl+Shift+E", self.action_export),
+            ActionSpec("import-bundle", "Import bundle…", "Ctrl+Shift+I", self.action_import_bundle),
+            ActionSpec("card", "Write model card…", "Ctrl+Shift+M", self.action_model_card),
+        ]
+
+    # -- catalog lists for the dialogs --------------------------------------------------------------
+    def datasets(self) -> list[str]:
+        return [r[0] for r in self.catalog.conn.execute("SELECT name FROM datasets ORDER BY name")]
+
+    def suites(self) -> list[str]:
+        from relman.evaluate import registry
+
+        return list(registry.all_suite_names()) or list(registry.ORDER)
+
+    def recipes_for(self, versions: list[VersionRow]) -> list[Any]:
+        from relman.compress.registry import all_recipes
+
+        return list(all_recipes())
+
+    # -- import / dataset (jobs) ----------------------------------------------------------------------
+    def action_import(self) -> None:
+        from relman.ui.qt_dialogs import ImportDialog
+
+        vals = self.run_dialog(ImportDialog(self.window.snapshot.models(), self.window))  # proposes a name
+        if vals:
+            self.import_model(**vals)
+
+    def import_model(self, path: str, model: str, version: str | None = None, new_architecture: bool = False) -> int:
+        from relman.app.background import queue_import_model
+
+        job = queue_import_model(self.catalog, path, model, version=version, new_architecture=new_architecture)
+
+        def done(row: dict[str, Any]) -> None:
+            self.info(f"Imported {Path(path).name} as {row['result'].get('version', model)}")
+            self.window.refresh(force=True)
+        return self.window.job_actions.track(job, f"Import {Path(path).name} as {model}", done)
+
+    def action_register_dataset(self) -> None:
+        from relman.ui.qt_dialogs import DatasetDialog
+
+        vals = self.run_dialog(DatasetDialog(self.window))
+        if vals:
+            self.register_dataset(**vals)
+
+    def register_dataset(self, path: str, name: str, format: str | None = None, text_col: str | None = "text",
+                         label_col: str | None = "label", group_col: str | None = None, x_key: str | None = None,
+                         y_key: str | None = None, val_fraction: float = 0.0, test_fraction: float = 0.0) -> int:
+        from relman.app.background import queue_register_dataset
+
+        job = queue_register_dataset(self.catalog, path, name, format=format, text_col=text_col,
+                                     label_col=label_col, group_col=group_col, x_key=x_key, y_key=y_key,
+                                     val_fraction=val_fraction, test_fraction=test_fraction)
+
+        def done(row: dict[str, Any]) -> None:
+            self.info(f"Registered dataset {name} ({row['result'].get('rows', '?')} rows)")
+            self.window.refresh(force=True)
+        return self.window.job_actions.track(job, f"Register dataset {name}", done)
+
+    # -- compress / evaluate / optimize (queued) -----------------------------------------------------
+    def action_compress(self) -> None:
+        from relman.ui.qt_dialogs import CompressDialog
+
+        versions = self.selected_or_error("compress it")
+        recipes = self.recipes_for(versions)
+        if not recipes:
+            raise RelmanError("no compression recipes are registered in this build")
+        vals = self.run_dialog(CompressDialog(recipes, [v.ref for v in versions], self.window, self.datasets()))
+        if vals:
+            self.queue_compression(**vals)
+
+    def queue_compression(self, recipe: str, params: dict[str, Any], parents: list[str], device: str = "auto",
+                          dataset: str | None = None) -> int:
+        from relman.app.compress import queue_compression
+
+        job = queue_compression(self.catalog, parents if len(parents) > 1 else parents[0], recipe, params=params,
+                                device=device, dataset=dataset)
+        self.info(f"Queued {recipe} on {', '.join(parents)} (job {job_label(job)})")
+        self.window.refresh(force=True)
+        return job
+
+    def action_evaluate(self) -> None:
+        from relman.ui.qt_dialogs import EvaluateDialog
+
+        versions = self.selected_or_error("evaluate it")
+        vals = self.run_dialog(EvaluateDialog([v.ref for v in versions], self.datasets(), self.suites(), self.window))
+        if vals:
+            self.queue_evaluation(**vals)
+
+    def queue_evaluation(self, refs: list[str], dataset: str | None, suites: list[str] | None,
+                         device: str = "auto") -> list[int]:
+        from relman.app.evaluate import queue_evaluation
+
+        jobs = queue_evaluation(self.catalog, refs, dataset=dataset, suites=suites, device=device)
+        self.info(f"Queued evaluation of {', '.join(refs)}")
+        self.window.refresh(force=True)
+        return jobs
+
+    def queue_explain(self, ref: str, against: str | None, dataset: str, *, examples: int | None = None,
+                      method: str = "auto", device: str = "auto") -> list[int]:
+        """Explain jobs for a version and the one it is compared with (the Explain view's
+        "Compute attributions"); a refusal is shown and queues nothing."""
+        from relman.app.explain import queue_explain_pair
+
+        try:
+            jobs = queue_explain_pair(self.catalog, ref, against, dataset, examples=examples, method=method,
+                                      device=device)
+        except RelmanError as e:
+            self.error(str(e))
+            return []
+        self.info(f"Queued explanation of {ref}" + (f" and {against}" if against else ""))
+        return jobs
+
+    def action_optimize(self) -> None:
+        from relman.ui.qt_dialogs import SimpleFormDialog
+
+        v = self.selected_or_error("optimize it")[0]
+        max_drop = QDoubleSpinBox()
+        max_drop.setRange(0.0, 0.99)
+        max_drop.setDecimals(3)
+        max_drop.setSingleStep(0.005)
+        max_drop.setValue(0.01)
+        objective = QComboBox()
+        objective.addItems(["latency", "size"])
+        dataset = QComboBox()
+        dataset.addItems(self.datasets())
+        device = QComboBox()
+        device.addItems(["auto", "cpu", "cuda:0"])
+        vals = self.run_dialog(SimpleFormDialog(
+            f"Optimize {v.ref} (accuracy-aware search)",
+            [("Max accuracy drop", max_drop), ("Objective", objective), ("Dataset", dataset), ("Device", device)],
+            needs("Dataset"), self.window))
+        if vals:
+            self.queue_optimization(v.ref, max_drop=vals["Max accuracy drop"], objective=vals["Objective"],
+                                    dataset=vals["Dataset"], device=vals["Device"])
+
+    def queue_optimization(self, ref: str, *, max_drop: float, objective: str, dataset: str,
+                           device: str = "auto") -> int:
+        from relman.app.compress import queue_optimization
+
+        job = queue_optimization(self.catalog, ref, max_drop=max_drop, objective=objective, dataset=dataset,
+                                 device=device)
+        self.info(f"Optimization of {ref} queued ({job_label(job)})")
+        self.window.refresh(force=True)
+        return job
+
+    # -- bundles and cards ------------------------------------------------------------------------------
+    def action_export(self) -> None:
+        v = self.selected_or_error("export it")[0]
+        path, _ = QFileDialog.getSaveFileName(self.window, "Export release bundle", f"{v.model}-{v.version}.relman",
+                                              "relman bundles (*.relman *.tar *.zip);;All files (*)")
+        if path:
+            self.export_bundle(v.ref, path)
+
+    def export_bundle(self, ref: str, path: str) -> int:
+        from relman.app.background import queue_export_bundle
+
+        job = queue_export_bundle(self.catalog, ref, path)
+
+        def done(row: dict[str, Any]) -> None:
+            r = row["result"]
+            self.info(f"Exported {ref} to {r.get('path', path)} ({r.get('files', '?')} files, signed with "
+                      f"key {r.get('key_name', '?')})")
+        return self.window.job_actions.track(job, f"Export {ref}", done)
+
+    def action_import_bundle(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self.window, "Import release bundle", "",
+                                              "relman bundles (*.relman *.tar);;All files (*)")
+        if path:
+            self.import_bundle(path)
+
+    def import_bundle(self, path: str) -> int:
+        from relman.app.background import queue_import_bundle
+
+        job = queue_import_bundle(self.catalog, path)
+
+        def done(row: dict[str, Any]) -> None:
+            r = row["result"]
+            self.info(f"Imported {r.get('ref') or Path(path).name} from the bundle")
+            self.window.refresh(force=True)
+        return self.window.job_actions.track(job, f"Import bundle {Path(path).name}", done)
+
+    def action_model_card(self) -> None:
+        v = self.selected_or_error("write its model card")[0]
+        path, _ = QFileDialog.getSaveFileName(self.window, "Write model card", f"{v.model}-{v.version}-README.md",
+                                              "Markdown (*.md)")
+        if path:
+            self.write_model_card(v.ref, path)
+
+    def write_model_card(self, ref: str, path: str) -> Path:
+        from relman.app.bundles import write_model_card
+
+        out = write_model_card(self.catalog, ref, Path(path))
+        self.info(f"Model card for {ref} written to {out or path}")
+        return out
