@@ -2,8 +2,11 @@
 
 The candidates are planned when the job is queued (`plan_candidates`, stored in the job's
 params so a search can be read and repeated): a sequence from the most to the least
-aggressive — ONNX Runtime INT8 dynamic → static (calibrated) → static per-channel → static
-per-channel with the most INT8-sensitive layers kept in float; 4-bit weights first for a
+aggressive — ONNX Runtime INT8 dynamic per-channel → the same with SmoothQuant smoothing →
+smoothed with the 1, 2, 4 layers whose INT8 costs the model output most (measured,
+`relman.compress.sensitivity`) kept in float → smoothed with ORT's transformer fusions →
+per-tensor dynamic → static (calibrated) → static per-channel → static per-channel with the most
+INT8-sensitive layers kept in float; 4-bit weights first for a
 causal LM when the objective is size; then, when those recipes are registered, structured
 pruning levels and low-rank ranks from strong to mild; FP16 last for size (or on a GPU).
 
@@ -74,6 +77,20 @@ def plan_candidates(parent: "VersionInfo", *, dataset: str | None = None, recipe
     if parent.format in _EXPORTABLE:
         if objective == "size":  # add() skips it for tasks it does not apply to
             add("int4-weight-only", {"block_size": 32}, "INT4 weights (block 32)")
+        # per-channel dynamic INT8: as small as INT8 gets, and the most faithful dynamic variant;
+        # then SmoothQuant smoothing; then as few of the most output-sensitive layers in float as
+        # the budget needs (1, 2, 4: the search stops at the first that meets it). ORT's
+        # transformer fusions come after: on all-MiniLM-L6-v2 (transformers 5 export, no
+        # Attention fusion) the fused graph measured slower than quant_pre_process's
+        # (benchmarks/bench_vs_optimum.py), so they are a candidate, not the default.
+        pc = {"mode": "dynamic", "per_channel": True}
+        add("ort-int8", pc, "ORT INT8 dynamic per-channel")
+        add("ort-int8", {**pc, "smooth": True, **calib}, "ORT INT8 dynamic per-channel, smoothed")
+        for k in (1, 2, 4):
+            add("ort-int8", {**pc, "smooth": True, "keep_sensitive": k, "sensitivity": "outputs", **calib},
+                f"ORT INT8 dynamic per-channel, smoothed, {k} most sensitive layer{'s' if k > 1 else ''} in float")
+        add("ort-int8", {**pc, "smooth": True, "fusion": True, **calib},
+            "ORT INT8 dynamic per-channel, smoothed, ORT transformer fusions")
         add("ort-int8", {"mode": "dynamic"}, "ORT INT8 dynamic")
         add("ort-int8", {"mode": "static", **calib}, "ORT INT8 static")
         add("ort-int8", {"mode": "static", "per_channel": True, **calib}, "ORT INT8 static per-channel")

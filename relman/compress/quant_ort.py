@@ -185,10 +185,21 @@ def ort_int8(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     onnx_in, export_diff = onnx_source(src.folder, src.format, task, work, tolerance=float(params["export_tolerance"]))
     ctx.check_cancelled()
     model_in = onnx_in
+    extra_meta: dict[str, Any] = {}
+    prep = _Calibration(ctx, src, task, onnx_in, params)
+    if params["smooth"]:
+        ctx.progress(0.12, "smoothing activations into the LayerNorms")
+        model_in, extra_meta["smoothing"] = smooth_onnx(onnx_in, work / "smoothed", prep, float(params["smooth_alpha"]))
     pre_note = "not requested"
-    if params["optimize"]:
+    fused = None
+    if params["fusion"]:
+        ctx.progress(0.2, "fusing transformer subgraphs")
+        fused, extra_meta["fusion"] = fuse_transformer(model_in, work / "fused.onnx", src.folder)
+        if fused is not None:
+            model_in, pre_note = fused, "ORT transformer fusions (instead of quant_pre_process)"
+    if params["optimize"] and fused is None:
         ctx.progress(0.2, "optimising the graph")
-        pre_note = preprocess(onnx_in, work / "pre.onnx")
+        pre_note = preprocess(model_in, work / "pre.onnx")
         if (work / "pre.onnx").is_file():
             model_in = work / "pre.onnx"
     ctx.check_cancelled()
@@ -205,7 +216,16 @@ def ort_int8(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     if bad_ops:
         raise RecipeError(f"op type {', '.join(bad_ops)} is not quantised in {mode} mode "
                           f"(quantisable: {', '.join(allowed)})")
-    sensitive = most_sensitive(graph, int(params["keep_sensitive"])) if params["keep_sensitive"] else []
+    sensitive: list[str] = []
+    if params["keep_sensitive"] and params["sensitivity"] == "outputs":
+        ctx.progress(0.25, "measuring per-layer sensitivity")
+        ranking = prep.sensitivity(graph, bool(params["per_channel"]),
+                                   graph_id={k: params[k] for k in ("smooth", "smooth_alpha", "fusion", "optimize")})
+        extra_meta["sensitivity"] = {"method": "model output error, one layer dynamic INT8 at a time",
+                                     "top": [r.as_dict() for r in ranking[:12]]}
+        sensitive = [r.node for r in ranking[:int(params["keep_sensitive"])]]
+    elif params["keep_sensitive"]:
+        sensitive = most_sensitive(graph, int(params["keep_sensitive"]))
     exclude = sorted(set(params["nodes_to_exclude"]) | set(sensitive))
     chosen = asked or default_op_types(mode)
     op_types = [op for op in chosen if op not in params["op_types_to_exclude"]]
@@ -217,7 +237,7 @@ def ort_int8(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     if mode == "dynamic":
         quantize_dynamic(str(model_in), str(q_path), per_channel=bool(params["per_channel"]),
                          weight_type=QuantType.QInt8, nodes_to_exclude=exclude, op_types_to_quantize=op_types,
-                         use_external_data_format=large, extra_options={"MatMulConstBOnly": True})
+                         use_external_data_format=large, extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
     else:
         feeds, calib = calibration_feeds(ctx, src.folder, task, model_in, params.get("dataset") or "",
                                          int(params["calibration_samples"]), int(params["calibration_batch"]),
@@ -231,7 +251,7 @@ def ort_int8(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
                             per_channel=bool(params["per_channel"]), activation_type=act,
                             weight_type=QuantType.QInt8, nodes_to_exclude=exclude, op_types_to_quantize=op_types,
                             calibrate_method=method, use_external_data_format=large,
-                            extra_options={"MatMulConstBOnly": True})
+                            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
         except ValueError as e:  # e.g. an activation range the calibrator cannot bound (masks at -inf)
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise RecipeError(f"static calibration ({params['calibrate_method']}) failed: {first}; "
@@ -260,6 +280,9 @@ def ort_int8(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
             "op_types_excluded": list(params["op_types_to_exclude"]), "quant_nodes": n_quant}
     if calib:
         meta["calibration"] = calib
+    meta.update(extra_meta)
+    if prep.described:
+        meta["calibration_ranges"] = prep.described
     metrics = [Metric("compress", "max_abs_diff_vs_parent", diff, {"inputs": "random, 2 shapes"}),
                Metric("compress", "weight_bytes", float(nbytes)),
                Metric("compress", "weight_bytes_ratio", nbytes / parent_bytes if parent_bytes else None,
@@ -268,3 +291,126 @@ def ort_int8(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
         metrics.append(Metric("compress", "export_max_abs_diff", export_diff))
     return RecipeOutput(folder=out, format="onnx", params=n_params, dtype="int8",
                         meta=meta, metrics=metrics)
+
+
+class _Calibration:
+    """Calibration feeds and cached statistics for one recipe run (computed on first use)."""
+
+    def __init__(self, ctx: Any, src: Any, task: str, onnx_in: Path, params: dict[str, Any]) -> None:
+        self.ctx, self.src, self.task, self.onnx_in, self.params = ctx, src, task, onnx_in, params
+        self._feeds: list[dict[str, np.ndarray]] | None = None
+        self.calib: dict[str, Any] = {}
+        self.described: dict[str, Any] = {}
+
+    def feeds(self) -> list[dict[str, np.ndarray]]:
+        if self._feeds is None:
+            p = self.params
+            self._feeds, self.calib = calibration_feeds(self.ctx, self.src.folder, self.task, self.onnx_in,
+                                                        p.get("dataset") or "", int(p["calibration_samples"]),
+                                                        int(p["calibration_batch"]), int(p["max_length"]))
+        return self._feeds
+
+    def _key(self, what: str, extra: dict[str, Any]) -> str:
+        from relman.compress.calib_cache import cache_key
+
+        p = self.params
+        dataset = p.get("dataset") or ""
+        dsha = "synthetic"
+        if dataset:
+            from relman.data.stored import load_dataset
+
+            dsha = load_dataset(self.ctx.catalog, dataset, "train").sha256
+        settings = {"what": what, "samples": p["calibration_samples"], "batch": p["calibration_batch"],
+                    "max_length": p["max_length"], "dataset": dataset, **extra}
+        return cache_key(getattr(self.src.version, "manifest_sha256", "") or str(self.src.folder), dsha, settings)
+
+    def cached(self, what: str, extra: dict[str, Any], compute: Any) -> dict[str, np.ndarray]:
+        from relman.compress.calib_cache import for_catalog
+
+        cache = for_catalog(self.ctx.catalog)
+        key = self._key(what, extra)
+        got = cache.get(key)
+        if got is None:
+            got = compute()
+            cache.put(key, got)
+        self.described[what] = {"key": key[:16], "reused": cache.hits > 0}
+        return got
+
+    def ranges(self, model: Any, tensors: list[str]) -> dict[str, np.ndarray]:
+        from relman.compress.calib_cache import channel_absmax
+
+        return self.cached("channel_absmax", {"tensors": sorted(tensors)},
+                           lambda: channel_absmax(model, self.feeds(), tensors))
+
+    def sensitivity(self, graph: Any, per_channel: bool, graph_id: dict[str, Any]) -> list[Any]:
+        from relman.compress.sensitivity import LayerSensitivity, layer_sensitivity
+
+        ops = dict(weight_nodes_ops(graph))
+
+        def compute() -> dict[str, np.ndarray]:
+            ranked = layer_sensitivity(graph, self.feeds(), per_channel=per_channel,
+                                       progress=lambda f, m: self.ctx.progress(0.25 + 0.08 * f, m))
+            return {r.node: np.asarray(r.error) for r in ranked}
+
+        errors = self.cached("layer_sensitivity", {"per_channel": per_channel, **graph_id}, compute)
+        ranked = [LayerSensitivity(n, ops.get(n, "?"), float(e)) for n, e in errors.items() if n in ops]
+        return sorted(ranked, key=lambda r: r.error, reverse=True)
+
+
+def weight_nodes_ops(model: Any) -> list[tuple[str, str]]:
+    from relman.compress.sensitivity import weight_layers
+
+    return weight_layers(model)
+
+
+def smooth_onnx(onnx_in: Path, dest: Path, prep: _Calibration, alpha: float) -> tuple[Path, dict[str, Any]]:
+    """The parent's graph with SmoothQuant scales folded into its LayerNorms, checked against it."""
+    import onnx
+
+    from relman.compress.smoothing import find_targets, smooth_model
+
+    graph = onnx.load(str(onnx_in))
+    targets = find_targets(graph)
+    if not targets:
+        return onnx_in, {"alpha": alpha, "smoothed": [], "note": "no LayerNorm feeds a constant-weight MatMul"}
+    ranges = prep.ranges(graph, [t.output for t in targets])
+    smoothed, report = smooth_model(graph, ranges, alpha)
+    del graph
+    save_onnx(smoothed, dest)
+    del smoothed
+    checks = onnx_check_inputs(onnx_in, prep.task, prep.src.folder)
+    diff = max(output_diff(o, r, f, prep.task) for o, r, f in
+               zip(run_onnx(dest / ONNX_FILE, checks), run_onnx(onnx_in, checks), checks))
+    out = report.as_dict()
+    out["fp32_max_abs_diff"] = diff
+    if not np.isfinite(diff) or diff > 1e-3:
+        raise RecipeError(f"smoothing changed the FP32 model's outputs by {diff:.3g} (max abs); nothing stored")
+    return dest / ONNX_FILE, out
+
+
+# config.json model_type → onnxruntime.transformers optimizer model type
+FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert",
+                      "electra": "bert", "mpnet": "bert", "camembert": "bert", "gpt2": "gpt2", "vit": "vit"}
+
+
+def fuse_transformer(model_in: Path, dest: Path, config_folder: Path) -> tuple[Path | None, dict[str, Any]]:
+    """ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, BiasGelu, EmbedLayerNorm…),
+    which its quantiser turns into QAttention and friends; (None, why) when they do not apply."""
+    from relman.modelio.loading import read_config
+
+    mt = FUSION_MODEL_TYPES.get(str(read_config(config_folder).get("model_type", "")))
+    if mt is None:
+        return None, {"applied": False, "why": "no ORT fusion set for this architecture"}
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
+        opt = optimize_model(str(model_in), model_type=mt, num_heads=0, hidden_size=0, opt_level=0)
+        stats = {k: int(v) for k, v in opt.get_fused_operator_statistics().items() if v}
+        if not stats:
+            return None, {"applied": False, "why": "no subgraph matched ORT's fusion patterns"}
+        opt.save_model_to_file(str(dest))
+    except Exception as e:  # a fusion limit is not a reason to refuse quantisation
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        return None, {"applied": False, "why": f"{type(e).__name__}: {first}"}
+    return dest, {"applied": True, "model_type": mt, "fused": stats}

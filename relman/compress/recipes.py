@@ -172,10 +172,19 @@ register(Recipe(
         Param("op_types", list, [], "op types to quantise (default: MatMul,Gemm,Conv,Gather in static mode; "
                                     "onnxruntime's dynamic set in dynamic mode)"),
         Param("op_types_to_exclude", list, [], "op types kept in float (e.g. Gather to keep embeddings)"),
-        Param("keep_sensitive", int, 0, "also keep the N weight nodes most hurt by INT8 rounding in float", min=0),
+        Param("keep_sensitive", int, 0, "also keep the N most INT8-sensitive weight nodes in float", min=0),
+        Param("sensitivity", str, "weights", "how keep_sensitive ranks layers: weights (rounding error of the "
+                                             "weight alone) or outputs (model output error with only that layer "
+                                             "quantised, on calibration data; cached)",
+              choices=("weights", "outputs")),
+        Param("smooth", bool, False, "SmoothQuant: migrate activation outliers into the weights, folded into "
+                                     "the preceding LayerNorms (exact in FP32; needs calibration data)"),
+        Param("smooth_alpha", float, 0.5, "smoothing migration strength", min=0.0, max=1.0),
+        Param("fusion", bool, False, "apply ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, ...) "
+                                     "before quantising (BERT-, GPT-2- and ViT-style models)"),
         Param("optimize", bool, True, "run onnxruntime's graph optimisation (quant_pre_process) first"),
-        Param("dataset", str, "", "registered dataset for static calibration (default: the job's --dataset; "
-                                  "random inputs when none)"),
+        Param("dataset", str, "", "registered dataset for calibration (static scales, smoothing, sensitivity; "
+                                  "default: the job's --dataset; random inputs when none)"),
         Param("calibration_samples", int, 64, "rows of the dataset used for calibration", min=1),
         Param("calibration_batch", int, 8, "calibration batch size", min=1),
         Param("calibrate_method", str, "minmax", "how activation ranges are chosen",

@@ -39,9 +39,17 @@ class CausalLMRunner(Runner):
         return mask[:, 1:] & mask[:, :-1]
 
     def token_losses(self, batch: Batch, logits: np.ndarray) -> np.ndarray:
+        """NLL = logsumexp(logits) - logit[target], one sequence at a time in float64: a float64
+        log-softmax of a whole batch over a 150k vocabulary is several GB (it was 4x the weights
+        of a 0.5 B LM in benchmarks/bench_half_billion.py); a row is T x vocab."""
         ids = batch.host["input_ids"]
-        logp = log_softmax(logits[:, :-1].astype(np.float64))
-        nll = -np.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+        nll = np.empty(ids[:, 1:].shape, dtype=np.float64)
+        for i in range(len(ids)):
+            z = logits[i, :-1].astype(np.float64)
+            z -= z.max(axis=-1, keepdims=True)
+            target = z[np.arange(len(z)), ids[i, 1:]]
+            np.exp(z, out=z)
+            nll[i] = np.log(z.sum(axis=-1)) - target
         return np.where(self.target_mask(batch), nll, np.nan)
 
     def quality(self, ds: Dataset, batch_size: int,
