@@ -22,9 +22,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from PySide6.QtCore import QByteArray, QEvent, QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QTabWidget, QToolBar, QWidget
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabWidget, QToolBar, QWidget
 
 from relman.catalog import Catalog, open_catalog
 from relman.errors import RelmanError
@@ -36,8 +36,9 @@ from relman.ui.controllers.release_actions import ReleaseActions
 from relman.ui.controllers.work_actions import WorkActions
 from relman.ui.qt_help import ACTION_TIPS
 from relman.ui.qt_messages import MessageLog
+from relman.ui.qt_page import app_icon, page as _page
 from relman.ui.qt_tree import ModelTree
-from relman.ui.resources import read_text, resource_path
+from relman.ui.resources import read_text
 from relman.ui.selection import Selection
 from relman.ui.snapshot import Snapshot, VersionRow, catalog_token, jobs_token, load_snapshot
 from relman.ui.views import ViewState
@@ -497,63 +498,3 @@ class MainWindow(QMainWindow):
         if not self.grab().save(str(path), "PNG", 0):  # 0: the strongest PNG compression
             raise RelmanError(f"could not write the screenshot {path}")
         return path
-
-
-class _Page(QScrollArea):
-    """A tab page: the view inside a scroll area, so a view wider or taller than a laptop
-    screen scrolls instead of widening the window (the window never resizes itself).
-
-    The view takes the viewport's size, never less than its minimum size. (Not
-    `setWidgetResizable`: for a view with a word-wrapped label it sizes the view to its
-    preferred height-for-width, i.e. scrolls where there is room enough.)"""
-
-    def __init__(self, view: QWidget) -> None:
-        super().__init__()
-        self.setObjectName(f"page-{getattr(view, 'name', 'placeholder')}")
-        self.setFrameShape(QFrame.Shape.NoFrame)
-        self.setWidgetResizable(False)
-        self.setWidget(view)
-        view.installEventFilter(self)
-
-    def fit(self) -> None:
-        view = self.widget()
-        if view is None:
-            return
-        need = view.minimumSizeHint().expandedTo(view.minimumSize())
-        room = self.maximumViewportSize()
-        w, h = room.width(), room.height()
-        if need.width() > w:
-            h -= self.horizontalScrollBar().sizeHint().height()
-        if need.height() > h:
-            w -= self.verticalScrollBar().sizeHint().width()
-        view.resize(max(w, need.width()), max(h, need.height()))
-
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt)
-        super().resizeEvent(event)
-        self.fit()
-
-    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt)
-        if event.type() == QEvent.Type.LayoutRequest:
-            QTimer.singleShot(0, self, self.fit)  # the view's minimum size may have changed
-        return False
-
-
-def _page(view: QWidget) -> QWidget:
-    return _Page(view)
-
-
-def app_icon() -> QIcon:
-    """The window icon from the PNG sizes (no SVG plugin needed in a slimmed frozen build),
-    else the SVG; an empty icon if neither is there."""
-    icon = QIcon()
-    for size in (16, 24, 32, 48, 64, 128, 256):
-        try:
-            icon.addFile(str(resource_path("icons", f"relman-{size}.png")))
-        except RelmanError:
-            continue
-    if icon.isNull():
-        try:
-            icon = QIcon(str(resource_path("icons", "relman.svg")))
-        except RelmanError:
-            pass
-    return icon
