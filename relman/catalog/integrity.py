@@ -87,6 +87,18 @@ def tracked_tables(db: Any) -> list[str]:
     return [t for t in TRACKED if _exists(db, t)]
 
 
+def all_records(conn: Any) -> dict[str, dict[str, Any]]:
+    """Every tracked row's record, by table and row key (what a baseline or an accepted state commits)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for table in tracked_tables(conn):
+        cur = conn.execute(f"SELECT * FROM main.{table}")
+        cols = [d[0] for d in cur.description]
+        for values in cur.fetchall():
+            row = dict(zip(cols, values))
+            rows.setdefault(table, {})[row_key(table, row)] = record(table, row)
+    return rows
+
+
 def fingerprint(db: Any) -> str:
     """What the row hashes depend on: the tracked tables, their keys and their columns."""
     shape = [[t, list(TRACKED[t]), _columns(db, t), list(HASHED_COLUMNS.get(t, ()))] for t in tracked_tables(db)]
@@ -339,13 +351,7 @@ def ensure_baseline(catalog: Any) -> None:
             return
         had_tracking = catalog.get_setting("integrity_fingerprint") is not None
         problems = [str(p) for p in verify_rows(conn, tolerant=True)] if had_tracking else []
-        rows: dict[str, dict[str, Any]] = {}
-        for table in tracked_tables(conn):
-            cur = conn.execute(f"SELECT * FROM main.{table}")
-            cols = [d[0] for d in cur.description]
-            for values in cur.fetchall():
-                row = dict(zip(cols, values))
-                rows.setdefault(table, {})[row_key(table, row)] = record(table, row)
+        rows = all_records(conn)
         conn.execute(f"DELETE FROM temp.{_DIRTY}")
         if rows or problems:
             from relman.catalog import events as audit
@@ -437,13 +443,7 @@ def accept_state(catalog: Any, *, who: str, why: str, key_name: str | None = Non
     moved: list[str] = []
     with catalog.transaction():
         conn = catalog.conn
-        rows: dict[str, dict[str, Any]] = {}
-        for table in tracked_tables(conn):
-            cur = conn.execute(f"SELECT * FROM main.{table}")
-            cols = [d[0] for d in cur.description]
-            for values in cur.fetchall():
-                row = dict(zip(cols, values))
-                rows.setdefault(table, {})[row_key(table, row)] = record(table, row)
+        rows = all_records(conn)
         hashes = dict(conn.execute("SELECT seq, hash FROM events").fetchall())
         stale = [(s, h) for s, h in conn.execute("SELECT seq, hash FROM checkpoints").fetchall() if hashes.get(s) != h]
         for s, h in stale:
