@@ -84,7 +84,9 @@ def test_compression_and_its_evaluation_run_as_ray_tasks_and_land_in_the_catalog
     parent = import_model(catalog, tiny_bert, "bert")
     job_id = queue_compression(catalog, "bert@1.0.0", "torch-int8-dynamic", {}, device="cpu", dataset="sentiment")
     runner = ray_runner()
-    drive_until(runner, all_finished(catalog), 300, "the compression and its evaluation on Ray")
+    # a deadline, not a measurement: beside a CPU hog this evaluation (paired latency, quality,
+    # fidelity in fresh Ray worker processes) took over 300 s on the 2-core VM
+    drive_until(runner, all_finished(catalog), 1200, "the compression and its evaluation on Ray")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "succeeded", job["error"]
     assert re.fullmatch(r"ray:127\.0\.0\.1/[0-9a-f]{16,}", job["executor"]), job["executor"]
@@ -115,9 +117,9 @@ def test_a_blob_used_by_two_jobs_on_one_node_is_shipped_once(catalog, ray_runner
     v = import_model(catalog, tiny_bert, "bert")
     first = queue_evaluation(catalog, [v.ref], suites=["size"], device="cpu")[0]
     runner = ray_runner()
-    drive_until(runner, finished(catalog, first), 120, "the first evaluation")
+    drive_until(runner, finished(catalog, first), 600, "the first evaluation")
     second = queue_evaluation(catalog, [v.ref], suites=["size"], device="cpu")[0]
-    drive_until(runner, finished(catalog, second), 120, "the second evaluation")
+    drive_until(runner, finished(catalog, second), 600, "the second evaluation")
     a, b = queue.get_job(catalog, first), queue.get_job(catalog, second)
     assert a["status"] == b["status"] == "succeeded", (a["error"], b["error"])
     n = len(catalog.artifacts(v.id))
@@ -137,24 +139,24 @@ def test_a_killed_ray_task_fails_its_job_with_the_reason_and_a_retry_succeeds(ca
     release = tmp_path / "release"
     job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
     runner = ray_runner()
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 120, "the task to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
     pid = _pid_on_ray(catalog, job_id)
     assert pid and pid != os.getpid()
     os.kill(pid, signal.SIGKILL)
-    drive_until(runner, finished(catalog, job_id), 120, "the killed task's job to end")
+    drive_until(runner, finished(catalog, job_id), 600, "the killed task's job to end")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "failed" and "worker process running the job died" in job["error"], job
     assert not queue.workdir_for(catalog, job_id).exists()
     release.touch()
     queue.retry(catalog, job_id)
-    drive_until(runner, finished(catalog, job_id), 120, "the retried job")
+    drive_until(runner, finished(catalog, job_id), 600, "the retried job")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "succeeded" and job["attempts"] == 2, job
 
 
 def test_an_exception_in_the_task_fails_the_job_with_its_own_words(catalog, ray_runner):
     job_id = queue.enqueue(catalog, "fail", {"message": "planted failure\nsecond line"}, device="cpu")
-    drive_until(ray_runner(), finished(catalog, job_id), 120, "the failing job")
+    drive_until(ray_runner(), finished(catalog, job_id), 600, "the failing job")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "failed" and job["error"] == "RuntimeError: planted failure", job
 
@@ -166,9 +168,9 @@ def test_cancel_reaches_the_ray_task(catalog, ray_runner, tmp_path, obeys):
     job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(tmp_path / "never"),
                                               "ignore_cancel": not obeys}, device="cpu")
     runner = ray_runner(grace_s=0.0 if not obeys else 600.0)
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 120, "the task to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
     queue.request_cancel(catalog, job_id)
-    drive_until(runner, finished(catalog, job_id), 120, "the cancelled job")
+    drive_until(runner, finished(catalog, job_id), 600, "the cancelled job")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "cancelled", job
     assert ("Ray task stopped" in job["message"]) is (not obeys), job["message"]
@@ -182,7 +184,7 @@ def test_a_new_runner_fails_a_ray_job_it_did_not_submit(catalog, ray_local, make
                            device="cpu")
     first_ex = RayExecutor("local")
     first = make_runner(executor=first_ex)
-    drive_until(first, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 120, "the task to hold")
+    drive_until(first, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
     ref = first_ex.active[job_id].ref
     first.close()
     second = make_runner(executor=RayExecutor("local"))

@@ -42,11 +42,11 @@ def test_a_lost_node_fails_the_job_with_the_reason_and_a_retry_succeeds(catalog,
     release = tmp_path / "release"
     job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
     runner = make_runner(executor=RayExecutor(c.address))
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 180, "the task to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
     job = queue.get_job(catalog, job_id)
     assert job["executor"] == f"ray:127.0.0.1/{worker.node_id}", (job["executor"], worker.node_id)
     c.remove_node(worker)
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["status"] in queue.FINISHED, 180,
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["status"] in queue.FINISHED, 600,
                 "the job whose node was removed to end")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "failed" and job["error"].startswith("ray: "), job
@@ -57,7 +57,7 @@ def test_a_lost_node_fails_the_job_with_the_reason_and_a_retry_succeeds(catalog,
     c.wait_for_nodes()
     release.touch()
     queue.retry(catalog, job_id)
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["status"] in queue.FINISHED, 180, "the retried job")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["status"] in queue.FINISHED, 600, "the retried job")
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "succeeded", job
     assert job["executor"] == f"ray:127.0.0.1/{fresh.node_id}"

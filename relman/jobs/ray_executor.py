@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 REMOTE_KINDS = frozenset({"noop", "sleep", "fail", "spawn", "device_info", "compress", "evaluate"})
 SETTING_ADDRESS = "executor.ray_address"
 SETTING_ALLOW_REMOTE = "executor.ray_allow_remote"
-CHANNEL_TIMEOUT_S = 10.0
+DRAIN_WAIT_S = 0.05  # the longest a runner tick waits for the channel's reply
 # Read by Ray when it is first imported: "0" makes a local instance bind and advertise 127.0.0.1
 # instead of the machine's network address (Ray's own switch for single-machine use).
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -191,6 +191,7 @@ class RayExecutor:
         # measures never include another job's models or threads (Ray reuses workers otherwise).
         self._task = ray.remote(max_calls=1)(run_job)
         self.active: dict[int, RemoteJob] = {}
+        self._take_ref: Any = None
         self._blob_refs: dict[str, Any] = {}
         self.bytes_put = 0
 
@@ -272,10 +273,18 @@ class RayExecutor:
 
     # -- watching ---------------------------------------------------------------------------
     def drain(self) -> dict[int, dict[str, Any]]:
-        """Progress, log lines, heartbeats and start reports since the last call."""
+        """Progress, log lines, heartbeats and start reports since the last call. Never blocks
+        the runner's tick (the GUI's thread) for long: a reply that is not there yet is kept
+        and collected on a later tick, so nothing the channel handed over is lost."""
+        if self._take_ref is None:
+            self._take_ref = self.channel.take.remote()
+        ready, _ = self._ray.wait([self._take_ref], timeout=DRAIN_WAIT_S)
+        if not ready:
+            return {}
+        ref, self._take_ref = self._take_ref, None
         try:
-            return self._ray.get(self.channel.take.remote(), timeout=CHANNEL_TIMEOUT_S)
-        except Exception:
+            return self._ray.get(ref)
+        except Exception:  # the channel actor died: the tasks' own results still settle the jobs
             return {}
 
     def finished(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
@@ -342,6 +351,7 @@ class RayExecutor:
             self._ray.shutdown()
         self.active.clear()
         self._blob_refs.clear()
+        self._take_ref = None
 
 
 def executor_from_settings(catalog: "Catalog", address: str | None = None,
