@@ -37,23 +37,31 @@ def _save_bert_tokenizer(folder: Path, max_len: int, cased: bool = False) -> Non
     tok.save_pretrained(folder)
 
 
-def tiny_bert_classifier(folder: Path, labels: Sequence[str] = ("negative", "positive"), *, hidden: int = 32,
-                         layers: int = 2, heads: int = 4, intermediate: int = 64, seed: int = 0) -> Path:
-    """A BERT sequence classifier (text-classification)."""
+def _tiny_labelled_bert(folder: Path, head: str, labels: Sequence[str], *, cased: bool, hidden: int, layers: int,
+                        heads: int, intermediate: int, seed: int) -> Path:
+    """A tiny BERT with a labelled head (`head`: a transformers class name) and its tokenizer."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    import transformers
+    from transformers import BertConfig
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _save_bert_tokenizer(folder, max_len=128)
+    _save_bert_tokenizer(folder, max_len=128, cased=cased)
     vocab_size = len((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=128,
                         num_labels=len(labels), id2label=dict(enumerate(labels)),
                         label2id={l: i for i, l in enumerate(labels)})
-    BertForSequenceClassification(config).eval().save_pretrained(folder, safe_serialization=True)
+    getattr(transformers, head)(config).eval().save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def tiny_bert_classifier(folder: Path, labels: Sequence[str] = ("negative", "positive"), *, hidden: int = 32,
+                         layers: int = 2, heads: int = 4, intermediate: int = 64, seed: int = 0) -> Path:
+    """A BERT sequence classifier (text-classification)."""
+    return _tiny_labelled_bert(folder, "BertForSequenceClassification", labels, cased=False, hidden=hidden,
+                               layers=layers, heads=heads, intermediate=intermediate, seed=seed)
 
 
 def tiny_bert_token_classifier(folder: Path, labels: Sequence[str] = ("O", "B-PER", "I-PER"), *,
@@ -61,20 +69,8 @@ def tiny_bert_token_classifier(folder: Path, labels: Sequence[str] = ("O", "B-PE
                                seed: int = 0) -> Path:
     """A BERT token classifier (token-classification, BIO tags) with a CASED tokenizer, so a
     capital letter is something the model can see (named entities)."""
-    import torch
-    from transformers import BertConfig, BertForTokenClassification
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    _save_bert_tokenizer(folder, max_len=128, cased=True)
-    vocab_size = len((folder / "vocab.txt").read_text(encoding="utf-8").splitlines())
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=intermediate, max_position_embeddings=128,
-                        num_labels=len(labels), id2label=dict(enumerate(labels)),
-                        label2id={l: i for i, l in enumerate(labels)})
-    BertForTokenClassification(config).eval().save_pretrained(folder, safe_serialization=True)
-    return folder
+    return _tiny_labelled_bert(folder, "BertForTokenClassification", labels, cased=True, hidden=hidden,
+                               layers=layers, heads=heads, intermediate=intermediate, seed=seed)
 
 
 def tiny_bert_encoder(folder: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
