@@ -98,6 +98,16 @@ def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     task = src.task
     if not task:
         raise RecipeError(f"{src.version.ref} has no task recorded; re-import it with --task")
+    from relman.compress import genai_export
+
+    requested = str(params.get("exporter", "relman"))
+    if get_task(task, RecipeError).causal and genai_export.choose_exporter(src, requested) == "genai":
+        if params["op_block_list"]:
+            raise RecipeError("op_block_list applies to relman's float16 converter; with exporter 'genai' leave it "
+                              "empty or use exporter=relman")
+        return genai_export.export_with_genai(src, "fp16", {}, ctx)
+    if requested == "genai":
+        raise RecipeError(f"exporter 'genai' is for causal LMs; {src.version.ref} is '{task}'")
     work = ctx.workdir / "onnx-fp16"
     work.mkdir(parents=True, exist_ok=True)
     ctx.progress(0.1, "exporting to ONNX" if src.format != "onnx" else "reading the ONNX graph")

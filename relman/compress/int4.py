@@ -1,6 +1,11 @@
 """Weight-only INT4 for causal LMs (recipe "int4-weight-only"), with onnxruntime's 4-bit
 MatMul quantizer (`MatMulNBitsQuantizer`, blockwise, RTN).
 
+For the LLM families ONNX Runtime GenAI's model builder supports (Llama, Qwen, Phi, Mistral,
+Gemma...) the default `exporter=auto` hands the whole job to that builder instead
+(relman.compress.genai_export: a fused graph with a KV cache, written straight from the
+weights); what follows is relman's own path, for every other causal LM or `exporter=relman`.
+
 The quantizer only rewrites `MatMul` nodes with constant weights into `MatMulNBits`. GPT-2's
 blocks are `Conv1D` layers that the TorchScript exporter emits as `Gemm` (addmm), so before
 quantising, every plain `Gemm` with a constant weight (alpha = beta = 1, no transposed A) is
@@ -76,6 +81,15 @@ def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> An
         raise RecipeError(f"recipe 'int4-weight-only' is for causal LMs; {src.version.ref} is "
                           f"'{src.task or 'unknown'}'")
     block = int(params["block_size"])
+    from relman.compress import genai_export
+
+    if genai_export.choose_exporter(src, str(params.get("exporter", "relman"))) == "genai":
+        extra = {"block_size": str(block), "is_symmetric": str(bool(params["symmetric"])).lower()}
+        if int(params["accuracy_level"]):
+            extra["accuracy_level"] = str(int(params["accuracy_level"]))
+        if params["nodes_to_exclude"]:
+            extra["nodes_to_exclude"] = ",".join(params["nodes_to_exclude"])
+        return genai_export.export_with_genai(src, "int4", extra, ctx)
     work = ctx.workdir / "int4"
     work.mkdir(parents=True, exist_ok=True)
     ctx.progress(0.05, "exporting to ONNX" if src.format != "onnx" else "reading the ONNX graph")

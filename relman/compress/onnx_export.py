@@ -408,24 +408,27 @@ def _export_in_child(src: Path, dest: Path, task: str, fmt: str, tolerance: floa
     return dest / ONNX_FILE, float(answer["diff"])
 
 
+def config_namespace(config_folder: Path) -> Any:
+    """A folder's config.json as an attribute object (what `verification_inputs` reads), without
+    importing transformers."""
+    from types import SimpleNamespace
+
+    from relman.modelio.loading import read_config
+
+    cfg = SimpleNamespace(**read_config(config_folder))
+    if not hasattr(cfg, "vocab_size") and hasattr(cfg, "n_vocab"):
+        cfg.vocab_size = cfg.n_vocab
+    return cfg
+
+
 def onnx_check_inputs(path: Path, task: str, config_folder: Path) -> list[dict[str, np.ndarray]]:
     """Verification feeds for an ONNX model: shapes from its config.json, names from the graph."""
     import onnx
 
-    from relman.modelio.loading import read_config
-
-    class _Cfg:
-        pass
-
-    cfg = _Cfg()
-    for k, v in read_config(config_folder).items():
-        setattr(cfg, k, v)
-    if not hasattr(cfg, "vocab_size") and hasattr(cfg, "n_vocab"):
-        cfg.vocab_size = cfg.n_vocab  # type: ignore[attr-defined]
     model = onnx.load(str(path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in inits]
-    return verification_inputs(cfg, task, names)
+    return verification_inputs(config_namespace(config_folder), task, names)
 
 
 def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
@@ -435,6 +438,13 @@ def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
 
     src = sources[0]
     task = _require_task(src)
+    from relman.compress import genai_export
+
+    requested = str(params.get("exporter", "relman"))
+    if get_task(task, RecipeError).causal and genai_export.choose_exporter(src, requested) == "genai":
+        return genai_export.export_with_genai(src, "fp32", {}, ctx, tolerance=float(params["tolerance"]))
+    if requested == "genai":
+        raise RecipeError(f"exporter 'genai' is for causal LMs; {src.version.ref} is '{task}'")
     ctx.progress(0.1, "exporting to ONNX")
     result = export_onnx(src.folder, ctx.workdir / "out", task, fmt=src.format, opset=int(params["opset"]),
                          tolerance=float(params["tolerance"]))

@@ -141,6 +141,11 @@ _EXPORTABLE = ("hf", "hf-reshaped")  # what relman.compress.onnx_export can trac
 _EXPORT_TOL = Param("export_tolerance", float, 1e-4,
                     "max abs difference allowed between PyTorch and the ONNX export (when the parent is not ONNX)",
                     min=0.0)
+_EXPORTER = Param("exporter", str, "auto",
+                  "who writes the ONNX graph of a causal LM: 'genai' = ONNX Runtime GenAI's model builder (Llama, "
+                  "Qwen, Phi, Mistral, Gemma...; fused, with a KV cache), 'relman' = relman's exporter (any model), "
+                  "'auto' = the builder where it applies and is installed",
+                  choices=("auto", "relman", "genai"))
 
 register(Recipe(
     name="torch-int8-dynamic", title="Dynamic INT8 (PyTorch, Linear layers)",
@@ -158,6 +163,9 @@ register(Recipe(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),
         Param("tolerance", float, 1e-4, "refuse the export when ONNX and PyTorch outputs differ by more "
                                         "(max abs, on inputs of other shapes than the traced ones)", min=0.0),
+        Param("exporter", str, "relman", "'genai' = ONNX Runtime GenAI's builder for a causal LM it supports (an "
+              "FP32 generation graph with a KV cache), 'relman' = relman's exporter, 'auto' = the builder where "
+              "it applies", choices=("auto", "relman", "genai")),
     ),
     description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
 ))
@@ -210,6 +218,7 @@ register(Recipe(
     params=(
         Param("op_block_list", list, [], "extra op types kept in float32 (besides the converter's defaults)"),
         _EXPORT_TOL,
+        _EXPORTER,
     ),
     description="float16 weights and compute with float32 inputs/outputs; for GPU inference.",
 ))
@@ -221,8 +230,10 @@ register(Recipe(
         Param("symmetric", bool, True, "symmetric blocks (no zero point)"),
         Param("accuracy_level", int, 0, "MatMulNBits compute type (0 = default, 4 = int8 compute on CPU)",
               choices=(0, 1, 2, 3, 4)),
-        Param("nodes_to_exclude", list, [], "MatMul node names kept in float"),
+        Param("nodes_to_exclude", list, [], "MatMul node names kept in float (the builder's names with exporter "
+              "genai, e.g. /lm_head/MatMul)"),
         _EXPORT_TOL,
+        _EXPORTER,
     ),
     description="onnxruntime's blockwise 4-bit MatMul quantizer on the ONNX graph of the LM.",
 ))

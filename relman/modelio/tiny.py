@@ -138,20 +138,55 @@ def _byte_symbols() -> list[str]:
     return out
 
 
+def _save_byte_tokenizer(folder: Path) -> int:
+    """A byte-level BPE tokenizer over the 256 byte symbols (no merges) plus an end-of-text
+    token; returns the vocabulary size."""
+    from transformers import GPT2TokenizerFast
+
+    vocab = {s: i for i, s in enumerate(_byte_symbols())}
+    vocab["<|endoftext|>"] = len(vocab)
+    GPT2TokenizerFast(vocab=vocab, merges=[], model_max_length=128).save_pretrained(folder)
+    return len(vocab)
+
+
 def tiny_gpt2(folder: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4, seed: int = 0) -> Path:
     """A GPT-2 causal LM with a byte-level BPE tokenizer over the 256 byte symbols (no merges)."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    symbols = _byte_symbols()
-    vocab = {s: i for i, s in enumerate(symbols)}
-    vocab["<|endoftext|>"] = len(vocab)
-    tok = GPT2TokenizerFast(vocab=vocab, merges=[], model_max_length=128)
-    tok.save_pretrained(folder)
+    vocab_size = _save_byte_tokenizer(folder)
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(vocab), n_positions=128, n_embd=hidden, n_layer=layers, n_head=heads,
-                        bos_token_id=len(vocab) - 1, eos_token_id=len(vocab) - 1)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=hidden, n_layer=layers, n_head=heads,
+                        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
     GPT2LMHeadModel(config).eval().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def tiny_decoder(folder: Path, family: str = "qwen2", *, hidden: int = 64, layers: int = 2, heads: int = 4,
+                 kv_heads: int = 2, intermediate: int = 128, seed: int = 0) -> Path:
+    """A Llama-family causal LM (`family` "qwen2" or "llama": RMSNorm, rotary positions, grouped
+    KV heads, SwiGLU) with the byte-level tokenizer: the shape of today's foundation LMs, and an
+    architecture ONNX Runtime GenAI's builder exports. Qwen2 ties the LM head to the embedding,
+    as Qwen2.5-0.5B does."""
+    import torch
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_size = _save_byte_tokenizer(folder)
+    cls, cfg_cls = {"qwen2": ("Qwen2ForCausalLM", "Qwen2Config"),
+                    "llama": ("LlamaForCausalLM", "LlamaConfig")}[family]
+    torch.manual_seed(seed)
+    config = getattr(transformers, cfg_cls)(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=128,
+        tie_word_embeddings=family == "qwen2", bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
+    model = getattr(transformers, cls)(config).eval()
+    with torch.no_grad():  # larger than the default init, so logits differ visibly between tokens
+        for name, p in model.named_parameters():
+            if p.ndim == 2:
+                p.normal_(0.0, 0.08)
+    model.save_pretrained(folder, safe_serialization=True)
     return folder

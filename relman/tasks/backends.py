@@ -129,6 +129,17 @@ class OnnxBackend(Backend):
         self.output = wanted if wanted in outputs else outputs[0]
         self._outputs = [self.output]
         known = {"input_ids", "attention_mask", "token_type_ids", "pixel_values"}
+        # A causal LM exported for generation (ONNX Runtime GenAI's builder, Optimum's
+        # with-past export) also takes a key/value cache and often position ids; a whole-sequence
+        # forward pass is the first generation step: an empty cache, positions 0..T-1.
+        self.cache_inputs: dict[str, list[int | str | None]] = {}
+        self.cache_dims: dict[str, int] = {}
+        if get_task(task, EvaluationError).causal:
+            shapes = {i.name: list(i.shape) for i in self.session.get_inputs()}
+            self.cache_inputs = {n: shapes[n] for n in self.input_names if is_cache_input(n)}
+            known = known | {"position_ids"} | set(self.cache_inputs)
+            if self.cache_inputs:
+                self.cache_dims = cache_dims(Path(folder))
         unknown = [n for n in self.input_names if n not in known]
         if unknown:
             raise EvaluationError(f"{folder}: the ONNX model expects inputs {', '.join(unknown)}, which a "
@@ -141,6 +152,11 @@ class OnnxBackend(Backend):
                 feeds[name] = np.ascontiguousarray(arrays[name], dtype=dtype)
             elif name == "token_type_ids" and "input_ids" in arrays:
                 feeds[name] = np.zeros_like(arrays["input_ids"], dtype=dtype)
+            elif name in self.cache_inputs and "input_ids" in arrays:
+                feeds[name] = empty_cache(self.cache_inputs[name], len(arrays["input_ids"]), dtype, self.cache_dims)
+            elif name == "position_ids" and self.cache_inputs and "attention_mask" in arrays:
+                mask = np.asarray(arrays["attention_mask"], dtype=np.int64)
+                feeds[name] = np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype(dtype)
             else:
                 raise EvaluationError(f"the ONNX model needs input '{name}', which the preprocessing did not make")
         return feeds
@@ -148,6 +164,54 @@ class OnnxBackend(Backend):
     def run(self, native: dict[str, np.ndarray]) -> np.ndarray:
         out = self.session.run(self._outputs, native)[0]
         return out if out.dtype == np.float32 else out.astype(np.float32)
+
+
+def is_cache_input(name: str) -> bool:
+    """A past key/value input of a generation graph ("past_key_values.0.key", "past.0.value")."""
+    return name.startswith(("past_key_values", "past.", "past_"))
+
+
+def empty_cache(shape: list[int | str | None], batch: int, dtype: Any, named: dict[str, int] | None = None) -> np.ndarray:
+    """A zero-length cache entry: batch first; fixed dims (KV heads, head size) as the graph says
+    or, where the graph names them (GenAI's "kv_cache_dim"), from `named`; the past sequence
+    length 0."""
+    dims = [batch]
+    for d in shape[1:]:
+        if isinstance(d, int) and d >= 0:
+            dims.append(d)
+        elif isinstance(d, str) and ("sequence" in d or "past" in d):
+            dims.append(0)
+        elif isinstance(d, str) and named and d in named:
+            dims.append(int(named[d]))
+        else:
+            raise EvaluationError(f"cannot size the key/value cache input: its dimension '{d}' is neither a "
+                                  "sequence length nor a size the model's config gives")
+    return np.zeros(dims, dtype=dtype)
+
+
+def cache_dims(folder: Path) -> dict[str, int]:
+    """Sizes a generation graph may leave symbolic in its cache inputs, from genai_config.json
+    (ONNX Runtime GenAI's builder) or config.json: head size and KV head count."""
+    import json
+
+    dims: dict[str, int] = {}
+    cfg_path = Path(folder) / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head")
+    head = cfg.get("head_dim") or (int(cfg["hidden_size"]) // int(heads) if heads and cfg.get("hidden_size") else None)
+    kv = cfg.get("num_key_value_heads") or heads
+    genai = Path(folder) / "genai_config.json"
+    if genai.is_file():
+        decoder = json.loads(genai.read_text(encoding="utf-8")).get("model", {}).get("decoder", {})
+        head = decoder.get("head_size") or head
+        kv = decoder.get("num_key_value_heads") or kv
+    if head:
+        for name in ("kv_cache_dim", "head_size", "head_dim"):
+            dims[name] = int(head)
+    if kv:
+        for name in ("num_key_value_heads", "num_kv_heads", "kv_heads"):
+            dims[name] = int(kv)
+    return dims
 
 
 def _physical_cores() -> int:
