@@ -5,10 +5,14 @@ Builds a Qwen2-style LM from a config (Qwen2.5-0.5B's shape: hidden 896, 24 laye
 safetensors in 4 shards) and runs, each step as its own process (the relman CLI where there is
 a command, so what is measured is what a user runs):
 
-    build → import → verify → INT4 weight-only (relman's exporter) → INT4 (ONNX Runtime GenAI's
-    model builder, `python -m onnxruntime_genai.models.builder -p int4 -e cpu`) → perplexity
-    (FP32 parent, on a small text set) → latency → signed bundle export → bundle import into a
-    second catalog
+    build → import → verify → INT4 weight-only with relman's exporter (`-p exporter=relman`)
+    → INT4 weight-only with ONNX Runtime GenAI's builder (`relman compress ... int4-weight-only`,
+    exporter=auto picks it for Qwen2) → the builder alone (`python -m
+    onnxruntime_genai.models.builder -p int4 -e cpu`, to see what relman's checks add) →
+    perplexity of the FP32 parent and of both INT4 children on a small text set → paired latency
+    of each INT4 child against the FP32 parent (one process, interleaved rounds, ratio with a
+    95 % interval) → the GUI opened on the catalog (offscreen; screenshots; must not load a
+    model library) → signed bundle export → bundle import into a second catalog
 
 Peak RSS is the process tree's (the CLI and the worker it starts), read from wait4's rusage.
 A watchdog samples the tree's RSS every 0.2 s and kills it past --rss-cap (default 10 GiB), and
@@ -52,10 +56,8 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from relman.modelio import tiny
 folder = Path(sys.argv[1]); cfg = json.loads(sys.argv[2]); layers = int(sys.argv[3])
 cfg["num_hidden_layers"] = layers
-tiny.tiny_gpt2(folder / "tok")  # a byte-level BPE tokenizer (ids < 257, inside the vocabulary)
-for p in (folder / "tok").iterdir():
-    if not p.name.startswith(("model", "config", "generation")):
-        p.rename(folder / p.name)
+folder.mkdir(parents=True, exist_ok=True)
+tiny.save_byte_tokenizer(folder)  # a byte-level BPE tokenizer (ids < 257, inside the vocabulary)
 torch.manual_seed(0)
 with torch.device("meta"):
     model = Qwen2ForCausalLM(Qwen2Config(**cfg))
@@ -72,10 +74,6 @@ with torch.no_grad():
 model.eval().save_pretrained(folder, safe_serialization=True, max_shard_size="520MB")
 print(json.dumps({"params": sum(p.numel() for p in model.parameters())}))
 """
-
-TEXTS = ("The release manager keeps every version of a model with its lineage and its figures. "
-         "A quantised child is compared with its parent on the same inputs before anyone ships it. ")
-
 
 def tree_rss(pid: int) -> int:
     import psutil
@@ -137,21 +135,49 @@ def run_step(name: str, cmd: list[str], env: dict[str, str], rss_cap: int, vm_ca
             "note": killed["why"] or ("" if ok else (tail[0][:200] if tail else f"exit {proc.returncode}"))}
 
 
+GUI = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from pathlib import Path
+from relman.ui.app import close_window, open_window, screenshots
+app, window = open_window(sys.argv[1], headless=True, run_jobs=False)
+ids = [v.id for v in window.snapshot.versions if v.model == "qwen"]
+window.set_selection(ids)
+app.processEvents()
+shown = time.perf_counter() - t0
+shots = screenshots(window, Path(sys.argv[2]), ("versions", "compare", "lineage"))
+heavy = sorted(m for m in ("torch", "transformers", "onnxruntime", "onnx") if m in sys.modules)
+print(json.dumps({"window_s": round(window.startup_s, 2), "shown_s": round(shown, 2), "versions": len(ids),
+                  "screenshots": len(shots), "heavy_modules_loaded": heavy}))
+close_window(app, window)
+"""
+
+
+def refs(base: list[str], env: dict[str, str]) -> set[str]:
+    """Every version ref in the catalog (`relman ls --json`)."""
+    out = subprocess.run(base + ["ls", "--json"], env=env, capture_output=True, text=True).stdout
+    try:
+        return {f"{v['model']}@{v['version']}" for v in json.loads(out)}
+    except (ValueError, KeyError, TypeError):
+        return set()
+
+
 def metric_lines(work: Path) -> str:
-    """perplexity, latency p50 and size of the parent and the INT4 child, from `relman show --json`."""
+    """Perplexity, latency and size of the parent and each INT4 child, from `relman show --json`."""
     out = []
-    for name in ("figures-parent.json", "figures-int4.json"):
-        p = work / name
-        if not p.is_file():
-            continue
+    for p in sorted(work.glob("figures-*.json")):
         try:
             data = json.loads(p.read_text())
         except ValueError:
             continue
         metrics = data.get("metrics") or []
-        picked = {f"{m.get('suite')}/{m.get('name')}": m.get("value") for m in metrics
-                  if m.get("name") in ("perplexity", "latency_p50_ms", "size_bytes", "peak_rss_bytes")}
-        out.append(f"{data.get('ref', name)}: {json.dumps(picked)}")
+        picked = {}
+        for m in metrics:
+            if m.get("name") in ("perplexity", "latency_p50_ms", "latency_p50_ratio_vs_parent", "size_bytes",
+                                 "weight_bytes", "top1_agreement_vs_parent"):
+                ctx = m.get("context") or {}
+                picked[m["name"]] = m.get("value") if "interval" not in ctx else [m.get("value"), ctx["interval"]]
+        out.append(f"{data.get('ref', p.name)}: {json.dumps(picked)}")
     return "\n".join(out)
 
 
@@ -199,36 +225,39 @@ def main() -> None:
                  [py, "-c", BUILD, str(model_dir), json.dumps(cfg), str(args.layers)])
         weights = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
         shards = len(list(model_dir.glob("*.safetensors")))
-        texts = work / "texts.jsonl"
-        texts.write_text("".join(json.dumps({"text": TEXTS * (1 + i % 3)}) + "\n" for i in range(16)))
+        texts = work / "texts.txt"  # 16 different generated sentences (relman.data.demo.lm_text), one a line
         step("import", rel + [str(cat1), "import", str(model_dir), "-m", "qwen", "--task", "causal-lm"])
         step("verify", rel + [str(cat1), "verify"])
+        subprocess.run([py, "-c", f"from relman.data.demo import lm_text; lm_text({str(texts)!r}, n=16)"], env=env,
+                       check=True)
         step("dataset add", rel + [str(cat1), "dataset", "add", str(texts), "--name", "texts", "--no-labels"])
-        step("INT4 weight-only (relman exporter)",
-             rel + [str(cat1), "compress", "qwen@1.0.0", "int4-weight-only", "--no-evaluate", "--device", "cpu",
-                    "--wait"])
+        children: dict[str, str] = {}  # label -> ref of the INT4 child that step made
+        for label, exporter in (("relman exporter", "relman"), ("GenAI builder via relman", "auto")):
+            before = refs(rel + [str(cat1)], env)
+            r = step(f"INT4 weight-only ({label})",
+                     rel + [str(cat1), "compress", "qwen@1.0.0", "int4-weight-only", "-p", f"exporter={exporter}",
+                            "--no-evaluate", "--device", "cpu", "--wait"])
+            made = sorted(refs(rel + [str(cat1)], env) - before)
+            if r.get("ok") and made:
+                children[label] = made[0]
         genai_out = work / "genai-int4"
-        step("INT4 (ONNX Runtime GenAI builder)",
+        step("INT4, GenAI builder alone (python -m onnxruntime_genai.models.builder)",
              [py, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(genai_out),
-              "-p", "int4", "-e", "cpu", "-c", str(work / "genai-cache")])
-        step("perplexity (FP32, 16 texts)",
-             rel + [str(cat1), "evaluate", "qwen@1.0.0", "-s", "quality", "-d", "texts", "--device", "cpu",
-                    "--threads", str(args.threads), "--wait"])
-        int4 = any(r["step"].startswith("INT4 weight-only") and r["ok"] for r in rows)
-        if int4:
-            step("perplexity (relman INT4, 16 texts)",
-                 rel + [str(cat1), "evaluate", "qwen@1.0.1", "-s", "quality", "-d", "texts", "--device", "cpu",
+              "-p", "int4", "-e", "cpu", "-c", str(work / "genai-cache"), "--extra_options", "hf_token=false"])
+        for label, ref in [("FP32", "qwen@1.0.0")] + list(children.items()):
+            step(f"perplexity ({label}, 16 texts)",
+                 rel + [str(cat1), "evaluate", ref, "-s", "quality", "-d", "texts", "--device", "cpu",
                         "--threads", str(args.threads), "--wait"])
-        step("latency (FP32" + (" and relman INT4, same settings" if int4 else "") + ", b1 s128)",
-             rel + [str(cat1), "evaluate", "qwen@1.0.0"] + (["qwen@1.0.1"] if int4 else []) +
-             ["-s", "latency", "-b", "1", "--seq-len", "128", "--device", "cpu", "--threads", str(args.threads),
-              "-o", "time_budget_s=20", "--wait"])
-        figures = subprocess.run(rel + [str(cat1), "show", "qwen@1.0.0", "--json"], env=env, capture_output=True,
-                                 text=True).stdout
-        (work / "figures-parent.json").write_text(figures)
-        if int4:
-            (work / "figures-int4.json").write_text(subprocess.run(
-                rel + [str(cat1), "show", "qwen@1.0.1", "--json"], env=env, capture_output=True, text=True).stdout)
+        for label, ref in children.items():  # paired with the FP32 parent in the same process
+            step(f"paired latency ({label} vs FP32, b1 s128)",
+                 rel + [str(cat1), "evaluate", ref, "-s", "latency", "-b", "1", "--seq-len", "128", "--device", "cpu",
+                        "--threads", str(args.threads), "-o", "warmup=2", "-o", "min_samples=24",
+                        "-o", "time_budget_s=150", "--wait"])
+        shots = work / "gui"
+        step("GUI opened on the catalog (offscreen, screenshots)", [py, "-c", GUI, str(cat1), str(shots)])
+        for label, ref in [("FP32", "qwen@1.0.0")] + list(children.items()):
+            (work / f"figures-{ref}.json").write_text(subprocess.run(
+                rel + [str(cat1), "show", ref, "--json"], env=env, capture_output=True, text=True).stdout)
         step("keys create", rel + [str(cat1), "keys", "create", "bench"])
         bundle = work / "qwen.relman"
         step("bundle export (signed)", rel + [str(cat1), "export", "qwen@1.0.0", "-o", str(bundle)])
@@ -237,7 +266,8 @@ def main() -> None:
         load_end = os.getloadavg()
         targets = {"import": 256 * 2**20, "verify": 256 * 2**20, "bundle export (signed)": 256 * 2**20,
                    "bundle import": 256 * 2**20, "INT4 weight-only (relman exporter)": 2.5 * weights,
-                   "INT4 (ONNX Runtime GenAI builder)": 2.5 * weights}
+                   "INT4 weight-only (GenAI builder via relman)": 2.5 * weights,
+                   "INT4, GenAI builder alone (python -m onnxruntime_genai.models.builder)": 2.5 * weights}
         table = ["| step | ok | wall s | peak RSS MiB | target | note |", "|---|---|---|---|---|---|"]
         for r in rows:
             t = targets.get(r["step"])

@@ -19,6 +19,7 @@ from relman.app.models import import_model
 from relman.compress import genai_export, job
 from relman.errors import RecipeError
 from relman.jobs.context import JobContext
+from relman.tasks.backends import OnnxBackend
 
 pytestmark = pytest.mark.skipif(not genai_export.genai_installed(), reason="onnxruntime-genai is not installed")
 
@@ -99,9 +100,21 @@ def test_int4_auto_takes_the_builder_for_qwen2_and_is_evaluated_paired(catalog, 
     ops = graph_ops(catalog, child, tmp_path)
     assert ops.count("MatMulNBits") >= 2 * 4  # q/k/v (maybe packed), o, gate/up, down per layer
     assert "GroupQueryAttention" in ops
+    assert "GatherBlockQuantized" in ops and "Transpose" not in ops  # the tied embedding is 4-bit too
     values = catalog.metric_values(child.id)
     assert values["top1_agreement_vs_parent"] > 0.5
     assert values["weight_bytes_ratio"] < 0.6
+    # relman quantises the builder's FP32 graph itself (half the builder's peak memory): the
+    # logits must be exactly those of the builder's own `-p int4` model
+    own = tmp_path / "builder-int4"
+    genai_export.run_builder(qwen2, own, "int4", {}, _CancelAfter(tmp_path, 10**9))
+    (own / "config.json").write_bytes((qwen2 / "config.json").read_bytes())
+    feeds = genai_export.check_inputs(qwen2, "causal-lm")
+    ours = OnnxBackend(tmp_path / f"v{child.id}", "causal-lm", "cpu", 1)
+    theirs = OnnxBackend(own, "causal-lm", "cpu", 1)
+    for f in feeds:
+        real = f["attention_mask"] > 0
+        np.testing.assert_array_equal(ours.run(ours.to_native(f))[real], theirs.run(theirs.to_native(f))[real])
     register_demo_text(catalog, n=12)
     evaluate(catalog, parent.id, dataset="text", suites=["quality"], options={"eval_batch_size": 4})
     evaluate(catalog, child.id, dataset="text", suites=["quality", "fidelity", "latency"], batch_sizes=[1],

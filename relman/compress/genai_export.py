@@ -170,8 +170,13 @@ def compare_with_parent(src: Any, out: Path, threads: int | None = None) -> tupl
 
 
 def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any, *,
-                      tolerance: float | None = None) -> Any:
-    """The builder's graph of `src` at `precision` as a checked RecipeOutput (format "onnx")."""
+                      tolerance: float | None = None, int4: dict[str, Any] | None = None) -> Any:
+    """The builder's graph of `src` at `precision` as a checked RecipeOutput (format "onnx").
+
+    INT4 (`int4` = block, symmetric, accuracy_level, exclude): the builder writes FP32 and
+    relman.compress.int4_stream quantises it one weight at a time — the same MatMulNBits /
+    GatherBlockQuantized graph the builder's `-p int4` writes, bit for bit, at about half the
+    peak memory (its INT4 pass converts the whole in-memory graph to a protobuf first)."""
     import onnx
 
     from relman.catalog import Metric
@@ -180,8 +185,25 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
 
     out = ctx.workdir / "out"
     shutil.rmtree(out, ignore_errors=True)
-    ctx.progress(0.05, f"ONNX Runtime GenAI builder: {precision} graph of {architecture(src)}")
-    run_builder(src.folder, out, precision, extra, ctx)
+    ctx.progress(0.05, f"ONNX Runtime GenAI builder: {'fp32' if int4 else precision} graph of {architecture(src)}")
+    if int4 is None:
+        run_builder(src.folder, out, precision, extra, ctx)
+    else:
+        from relman.compress.int4 import quantize_graph
+
+        fp32 = ctx.workdir / "genai-fp32"
+        shutil.rmtree(fp32, ignore_errors=True)
+        run_builder(src.folder, fp32, "fp32", extra, ctx)
+        quantize_graph(fp32 / ONNX_FILE, out, block=int(int4["block"]), symmetric=bool(int4["symmetric"]),
+                       accuracy_level=int(int4["accuracy_level"]), exclude=list(int4["exclude"]), ctx=ctx,
+                       ref=src.version.ref)
+        for p in fp32.iterdir():  # genai_config.json, the builder's tokenizer files
+            if p.is_file() and not p.name.startswith(ONNX_FILE):
+                shutil.copy2(p, out / p.name)
+        shutil.rmtree(fp32, ignore_errors=True)
+        extra = {"precision": "fp32 then relman's streaming int4", "block_size": str(int4["block"]),
+                 "is_symmetric": str(bool(int4["symmetric"])).lower(), "accuracy_level": str(int4["accuracy_level"]),
+                 **({"nodes_to_exclude": ",".join(int4["exclude"])} if int4["exclude"] else {})}
     ctx.check_cancelled()
     # the parent's config.json (which relman's runners read) and tokenizer; the builder's
     # genai_config.json stays, so the folder also runs under onnxruntime-genai for generation

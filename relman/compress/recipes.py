@@ -228,12 +228,14 @@ register(Recipe(
     params=(
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),
         Param("symmetric", bool, True, "symmetric blocks (no zero point)"),
-        Param("accuracy_level", int, 0, "MatMulNBits compute type (0 = default, 4 = int8 compute on CPU)",
+        Param("accuracy_level", int, 0, "MatMulNBits compute type (4 = int8 compute on CPU; 0 = the exporter's "
+              "default: 4 with the GenAI builder, float32 with relman's)",
               choices=(0, 1, 2, 3, 4)),
         Param("nodes_to_exclude", list, [], "MatMul node names kept in float (the builder's names with exporter "
               "genai, e.g. /lm_head/MatMul)"),
         _EXPORT_TOL,
         _EXPORTER,
     ),
-    description="onnxruntime's blockwise 4-bit MatMul quantizer on the ONNX graph of the LM.",
+    description="blockwise 4-bit MatMul weights (onnxruntime's kernel), written one weight at a time, on the ONNX "
+                "graph of the LM (ONNX Runtime GenAI's builder writes it for the families it knows).",
 ))

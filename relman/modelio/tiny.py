@@ -138,7 +138,7 @@ def _byte_symbols() -> list[str]:
     return out
 
 
-def _save_byte_tokenizer(folder: Path) -> int:
+def save_byte_tokenizer(folder: Path) -> int:
     """A byte-level BPE tokenizer over the 256 byte symbols (no merges) plus an end-of-text
     token; returns the vocabulary size."""
     from transformers import GPT2TokenizerFast
@@ -156,7 +156,7 @@ def tiny_gpt2(folder: Path, *, hidden: int = 32, layers: int = 2, heads: int = 4
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab_size = _save_byte_tokenizer(folder)
+    vocab_size = save_byte_tokenizer(folder)
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=vocab_size, n_positions=128, n_embd=hidden, n_layer=layers, n_head=heads,
                         bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
@@ -175,7 +175,7 @@ def tiny_decoder(folder: Path, family: str = "qwen2", *, hidden: int = 64, layer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab_size = _save_byte_tokenizer(folder)
+    vocab_size = save_byte_tokenizer(folder)
     cls, cfg_cls = {"qwen2": ("Qwen2ForCausalLM", "Qwen2Config"),
                     "llama": ("LlamaForCausalLM", "LlamaConfig")}[family]
     torch.manual_seed(seed)
