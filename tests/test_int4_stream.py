@@ -82,6 +82,13 @@ def test_matmul_bytes_equal_onnxruntimes_quantizer_and_the_tied_embedding_reads_
     # would be off by ~100 %, not by two layers' rounding
     assert rel(y, eye @ w1 @ b.T + c) < 0.1
 
+    # the same with the weights in model.onnx.data (as for any large model): shape inputs stay
+    # in the graph, where onnxruntime's shape inference needs them
+    big = quantize_int4_streaming(src, tmp_path / "out-ext", block_size=32, inline_below=0)
+    assert big.files == ["model.onnx", "model.onnx.data"]
+    for a, b_ in zip(_run(tmp_path / "out-ext" / "model.onnx", {"x": eye, "ids": ids}), (y, logits, emb)):
+        np.testing.assert_array_equal(a, b_)
+
     # the MatMul alone, against onnxruntime's own (in-memory) quantizer: identical outputs
     mm = helper.make_model(helper.make_graph(
         [helper.make_node("MatMul", ["x", "e"], ["logits"], name="/lm_head/MatMul")], "mm",

@@ -103,9 +103,14 @@ class _Writer:
         self.out.write(b"\0" * pad)
         return offset + pad
 
-    def add(self, name: str, arr: np.ndarray) -> Any:
+    def add(self, name: str, arr: np.ndarray, *, inline: bool = False) -> Any:
+        """`inline` keeps the values in the graph: shape inputs must be (onnxruntime's shape
+        inference cannot read external data)."""
         import onnx
+        from onnx import numpy_helper
 
+        if inline:
+            return numpy_helper.from_array(np.ascontiguousarray(arr), name)
         t = onnx.TensorProto()
         t.name = name
         t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
@@ -146,7 +151,8 @@ def _attrs(node: Any) -> dict[str, Any]:
 def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int = 32, symmetric: bool = True,
                             accuracy_level: int = 0, exclude: tuple[str, ...] = (),
                             progress: Callable[[int, int, str], None] | None = None,
-                            check_cancelled: Callable[[], None] | None = None) -> Int4Result:
+                            check_cancelled: Callable[[], None] | None = None,
+                            inline_below: int = INLINE_BYTES) -> Int4Result:
     """Write the 4-bit model of the ONNX file `model_path` as folder/model.onnx (+ .data)."""
     import onnx
     from onnx import helper
@@ -238,8 +244,8 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
                     and all(g.op_type == "Gather" and g.input[0] == others[0].output[0]
                             and int(_attrs(g).get("axis", 0)) == 0 for g in users.get(others[0].output[0], []))):
                 tr = others[0]
-                shape_q = writer.add(base + "_rows_shape", np.array([n, k_blocks * blob], dtype=np.int64))
-                shape_s = writer.add(base + "_scale_rows_shape", np.array([n, k_blocks], dtype=np.int64))
+                shape_q = writer.add(base + "_rows_shape", np.array([n, k_blocks * blob], dtype=np.int64), inline=True)
+                shape_s = writer.add(base + "_scale_rows_shape", np.array([n, k_blocks], dtype=np.int64), inline=True)
                 new_inits += [shape_q, shape_s]
                 rows_q, rows_s = base + "_Q4_rows", base + "_scale_rows"
                 emb_nodes = [helper.make_node("Reshape", [q_init.name, shape_q.name], [rows_q], name=base + "_RowsQ4"),
@@ -266,7 +272,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
                 continue
             if uses_external_data(t):
                 writer.copy(t, src)
-            elif t.ByteSize() > 1024:
+            elif t.ByteSize() > 1024 and t.data_type != onnx.TensorProto.INT64:  # int64: may be a shape
                 arr = src.array(t)
                 t.CopyFrom(writer.add(t.name, arr))
             kept.append(t)
@@ -283,7 +289,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
         if not any(imp.domain == "com.microsoft" for imp in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         onnx.save_model(model, str(tmp_model))
-        result.files = _finish(tmp_model, tmp_data, folder)
+        result.files = _finish(tmp_model, tmp_data, folder, inline_below)
     except BaseException:
         writer.close()
         tmp_model.unlink(missing_ok=True)
@@ -292,13 +298,13 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
     return result
 
 
-def _finish(tmp_model: Path, tmp_data: Path, folder: Path) -> list[str]:
+def _finish(tmp_model: Path, tmp_data: Path, folder: Path, inline_below: int) -> list[str]:
     """Rename the temp files into place; a small result becomes one self-contained model.onnx."""
     import onnx
 
     from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE
 
-    if tmp_data.stat().st_size < INLINE_BYTES:
+    if tmp_data.stat().st_size < inline_below:
         staging = folder / ".int4-inline"
         staging.mkdir(exist_ok=True)
         try:
