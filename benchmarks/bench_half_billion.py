@@ -7,7 +7,7 @@ a command, so what is measured is what a user runs):
 
     build → import → verify → INT4 weight-only with relman's exporter (`-p exporter=relman`)
     → INT4 weight-only with ONNX Runtime GenAI's builder (`relman compress ... int4-weight-only`,
-    exporter=auto picks it for Qwen2) → the builder alone (`python -m
+    exporter=auto picks it for Qwen2) → FP16 (`onnx-fp16`) with each exporter → the builder alone (`python -m
     onnxruntime_genai.models.builder -p int4 -e cpu`, to see what relman's checks add) →
     perplexity of the FP32 parent and of both INT4 children on a small text set → paired latency
     of each INT4 child against the FP32 parent (one process, interleaved rounds, ratio with a
@@ -240,6 +240,10 @@ def main() -> None:
             made = sorted(refs(rel + [str(cat1)], env) - before)
             if r.get("ok") and made:
                 children[label] = made[0]
+        for label, exporter in (("GenAI builder via relman", "auto"), ("relman exporter", "relman")):
+            step(f"FP16 ({label})",
+                 rel + [str(cat1), "compress", "qwen@1.0.0", "onnx-fp16", "-p", f"exporter={exporter}",
+                        "--no-evaluate", "--device", "cpu", "--wait"])
         genai_out = work / "genai-int4"
         step("INT4, GenAI builder alone (python -m onnxruntime_genai.models.builder)",
              [py, "-m", "onnxruntime_genai.models.builder", "-i", str(model_dir), "-o", str(genai_out),
@@ -267,13 +271,16 @@ def main() -> None:
         targets = {"import": 256 * 2**20, "verify": 256 * 2**20, "bundle export (signed)": 256 * 2**20,
                    "bundle import": 256 * 2**20, "INT4 weight-only (relman exporter)": 2.5 * weights,
                    "INT4 weight-only (GenAI builder via relman)": 2.5 * weights,
+                   "FP16 (GenAI builder via relman)": 2.5 * weights, "FP16 (relman exporter)": 2.5 * weights,
                    "INT4, GenAI builder alone (python -m onnxruntime_genai.models.builder)": 2.5 * weights}
-        table = ["| step | ok | wall s | peak RSS MiB | target | note |", "|---|---|---|---|---|---|"]
+        table = ["| step | ok | wall s | peak RSS MiB | × FP32 weights | target | note |",
+                 "|---|---|---|---|---|---|---|"]
         for r in rows:
             t = targets.get(r["step"])
             verdict = "" if t is None else (f"≤ {t / 2**20:.0f} MiB: " + ("met" if r["peak_rss"] <= t else "**over**"))
             table.append(f"| {r['step']} | {'yes' if r['ok'] else 'no'} | {r['wall_s']:.1f} | "
-                         f"{r['peak_rss'] / 2**20:.0f} | {verdict} | {r['note']} |")
+                         f"{r['peak_rss'] / 2**20:.0f} | {r['peak_rss'] / max(weights, 1):.2f} | {verdict} | "
+                         f"{r['note']} |")
         machine = (f"{platform.node() or 'machine'}: {os.cpu_count()} cores shared with other jobs, load average "
                    f"{load_start[0]:.1f} → {load_end[0]:.1f}, {args.threads} threads; model: Qwen2-style, "
                    f"{args.layers} layers, {weights / 1e9:.2f} GB FP32 safetensors in {shards} shards; GenAI INT4 "

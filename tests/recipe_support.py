@@ -22,3 +22,28 @@ def run_recipe(name: str, sources, raw: dict, catalog, ctx: JobContext | None = 
 
 def metric(out: RecipeOutput, name: str) -> float:
     return next(m.value for m in out.metrics if m.name == name)
+
+
+def compress_job(catalog, parent_id: int, recipe: str, params: dict | None = None, dataset: str | None = None):
+    """Run a compression job's body here (a real JobContext, no worker process); the child version."""
+    from relman.compress import job
+
+    ctx = JobContext(catalog)
+    try:
+        result = job.run({"recipe": recipe, "params": params or {}, "parent_version_ids": [parent_id],
+                          "dataset": dataset, "evaluate": False}, ctx)
+    finally:
+        ctx.cleanup()
+    return catalog.get_version(result["version_id"])
+
+
+def evaluate_job(catalog, version_id: int, **params):
+    """Run an evaluation job's body here on the CPU, one thread unless told otherwise."""
+    from relman.evaluate.job import run
+
+    ctx = JobContext(catalog, device="cpu")
+    try:
+        params.setdefault("threads", 1)
+        return run({"version_id": version_id, **params}, ctx)
+    finally:
+        ctx.cleanup()

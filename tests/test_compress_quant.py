@@ -15,6 +15,8 @@ from relman.compress import job
 from relman.errors import RecipeError
 from relman.jobs.context import JobContext
 
+from recipe_support import compress_job as compress  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def bert64(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -22,16 +24,6 @@ def bert64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from relman.modelio import tiny
 
     return tiny.tiny_bert_classifier(tmp_path_factory.mktemp("bert64") / "m", hidden=64, intermediate=256)
-
-
-def compress(catalog, parent_id: int, recipe: str, params: dict | None = None, dataset: str | None = None):
-    ctx = JobContext(catalog)
-    try:
-        result = job.run({"recipe": recipe, "params": params or {}, "parent_version_ids": [parent_id],
-                          "dataset": dataset, "evaluate": False}, ctx)
-    finally:
-        ctx.cleanup()
-    return catalog.get_version(result["version_id"])
 
 
 def child_folder(catalog, version, tmp_path: Path) -> Path:

@@ -13,6 +13,7 @@ import pytest
 from relman.errors import EvaluationError, JobCancelled
 
 from import_probe import heavy_loaded_by
+from recipe_support import evaluate_job as evaluate
 
 FAST_LATENCY = {"warmup": 3, "min_samples": 30, "time_budget_s": 5}
 
@@ -37,18 +38,6 @@ def import_pair(catalog, folder: Path, name: str, task: str):
     ox = catalog.add_version(name, files, format="onnx", task=task, parents=[(hf.id, None)], relation="export",
                              event_kind="derive")
     return hf, ox
-
-
-def evaluate(catalog, version_id: int, **params):
-    from relman.evaluate.job import run
-    from relman.jobs.context import JobContext
-
-    ctx = JobContext(catalog, device="cpu")
-    try:
-        params.setdefault("threads", 1)
-        return run({"version_id": version_id, **params}, ctx)
-    finally:
-        ctx.cleanup()
 
 
 def values(catalog, version_id: int) -> dict[str, float]:

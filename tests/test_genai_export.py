@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from relman.app.models import import_model
-from relman.compress import genai_export, job
+from relman.compress import genai_export
 from relman.errors import RecipeError
-from relman.jobs.context import JobContext
 from relman.tasks.backends import OnnxBackend
+
+from recipe_support import compress_job as compress  # noqa: E402
+from recipe_support import evaluate_job as evaluate  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not genai_export.genai_installed(), reason="onnxruntime-genai is not installed")
 
@@ -36,27 +38,6 @@ def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from relman.modelio import tiny
 
     return tiny.tiny_decoder(tmp_path_factory.mktemp("llama") / "m", "llama", hidden=64, heads=4, kv_heads=4)
-
-
-def compress(catalog, parent_id: int, recipe: str, params: dict | None = None):
-    ctx = JobContext(catalog)
-    try:
-        result = job.run({"recipe": recipe, "params": params or {}, "parent_version_ids": [parent_id],
-                          "dataset": None, "evaluate": False}, ctx)
-    finally:
-        ctx.cleanup()
-    return catalog.get_version(result["version_id"])
-
-
-def evaluate(catalog, version_id: int, **params):
-    from relman.evaluate.job import run
-
-    ctx = JobContext(catalog, device="cpu")
-    try:
-        params.setdefault("threads", 1)
-        return run({"version_id": version_id, **params}, ctx)
-    finally:
-        ctx.cleanup()
 
 
 def graph_ops(catalog, version, tmp_path: Path) -> list[str]:

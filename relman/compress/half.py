@@ -17,12 +17,13 @@ GPU.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, input_names, onnx_check_inputs, onnx_source,
-                                         onnx_weight_stats, output_diff, run_onnx, save_onnx, verification_inputs)
+                                         onnx_weight_stats, output_diff, run_onnx, verification_inputs)
 from relman.errors import RecipeError
 from relman.tasks.specs import get_task
 
@@ -85,11 +86,67 @@ def half_torch(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
                                  Metric("compress", "weight_bytes_ratio", half_bytes / fp32_bytes)])
 
 
+def half_graph_streaming(onnx_in: Path, out: Path, op_block_list: list[str], ref: str) -> None:
+    """onnxruntime's float16 converter on the weightless graph (its node and Cast decisions),
+    then each weight it turned to float16 converted from the source's data file one at a time
+    (relman.compress.onnx_stream): converting a loaded >2 GB graph failed in protobuf
+    ("Failed to serialize proto", at 3.3x the weights, on a 0.5 B LM)."""
+    import warnings
+
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16, convert_np_to_float16
+
+    from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE, all_tensors
+    from relman.compress.onnx_stream import TensorSource, TensorWriter, finish
+
+    model = onnx.load(str(onnx_in), load_external_data=False)
+    if not any(t.data_type == onnx.TensorProto.FLOAT for t in model.graph.initializer):
+        raise RecipeError(f"{ref} has no float32 weights to convert (is it already quantised or half?)")
+    from onnxruntime.transformers import float16
+
+    # The converter reads each converted weight's values only to learn its shape
+    # (`make_value_info_from_tensor` -> numpy_helper.to_array), which for external data means
+    # loading it from a path relative to the working directory; the dims say the same, so for
+    # this call the shape comes from them (the same value info, no weight read).
+    by_values = float16.make_value_info_from_tensor
+    float16.make_value_info_from_tensor = lambda t: onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kwargs: dict[str, Any] = {"keep_io_types": True}
+            if op_block_list:
+                kwargs["op_block_list"] = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(op_block_list))
+            model = convert_float_to_float16(model, **kwargs)  # the weights' data_type changes, their bytes wait
+    finally:
+        float16.make_value_info_from_tensor = by_values
+    source = TensorSource(Path(onnx_in))
+    out.mkdir(parents=True, exist_ok=True)
+    tmp_model, tmp_data = out / (ONNX_FILE + ".partial"), out / (ONNX_DATA + ".partial")
+    writer = TensorWriter(tmp_data, ONNX_DATA)
+    try:
+        for t in all_tensors(model):
+            if not uses_external_data(t):
+                continue
+            _, _, length = source.location(t)
+            count = int(np.prod(t.dims)) if t.dims else 1
+            if t.data_type == onnx.TensorProto.FLOAT16 and length in (None, 4 * count):  # float32 bytes still
+                values = convert_np_to_float16(source.array(t, np.float32)).astype(np.float16)
+                t.CopyFrom(writer.add(t.name, values))
+            else:
+                writer.copy(t, source)
+        writer.close()
+        onnx.save_model(model, str(tmp_model))
+        finish(tmp_model, tmp_data, out)
+    except BaseException:
+        writer.close()
+        tmp_model.unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
+        raise
+
+
 def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     """Recipe "onnx-fp16": float16 weights and compute, float32 inputs/outputs."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from relman.catalog import Metric
     from relman.compress.registry import RecipeOutput
 
@@ -114,25 +171,8 @@ def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     onnx_in, export_diff = onnx_source(src.folder, src.format, task, work, tolerance=float(params["export_tolerance"]))
     ctx.check_cancelled()
     ctx.progress(0.4, "converting to float16")
-    model = onnx.load(str(onnx_in))
-    fp32_inits = sum(1 for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
-    if fp32_inits == 0:
-        raise RecipeError(f"{src.version.ref} has no float32 weights to convert (is it already quantised or half?)")
-    block = list(params["op_block_list"]) or None
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        kwargs: dict[str, Any] = {"keep_io_types": True}
-        if block:
-            from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
-
-            kwargs["op_block_list"] = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(block))
-        half = convert_float_to_float16(model, **kwargs)
-    del model
     out = ctx.workdir / "out"
-    save_onnx(half, out)
-    del half
+    half_graph_streaming(Path(onnx_in), out, list(params["op_block_list"]), src.version.ref)
     copy_side_files(src.folder, out)
     ctx.check_cancelled()
     ctx.progress(0.8, "checking against the parent")
@@ -154,5 +194,5 @@ def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     if export_diff is not None:
         metrics.append(Metric("compress", "export_max_abs_diff", export_diff))
     return RecipeOutput(folder=out, format="onnx", params=n_params, dtype="float16",
-                        meta={"dtype": "float16", "io_types": "float32", "op_block_list": block or "default"},
+                        meta={"dtype": "float16", "io_types": "float32", "op_block_list": list(params["op_block_list"]) or "default"},
                         metrics=metrics)

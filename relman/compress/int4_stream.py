@@ -23,17 +23,14 @@ in float. Output: folder/model.onnx (+ model.onnx.data), temp names first.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from relman.errors import RecipeError
+from relman.compress.onnx_stream import INLINE_BYTES, TensorSource, TensorWriter, finish
 
-ALIGN = 4096  # data offsets page-aligned, so onnxruntime can memory-map them
-INLINE_BYTES = 64 << 20  # a result smaller than this is saved as one self-contained model.onnx
 
 
 @dataclass
@@ -43,103 +40,6 @@ class Int4Result:
     tied_embeddings: int = 0
     kept_float: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
-
-
-def _np_dtype(t: Any) -> np.dtype:
-    import onnx
-
-    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
-
-
-class _Source:
-    """Reads one initializer at a time from the source model's folder (external data checked to
-    stay inside it)."""
-
-    def __init__(self, model_path: Path) -> None:
-        self.base = model_path.parent.resolve()
-
-    def location(self, t: Any) -> tuple[Path, int, int | None]:
-        from onnx.external_data_helper import ExternalDataInfo
-
-        info = ExternalDataInfo(t)
-        path = (self.base / info.location).resolve()
-        if self.base not in path.parents:
-            raise RecipeError(f"external data of tensor {t.name} points outside the model's folder")
-        return path, int(info.offset or 0), (int(info.length) if info.length is not None else None)
-
-    def array(self, t: Any) -> np.ndarray:
-        from onnx import numpy_helper
-        from onnx.external_data_helper import uses_external_data
-
-        if not uses_external_data(t):
-            return numpy_helper.to_array(t)
-        path, offset, _ = self.location(t)
-        dtype = _np_dtype(t)
-        count = int(np.prod(t.dims)) if t.dims else 1
-        arr = np.fromfile(path, dtype=dtype, count=count, offset=offset)
-        if arr.size != count:
-            raise RecipeError(f"external data of tensor {t.name} is truncated ({arr.size} of {count} values)")
-        return arr.reshape(tuple(t.dims))
-
-
-class _Writer:
-    """Appends tensors to the new data file, page-aligned, and points their protos at it."""
-
-    def __init__(self, path: Path, location: str) -> None:
-        self.out = open(path, "wb")
-        self.location = location
-
-    def _point(self, t: Any, offset: int, length: int) -> None:
-        del t.external_data[:]
-        t.ClearField("raw_data")
-        t.data_location = 1  # TensorProto.EXTERNAL
-        for k, v in (("location", self.location), ("offset", str(offset)), ("length", str(length))):
-            entry = t.external_data.add()
-            entry.key, entry.value = k, v
-
-    def _align(self) -> int:
-        offset = self.out.tell()
-        pad = (-offset) % ALIGN
-        self.out.write(b"\0" * pad)
-        return offset + pad
-
-    def add(self, name: str, arr: np.ndarray, *, inline: bool = False) -> Any:
-        """`inline` keeps the values in the graph: shape inputs must be (onnxruntime's shape
-        inference cannot read external data)."""
-        import onnx
-        from onnx import numpy_helper
-
-        if inline:
-            return numpy_helper.from_array(np.ascontiguousarray(arr), name)
-        t = onnx.TensorProto()
-        t.name = name
-        t.data_type = onnx.helper.np_dtype_to_tensor_dtype(arr.dtype)
-        t.dims.extend(arr.shape)
-        offset = self._align()
-        data = np.ascontiguousarray(arr)
-        data.tofile(self.out)
-        self._point(t, offset, data.nbytes)
-        return t
-
-    def copy(self, t: Any, src: _Source) -> None:
-        """Move an external tensor's bytes over in 64 MiB chunks (never the whole tensor)."""
-        path, start, length = src.location(t)
-        left = length if length is not None else path.stat().st_size - start
-        offset = self._align()
-        written = 0
-        with open(path, "rb") as f:
-            f.seek(start)
-            while left > 0:
-                chunk = f.read(min(left, 64 << 20))
-                if not chunk:
-                    raise RecipeError(f"external data of tensor {t.name} is truncated")
-                self.out.write(chunk)
-                written += len(chunk)
-                left -= len(chunk)
-        self._point(t, offset, written)
-
-    def close(self) -> None:
-        self.out.close()
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -163,7 +63,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
 
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
-    src = _Source(Path(model_path))
+    src = TensorSource(Path(model_path))
     inits = {t.name: t for t in graph.initializer}
     users: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -189,7 +89,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
     result = Int4Result()
     folder.mkdir(parents=True, exist_ok=True)
     tmp_model, tmp_data = folder / (ONNX_FILE + ".partial"), folder / (ONNX_DATA + ".partial")
-    writer = _Writer(tmp_data, ONNX_DATA)
+    writer = TensorWriter(tmp_data, ONNX_DATA)
     try:
         replaced: dict[int, list[Any]] = {}  # id(node) -> the nodes that take its place
         dropped: set[int] = set()
@@ -289,39 +189,10 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
         if not any(imp.domain == "com.microsoft" for imp in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         onnx.save_model(model, str(tmp_model))
-        result.files = _finish(tmp_model, tmp_data, folder, inline_below)
+        result.files = finish(tmp_model, tmp_data, folder, inline_below)
     except BaseException:
         writer.close()
         tmp_model.unlink(missing_ok=True)
         tmp_data.unlink(missing_ok=True)
         raise
     return result
-
-
-def _finish(tmp_model: Path, tmp_data: Path, folder: Path, inline_below: int) -> list[str]:
-    """Rename the temp files into place; a small result becomes one self-contained model.onnx."""
-    import onnx
-
-    from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE
-
-    if tmp_data.stat().st_size < inline_below:
-        staging = folder / ".int4-inline"
-        staging.mkdir(exist_ok=True)
-        try:
-            os.replace(tmp_data, staging / ONNX_DATA)
-            os.replace(tmp_model, staging / ONNX_FILE)
-            whole = onnx.load(str(staging / ONNX_FILE))  # loads the small data file
-            from onnx.external_data_helper import convert_model_from_external_data
-
-            convert_model_from_external_data(whole)
-            partial = folder / (ONNX_FILE + ".partial")
-            onnx.save_model(whole, str(partial))
-            partial.replace(folder / ONNX_FILE)
-        finally:
-            for p in staging.iterdir():
-                p.unlink()
-            staging.rmdir()
-        return [ONNX_FILE]
-    tmp_data.replace(folder / ONNX_DATA)
-    tmp_model.replace(folder / ONNX_FILE)
-    return [ONNX_FILE, ONNX_DATA]

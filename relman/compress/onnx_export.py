@@ -174,7 +174,7 @@ def move_onnx(src: Path, folder: Path) -> list[str]:
 
     folder.mkdir(parents=True, exist_ok=True)
     graph = onnx.load(str(src), load_external_data=False)
-    tensors = [t for t in _all_tensors(graph) if uses_external_data(t)]
+    tensors = [t for t in all_tensors(graph) if uses_external_data(t)]
     if not tensors:
         tmp = folder / (ONNX_FILE + ".partial")
         try:
@@ -221,7 +221,7 @@ def move_onnx(src: Path, folder: Path) -> list[str]:
     return [ONNX_FILE, ONNX_DATA]
 
 
-def _all_tensors(model: Any) -> list[Any]:
+def all_tensors(model: Any) -> list[Any]:
     """Initializers of the main graph and of subgraphs, and tensor attributes (Constant nodes)."""
     from onnx.external_data_helper import _get_all_tensors
 

@@ -1,7 +1,8 @@
-"""The streaming 4-bit quantiser on small hand-built graphs with external data: the same bytes
-as onnxruntime's in-memory MatMulNBitsQuantizer, Gemm rewritten with its bias, a tied embedding
-turned into GatherBlockQuantized rows equal to the quantised matrix's columns, and bad input
-(truncated or escaping external data) refused with nothing left behind."""
+"""The streaming ONNX rewrites on small hand-built graphs with external data. INT4: the same
+bytes as onnxruntime's in-memory MatMulNBitsQuantizer, Gemm rewritten with its bias, a tied
+embedding turned into GatherBlockQuantized rows equal to the quantised matrix's columns, bad
+input (truncated or escaping external data) refused with nothing left behind. FP16: the same
+model as onnxruntime's float16 converter on the loaded graph."""
 
 from __future__ import annotations
 
@@ -132,3 +133,24 @@ def test_truncated_or_escaping_external_data_is_refused_with_nothing_left(tmp_pa
     with pytest.raises(RecipeError, match="points outside the model's folder"):
         quantize_int4_streaming(src, tmp_path / "out2", block_size=32)
     assert list((tmp_path / "out2").iterdir()) == []
+
+
+def test_fp16_streamed_equals_the_converter_on_the_loaded_graph(tmp_path):
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from relman.compress.half import half_graph_streaming
+    from relman.compress.onnx_stream import TensorSource
+
+    model, _ = lm_like()
+    src = _save(model, tmp_path / "src")
+    whole = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save_model(whole, str(tmp_path / "whole.onnx"))
+    half_graph_streaming(src, tmp_path / "out", [], "m@1.0.0")
+    out = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    assert {t.name: t.data_type for t in out.graph.initializer} == {t.name: t.data_type for t in whole.graph.initializer}
+    assert TensorSource(tmp_path / "out" / "model.onnx").array(out.graph.initializer[0]).dtype == np.float16
+    feeds = {"x": np.random.default_rng(2).normal(size=(3, K)).astype(np.float32), "ids": np.array([5, 0], np.int64)}
+    for a, b in zip(_run(tmp_path / "out" / "model.onnx", feeds), _run(tmp_path / "whole.onnx", feeds)):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RecipeError, match="no float32 weights"):  # already half: refused by name
+        half_graph_streaming(tmp_path / "out" / "model.onnx", tmp_path / "again", [], "m@1.0.1")
