@@ -78,3 +78,8 @@ def test_large_parent_is_exported_in_a_child_process(tiny_gpt2: Path, tmp_path: 
     assert path == tmp_path / "a" / "exported" / ONNX_FILE and path.is_file() and diff is not None and diff < 1e-4
     with pytest.raises(RecipeError, match="cannot export a model of task 'no-such-task'"):
         onnx_export.onnx_source(tiny_gpt2, "hf", "no-such-task", tmp_path / "b")
+    # ONNX Runtime's check runs here, after the exporting process exited: a refused export
+    # leaves neither the model nor the reference outputs behind
+    with pytest.raises(RecipeError, match="differs from PyTorch by"):
+        onnx_export.onnx_source(tiny_gpt2, "hf", "causal-lm", tmp_path / "c", tolerance=-1.0)
+    assert not (tmp_path / "c" / "exported").exists() and list((tmp_path / "c").glob("*.npz")) == []

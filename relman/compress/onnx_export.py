@@ -279,11 +279,15 @@ def run_onnx(path: Path, feeds: Iterable[dict[str, np.ndarray]], output: str | N
 
 
 def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int = 17,
-                tolerance: float = 1e-4, model: Any = None) -> ExportResult:
+                tolerance: float = 1e-4, model: Any = None, refs_file: Path | None = None) -> ExportResult:
     """Export the model in `src` (format `fmt`, any format `load_torch_model` reads) to
     `dest/model.onnx` plus its side files; dynamic batch and sequence axes. Raises
     `RecipeError` (and writes nothing) if ONNX Runtime's outputs differ from PyTorch's by more
-    than `tolerance` on inputs of other shapes than the traced ones."""
+    than `tolerance` on inputs of other shapes than the traced ones.
+
+    With `refs_file` the check is left to the caller (`verify_export`): the verification inputs
+    and PyTorch's outputs go to that .npz and max_abs_diff is NaN. A process that exports a large
+    model then exits before ONNX Runtime loads it, so the two never share its peak memory."""
     import torch
 
     from relman.modelio.loading import load_torch_model
@@ -310,8 +314,6 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
     wrapped = _wrapper(model, names, output, spec.causal)
     traced = sample_inputs(config, task, names, 2, min(8, max_seq_len(config)), seed=1)
     checks = verification_inputs(config, task, names)
-    with torch.inference_mode():  # references first: the exporter may flip training flags
-        refs = [wrapped(*[torch.from_numpy(f[n]) for n in names]).float().numpy() for f in checks]
     dest.mkdir(parents=True, exist_ok=True)
     # a scratch folder of its own: for >2 GB models the tracer writes one external-data file
     # per tensor next to its output, and none of those may end up in the version
@@ -326,19 +328,26 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
                               input_names=names, output_names=[output],
                               dynamic_axes={**axes, output: out_axes}, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
+        # PyTorch's references after the export, in eval mode again (the exporter may flip
+        # training flags): computed before it, they left ~1 GB more in the process through the
+        # export of a 0.5 B LM (maxrss 5.2 vs 4.2 GB, benchmarks/bench_half_billion.py)
         wrapped.eval()
-        # the references are computed: drop PyTorch's copy of the weights before ONNX Runtime
-        # loads its own, so a large model is never held twice here
+        with torch.inference_mode():
+            refs = [wrapped(*[torch.from_numpy(f[n]) for n in names]).float().numpy() for f in checks]
+        # then drop PyTorch's copy of the weights before ONNX Runtime loads its own, so a large
+        # model is never held twice here
         del wrapped, model
         import gc
 
         gc.collect()
         release_freed_memory()
-        outs = run_onnx(tmp, checks, output)
-        diff = max(output_diff(o, r, f, task) for o, r, f in zip(outs, refs, checks))
-        if not np.isfinite(diff) or diff > tolerance:
-            raise RecipeError(f"ONNX export of {src.name} differs from PyTorch by {diff:.3g} (max abs) on test "
-                              f"inputs, over the tolerance {tolerance:g}; nothing stored")
+        if refs_file is not None:
+            arrays = {f"ref{i}": r for i, r in enumerate(refs)}
+            arrays.update({f"check{i}:{k}": v for i, f in enumerate(checks) for k, v in f.items()})
+            np.savez(refs_file, **arrays)
+            diff = float("nan")
+        else:
+            diff = _diff_or_refuse(tmp, checks, refs, output, task, tolerance, src.name)
         move_onnx(tmp, dest)
     except RecipeError:
         raise
@@ -351,6 +360,30 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
         shutil.rmtree(scratch, ignore_errors=True)
     copy_side_files(src, dest)
     return ExportResult(dest, names, output, diff, opset)
+
+
+def _diff_or_refuse(path: Path, checks: list[dict[str, np.ndarray]], refs: list[np.ndarray], output: str, task: str,
+                    tolerance: float, name: str) -> float:
+    outs = run_onnx(path, checks, output)
+    diff = max(output_diff(o, r, f, task) for o, r, f in zip(outs, refs, checks))
+    if not np.isfinite(diff) or diff > tolerance:
+        raise RecipeError(f"ONNX export of {name} differs from PyTorch by {diff:.3g} (max abs) on test "
+                          f"inputs, over the tolerance {tolerance:g}; nothing stored")
+    return diff
+
+
+def verify_export(dest: Path, refs_file: Path, task: str, tolerance: float, name: str) -> float:
+    """The check `export_onnx(refs_file=...)` left out, in this process: ONNX Runtime's outputs of
+    dest/model.onnx against PyTorch's; on failure the export is removed and RecipeError raised."""
+    with np.load(refs_file, allow_pickle=False) as data:
+        n = sum(1 for k in data.files if k.startswith("ref"))
+        refs = [data[f"ref{i}"] for i in range(n)]
+        checks = [{k.split(":", 1)[1]: data[k] for k in data.files if k.startswith(f"check{i}:")} for i in range(n)]
+    try:
+        return _diff_or_refuse(dest / ONNX_FILE, checks, refs, get_task(task, RecipeError).output, task, tolerance, name)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def onnx_source(src: Path, fmt: str, task: str, workdir: Path, *, tolerance: float = 1e-4) -> tuple[Path, float | None]:
@@ -389,11 +422,12 @@ def _export_in_child(src: Path, dest: Path, task: str, fmt: str, tolerance: floa
             "from relman.errors import RecipeError\n"
             "try:\n"
             "    r = export_onnx(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], fmt=sys.argv[4], "
-            "tolerance=float(sys.argv[5]))\n"
+            "tolerance=float(sys.argv[5]), refs_file=Path(sys.argv[6]))\n"
             "except RecipeError as e:\n"
             "    print(json.dumps({'error': str(e)})); sys.exit(3)\n"
-            "print(json.dumps({'diff': r.max_abs_diff}))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(src), str(dest), task, fmt, repr(tolerance)],
+            "print(json.dumps({'diff': None}))\n")
+    refs_file = dest.parent / f".{dest.name}-refs.npz"
+    proc = subprocess.run([sys.executable, "-c", code, str(src), str(dest), task, fmt, repr(tolerance), str(refs_file)],
                           capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     try:
@@ -402,10 +436,14 @@ def _export_in_child(src: Path, dest: Path, task: str, fmt: str, tolerance: floa
         answer = {}
     if "error" in answer:
         raise RecipeError(answer["error"])
-    if proc.returncode != 0 or "diff" not in answer:
+    if proc.returncode != 0 or "diff" not in answer or not refs_file.is_file():
         tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:200]
         raise RecipeError(f"ONNX export of {Path(src).name} ({task}) failed in its process: {tail}")
-    return dest / ONNX_FILE, float(answer["diff"])
+    try:  # ONNX Runtime's check here, after the exporting process has given its memory back
+        diff = verify_export(dest, refs_file, task, tolerance, Path(src).name)
+    finally:
+        refs_file.unlink(missing_ok=True)
+    return dest / ONNX_FILE, diff
 
 
 def config_namespace(config_folder: Path) -> Any:
