@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from relman.jobs.testing import wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 
 WORKER = r"""
-import json, sys, time
+import json, sys
 from pathlib import Path
 from relman.catalog import open_catalog
 from relman.app import release
@@ -23,12 +22,9 @@ from relman.errors import RelmanError
 catalog_path, name, folder = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 cat = open_catalog(catalog_path, create=False)
 ids = json.loads((folder / "ids.json").read_text())
-(folder / f"ready-{name}").write_text("")
-deadline = time.monotonic() + 60
-while not (folder / "go").exists():  # start barrier, so both really run at once
-    if time.monotonic() > deadline:
-        sys.exit("no go signal")
-    time.sleep(0.005)
+print("ready", flush=True)  # start barrier, so both really run at once: block until told to go
+if sys.stdin.readline().strip() != "go":
+    sys.exit("no go signal")
 done = {"approve": 0, "promote": 0, "rollout": 0, "refused": []}
 for vid in ids:
     release.approve(cat, vid, "staging", by=name, comment="concurrent")
@@ -70,11 +66,13 @@ def test_two_processes_promote_and_approve_at_once(catalog, catalog_path, tiny_b
     n_before = catalog.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(catalog_path), name, str(tmp_path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
              for name in ("alice", "bob")]
-    wait_until(lambda: all((tmp_path / f"ready-{n}").exists() for n in ("alice", "bob")) or
-               any(p.poll() is not None for p in procs), what="both workers ready")
-    (tmp_path / "go").write_text("")
+    for p in procs:  # each says "ready" once its catalog is open (an empty line: it died first)
+        assert p.stdout.readline().strip() == "ready", p.communicate()[1]
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
