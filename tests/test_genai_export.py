@@ -165,3 +165,17 @@ def test_a_cancelled_builder_is_killed_and_writes_no_model(tmp_path, qwen2):
     builders = [p for p in psutil.Process().children(recursive=True)
                 if "onnxruntime_genai.models.builder" in " ".join(p.cmdline())]
     assert builders == []
+
+
+def test_a_failing_builder_is_one_clear_line_and_writes_no_model(tmp_path, qwen2):
+    """A folder the builder cannot read (here: its weights are gone) fails with the builder's own
+    last error line, not a traceback, and no model file is left."""
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    for p in qwen2.iterdir():
+        if not p.name.endswith(".safetensors"):
+            (broken / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(RecipeError, match=r"^ONNX Runtime GenAI's builder failed \(int4\): ") as err:
+        genai_export.run_builder(broken, tmp_path / "out", "int4", {}, _CancelAfter(tmp_path, 10**9))
+    assert "\n" not in str(err.value) and len(str(err.value)) < 400
+    assert not (tmp_path / "out" / "model.onnx").exists()

@@ -96,6 +96,20 @@ def choose_exporter(src: Any, requested: str) -> str:
     return "relman"
 
 
+def builder_wanted(src: Any, params: dict[str, Any]) -> bool:
+    """Whether a recipe with an `exporter` parameter hands `src` to the builder: only causal LMs
+    can go there; asking for 'genai' with anything else, or where it cannot run, is a
+    one-line RecipeError."""
+    from relman.tasks.specs import get_task
+
+    requested = str(params.get("exporter", "relman"))
+    if not get_task(src.task, RecipeError).causal:
+        if requested == "genai":
+            raise RecipeError(f"exporter 'genai' is for causal LMs; {src.version.ref} is '{src.task}'")
+        return False
+    return choose_exporter(src, requested) == "genai"
+
+
 def genai_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -152,7 +166,7 @@ def compare_with_parent(src: Any, out: Path, threads: int | None = None) -> tupl
     """(max |logit difference|, top-1 agreement) of the exported child against its PyTorch parent
     over real tokens, each run through relman's own backends (the code the suites use), one
     model in memory at a time."""
-    from relman.compress.onnx_export import output_diff, release_freed_memory
+    from relman.compress.onnx_export import output_diff, release_freed_memory, top1_agreement
     from relman.tasks.backends import open_backend
 
     feeds = check_inputs(src.folder, src.task)
@@ -163,17 +177,15 @@ def compare_with_parent(src: Any, out: Path, threads: int | None = None) -> tupl
     child = open_backend(out, "onnx", src.task, "cpu", threads)
     outs = [child.run(child.to_native(f)) for f in feeds]
     del child
-    diff = max(output_diff(o, r, f, src.task) for o, r, f in zip(outs, refs, feeds))
-    agree = float(np.mean([(o.argmax(-1) == r.argmax(-1))[f["attention_mask"] > 0].mean()
-                           for o, r, f in zip(outs, refs, feeds)]))
-    return diff, agree
+    return (max(output_diff(o, r, f, src.task) for o, r, f in zip(outs, refs, feeds)),
+            top1_agreement(outs, refs, feeds))
 
 
 def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any, *,
                       tolerance: float | None = None, int4: dict[str, Any] | None = None) -> Any:
     """The builder's graph of `src` at `precision` as a checked RecipeOutput (format "onnx").
 
-    INT4 (`int4` = block, symmetric, accuracy_level, exclude): the builder writes FP32 and
+    INT4 (`int4` = `quantize_graph`'s block, symmetric, accuracy_level, exclude): the builder writes FP32 and
     relman.compress.int4_stream quantises it one weight at a time — the same MatMulNBits /
     GatherBlockQuantized graph the builder's `-p int4` writes, bit for bit, at about half the
     peak memory (its INT4 pass converts the whole in-memory graph to a protobuf first)."""
@@ -194,9 +206,7 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
         fp32 = ctx.workdir / "genai-fp32"
         shutil.rmtree(fp32, ignore_errors=True)
         run_builder(src.folder, fp32, "fp32", extra, ctx)
-        quantize_graph(fp32 / ONNX_FILE, out, block=int(int4["block"]), symmetric=bool(int4["symmetric"]),
-                       accuracy_level=int(int4["accuracy_level"]), exclude=list(int4["exclude"]), ctx=ctx,
-                       ref=src.version.ref)
+        quantize_graph(fp32 / ONNX_FILE, out, **int4, ctx=ctx, ref=src.version.ref)
         for p in fp32.iterdir():  # genai_config.json, the builder's tokenizer files
             if p.is_file() and not p.name.startswith(ONNX_FILE):
                 shutil.copy2(p, out / p.name)

@@ -97,8 +97,8 @@ def half_graph_streaming(onnx_in: Path, out: Path, op_block_list: list[str], ref
     from onnx.external_data_helper import uses_external_data
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16, convert_np_to_float16
 
-    from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE, all_tensors
-    from relman.compress.onnx_stream import TensorSource, TensorWriter, finish
+    from relman.compress.onnx_export import all_tensors
+    from relman.compress.onnx_stream import ModelWriter, TensorSource
 
     model = onnx.load(str(onnx_in), load_external_data=False)
     if not any(t.data_type == onnx.TensorProto.FLOAT for t in model.graph.initializer):
@@ -121,10 +121,7 @@ def half_graph_streaming(onnx_in: Path, out: Path, op_block_list: list[str], ref
     finally:
         float16.make_value_info_from_tensor = by_values
     source = TensorSource(Path(onnx_in))
-    out.mkdir(parents=True, exist_ok=True)
-    tmp_model, tmp_data = out / (ONNX_FILE + ".partial"), out / (ONNX_DATA + ".partial")
-    writer = TensorWriter(tmp_data, ONNX_DATA)
-    try:
+    with ModelWriter(out) as writer:
         for t in all_tensors(model):
             if not uses_external_data(t):
                 continue
@@ -135,14 +132,7 @@ def half_graph_streaming(onnx_in: Path, out: Path, op_block_list: list[str], ref
                 t.CopyFrom(writer.add(t.name, values))
             else:
                 writer.copy(t, source)
-        writer.close()
-        onnx.save_model(model, str(tmp_model))
-        finish(tmp_model, tmp_data, out)
-    except BaseException:
-        writer.close()
-        tmp_model.unlink(missing_ok=True)
-        tmp_data.unlink(missing_ok=True)
-        raise
+        writer.save(model)
 
 
 def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
@@ -157,14 +147,11 @@ def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
         raise RecipeError(f"{src.version.ref} has no task recorded; re-import it with --task")
     from relman.compress import genai_export
 
-    requested = str(params.get("exporter", "relman"))
-    if get_task(task, RecipeError).causal and genai_export.choose_exporter(src, requested) == "genai":
+    if genai_export.builder_wanted(src, params):
         if params["op_block_list"]:
             raise RecipeError("op_block_list applies to relman's float16 converter; with exporter 'genai' leave it "
                               "empty or use exporter=relman")
         return genai_export.export_with_genai(src, "fp16", {}, ctx)
-    if requested == "genai":
-        raise RecipeError(f"exporter 'genai' is for causal LMs; {src.version.ref} is '{task}'")
     work = ctx.workdir / "onnx-fp16"
     work.mkdir(parents=True, exist_ok=True)
     ctx.progress(0.1, "exporting to ONNX" if src.format != "onnx" else "reading the ONNX graph")

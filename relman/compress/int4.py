@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
-                                         output_diff, release_freed_memory, run_onnx)
+                                         output_diff, release_freed_memory, run_onnx, top1_agreement)
 from relman.errors import RecipeError
 
 
@@ -60,7 +60,7 @@ def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> An
                           f"'{src.task or 'unknown'}'")
     block, symmetric = int(params["block_size"]), bool(params["symmetric"])
     level, exclude = int(params["accuracy_level"]), list(params["nodes_to_exclude"])
-    if genai_export.choose_exporter(src, str(params.get("exporter", "relman"))) == "genai":
+    if genai_export.builder_wanted(src, params):
         # level 0 = the builder's own CPU default (int8 compute), so the child is what it would write
         return genai_export.export_with_genai(src, "int4", {}, ctx, int4={
             "block": block, "symmetric": symmetric, "accuracy_level": level or 4, "exclude": exclude})
@@ -80,8 +80,7 @@ def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> An
     refs = run_onnx(onnx_in, checks)
     outs = run_onnx(out / ONNX_FILE, checks)
     diff = max(output_diff(o, r, f, src.task) for o, r, f in zip(outs, refs, checks))
-    agree = float(np.mean([(o.argmax(-1) == r.argmax(-1))[f["attention_mask"] > 0].mean()
-                           for o, r, f in zip(outs, refs, checks)]))
+    agree = top1_agreement(outs, refs, checks)
     if not np.isfinite(diff):
         raise RecipeError("the 4-bit model produces non-finite outputs on test inputs; nothing stored")
     n_params, nbytes, _ = onnx_weight_stats(out / ONNX_FILE)

@@ -29,8 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from relman.compress.onnx_stream import INLINE_BYTES, TensorSource, TensorWriter, finish
-
+from relman.compress.onnx_stream import INLINE_BYTES, ModelWriter, TensorSource
 
 
 @dataclass
@@ -59,7 +58,6 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
     from onnx.external_data_helper import uses_external_data
     from onnxruntime.capi._pybind_state import quantize_matmul_4bits
 
-    from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE
 
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
@@ -87,10 +85,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
 
     targets = [(node, *w) for node in graph.node if node.op_type in ("MatMul", "Gemm") and (w := weight_of(node))]
     result = Int4Result()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp_model, tmp_data = folder / (ONNX_FILE + ".partial"), folder / (ONNX_DATA + ".partial")
-    writer = TensorWriter(tmp_data, ONNX_DATA)
-    try:
+    with ModelWriter(folder, inline_below) as writer:
         replaced: dict[int, list[Any]] = {}  # id(node) -> the nodes that take its place
         dropped: set[int] = set()
         new_inits: list[Any] = []
@@ -176,7 +171,6 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
                 arr = src.array(t)
                 t.CopyFrom(writer.add(t.name, arr))
             kept.append(t)
-        writer.close()
         nodes = []
         for node in graph.node:
             if id(node) in dropped:
@@ -188,11 +182,5 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
         graph.initializer.extend(kept + new_inits)
         if not any(imp.domain == "com.microsoft" for imp in model.opset_import):
             model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-        onnx.save_model(model, str(tmp_model))
-        result.files = finish(tmp_model, tmp_data, folder, inline_below)
-    except BaseException:
-        writer.close()
-        tmp_model.unlink(missing_ok=True)
-        tmp_data.unlink(missing_ok=True)
-        raise
+        result.files = writer.save(model)
     return result

@@ -121,6 +121,13 @@ def output_diff(a: np.ndarray, b: np.ndarray, feeds: dict[str, np.ndarray], task
     return float(diff.max()) if diff.size else 0.0
 
 
+def top1_agreement(outs: list[np.ndarray], refs: list[np.ndarray], feeds: list[dict[str, np.ndarray]]) -> float:
+    """Mean over batches of how often a causal LM's next-token choice matches its reference's,
+    over real (unpadded) positions."""
+    return float(np.mean([(o.argmax(-1) == r.argmax(-1))[f["attention_mask"] > 0].mean()
+                          for o, r, f in zip(outs, refs, feeds)]))
+
+
 def _wrapper(model: Any, names: list[str], output: str, causal: bool) -> Any:
     import torch
 
@@ -426,7 +433,7 @@ def _export_in_child(src: Path, dest: Path, task: str, fmt: str, tolerance: floa
             "tolerance=float(sys.argv[5]), refs_file=Path(sys.argv[6]))\n"
             "except RecipeError as e:\n"
             "    print(json.dumps({'error': str(e)})); sys.exit(3)\n"
-            "print(json.dumps({'diff': None}))\n")
+            "print(json.dumps({'exported': True}))\n")
     refs_file = dest.parent / f".{dest.name}-refs.npz"
     proc = subprocess.run([sys.executable, "-c", code, str(src), str(dest), task, fmt, repr(tolerance), str(refs_file)],
                           capture_output=True, text=True)
@@ -437,7 +444,7 @@ def _export_in_child(src: Path, dest: Path, task: str, fmt: str, tolerance: floa
         answer = {}
     if "error" in answer:
         raise RecipeError(answer["error"])
-    if proc.returncode != 0 or "diff" not in answer or not refs_file.is_file():
+    if proc.returncode != 0 or "exported" not in answer or not refs_file.is_file():
         tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:200]
         raise RecipeError(f"ONNX export of {Path(src).name} ({task}) failed in its process: {tail}")
     try:  # ONNX Runtime's check here, after the exporting process has given its memory back
@@ -479,11 +486,8 @@ def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     task = _require_task(src)
     from relman.compress import genai_export
 
-    requested = str(params.get("exporter", "relman"))
-    if get_task(task, RecipeError).causal and genai_export.choose_exporter(src, requested) == "genai":
+    if genai_export.builder_wanted(src, params):
         return genai_export.export_with_genai(src, "fp32", {}, ctx, tolerance=float(params["tolerance"]))
-    if requested == "genai":
-        raise RecipeError(f"exporter 'genai' is for causal LMs; {src.version.ref} is '{task}'")
     ctx.progress(0.1, "exporting to ONNX")
     result = export_onnx(src.folder, ctx.workdir / "out", task, fmt=src.format, opset=int(params["opset"]),
                          tolerance=float(params["tolerance"]))

@@ -149,3 +149,35 @@ def finish(tmp_model: Path, tmp_data: Path, folder: Path, inline_below: int = IN
     tmp_data.replace(folder / ONNX_DATA)
     tmp_model.replace(folder / ONNX_FILE)
     return [ONNX_FILE, ONNX_DATA]
+
+
+class ModelWriter(TensorWriter):
+    """folder/model.onnx (+ model.onnx.data) written under temp names: `add` / `copy` tensors,
+    then `save(model)` renames them into place (`finish`). As a context manager, an error or a
+    missing save leaves nothing behind."""
+
+    def __init__(self, folder: Path, inline_below: int = INLINE_BYTES) -> None:
+        from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.inline_below = folder, inline_below
+        self.tmp_model, self.tmp_data = folder / (ONNX_FILE + ".partial"), folder / (ONNX_DATA + ".partial")
+        self.files: list[str] = []
+        super().__init__(self.tmp_data, ONNX_DATA)
+
+    def save(self, model: Any) -> list[str]:
+        import onnx
+
+        self.close()
+        onnx.save_model(model, str(self.tmp_model))
+        self.files = finish(self.tmp_model, self.tmp_data, self.folder, self.inline_below)
+        return self.files
+
+    def __enter__(self) -> "ModelWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.close()
+        if exc_type is not None or not self.files:
+            self.tmp_model.unlink(missing_ok=True)
+            self.tmp_data.unlink(missing_ok=True)

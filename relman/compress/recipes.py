@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from relman.compress.registry import Param, Recipe, register  # noqa: F401
 from relman.tasks.specs import tasks_with_recipe
 
@@ -163,9 +165,7 @@ register(Recipe(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),
         Param("tolerance", float, 1e-4, "refuse the export when ONNX and PyTorch outputs differ by more "
                                         "(max abs, on inputs of other shapes than the traced ones)", min=0.0),
-        Param("exporter", str, "relman", "'genai' = ONNX Runtime GenAI's builder for a causal LM it supports (an "
-              "FP32 generation graph with a KV cache), 'relman' = relman's exporter, 'auto' = the builder where "
-              "it applies", choices=("auto", "relman", "genai")),
+        replace(_EXPORTER, default="relman"),  # a plain export stays relman's graph unless asked
     ),
     description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
 ))
