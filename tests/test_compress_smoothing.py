@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from relman.compress import calib_cache, sensitivity, smoothing  # noqa: E402
+from relman.compress.quantize import calib_cache, sensitivity, smoothing  # noqa: E402
 
 H = 32
 OUTLIER = 5  # the planted outlier channel

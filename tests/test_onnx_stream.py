@@ -16,7 +16,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from relman.compress.int4_stream import quantize_int4_streaming  # noqa: E402
+from relman.compress.quantize.int4_stream import quantize_int4_streaming  # noqa: E402
 from relman.errors import RecipeError  # noqa: E402
 
 K, N, V = 64, 48, 100
@@ -138,7 +138,7 @@ def test_truncated_or_escaping_external_data_is_refused_with_nothing_left(tmp_pa
 def test_fp16_streamed_equals_the_converter_on_the_loaded_graph(tmp_path):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from relman.compress.half import half_graph_streaming
+    from relman.compress.quantize.half import half_graph_streaming
     from relman.compress.onnx_stream import TensorSource
 
     model, _ = lm_like()

@@ -186,7 +186,7 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
     """The builder's graph of `src` at `precision` as a checked RecipeOutput (format "onnx").
 
     INT4 (`int4` = `quantize_graph`'s block, symmetric, accuracy_level, exclude): the builder writes FP32 and
-    relman.compress.int4_stream quantises it one weight at a time — the same MatMulNBits /
+    relman.compress.quantize.int4_stream quantises it one weight at a time — the same MatMulNBits /
     GatherBlockQuantized graph the builder's `-p int4` writes, bit for bit, at about half the
     peak memory (its INT4 pass converts the whole in-memory graph to a protobuf first)."""
     import onnx
@@ -201,7 +201,7 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
     if int4 is None:
         run_builder(src.folder, out, precision, extra, ctx)
     else:
-        from relman.compress.int4 import quantize_graph
+        from relman.compress.quantize.int4 import quantize_graph
 
         fp32 = ctx.workdir / "genai-fp32"
         shutil.rmtree(fp32, ignore_errors=True)

@@ -2,7 +2,7 @@
 
 Why: a model past a few GB cannot be loaded, converted and saved whole (2x the weights in
 memory at best, and protobuf refuses to serialise more than 2 GB). The streaming rewrites
-(relman.compress.int4_stream, the FP16 path of relman.compress.half) parse only the weightless
+(relman.compress.quantize.int4_stream, the FP16 path of relman.compress.quantize.half) parse only the weightless
 graph, read each tensor from the source's data file (paths checked to stay in its folder,
 truncation detected), and append the tensors they keep or make to one new page-aligned
 model.onnx.data; `finish` renames the temp files into place, or folds a small result into one

@@ -4,7 +4,7 @@ The candidates are planned when the job is queued (`plan_candidates`, stored in 
 params so a search can be read and repeated): a sequence from the most to the least
 aggressive — ONNX Runtime INT8 dynamic per-channel → the same with SmoothQuant smoothing →
 smoothed with the 1, 2, 4 layers whose INT8 costs the model output most (measured,
-`relman.compress.sensitivity`) kept in float → smoothed with ORT's transformer fusions →
+`relman.compress.quantize.sensitivity`) kept in float → smoothed with ORT's transformer fusions →
 per-tensor dynamic → static (calibrated) → static per-channel → static per-channel with the most
 INT8-sensitive layers kept in float; 4-bit weights first for a
 causal LM when the objective is size; then, when those recipes are registered, structured

@@ -151,7 +151,7 @@ _EXPORTER = Param("exporter", str, "auto",
 
 register(Recipe(
     name="torch-int8-dynamic", title="Dynamic INT8 (PyTorch, Linear layers)",
-    target="relman.compress.quant_torch:int8_dynamic", input_formats=("hf",), output_format="torch-int8",
+    target="relman.compress.quantize.quant_torch:int8_dynamic", input_formats=("hf",), output_format="torch-int8",
     params=(
         Param("keep_float", list, [], "Linear layers whose name contains one of these stay float "
                                       "(e.g. classifier)"),
@@ -170,7 +170,7 @@ register(Recipe(
     description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
 ))
 register(Recipe(
-    name="ort-int8", title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quant_ort:ort_int8",
+    name="ort-int8", title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quantize.quant_ort:ort_int8",
     input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
     params=(
         Param("mode", str, "dynamic", "dynamic: weights INT8, activations on the fly; static: calibrated "
@@ -204,7 +204,7 @@ register(Recipe(
     description="onnxruntime quantize_dynamic / quantize_static after graph optimisation.",
 ))
 register(Recipe(
-    name="half", title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.half:half_torch",
+    name="half", title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.quantize.half:half_torch",
     input_formats=("hf",), output_format="hf",
     params=(
         Param("dtype", str, "float16", "float16 (older GPUs) or bfloat16 (float32's range; Ampere+ GPUs, CPUs)",
@@ -213,7 +213,7 @@ register(Recipe(
     description="Casts the weights; the dtype is recorded in config.json. The useful one on a GPU.",
 ))
 register(Recipe(
-    name="onnx-fp16", title="Half precision (ONNX FP16)", target="relman.compress.half:half_onnx",
+    name="onnx-fp16", title="Half precision (ONNX FP16)", target="relman.compress.quantize.half:half_onnx",
     input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
     params=(
         Param("op_block_list", list, [], "extra op types kept in float32 (besides the converter's defaults)"),
@@ -223,7 +223,7 @@ register(Recipe(
     description="float16 weights and compute with float32 inputs/outputs; for GPU inference.",
 ))
 register(Recipe(
-    name="int4-weight-only", title="Weight-only INT4 (causal LMs)", target="relman.compress.int4:int4_weight_only",
+    name="int4-weight-only", title="Weight-only INT4 (causal LMs)", target="relman.compress.quantize.int4:int4_weight_only",
     input_formats=_EXPORTABLE + ("onnx",), tasks=tasks_with_recipe("int4-weight-only"), output_format="onnx",
     params=(
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),

@@ -311,7 +311,7 @@ class _Calibration:
         return self._feeds
 
     def _key(self, what: str, extra: dict[str, Any]) -> str:
-        from relman.compress.calib_cache import cache_key
+        from relman.compress.quantize.calib_cache import cache_key
 
         p = self.params
         dataset = p.get("dataset") or ""
@@ -325,7 +325,7 @@ class _Calibration:
         return cache_key(getattr(self.src.version, "manifest_sha256", "") or str(self.src.folder), dsha, settings)
 
     def cached(self, what: str, extra: dict[str, Any], compute: Any) -> dict[str, np.ndarray]:
-        from relman.compress.calib_cache import for_catalog
+        from relman.compress.quantize.calib_cache import for_catalog
 
         cache = for_catalog(self.ctx.catalog)
         key = self._key(what, extra)
@@ -337,13 +337,13 @@ class _Calibration:
         return got
 
     def ranges(self, model: Any, tensors: list[str]) -> dict[str, np.ndarray]:
-        from relman.compress.calib_cache import channel_absmax
+        from relman.compress.quantize.calib_cache import channel_absmax
 
         return self.cached("channel_absmax", {"tensors": sorted(tensors)},
                            lambda: channel_absmax(model, self.feeds(), tensors))
 
     def sensitivity(self, graph: Any, per_channel: bool, graph_id: dict[str, Any]) -> list[Any]:
-        from relman.compress.sensitivity import LayerSensitivity, layer_sensitivity
+        from relman.compress.quantize.sensitivity import LayerSensitivity, layer_sensitivity
 
         ops = dict(weight_nodes_ops(graph))
 
@@ -358,7 +358,7 @@ class _Calibration:
 
 
 def weight_nodes_ops(model: Any) -> list[tuple[str, str]]:
-    from relman.compress.sensitivity import weight_layers
+    from relman.compress.quantize.sensitivity import weight_layers
 
     return weight_layers(model)
 
@@ -367,7 +367,7 @@ def smooth_onnx(onnx_in: Path, dest: Path, prep: _Calibration, alpha: float) -> 
     """The parent's graph with SmoothQuant scales folded into its LayerNorms, checked against it."""
     import onnx
 
-    from relman.compress.smoothing import find_targets, smooth_model
+    from relman.compress.quantize.smoothing import find_targets, smooth_model
 
     graph = onnx.load(str(onnx_in))
     targets = find_targets(graph)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from relman.compress.smoothing import _weight_rows
+from relman.compress.quantize.smoothing import _weight_rows
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Weight-only INT4 for causal LMs (recipe "int4-weight-only"): blockwise 4-bit MatMul weights
 (`MatMulNBits`, round-to-nearest, onnxruntime's own kernel) written one weight at a time by
-relman.compress.int4_stream, so memory stays near one tensor whatever the model's size.
+relman.compress.quantize.int4_stream, so memory stays near one tensor whatever the model's size.
 
 Who writes the FP32 graph that gets quantised (`exporter`):
 - ONNX Runtime GenAI's model builder (relman.compress.genai_export), by default for the LLM
@@ -29,9 +29,9 @@ from relman.errors import RecipeError
 
 def quantize_graph(onnx_in: Any, out: Any, *, block: int, symmetric: bool, accuracy_level: int,
                    exclude: list[str], ctx: Any, ref: str) -> Any:
-    """The streaming 4-bit pass over an FP32 ONNX graph (relman.compress.int4_stream), with the
+    """The streaming 4-bit pass over an FP32 ONNX graph (relman.compress.quantize.int4_stream), with the
     job's progress and cancellation; a RecipeError when it quantised nothing."""
-    from relman.compress.int4_stream import quantize_int4_streaming
+    from relman.compress.quantize.int4_stream import quantize_int4_streaming
 
     def progress(done: int, total: int, name: str) -> None:
         ctx.progress(0.3 + 0.45 * done / max(total, 1), f"4-bit weights {done}/{total} (block {block})")
