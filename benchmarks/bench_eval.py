@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def build_models(root: Path, hidden: int, layers: int) -> tuple[Path, Path]:
     from relman.modelio.tiny import tiny_bert_classifier
-    from relman.compress.onnx_export import export_onnx
+    from relman.compress.export.onnx_export import export_onnx
 
     hf = tiny_bert_classifier(root / "bert", hidden=hidden, layers=layers, heads=4, intermediate=hidden * 4)
     return hf, export_onnx(hf, root / "bert-onnx", "text-classification").folder

@@ -109,7 +109,7 @@ def main() -> None:
     from relman.app.models import import_model
     from relman.catalog import open_catalog
     from relman.compress import job
-    from relman.compress.onnx_export import copy_side_files
+    from relman.compress.export.onnx_export import copy_side_files
     from relman.compress.registry import all_recipes
     from relman.jobs.context import JobContext
     from relman.tasks import open_runner

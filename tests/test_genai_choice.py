@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from relman.compress import genai_export
+from relman.compress.export import genai_export
 from relman.errors import EvaluationError, RecipeError
 
 

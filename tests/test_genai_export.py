@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from relman.app.models import import_model
-from relman.compress import genai_export
+from relman.compress.export import genai_export
 from relman.errors import RecipeError
 from relman.tasks.backends import OnnxBackend
 

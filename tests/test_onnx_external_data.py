@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE, move_onnx  # noqa: E402
+from relman.compress.export.onnx_export import ONNX_DATA, ONNX_FILE, move_onnx  # noqa: E402
 from relman.errors import RecipeError  # noqa: E402
 
 
@@ -71,7 +71,7 @@ def test_inline_model_is_copied_and_hostile_location_refused(tmp_path: Path) -> 
 def test_large_parent_is_exported_in_a_child_process(tiny_gpt2: Path, tmp_path: Path, monkeypatch) -> None:
     """Past the size threshold the export runs in its own process (its memory returns to the
     OS when it exits); the result and the refusal message are the same as in-process."""
-    from relman.compress import onnx_export
+    from relman.compress.export import onnx_export
 
     monkeypatch.setattr(onnx_export, "SEPARATE_EXPORT_BYTES", 0)
     path, diff = onnx_export.onnx_source(tiny_gpt2, "hf", "causal-lm", tmp_path / "a")

@@ -139,7 +139,7 @@ def test_fp16_streamed_equals_the_converter_on_the_loaded_graph(tmp_path):
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     from relman.compress.quantize.half import half_graph_streaming
-    from relman.compress.onnx_stream import TensorSource
+    from relman.compress.export.onnx_stream import TensorSource
 
     model, _ = lm_like()
     src = _save(model, tmp_path / "src")

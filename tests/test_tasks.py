@@ -16,7 +16,7 @@ TEXTS = ["the movie was good", "bad film", "great fun and a very fine plot, i lo
 
 def onnx_copy(src: Path, task: str) -> Path:
     """The ONNX export of a tiny model, made once per test session (cached next to it)."""
-    from relman.compress.onnx_export import export_onnx
+    from relman.compress.export.onnx_export import export_onnx
 
     out = src.parent / f"{src.name}-onnx"
     if not (out / "model.onnx").is_file():

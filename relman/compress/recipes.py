@@ -14,7 +14,7 @@ from relman.tasks.specs import tasks_with_recipe
 _TORCH_FORMATS = ("hf", "hf-reshaped")
 
 register(Recipe(
-    name="prune-magnitude", title="Unstructured magnitude pruning", target="relman.compress.prune:run",
+    name="prune-magnitude", title="Unstructured magnitude pruning", target="relman.compress.prune.magnitude:run",
     input_formats=_TORCH_FORMATS,
     params=(
         Param("sparsity", float, 0.5, "fraction of the selected weights set to zero (0.5 = 50 %)", min=0.0, max=0.99),
@@ -26,7 +26,7 @@ register(Recipe(
 ))
 register(Recipe(
     name="prune-structured", title="Structured pruning (heads + FFN neurons)",
-    target="relman.compress.prune_structured:run", input_formats=_TORCH_FORMATS,
+    target="relman.compress.prune.structured:run", input_formats=_TORCH_FORMATS,
     output_format="hf-reshaped",  # plain "hf" when only FFN neurons are removed
     params=(
         Param("heads", float, 0.25, "fraction of attention heads removed in each layer", min=0.0, max=0.9),
@@ -42,7 +42,7 @@ register(Recipe(
     description="Removes whole attention heads and FFN neurons, so parameters, size and latency drop.",
 ))
 register(Recipe(
-    name="lowrank-svd", title="Low-rank factorisation (truncated SVD)", target="relman.compress.lowrank:run",
+    name="lowrank-svd", title="Low-rank factorisation (truncated SVD)", target="relman.compress.prune.lowrank:run",
     input_formats=_TORCH_FORMATS, output_format="hf-reshaped",
     params=(
         Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
@@ -139,7 +139,7 @@ register(Recipe(
 ))
 
 # -- quantisation, export, half precision (format-changing recipes) -------------------------
-_EXPORTABLE = ("hf", "hf-reshaped")  # what relman.compress.onnx_export can trace
+_EXPORTABLE = ("hf", "hf-reshaped")  # what relman.compress.export.onnx_export can trace
 _EXPORT_TOL = Param("export_tolerance", float, 1e-4,
                     "max abs difference allowed between PyTorch and the ONNX export (when the parent is not ONNX)",
                     min=0.0)
@@ -159,7 +159,7 @@ register(Recipe(
     description="torch.ao dynamic quantisation: INT8 weights, activations quantised on the fly; CPU only.",
 ))
 register(Recipe(
-    name="onnx-export", title="ONNX export (verified)", target="relman.compress.onnx_export:export_recipe",
+    name="onnx-export", title="ONNX export (verified)", target="relman.compress.export.onnx_export:export_recipe",
     input_formats=_EXPORTABLE, output_format="onnx",
     params=(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, input_names, onnx_check_inputs, onnx_source,
+from relman.compress.export.onnx_export import (ONNX_FILE, copy_side_files, input_names, onnx_check_inputs, onnx_source,
                                          onnx_weight_stats, output_diff, run_onnx, verification_inputs)
 from relman.errors import RecipeError
 from relman.tasks.specs import get_task
@@ -89,7 +89,7 @@ def half_torch(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
 def half_graph_streaming(onnx_in: Path, out: Path, op_block_list: list[str], ref: str) -> None:
     """onnxruntime's float16 converter on the weightless graph (its node and Cast decisions),
     then each weight it turned to float16 converted from the source's data file one at a time
-    (relman.compress.onnx_stream): converting a loaded >2 GB graph failed in protobuf
+    (relman.compress.export.onnx_stream): converting a loaded >2 GB graph failed in protobuf
     ("Failed to serialize proto", at 3.3x the weights, on a 0.5 B LM)."""
     import warnings
 
@@ -97,8 +97,8 @@ def half_graph_streaming(onnx_in: Path, out: Path, op_block_list: list[str], ref
     from onnx.external_data_helper import uses_external_data
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16, convert_np_to_float16
 
-    from relman.compress.onnx_export import all_tensors
-    from relman.compress.onnx_stream import ModelWriter, TensorSource
+    from relman.compress.export.onnx_export import all_tensors
+    from relman.compress.export.onnx_stream import ModelWriter, TensorSource
 
     model = onnx.load(str(onnx_in), load_external_data=False)
     if not any(t.data_type == onnx.TensorProto.FLOAT for t in model.graph.initializer):
@@ -145,7 +145,7 @@ def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     task = src.task
     if not task:
         raise RecipeError(f"{src.version.ref} has no task recorded; re-import it with --task")
-    from relman.compress import genai_export
+    from relman.compress.export import genai_export
 
     if genai_export.builder_wanted(src, params):
         if params["op_block_list"]:

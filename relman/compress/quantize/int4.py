@@ -3,7 +3,7 @@
 relman.compress.quantize.int4_stream, so memory stays near one tensor whatever the model's size.
 
 Who writes the FP32 graph that gets quantised (`exporter`):
-- ONNX Runtime GenAI's model builder (relman.compress.genai_export), by default for the LLM
+- ONNX Runtime GenAI's model builder (relman.compress.export.genai_export), by default for the LLM
   families it supports (Llama, Qwen, Phi, Mistral, Gemma...): a fused generation graph with a
   KV cache. relman asks it for FP32 and quantises that graph itself: the builder's own INT4 pass
   holds the whole graph twice (2.85x the weights on a 0.5 B Qwen2, against 1.57x for its FP32
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
+from relman.compress.export.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
                                          output_diff, release_freed_memory, run_onnx, top1_agreement)
 from relman.errors import RecipeError
 
@@ -48,7 +48,7 @@ def quantize_graph(onnx_in: Any, out: Any, *, block: int, symmetric: bool, accur
 def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     """Recipe "int4-weight-only"."""
     from relman.catalog import Metric
-    from relman.compress import genai_export
+    from relman.compress.export import genai_export
     from relman.compress.registry import RecipeOutput
     from relman.tasks.specs import tasks_with_recipe
 

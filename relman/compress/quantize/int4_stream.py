@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from relman.compress.onnx_stream import INLINE_BYTES, ModelWriter, TensorSource
+from relman.compress.export.onnx_stream import INLINE_BYTES, ModelWriter, TensorSource
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from relman.compress.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
+from relman.compress.export.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
                                          output_diff, run_onnx, save_onnx)
 from relman.errors import RecipeError
 
@@ -80,7 +80,7 @@ def encode_dataset(folder: Path, task: str, ds: Any, max_length: int, config: di
     """Model inputs for a whole dataset, with the model's own preprocessing."""
     from relman.modelio.loading import load_preprocessor
 
-    from relman.compress.onnx_export import is_image
+    from relman.compress.export.onnx_export import is_image
 
     pre = load_preprocessor(folder, task)
     if is_image(task):

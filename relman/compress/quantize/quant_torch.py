@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from relman.compress.onnx_export import copy_side_files, input_names, output_diff, verification_inputs
+from relman.compress.export.onnx_export import copy_side_files, input_names, output_diff, verification_inputs
 from relman.errors import ModelImportError, RecipeError
 from relman.tasks.specs import get_task
 from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model

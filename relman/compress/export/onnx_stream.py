@@ -126,7 +126,7 @@ def finish(tmp_model: Path, tmp_data: Path, folder: Path, inline_below: int = IN
     """Rename the temp files into place; a small result becomes one self-contained model.onnx."""
     import onnx
 
-    from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE
+    from relman.compress.export.onnx_export import ONNX_DATA, ONNX_FILE
 
     if tmp_data.stat().st_size < inline_below:
         staging = folder / ".int4-inline"
@@ -157,7 +157,7 @@ class ModelWriter(TensorWriter):
     missing save leaves nothing behind."""
 
     def __init__(self, folder: Path, inline_below: int = INLINE_BYTES) -> None:
-        from relman.compress.onnx_export import ONNX_DATA, ONNX_FILE
+        from relman.compress.export.onnx_export import ONNX_DATA, ONNX_FILE
 
         folder.mkdir(parents=True, exist_ok=True)
         self.folder, self.inline_below = folder, inline_below

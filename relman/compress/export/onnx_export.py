@@ -426,7 +426,7 @@ def _export_in_child(src: Path, dest: Path, task: str, fmt: str, tolerance: floa
     import sys
 
     code = ("import json, sys; from pathlib import Path\n"
-            "from relman.compress.onnx_export import export_onnx\n"
+            "from relman.compress.export.onnx_export import export_onnx\n"
             "from relman.errors import RecipeError\n"
             "try:\n"
             "    r = export_onnx(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], fmt=sys.argv[4], "
@@ -484,7 +484,7 @@ def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
 
     src = sources[0]
     task = _require_task(src)
-    from relman.compress import genai_export
+    from relman.compress.export import genai_export
 
     if genai_export.builder_wanted(src, params):
         return genai_export.export_with_genai(src, "fp32", {}, ctx, tolerance=float(params["tolerance"]))
