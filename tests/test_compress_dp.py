@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from relman.app.models import import_model
 from relman.catalog import open_catalog
-from relman.compress.merge import average_update
+from relman.compress.adapt.merge import average_update
 from relman.errors import RecipeError
 from relman.modelio import tiny
 from relman.release.gates import evaluate_gates

@@ -145,7 +145,7 @@ def test_an_encoder_becomes_a_text_classifier(catalog, tiny_bert_encoder, tmp_pa
 
 
 def test_default_targets_follow_the_architecture(tiny_bert, tiny_vit, tiny_gpt2):
-    from relman.compress.lora import default_targets
+    from relman.compress.adapt.lora import default_targets
 
     found = {task: default_targets(load_torch_model(folder, task))
              for folder, task in ((tiny_bert, "text-classification"), (tiny_vit, "image-classification"),

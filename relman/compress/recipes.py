@@ -58,7 +58,7 @@ register(Recipe(
     description="Replaces Linear layers by two smaller ones where that saves parameters.",
 ))
 register(Recipe(
-    name="distill", title="Knowledge distillation", target="relman.compress.distill:run",
+    name="distill", title="Knowledge distillation", target="relman.compress.adapt.distill:run",
     input_formats=_TORCH_FORMATS, multi_parent=True,
     tasks=tasks_with_recipe("distill"),
     params=(
@@ -89,7 +89,7 @@ _DP_PARAMS = (
     Param("max_grad_norm", float, 1.0, "per-example gradient clipping norm (dp=true)", min=0.0),
 )
 register(Recipe(
-    name="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.finetune:run",
+    name="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.adapt.finetune:run",
     input_formats=_TORCH_FORMATS, tasks=tasks_with_recipe("finetune"),
     params=(
         Param("dataset", str, "", "registered labelled dataset"),
@@ -115,7 +115,7 @@ register(Recipe(
                 "becomes a classifier; new head when the labels differ.",
 ))
 register(Recipe(
-    name="merge-fedavg", title="Merge (federated averaging)", target="relman.compress.merge:run",
+    name="merge-fedavg", title="Merge (federated averaging)", target="relman.compress.adapt.merge:run",
     input_formats=_TORCH_FORMATS + ("peft-adapter",), multi_parent=True,
     params=(
         Param("weights", list, [], "one sample count per parent (default: their recorded train_samples, else equal)"),
@@ -127,7 +127,7 @@ register(Recipe(
                 "(average of the updates BA, re-factorised by SVD); composes the parents' privacy ledgers.",
 ))
 register(Recipe(
-    name="merge-adapter", title="Merge a LoRA adapter into its base", target="relman.compress.merge_adapter:run",
+    name="merge-adapter", title="Merge a LoRA adapter into its base", target="relman.compress.adapt.merge_adapter:run",
     input_formats=("peft-adapter", "hf", "hf-reshaped", "torch-int8", "onnx", "safetensors", "torch"),
     multi_parent=True,
     params=(

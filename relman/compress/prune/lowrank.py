@@ -117,8 +117,8 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
     after = unique_param_count(model)
     recovery: list[float] = []
     if params.get("dataset") and int(params.get("epochs", 0)) > 0:
-        from relman.compress.distill import recover_by_distillation
-        from relman.compress.training import resolve_device
+        from relman.compress.adapt.distill import recover_by_distillation
+        from relman.compress.adapt.training import resolve_device
 
         device = resolve_device(ctx)
         recovery = recover_by_distillation(model, load_parent(source, device), source, params, ctx, device)

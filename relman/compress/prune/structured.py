@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from relman.catalog import Metric
-from relman.compress import training as tr
-from relman.compress.distill import recover_by_distillation
+from relman.compress.adapt import training as tr
+from relman.compress.adapt.distill import recover_by_distillation
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.prune.surgery import (
     current_surgery,

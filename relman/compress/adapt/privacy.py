@@ -13,7 +13,7 @@ ledger as its context) says what the guarantee is and what it rests on. Versions
 without DP have no `privacy_epsilon`, so a gate `privacy_epsilon <= 8` fails for them as "not
 evaluated" rather than passing.
 
-FedAvg of DP copies (relman.compress.merge): the sites' training rows are disjoint, each row
+FedAvg of DP copies (relman.compress.adapt.merge): the sites' training rows are disjoint, each row
 influences only its site's copy, and the average is post-processing of the copies, so by
 parallel composition the merged model is (max ε, max δ)-DP with respect to any one row.
 """

@@ -18,7 +18,7 @@ the SVD truncation is the best rank-r approximation of it (Eckart-Young). Both e
 recorded per merge: `fedavg_svd_residual` (relative Frobenius error of the rank-r
 re-factorisation) and `fedavg_factor_average_error` (the same for the A/B average).
 
-Privacy: the parents' ledgers compose in parallel (relman.compress.privacy); mixing DP and
+Privacy: the parents' ledgers compose in parallel (relman.compress.adapt.privacy); mixing DP and
 non-DP parents is refused unless `allow_mixed_privacy`.
 """
 
@@ -34,7 +34,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from relman.catalog import Metric
-from relman.compress import privacy
+from relman.compress.adapt import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.prune.surgery import WEIGHT_SUFFIXES, new_output_folder
 from relman.errors import RecipeError

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from relman.catalog import Metric
-from relman.compress import privacy
+from relman.compress.adapt import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.prune.surgery import new_output_folder, save_child, unique_param_count
 from relman.context import WorkContext

@@ -8,12 +8,12 @@ epoch's weights are kept. With `adversarial`, each step also trains on an FGSM p
 (token embeddings for text, pixels for images), which buys robustness to small input noise.
 The number of training samples is recorded so a later FedAvg merge can weight this copy.
 
-`method=lora` trains a LoRA adapter with PEFT instead of every weight (relman.compress.lora):
+`method=lora` trains a LoRA adapter with PEFT instead of every weight (relman.compress.adapt.lora):
 the child is a `peft-adapter` version holding only the adapter, the head and a pin to its base.
 A `feature-extraction` parent (an encoder such as MiniLM) becomes a text- or image-classifier:
 the classification model class is built from the base's config with the dataset's labels, the
 encoder weights come from the base, the head is new. `dp=true` trains with DP-SGD (Opacus,
-relman.compress.privacy) and records the privacy ledger and `privacy_epsilon` on the child.
+relman.compress.adapt.privacy) and records the privacy ledger and `privacy_epsilon` on the child.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 from torch import nn
 
 from relman.catalog import Metric
-from relman.compress import lora
-from relman.compress import privacy as dp_privacy
-from relman.compress import training as tr
+from relman.compress.adapt import lora
+from relman.compress.adapt import privacy as dp_privacy
+from relman.compress.adapt import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.prune.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError

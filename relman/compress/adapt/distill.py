@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from relman.catalog import Metric
-from relman.compress import training as tr
+from relman.compress.adapt import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.prune.surgery import (
     SURGERY_KEY,

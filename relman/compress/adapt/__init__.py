@@ -1,0 +1,2 @@
+"""Adaptation: full and LoRA fine-tuning, differential privacy, distillation, the shared training
+loop, and merges (adapter into base, federated averaging)."""
