@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 # When the fast tier runs on its own (`-m fast`), a fast test that starts a worker process or
 # imports torch, transformers or onnxruntime fails, saying to mark it `heavy`; the full suite
 # applies no such guard (its order would decide whether torch is already loaded).
-HEAVY_FIXTURES = {"make_runner", "tiny_dir", "tiny_bert", "tiny_bert_encoder", "tiny_vit", "tiny_gpt2"}
+HEAVY_FIXTURES = {"make_runner", "tiny_dir", "tiny_bert", "tiny_bert_encoder", "tiny_vit", "tiny_gpt2", "trained_lm_dir"}
 HEAVY_FILES = {
     "test_compress_distill.py", "test_compress_finetune.py", "test_compress_finetune_job.py",
     "test_compress_job.py", "test_compress_lowrank.py", "test_compress_merge.py", "test_compress_prune.py",
@@ -131,6 +131,16 @@ def tiny_vit(tiny_dir: Path) -> Path:
     from relman.modelio import tiny
 
     return tiny.tiny_vit_classifier(tiny_dir / "vit")
+
+
+@pytest.fixture(scope="session")
+def trained_lm_dir() -> Path:
+    """The small LM trained on the stdlib's docstrings (relman.modelio.trained_lm): built once per
+    machine (a few CPU minutes), then read from the cache. Use it wherever quality must mean
+    something; tiny_gpt2 / tiny_decoder have random weights."""
+    from relman.modelio.trained_lm import trained_lm
+
+    return trained_lm()
 
 
 @pytest.fixture(scope="session")
