@@ -150,8 +150,30 @@ def delete_version(catalog: Catalog, ref: str, *, why: str, who: str | None = No
 
 
 # -- gc ---------------------------------------------------------------------------------------
+MAX_LOGS_AGE_DAYS = 36_500.0  # a century: beyond it a date subtraction overflows, and it means "never"
+
+
+def check_logs_age(value: Any, what: str = "--logs-older-than") -> float:
+    """A log age in days: a finite number from 0 to MAX_LOGS_AGE_DAYS, else a one-line error.
+    (NaN compares false with everything, so `age < 0` let it through to `timedelta`.)"""
+    import math
+
+    try:
+        age = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise HousekeepingError(f"{what} must be a number of days, not {value!r}") from None
+    if not math.isfinite(age) or not 0 <= age <= MAX_LOGS_AGE_DAYS:
+        raise HousekeepingError(f"{what} must be 0 to {MAX_LOGS_AGE_DAYS:,.0f} days, got {age:g}")
+    return age
+
+
 def logs_max_age_days(catalog: Catalog) -> float:
-    return float(catalog.get_setting(LOGS_MAX_AGE_KEY, DEFAULT_LOGS_MAX_AGE_DAYS))
+    """The stored log age; one stored before it was checked (NaN, inf) reads as the default,
+    so a bad setting cannot stop every `gc`."""
+    try:
+        return check_logs_age(catalog.get_setting(LOGS_MAX_AGE_KEY, DEFAULT_LOGS_MAX_AGE_DAYS))
+    except HousekeepingError:
+        return DEFAULT_LOGS_MAX_AGE_DAYS
 
 
 def _path_bytes(p: Path) -> int:
@@ -163,7 +185,7 @@ def _path_bytes(p: Path) -> int:
 def prune_job_files(catalog: Catalog, older_than_days: float, *, dry_run: bool = False) -> dict[str, Any]:
     """Remove the logs and scratch folders of jobs that finished more than `older_than_days`
     ago (the job rows stay). Only paths inside the catalog's logs/ and tmp/ are touched."""
-    cutoff = datetime.now(timezone.utc) - timedelta(days=float(older_than_days))
+    cutoff = datetime.now(timezone.utc) - timedelta(days=check_logs_age(older_than_days))
     removed: list[str] = []
     total = 0
     logs_root, tmp_root = catalog.logs_dir.resolve(), catalog.tmp_dir.resolve()
@@ -192,9 +214,7 @@ def prune_job_files(catalog: Catalog, older_than_days: float, *, dry_run: bool =
 def collect_garbage(catalog: Catalog, *, dry_run: bool = False, logs_older_than_days: float | None = None,
                     who: str | None = None) -> dict[str, Any]:
     """Clean what dead writers left, sweep unreferenced blobs, prune old job logs/scratch."""
-    age = logs_max_age_days(catalog) if logs_older_than_days is None else float(logs_older_than_days)
-    if age < 0:
-        raise HousekeepingError(f"--logs-older-than must be 0 or more days, got {age:g}")
+    age = logs_max_age_days(catalog) if logs_older_than_days is None else check_logs_age(logs_older_than_days)
     cleaned = {"blobs": 0, "temp_files": 0} if dry_run else catalog.clean_stale()
     swept = gc.sweep(catalog, dry_run=dry_run)
     logs = prune_job_files(catalog, age, dry_run=dry_run)
