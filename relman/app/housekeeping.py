@@ -216,12 +216,14 @@ def collect_garbage(catalog: Catalog, *, dry_run: bool = False, logs_older_than_
     """Clean what dead writers left, sweep unreferenced blobs, prune old job logs/scratch."""
     age = logs_max_age_days(catalog) if logs_older_than_days is None else check_logs_age(logs_older_than_days)
     cleaned = {"blobs": 0, "temp_files": 0} if dry_run else catalog.clean_stale()
+    scratch = gc.remove_stale_scratch(catalog, dry_run=dry_run)  # killed bundle imports' folders
     swept = gc.sweep(catalog, dry_run=dry_run)
     logs = prune_job_files(catalog, age, dry_run=dry_run)
     result = {"dry_run": dry_run, "blobs": swept["blobs"], "blob_bytes": swept["bytes"],
               "stale_blobs": cleaned["blobs"], "temp_files": cleaned["temp_files"],
+              "scratch_folders": scratch["folders"], "scratch_bytes": scratch["bytes"],
               "job_files": len(logs["files"]), "job_file_bytes": logs["bytes"], "logs_older_than_days": age}
-    result["bytes_freed"] = result["blob_bytes"] + result["job_file_bytes"]
+    result["bytes_freed"] = result["blob_bytes"] + result["job_file_bytes"] + result["scratch_bytes"]
     if not dry_run and (swept["blobs"] or logs["files"] or cleaned["blobs"]):
         catalog.log_event("gc", {k: result[k] for k in ("blobs", "blob_bytes", "job_files", "job_file_bytes",
                                                        "stale_blobs")}, actor=who)
@@ -237,6 +239,10 @@ def _copy_verified(src: Path, dest: Path, sha: str) -> None:
     """Copy a blob to `dest` (temp name, fsync, rename) unless an intact copy is there."""
     if dest.is_file() and sha256_file(dest)[0] == sha:
         return
+    from relman.context import hold_here
+    from relman.fsutil import remove_stale_temp
+
+    remove_stale_temp(dest.parent)  # what a killed archive to this folder left
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -244,6 +250,7 @@ def _copy_verified(src: Path, dest: Path, sha: str) -> None:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             os.fsync(fout.fileno())
+        hold_here("archive.blob-copied")  # tests kill -9 here: the .part file is whole, not renamed
         actual = sha256_file(tmp)[0]
         if actual != sha:
             raise HousekeepingError(f"the copy of blob {sha[:12]}… in {dest.parent} hashes to {actual[:12]}…; "
@@ -282,7 +289,9 @@ def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str 
             raise HousekeepingError(f"the blob of {v.ref}: {a['path']} is missing from the store; run 'relman verify'")
         _copy_verified(src, _archive_blob_path(dest, a["sha256"]), a["sha256"])
     manifest = {"model": v.model, "version": v.version, "manifest_sha256": v.manifest_sha256, "files": files}
-    from relman.fsutil import atomic_write
+    from relman.fsutil import atomic_write, remove_stale_temp
+
+    remove_stale_temp(dest)  # a killed archive's manifest temp file
 
     try:
         atomic_write(dest / f"{v.model}@{v.version}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -48,7 +48,9 @@ def gc(state: AppState, dry_run: bool, logs_days: float | None, as_json: bool) -
     verb = "would free" if dry_run else "freed"
     click.echo(f"{verb} {human_size(r['bytes_freed'])} ({r['bytes_freed']:,} bytes): {r['blobs']} unreferenced "
                f"blobs ({human_size(r['blob_bytes'])}), {r['job_files']} job logs/scratch folders older than "
-               f"{r['logs_older_than_days']:g} days ({human_size(r['job_file_bytes'])})")
+               f"{r['logs_older_than_days']:g} days ({human_size(r['job_file_bytes'])})"
+               + (f", {r['scratch_folders']} scratch folders of killed bundle imports "
+                  f"({human_size(r['scratch_bytes'])})" if r["scratch_folders"] else ""))
 
 
 @click.command()
