@@ -130,3 +130,102 @@ def test_a_nan_log_age_stored_before_the_check_does_not_stop_gc(catalog, run_cli
     assert r.exit_code == 0 and "older than 30 days" in r.output, r.output
     r = run_cli("disk-settings", "--logs-max-age", "7")
     assert r.exit_code == 0 and "older than 7 days" in r.output, r.output
+
+
+# -- 16: smaller ones ------------------------------------------------------------------------------
+def _hf_version(catalog, tmp_path: Path, size: int = 0):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    w = tmp_path / "model.safetensors"
+    save_file({"w": np.random.default_rng(0).random(max(size // 4, 6), dtype=np.float32)}, str(w))
+    cfg = tmp_path / "config.json"
+    cfg.write_text('{"model_type": "bert"}')
+    return catalog.add_version("tiny", {"model.safetensors": w, "config.json": cfg}, format="hf",
+                               task="text-classification")
+
+
+def test_export_onto_a_full_disk_is_one_line_and_leaves_nothing(catalog, catalog_path, tmp_path, monkeypatch):
+    """The target sits on a 256 KiB tmpfs in a private mount namespace (root only); the model is 1 MiB."""
+    import shutil
+    import subprocess
+
+    from conftest import RELMAN, relman_subprocess_env
+    from relman.release import keys
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare to mount a small tmpfs")
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
+    keys.create_key("lab")
+    v = _hf_version(catalog, tmp_path, 1 << 20)
+    before = snapshot(catalog)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    relman = " ".join(RELMAN) + f" --catalog {catalog_path}"
+    script = (f"mount -t tmpfs -o size=256k tmpfs {mnt} || exit 99; "
+              f"{relman} export {v.ref} -o {mnt}/b.relman; echo rc=$?; ls -A {mnt}; echo ---; "
+              f"{relman} export {v.ref} {mnt}/folder --format hf; echo rc=$?; ls -A {mnt}")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", script], env=relman_subprocess_env(), capture_output=True,
+                       text=True, timeout=120)
+    if r.returncode == 99:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:200]}")
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 2 and all("no space left" in line and "nothing was written" in line for line in err), r.stderr
+    assert r.stdout.split() == ["rc=1", "---", "rc=1"], r.stdout  # exit 1, and nothing left on the mount
+    assert snapshot(catalog) == before
+
+
+def test_paths_with_bidi_overrides_are_printed_escaped(catalog, tmp_path, run_cli):
+    _hf_version(catalog, tmp_path)
+    folder = tmp_path / "arch\u202etxt.exe"
+    r = run_cli("archive", "tiny@1.0.0", "--to", str(folder))
+    assert r.exit_code == 0 and "\u202e" not in r.output and "arch\\u202etxt.exe" in r.output, r.output
+    r = run_cli("show", "tiny@1.0.0")
+    assert r.exit_code == 0 and "\u202e" not in r.output and "\\u202e" in r.output, r.output
+    data = tmp_path / "d\u202evsc.csv"
+    data.write_text("text,label\nhello \u202eworld,a\nbye,b\n")
+    r = run_cli("dataset", "add", str(data), "--name", "d")
+    assert r.exit_code == 0, r.output
+    r = run_cli("dataset", "show", "d")
+    assert r.exit_code == 0 and "\u202e" not in r.output and "d\\u202evsc.csv" in r.output, r.output
+    verify_clean(run_cli)
+
+
+@pytest.mark.parametrize("rule,char", [('evaluated on "dev\u200b"', "U+200B"), ("accuracy >= 0.9\u200b", "U+200B"),
+                                       ("accuracy\u00a0>= 0.9", "U+00A0"), ("accuracy >= 0.9 \u202e", "U+202E")])
+def test_invisible_characters_in_rule_text_are_refused(catalog, tmp_path, run_cli, rule, char):
+    import json
+
+    catalog.add_version("tiny", {"w.safetensors": tiny_st(tmp_path / "w.safetensors")}, format="safetensors")
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"gates": {"staging": [rule]}}))
+    cli_refused(run_cli, catalog, ["policy", "set", "tiny", str(path)], f"contains {char}")
+    verify_clean(run_cli)
+
+
+def test_a_bad_child_model_name_is_refused_when_queued(catalog, tmp_path, run_cli):
+    """Checked by the catalog's name rule at once, not in the worker after the recipe ran."""
+    v = _hf_version(catalog, tmp_path)
+    for name in ("tiny\u200b", "a b", "x/y", "-x"):
+        cli_refused(run_cli, catalog, ["compress", v.ref, "prune-magnitude", "-m", name], "model name")
+    r = run_cli("compress", v.ref, "prune-magnitude", "-m", "tiny-sparse")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize("where", ["blob", "objects"])
+def test_archive_refuses_a_symlink_inside_the_chosen_folder(catalog, tmp_path, run_cli, where):
+    """A link back to the store's own blob would pass as "an intact copy is already there", and
+    the store's copy would then be released: the version's only copy gone."""
+    v = _hf_version(catalog, tmp_path)
+    arch, elsewhere = tmp_path / "arch", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sha = catalog.artifacts(v.id)[0]["sha256"]
+    if where == "blob":
+        (arch / "objects" / sha[:2]).mkdir(parents=True)
+        (arch / "objects" / sha[:2] / sha[2:]).symlink_to(catalog.store.path(sha))
+    else:
+        arch.mkdir()
+        (arch / "objects").symlink_to(elsewhere, target_is_directory=True)
+    cli_refused(run_cli, catalog, ["archive", v.ref, "--to", str(arch)], "is a symbolic link inside the archive folder")
+    assert not list(elsewhere.iterdir()) and catalog.store.path(sha).is_file()
+    verify_clean(run_cli)

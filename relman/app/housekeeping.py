@@ -235,8 +235,23 @@ def _archive_blob_path(folder: Path, sha: str) -> Path:
     return folder / "objects" / sha[:2] / sha[2:]
 
 
-def _copy_verified(src: Path, dest: Path, sha: str) -> None:
-    """Copy a blob to `dest` (temp name, fsync, rename) unless an intact copy is there."""
+def _refuse_links(path: Path, root: Path) -> None:
+    """Refuse when `path` or a folder between `root` (the chosen archive folder) and it is a
+    symbolic link: following one writes outside the folder, and a link back to the store's own
+    blob would pass as "an intact copy is there" and then be released — the only copy gone."""
+    p = path
+    while p != root and root in p.parents:
+        if p.is_symlink():
+            raise HousekeepingError(f"refused: {p} is a symbolic link inside the archive folder {root}; "
+                                    "remove it (relman writes only real files there)")
+        p = p.parent
+
+
+def _copy_verified(src: Path, dest: Path, sha: str, root: Path | None = None) -> None:
+    """Copy a blob to `dest` (temp name, fsync, rename) unless an intact copy is there.
+    Nothing under `root` (the archive folder) on the way to `dest` may be a symbolic link."""
+    if root is not None:
+        _refuse_links(dest, root)
     if dest.is_file() and sha256_file(dest)[0] == sha:
         return
     from relman.context import hold_here
@@ -283,15 +298,18 @@ def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str 
     if dest.is_relative_to(catalog.root.resolve()):
         raise HousekeepingError(f"{dest} is inside the catalog folder; archive to another folder or disk")
     files = catalog.artifacts(v.id)
+    for a in files:  # before the first copy: a refusal leaves the folder as it was
+        _refuse_links(_archive_blob_path(dest, a["sha256"]), dest)
     for a in files:
         src = catalog.store.path(a["sha256"])
         if not src.is_file():
             raise HousekeepingError(f"the blob of {v.ref}: {a['path']} is missing from the store; run 'relman verify'")
-        _copy_verified(src, _archive_blob_path(dest, a["sha256"]), a["sha256"])
+        _copy_verified(src, _archive_blob_path(dest, a["sha256"]), a["sha256"], root=dest)
     manifest = {"model": v.model, "version": v.version, "manifest_sha256": v.manifest_sha256, "files": files}
     from relman.fsutil import atomic_write, remove_stale_temp
 
     remove_stale_temp(dest)  # a killed archive's manifest temp file
+    _refuse_links(dest / f"{v.model}@{v.version}.json", dest)
 
     try:
         atomic_write(dest / f"{v.model}@{v.version}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -345,6 +345,8 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         os.replace(tmp, out)
         if progress is not None:
             progress(total, total)
+    except OSError as e:
+        raise BundleError(_write_error(e, out)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -554,6 +556,14 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
             "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts)}
 
 
+def _write_error(e: OSError, target: Path) -> str:
+    """One line for a failed export write (a full disk above all); nothing is left behind."""
+    from relman.fsutil import disk_full_error
+
+    full = disk_full_error(e, target.parent)
+    return f"could not write {target}: {full or e.strerror or e}; nothing was written"
+
+
 # -- plain folders -----------------------------------------------------------------------------
 def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> Path:
     """Write the version as a plain folder transformers (`hf`) or onnxruntime (`onnx`) can load,
@@ -604,6 +614,8 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
         if dest.exists():
             dest.rmdir()
         os.replace(tmp, dest)
+    except OSError as e:
+        raise BundleError(_write_error(e, dest)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
