@@ -66,11 +66,3 @@ def read_utf8(path: Path, where: str) -> str:
     """The whole file as text (for a caller that needs it whole), with the checks of `iter_lines`."""
     return "".join(line for _, line in iter_lines(path, where))
 
-
-def decode_utf8(data: bytes, where: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        bad = data[e.start:e.start + 1].hex()
-        raise DatasetError(f"{where}: line {line} is not UTF-8 text (byte 0x{bad} at byte offset {e.start})") from None
