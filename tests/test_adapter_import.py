@@ -101,15 +101,17 @@ def test_an_adapter_folder_imports_as_an_adapter_of_its_pinned_base(catalog, tmp
     ({"revision": "f" * 64}, "names base revision ffffffffffffffff"),
     ({"lora_alpha": 8}, "the pin says lora_alpha=4, adapter_config.json 8"),
 ])
-def test_a_bad_adapter_config_is_refused(catalog, tmp_path, config, message):
+def test_a_bad_adapter_config_is_refused(catalog, tmp_path, run_cli, config, message):
     from relman.app.models import import_model
 
     base = base_version(catalog, tmp_path)
     folder = adapter_folder(tmp_path, base, config=config)
     refused(catalog, lambda: import_model(catalog, folder, "bert-lora"), message)
+    r = run_cli("verify")
+    assert r.exit_code == 0, r.output
 
 
-def test_a_forged_pin_is_refused(catalog, tmp_path):
+def test_a_forged_pin_is_refused(catalog, tmp_path, run_cli):
     from relman.app.models import import_model
 
     base = base_version(catalog, tmp_path)
@@ -131,6 +133,28 @@ def test_a_forged_pin_is_refused(catalog, tmp_path):
         refused(catalog, lambda: import_model(catalog, folder, "bert-lora"), message)
     folder = adapter_folder(tmp_path, base, name="missing-layer", layers=("bert.pooler.dense",))
     refused(catalog, lambda: import_model(catalog, folder, "bert-lora"), "a layer its pinned base does not have")
+    r = run_cli("verify")
+    assert r.exit_code == 0, r.output
+
+
+def test_a_bundle_of_an_adapter_with_a_bad_config_is_refused(catalog, tmp_path, monkeypatch):
+    """The same config check on the bundle path: a trusted signer's bundle holding an IA3 config."""
+    from relman.catalog import open_catalog
+    from relman.release import bundle, keys
+
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
+    keys.create_key("lab")
+    base = base_version(catalog, tmp_path)
+    folder = adapter_folder(tmp_path, base, config={"peft_type": "IA3"})
+    v = catalog.add_version("bert-ia3", {n: folder / n for n in ("adapter_config.json", "adapter_model.safetensors",
+                                                                 "relman_adapter.json")}, format="peft-adapter",
+                            task="text-classification")  # put there without `import`
+    out = bundle.export_bundle(catalog, v.id, tmp_path / "b.relman", key_name="lab")["path"]
+    target = open_catalog(tmp_path / "target")
+    try:
+        refused(target, lambda: bundle.import_bundle(target, out), "only LoRA adapters are supported")
+    finally:
+        target.close()
 
 
 def test_adapter_folders_that_are_not_whole_are_refused(catalog, tmp_path, run_cli):

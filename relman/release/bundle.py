@@ -268,6 +268,10 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                     raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
             elif low.endswith(".json"):
                 mi._check_json(path, rel)
+                if rel == "adapter_config.json":  # what `relman import` checks in an adapter folder
+                    from relman.modelio.peft_adapter import check_peft_config
+
+                    check_peft_config(path)
             elif low.endswith((".pkl", ".pickle", ".joblib", ".dill")):
                 raise BundleError(f"{where}: {rel} is a pickle, which relman never imports (it would run code "
                                   "when loaded)")
