@@ -157,6 +157,21 @@ def test_a_bundle_of_an_adapter_with_a_bad_config_is_refused(catalog, tmp_path, 
         target.close()
 
 
+def test_an_adapter_of_a_deleted_or_archived_base_is_refused(catalog, tmp_path, run_cli):
+    from relman.app.housekeeping import archive_version, delete_version, restore_version
+    from relman.app.models import import_model
+
+    base = base_version(catalog, tmp_path)
+    folder = adapter_folder(tmp_path, base)
+    archive_version(catalog, base.ref, tmp_path / "archive")
+    refused(catalog, lambda: import_model(catalog, folder, "bert-lora"), "is archived in")
+    restore_version(catalog, base.ref)
+    delete_version(catalog, base.ref, why="test")
+    refused(catalog, lambda: import_model(catalog, folder, "bert-lora"), "was deleted from this catalog")
+    r = run_cli("verify")
+    assert r.exit_code == 0, r.output
+
+
 def test_adapter_folders_that_are_not_whole_are_refused(catalog, tmp_path, run_cli):
     base = base_version(catalog, tmp_path)
     plain = adapter_folder(tmp_path, base, name="plain", files=("adapter_config.json", "adapter_model.safetensors"))

@@ -145,6 +145,20 @@ def test_the_next_archive_removes_a_killed_archives_part_file(catalog, catalog_p
     verify_clean(run_cli)
 
 
+def test_gc_removes_a_day_old_scratch_folder_named_before_the_pid(catalog, catalog_path, run_cli):
+    """Folders that killed imports of earlier versions left (tmp/bundle-<random>, no PID)."""
+    old, new = catalog_path / "tmp" / "bundle-k2j4h5g6", catalog_path / "tmp" / "bundle-a1b2c3d4"
+    for p in (old, new):
+        p.mkdir(parents=True)
+        (p / "artifacts").mkdir()
+        (p / "artifacts" / "w.bin").write_bytes(b"x" * 1000)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    r = run_cli("gc")
+    assert r.exit_code == 0 and "1 scratch folders" in r.output, r.output
+    assert not old.exists() and new.exists()
+
+
 def test_a_live_writers_temp_file_is_kept(tmp_path):
     from relman.fsutil import remove_stale_temp
 

@@ -55,7 +55,9 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
     parents: list[tuple[int, float | None]] = []
     adapter_meta: dict[str, Any] = {}
     if desc.pin is not None:  # a peft-adapter: its base must be here, as pinned
-        base, adapter_meta = _adapter_base(catalog, desc.pin, path, task)
+        from relman.modelio import peft_adapter
+
+        base, adapter_meta = _adapter_base(catalog, desc.pin, path, task, desc.files[peft_adapter.WEIGHTS])
         desc.architecture = base.architecture
         parents = [(base.id, None)]
     clash = architecture_clash(catalog, model, desc.architecture, task or desc.task)
@@ -99,8 +101,8 @@ def _pinned_base(catalog: Catalog, pin: dict[str, Any], where: str) -> VersionIn
                            "catalog; import that base version first")
 
 
-def _adapter_base(catalog: Catalog, pin: dict[str, Any], path: Path | str,
-                  task: str | None) -> tuple[VersionInfo, dict[str, Any]]:
+def _adapter_base(catalog: Catalog, pin: dict[str, Any], path: Path | str, task: str | None,
+                  weights: Path) -> tuple[VersionInfo, dict[str, Any]]:
     """The base version an imported adapter's pin names, checked against this catalog (present,
     same manifest, the pinned format and task), and the meta the adapter version records."""
     from relman.errors import AdapterBaseError
@@ -124,7 +126,7 @@ def _adapter_base(catalog: Catalog, pin: dict[str, Any], path: Path | str,
                                    f"'{pin[key]}', the catalog says '{have}'")
     base_weights = [catalog.store.path(a["sha256"]) for a in catalog.artifacts(base.id)
                     if a["path"].endswith(".safetensors")]
-    peft_adapter.check_fits_base(Path(path).expanduser() / peft_adapter.WEIGHTS, base_weights, where)
+    peft_adapter.check_fits_base(weights, base_weights, where)
     meta: dict[str, Any] = {"adapter": {**{k: pin.get(k) for k in (
         "base_version_id", "base_ref", "base_manifest_sha256", "base_format", "r", "lora_alpha", "target_modules",
         "modules_to_save")}, "base_version_id": base.id, "base_ref": base.ref}}

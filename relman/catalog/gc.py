@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 KILL_HOOK_ENV = "RELMAN_TEST_GC_KILL_AFTER"
 SCRATCH_PREFIX = "bundle-"  # tmp/bundle-<pid>-<random>: a bundle import's extracted files
+LEGACY_SCRATCH_AGE_S = 24 * 3600.0  # no import runs a day; an older PID-less folder is a leftover
 
 
 def _kill_point() -> int | None:
@@ -66,8 +67,10 @@ def remove_stale_scratch(catalog: "Catalog", *, dry_run: bool = False) -> dict:
     """Remove the scratch folders in the catalog's tmp/ whose process is gone: a bundle import
     extracts into tmp/bundle-<pid>-<random> and a kill -9 leaves it (133 MB for a small
     model). The PID in the name says whose it is; a live process's folder is never touched,
-    nor anything of another name. Returns {"folders": n, "bytes": b}."""
+    nor anything of another name. A folder named before names carried the PID (bundle-<random>)
+    goes once it is LEGACY_SCRATCH_AGE_S old. Returns {"folders": n, "bytes": b}."""
     import shutil
+    import time
 
     from relman.fsutil import pid_alive
 
@@ -80,7 +83,13 @@ def remove_stale_scratch(catalog: "Catalog", *, dry_run: bool = False) -> dict:
         if not p.name.startswith(SCRATCH_PREFIX) or not p.is_dir() or p.is_symlink():
             continue
         pid_text = p.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
+        if "-" not in p.name[len(SCRATCH_PREFIX):]:  # bundle-<random>, named before the PID was added
+            try:
+                if time.time() - p.stat().st_mtime < LEGACY_SCRATCH_AGE_S:
+                    continue
+            except OSError:
+                continue
+        elif not pid_text.isdigit() or int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
             continue
         size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
         if not dry_run:
