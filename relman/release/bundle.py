@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import tarfile
 import tempfile
@@ -269,6 +268,10 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                     raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
             elif low.endswith(".json"):
                 mi._check_json(path, rel)
+                if rel == "adapter_config.json":  # what `relman import` checks in an adapter folder
+                    from relman.modelio.peft_adapter import check_peft_config
+
+                    check_peft_config(path)
             elif low.endswith((".pkl", ".pickle", ".joblib", ".dill")):
                 raise BundleError(f"{where}: {rel} is a pickle, which relman never imports (it would run code "
                                   "when loaded)")
@@ -319,7 +322,11 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     pub, signature = keys.sign(key_name, manifest_bytes)
     sig = {"algorithm": "ed25519", "key_id": pub.id, "key_name": pub.name,
            "public_key": base64.b64encode(pub.raw).decode(), "signature": base64.b64encode(signature).decode()}
-    tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    from relman.context import hold_here
+    from relman.fsutil import remove_stale_temp, temp_path
+
+    remove_stale_temp(out.parent)  # what a killed export to this folder left
+    tmp = temp_path(out)
     now = time.time()
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
@@ -338,9 +345,12 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
                     tf.addfile(info, f)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        hold_here("export.bundle-written")  # tests kill -9 here: the temp file is complete, not renamed
         os.replace(tmp, out)
         if progress is not None:
             progress(total, total)
+    except OSError as e:
+        raise BundleError(_write_error(e, out)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -489,9 +499,14 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
     """Verify `path` and merge its version (files, lineage, metrics, history) into `catalog`."""
     from relman.catalog.catalog import Metric, manifest_sha
 
+    from relman.catalog.gc import SCRATCH_PREFIX, remove_stale_scratch
+    from relman.context import hold_here
+
     catalog.tmp_dir.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix="bundle-") as tmp:
+    remove_stale_scratch(catalog)  # what a killed import left (a retry cleans up before it starts)
+    with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         manifest, signer, files = read_bundle(path, Path(tmp))
+        hold_here("import-bundle.extracted")  # tests kill -9 here: files extracted, nothing committed
         model, version, info = manifest["model"], manifest["version"], manifest["info"]
         artifacts = {name[len("artifacts/"):]: p for name, p in files.items() if name.startswith("artifacts/")}
         shas = {f["path"][len("artifacts/"):]: f["sha256"] for f in manifest["files"]
@@ -545,6 +560,14 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
             "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts)}
 
 
+def _write_error(e: OSError, target: Path) -> str:
+    """One line for a failed export write (a full disk above all); nothing is left behind."""
+    from relman.fsutil import disk_full_error
+
+    full = disk_full_error(e, target.parent)
+    return f"could not write {target}: {full or e.strerror or e}; nothing was written"
+
+
 # -- plain folders -----------------------------------------------------------------------------
 def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> Path:
     """Write the version as a plain folder transformers (`hf`) or onnxruntime (`onnx`) can load,
@@ -576,7 +599,11 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
         problem = catalog.store.verify(a["sha256"])
         if problem:
             raise IntegrityError(f"cannot export {v.ref}: {a['path']} is {problem}; run 'relman verify'")
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    from relman.context import hold_here
+    from relman.fsutil import remove_stale_temp, temp_path
+
+    remove_stale_temp(dest.parent)  # what a killed export to this folder left
+    tmp = temp_path(dest)
     try:
         tmp.mkdir()
         for a in arts:
@@ -587,9 +614,12 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
             shutil.copyfile(catalog.store.path(a["sha256"]), target)
         if "README.md" not in paths:
             (tmp / "README.md").write_text(render_card(catalog, v), encoding="utf-8")
+        hold_here("export.folder-written")  # tests kill -9 here: the temp folder is full, not renamed
         if dest.exists():
             dest.rmdir()
         os.replace(tmp, dest)
+    except OSError as e:
+        raise BundleError(_write_error(e, dest)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
