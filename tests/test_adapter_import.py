@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_hostile_inputs import refused, snapshot
+from test_hostile_inputs import refused
 
 HIDDEN, R = 32, 2
 LAYERS = ("bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.0.attention.self.value")

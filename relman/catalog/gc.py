@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from relman.catalog import refs
 
@@ -43,7 +43,7 @@ def blob_size(catalog: "Catalog", sha: str) -> int:
         return 0
 
 
-def sweep(catalog: "Catalog", *, candidates: Iterable[str] | None = None, dry_run: bool = False) -> dict:
+def sweep(catalog: "Catalog", *, candidates: Iterable[str] | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Remove blobs no reference source needs (all blobs, or only `candidates`).
 
     Returns {"blobs": n, "bytes": freed, "shas": [...], "dry_run": bool}."""
@@ -63,7 +63,7 @@ def sweep(catalog: "Catalog", *, candidates: Iterable[str] | None = None, dry_ru
     return {"blobs": len(garbage), "bytes": sum(sizes.values()), "shas": garbage, "dry_run": dry_run}
 
 
-def remove_stale_scratch(catalog: "Catalog", *, dry_run: bool = False) -> dict:
+def remove_stale_scratch(catalog: "Catalog", *, dry_run: bool = False) -> dict[str, Any]:
     """Remove the scratch folders in the catalog's tmp/ whose process is gone: a bundle import
     extracts into tmp/bundle-<pid>-<random> and a kill -9 leaves it (133 MB for a small
     model). The PID in the name says whose it is; a live process's folder is never touched,

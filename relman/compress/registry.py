@@ -8,7 +8,7 @@ imports `module:function` only when the recipe runs. A new recipe = one new modu
 
 from __future__ import annotations
 
-import importlib
+from relman import targets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -18,7 +18,6 @@ from relman.typed_params import TypedValue
 
 if TYPE_CHECKING:
     from relman.catalog import Metric, VersionInfo
-    from relman.context import WorkContext
 
 
 class Param(TypedValue):
@@ -75,8 +74,8 @@ class Recipe:
         }
 
     def function(self) -> Callable[..., "RecipeOutput"]:
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        fn: Callable[..., RecipeOutput] = targets.resolve(self.target)
+        return fn
 
 
 @dataclass

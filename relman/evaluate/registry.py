@@ -13,7 +13,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
-import importlib
+from relman import targets
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -53,8 +53,8 @@ class Suite:
         return self.needs_labels and not (spec is not None and spec.labels == "none")
 
     def function(self) -> Callable[..., Any]:
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        fn: Callable[..., Any] = targets.resolve(self.target)
+        return fn
 
 
 SUITES: dict[str, Suite] = {}

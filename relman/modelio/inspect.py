@@ -10,7 +10,6 @@ that needs `trust_remote_code` is refused. Nothing here touches a network.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct

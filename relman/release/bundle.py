@@ -47,7 +47,6 @@ CHUNK = 1 << 20
 def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
     from relman.catalog.catalog import current_user, utcnow
     from relman.release.approvals import approvals
-    from relman.release.audit import excerpt
     from relman.catalog.anchor import latest_checked
     from relman.release.modelcard import card_fields, last_gate_report
 

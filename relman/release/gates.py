@@ -362,7 +362,7 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
             ok = _compare(float(n), rule.op, rule.count)
             need = "" if ok else f", need {rule.op} {rule.count:g}"
             kind = "signed, valid" if signed_only else "valid"
-            ignored = (f"; not counted (policy requires signed approvals): "
+            ignored = ("; not counted (policy requires signed approvals): "
                        + ", ".join(f"{a['by']} ({a['signature_status']})" for a in unsigned)) if unsigned else ""
             results.append(RuleResult(text, "pass" if ok else "fail", f"{n} {kind} approval(s) for {to_phase}{need}"
                                       + ignored, {"approvals": n, "by": [a["by"] for a in approvals]}))

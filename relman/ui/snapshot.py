@@ -214,7 +214,7 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float], *, x_lower_better: bo
     pts.sort()
     front: list[int] = []
     best_y = float("inf")
-    for x, y, i in pts:
+    for _x, y, i in pts:
         if y < best_y:
             front.append(i)
             best_y = y
