@@ -8,12 +8,13 @@ imports `module:function` only when the recipe runs. A new recipe = one new modu
 
 from __future__ import annotations
 
-from relman import targets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from relman import targets
 from relman.errors import RecipeError
+from relman.evaluate.registry import MetricSpec
 from relman.typed_params import TypedValue
 
 if TYPE_CHECKING:
@@ -133,3 +134,30 @@ def all_recipes() -> Sequence[Recipe]:
 
 def _load_builtin() -> None:
     import relman.compress.recipes  # noqa: F401  (registers the built-in recipes; no torch import)
+
+
+# What recipes themselves store about their child (suite "compress", "privacy"), and which way is
+# better: declared here once, beside the suites' own (relman.evaluate.registry), for the GUI.
+RECIPE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("top1_agreement", True), MetricSpec("merge_agreement", True), MetricSpec("val_accuracy", True),
+    MetricSpec("val_loss", False), MetricSpec("distill_", False), MetricSpec("recovery_loss", False),
+    MetricSpec("max_abs_diff", False), MetricSpec("export_max_abs_diff", False), MetricSpec("merge_max_abs_diff", False),
+    MetricSpec("fedavg_", False), MetricSpec("sparsity", True), MetricSpec("param_ratio", False),
+    MetricSpec("param_reduction", True), MetricSpec("weight_bytes", False), MetricSpec("nonzero_params", False),
+    MetricSpec("energy_kept", True), MetricSpec("privacy_epsilon", False), MetricSpec("trainable_params", None),
+    MetricSpec("train_samples", None), MetricSpec("epochs_run", None), MetricSpec("layers_factorised", None),
+    MetricSpec("quantized_layers", None), MetricSpec("merged_parents", None),
+)
+
+
+def metric_direction(name: str) -> bool | None:
+    """Whether metric `name` is better higher (True), lower (False) or neither/undeclared (None):
+    the measuring suite's declaration first, then RECIPE_METRICS (longest prefix)."""
+    from relman.evaluate.registry import higher_is_better
+
+    declared = higher_is_better(name)
+    if declared is not None:
+        return declared
+    matches = [m for m in RECIPE_METRICS if name.startswith(m.prefix)]
+    return max(matches, key=lambda m: len(m.prefix)).higher_is_better if matches else None
+
