@@ -19,11 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _LAYERS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
 RANK = {name.strip(): len(_LAYERS) - i for i, layer in enumerate(_LAYERS) for name in layer.split(":")}
 
-# Known upward names (issue 23 plans to register job kinds from the composition root and to let
-# formats own their loaders); each is a (registry layer, target module prefix) pair.
+# Known upward names (issue 23 plans to register job kinds from the composition root); each is a
+# (registry layer, target module prefix) pair.
 UPWARD = {
     ("jobs", "relman.app."),  # jobs/kinds.py: the app's background jobs (import, export, bundles...)
-    ("modelio", "relman.compress."),  # modelio/loading.py: torch-int8 and hf-reshaped loaders
 }
 
 
