@@ -39,6 +39,9 @@ class Recipe:
     output_format: str = "hf"
     multi_parent: bool = False  # merge: several parents
     description: str = ""
+    # the child should behave like its parent (quantise, prune, export), so fidelity to it is a
+    # fair gate (`when compressed`); distillation, fine-tuning and merges change behaviour on purpose
+    compresses: bool = False
 
     def resolve_params(self, raw: dict[str, Any]) -> dict[str, Any]:
         known = {p.name: p for p in self.params}
@@ -68,7 +71,7 @@ class Recipe:
         return {
             "name": self.name, "title": self.title, "description": self.description,
             "input_formats": list(self.input_formats), "tasks": list(self.tasks) if self.tasks else None,
-            "output_format": self.output_format, "multi_parent": self.multi_parent,
+            "output_format": self.output_format, "multi_parent": self.multi_parent, "compresses": self.compresses,
             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
                         "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max}
                        for p in self.params],
