@@ -11,9 +11,14 @@ person's key (`relman audit checkpoint --key NAME`).
 Every transaction that appends events ends with a checkpoint row in `checkpoints`, and after
 the commit `<catalog>/checkpoints/latest.json` is replaced (release transitions and explicit
 checkpoints also keep `<seq>.json`), so the anchor survives edits of the database file itself.
-`verify` takes the newest checkpoint it can check (signature by a trusted key) from both places
-and requires the chain to reach it with the same hash. Checkpoints signed by keys that are not
-trusted here are reported as notes, not failures (a catalog copied from another machine).
+`verify` checks the database's newest checkpoint and every checkpoint file (signature by a
+trusted key) and requires the chain to reach each with the same hash. On a machine that holds
+a key made for the catalog (`held`) the anchor is not optional: no checkable checkpoint, a
+newest checkpoint by an untrusted key, or events after the newest checked one are failures,
+and `sign_head` signs only a chain that was anchored, so relman's next write never signs a
+head someone rewrote (issue 26). Elsewhere (a catalog copied from another machine)
+checkpoints signed by keys that are not trusted here are reported as notes. Bundles carry a
+checkpoint that also lists the carried events (`sign_excerpt`).
 What this cannot catch: someone who holds the private key, or who removes the database rows,
 the checkpoint files and the events all together; see README "Tamper evidence".
 """

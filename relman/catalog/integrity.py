@@ -20,7 +20,9 @@ its end (`commit_leftovers`), unless their content is unchanged.
 
 `TRACKED` is the one registry: table name -> key columns. A branch that adds a table adds one
 entry; a schema change of a tracked table is noticed (`fingerprint`) and re-baselined on the
-next open, after checking the old rows against their records column by column.
+next open, after checking the old rows against their records column by column. Settings are
+tracked too (the fingerprint itself, the catalog's key, the executor's address...): a missing
+fingerprint on a catalog that was tracked is a finding, never a fresh start (issue 26).
 """
 
 from __future__ import annotations
