@@ -118,6 +118,40 @@ def test_accept_restores_the_baseline_after_review(world, catalog, run_cli):
     assert run_cli("verify").exit_code == 1
 
 
+def test_log_and_checkpoints_removed_with_the_baseline_is_not_a_fresh_start(world, catalog, run_cli):
+    """Everything that would show the edit removed at once: no events, no checkpoints, no
+    baseline, no head; the machine still holds a key made for this folder."""
+    conn = _attacker(catalog)
+    conn.execute("UPDATE metrics SET value=0.005 WHERE name='latency_p95_ms' AND version_id=2")
+    conn.execute("DELETE FROM events")
+    _drop_checkpoints(catalog, conn)
+    conn.execute("DELETE FROM settings WHERE key IN ('integrity_fingerprint', 'audit_head', 'catalog_id', "
+                 "'catalog_key')")
+    conn.close()
+    r = run_cli("verify")
+    assert r.exit_code == 1 and "integrity baseline (setting integrity_fingerprint) is missing" in r.output, r.output
+    assert "not committed by any audit event" in r.output
+    assert catalog.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def test_a_catalog_made_again_in_a_folder_used_before_starts_fresh(tmp_path, run_cli, catalog_path):
+    import shutil
+
+    cat = open_catalog(catalog_path)
+    cat.log_event("hello", {})
+    cat.close()
+    shutil.rmtree(catalog_path)
+    cat = open_catalog(catalog_path)
+    try:
+        assert cat.events() == []
+        assert run_cli("verify").exit_code == 0
+        cat.log_event("hello again", {})
+        r = run_cli("verify")
+        assert r.exit_code == 0, r.output
+    finally:
+        cat.close()
+
+
 @pytest.mark.parametrize("sql,named", [
     ("UPDATE settings SET value = '\"0000\"' WHERE key = 'integrity_fingerprint'", "integrity_fingerprint"),
     ("UPDATE settings SET value = '\"feedfacefeedface\"' WHERE key = 'catalog_id'", "catalog_id"),
@@ -131,6 +165,25 @@ def test_settings_that_decide_things_are_tracked(world, catalog, run_cli, sql, n
     r = run_cli("verify")
     assert r.exit_code == 1, r.output
     assert "settings row" in r.output and named in r.output, r.output
+
+
+def test_a_deleted_catalog_key_comes_back_only_after_review(world, catalog, run_cli):
+    from relman.release import keys
+
+    pub = catalog.get_setting("catalog_key")
+    conn = _attacker(catalog)
+    conn.execute("DELETE FROM settings WHERE key = 'catalog_key'")
+    conn.close()
+    assert run_cli("verify").exit_code == 1
+    assert run_cli("verify").exit_code == 1  # opening it again did not quietly put it back
+    assert catalog.get_setting("catalog_key") is None
+    keys.create_key("ada")  # without the setting the catalog's own key is not used: a person's
+    r = run_cli("audit", "accept", "--why", "the key row was lost", "--by", "Ada", "--key", "ada")
+    assert r.exit_code == 0, r.output
+    r = run_cli("verify")  # this open restores the key, in an event of its own
+    assert r.exit_code == 0, r.output
+    assert catalog.get_setting("catalog_key") == pub and catalog.events()[-1]["kind"] == "catalog-key"
+    assert run_cli("verify").exit_code == 0
 
 
 def test_relman_setting_writes_stay_verified(world, catalog, run_cli):

@@ -59,8 +59,8 @@ def ensure_key(catalog: Any) -> None:
         _register_root(catalog)
         return
     first = not held(catalog)  # a key made for this folder before: its settings were deleted
-    if not first and _deleted_outside(catalog):
-        return  # `verify` reports the deleted row; restored once a person accepted the state
+    if not first and not _accepted_without_key(catalog):
+        return  # deleted outside relman: `verify` reports it; restored once a person accepted that
     key = prepare_key(catalog)
     if key is None:  # no writable keys folder: the catalog works, its chain is not anchored
         return
@@ -71,13 +71,13 @@ def ensure_key(catalog: Any) -> None:
         catalog.log_event("catalog-key", {"catalog": key[0], "key": key[1].id})
 
 
-def _deleted_outside(catalog: Any) -> bool:
-    """Is the catalog_key setting committed by an event but gone from the table?"""
+def _accepted_without_key(catalog: Any) -> bool:
+    """Was the catalog_key setting's absence committed (by `audit accept`), not just edited?"""
     from relman.catalog import integrity
 
     key = ("settings", canonical(["catalog_key"]))
     last = integrity.committed_records(catalog.conn, only={key}).get(key)
-    return last is not None and last[1] is not None
+    return last is not None and last[1] is None
 
 
 def prepare_key(catalog: Any) -> tuple[str, Any] | None:

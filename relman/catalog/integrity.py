@@ -384,8 +384,11 @@ def _tracking_evidence(catalog: Any) -> str | None:
         return "its audit log commits rows"
     if _exists(conn, "checkpoints") and conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchone():
         return "it has signed checkpoints"
-    if anchor.held(catalog):
-        return "this machine holds its signing key"
+    # a key made here for this folder, with rows in it: the log and checkpoints were removed
+    # (an empty catalog re-created in a folder used before is a fresh start)
+    if anchor.held(catalog) and any(conn.execute(f"SELECT 1 FROM main.{t} LIMIT 1").fetchone()
+                                    for t in tracked_tables(conn) if t != "settings"):
+        return "this machine holds its signing key and it has rows"
     return None
 
 
@@ -527,6 +530,9 @@ def accept_state(catalog: Any, *, who: str, why: str, key_name: str | None = Non
         conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('integrity_fingerprint', ?)",
                      [json.dumps(fingerprint(conn))])
         rows = all_records(conn)
+        for (table, key), (_, rec) in committed_records(conn).items():  # rows deleted outside relman
+            if rec is not None and key not in rows.get(table, {}) and _exists(conn, table):
+                rows.setdefault(table, {})[key] = None
         hashes = dict(conn.execute("SELECT seq, hash FROM events").fetchall())
         stale = [(s, h) for s, h in conn.execute("SELECT seq, hash FROM checkpoints").fetchall() if hashes.get(s) != h]
         for s, h in stale:
