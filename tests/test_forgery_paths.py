@@ -452,10 +452,8 @@ def test_forged_bundle_from_a_trusted_signer_is_refused(exported, tmp_path, edit
         target.close()
 
 
-def test_unchained_consecutive_events_are_named(exported, tmp_path):
-    """The prev_hash check on its own: two consecutive carried events whose link is broken, with
-    the checkpoint's list forged to match (so only the chain check can find it) — refused by
-    the checkpoint's signature, which then no longer matches."""
+def test_unchained_consecutive_events_are_refused_by_the_checkpoint_signature(exported, tmp_path):
+    """Forging the checkpoint's event list to match a re-linked event breaks its signature."""
     from relman.release import bundle
 
     def edit(m: dict, files: dict) -> None:
@@ -467,5 +465,33 @@ def test_unchained_consecutive_events_are_named(exported, tmp_path):
     try:
         with pytest.raises(BundleError, match="checkpoint in the bundle is invalid"):
             bundle.import_bundle(target, bad)
+    finally:
+        target.close()
+
+
+def test_consecutive_carried_events_must_chain(world, catalog, tmp_path):
+    """The prev_hash check itself: even a checkpoint that the source catalog's own key signed
+    over the carried events (a key holder re-linking them) is refused when two consecutive
+    events do not chain."""
+    from relman.catalog import anchor
+    from relman.release import bundle, keys
+
+    keys.create_key("lab")
+    v = catalog.add_version("pair", {"w.dat": _file(tmp_path, "w.dat", b"w" * 8)}, format="raw")
+    catalog.add_metrics(v.id, [Metric("latency", "latency_p95_ms", 12.0, {"device": "cpu"})])
+    out = Path(bundle.export_bundle(catalog, v.id, tmp_path / "p.relman", key_name="lab")["path"])
+
+    def edit(m: dict, files: dict) -> None:
+        seqs = [e["seq"] for e in m["audit"]]
+        assert any(b == a + 1 for a, b in zip(seqs, seqs[1:])), seqs
+        _unchained(m, files)
+        m["checkpoint"] = anchor.sign_excerpt(catalog, m["audit"])
+
+    bad = _forge(out, tmp_path / "bad.relman", edit)
+    target = open_catalog(tmp_path / "target")
+    try:
+        with pytest.raises(BundleError, match=r"audit event \d+ does not chain to event \d+"):
+            bundle.import_bundle(target, bad)
+        assert bundle.import_bundle(target, out)["metrics"] == 1
     finally:
         target.close()
