@@ -176,20 +176,13 @@ def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None,
 @pass_state
 def executor_cmd(state: AppState, ray_address: str | None, allow_remote: bool, local: bool, as_json: bool) -> None:
     """Show or set where this catalog's runners (the GUI's and 'jobs run') execute jobs."""
-    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, set_executor
 
     cat = state.catalog()
     if ray_address and local:
         raise click.UsageError("give --ray ADDRESS or --local, not both")
-    if ray_address:
-        address = check_address(ray_address, allow_remote)
-        cat.set_setting(SETTING_ADDRESS, address)
-        cat.set_setting(SETTING_ALLOW_REMOTE, bool(allow_remote))
-        cat.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)})
-    elif local:
-        cat.set_setting(SETTING_ADDRESS, None)
-        cat.set_setting(SETTING_ALLOW_REMOTE, False)
-        cat.log_event("executor-set", {"executor": "local"})
+    if ray_address or local:
+        set_executor(cat, ray_address if ray_address else None, allow_remote)
     address = cat.get_setting(SETTING_ADDRESS)
     info = {"executor": "ray" if address else "local", "address": address,
             "allow_remote": bool(cat.get_setting(SETTING_ALLOW_REMOTE, False))}
