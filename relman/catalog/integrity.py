@@ -443,7 +443,7 @@ def baseline_state(catalog: Any) -> list[str]:
             return []
         return [f"the integrity baseline (setting integrity_fingerprint) is missing, but {why}: it was deleted "
                 "outside relman; nothing was re-baselined"]
-    return [f"the integrity baseline (setting integrity_fingerprint) does not match this catalog's tables "
+    return ["the integrity baseline (setting integrity_fingerprint) does not match this catalog's tables "
             "and was not redone"]
 
 
