@@ -189,7 +189,7 @@ def _check_checkpoint(manifest: dict[str, Any], where: str) -> list[str]:
     return notes
 
 
-_BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw")
+_BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw", "gguf")
 
 
 def _known_formats() -> tuple[str, ...]:
@@ -267,6 +267,10 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                     onnx.load(str(path), load_external_data=False)
                 except Exception as e:
                     raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
+            elif low.endswith(".gguf"):
+                from relman.modelio.gguf_file import read_info
+
+                read_info(path)
             elif low.endswith(".json"):
                 mi._check_json(path, rel)
             elif low.endswith((".pkl", ".pickle", ".joblib", ".dill")):
