@@ -198,26 +198,30 @@ def plan_export(source: Path | str | Mapping[str, Path], file_type: str) -> Expo
 
     headers = {p: read_safetensors_header(p) for p in set(files.values())}
     tensors: list[TensorPlan] = []
-    for source, path in sorted(files.items()):
-        if source.endswith("rotary_emb.inv_freq"):
+    for hf_name, path in sorted(files.items()):
+        if hf_name.endswith("rotary_emb.inv_freq"):
             continue  # recomputed by llama.cpp from rope_freq_base
-        if source == "lm_head.weight" and tied:
+        if hf_name == "lm_head.weight" and tied:
             continue  # llama.cpp reuses token_embd
-        info = headers[path][source]
+        info = headers[path][hf_name]
         if info["dtype"] not in ("F32", "F16", "BF16"):
-            raise RecipeError(f"GGUF export reads float weights; tensor '{source}' is {info['dtype']}")
-        name = name_map.get_name(source, try_suffixes=(".weight", ".bias"))
+            raise RecipeError(f"GGUF export reads float weights; tensor '{hf_name}' is {info['dtype']}")
+        name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if name is None:
-            raise RecipeError(f"GGUF export does not know where tensor '{source}' goes in a {arch} file")
+            raise RecipeError(f"GGUF export does not know where tensor '{hf_name}' goes in a {arch} file")
         shape = tuple(int(d) for d in info["shape"])
         is_output = name == "output.weight" or (tied and name == "token_embd.weight")
         heads = 0
-        if permute and source.endswith(("q_proj.weight", "q_proj.bias")):
+        if permute and hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             heads = n_head
-        elif permute and source.endswith(("k_proj.weight", "k_proj.bias")):
+        elif permute and hf_name.endswith(("k_proj.weight", "k_proj.bias")):
             heads = n_kv
-        tensors.append(TensorPlan(source, name, shape, tensor_type(name, shape, file_type, n_layer, is_output),
+        tensors.append(TensorPlan(hf_name, name, shape, tensor_type(name, shape, file_type, n_layer, is_output),
                                   heads))
+    embd = next((t for t in tensors if t.name == "token_embd.weight"), None)
+    if embd is None or embd.shape[0] != len(tokenizer["tokens"]):
+        raise RecipeError(f"{where}: the embedding has {embd.shape[0] if embd else 'no'} rows but the tokenizer "
+                          f"{len(tokenizer['tokens'])} tokens; llama.cpp needs one row per token")
     return ExportPlan(file_type, arch, config, tensors, tokenizer, files)
 
 
@@ -251,6 +255,9 @@ def read_tokenizer(src: Mapping[str, Path], config: dict[str, Any], where: str =
             tokens.append(by_id[i])
             types.append(int(gguf.TokenType.NORMAL))
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+    if not merges:
+        raise RecipeError(f"{where}: the tokenizer has no BPE merges, and llama.cpp refuses a gpt2-style "
+                          "vocabulary without them")
     tcfg = _load_json(src["tokenizer_config.json"]) if "tokenizer_config.json" in src else {}
     specials: dict[str, int] = {}
     for key in ("bos", "eos", "unk", "pad"):
@@ -266,8 +273,10 @@ def read_tokenizer(src: Mapping[str, Path], config: dict[str, Any], where: str =
         template = src["chat_template.jinja"].read_text(encoding="utf-8")
     post = json.dumps(tok.get("post_processor") or {})
     add_bos = "bos" in specials and f'"{tokens[specials["bos"]]}"' in post if specials.get("bos") is not None else False
+    stops = [a["content"] for i, a in sorted(added.items()) if a.get("special") and i != specials.get("pad")]
     return {"pre": pre, "tokens": tokens, "types": types, "merges": merges, "specials": specials,
-            "chat_template": template if isinstance(template, str) else None, "add_bos": bool(add_bos)}
+            "chat_template": template if isinstance(template, str) else None, "add_bos": bool(add_bos),
+            "stop_tokens": stops}
 
 
 def _pre_tokenizer(pre: dict[str, Any]) -> str:
@@ -520,14 +529,20 @@ def block_error(values: np.ndarray, source: np.ndarray, qtype: str) -> float:
     return float((np.maximum(err - _ABS_FLOOR, 0.0) / np.maximum(scale, 1e-30)).max())
 
 
+def describe(plan: ExportPlan) -> dict[str, Any]:
+    """What a model card and a Modelfile say about the file (a gguf version's meta["gguf"])."""
+    return {"file_type": plan.file_type, "arch": plan.arch, "params": plan.params,
+            "tensor_types": plan.type_counts(), "vocab": len(plan.tokenizer["tokens"]),
+            "stop_tokens": plan.tokenizer["stop_tokens"], "file": GGUF_FILE}
+
+
 # -- one call for the recipe and the export command --------------------------------------------
 def export_gguf(source: Path | str | Mapping[str, Path], dest: Path | str, file_type: str, *, name: str = "model",
                 on_tensor: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Plan (refusing what cannot be written), write, read back; returns a summary."""
     plan = plan_export(source, file_type)
     check = write_gguf(plan, dest, name=name, on_tensor=on_tensor, check=lambda p: verify_gguf(p, plan))
-    return {"file_type": file_type, "arch": plan.arch, "params": plan.params, "tensor_types": plan.type_counts(),
-            "bytes": Path(dest).stat().st_size, "check": check, "vocab": len(plan.tokenizer["tokens"])}
+    return {**describe(plan), "bytes": Path(dest).stat().st_size, "check": check}
 
 
 def run(sources: list["ModelSource"], params: dict[str, Any], ctx: "WorkContext") -> "RecipeOutput":
