@@ -313,3 +313,63 @@ def test_a_worker_killed_mid_write_leaves_no_file_no_version_no_blob(catalog, tr
     assert [v.id for v in catalog.versions()] == [parent.id]
     assert set(catalog.store.all_shas()) == shas and catalog.orphan_blobs() == []
     assert not work.exists()
+
+
+def test_a_gguf_version_travels_in_a_signed_bundle_and_a_truncated_file_is_refused(catalog, trained_lm_dir,
+                                                                                    tmp_path, monkeypatch):
+    from recipe_support import compress_job
+    from relman.app import bundles
+    from relman.app.models import import_model
+    from relman.catalog import open_catalog
+    from relman.errors import BundleError
+    from relman.release.bundle import check_bundle_files
+
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
+    bundles.create_key("lab")
+    parent = import_model(catalog, trained_lm_dir, "lm")
+    child = compress_job(catalog, parent.id, "gguf", {"type": "Q4_0"})
+    out = bundles.export_bundle(catalog, child, tmp_path / "lm.relman")
+    target = open_catalog(tmp_path / "target")
+    try:
+        res = bundles.import_bundle(target, out["path"])
+        back = target.resolve(res["ref"])
+        assert (back.format, back.manifest_sha256) == ("gguf", child.manifest_sha256)
+    finally:
+        target.close()
+    whole = catalog.store.path(catalog.artifacts(child.id)[0]["sha256"]).read_bytes()
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(BundleError, match=r"model\.gguf: .*not a readable GGUF file"):
+        check_bundle_files({"model.gguf": cut}, "lm.relman")
+
+
+def test_a_cli_export_killed_mid_write_leaves_nothing(catalog, catalog_path, trained_lm_dir, tmp_path):
+    """`relman export --format gguf` in a real process, held half way through the tensors
+    (hold point export.gguf-mid-write), then kill -9: no folder, no temp name, nothing."""
+    import subprocess
+    import sys
+
+    from conftest import relman_subprocess_env
+    from relman.app.models import import_model
+
+    import_model(catalog, trained_lm_dir, "lm")
+    out = tmp_path / "ship"
+    out.mkdir()
+    env = relman_subprocess_env(catalog_path)
+    env.update(RELMAN_TEST_HOLD="export.gguf-mid-write", RELMAN_TEST_HOLD_RELEASE=str(tmp_path / "never"))
+    proc = subprocess.Popen([sys.executable, "-m", "relman", "export", "lm@1.0.0", str(out / "lm"), "--format",
+                             "gguf", "--gguf-type", "Q8_0"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # blocks until the process writes a line or ends: no clock involved
+            seen.append(line)
+            if line.strip() == "held at export.gguf-mid-write":
+                break
+        assert seen and seen[-1].strip() == "held at export.gguf-mid-write", seen
+        open_files = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+        assert any(p.startswith(str(out)) and p.endswith("(deleted)") for p in open_files), open_files
+        assert list(out.iterdir()) == []
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and list(out.iterdir()) == []

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from relman.catalog import VersionInfo
     from relman.context import WorkContext
 
-LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors")
+LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors", "gguf")
 _SKIP_SUFFIXES = (".partial",)
 
 

@@ -637,7 +637,8 @@ def _export_gguf_from(catalog: Any, v: Any, arts: list[dict[str, Any]], dest: Pa
     stem = f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}"
     staged = dest.parent / f"{stem}.gguf"
     tmp = dest.parent / f"{stem}.tmp"
-    summary = gguf_writer.write_gguf(plan, staged, name=v.model, check=lambda p: gguf_writer.verify_gguf(p, plan))
+    summary = gguf_writer.write_gguf(plan, staged, name=v.model, check=lambda p: gguf_writer.verify_gguf(p, plan),
+                                     on_tensor=_hold_half_way)
     try:
         tmp.mkdir()
         os.replace(staged, tmp / gguf_writer.GGUF_FILE)
@@ -651,6 +652,24 @@ def _export_gguf_from(catalog: Any, v: Any, arts: list[dict[str, Any]], dest: Pa
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _hold_half_way(done: int, total: int) -> None:
+    """Test hold point "export.gguf-mid-write" for an export outside any job (the CLI): with
+    $RELMAN_TEST_HOLD naming it, say so on stderr and wait for the release file, so a test
+    kills the process with the file half written instead of racing the machine."""
+    from relman.jobs.context import HOLD_ENV, HOLD_POLL_S, HOLD_RELEASE_ENV, HOLD_TIMEOUT_S, held_message
+
+    point = "export.gguf-mid-write"
+    if done != max(1, total // 2) or point not in os.environ.get(HOLD_ENV, "").split(","):
+        return
+    import sys
+
+    print(held_message(point), file=sys.stderr, flush=True)
+    release = os.environ.get(HOLD_RELEASE_ENV)
+    deadline = time.monotonic() + HOLD_TIMEOUT_S
+    while not (release and Path(release).exists()) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL_S)
 
 
 def _gguf_note(v: Any, plan: Any, check: dict[str, Any]) -> str:
