@@ -318,6 +318,7 @@ def test_a_worker_killed_mid_write_leaves_no_file_no_version_no_blob(catalog, tr
 def test_a_gguf_version_travels_in_a_signed_bundle_and_a_truncated_file_is_refused(catalog, trained_lm_dir,
                                                                                     tmp_path, monkeypatch):
     from recipe_support import compress_job
+
     from relman.app import bundles
     from relman.app.models import import_model
     from relman.catalog import open_catalog
@@ -350,6 +351,7 @@ def test_a_cli_export_killed_mid_write_leaves_nothing(catalog, catalog_path, tra
     import sys
 
     from conftest import relman_subprocess_env
+
     from relman.app.models import import_model
 
     import_model(catalog, trained_lm_dir, "lm")

@@ -271,8 +271,11 @@ def read_tokenizer(src: Mapping[str, Path], config: dict[str, Any], where: str =
     template = tcfg.get("chat_template")
     if "chat_template.jinja" in src:
         template = src["chat_template.jinja"].read_text(encoding="utf-8")
-    post = json.dumps(tok.get("post_processor") or {})
-    add_bos = "bos" in specials and f'"{tokens[specials["bos"]]}"' in post if specials.get("bos") is not None else False
+    # does encoding put BOS in front? tokenizer_config says so, else the post-processor names it
+    add_bos = tcfg.get("add_bos_token")
+    if not isinstance(add_bos, bool):
+        post = json.dumps(tok.get("post_processor") or {})
+        add_bos = specials.get("bos") is not None and json.dumps(tokens[specials["bos"]]) in post
     stops = [a["content"] for i, a in sorted(added.items()) if a.get("special") and i != specials.get("pad")]
     return {"pre": pre, "tokens": tokens, "types": types, "merges": merges, "specials": specials,
             "chat_template": template if isinstance(template, str) else None, "add_bos": bool(add_bos),
