@@ -35,8 +35,9 @@ def import_bundle(catalog: Catalog, path: Path | str, *, who: str | None = None)
     return _bundle.import_bundle(catalog, path, actor=who or current_user())
 
 
-def export_folder(catalog: Catalog, ref: VersionLike, dest: Path | str, fmt: str) -> Path:
-    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt)
+def export_folder(catalog: Catalog, ref: VersionLike, dest: Path | str, fmt: str, *,
+                  gguf_type: str = "Q4_K_M") -> Path:
+    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt, gguf_type=gguf_type)
 
 
 def create_key(name: str) -> dict[str, str]:

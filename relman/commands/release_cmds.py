@@ -456,20 +456,25 @@ def keys_trust(pubfile: str) -> None:
 @click.argument("ref")
 @click.argument("folder", required=False, type=click.Path(path_type=str))
 @click.option("-o", "--output", type=click.Path(path_type=str), help="Bundle file to write (signed .relman tar).")
-@click.option("--format", "fmt", type=click.Choice(["bundle", "hf", "onnx"]), default="bundle", show_default=True,
-              help="bundle: signed archive (-o FILE); hf/onnx: a plain folder FOLDER.")
+@click.option("--format", "fmt", type=click.Choice(["bundle", "hf", "onnx", "gguf"]), default="bundle",
+              show_default=True, help="bundle: signed archive (-o FILE); hf/onnx/gguf: a plain folder FOLDER "
+                                      "(gguf: model.gguf + README.md + an Ollama Modelfile).")
+@click.option("--gguf-type", type=click.Choice(["F16", "Q8_0", "Q4_0", "Q4_K_M"], case_sensitive=False),
+              default="Q4_K_M", show_default=True,
+              help="Tensor types when --format gguf converts a Hugging Face causal LM (a gguf version is "
+                   "written as it is).")
 @click.option("--key", help="Signing key name (default: your only key).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
-def export(state: AppState, ref: str, folder: str | None, output: str | None, fmt: str, key: str | None,
-           as_json: bool) -> None:
-    """Export REF as a signed bundle (-o FILE) or as a plain hf/onnx FOLDER."""
+def export(state: AppState, ref: str, folder: str | None, output: str | None, fmt: str, gguf_type: str,
+           key: str | None, as_json: bool) -> None:
+    """Export REF as a signed bundle (-o FILE) or as a plain hf/onnx/gguf FOLDER."""
     from relman.app.bundles import export_bundle, export_folder
 
     cat = state.catalog()
     if fmt == "bundle":
         if not output or folder:
-            raise click.UsageError("a bundle needs -o FILE (use --format hf|onnx for a folder)")
+            raise click.UsageError("a bundle needs -o FILE (use --format hf|onnx|gguf for a folder)")
         res = export_bundle(cat, ref, output, key=key)
         if as_json:
             emit_json(res)
@@ -480,7 +485,7 @@ def export(state: AppState, ref: str, folder: str | None, output: str | None, fm
     dest = folder or output
     if not dest:
         raise click.UsageError(f"--format {fmt} needs a FOLDER")
-    path = export_folder(cat, ref, dest, fmt)
+    path = export_folder(cat, ref, dest, fmt, gguf_type=gguf_type.upper())
     if as_json:
         emit_json({"path": str(path), "format": fmt})
     else:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from relman.catalog import VersionInfo
     from relman.context import WorkContext
 
-LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors")
+LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors", "gguf")
 _SKIP_SUFFIXES = (".partial",)
 
 
@@ -185,6 +185,10 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     suites = list(registry.default_suites(child.task, bool(dataset)))
     if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models
         suites.append("fidelity")
+    if child.format == "gguf":  # no GGUF runtime in relman yet: what reads the file only
+        from relman.modelio.gguf_file import evaluable_suites
+
+        suites = [s for s in suites if s in evaluable_suites()]
     plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
     if child.format == "torch-int8":  # PyTorch's dynamic INT8 kernels are CPU-only

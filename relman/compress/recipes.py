@@ -239,3 +239,15 @@ register(Recipe(
     description="blockwise 4-bit MatMul weights (onnxruntime's kernel), written one weight at a time, on the ONNX "
                 "graph of the LM (ONNX Runtime GenAI's builder writes it for the families it knows).",
 ))
+register(Recipe(
+    name="gguf", title="GGUF for llama.cpp / LM Studio / Ollama (F16, Q8_0, Q4_0, Q4_K_M)",
+    target="relman.compress.export.gguf_writer:run", input_formats=("hf",), tasks=tasks_with_recipe("gguf"),
+    output_format="gguf",
+    params=(
+        Param("type", str, "Q4_K_M", "tensor types: F16, Q8_0 (8-bit blocks), Q4_0 (4-bit blocks), Q4_K_M "
+                                     "(llama.cpp's 4-bit K-quant mix: Q4_K, Q6_K for the output matrix and some "
+                                     "attn_v / ffn_down)", choices=("F16", "Q8_0", "Q4_0", "Q4_K_M")),
+    ),
+    description="One .gguf file with the tokenizer and chat template inside (Llama, Mistral, Qwen2); read back and "
+                "compared tensor by tensor with the parent before it is stored.",
+))

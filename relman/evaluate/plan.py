@@ -59,6 +59,7 @@ def plan_evaluation(catalog: "Catalog", refs: Sequence[str], *, dataset: str | i
     plans = []
     for v in versions:
         chosen = registry.ordered(suites) if suites else registry.default_suites(v.task, dataset_id is not None)
+        chosen = _suites_for_format(v, chosen, explicit=bool(suites))
         check_request(v.task, chosen, dataset_id is not None, v.ref)
         if common.get("seq_lens"):
             _check_seq_lens(catalog, v, common["seq_lens"])
@@ -87,6 +88,21 @@ def plan_evaluation(catalog: "Catalog", refs: Sequence[str], *, dataset: str | i
                 params["parent_version_id"] = pid
         plans.append(params)
     return plans
+
+
+def _suites_for_format(v: Any, chosen: list[str], *, explicit: bool) -> list[str]:
+    """A gguf version has no runtime in relman yet: only suites that read its files apply.
+    Named ones are refused (one line, before queueing); the defaults are narrowed."""
+    if v.format != "gguf":
+        return chosen
+    from relman.modelio.gguf_file import evaluable_suites
+
+    allowed = evaluable_suites()
+    bad = [s for s in chosen if s not in allowed]
+    if bad and explicit:
+        raise EvaluationError(f"{v.ref} is a gguf version: relman measures it with {', '.join(allowed)} only "
+                              f"(no GGUF runtime here for {', '.join(bad)}; its card says how to run it in llama.cpp)")
+    return [s for s in chosen if s in allowed]
 
 
 def _check_seq_lens(catalog: Any, v: Any, seq_lens: Sequence[int]) -> None:

@@ -335,11 +335,24 @@ def _inspect_file(path: Path) -> ModelDescription:
         files = {path.name: path}
         files.update({e.relative_to(path.parent.resolve()).as_posix(): e for e in externals})
         return ModelDescription("onnx", files, params=params, dtype=_main_dtype(dtypes))
+    if suffix == ".gguf":
+        return _describe_gguf({path.name: path})
     if suffix in PICKLE_SUFFIXES:
         params, dtypes = torch_state_dict_stats(path)
         return ModelDescription("torch", {path.name: path}, params=params, dtype=_main_dtype(dtypes))
     raise ModelImportError(f"{path}: unsupported file type '{suffix or path.name}' (expected a Hugging Face "
-                           "folder, .safetensors, .onnx, or a torch state dict .bin/.pt/.pth)")
+                           "folder, .safetensors, .onnx, .gguf, or a torch state dict .bin/.pt/.pth)")
+
+
+def _describe_gguf(files: dict[str, Path], extra: dict[str, Path] | None = None) -> ModelDescription:
+    """A gguf version: its .gguf file(s), each parsed by the gguf library's reader, plus the
+    plain files (README, Modelfile) kept beside them."""
+    from relman.modelio import gguf_file
+
+    infos = [gguf_file.read_info(p) for p in files.values()]
+    params = sum(i.params for i in infos)
+    return ModelDescription("gguf", {**files, **(extra or {})}, task=infos[0].task,
+                            architecture=infos[0].architecture, params=params, dtype=infos[0].file_type)
 
 
 def _inspect_folder(folder: Path) -> ModelDescription:
@@ -360,6 +373,16 @@ def _inspect_folder(folder: Path) -> ModelDescription:
     if "config.json" in files:
         config = _check_config(files["config.json"])
     weights = [rel for rel in files if rel.lower().endswith(WEIGHT_SUFFIXES)]
+    ggufs = [rel for rel in files if rel.lower().endswith(".gguf")]
+    if ggufs and not weights:  # an exported GGUF folder: the file(s) + card and Modelfile
+        plain = {rel: p for rel, p in files.items() if rel.lower().endswith(KEEP_SUFFIXES)
+                 or PurePosixPath(rel).name == "Modelfile"}
+        for rel in plain:
+            if rel.lower().endswith(".json"):
+                _check_json(files[rel], rel)
+        desc = _describe_gguf({rel: files[rel] for rel in ggufs}, plain)
+        desc.left_out = sorted(set(files) - set(desc.files))
+        return desc
     if not weights:
         raise ModelImportError(f"{folder}: no weights found (expected *.safetensors, pytorch_model.bin or *.onnx)")
     onnx_files = [rel for rel in weights if rel.lower().endswith(".onnx")]

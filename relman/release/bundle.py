@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import tarfile
+import secrets
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
@@ -242,7 +243,7 @@ def _check_checkpoint(manifest: dict[str, Any], where: str) -> list[str]:
     return []
 
 
-_BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw")
+_BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw", "gguf")
 
 
 def _known_formats() -> tuple[str, ...]:
@@ -320,6 +321,10 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                     onnx.load(str(path), load_external_data=False)
                 except Exception as e:
                     raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
+            elif low.endswith(".gguf"):
+                from relman.modelio.gguf_file import read_info
+
+                read_info(path)
             elif low.endswith(".json"):
                 mi._check_json(path, rel)
                 if rel == "adapter_config.json":  # what `relman import` checks in an adapter folder
@@ -623,14 +628,17 @@ def _write_error(e: OSError, target: Path) -> str:
 
 
 # -- plain folders -----------------------------------------------------------------------------
-def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> Path:
-    """Write the version as a plain folder transformers (`hf`) or onnxruntime (`onnx`) can load,
-    with its model card as README.md. Written to a temporary folder and renamed into place."""
+def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str, *, gguf_type: str = "Q4_K_M") -> Path:
+    """Write the version as a plain folder transformers (`hf`), onnxruntime (`onnx`) or
+    llama.cpp / LM Studio / Ollama (`gguf`) can load, with its model card as README.md.
+    Written to a temporary folder and renamed into place."""
     from relman.release.modelcard import render_card
 
     v = catalog.get_version(version_id)
     arts = catalog.artifacts(v.id)
     paths = [a["path"] for a in arts]
+    if fmt == "gguf" and v.format != "gguf":
+        return _export_gguf_from(catalog, v, arts, dest, gguf_type)
     if fmt == "hf" and v.format == "peft-adapter":  # the PEFT folder; its card and config name the base
         if "adapter_config.json" not in paths or "adapter_model.safetensors" not in paths:
             raise RelmanError(f"{v.ref} is an adapter without adapter_config.json and adapter_model.safetensors")
@@ -642,8 +650,8 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
         if not any(p.endswith(".onnx") for p in paths):
             raise RelmanError(f"{v.ref} is a {v.format} version with no .onnx file; convert it with an ONNX "
                               "export recipe first")
-    else:
-        raise RelmanError(f"unknown export format '{fmt}' (use hf, onnx, or -o FILE for a bundle)")
+    elif fmt != "gguf":
+        raise RelmanError(f"unknown export format '{fmt}' (use hf, onnx, gguf, or -o FILE for a bundle)")
     dest = Path(dest).expanduser()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RelmanError(f"{dest} already exists and is not an empty folder")
@@ -668,6 +676,11 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
             shutil.copyfile(catalog.store.path(a["sha256"]), target)
         if "README.md" not in paths:
             (tmp / "README.md").write_text(render_card(catalog, v), encoding="utf-8")
+        if fmt == "gguf" and "Modelfile" not in paths:
+            from relman.release.modelcard import gguf_file_name, ollama_modelfile
+
+            (tmp / "Modelfile").write_text(ollama_modelfile(v.meta.get("gguf") or {}, gguf_file_name(paths)),
+                                           encoding="utf-8")
         hold_here("export.folder-written")  # tests kill -9 here: the temp folder is full, not renamed
         if dest.exists():
             dest.rmdir()
@@ -678,3 +691,79 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _export_gguf_from(catalog: Any, v: Any, arts: list[dict[str, Any]], dest: Path | str, gguf_type: str) -> Path:
+    """A Hugging Face causal LM written as GGUF on the way out (the same writer as the `gguf`
+    recipe, reading the version's blobs in place). The unsupported is refused before anything is
+    written; the long write goes to an unnamed file, so a killed export leaves nothing; the
+    folder (model.gguf, README.md, Modelfile) appears by one rename at the end."""
+    from relman.compress.export import gguf_writer
+    from relman.errors import RecipeError
+    from relman.release.modelcard import ollama_modelfile, render_card
+
+    if v.format not in ("hf",):
+        raise RelmanError(f"{v.ref} is a {v.format} version; GGUF is written from a Hugging Face causal LM "
+                          f"({gguf_writer.supported_architectures()}) or exported as is from a gguf version")
+    dest = Path(dest).expanduser()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise RelmanError(f"{dest} already exists and is not an empty folder")
+    if not dest.parent.is_dir():
+        raise RelmanError(f"folder {dest.parent} does not exist")
+    for a in arts:
+        problem = catalog.store.verify(a["sha256"])
+        if problem:
+            raise IntegrityError(f"cannot export {v.ref}: {a['path']} is {problem}; run 'relman verify'")
+    files = {a["path"]: catalog.store.path(a["sha256"]) for a in arts if "/" not in a["path"]}
+    try:
+        plan = gguf_writer.plan_export(files, gguf_type.upper())
+    except RecipeError as e:
+        raise RelmanError(f"cannot export {v.ref} as GGUF: {e}") from None
+    stem = f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}"
+    staged = dest.parent / f"{stem}.gguf"
+    tmp = dest.parent / f"{stem}.tmp"
+    summary = gguf_writer.write_gguf(plan, staged, name=v.model, check=lambda p: gguf_writer.verify_gguf(p, plan),
+                                     on_tensor=_hold_half_way)
+    try:
+        tmp.mkdir()
+        os.replace(staged, tmp / gguf_writer.GGUF_FILE)
+        (tmp / "README.md").write_text(render_card(catalog, v) + _gguf_note(v, plan, summary), encoding="utf-8")
+        (tmp / "Modelfile").write_text(ollama_modelfile(gguf_writer.describe(plan)), encoding="utf-8")
+        if dest.exists():
+            dest.rmdir()
+        os.replace(tmp, dest)
+    finally:
+        staged.unlink(missing_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _hold_half_way(done: int, total: int) -> None:
+    """Test hold point "export.gguf-mid-write" for an export outside any job (the CLI): with
+    $RELMAN_TEST_HOLD naming it, say so on stderr and wait for the release file, so a test
+    kills the process with the file half written instead of racing the machine."""
+    from relman.jobs.context import HOLD_ENV, HOLD_POLL_S, HOLD_RELEASE_ENV, HOLD_TIMEOUT_S, held_message
+
+    point = "export.gguf-mid-write"
+    if done != max(1, total // 2) or point not in os.environ.get(HOLD_ENV, "").split(","):
+        return
+    import sys
+
+    print(held_message(point), file=sys.stderr, flush=True)
+    release = os.environ.get(HOLD_RELEASE_ENV)
+    deadline = time.monotonic() + HOLD_TIMEOUT_S
+    while not (release and Path(release).exists()) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL_S)
+
+
+def _gguf_note(v: Any, plan: Any, check: dict[str, Any]) -> str:
+    """The card section of a GGUF written on export (the version itself is hf)."""
+    from relman.compress.export.gguf_writer import describe
+    from relman.release.modelcard import gguf_usage_lines
+
+    worst = ", ".join(f"{k} {e:.4f}" for k, e in sorted(check["worst_block_error"].items()))
+    return "\n".join(["", "## GGUF export", "",
+                      (f"Written as {plan.file_type} by relman and read back before it was named: every tensor "
+                       f"within its type's bound (largest error as a share of its block's magnitude: {worst})."), "",
+                      *gguf_usage_lines(f"{v.model}-{v.version}", describe(plan))])

@@ -171,6 +171,42 @@ def last_gate_report(catalog: Any, version_id: int) -> dict[str, Any] | None:
     return json.loads(row[0]) if row else None
 
 
+def gguf_file_name(paths: list[str] | None = None) -> str:
+    """The .gguf file a gguf version ships (model.gguf when relman wrote it)."""
+    names = [p for p in (paths or []) if p.endswith(".gguf")]
+    return names[0] if names else "model.gguf"
+
+
+def ollama_modelfile(info: Mapping[str, Any], gguf_name: str = "model.gguf") -> str:
+    """An Ollama Modelfile for a GGUF file whose writer's summary is `info` (a gguf version's
+    meta["gguf"]): the file, greedy decoding, the tokenizer's control tokens as stop words. The
+    chat template inside the GGUF is jinja, which llama.cpp and LM Studio apply; Ollama wants its
+    own Go TEMPLATE, so the prompt is passed through as written."""
+    lines = [f"FROM ./{gguf_name}", 'TEMPLATE """{{ .Prompt }}"""', "PARAMETER temperature 0"]
+    for stop in info.get("stop_tokens") or []:
+        lines.append(f"PARAMETER stop {json.dumps(stop)}")
+    return "\n".join(lines) + "\n"
+
+
+def gguf_usage_lines(name: str, info: Mapping[str, Any], gguf_name: str = "model.gguf") -> list[str]:
+    """How to run a GGUF file in llama.cpp, LM Studio and Ollama (a model card section)."""
+    kind = ""
+    if info.get("file_type"):
+        types = info.get("tensor_types")
+        kind = f" ({info['file_type']}" + (f": {', '.join(f'{n} {k}' for k, n in sorted(types.items()))} tensors)"
+                                           if types else ")")
+    tag = name.lower().replace("@", "-")
+    return ["## Running it", "",
+            f"`{gguf_name}` is one GGUF file{kind} with the tokenizer and chat template inside.", "",
+            (f"- **llama.cpp**: `llama-cli -m {gguf_name} -p \"Q: ...\" -n 32 --temp 0`, or serve it with "
+             f"`llama-server -m {gguf_name}` (an OpenAI-compatible API that applies the chat template in the file)."),
+            (f"- **LM Studio**: `lms import {gguf_name}` (or copy it under `~/.lmstudio/models/<publisher>/{tag}/`), "
+             "then load it from the model list."),
+            (f"- **Ollama**: with the `Modelfile` below (written beside the file by `relman export --format gguf`): "
+             f"`ollama create {tag} -f Modelfile`, then `ollama run {tag}`."), "",
+            "```", ollama_modelfile(info, gguf_name).rstrip("\n"), "```", ""]
+
+
 def render_card(catalog: Any, v: Any) -> str:
     from relman.release.approvals import approvals
 
@@ -232,6 +268,9 @@ def render_card(catalog: Any, v: Any) -> str:
                   f"{', '.join(pin.get('target_modules') or [])}) of **{pin.get('base_ref')}**, pinned to that base's "
                   f"manifest sha256 `{pin.get('base_manifest_sha256')}`: relman refuses to load it onto anything else. "
                   "With PEFT: `PeftModel.from_pretrained(base_model, this_folder)`.", ""]
+    if v.format == "gguf":
+        lines += gguf_usage_lines(f"{v.model}-{v.version}", v.meta.get("gguf") or {},
+                                  gguf_file_name([a["path"] for a in catalog.artifacts(v.id)]))
     if v.meta.get("privacy"):
         lines += privacy_lines(v.meta["privacy"])
     if v.recipe:
