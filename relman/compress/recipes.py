@@ -240,7 +240,7 @@ register(Recipe(
                 "graph of the LM (ONNX Runtime GenAI's builder writes it for the families it knows).",
 ))
 register(Recipe(
-    name="gguf", title="GGUF for llama.cpp / LM Studio / Ollama (F16, Q8_0, Q4_0, Q4_K_M)",
+    name="gguf", compresses=True, title="GGUF for llama.cpp / LM Studio / Ollama (F16, Q8_0, Q4_0, Q4_K_M)",
     target="relman.compress.export.gguf_writer:run", input_formats=("hf",), tasks=tasks_with_recipe("gguf"),
     output_format="gguf",
     params=(
