@@ -98,7 +98,7 @@ def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], 
             raise EvaluationError(f"suite '{s}' needs a group column, but dataset '{name}' has none")
 
 
-COMPARED_SUITES = ("latency", "quality", "fidelity", "explain")  # explain compares with a parent
+COMPARED_SUITES = ("latency", "quality", "fidelity", "explain", "mc", "generate")  # explain compares with a parent
 
 
 def production_version(catalog: Any, model: str, exclude: int | None = None) -> Any:

@@ -60,7 +60,7 @@ class Suite:
 SUITES: dict[str, Suite] = {}
 # The order suites run in within one job: memory first, before anything else has loaded the
 # model into this process, so its measurement of loading + inference is not disturbed.
-ORDER = ("memory", "size", "latency", "quality", "fidelity", "robustness", "fairness", "explain")
+ORDER = ("memory", "size", "latency", "quality", "fidelity", "mc", "generate", "robustness", "fairness", "explain")
 
 
 def register(suite: Suite) -> Suite:
@@ -117,7 +117,7 @@ _METRIC_PREFIXES = (
     ("cosine", "fidelity"), ("fidelity", "fidelity"), ("robust", "robustness"), ("fairness", "fairness"),
     ("demographic", "fairness"), ("equalized", "fairness"), ("group_", "fairness"),
     ("selection_rate", "fairness"), ("clean_accuracy", "robustness"), ("entity_", "quality"),
-    ("token_accuracy", "quality"),
+    ("token_accuracy", "quality"), ("bits_per_byte", "quality"), ("mc_", "mc"), ("generate_", "generate"),
 )
 
 
@@ -214,3 +214,18 @@ register(Suite(
     ),
     description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC) and rank agreement with the "
                 "parent's attributions on the same examples"))
+register(Suite(
+    "mc", "Multiple choice (log-likelihood)", "relman.evaluate.lm_mc:run", options=(_SPLIT, _EVAL_BS, _PAIRED),
+    description="lm-eval's acc and acc_norm from local OpenCompass mcq JSONL or lm-eval task YAML, with 95 % "
+                "intervals; paired deltas vs parent and production"))
+register(Suite(
+    "generate", "Greedy generation (exact match)", "relman.evaluate.lm_generate:run",
+    options=(
+        _SPLIT, _PAIRED,
+        Option("gen_max_new_tokens", int, 16, "Most new tokens per prompt.", min=1, max=4096),
+        Option("gen_stop_at_newline", bool, True, "Stop a generation at its first newline."),
+        Option("gen_regex", str, "", "Take the answer as this pattern's first match in the output (its first "
+                                     "group if it has one) before normalising; empty = the whole output."),
+    ),
+    description="normalised exact match of greedy answers from local question/answer items; every output stored; "
+                "paired deltas and output agreement vs parent and production"))
