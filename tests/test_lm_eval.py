@@ -11,6 +11,7 @@ cent but loses its answers, and the default gate must refuse it by the generatio
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -148,6 +149,11 @@ def test_default_gate_refuses_a_scrambled_child_whose_perplexity_barely_moves(ca
     print(ppl, {k: bm[k]["value"] for k in ("generate_exact_match", "generate_exact_match_delta_vs_parent",
                                              "generate_agreement_vs_parent", "mc_acc_delta_vs_parent",
                                              "loss_delta_vs_parent")})
+    pm = _metrics(catalog, lm.id)  # bits per byte: the summed NLL over the scored text's UTF-8 bytes
+    text_bytes = sum(len(line.encode()) for line in heldout.read_text().splitlines())
+    assert 0.8 * text_bytes <= pm["bytes"]["value"] <= text_bytes
+    assert pm["bits_per_byte"]["value"] == pytest.approx(
+        pm["loss"]["value"] * pm["tokens"]["value"] / (math.log(2) * pm["bytes"]["value"]), rel=1e-9)
     assert ppl[broken.ref] < 1.15 * ppl[lm.ref]  # perplexity moves little ...
     assert bm["generate_exact_match_delta_vs_parent"]["context"]["interval"][1] < -0.2  # ... the answers go
     hm = _metrics(catalog, honest.id)
@@ -209,18 +215,20 @@ def test_cli_evaluates_mc_and_generate_with_the_network_cut_off(catalog, lm, cat
     env.pop("HF_HUB_OFFLINE", None)  # the code itself must not reach for the hub
     env["RELMAN_TORCH_THREADS"] = "1"
     r = subprocess.run([sys.executable, "-m", "relman", "--catalog", str(catalog_path), "evaluate", lm.ref,
-                        "--suite", "mc", "--dataset", "facts-harness", "--wait"], env=env, capture_output=True,
-                       text=True, timeout=600)
+                        "--suite", "mc,generate", "--dataset", "facts-harness", "--wait"], env=env,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     register_dataset(catalog, DATA / "colours_qa.jsonl", "facts-qa", format="qa")
     r = subprocess.run([sys.executable, "-m", "relman", "--catalog", str(catalog_path), "evaluate", lm.ref,
-                        "--suite", "generate", "--dataset", "facts-qa", "--wait"], env=env, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
+                        "--suite", "mc", "--dataset", "facts-qa"], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "suite 'mc' reads mcq items, but dataset 'facts-qa' holds qa data" in r.stderr
     lines = log.read_text().splitlines()
     pids = {line.split()[1] for line in lines if line.startswith("loaded")}
-    assert len(pids) >= 4, lines  # two CLI processes and the two workers they started
+    workers = {str(row[0]) for row in catalog.conn.execute("SELECT pid FROM jobs WHERE kind = 'evaluate'")}
+    assert workers and workers <= pids, (workers, lines)  # the guard ran in the worker process too
     assert not [line for line in lines if line.startswith("connect")], lines
     shown = subprocess.run([sys.executable, "-m", "relman", "--catalog", str(catalog_path), "metrics", lm.ref],
                            env=env, capture_output=True, text=True, timeout=120)
     assert "mc_acc_norm" in shown.stdout and "generate_exact_match" in shown.stdout, shown.stdout
+    em = _metrics(catalog, lm.id)["generate_exact_match"]["value"]  # the right choice, said greedily
+    assert em >= 0.6, em

@@ -14,7 +14,8 @@ A task file such as::
     doc_to_target: "{{label}}"
 
 becomes one dataset: the YAML plus the data files it names (paths relative to the YAML, which
-must stay inside its folder), stored together, so the catalog holds exactly what was checked.
+must stay inside its folder — lm-eval itself, through HF datasets, resolves them against the
+working directory, so run it from the YAML's folder to read the same files), stored together, so the catalog holds exactly what was checked.
 `doc_to_text` / `doc_to_choice` / `doc_to_target` / `description` follow lm-eval's rules
 (`ConfigurableTask.doc_to_*`): a string that is a field name takes the field; otherwise a Jinja
 template rendered with the document (StrictUndefined, `keep_trailing_newline`, the

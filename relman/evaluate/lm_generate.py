@@ -1,6 +1,6 @@
 """The `generate` suite: greedy answers to questions, scored by normalised exact match.
 
-Each `qa` item's prompt is continued greedily by `relman.tasks.generation.generate_greedy` (the
+Each `qa` item's prompt (or an `mcq` item's context, whose answer is then its right choice) is continued greedily by `relman.tasks.generation.generate_greedy` (the
 one decoding loop every suite and view uses; stop at a newline by default). The answer is the
 output — or, with `gen_regex`, the first match of that pattern in it (its first group when it
 has one), as lm-eval's regex filter takes it — normalised as SQuAD does (lower case, punctuation
@@ -83,6 +83,8 @@ def generate_for(runner: Any, prompts: list[str], options: dict[str, Any]) -> li
 
 def qa_items(env: SuiteEnv) -> tuple[Any, list[dict[str, Any]]]:
     ds = env.eval_data(SUITE)
+    if ds.kind == "mcq" and ds.items is not None:  # a multiple-choice item asks for its right choice
+        return ds, [{"prompt": it["context"], "answers": [it["choices"][it["gold"]].strip()]} for it in ds.items]
     if ds.kind != "qa" or ds.items is None:
         raise EvaluationError(f"suite '{SUITE}' needs question/answer items (a dataset of format qa or an "
                               f"lm-eval generate_until task), but dataset '{ds.name}' holds {ds.kind} data")

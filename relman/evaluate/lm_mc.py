@@ -4,8 +4,8 @@ For each item (an `mcq` dataset: OpenCompass mcq JSONL or an lm-eval `multiple_c
 every choice is scored as the summed log-probability of its continuation `delimiter + choice`
 given the context, tokenised the way lm-evaluation-harness's HFLM does (`_encode_pair`: trailing
 spaces of the context move to the continuation; the continuation's tokens are those of
-`context + continuation` after the context's; no special tokens; an empty context is the EOS
-token; the input is cut on the left to the model's context length). Then, with lm-eval's
+`context + continuation` after the context's; special tokens as the tokenizer adds them by
+default, as lm-eval 0.4.13 does (`add_bos_token=None`); an empty context is the EOS token; the input is cut on the left to the model's context length). Then, with lm-eval's
 definitions:
 
 - `mc_acc`: the highest log-likelihood is the gold choice;
@@ -37,8 +37,8 @@ def _encode_pair(tok: Any, context: str, continuation: str) -> tuple[list[int], 
     if n_spaces > 0:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
-    ctx = tok(context, add_special_tokens=False)["input_ids"] if context else []
+    whole = tok(context + continuation)["input_ids"]
+    ctx = tok(context)["input_ids"] if context else []
     return list(ctx), list(whole[len(ctx):])
 
 

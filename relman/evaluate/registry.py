@@ -41,6 +41,7 @@ class Suite:
     timing: bool = False  # measures time or memory: its job runs alone on its device
     options: tuple[Option, ...] = ()
     description: str = ""
+    data_kinds: tuple[str, ...] = ()  # dataset kinds it reads (empty: any its task reads)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -217,7 +218,7 @@ register(Suite(
 register(Suite(
     "mc", "Multiple choice (log-likelihood)", "relman.evaluate.lm_mc:run", options=(_SPLIT, _EVAL_BS, _PAIRED),
     description="lm-eval's acc and acc_norm from local OpenCompass mcq JSONL or lm-eval task YAML, with 95 % "
-                "intervals; paired deltas vs parent and production"))
+                "intervals; paired deltas vs parent and production", data_kinds=("mcq",)))
 register(Suite(
     "generate", "Greedy generation (exact match)", "relman.evaluate.lm_generate:run",
     options=(
@@ -227,5 +228,6 @@ register(Suite(
         Option("gen_regex", str, "", "Take the answer as this pattern's first match in the output (its first "
                                      "group if it has one) before normalising; empty = the whole output."),
     ),
-    description="normalised exact match of greedy answers from local question/answer items; every output stored; "
-                "paired deltas and output agreement vs parent and production"))
+    description="normalised exact match of greedy answers from local question/answer items (or multiple-choice "
+                "items: the right choice is the answer); every output stored; paired deltas and output agreement vs "
+                "parent and production", data_kinds=("qa", "mcq")))
