@@ -107,7 +107,8 @@ def test_generate_exact_match_high_on_planted_facts_near_zero_on_unseen(catalog,
     assert all(i["output"] and i["token_ids"] for i in doc["items"])
 
 
-def _child(catalog, parent, trained_lm_dir: Path, tmp_path: Path, name: str, scramble: bool):
+def _child(catalog, parent, trained_lm_dir: Path, tmp_path: Path, name: str, scramble: bool,
+           recipe: str = "test-edit"):
     """A new hf version of `lm` whose parent is `parent`: the same weights, or with layer 3's
     attention output projection's rows permuted (a 'scrambled layer')."""
     import torch
@@ -124,8 +125,8 @@ def _child(catalog, parent, trained_lm_dir: Path, tmp_path: Path, name: str, scr
     save_file(state, weights, metadata={"format": "pt"})
     files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
     return catalog.add_version("lm", files, format="hf", task="causal-lm", architecture=parent.architecture,
-                               params=parent.params, parents=[(parent.id, None)], relation="test-edit",
-                               recipe={"name": "test-edit"}, event_kind="derive")
+                               params=parent.params, parents=[(parent.id, None)], relation=recipe,
+                               recipe={"name": recipe}, event_kind="derive")
 
 
 def test_default_gate_refuses_a_scrambled_child_whose_perplexity_barely_moves(catalog, lm, trained_lm_dir: Path,
@@ -232,3 +233,26 @@ def test_cli_evaluates_mc_and_generate_with_the_network_cut_off(catalog, lm, cat
     assert "mc_acc_norm" in shown.stdout and "generate_exact_match" in shown.stdout, shown.stdout
     em = _metrics(catalog, lm.id)["generate_exact_match"]["value"]  # the right choice, said greedily
     assert em >= 0.6, em
+
+
+def test_agreement_rule_for_compressed_lms(catalog, lm, trained_lm_dir: Path, tmp_path: Path) -> None:
+    """A real compression (bfloat16 weights) keeps its greedy answers: generate_agreement_vs_parent
+    clears the policy's share. A child stamped as the same recipe whose weights are scrambled (a
+    faulty quantiser) is refused by that rule by name."""
+    from relman.release.gates import evaluate_gates
+    from relman.release.policy import GENERATION_AGREEMENT_SHARE
+    from tests.recipe_support import compress_job
+
+    register_dataset(catalog, DATA / "colours_qa.jsonl", "facts-qa", format="qa")
+    half = compress_job(catalog, lm.id, "half", {"dtype": "bfloat16"})
+    faulty = _child(catalog, lm, trained_lm_dir, tmp_path, "faulty", scramble=True, recipe="half")
+    rule = f"generate_agreement_vs_parent >= {GENERATION_AGREEMENT_SHARE} when causal_lm and compressed"
+    status = {}
+    for v in (half, faulty):
+        evaluate_job(catalog, v.id, suites=["generate"], dataset="facts-qa")
+        report = evaluate_gates(catalog, v, "candidate", rehash=False)
+        status[v.ref] = (_metrics(catalog, v.id)["generate_agreement_vs_parent"]["value"],
+                         next(r.status for r in report.rules if r.rule == rule))
+    print(status)
+    assert status[half.ref][0] >= GENERATION_AGREEMENT_SHARE and status[half.ref][1] == "pass", status
+    assert status[faulty.ref] == (0.0, "fail"), status
