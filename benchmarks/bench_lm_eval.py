@@ -102,7 +102,7 @@ def lm_eval_scores(python: str, model: Path, tasks: dict[str, Path], out_dir: Pa
            "--batch_size", "8", "--output_path", str(out_dir / "lm-eval-out")]
     # lm-eval (HF datasets) resolves relative data_files against the working directory; relman
     # against the YAML's folder: run it from there so both read the same files
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=next(iter(tasks.values())).parent)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, cwd=next(iter(tasks.values())).parent)
     if r.returncode != 0:
         raise SystemExit(f"lm-eval failed ({r.returncode}):\n{r.stderr[-3000:]}")
     seconds = time.perf_counter() - t0
@@ -114,7 +114,7 @@ def lm_eval_scores(python: str, model: Path, tasks: dict[str, Path], out_dir: Pa
 
 def lm_eval_version(python: str) -> str:
     r = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('lm_eval'))"],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     return r.stdout.strip() or "?"
 
 

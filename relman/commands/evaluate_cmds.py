@@ -167,7 +167,8 @@ def generations_cmd(state: AppState, ref: str, flips: bool, against: str, as_jso
     import json
 
     from relman.errors import NotFound
-    from relman.evaluate.lm_generate import ARTIFACT_KIND, flips as find_flips
+    from relman.evaluate.lm_generate import ARTIFACT_KIND
+    from relman.evaluate.lm_generate import flips as find_flips
 
     cat = state.catalog()
     v = cat.resolve(ref)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import string
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from relman.data.dataset import Dataset
 from relman.data.mapping import ColumnMapping

@@ -33,8 +33,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 from relman.data.dataset import Dataset
 from relman.data.mapping import ColumnMapping
@@ -68,7 +69,7 @@ def parse_yaml(path: Path, where: str) -> dict[str, Any]:
 
     text = read_utf8(path, where)
     try:
-        doc = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass that refuses tags
+        doc = yaml.load(text, Loader=_loader())
     except _Refused as e:
         raise DatasetError(f"{where}: {e} needs Python code (lm-eval's !function), which relman never runs") from None
     except yaml.YAMLError as e:

@@ -47,7 +47,7 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def extract(output: str, pattern: "re.Pattern[str] | None") -> str:
+def extract(output: str, pattern: re.Pattern[str] | None) -> str:
     """The answer within an output: the first regex match (its first group if any), else all of it."""
     if pattern is None:
         return output
@@ -57,12 +57,12 @@ def extract(output: str, pattern: "re.Pattern[str] | None") -> str:
     return m.group(1) if m.groups() else m.group(0)
 
 
-def is_match(output: str, answers: list[str], pattern: "re.Pattern[str] | None") -> bool:
+def is_match(output: str, answers: list[str], pattern: re.Pattern[str] | None) -> bool:
     got = normalise(extract(output, pattern))
     return any(got == normalise(a) for a in answers)
 
 
-def compile_regex(raw: str) -> "re.Pattern[str] | None":
+def compile_regex(raw: str) -> re.Pattern[str] | None:
     if not raw:
         return None
     try:

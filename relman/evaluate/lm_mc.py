@@ -127,7 +127,7 @@ def run(env: SuiteEnv) -> list[Metric]:
     from relman.evaluate import stats
 
     runner = env.runner()
-    ds, items = mcq_items(env, SUITE)
+    _, items = mcq_items(env, SUITE)
     rows = max(1, env.eval_batch_size)
     lls = loglikelihoods(runner, items, rows, lambda d, t: env.progress(0.8 * d / t, f"mc {d}/{t}"))
     acc, norm = score(lls, items)

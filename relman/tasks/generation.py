@@ -31,11 +31,13 @@ it is refused with one clear line. Every other format is loaded with relman's to
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from relman.errors import EvaluationError
 
@@ -109,10 +111,8 @@ def _newline_ids(tokenizer: Any) -> set[int]:
         for piece, idx in vocab.items():
             if "\n" in piece or "Ċ" in piece or "<0x0A>" in piece:
                 cached.add(int(idx))
-        try:
+        with contextlib.suppress(Exception):  # a tokenizer that refuses attributes: recompute next time
             tokenizer._relman_newline_ids = cached
-        except Exception:  # noqa: BLE001 - a tokenizer that refuses attributes: recompute next time
-            pass
     return cached
 
 
