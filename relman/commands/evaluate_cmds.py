@@ -152,4 +152,55 @@ def metrics_cmd(state: AppState, ref: str, show_all: bool, names: tuple[str, ...
     click.echo(table(table_rows, ["SUITE", "METRIC", "VALUE", "DATASET", "MEASURED", "CONDITIONS"]))
 
 
-COMMANDS: list[click.Command] = [evaluate, suites_cmd, metrics_cmd]
+@click.command("generations")
+@click.argument("ref")
+@click.option("--flips", is_flag=True, help="Only the prompts whose answer was right for one version and wrong for "
+                                           "the other (REF against its parent, or --against production).")
+@click.option("--against", type=click.Choice(["parent", "production"]), default="parent", show_default=True,
+              help="The reference whose outputs (stored in the same evaluation) REF is compared with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as a JSON list.")
+@pass_state
+def generations_cmd(state: AppState, ref: str, flips: bool, against: str, as_json: bool) -> None:
+    """Greedy outputs stored by REF's newest `generate` evaluation: each prompt, the accepted
+    answers, REF's output and the reference's output on the same prompt. With --flips, only the
+    answers REF lost or gained against its parent (or production)."""
+    import json
+
+    from relman.errors import NotFound
+    from relman.evaluate.lm_generate import ARTIFACT_KIND
+    from relman.evaluate.lm_generate import flips as find_flips
+
+    cat = state.catalog()
+    v = cat.resolve(ref)
+    arts = cat.evaluation_artifacts(v.id, kind=ARTIFACT_KIND)
+    if not arts:
+        raise NotFound(f"{v.ref} has no stored generations (run: relman evaluate {v.ref} --suite generate "
+                       "--dataset D --wait)")
+    doc = json.loads(cat.read_blob(arts[-1]["sha256"]).decode("utf-8"))
+    refs = doc.get("references") or {}
+    if flips:
+        if against not in refs:
+            raise NotFound(f"{v.ref}'s generations were not compared with a {against} version "
+                           f"(compared with: {', '.join(refs) or 'none'})")
+        rows = find_flips(doc, against)
+    else:
+        other = refs.get(against)
+        rows = [{"prompt": it["prompt"], "answers": it["answers"], "output": it["output"], "correct": it["correct"],
+                 **({"reference_output": other["outputs"][i]} if other else {})} for i, it in enumerate(doc["items"])]
+    if as_json:
+        emit_json(rows)
+        return
+    from relman.names import terminal_safe as printable
+
+    head = f"{v.ref}: {len(rows)} {'flipped answers' if flips else 'generations'}"
+    if against in refs:
+        head += f" (against {against} {refs[against]['ref']})"
+    click.echo(head)
+    cols = ["PROMPT", "ANSWER", "OUTPUT"] + (["REFERENCE", "FLIP"] if flips else ["OK"])
+    body = [[printable(r["prompt"])[:48], printable("|".join(r["answers"]))[:20], printable(r["output"])[:30]]
+            + ([printable(r["reference_output"])[:30], r["flip"]] if flips else ["yes" if r["correct"] else "no"])
+            for r in rows]
+    click.echo(table(body, cols))
+
+
+COMMANDS: list[click.Command] = [evaluate, suites_cmd, metrics_cmd, generations_cmd]

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Kind = Literal["text", "image", "lm", "tokens"]
+Kind = Literal["text", "image", "lm", "tokens", "mcq", "qa"]
 SPLITS = ("train", "validation", "test")
 
 
@@ -29,6 +29,9 @@ class Dataset:
     words: list[list[str]] | None = None    # kind tokens: each row's words
     tags: list[np.ndarray] | None = None    # kind tokens: int64 per word, indices into label_names
     split: np.ndarray | None = None         # object array of 'train' / 'validation' / 'test', or None
+    # kind mcq: {"context", "choices", "gold"} per row; kind qa: {"prompt", "answers"} per row
+    # (language-model items: texts holds the context / prompt, so text checks still apply)
+    items: list[dict[str, Any]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -58,6 +61,7 @@ class Dataset:
             words=[self.words[i] for i in idx] if self.words is not None else None,
             tags=[self.tags[i] for i in idx] if self.tags is not None else None,
             split=self.split[idx] if self.split is not None else None,
+            items=[self.items[i] for i in idx] if self.items is not None else None,
         )
 
     def subset(self, split: str | None) -> "Dataset":

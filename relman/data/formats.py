@@ -108,3 +108,14 @@ register(Reader(
 register(Reader(
     name="conll", title="CoNLL", target="relman.data.read_conll:read_conll", kind="tokens",
     suffixes=(".conll", ".bio", ".iob2"), description="token<TAB>BIO tag lines, a blank line between sentences"))
+register(Reader(
+    name="mcq", title="multiple-choice JSON Lines (OpenCompass mcq)", target="relman.data.read_lm_items:read_mcq",
+    kind="mcq", description="question, A, B, C … (the options), answer (the right letter): one object a line"))
+register(Reader(
+    name="qa", title="question/answer JSON Lines", target="relman.data.read_lm_items:read_qa", kind="qa",
+    description="question, answer (a text or a list of accepted texts): one object a line, for greedy generation"))
+register(Reader(
+    name="lm-eval", title="lm-evaluation-harness task YAML", target="relman.data.read_lmeval:read_lmeval",
+    kind="mcq", suffixes=(".yaml", ".yml"), folder=True, entries="relman.data.read_lmeval:task_entries",
+    description="an lm-eval task file with dataset_path: json and local data_files (stored with it); "
+                "multiple_choice gives mcq items, generate_until question/answer items"))

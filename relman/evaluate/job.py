@@ -91,6 +91,9 @@ def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], 
         labels = json.loads(labels or "[]")
     for s in suites:
         suite = registry.get_suite(s)
+        if suite.data_kinds and row["kind"] not in suite.data_kinds:
+            raise EvaluationError(f"suite '{s}' reads {' or '.join(suite.data_kinds)} items, but dataset '{name}' "
+                                  f"holds {row['kind']} data")
         if suite.needs_labels_for(task) and not labels:
             raise EvaluationError(f"suite '{s}' needs labels, but dataset '{name}' has none")
         meta = row.get("meta") or {}
@@ -98,7 +101,7 @@ def check_dataset_row(task: str | None, suites: list[str], row: dict[str, Any], 
             raise EvaluationError(f"suite '{s}' needs a group column, but dataset '{name}' has none")
 
 
-COMPARED_SUITES = ("latency", "quality", "fidelity", "explain")  # explain compares with a parent
+COMPARED_SUITES = ("latency", "quality", "fidelity", "explain", "mc", "generate")  # explain compares with a parent
 
 
 def production_version(catalog: Any, model: str, exclude: int | None = None) -> Any:

@@ -5,7 +5,8 @@ Metrics (suite "quality"):
   predictions, as scikit-learn does by default), and per class `precision/<label>`,
   `recall/<label>`, `f1/<label>`, `support/<label>`;
 - causal LM: `perplexity` = exp(mean next-token NLL over all non-padding tokens), `loss` (that
-  mean NLL in nats/token), `tokens`;
+  mean NLL in nats/token), `tokens`, and `bits_per_byte` = summed NLL / (ln 2 x UTF-8 bytes of
+  the scored tokens' text; comparable across tokenizers, unlike perplexity), `bytes`;
   (row classifiers and causal LMs scored here from per-example results, other tasks — e.g.
   entity F1 of a tagger — by the task's adapter, `Runner.quality`);
 - always: `eval_samples` and `eval_throughput_sps` (rows per second through preprocessing and
@@ -37,8 +38,9 @@ __all__ = ["run", "classification_report"]
 SUITE = "quality"
 
 
-def _lm_rows(runner, ds, bs: int, progress) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the summed next-token NLL and the number of scored tokens."""
+def _lm_rows(runner, ds, bs: int, progress, byte_counts: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the summed next-token NLL and the number of scored tokens (and, into
+    `byte_counts` when given, the UTF-8 bytes of the scored tokens' text, for bits per byte)."""
     sums: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     done = 0
@@ -46,10 +48,23 @@ def _lm_rows(runner, ds, bs: int, progress) -> tuple[np.ndarray, np.ndarray]:
         losses = runner.token_losses(batch, runner.predict(batch))
         sums.append(np.nansum(losses, axis=1))
         counts.append(np.sum(~np.isnan(losses), axis=1))
+        if byte_counts is not None:
+            byte_counts.extend(_scored_bytes(runner, batch))
         done += batch.size
         if progress is not None:
             progress(done, len(ds))
     return np.concatenate(sums), np.concatenate(counts).astype(np.float64)
+
+
+def _scored_bytes(runner, batch) -> list[int]:
+    """UTF-8 bytes of the text of each row's scored tokens (every real token but the first, which
+    has no context): the denominator of bits per byte, which is comparable across tokenizers."""
+    ids, mask = batch.host["input_ids"], batch.host["attention_mask"].astype(bool)
+    out = []
+    for row, m in zip(ids, mask):
+        real = row[m]
+        out.append(len(runner.preprocessor.decode(real[1:].tolist()).encode("utf-8")) if len(real) > 1 else 0)
+    return out
 
 
 def _ratio_stat(sums: np.ndarray, counts: np.ndarray):
@@ -85,7 +100,8 @@ def run(env: SuiteEnv) -> list[Metric]:
     paired: list[tuple[str, float | None, dict]] = []
     others = env.comparators() if env.options.get("paired", True) else []
     if runner.task == "causal-lm" and hasattr(runner, "token_losses"):
-        sums, counts = _lm_rows(runner, ds, bs, report_progress)
+        nbytes: list[int] = []
+        sums, counts = _lm_rows(runner, ds, bs, report_progress, nbytes)
         elapsed = time.perf_counter() - t0
         mean = float(sums.sum() / max(counts.sum(), 1))
         rng = np.random.default_rng(stats.SEED)
@@ -95,6 +111,15 @@ def run(env: SuiteEnv) -> list[Metric]:
         values = {"perplexity": float(np.exp(mean)), "loss": mean, "tokens": float(counts.sum())}
         extra["loss"] = {"interval": [lo, hi], "interval_level": 0.95}
         extra["perplexity"] = {"interval": [float(np.exp(lo)), float(np.exp(hi))], "interval_level": 0.95}
+        byte_arr = np.asarray(nbytes, dtype=np.float64)
+        if byte_arr.sum() > 0:
+            bpb_boots = _ratio_stat(sums, byte_arr)(None, idx) / np.log(2)
+            values["bits_per_byte"] = float(sums.sum() / byte_arr.sum() / np.log(2))
+            values["bytes"] = float(byte_arr.sum())
+            extra["bits_per_byte"] = {"interval": [float(np.quantile(bpb_boots, 0.025)),
+                                                   float(np.quantile(bpb_boots, 0.975))], "interval_level": 0.95,
+                                      "definition": "sum of next-token NLL (nats) / (ln 2 x UTF-8 bytes of the "
+                                                    "scored tokens)"}
         for cmp in others:
             r_sums, r_counts = _lm_rows(cmp.runner, ds, bs, None)
             if not np.array_equal(r_counts, counts):  # another tokenizer: rows are not scored alike

@@ -54,6 +54,7 @@ class Suite:
     options: tuple[Option, ...] = ()
     description: str = ""
     metrics: tuple[MetricSpec, ...] = ()  # what it stores (longest matching prefix wins)
+    data_kinds: tuple[str, ...] = ()  # dataset kinds it reads (empty: any its task reads)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -73,7 +74,7 @@ class Suite:
 SUITES: dict[str, Suite] = {}
 # The order suites run in within one job: memory first, before anything else has loaded the
 # model into this process, so its measurement of loading + inference is not disturbed.
-ORDER = ("memory", "size", "latency", "quality", "fidelity", "robustness", "fairness", "explain")
+ORDER = ("memory", "size", "latency", "quality", "fidelity", "mc", "generate", "robustness", "fairness", "explain")
 
 
 def register(suite: Suite) -> Suite:
@@ -167,7 +168,7 @@ _EVAL_BS = Option("eval_batch_size", int, 32, "Batch size for quality / fidelity
 register(Suite(
     "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True, options=(_SPLIT, _EVAL_BS, _PAIRED),
     description="accuracy, macro-F1 and per-class precision/recall/F1; perplexity for causal LMs",
-    metrics=(MetricSpec("accuracy", True), MetricSpec("macro_f1", True), MetricSpec("precision/", True), MetricSpec("recall/", True), MetricSpec("f1/", True), MetricSpec("loss", False), MetricSpec("perplexity", False), MetricSpec("eval_samples", None), MetricSpec("eval_throughput", True), MetricSpec("entity_", True), MetricSpec("token_accuracy", True), MetricSpec("reference_accuracy", True), MetricSpec("child_only_right", True), MetricSpec("child_only_wrong", False), MetricSpec("mcnemar_p", None),)))
+    metrics=(MetricSpec("accuracy", True), MetricSpec("macro_f1", True), MetricSpec("precision/", True), MetricSpec("recall/", True), MetricSpec("f1/", True), MetricSpec("loss", False), MetricSpec("perplexity", False), MetricSpec("bits_per_byte", False), MetricSpec("bytes", None), MetricSpec("eval_samples", None), MetricSpec("eval_throughput", True), MetricSpec("entity_", True), MetricSpec("token_accuracy", True), MetricSpec("reference_accuracy", True), MetricSpec("child_only_right", True), MetricSpec("child_only_wrong", False), MetricSpec("mcnemar_p", None),)))
 register(Suite(
     "fidelity", "Fidelity to the parent", "relman.evaluate.fidelity:run", needs_parent=True,
     options=(_SPLIT, _EVAL_BS),
@@ -234,3 +235,22 @@ register(Suite(
     description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC) and rank agreement with the "
                 "parent's attributions on the same examples",
     metrics=(MetricSpec("explain_agreement", True), MetricSpec("explain_prediction_agreement", True), MetricSpec("explain_topk_overlap", True), MetricSpec("explain_comprehensiveness", True), MetricSpec("explain_sufficiency", False), MetricSpec("explain_examples", None), MetricSpec("explain_flips", None),)))
+register(Suite(
+    "mc", "Multiple choice (log-likelihood)", "relman.evaluate.lm_mc:run", options=(_SPLIT, _EVAL_BS, _PAIRED),
+    description="lm-eval's acc and acc_norm from local OpenCompass mcq JSONL or lm-eval task YAML, with 95 % "
+                "intervals; paired deltas vs parent and production", data_kinds=("mcq",),
+    metrics=(MetricSpec("mc_acc", True), MetricSpec("mc_chance", None), MetricSpec("mc_items", None)),))
+register(Suite(
+    "generate", "Greedy generation (exact match)", "relman.evaluate.lm_generate:run",
+    options=(
+        _SPLIT, _PAIRED,
+        Option("gen_max_new_tokens", int, 16, "Most new tokens per prompt.", min=1, max=4096),
+        Option("gen_stop_at_newline", bool, True, "Stop a generation at its first newline."),
+        Option("gen_regex", str, "", "Take the answer as this pattern's first match in the output (its first "
+                                     "group if it has one) before normalising; empty = the whole output."),
+    ),
+    description="normalised exact match of greedy answers from local question/answer items (or multiple-choice "
+                "items: the right choice is the answer); every output stored; paired deltas and output agreement vs "
+                "parent and production", data_kinds=("qa", "mcq"),
+    metrics=(MetricSpec("generate_exact_match", True), MetricSpec("generate_agreement", True),
+             MetricSpec("generate_items", None), MetricSpec("generate_new_tokens", None)),))

@@ -28,6 +28,20 @@ QUALITY_RULES = (
     "loss_delta_vs_production.lower <= 0.01 when causal_lm and has_production",
     "loss_delta_vs_parent.lower <= 0.01 when causal_lm and has_parent and not has_production",
 )
+# Language models are judged by what they do, not only by perplexity: multiple-choice accuracy
+# (the mc suite) and greedy exact match (the generate suite) must not be significantly worse than
+# production's (else the parent's) by more than one point, on the same items; and a compressed
+# (quantised, exported...) LM must give the same greedy output as its parent on at least 80 % of
+# prompts — a quantised child whose perplexity barely moves can still change a fifth of its
+# answers, which users see at once.
+GENERATION_AGREEMENT_SHARE = 0.8
+LM_RULES = (
+    "mc_acc_delta_vs_production.upper >= -0.01 when causal_lm and has_production",
+    "mc_acc_delta_vs_parent.upper >= -0.01 when causal_lm and has_parent and not has_production",
+    "generate_exact_match_delta_vs_production.upper >= -0.01 when causal_lm and has_production",
+    "generate_exact_match_delta_vs_parent.upper >= -0.01 when causal_lm and has_parent and not has_production",
+    f"generate_agreement_vs_parent >= {GENERATION_AGREEMENT_SHARE} when causal_lm and compressed",
+)
 FIDELITY_RULE = "fidelity >= 0.99 when compressed"
 LATENCY_RULE = "latency_p50_ratio_vs_production <= 1.10 when has_production"
 
@@ -45,10 +59,11 @@ DEFAULT_POLICY: dict[str, Any] = {
     # significantly worse than production (or, while nothing is in production, the parent) by
     # more than one point — the upper end of the paired 95 % interval of the difference must
     # reach -0.01; compressed children must agree with their parent on >= 99 % of rows;
-    # at staging, the paired latency ratio against production must be <= 1.10.
+    # at staging, the paired latency ratio against production must be <= 1.10. Causal LMs also
+    # pass LM_RULES (mc and generate not significantly worse; greedy agreement for compressed).
     "gates": {
-        "candidate": list(QUALITY_RULES) + [FIDELITY_RULE],
-        "staging": list(QUALITY_RULES) + [FIDELITY_RULE, LATENCY_RULE],
+        "candidate": list(QUALITY_RULES) + list(LM_RULES) + [FIDELITY_RULE],
+        "staging": list(QUALITY_RULES) + list(LM_RULES) + [FIDELITY_RULE, LATENCY_RULE],
         # share 100 = the canary already carries all traffic: the version is ready for production
         "production": ["canary_share >= 100"],
     },

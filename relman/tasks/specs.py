@@ -113,8 +113,9 @@ register(TaskSpec(
     name="causal-lm", role="causal_lm", title="Causal language modelling",
     adapter="relman.tasks.causal_lm:CausalLMRunner",
     auto_class="AutoModelForCausalLM", architecture_suffixes=("ForCausalLM", "LMHeadModel"),
-    output="logits", modality="text", data_kinds=("lm", "text"), per_token_output=True, labels="none",
-    pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality", "explain"), default_suites=("quality",),
+    output="logits", modality="text", data_kinds=("lm", "text", "mcq", "qa"), per_token_output=True, labels="none",
+    pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality", "explain", "mc", "generate"),
+    default_suites=("quality",),
     quality_metric=("perplexity", False), recipes=("int4-weight-only", "gguf"), causal=True,
 ))
 register(TaskSpec(
