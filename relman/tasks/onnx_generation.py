@@ -102,10 +102,10 @@ def generate_onnx(folder: Path, prompts: Sequence[str], *, max_new_tokens: int, 
 class OnnxLoop:
     """relman's greedy loop over an onnxruntime session (cached when the graph has a cache)."""
 
-    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, folder: Path, device: str = "cpu", threads: int | None = None, session: Any = None) -> None:
         from relman.modelio.loading import onnx_session
 
-        self.session = onnx_session(folder, device=device, threads=threads)
+        self.session = session if session is not None else onnx_session(folder, device=device, threads=threads)
         self.eos = eos_ids(folder)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.types = {n: _numpy_type(i.type) for n, i in inputs.items()}
@@ -134,7 +134,9 @@ class OnnxLoop:
         feeds.update(past)
         return feeds
 
-    def generate(self, prompt: list[int], max_new: int) -> tuple[list[int], float, float, str]:
+    def generate(self, prompt: list[int], max_new: int, ignore_eos: bool = False) -> tuple[list[int], float, float, str]:
+        """(new token ids, seconds to the first, seconds to the last, "eos" | "length");
+        `ignore_eos` runs to `max_new` (timing: every call the same length)."""
         run, logits_name = self.session.run, self.logits
         wanted = [logits_name] + [p for p in self.present if p]
         past = {n: empty_cache(self.past_shapes[n], 1, self.types[n], self.dims) for n in self.past}
@@ -151,7 +153,7 @@ class OnnxLoop:
             seq.append(nxt)
             if len(new) == 1:
                 ttft = time.perf_counter() - t0
-            if nxt in self.eos:
+            if nxt in self.eos and not ignore_eos:
                 stopped = "eos"
                 break
             if self.past:
@@ -186,10 +188,14 @@ class GenaiGenerator:
         self.model = og.Model(config)
         self.eos = eos_ids(folder)
 
-    def generate(self, prompt: list[int], max_new: int) -> tuple[list[int], float, float, str]:
+    def generate(self, prompt: list[int], max_new: int, ignore_eos: bool = False) -> tuple[list[int], float, float, str]:
         og = self.og
         params = og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=len(prompt) + max_new, batch_size=1)
+        length = len(prompt) + max_new
+        options: dict[str, Any] = {"do_sample": False, "max_length": length, "batch_size": 1}
+        if ignore_eos:
+            options["min_length"] = length
+        params.set_search_options(**options)
         new: list[int] = []
         t0 = time.perf_counter()
         ttft = 0.0
@@ -202,7 +208,7 @@ class GenaiGenerator:
             new.append(nxt)
             if len(new) == 1:
                 ttft = time.perf_counter() - t0
-            if nxt in self.eos:
+            if nxt in self.eos and not ignore_eos:
                 stopped = "eos"
                 break
         total = time.perf_counter() - t0
