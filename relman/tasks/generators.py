@@ -75,3 +75,31 @@ def open_generator(folder: Path, fmt: str, *, device: str = "cpu", threads: int 
 
         model = load_torch_model(folder, "causal-lm", device, fmt=fmt)
     return TorchLoop(model, device, eos)
+
+
+def generate_version(folder: Path, fmt: str, prompts: list[str], *, max_new_tokens: int, device: str = "cpu",
+                     threads: int | None = None, ignore_eos: bool = False) -> "list[Any]":
+    """Greedy generations (`relman.tasks.generation_types.Generation`) of the version in
+    `folder`, whatever its format: ONNX through `generate_onnx`, torch formats through
+    `TorchLoop`, prompts encoded with the version's own tokenizer."""
+    from relman.modelio.loading import load_preprocessor
+    from relman.tasks.generation_types import Generation
+    from relman.tasks.onnx_generation import generate_onnx
+
+    tok = load_preprocessor(Path(folder), "causal-lm")
+    if fmt == "onnx":
+        return generate_onnx(folder, prompts, max_new_tokens=max_new_tokens, device=device, threads=threads,
+                             tokenizer=tok, ignore_eos=ignore_eos)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    gen = open_generator(folder, fmt, device=device, threads=threads)
+    out = []
+    for prompt in prompts:
+        ids = [int(t) for t in tok(prompt)["input_ids"]]
+        new, ttft, total, stopped = gen.generate(ids, max_new_tokens, ignore_eos)
+        out.append(Generation(prompt=prompt, text=tok.decode(new, skip_special_tokens=True), token_ids=new,
+                              new_tokens=len(new), ttft_s=ttft, total_s=total, prompt_tokens=len(ids),
+                              engine=gen.engine, stopped=stopped))
+    return out

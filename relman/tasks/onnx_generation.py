@@ -73,10 +73,13 @@ def load_tokenizer(folder: Path) -> Any:
 
 def generate_onnx(folder: Path, prompts: Sequence[str], *, max_new_tokens: int, engine: str = "auto",
                   device: str = "cpu", threads: int | None = None, tokenizer: Any = None,
-                  on_prompt: Callable[[int, int], None] | None = None) -> list[Generation]:
+                  on_prompt: Callable[[int, int], None] | None = None, ignore_eos: bool = False,
+                  generator: Any = None) -> list[Generation]:
     """Greedy continuations of `prompts` by the ONNX causal LM in `folder` (see the module
     docstring for the engines). `max_new_tokens` bounds each; a generation also ends at an EOS
-    token (which is kept in `token_ids`, as transformers' `generate` keeps it)."""
+    token (which is kept in `token_ids`, as transformers' `generate` keeps it) unless
+    `ignore_eos` (timing: every generation `max_new_tokens` long). `generator` reuses an open
+    `OnnxLoop` / `GenaiGenerator` (one model load for many calls)."""
     if engine not in ENGINES:
         raise EvaluationError(f"engine must be one of {', '.join(ENGINES)}, not '{engine}'")
     if max_new_tokens < 1:
@@ -84,13 +87,14 @@ def generate_onnx(folder: Path, prompts: Sequence[str], *, max_new_tokens: int, 
     folder = Path(folder)
     tok = tokenizer if tokenizer is not None else load_tokenizer(folder)
     use_genai = engine == "genai" or (engine == "auto" and is_genai_folder(folder))
-    gen = GenaiGenerator(folder, device, threads) if use_genai else OnnxLoop(folder, device, threads)
+    gen = generator if generator is not None else \
+        GenaiGenerator(folder, device, threads) if use_genai else OnnxLoop(folder, device, threads)
     out = []
     for i, prompt in enumerate(prompts):
         ids = [int(t) for t in tok(prompt)["input_ids"]]
         if not ids:
             raise EvaluationError(f"prompt {i} encodes to no tokens")
-        new, ttft, total, stopped = gen.generate(ids, max_new_tokens)
+        new, ttft, total, stopped = gen.generate(ids, max_new_tokens, ignore_eos)
         out.append(Generation(prompt=prompt, text=tok.decode(new, skip_special_tokens=True), token_ids=new,
                               new_tokens=len(new), ttft_s=ttft, total_s=total, prompt_tokens=len(ids),
                               engine=gen.engine, stopped=stopped))
