@@ -114,3 +114,43 @@ def test_prompt_files_and_lines_round_trip(tmp_path):
     f.write_text('{"answer": "x"}\n', encoding="utf-8")
     with pytest.raises(EvaluationError, match='line 1: no "prompt" string'):
         read_prompt_file(f)
+
+
+def test_compare_offers_lm_metrics_for_a_causal_lm(qtbot, catalog, catalog_path, tmp_path):
+    """Planted figures on three causal-LM versions: Compare puts the LM measures first, plots
+    perplexity against size and against the paired time-to-first-token ratio, and finds the
+    front with both lower-is-better (the slow, worse one is off it)."""
+    from relman.catalog import Metric
+    from relman.ui.qt_main import MainWindow
+
+    f = tmp_path / "config.json"
+    f.write_text("{}", encoding="utf-8")
+    figures = {"1.0.0": (200.0, 0.75, 1.0, 900.0), "1.0.1": (210.0, 0.70, 0.6, 1500.0),
+               "1.0.2": (260.0, 0.50, 1.4, 700.0)}  # perplexity, exact match, ttft ratio, tokens/s
+    ids = {}
+    for ver, (ppl, em, ttft, tps) in figures.items():
+        v = catalog.add_version("lm", {"config.json": f}, format="hf", task="causal-lm", version=ver)
+        catalog.add_metrics(v.id, [Metric("quality", "perplexity", ppl), Metric("generate", "exact_match", em),
+                                   Metric("latency", "ttft_ratio_vs_parent", ttft),
+                                   Metric("latency", "decode_tokens_per_s", tps),
+                                   Metric("latency", "latency_p50_ms", 3.0)])
+        ids[ver] = v.id
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "c.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False)
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        compare = w.show_view("compare")
+        compare.set_model("lm")
+        assert compare.size_panel.y_combo.currentText() == "perplexity"
+        assert compare.latency_panel.x_combo.currentText() == "ttft_ratio_vs_parent"
+        offered = [compare.latency_panel.y_combo.itemText(i) for i in range(compare.latency_panel.y_combo.count())]
+        assert offered[:4] == ["perplexity", "exact_match", "ttft_ratio_vs_parent", "decode_tokens_per_s"]
+        assert compare.latency_panel.points_shown == 3
+        # lower perplexity and lower ttft ratio are both better: 1.0.2 (worse, slower) is dominated
+        assert set(compare.latency_panel.front_ids) == {ids["1.0.0"], ids["1.0.1"]}
+        compare.latency_panel.set_axes("decode_tokens_per_s", "exact_match")  # the user's pick
+        assert compare.latency_panel.x_combo.currentText() == "decode_tokens_per_s"
+        assert set(compare.latency_panel.front_ids) == {ids["1.0.0"], ids["1.0.1"]}
+    finally:
+        w.shutdown()

@@ -24,7 +24,7 @@ PREFERRED_METRICS = (
     "fidelity_agreement", "fairness_gap", "robustness_drop", "perplexity",
 )
 _LOWER_IS_BETTER = ("latency", "size", "memory", "loss", "gap", "drop", "perplexity", "error", "_ms",
-                    "_mb", "params", "ece", "time", "bytes")
+                    "_mb", "params", "ece", "time", "bytes", "ttft")
 
 
 def lower_is_better(metric: str) -> bool:
