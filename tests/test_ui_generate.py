@@ -8,7 +8,6 @@ must differ almost everywhere and match (almost) nothing."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

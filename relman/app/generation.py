@@ -74,7 +74,7 @@ def read_prompt_file(path: Path | str) -> list[dict[str, str]]:
     return items
 
 
-def check_request(catalog: "Catalog", refs: list[str], prompts: list[dict[str, str]], max_new_tokens: int) -> list[Any]:
+def check_request(catalog: Catalog, refs: list[str], prompts: list[dict[str, str]], max_new_tokens: int) -> list[Any]:
     if not refs:
         raise EvaluationError("choose at least one version to generate with")
     if not prompts:
@@ -92,7 +92,7 @@ def check_request(catalog: "Catalog", refs: list[str], prompts: list[dict[str, s
     return versions
 
 
-def queue_generation(catalog: "Catalog", refs: list[str], prompts: list[dict[str, str]], *, max_new_tokens: int = 32,
+def queue_generation(catalog: Catalog, refs: list[str], prompts: list[dict[str, str]], *, max_new_tokens: int = 32,
                      device: str = "cpu", threads: int | None = 1, actor: str | None = None) -> int:
     """Queue one "generate" job running `prompts` through every version in `refs`."""
     from relman.jobs.queue import enqueue
@@ -119,8 +119,11 @@ def generate_job(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         v = catalog.get_version(vid)
         ctx.progress(k / len(ids), f"generating with {v.ref}")
         folder = materialize_version(catalog, vid, Path(ctx.workdir))
+        def step(done: int, total: int, k: int = k, ref: str = v.ref) -> None:
+            ctx.progress((k + done / max(total, 1)) / len(ids), f"{ref}: {done}/{total} prompts")
+
         gens = generate_version(folder, v.format, texts, max_new_tokens=int(params["max_new_tokens"]), device=device,
-                                threads=params.get("threads"))
+                                threads=params.get("threads"), on_prompt=step)
         rows = []
         for p, g in zip(prompts, gens):
             row = {"text": g.text, "new_tokens": g.new_tokens, "ttft_ms": g.ttft_s * 1000.0,
@@ -149,7 +152,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "tokens_per_s": after / secs if secs > 0 else None}
 
 
-def result_of(catalog: "Catalog", job_id: int) -> dict[str, Any] | None:
+def result_of(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
     row = catalog.conn.execute("SELECT result FROM jobs WHERE id = ?", [job_id]).fetchone()
     if row is None or not row[0]:
         return None

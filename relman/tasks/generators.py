@@ -78,10 +78,12 @@ def open_generator(folder: Path, fmt: str, *, device: str = "cpu", threads: int 
 
 
 def generate_version(folder: Path, fmt: str, prompts: list[str], *, max_new_tokens: int, device: str = "cpu",
-                     threads: int | None = None, ignore_eos: bool = False) -> "list[Any]":
+                     threads: int | None = None, ignore_eos: bool = False,
+                     on_prompt: Any = None) -> list[Any]:
     """Greedy generations (`relman.tasks.generation_types.Generation`) of the version in
     `folder`, whatever its format: ONNX through `generate_onnx`, torch formats through
-    `TorchLoop`, prompts encoded with the version's own tokenizer."""
+    `TorchLoop`, prompts encoded with the version's own tokenizer. `on_prompt(done, total)`
+    after each prompt (a job's progress, which is also where a cancel is seen)."""
     from relman.modelio.loading import load_preprocessor
     from relman.tasks.generation_types import Generation
     from relman.tasks.onnx_generation import generate_onnx
@@ -89,7 +91,7 @@ def generate_version(folder: Path, fmt: str, prompts: list[str], *, max_new_toke
     tok = load_preprocessor(Path(folder), "causal-lm")
     if fmt == "onnx":
         return generate_onnx(folder, prompts, max_new_tokens=max_new_tokens, device=device, threads=threads,
-                             tokenizer=tok, ignore_eos=ignore_eos)
+                             tokenizer=tok, ignore_eos=ignore_eos, on_prompt=on_prompt)
     if threads:
         import torch
 
@@ -102,4 +104,6 @@ def generate_version(folder: Path, fmt: str, prompts: list[str], *, max_new_toke
         out.append(Generation(prompt=prompt, text=tok.decode(new, skip_special_tokens=True), token_ids=new,
                               new_tokens=len(new), ttft_s=ttft, total_s=total, prompt_tokens=len(ids),
                               engine=gen.engine, stopped=stopped))
+        if on_prompt is not None:
+            on_prompt(len(out), len(prompts))
     return out

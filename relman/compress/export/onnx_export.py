@@ -165,7 +165,7 @@ def _cache_wrapper(model: Any) -> tuple[Any, int]:
     from transformers import DynamicCache
 
     config = model.config
-    layers = int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer"))
+    layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
 
     class WithCache(torch.nn.Module):
         def __init__(self) -> None:
