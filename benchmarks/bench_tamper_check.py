@@ -24,7 +24,7 @@ def main(n: int = 200, m: int = 20) -> None:
     f = tmp / "w.bin"
     f.write_bytes(b"x" * 64)
     t0 = time.perf_counter()
-    for i in range(n):
+    for _ in range(n):
         v = cat.add_version("bench", {"w.bin": f}, format="raw")
         cat.add_metrics(v.id, [Metric("quality", f"m{j}", j / m, {"device": "cpu"}) for j in range(m)])
     per_write = (time.perf_counter() - t0) / (2 * n)

@@ -12,11 +12,38 @@ a recipe or suite annotates `ctx: WorkContext` and calls only what is listed bel
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from relman.catalog import Catalog
+
+# Test-only hold points: a comma-separated list of point names to stop at, and the file whose
+# appearance lets held work go on (`relman.jobs.context.JobContext.hold_point` for jobs,
+# `hold_here` for work that runs without a job context, e.g. a CLI command's own process).
+HOLD_ENV = "RELMAN_TEST_HOLD"
+HOLD_RELEASE_ENV = "RELMAN_TEST_HOLD_RELEASE"
+HOLD_TIMEOUT_S = 300.0
+HOLD_POLL_S = 0.02
+
+
+def hold_here(point: str) -> None:
+    """A named point where a test can hold work that has no job context (no effect otherwise).
+
+    When `point` is listed in $RELMAN_TEST_HOLD, writes `held at <point>` on stderr (flushed:
+    the test reads it from the pipe) and waits until the file named by
+    $RELMAN_TEST_HOLD_RELEASE exists, at most HOLD_TIMEOUT_S. Tests thereby kill -9 a real
+    `relman` process at a known step (a temp file written, not yet renamed) on any machine."""
+    if point not in [p.strip() for p in os.environ.get(HOLD_ENV, "").split(",")]:
+        return
+    print(f"held at {point}", file=sys.stderr, flush=True)
+    release = os.environ.get(HOLD_RELEASE_ENV)
+    deadline = time.monotonic() + HOLD_TIMEOUT_S
+    while not (release and Path(release).exists()) and time.monotonic() < deadline:
+        time.sleep(HOLD_POLL_S)
 
 
 @runtime_checkable

@@ -7,6 +7,7 @@ code that will use them.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -36,14 +37,14 @@ def _whole_number(raw: Any) -> int:
 @dataclass(frozen=True)
 class TypedValue:
     name: str
-    type: type  # bool, int, float, str, or list (comma-separated strings)
+    type: builtins.type  # bool, int, float, str, or list (comma-separated strings)
     default: Any
     help: str = ""
     choices: tuple[Any, ...] | None = None
     min: float | None = None
     max: float | None = None
 
-    error: ClassVar[type[RelmanError]] = RelmanError
+    error: ClassVar[builtins.type[RelmanError]] = RelmanError
     noun: ClassVar[str] = "setting"
 
     def parse(self, raw: Any) -> Any:

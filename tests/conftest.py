@@ -99,9 +99,13 @@ def catalog_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def catalog(catalog_path: Path):
+def catalog(catalog_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A fresh catalog whose signing key lives in this test's own keys folder (tmp_path/keys,
+    the folder tests that make a person's key use too): where the catalog's key is held, its
+    checkpoints must verify with keys trusted here, so the two must not drift apart."""
     from relman.catalog import open_catalog
 
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
     cat = open_catalog(catalog_path)
     yield cat
     cat.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-import numpy as np
 import pytest
 
 from relman.jobs import queue

@@ -134,7 +134,7 @@ def test_cli_queue_wait_list_show(run_cli, catalog_path):
     r = run_cli("jobs")
     assert r.exit_code == 0
     header, _, line = r.output.splitlines()[:3]
-    assert header.split() == ["ID", "KIND", "STATUS", "PROGRESS", "DEVICE", "ELAPSED", "MESSAGE"]
+    assert header.split() == ["ID", "KIND", "STATUS", "PROGRESS", "DEVICE", "ELAPSED", "CAUSE", "MESSAGE"]
     assert line.split()[:5] == [str(job["id"]), "sleep", "succeeded", "100%", "cpu"]
     r = run_cli("jobs", "show", str(job["id"]))
     assert r.exit_code == 0 and "[succeeded]" in r.output and "--- last 20 log lines ---" in r.output
@@ -150,6 +150,15 @@ def test_cli_failures_and_cancel_retry(run_cli):
     assert r.stderr.strip().splitlines()[-1].startswith("error: job 1 (fail) failed: RuntimeError: this job fails")
     r = run_cli("jobs", "cancel", "1")
     assert r.exit_code == 1 and "error: job 1 has already failed; nothing to cancel" in r.stderr
+    # its typed cause: an unexpected exception is a bug, and retrying a bug is refused unless forced
+    r = run_cli("jobs", "show", "1", "--json")
+    assert json.loads(r.stdout)["cause"] == "bug"
+    r = run_cli("jobs", "retry", "1")
+    assert r.exit_code == 1 and "error: job 1 failed on unexpected error (bug)" in r.stderr and "--force" in r.stderr
+    r = run_cli("jobs", "retry", "1", "--force")
+    assert r.exit_code == 0 and "job 1 queued again" in r.output
+    r = run_cli("jobs", "cancel", "1")
+    assert r.exit_code == 0
     r = run_cli("queue", "noop", "--device", "cpu")
     assert r.output.strip() == "queued job 2 (noop)"
     r = run_cli("jobs", "cancel", "2")

@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 from relman.app.models import import_model  # noqa: E402
 from relman.errors import JobError  # noqa: E402
 from relman.jobs import queue  # noqa: E402
-from relman.jobs.testing import drive_until, log_contains, wait_until  # noqa: E402
+from relman.jobs.testing import drive_until, log_contains  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 

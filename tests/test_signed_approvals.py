@@ -3,14 +3,12 @@ phase, verified at promotion (gates) and carried and verified in bundles."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from relman.errors import BundleError, IntegrityError
 
 
 def _version(catalog, tmp_path: Path, name: str = "tiny"):

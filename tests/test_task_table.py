@@ -3,7 +3,6 @@ exists, and the places that used to keep their own lists now answer from them.""
 
 from __future__ import annotations
 
-import importlib
 
 import pytest
 

@@ -4,7 +4,6 @@ selects, a window that fits a laptop, and the Ray executor setting."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest

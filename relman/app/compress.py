@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from relman.catalog import Catalog, VersionInfo
-from relman.errors import DuplicateVersion, RecipeError, RelmanError
+from relman.errors import DuplicateVersion, RecipeError
 
 OBJECTIVES = ("latency", "size")
 
@@ -35,8 +35,10 @@ def resolve_refs(catalog: Catalog, ref_or_refs: str | int | Sequence[str | int])
 def _check_child(catalog: Catalog, model: str | None, version: str | None) -> None:
     from relman.catalog import semver
 
-    if model is not None and (not model or "@" in model or "/" in model or model.strip() != model):
-        raise RelmanError(f"'{model}' is not a valid model name (no '@', '/', or surrounding spaces)")
+    if model is not None:  # the catalog's own name rule, checked now, not in the worker after its run
+        from relman.names import check_name
+
+        check_name(model, "model name")
     if version is not None:
         semver.parse(version)
         if model is not None:

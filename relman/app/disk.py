@@ -164,10 +164,10 @@ def parse_size(text: str | int) -> int:
 def disk_settings(catalog: Catalog, *, warn_below: str | int | None = None, reserve: str | int | None = None,
                   logs_max_age_days: float | None = None) -> dict[str, Any]:
     """Read (and, for the values given, change) the housekeeping thresholds."""
-    from relman.app.housekeeping import DEFAULT_LOGS_MAX_AGE_DAYS, LOGS_MAX_AGE_KEY
+    from relman.app.housekeeping import LOGS_MAX_AGE_KEY, check_logs_age, logs_max_age_days as stored_logs_age
 
-    if logs_max_age_days is not None and logs_max_age_days < 0:
-        raise DiskSpaceError(f"the log age must be 0 or more days, got {logs_max_age_days:g}")
+    if logs_max_age_days is not None:
+        logs_max_age_days = check_logs_age(logs_max_age_days, "--logs-max-age")
     updates = {WARN_FREE_KEY: None if warn_below is None else parse_size(warn_below),
                RESERVE_KEY: None if reserve is None else parse_size(reserve),
                LOGS_MAX_AGE_KEY: logs_max_age_days}
@@ -176,7 +176,7 @@ def disk_settings(catalog: Catalog, *, warn_below: str | int | None = None, rese
             catalog.set_setting(key, value)
     return {"warn_free_bytes": int(catalog.get_setting(WARN_FREE_KEY, DEFAULT_WARN_FREE)),
             "reserve_bytes": int(catalog.get_setting(RESERVE_KEY, DEFAULT_RESERVE)),
-            "logs_max_age_days": float(catalog.get_setting(LOGS_MAX_AGE_KEY, DEFAULT_LOGS_MAX_AGE_DAYS))}
+            "logs_max_age_days": stored_logs_age(catalog)}
 
 
 def check_room(catalog: Catalog, needed: int, what: str) -> None:

@@ -150,8 +150,30 @@ def delete_version(catalog: Catalog, ref: str, *, why: str, who: str | None = No
 
 
 # -- gc ---------------------------------------------------------------------------------------
+MAX_LOGS_AGE_DAYS = 36_500.0  # a century: beyond it a date subtraction overflows, and it means "never"
+
+
+def check_logs_age(value: Any, what: str = "--logs-older-than") -> float:
+    """A log age in days: a finite number from 0 to MAX_LOGS_AGE_DAYS, else a one-line error.
+    (NaN compares false with everything, so `age < 0` let it through to `timedelta`.)"""
+    import math
+
+    try:
+        age = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise HousekeepingError(f"{what} must be a number of days, not {value!r}") from None
+    if not math.isfinite(age) or not 0 <= age <= MAX_LOGS_AGE_DAYS:
+        raise HousekeepingError(f"{what} must be 0 to {MAX_LOGS_AGE_DAYS:,.0f} days, got {age:g}")
+    return age
+
+
 def logs_max_age_days(catalog: Catalog) -> float:
-    return float(catalog.get_setting(LOGS_MAX_AGE_KEY, DEFAULT_LOGS_MAX_AGE_DAYS))
+    """The stored log age; one stored before it was checked (NaN, inf) reads as the default,
+    so a bad setting cannot stop every `gc`."""
+    try:
+        return check_logs_age(catalog.get_setting(LOGS_MAX_AGE_KEY, DEFAULT_LOGS_MAX_AGE_DAYS))
+    except HousekeepingError:
+        return DEFAULT_LOGS_MAX_AGE_DAYS
 
 
 def _path_bytes(p: Path) -> int:
@@ -163,7 +185,7 @@ def _path_bytes(p: Path) -> int:
 def prune_job_files(catalog: Catalog, older_than_days: float, *, dry_run: bool = False) -> dict[str, Any]:
     """Remove the logs and scratch folders of jobs that finished more than `older_than_days`
     ago (the job rows stay). Only paths inside the catalog's logs/ and tmp/ are touched."""
-    cutoff = datetime.now(timezone.utc) - timedelta(days=float(older_than_days))
+    cutoff = datetime.now(timezone.utc) - timedelta(days=check_logs_age(older_than_days))
     removed: list[str] = []
     total = 0
     logs_root, tmp_root = catalog.logs_dir.resolve(), catalog.tmp_dir.resolve()
@@ -192,16 +214,16 @@ def prune_job_files(catalog: Catalog, older_than_days: float, *, dry_run: bool =
 def collect_garbage(catalog: Catalog, *, dry_run: bool = False, logs_older_than_days: float | None = None,
                     who: str | None = None) -> dict[str, Any]:
     """Clean what dead writers left, sweep unreferenced blobs, prune old job logs/scratch."""
-    age = logs_max_age_days(catalog) if logs_older_than_days is None else float(logs_older_than_days)
-    if age < 0:
-        raise HousekeepingError(f"--logs-older-than must be 0 or more days, got {age:g}")
+    age = logs_max_age_days(catalog) if logs_older_than_days is None else check_logs_age(logs_older_than_days)
     cleaned = {"blobs": 0, "temp_files": 0} if dry_run else catalog.clean_stale()
+    scratch = gc.remove_stale_scratch(catalog, dry_run=dry_run)  # killed bundle imports' folders
     swept = gc.sweep(catalog, dry_run=dry_run)
     logs = prune_job_files(catalog, age, dry_run=dry_run)
     result = {"dry_run": dry_run, "blobs": swept["blobs"], "blob_bytes": swept["bytes"],
               "stale_blobs": cleaned["blobs"], "temp_files": cleaned["temp_files"],
+              "scratch_folders": scratch["folders"], "scratch_bytes": scratch["bytes"],
               "job_files": len(logs["files"]), "job_file_bytes": logs["bytes"], "logs_older_than_days": age}
-    result["bytes_freed"] = result["blob_bytes"] + result["job_file_bytes"]
+    result["bytes_freed"] = result["blob_bytes"] + result["job_file_bytes"] + result["scratch_bytes"]
     if not dry_run and (swept["blobs"] or logs["files"] or cleaned["blobs"]):
         catalog.log_event("gc", {k: result[k] for k in ("blobs", "blob_bytes", "job_files", "job_file_bytes",
                                                        "stale_blobs")}, actor=who)
@@ -213,10 +235,29 @@ def _archive_blob_path(folder: Path, sha: str) -> Path:
     return folder / "objects" / sha[:2] / sha[2:]
 
 
-def _copy_verified(src: Path, dest: Path, sha: str) -> None:
-    """Copy a blob to `dest` (temp name, fsync, rename) unless an intact copy is there."""
+def _refuse_links(path: Path, root: Path) -> None:
+    """Refuse when `path` or a folder between `root` (the chosen archive folder) and it is a
+    symbolic link: following one writes outside the folder, and a link back to the store's own
+    blob would pass as "an intact copy is there" and then be released — the only copy gone."""
+    p = path
+    while p != root and root in p.parents:
+        if p.is_symlink():
+            raise HousekeepingError(f"refused: {p} is a symbolic link inside the archive folder {root}; "
+                                    "remove it (relman writes only real files there)")
+        p = p.parent
+
+
+def _copy_verified(src: Path, dest: Path, sha: str, root: Path | None = None) -> None:
+    """Copy a blob to `dest` (temp name, fsync, rename) unless an intact copy is there.
+    Nothing under `root` (the archive folder) on the way to `dest` may be a symbolic link."""
+    if root is not None:
+        _refuse_links(dest, root)
     if dest.is_file() and sha256_file(dest)[0] == sha:
         return
+    from relman.context import hold_here
+    from relman.fsutil import remove_stale_temp
+
+    remove_stale_temp(dest.parent)  # what a killed archive to this folder left
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -224,6 +265,7 @@ def _copy_verified(src: Path, dest: Path, sha: str) -> None:
             shutil.copyfileobj(fin, fout, 1 << 20)
             fout.flush()
             os.fsync(fout.fileno())
+        hold_here("archive.blob-copied")  # tests kill -9 here: the .part file is whole, not renamed
         actual = sha256_file(tmp)[0]
         if actual != sha:
             raise HousekeepingError(f"the copy of blob {sha[:12]}… in {dest.parent} hashes to {actual[:12]}…; "
@@ -256,13 +298,18 @@ def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str 
     if dest.is_relative_to(catalog.root.resolve()):
         raise HousekeepingError(f"{dest} is inside the catalog folder; archive to another folder or disk")
     files = catalog.artifacts(v.id)
+    for a in files:  # before the first copy: a refusal leaves the folder as it was
+        _refuse_links(_archive_blob_path(dest, a["sha256"]), dest)
     for a in files:
         src = catalog.store.path(a["sha256"])
         if not src.is_file():
             raise HousekeepingError(f"the blob of {v.ref}: {a['path']} is missing from the store; run 'relman verify'")
-        _copy_verified(src, _archive_blob_path(dest, a["sha256"]), a["sha256"])
+        _copy_verified(src, _archive_blob_path(dest, a["sha256"]), a["sha256"], root=dest)
     manifest = {"model": v.model, "version": v.version, "manifest_sha256": v.manifest_sha256, "files": files}
-    from relman.fsutil import atomic_write
+    from relman.fsutil import atomic_write, remove_stale_temp
+
+    remove_stale_temp(dest)  # a killed archive's manifest temp file
+    _refuse_links(dest / f"{v.model}@{v.version}.json", dest)
 
     try:
         atomic_write(dest / f"{v.model}@{v.version}.json", json.dumps(manifest, indent=2, sort_keys=True).encode())

@@ -30,8 +30,17 @@ def cancel_job(catalog: Catalog, job_id: int, *, actor: str | None = None) -> di
     return queue.get_job(catalog, job_id)
 
 
-def retry_job(catalog: Catalog, job_id: int, *, actor: str | None = None) -> dict[str, Any]:
-    """Queue a failed or cancelled job again. Returns the job row."""
+def retry_job(catalog: Catalog, job_id: int, *, actor: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Queue a failed or cancelled job again. Returns the job row. A job that failed on bad
+    input or a bug would fail the same way: refused unless `force` (relman.jobs.causes)."""
+    from relman.errors import JobError
+    from relman.jobs import causes
+
+    job = queue.get_job(catalog, job_id)
+    if job["status"] == queue.FAILED and not force and not causes.retry_helps(job.get("cause")):
+        raise JobError(f"job {job_id} failed on {causes.describe(job['cause'])} ({job.get('error') or 'no message'}); "
+                       "retrying the same job would fail the same way — fix its input and queue it anew, "
+                       "or retry with --force")
     queue.retry(catalog, job_id, actor=actor)
     return queue.get_job(catalog, job_id)
 

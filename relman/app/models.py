@@ -52,6 +52,14 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
     if version is not None:
         semver.parse(version)
     desc = inspect_model(path)
+    parents: list[tuple[int, float | None]] = []
+    adapter_meta: dict[str, Any] = {}
+    if desc.pin is not None:  # a peft-adapter: its base must be here, as pinned
+        from relman.modelio import peft_adapter
+
+        base, adapter_meta = _adapter_base(catalog, desc.pin, path, task, desc.files[peft_adapter.WEIGHTS])
+        desc.architecture = base.architecture
+        parents = [(base.id, None)]
     clash = architecture_clash(catalog, model, desc.architecture, task or desc.task)
     if clash and not new_architecture:
         raise ModelImportError(f"{clash}: import it under a new --model name, or pass --new-architecture "
@@ -65,11 +73,71 @@ def import_model(catalog: Catalog, path: Path | str, model: str, *, version: str
         meta["model_type"] = desc.config["model_type"]
     if desc.config.get("id2label"):
         meta["labels"] = [desc.config["id2label"][k] for k in sorted(desc.config["id2label"], key=int)]
+    meta.update(adapter_meta)
     return catalog.add_version(
         model, desc.files, format=desc.format, version=version, task=task or desc.task,
         architecture=desc.architecture, params=desc.params, dtype=desc.dtype, meta=meta, actor=actor,
-        event_kind="import", job_id=job_id, progress=progress,
+        parents=parents, relation="adapter" if parents else "", event_kind="import", job_id=job_id,
+        progress=progress,
     )
+
+
+def _pinned_base(catalog: Catalog, pin: dict[str, Any], where: str) -> VersionInfo:
+    """The live version whose manifest is the pinned one. Only the manifest counts: the pin's
+    version id and ref are the exporting catalog's, and may name something else here."""
+    from relman.errors import AdapterBaseError
+
+    want = pin["base_manifest_sha256"]
+    deleted = None
+    for row in catalog.query("SELECT id FROM versions WHERE manifest_sha256 = ? ORDER BY id", [want]):
+        v = catalog.get_version(row["id"])
+        if not v.deleted:
+            return v
+        deleted = v
+    if deleted is not None:
+        raise AdapterBaseError(f"{where}: its pinned base {deleted.ref} (manifest {want[:12]}) was deleted from this "
+                               "catalog; re-import that base version first")
+    raise AdapterBaseError(f"{where}: its pinned base {pin['base_ref']} (manifest {want[:12]}) is not in this "
+                           "catalog; import that base version first")
+
+
+def _adapter_base(catalog: Catalog, pin: dict[str, Any], path: Path | str, task: str | None,
+                  weights: Path) -> tuple[VersionInfo, dict[str, Any]]:
+    """The base version an imported adapter's pin names, checked against this catalog (present,
+    same manifest, the pinned format and task), and the meta the adapter version records."""
+    from relman.errors import AdapterBaseError
+    from relman.modelio import peft_adapter
+
+    where = f"adapter {Path(path).name}"
+    if pin["task"] not in TASKS:
+        raise ModelImportError(f"{where}: its pin names an unknown task '{pin['task']}'")
+    if task is not None and task != pin["task"]:
+        raise ModelImportError(f"{where} makes a {pin['task']} model (its pin says so), not {task}")
+    base = _pinned_base(catalog, pin, where)
+    if base.archived_to:
+        raise AdapterBaseError(f"{where}: its base {base.ref} is archived in {base.archived_to}; restore it first "
+                               "(relman restore), so the adapter can be checked against it")
+    if base.format == peft_adapter.FORMAT:
+        raise AdapterBaseError(f"{where}: its base {base.ref} is itself an adapter; adapters of adapters are not "
+                               "supported")
+    for key, have in (("base_format", base.format), ("base_task", base.task)):
+        if pin.get(key) is not None and have is not None and pin[key] != have:
+            raise AdapterBaseError(f"{where}: the pin says its base {base.ref} is {key.split('_')[1]} "
+                                   f"'{pin[key]}', the catalog says '{have}'")
+    base_weights = [catalog.store.path(a["sha256"]) for a in catalog.artifacts(base.id)
+                    if a["path"].endswith(".safetensors")]
+    peft_adapter.check_fits_base(weights, base_weights, where)
+    meta: dict[str, Any] = {"adapter": {**{k: pin.get(k) for k in (
+        "base_version_id", "base_ref", "base_manifest_sha256", "base_format", "r", "lora_alpha", "target_modules",
+        "modules_to_save")}, "base_version_id": base.id, "base_ref": base.ref}}
+    id2label = (pin.get("config_overrides") or {}).get("id2label")
+    labels = [id2label[k] for k in sorted(id2label, key=int)] if isinstance(id2label, dict) and id2label else \
+        base.meta.get("labels")
+    if labels:
+        meta["labels"] = labels
+    if base.meta.get("model_type"):
+        meta["model_type"] = base.meta["model_type"]
+    return base, meta
 
 
 def describe_version(catalog: Catalog, v: VersionInfo) -> dict[str, Any]:

@@ -24,7 +24,11 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "!=": operator.ne,
     "<": operator.lt, ">": operator.gt, "=": operator.eq,
 }
-_METRIC_RE = re.compile(r"^([A-Za-z_][\w.\-]*)\s*(<=|>=|==|!=|<|>|=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+# Each part of the number has one way to match (`\d+(?:\.\d*)?`, not `\d+\.?\d*`, whose two digit
+# runs split a long number n ways and made a failing match quadratic: 20 000 digits took 15 s).
+_METRIC_RE = re.compile(r"([A-Za-z_][\w.\-]*)\s*(<=|>=|==|!=|<|>|=)\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)")
+MAX_QUERY_CHARS = 1000  # a query is typed; a longer one is a mistake (or an attack on the parser)
+MAX_TERM_CHARS = 200
 
 
 class SearchError(RelmanError):
@@ -77,7 +81,12 @@ class SearchRow:
 
 
 def parse_query(text: str | Iterable[str]) -> Query:
-    """Parse a query; a malformed term raises `SearchError` with a one-line message."""
+    """Parse a query; a malformed term raises `SearchError` with a one-line message. The query
+    (at most MAX_QUERY_CHARS) and each term (at most MAX_TERM_CHARS) are bounded before any
+    pattern looks at them."""
+    length = len(text) if isinstance(text, str) else sum(len(t) + 1 for t in text or ())
+    if length > MAX_QUERY_CHARS:
+        raise SearchError(f"the query is {length:,} characters long; at most {MAX_QUERY_CHARS:,} are read")
     if isinstance(text, str):
         try:
             tokens = shlex.split(text)
@@ -87,7 +96,10 @@ def parse_query(text: str | Iterable[str]) -> Query:
         tokens = [t for part in text for t in part.split()] if text else []
     q = Query()
     for tok in tokens:
-        m = _METRIC_RE.match(tok)
+        if len(tok) > MAX_TERM_CHARS:
+            raise SearchError(f"the term '{tok[:20]}…' is {len(tok):,} characters long; at most {MAX_TERM_CHARS} "
+                              "are read")
+        m = _METRIC_RE.fullmatch(tok)
         if m:
             q.metrics.append(MetricCondition(m.group(1), m.group(2), float(m.group(3))))
             continue

@@ -27,8 +27,8 @@ def _import_sqlite_utils_light() -> None:
 
 _import_sqlite_utils_light()
 
-from relman.catalog.catalog import Catalog, EvalArtifact, Metric, VersionInfo, open_catalog
-from relman.catalog.location import default_catalog_path, resolve_catalog_path
+from relman.catalog.catalog import Catalog, EvalArtifact, Metric, VersionInfo, open_catalog  # noqa: E402 (after the light import)
+from relman.catalog.location import default_catalog_path, resolve_catalog_path  # noqa: E402
 
 __all__ = [
     "Catalog",

@@ -11,9 +11,14 @@ person's key (`relman audit checkpoint --key NAME`).
 Every transaction that appends events ends with a checkpoint row in `checkpoints`, and after
 the commit `<catalog>/checkpoints/latest.json` is replaced (release transitions and explicit
 checkpoints also keep `<seq>.json`), so the anchor survives edits of the database file itself.
-`verify` takes the newest checkpoint it can check (signature by a trusted key) from both places
-and requires the chain to reach it with the same hash. Checkpoints signed by keys that are not
-trusted here are reported as notes, not failures (a catalog copied from another machine).
+`verify` checks the database's newest checkpoint and every checkpoint file (signature by a
+trusted key) and requires the chain to reach each with the same hash. On a machine that holds
+a key made for the catalog (`held`) the anchor is not optional: no checkable checkpoint, a
+newest checkpoint by an untrusted key, or events after the newest checked one are failures,
+and `sign_head` signs only a chain that was anchored, so relman's next write never signs a
+head someone rewrote (issue 26). Elsewhere (a catalog copied from another machine)
+checkpoints signed by keys that are not trusted here are reported as notes. Bundles carry a
+checkpoint that also lists the carried events (`sign_excerpt`).
 What this cannot catch: someone who holds the private key, or who removes the database rows,
 the checkpoint files and the events all together; see README "Tamper evidence".
 """
@@ -48,23 +53,86 @@ def _key_path(cid: str) -> Path:
 
 def ensure_key(catalog: Any) -> None:
     """Give the catalog an id and, the first time, its own signing key (existing catalogs get
-    one on their first open by this code); then anchor the current head."""
+    one on their first open by this code); then anchor the current head. (A fresh catalog
+    gets its key in its baseline's transaction instead: `integrity.ensure_baseline`.)"""
     if catalog.get_setting("catalog_key"):
+        _register_root(catalog)
         return
-    cid = catalog_id(catalog) or secrets.token_hex(8)
-    try:
-        pub = _create_catalog_key(cid)
-    except OSError:  # no writable keys folder: the catalog works, its chain is not anchored
+    first = not held(catalog)  # a key made for this folder before: its settings were deleted
+    if not first and not _accepted_without_key(catalog):
+        return  # deleted outside relman: `verify` reports it; restored once a person accepted that
+    key = prepare_key(catalog)
+    if key is None:  # no writable keys folder: the catalog works, its chain is not anchored
         return
-    catalog._signer_cache = False  # look the key up again: it exists now
     with catalog.transaction():
         if catalog.get_setting("catalog_key"):
             return
-        catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('catalog_id', ?)",
-                             [json.dumps(cid)])
-        catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('catalog_key', ?)",
-                             [json.dumps(pub.line().strip())])
-        catalog._checkpoint_wanted = True
+        record_key(catalog, *key, first=first)
+        catalog.log_event("catalog-key", {"catalog": key[0], "key": key[1].id})
+
+
+def _accepted_without_key(catalog: Any) -> bool:
+    """Was the catalog_key setting's absence committed (by `audit accept`), not just edited?"""
+    from relman.catalog import integrity
+
+    key = ("settings", canonical(["catalog_key"]))
+    last = integrity.committed_records(catalog.conn, only={key}).get(key)
+    return last is not None and last[1] is None
+
+
+def prepare_key(catalog: Any) -> tuple[str, Any] | None:
+    """Make (or load) the key for the catalog's id outside any transaction: (id, public key)."""
+    cid = catalog_id(catalog) or secrets.token_hex(8)
+    try:
+        pub = _create_catalog_key(cid)
+        _register_root(catalog, cid)
+    except OSError:
+        return None
+    catalog._signer_cache = False  # look the key up again: it exists now
+    return cid, pub
+
+
+def record_key(catalog: Any, cid: str, pub: Any, *, first: bool = True) -> None:
+    """Inside the caller's transaction: name the catalog's id and key in its (tracked) settings
+    and sign the head at the end; the `first` key signs though no checkpoint anchored it."""
+    catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('catalog_id', ?)", [json.dumps(cid)])
+    catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('catalog_key', ?)",
+                         [json.dumps(pub.line().strip())])
+    catalog._checkpoint_wanted = True
+    catalog._checkpoint_first = first
+
+
+def _root_text(catalog: Any) -> str:
+    return str(Path(catalog.root).resolve())
+
+
+def _register_root(catalog: Any, cid: str | None = None) -> None:
+    """`<keys dir>/catalogs/<id>.root` names the folder the key was made for: a machine that
+    holds a key for this folder knows it, even after the catalog's id setting was edited."""
+    cid = cid or catalog_id(catalog)
+    if not cid or not _key_path(cid).is_file():
+        return
+    path = _key_path(cid).with_suffix(".root")
+    try:
+        if not path.is_file():
+            path.write_text(_root_text(catalog) + "\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def held(catalog: Any) -> bool:
+    """Does this machine hold a signing key made for this catalog (by its id, or by its folder)?
+    Then every event must be anchored by a checkpoint this machine can check."""
+    cid = catalog_id(catalog)
+    if cid and _key_path(cid).is_file():
+        return True
+    d = _keys().keys_dir() / "catalogs"
+    me = _root_text(catalog)
+    try:
+        return any(p.read_text(encoding="utf-8").strip() == me and p.with_suffix(".key").is_file()
+                   for p in d.glob("*.root"))
+    except OSError:
+        return False
 
 
 def _create_catalog_key(cid: str):
@@ -105,8 +173,20 @@ def _signer(catalog: Any):
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except (OSError, ValueError):
             key = None
+        if key is not None and not _trusted_raw(_raw(key)):
+            key = None  # its public half is not trusted here: what it signs could not be checked
     catalog._signer_cache = key
     return key
+
+
+def _raw(private: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _trusted_raw(raw: bytes) -> bool:
+    return any(k.raw == raw for k in _keys().trusted_keys())
 
 
 def _head(conn: Any) -> tuple[int, str] | None:
@@ -119,17 +199,23 @@ def head_seq(conn: Any) -> int:
     return h[0] if h else 0
 
 
-def sign_head(catalog: Any, *, private=None, signer_name: str | None = None, note: str = "") -> dict[str, Any] | None:
-    """Sign the current head and store the checkpoint row (inside the caller's transaction)."""
-    from cryptography.hazmat.primitives import serialization
+def sign_head(catalog: Any, *, private=None, signer_name: str | None = None, note: str = "",
+              after: int | None = None, force: bool = False) -> dict[str, Any] | None:
+    """Sign the current head and store the checkpoint row (inside the caller's transaction).
 
+    Only a chain that was anchored gets signed: the newest checkpoint row must verify and the
+    chain must still reach it (at `after`, the head before this transaction, when given), so
+    that relman's next write never signs a head someone rewrote with the checkpoints deleted
+    or replaced. `force` (accepting a reviewed state, the first key of a catalog) skips that."""
     from relman.catalog.catalog import utcnow
 
     head = _head(catalog.conn)
     key = private if private is not None else _signer(catalog)
     if head is None or key is None:
         return None
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if not force and not _anchored(catalog, key, head if after is None else (after, None)):
+        return None
+    raw = _raw(key)
     keys = _keys()
     body = {"format": FORMAT, "catalog": catalog_id(catalog), "seq": head[0], "hash": head[1], "at": utcnow(),
             "key": keys.key_id(raw), "signer": signer_name or f"catalog-{catalog_id(catalog)}", "note": note}
@@ -139,6 +225,41 @@ def sign_head(catalog: Any, *, private=None, signer_name: str | None = None, not
     catalog.conn.execute("INSERT INTO checkpoints (seq, hash, at, key_id, doc) VALUES (?, ?, ?, ?, ?)",
                          [head[0], head[1], body["at"], body["key"], canonical(doc)])
     return doc
+
+
+def _anchored(catalog: Any, key: Any, upto: tuple[int, str | None]) -> bool:
+    """Was the chain up to `upto` (seq, hash or None) anchored by the newest checkpoint row?
+    An empty log before this transaction needs no anchor. Checked with the signer's own public
+    half when it signed the row (cheap: this runs at every write), else with the trusted keys."""
+    seq0 = upto[0]
+    row = catalog.conn.execute("SELECT doc FROM checkpoints ORDER BY seq DESC, rowid DESC LIMIT 1").fetchone()
+    if row is None:
+        return seq0 == 0
+    try:
+        doc = json.loads(row[0])
+        body = doc["body"]
+        seq, h = int(body["seq"]), str(body["hash"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    if seq < seq0:
+        return False  # events after the last checkpoint were never signed
+    ev = catalog.conn.execute("SELECT hash FROM events WHERE seq = ?", [seq]).fetchone()
+    if ev is None or ev[0] != h:
+        return False
+    raw = _raw(key)
+    try:
+        same = base64.b64decode(doc["public"]) == raw
+    except (KeyError, TypeError, ValueError):
+        return False
+    if same:
+        from cryptography.exceptions import InvalidSignature
+
+        try:
+            key.public_key().verify(base64.b64decode(doc["signature"]), canonical(body).encode())
+            return True
+        except (InvalidSignature, KeyError, TypeError, ValueError):
+            return False
+    return check_doc(doc)[0] == "ok"
 
 
 def checkpoint_dir(catalog: Any) -> Path:
@@ -196,6 +317,8 @@ def check_doc(doc: Any) -> tuple[str, Any]:
 
 
 def _candidates(catalog: Any) -> list[tuple[str, dict[str, Any]]]:
+    """The database's newest checkpoint row and every checkpoint file (a forged file beside a
+    genuine one is found whatever its seq)."""
     out: list[tuple[str, dict[str, Any]]] = []
     try:
         row = catalog.conn.execute("SELECT doc FROM checkpoints ORDER BY seq DESC, rowid DESC LIMIT 1").fetchone()
@@ -205,23 +328,39 @@ def _candidates(catalog: Any) -> list[tuple[str, dict[str, Any]]]:
         pass
     d = checkpoint_dir(catalog)
     if d.is_dir():
-        docs = [(p, _read_doc(p)) for p in sorted(d.glob("*.json"))]
-        docs = [(p, doc) for p, doc in docs if doc is not None]
-        if docs:
-            p, doc = max(docs, key=lambda pd: int(pd[1]["body"]["seq"]))
+        for p in sorted(d.glob("*.json")):
+            doc = _read_doc(p)
+            if doc is None:
+                if not p.name.startswith("."):
+                    out.append((f"checkpoint file {p}", {}))  # unreadable: reported as malformed
+                continue
             out.append((f"checkpoint file {p}", doc))
     return out
 
 
 def verify(catalog: Any) -> tuple[list[str], list[str]]:
-    """(problems, notes): does the chain reach the newest checkable checkpoint unchanged?"""
+    """(problems, notes): does the chain reach every checkable checkpoint unchanged?
+
+    Where this machine holds a key made for the catalog (`held`), the anchor is not optional:
+    a log with events but no checkpoint this machine can check, a newest checkpoint signed by
+    a key not trusted here, or events after the newest checked checkpoint are problems (a
+    forger who rewrote the chain deletes or replaces the checkpoints). Elsewhere (a catalog
+    copied from another machine) checkpoints by unknown keys are notes."""
     problems: list[str] = []
     notes: list[str] = []
     head = _head(catalog.conn)
+    strict = held(catalog)
+    newest_ok = -1
+    newest_any: tuple[int, str, str] | None = None  # (seq, where, status)
     for where, doc in _candidates(catalog):
         status, info = check_doc(doc)
+        if status != "bad":
+            seq_any = int(doc["body"]["seq"])
+            if newest_any is None or seq_any > newest_any[0]:
+                newest_any = (seq_any, where, status if status == "untrusted" else "ok")
         if status == "untrusted":
-            notes.append(f"{where} is signed by key {info}, which is not trusted here (cannot check it)")
+            if not strict:
+                notes.append(f"{where} is signed by key {info}, which is not trusted here (cannot check it)")
             continue
         if status == "bad":
             problems.append(f"{where}: {info} (forged or edited checkpoint)")
@@ -243,8 +382,22 @@ def verify(catalog: Any) -> tuple[list[str], list[str]]:
         elif row[0] != h:
             problems.append(f"audit chain rewritten: event {seq} no longer has the hash anchored by {where} "
                             f"({when}); events up to it were edited and their hashes recomputed")
-    if head is not None and not any(p for p in problems) and not _candidates(catalog):
-        notes.append("the audit chain has no checkpoint yet (run 'relman audit checkpoint')")
+        else:
+            newest_ok = max(newest_ok, seq)
+    if head is not None and strict and not problems:
+        if newest_any is not None and newest_any[2] == "untrusted":
+            problems.append(f"audit chain: the newest checkpoint ({newest_any[1]}, event {newest_any[0]}) is "
+                            "signed by a key not trusted here, though this machine holds the catalog's key "
+                            "(checkpoints replaced?)")
+        elif newest_ok < 0:
+            problems.append("audit chain: no checkpoint this machine can check, though it holds the catalog's key "
+                            "(checkpoints deleted?); 'relman audit accept' after a review")
+        elif newest_ok < head[0]:
+            problems.append(f"audit chain: events {newest_ok + 1}..{head[0]} come after the newest signed "
+                            f"checkpoint (event {newest_ok}) and were never signed (appended outside relman?)")
+    elif head is not None and not problems and newest_ok < 0:
+        notes.append("the audit chain has no checkpoint this machine can check (a catalog from another machine; "
+                      "trust its key with 'relman keys trust')")
     return problems, notes
 
 
@@ -261,16 +414,47 @@ def latest_checked(catalog: Any) -> dict[str, Any] | None:
 
 
 def checkpoint_now(catalog: Any, *, key_name: str | None = None, keep: bool = True) -> dict[str, Any]:
-    """Sign the head now (`relman audit checkpoint`): with a person's key, or the catalog's."""
-    from relman.errors import RelmanError
+    """Sign the head now (`relman audit checkpoint`): with a person's key, or the catalog's
+    (refused when its public half is not trusted here, or the chain is not anchored: that is
+    `relman audit accept`, which records what it accepts)."""
+    from relman.errors import IntegrityError, RelmanError
 
     private = None
     if key_name:
         private = _keys().load_private(key_name)
+    elif catalog.get_setting("catalog_key") and _signer(catalog) is None and _key_path(str(catalog_id(catalog))).is_file():
+        raise RelmanError("the catalog's key is not trusted on this machine (its public half is not in "
+                          f"{_keys().trusted_dir()}); refusing to sign with it")
     with catalog.transaction():
+        head = _head(catalog.conn)
+        key = private if private is not None else _signer(catalog)
+        if head is not None and key is not None and not _anchored(catalog, key, head):
+            raise IntegrityError("refusing to checkpoint: the audit chain is not anchored by a checkpoint this "
+                                 "machine can check; run 'relman verify', then 'relman audit accept --why'")
         doc = sign_head(catalog, private=private, signer_name=key_name, note="explicit")
     if doc is None:
         raise RelmanError("nothing to checkpoint: the audit log is empty, or this machine has no key for the "
                           "catalog (use --key NAME)")
     write_file(catalog, doc, keep=keep)
     return doc
+
+
+def sign_excerpt(catalog: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A checkpoint of the head that also lists the (seq, hash) of `events`, signed with the
+    catalog's key now (a bundle's anchor: the importer checks every carried event against it,
+    without being sent the whole log). Not stored: it commits nothing. The caller has verified
+    the catalog first."""
+    from relman.catalog.catalog import utcnow
+    from relman.errors import IntegrityError
+
+    key = _signer(catalog)
+    head = _head(catalog.conn)
+    if key is None or head is None:
+        raise IntegrityError("cannot sign the bundle's audit excerpt: this machine does not hold the catalog's key "
+                             "(or its public half is not trusted here)")
+    raw = _raw(key)
+    body = {"format": FORMAT, "catalog": catalog_id(catalog), "seq": head[0], "hash": head[1], "at": utcnow(),
+            "key": _keys().key_id(raw), "signer": f"catalog-{catalog_id(catalog)}", "note": "bundle",
+            "events": [[int(e["seq"]), e["hash"]] for e in events]}
+    return {"body": body, "signature": base64.b64encode(key.sign(canonical(body).encode())).decode(),
+            "public": base64.b64encode(raw).decode()}

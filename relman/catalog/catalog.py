@@ -165,6 +165,7 @@ class Catalog:
         self.tamper_evident = False
         self._checkpoint_wanted = False
         self._checkpoint_keep = False
+        self._checkpoint_first = False  # the catalog's first key: sign a head no checkpoint anchored
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -204,10 +205,10 @@ class Catalog:
             if self.tamper_evident:
                 integrity.commit_leftovers(self)
                 if self._checkpoint_wanted or anchor.head_seq(self.conn) != head0:
-                    doc = anchor.sign_head(self)
+                    doc = anchor.sign_head(self, after=head0, force=self._checkpoint_first)
             self.conn.execute("COMMIT")
         except BaseException as e:
-            self._checkpoint_keep = self._checkpoint_wanted = False
+            self._checkpoint_keep = self._checkpoint_wanted = self._checkpoint_first = False
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             if isinstance(e, sqlite3.OperationalError) and "full" in str(e):
@@ -215,7 +216,7 @@ class Catalog:
             raise
         if doc is not None:
             anchor.write_file(self, doc, keep=self._checkpoint_keep)
-        self._checkpoint_keep = self._checkpoint_wanted = False
+        self._checkpoint_keep = self._checkpoint_wanted = self._checkpoint_first = False
 
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[dict[str, Any]]:
         return list(self.db.query(sql, params))
@@ -785,8 +786,8 @@ def open_catalog(path: Path | str | None = None, *, create: bool = True) -> Cata
                 migrate(catalog.db)
         integrity.install(conn)
         catalog.tamper_evident = True
+        integrity.ensure_baseline(catalog)  # a fresh catalog gets its key with its baseline
         anchor.ensure_key(catalog)
-        integrity.ensure_baseline(catalog)
     except sqlite3.DatabaseError as e:
         conn.close()
         if isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "disk I/O" in str(e)):

@@ -47,6 +47,15 @@ def append(db: sqlite_utils.Database, *, at: str, actor: str, kind: str, model: 
         payload["committed"] = merged
     row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+    if seq == 1:  # the first event also commits the settings a new catalog wrote before it
+        fresh = {k: r for k, r in integrity.all_records(db.conn).get("settings", {}).items()
+                 if json.loads(k)[0] in integrity.FRESH_SETTINGS}
+        if fresh:
+            payload = dict(payload)
+            merged = {t: dict(v) for t, v in (payload.get("committed") or {}).items()}
+            for key, rec in fresh.items():
+                merged.setdefault("settings", {}).setdefault(key, rec)
+            payload["committed"] = merged
     text = canonical(payload)
     h = event_hash(prev, seq, at, actor, kind, model, version, text)
     db.execute(

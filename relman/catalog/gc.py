@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from relman.catalog import refs
 
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from relman.catalog import Catalog
 
 KILL_HOOK_ENV = "RELMAN_TEST_GC_KILL_AFTER"
+SCRATCH_PREFIX = "bundle-"  # tmp/bundle-<pid>-<random>: a bundle import's extracted files
+LEGACY_SCRATCH_AGE_S = 24 * 3600.0  # no import runs a day; an older PID-less folder is a leftover
 
 
 def _kill_point() -> int | None:
@@ -41,7 +43,7 @@ def blob_size(catalog: "Catalog", sha: str) -> int:
         return 0
 
 
-def sweep(catalog: "Catalog", *, candidates: Iterable[str] | None = None, dry_run: bool = False) -> dict:
+def sweep(catalog: "Catalog", *, candidates: Iterable[str] | None = None, dry_run: bool = False) -> dict[str, Any]:
     """Remove blobs no reference source needs (all blobs, or only `candidates`).
 
     Returns {"blobs": n, "bytes": freed, "shas": [...], "dry_run": bool}."""
@@ -59,3 +61,40 @@ def sweep(catalog: "Catalog", *, candidates: Iterable[str] | None = None, dry_ru
                 if kill_at == i:
                     os.kill(os.getpid(), signal.SIGKILL)
     return {"blobs": len(garbage), "bytes": sum(sizes.values()), "shas": garbage, "dry_run": dry_run}
+
+
+def remove_stale_scratch(catalog: "Catalog", *, dry_run: bool = False) -> dict[str, Any]:
+    """Remove the scratch folders in the catalog's tmp/ whose process is gone: a bundle import
+    extracts into tmp/bundle-<pid>-<random> and a kill -9 leaves it (133 MB for a small
+    model). The PID in the name says whose it is; a live process's folder is never touched,
+    nor anything of another name. A folder named before names carried the PID (bundle-<random>)
+    goes once it is LEGACY_SCRATCH_AGE_S old. Returns {"folders": n, "bytes": b}."""
+    import shutil
+    import time
+
+    from relman.fsutil import pid_alive
+
+    n, total = 0, 0
+    try:
+        entries = list(catalog.tmp_dir.iterdir())
+    except OSError:
+        return {"folders": 0, "bytes": 0}
+    for p in entries:
+        if not p.name.startswith(SCRATCH_PREFIX) or not p.is_dir() or p.is_symlink():
+            continue
+        pid_text = p.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if "-" not in p.name[len(SCRATCH_PREFIX):]:  # bundle-<random>, named before the PID was added
+            try:
+                if time.time() - p.stat().st_mtime < LEGACY_SCRATCH_AGE_S:
+                    continue
+            except OSError:
+                continue
+        elif not pid_text.isdigit() or int(pid_text) == os.getpid() or pid_alive(int(pid_text)):
+            continue
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file() and not f.is_symlink())
+        if not dry_run:
+            shutil.rmtree(p, ignore_errors=True)
+            if p.exists():
+                continue
+        n, total = n + 1, total + size
+    return {"folders": n, "bytes": total}

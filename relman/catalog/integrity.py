@@ -20,7 +20,9 @@ its end (`commit_leftovers`), unless their content is unchanged.
 
 `TRACKED` is the one registry: table name -> key columns. A branch that adds a table adds one
 entry; a schema change of a tracked table is noticed (`fingerprint`) and re-baselined on the
-next open, after checking the old rows against their records column by column.
+next open, after checking the old rows against their records column by column. Settings are
+tracked too (the fingerprint itself, the catalog's key, the executor's address...): a missing
+fingerprint on a catalog that was tracked is a finding, never a fresh start (issue 26).
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ TRACKED: dict[str, tuple[str, ...]] = {
     "archives": ("version_id",),
     "tags": ("version_id", "name"),
     "evaluation_artifacts": ("id",),
+    # settings decide things too (the baseline's fingerprint, the catalog's id and key, the Ray
+    # executor's address, disk reserves, channels, card fields): an edit must show (issue 26)
+    "settings": ("key",),
+}
+
+# Rows of a tracked table that are not committed, as an SQL condition on a row ({r} is the
+# table or NEW/OLD): the chain's own head, rewritten by every event (verify_chain checks it).
+EXCLUDED_ROWS: dict[str, str] = {
+    "settings": "{r}.key IS NOT 'audit_head'",
 }
 
 # Tables whose rows also carry live, non-decision state (a job's progress, heartbeat, pid):
@@ -70,6 +81,10 @@ TRIGGER_WHEN: dict[str, str] = {
 # what is committed is that it has not finished.
 _OPEN_JOB = {"queued": "open", "running": "open"}
 
+# What a new catalog writes before it has any event (its baseline and key): the first event
+# commits them with every other row (`events.append`).
+FRESH_SETTINGS = ("integrity_fingerprint", "catalog_id", "catalog_key")
+
 STATE_EVENT = "state"
 BASELINE_EVENT = "integrity-baseline"
 _DIRTY = "relman_dirty"
@@ -83,6 +98,11 @@ def _columns(db: Any, table: str) -> list[str]:
     return [r[1] for r in db.execute(f"PRAGMA main.table_info({table})").fetchall()]
 
 
+def _where(table: str) -> str:
+    cond = EXCLUDED_ROWS.get(table)
+    return f" WHERE {cond.format(r=f'main.{table}')}" if cond else ""
+
+
 def tracked_tables(db: Any) -> list[str]:
     return [t for t in TRACKED if _exists(db, t)]
 
@@ -91,7 +111,7 @@ def all_records(conn: Any) -> dict[str, dict[str, Any]]:
     """Every tracked row's record, by table and row key (what a baseline or an accepted state commits)."""
     rows: dict[str, dict[str, Any]] = {}
     for table in tracked_tables(conn):
-        cur = conn.execute(f"SELECT * FROM main.{table}")
+        cur = conn.execute(f"SELECT * FROM main.{table}{_where(table)}")
         cols = [d[0] for d in cur.description]
         for values in cur.fetchall():
             row = dict(zip(cols, values))
@@ -148,6 +168,8 @@ def _fetch(db: Any, table: str, key: str) -> dict[str, Any] | None:
     values = json.loads(key)
     cols = TRACKED[table]
     where = " AND ".join(f"{c} IS ?" for c in cols)
+    if table in EXCLUDED_ROWS:
+        where += " AND " + EXCLUDED_ROWS[table].format(r=f"main.{table}")
     cur = db.execute(f"SELECT * FROM main.{table} WHERE {where}", values)
     row = cur.fetchone()
     if row is None:
@@ -166,13 +188,18 @@ def install(conn: Any) -> None:
         old = "json_array(" + ", ".join(f"OLD.{k}" for k in keys) + ")"
         of = f" OF {', '.join(HASHED_COLUMNS[table])}" if table in HASHED_COLUMNS else ""
         note = f"INSERT OR IGNORE INTO {_DIRTY} (tbl, key) VALUES ('{table}', %s);"
+        ex = EXCLUDED_ROWS.get(table)
+        w_new = f" WHEN {ex.format(r='NEW')}" if ex else ""
+        w_old = f" WHEN {ex.format(r='OLD')}" if ex else ""
         conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS relman_dirty_{table}_ins AFTER INSERT ON main.{table}"
-                     f" BEGIN {note % new} END")
-        when = f" WHEN {TRIGGER_WHEN[table]}" if table in TRIGGER_WHEN else ""
+                     f"{w_new} BEGIN {note % new} END")
+        conds = [c for c in (TRIGGER_WHEN.get(table),
+                             f"({ex.format(r='OLD')} OR {ex.format(r='NEW')})" if ex else None) if c]
+        when = f" WHEN {' AND '.join(conds)}" if conds else ""
         conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS relman_dirty_{table}_upd AFTER UPDATE{of} ON main.{table}"
                      f"{when} BEGIN {note % old} {note % new} END")
         conn.execute(f"CREATE TEMP TRIGGER IF NOT EXISTS relman_dirty_{table}_del AFTER DELETE ON main.{table}"
-                     f" BEGIN {note % old} END")
+                     f"{w_old} BEGIN {note % old} END")
 
 
 def _dirty_keys(db: Any) -> list[tuple[str, str]]:
@@ -285,14 +312,22 @@ def verify_rows(db: Any, *, tolerant: bool = False) -> list[RowProblem]:
     committed = committed_records(db)
     problems: list[RowProblem] = []
     seen: set[tuple[str, str]] = set()
+    # before a re-baseline: a table no event ever committed is newly tracked (settings, when a
+    # catalog from before issue 26 is first opened), not edited
+    ever = {t for t, _ in committed}
+    empty_log = db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is None
     for table in tracked_tables(db):
-        cur = db.execute(f"SELECT * FROM main.{table}")
+        if tolerant and table not in ever:
+            continue
+        cur = db.execute(f"SELECT * FROM main.{table}{_where(table)}")
         cols = [d[0] for d in cur.description]
         for values in cur.fetchall():
             row = dict(zip(cols, values))
             key = row_key(table, row)
             seen.add((table, key))
             last = committed.get((table, key))
+            if last is None and empty_log and table == "settings" and row.get("key") in FRESH_SETTINGS:
+                continue  # a new catalog's own settings, committed by its first event
             if last is None:
                 problems.append(RowProblem(table, key, "uncommitted",
                                            f"{_label(db, table, row, key)}: not committed by any audit event "
@@ -339,29 +374,77 @@ def baseline_problems(db: Any) -> list[str]:
     return out
 
 
+def _tracking_evidence(catalog: Any) -> str | None:
+    """Why a catalog without a baseline fingerprint is not a fresh start, or None: some event
+    commits rows, a checkpoint exists, or this machine holds a key made for this catalog."""
+    from relman.catalog import anchor
+
+    conn = catalog.conn
+    if conn.execute("SELECT 1 FROM events WHERE json_extract(payload, '$.committed') IS NOT NULL LIMIT 1").fetchone():
+        return "its audit log commits rows"
+    if _exists(conn, "checkpoints") and conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchone():
+        return "it has signed checkpoints"
+    # a key made here for this folder, with rows in it: the log and checkpoints were removed
+    # (an empty catalog re-created in a folder used before is a fresh start)
+    if anchor.held(catalog) and any(conn.execute(f"SELECT 1 FROM main.{t} LIMIT 1").fetchone()
+                                    for t in tracked_tables(conn) if t != "settings"):
+        return "this machine holds its signing key and it has rows"
+    return None
+
+
 def ensure_baseline(catalog: Any) -> None:
     """After migrations: when the tracked tables' shape changed (or tracking is new), commit every
-    row once more under the new shape, recording what did not match the old records."""
+    row once more under the new shape, recording what did not match the old records.
+
+    A missing fingerprint is a fresh start only for a catalog that was never tracked (no event
+    commits rows, no checkpoint, no key of this machine's for it): on any other it was deleted
+    outside relman, and re-baselining would commit whatever was edited with it as genuine. Then
+    nothing is written here and `check_state` reports it (`relman audit accept` is the way back).
+    A fresh catalog gets its signing key in the baseline's own transaction (`anchor.prepare_key`)."""
+    from relman.catalog import anchor
+
     conn = catalog.conn
     fp = fingerprint(conn)
     if catalog.get_setting("integrity_fingerprint") == fp:
         return
+    fresh = catalog.get_setting("integrity_fingerprint") is None
+    if fresh and _tracking_evidence(catalog):
+        return
+    key = anchor.prepare_key(catalog) if fresh and not catalog.get_setting("catalog_key") else None
     with catalog.transaction():
-        if catalog.get_setting("integrity_fingerprint") == fp:
+        stored = catalog.get_setting("integrity_fingerprint")
+        if stored == fp or (stored is None and not fresh):
             return
-        had_tracking = catalog.get_setting("integrity_fingerprint") is not None
-        problems = [str(p) for p in verify_rows(conn, tolerant=True)] if had_tracking else []
-        rows = all_records(conn)
-        conn.execute(f"DELETE FROM temp.{_DIRTY}")
-        if rows or problems:
-            from relman.catalog import events as audit
-            from relman.catalog.catalog import current_user, utcnow
-
-            audit.append(catalog.db, at=utcnow(), actor=current_user(), kind=BASELINE_EVENT, model=None,
-                         version=None, payload={"committed": rows, "problems": problems,
-                                                "reason": "schema changed" if had_tracking else "tracking started"})
+        problems = [str(p) for p in verify_rows(conn, tolerant=True)] if not fresh else []
         conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('integrity_fingerprint', ?)",
                      [json.dumps(fp)])
+        if key is not None:
+            anchor.record_key(catalog, *key)
+        rows = all_records(conn)
+        conn.execute(f"DELETE FROM temp.{_DIRTY}")
+        if not problems and set(rows) <= {"settings"} and not conn.execute("SELECT 1 FROM events LIMIT 1").fetchone():
+            return  # a new, empty catalog: its first event commits these settings (events.append)
+        from relman.catalog import events as audit
+        from relman.catalog.catalog import current_user, utcnow
+
+        audit.append(catalog.db, at=utcnow(), actor=current_user(), kind=BASELINE_EVENT, model=None,
+                     version=None, payload={"committed": rows, "problems": problems,
+                                            "reason": "tracking started" if fresh else "schema changed"})
+
+
+def baseline_state(catalog: Any) -> list[str]:
+    """A baseline that ensure_baseline refused to redo (its fingerprint deleted or edited)."""
+    stored = catalog.get_setting("integrity_fingerprint")
+    if stored == fingerprint(catalog.conn):
+        return []
+    if stored is None:
+        why = _tracking_evidence(catalog)
+        if why is None:
+            return []
+        return [f"the integrity baseline (setting integrity_fingerprint) is missing, but {why}: it was deleted "
+                "outside relman; nothing was re-baselined"]
+    return [f"the integrity baseline (setting integrity_fingerprint) does not match this catalog's tables "
+            "and was not redone"]
 
 
 def committed_in(payload: Mapping[str, Any]) -> Iterable[tuple[str, str]]:
@@ -380,6 +463,7 @@ def check_state(catalog: Any) -> tuple[list[str], list[str]]:
     problems += anchored
     problems += [str(p) for p in verify_rows(catalog.conn)]
     problems += baseline_problems(catalog.conn)
+    problems += baseline_state(catalog)
     return problems, notes
 
 
@@ -443,7 +527,12 @@ def accept_state(catalog: Any, *, who: str, why: str, key_name: str | None = Non
     moved: list[str] = []
     with catalog.transaction():
         conn = catalog.conn
+        conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('integrity_fingerprint', ?)",
+                     [json.dumps(fingerprint(conn))])
         rows = all_records(conn)
+        for (table, key), (_, rec) in committed_records(conn).items():  # rows deleted outside relman
+            if rec is not None and key not in rows.get(table, {}) and _exists(conn, table):
+                rows.setdefault(table, {})[key] = None
         hashes = dict(conn.execute("SELECT seq, hash FROM events").fetchall())
         stale = [(s, h) for s, h in conn.execute("SELECT seq, hash FROM checkpoints").fetchall() if hashes.get(s) != h]
         for s, h in stale:
@@ -460,7 +549,7 @@ def accept_state(catalog: Any, *, who: str, why: str, key_name: str | None = Non
         audit.append(catalog.db, at=utcnow(), actor=who, kind=ACCEPT_EVENT, model=None, version=None,
                      payload={"committed": rows, "problems": problems, "why": why,
                               "superseded_checkpoints": [{"seq": s, "hash": h} for s, h in stale] + moved})
-        doc = anchor.sign_head(catalog, private=private, signer_name=key_name, note="accept")
+        doc = anchor.sign_head(catalog, private=private, signer_name=key_name, note="accept", force=True)
     aside = d / "superseded"
     for name in moved:
         aside.mkdir(exist_ok=True)

@@ -325,3 +325,11 @@ def m007_checkpoints(db: sqlite_utils.Database) -> None:
         ALTER TABLE approvals ADD COLUMN signature TEXT;
         """,
     )
+
+
+@migrations()
+def m008_job_causes(db: sqlite_utils.Database) -> None:
+    """A failed or cancelled job's typed cause (relman.jobs.causes) and its evidence (JSON: exit
+    signal, last heartbeat, peak RSS and the limit, node). Diagnostic, like `message`: the
+    integrity chain commits a job's status and error, not these."""
+    _run_script(db, "ALTER TABLE jobs ADD COLUMN cause TEXT; ALTER TABLE jobs ADD COLUMN cause_evidence TEXT;")

@@ -32,6 +32,14 @@ class AppState:
 pass_state = click.make_pass_decorator(AppState)
 
 
+def say(text: object = "") -> None:
+    """`click.echo` for a line that carries text from outside (a path, a name, a row): control
+    and invisible characters (U+202E flips what follows) are shown as escapes."""
+    from relman.names import terminal_safe
+
+    click.echo(terminal_safe(text))
+
+
 def emit_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str, sort_keys=True))
 

@@ -15,7 +15,7 @@ from relman.units import human_size
 def init(state: AppState) -> None:
     """Create (or upgrade) the catalog folder."""
     cat = state.catalog()
-    click.echo(f"catalog ready at {cat.root}")
+    click.echo(terminal_safe(f"catalog ready at {cat.root}"))
 
 
 @click.command("import")

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, say, table
 from relman.data.formats import format_names, get_reader
 from relman.units import human_size
 
@@ -65,7 +65,7 @@ def add(state: AppState, path: str, name: str, fmt: str | None, text_col: str, l
     if as_json:
         emit_json(d)
     else:
-        click.echo(f"registered dataset {d['name']}: {d['format']}, {d['kind']}, {d['n_rows']:,} rows, "
+        say(f"registered dataset {d['name']}: {d['format']}, {d['kind']}, {d['n_rows']:,} rows, "
                    f"{len(d['labels'])} labels{_splits(d)}, sha256 {d['sha256'][:16]}")
 
 
@@ -108,25 +108,25 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
     if as_json:
         emit_json(d)
         return
-    click.echo(f"dataset {d['name']}  (id {d['id']})")
-    click.echo(f"  {'format':<10}{d['format']} ({d['kind']})")
-    click.echo(f"  {'rows':<10}{d['n_rows']:,}{_splits(d)}")
-    click.echo(f"  {'labels':<10}{', '.join(d['labels']) or '-'}")
+    say(f"dataset {d['name']}  (id {d['id']})")
+    say(f"  {'format':<10}{d['format']} ({d['kind']})")
+    say(f"  {'rows':<10}{d['n_rows']:,}{_splits(d)}")
+    say(f"  {'labels':<10}{', '.join(d['labels']) or '-'}")
     if d["meta"].get("groups"):
-        click.echo(f"  {'groups':<10}{', '.join(d['meta']['groups'])}")
+        say(f"  {'groups':<10}{', '.join(d['meta']['groups'])}")
     mapping = {k: v for k, v in d["columns"].items() if v not in (None, "", 0, 0.0) and k != "format"
                and not (k == "delimiter" and k not in get_reader(d["format"]).uses)}
-    click.echo(f"  {'mapping':<10}{', '.join(f'{k}={v}' for k, v in mapping.items())}")
-    click.echo(f"  {'sha256':<10}{d['sha256']}")
-    click.echo(f"  {'source':<10}{d['meta'].get('source', '')}")
-    click.echo(f"  {'created':<10}{d['created_at'][:19]} by {d['created_by']}")
-    click.echo(f"files ({len(d['files'])}, {human_size(d['size_bytes'])}):")
+    say(f"  {'mapping':<10}{', '.join(f'{k}={v}' for k, v in mapping.items())}")
+    say(f"  {'sha256':<10}{d['sha256']}")
+    say(f"  {'source':<10}{d['meta'].get('source', '')}")
+    say(f"  {'created':<10}{d['created_at'][:19]} by {d['created_by']}")
+    say(f"files ({len(d['files'])}, {human_size(d['size_bytes'])}):")
     for f in d["files"][:10]:
-        click.echo(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
+        say(f"  {f['path']:<40} {human_size(f['size']):>10}  {f['sha256'][:16]}")
     if len(d["files"]) > 10:
-        click.echo(f"  … {len(d['files']) - 10} more")
+        say(f"  … {len(d['files']) - 10} more")
     if n_rows > 0 and d["size_bytes"] > SHOW_ROWS_MAX_BYTES:
-        click.echo(f"rows: not shown for a dataset over {human_size(SHOW_ROWS_MAX_BYTES)} (load it in Python)")
+        say(f"rows: not shown for a dataset over {human_size(SHOW_ROWS_MAX_BYTES)} (load it in Python)")
     elif n_rows > 0:
         ds = load_dataset(cat, d["id"]).head(n_rows)
         click.echo("rows:")
@@ -136,7 +136,7 @@ def show(state: AppState, name: str, n_rows: int, as_json: bool) -> None:
             if ds.tags is not None:  # a token-tagged sentence: its tags, word for word
                 y = " ".join(ds.label_names[int(t)] for t in ds.tags[i])[:60]
             extra = [str(a[i]) for a in (ds.groups, ds.split) if a is not None]
-            click.echo("  " + "  ".join([x, y, *extra]).rstrip())
+            say("  " + "  ".join([x, y, *extra]).rstrip())
 
 
 @dataset.command("demo")
@@ -159,7 +159,7 @@ def demo(state: AppState, which: str, name: str | None, n: int | None, seed: int
     if as_json:
         emit_json(d)
     else:
-        click.echo(f"registered dataset {d['name']}: {d['format']}, {d['kind']}, {d['n_rows']:,} rows, "
+        say(f"registered dataset {d['name']}: {d['format']}, {d['kind']}, {d['n_rows']:,} rows, "
                    f"{len(d['labels'])} labels{_splits(d)}")
 
 

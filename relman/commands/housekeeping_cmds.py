@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, say, table
 from relman.units import human_size
 
 
@@ -23,10 +23,10 @@ def delete(state: AppState, ref: str, why: str, dry_run: bool, as_json: bool) ->
     if as_json:
         emit_json(r)
     elif dry_run:
-        click.echo(f"would delete {r['ref']}: frees {human_size(r['unique_bytes'])}, keeps "
+        say(f"would delete {r['ref']}: frees {human_size(r['unique_bytes'])}, keeps "
                    f"{human_size(r['shared_bytes'])} shared with other versions ({r['files']} files)")
     else:
-        click.echo(f"deleted {r['ref']} (manifest {r['manifest_sha256'][:16]}…): freed {human_size(r['freed_bytes'])}"
+        say(f"deleted {r['ref']} (manifest {r['manifest_sha256'][:16]}…): freed {human_size(r['freed_bytes'])}"
                    f" in {r['freed_blobs']} blobs, kept {human_size(r['shared_bytes'])} shared")
 
 
@@ -46,9 +46,11 @@ def gc(state: AppState, dry_run: bool, logs_days: float | None, as_json: bool) -
         emit_json(r)
         return
     verb = "would free" if dry_run else "freed"
-    click.echo(f"{verb} {human_size(r['bytes_freed'])} ({r['bytes_freed']:,} bytes): {r['blobs']} unreferenced "
+    say(f"{verb} {human_size(r['bytes_freed'])} ({r['bytes_freed']:,} bytes): {r['blobs']} unreferenced "
                f"blobs ({human_size(r['blob_bytes'])}), {r['job_files']} job logs/scratch folders older than "
-               f"{r['logs_older_than_days']:g} days ({human_size(r['job_file_bytes'])})")
+               f"{r['logs_older_than_days']:g} days ({human_size(r['job_file_bytes'])})"
+               + (f", {r['scratch_folders']} scratch folders of killed bundle imports "
+                  f"({human_size(r['scratch_bytes'])})" if r["scratch_folders"] else ""))
 
 
 @click.command()
@@ -64,11 +66,11 @@ def du(state: AppState, as_json: bool) -> None:
         return
     t = r["totals"]
     hs = human_size
-    click.echo(f"catalog {r['catalog']}: {hs(t['catalog_bytes'])} on disk, {hs(r['free_bytes'])} free")
-    click.echo(f"  blobs {hs(t['blob_bytes'])} ({t['blobs']}): unique {hs(t['unique_bytes'])}, shared "
+    say(f"catalog {r['catalog']}: {hs(t['catalog_bytes'])} on disk, {hs(r['free_bytes'])} free")
+    say(f"  blobs {hs(t['blob_bytes'])} ({t['blobs']}): unique {hs(t['unique_bytes'])}, shared "
                f"{hs(t['shared_bytes'])}, pending {hs(t['pending_bytes'])}, garbage {hs(t['garbage_bytes'])} "
                "(relman gc)")
-    click.echo(f"  database {hs(t['db_bytes'])}, logs {hs(t['logs_bytes'])}, scratch {hs(t['tmp_bytes'])}")
+    say(f"  database {hs(t['db_bytes'])}, logs {hs(t['logs_bytes'])}, scratch {hs(t['tmp_bytes'])}")
     if r["models"]:
         click.echo(table([[m["model"], m["versions"], hs(m["bytes"]), hs(m["unique_bytes"]), hs(m["shared_bytes"])]
                           for m in r["models"]], ["MODEL", "VERSIONS", "BYTES", "UNIQUE", "SHARED"]))
@@ -91,7 +93,7 @@ def archive(state: AppState, ref: str, folder: str) -> None:
     from relman.app.housekeeping import archive_version
 
     r = archive_version(state.catalog(), ref, folder)
-    click.echo(f"archived {r['ref']} to {r['to']} ({r['files']} files); freed {human_size(r['freed_bytes'])}")
+    say(f"archived {r['ref']} to {r['to']} ({r['files']} files); freed {human_size(r['freed_bytes'])}")
 
 
 @click.command()
@@ -102,7 +104,7 @@ def restore(state: AppState, ref: str) -> None:
     from relman.app.housekeeping import restore_version
 
     r = restore_version(state.catalog(), ref)
-    click.echo(f"restored {r['ref']} from {r['from']} ({r['files']} files, {human_size(r['size_bytes'])}), verified")
+    say(f"restored {r['ref']} from {r['from']} ({r['files']} files, {human_size(r['size_bytes'])}), verified")
 
 
 @click.command()
@@ -114,7 +116,7 @@ def tag(state: AppState, ref: str, name: str) -> None:
     from relman.app.tags import tag_version
 
     r = tag_version(state.catalog(), ref, name)
-    click.echo(f"{r['ref']}: tags {', '.join(r['tags'])}")
+    say(f"{r['ref']}: tags {', '.join(r['tags'])}")
 
 
 @click.command()
@@ -126,7 +128,7 @@ def untag(state: AppState, ref: str, name: str) -> None:
     from relman.app.tags import untag_version
 
     r = untag_version(state.catalog(), ref, name)
-    click.echo(f"{r['ref']}: tags {', '.join(r['tags']) or '-'}")
+    say(f"{r['ref']}: tags {', '.join(r['tags']) or '-'}")
 
 
 @click.command()
@@ -165,7 +167,7 @@ def disk_settings_cmd(state: AppState, warn_below: str | None, reserve: str | No
     if as_json:
         emit_json(r)
         return
-    click.echo(f"warn below {human_size(r['warn_free_bytes'])} free; keep {human_size(r['reserve_bytes'])} free "
+    say(f"warn below {human_size(r['warn_free_bytes'])} free; keep {human_size(r['reserve_bytes'])} free "
                f"when queueing jobs; gc prunes job logs older than {r['logs_max_age_days']:g} days")
 
 

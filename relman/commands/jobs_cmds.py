@@ -55,8 +55,9 @@ def jobs(ctx: click.Context, statuses: tuple[str, ...], limit: int, as_json: boo
         return
     out = [[r["id"], r["kind"], r["status"] + ("*" if r["cancel_requested"] and r["status"] == "running" else ""),
             f"{100 * r['progress']:.0f}%", r["device_used"] or r["device"], _elapsed(r),
+            (r.get("cause") or "") if r["status"] == "failed" else "",
             (r["error"] if r["status"] == "failed" and r["error"] else r["message"])[:70]] for r in rows]
-    click.echo(table(out, ["ID", "KIND", "STATUS", "PROGRESS", "DEVICE", "ELAPSED", "MESSAGE"]))
+    click.echo(table(out, ["ID", "KIND", "STATUS", "PROGRESS", "DEVICE", "ELAPSED", "CAUSE", "MESSAGE"]))
 
 
 @jobs.command("show")
@@ -81,6 +82,8 @@ def show(state: AppState, job_id: int, lines: int, as_json: bool) -> None:
               ("pid", job["pid"]), ("created", f"{job['created_at']} by {job['created_by']}"),
               ("started", job["started_at"]), ("finished", job["finished_at"]), ("elapsed", _elapsed(job)),
               ("parent job", job["parent_job_id"]), ("error", job["error"]),
+              ("cause", (f"{job['cause']} — " + json.dumps(job["cause_evidence"] or {}, sort_keys=True))
+                        if job["status"] == "failed" and job.get("cause") else None),
               ("result", json.dumps(job["result"], sort_keys=True) if job["result"] is not None else None),
               ("result version", job["result_version_id"]), ("log", job["log_path"])]
     for key, value in fields:
@@ -110,15 +113,17 @@ def cancel(state: AppState, job_id: int) -> None:
 
 @jobs.command("retry")
 @click.argument("job_id", type=JOB_ID)
+@click.option("--force", is_flag=True, help="Retry even a job that failed on bad input or a bug.")
 @wait_option
 @pass_state
-def retry(state: AppState, job_id: int, wait: bool) -> None:
-    """Queue a failed or cancelled job again."""
+def retry(state: AppState, job_id: int, force: bool, wait: bool) -> None:
+    """Queue a failed or cancelled job again (refused, unless --force, where its cause says a
+    retry would fail the same way: bad input, a bug)."""
     from relman.app.jobs import retry_job
     from relman.jobs.wait import wait_or_raise
 
     cat = state.catalog()
-    job = retry_job(cat, job_id)
+    job = retry_job(cat, job_id, force=force)
     click.echo(f"job {job_id} queued again (attempt {job['attempts'] + 1})")
     if wait:
         wait_or_raise(cat, [job_id])
@@ -171,20 +176,13 @@ def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None,
 @pass_state
 def executor_cmd(state: AppState, ray_address: str | None, allow_remote: bool, local: bool, as_json: bool) -> None:
     """Show or set where this catalog's runners (the GUI's and 'jobs run') execute jobs."""
-    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, set_executor
 
     cat = state.catalog()
     if ray_address and local:
         raise click.UsageError("give --ray ADDRESS or --local, not both")
-    if ray_address:
-        address = check_address(ray_address, allow_remote)
-        cat.set_setting(SETTING_ADDRESS, address)
-        cat.set_setting(SETTING_ALLOW_REMOTE, bool(allow_remote))
-        cat.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)})
-    elif local:
-        cat.set_setting(SETTING_ADDRESS, None)
-        cat.set_setting(SETTING_ALLOW_REMOTE, False)
-        cat.log_event("executor-set", {"executor": "local"})
+    if ray_address or local:
+        set_executor(cat, ray_address if ray_address else None, allow_remote)
     address = cat.get_setting(SETTING_ADDRESS)
     info = {"executor": "ray" if address else "local", "address": address,
             "allow_remote": bool(cat.get_setting(SETTING_ALLOW_REMOTE, False))}
@@ -192,6 +190,36 @@ def executor_cmd(state: AppState, ray_address: str | None, allow_remote: bool, l
         emit_json(info)
     else:
         click.echo(f"jobs run on the Ray cluster at {address}" if address else "jobs run as local worker processes")
+
+
+@jobs.command("auto-retry")
+@click.option("--on/--off", "on", default=None, help="Retry jobs lost to the infrastructure (a killed worker, a "
+              "lost node, a silent worker) by themselves. Off by default.")
+@click.option("--max", "max_attempts", type=click.IntRange(1, 20), default=None,
+              help="Attempts in all, the first included (default 3).")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_state
+def auto_retry_cmd(state: AppState, on: bool | None, max_attempts: int | None, as_json: bool) -> None:
+    """Show or set whether runners retry jobs lost to the infrastructure by themselves (jobs that
+    failed on bad input or a bug are never retried automatically)."""
+    from relman.jobs import causes
+
+    cat = state.catalog()
+    if on is not None:
+        cat.set_setting(causes.SETTING_AUTO_RETRY, on)
+    if max_attempts is not None:
+        cat.set_setting(causes.SETTING_AUTO_RETRY_MAX, max_attempts)
+    if on is not None or max_attempts is not None:
+        cat.log_event("auto-retry-set", {"on": cat.get_setting(causes.SETTING_AUTO_RETRY, False),
+                                         "max": cat.get_setting(causes.SETTING_AUTO_RETRY_MAX, causes.DEFAULT_AUTO_RETRY_MAX)})
+    info = {"auto_retry": cat.get_setting(causes.SETTING_AUTO_RETRY, False) is True,
+            "max_attempts": cat.get_setting(causes.SETTING_AUTO_RETRY_MAX, causes.DEFAULT_AUTO_RETRY_MAX),
+            "causes": sorted(causes.INFRASTRUCTURE)}
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"auto-retry {'on' if info['auto_retry'] else 'off'} (at most {info['max_attempts']} attempts; "
+                   f"for {', '.join(info['causes'])})")
 
 
 @jobs.command("devices")

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from relman.commands._shared import AppState, emit_json, pass_state, table
+from relman.commands._shared import AppState, emit_json, pass_state, say, table
 from relman.names import terminal_safe
 
 PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "retired", "rejected"])
@@ -474,7 +474,7 @@ def export(state: AppState, ref: str, folder: str | None, output: str | None, fm
         if as_json:
             emit_json(res)
         else:
-            click.echo(f"wrote {res['path']} ({res['files']} files, {res['bytes']:,} bytes), signed by "
+            say(f"wrote {res['path']} ({res['files']} files, {res['bytes']:,} bytes), signed by "
                        f"{res['key_name']} ({res['key_id']})")
         return
     dest = folder or output
@@ -484,7 +484,7 @@ def export(state: AppState, ref: str, folder: str | None, output: str | None, fm
     if as_json:
         emit_json({"path": str(path), "format": fmt})
     else:
-        click.echo(f"wrote {fmt} folder {path}")
+        say(f"wrote {fmt} folder {path}")
 
 
 @click.command("import-bundle")
@@ -499,10 +499,10 @@ def import_bundle_cmd(state: AppState, file: str, as_json: bool) -> None:
     if as_json:
         emit_json(res)
         return
-    click.echo(f"imported {res['model']}@{res['version']} ({res['files']} files, {res['metrics']} metrics), signed by "
+    say(f"imported {res['model']}@{res['version']} ({res['files']} files, {res['metrics']} metrics), signed by "
                f"{res['signed_by']['name']} ({res['signed_by']['id']})")
     if res["missing_parents"]:
-        click.echo(f"  parents not in this catalog (lineage kept in meta): {', '.join(res['missing_parents'])}")
+        say(f"  parents not in this catalog (lineage kept in meta): {', '.join(res['missing_parents'])}")
     for note in res["signed_by"].get("notes", []):
         click.echo(terminal_safe(f"  note: {note}"))
 

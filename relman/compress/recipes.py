@@ -14,7 +14,7 @@ from relman.tasks.specs import tasks_with_recipe
 _TORCH_FORMATS = ("hf", "hf-reshaped")
 
 register(Recipe(
-    name="prune-magnitude", title="Unstructured magnitude pruning", target="relman.compress.prune.magnitude:run",
+    name="prune-magnitude", compresses=True, title="Unstructured magnitude pruning", target="relman.compress.prune.magnitude:run",
     input_formats=_TORCH_FORMATS,
     params=(
         Param("sparsity", float, 0.5, "fraction of the selected weights set to zero (0.5 = 50 %)", min=0.0, max=0.99),
@@ -25,7 +25,7 @@ register(Recipe(
     description="Zeroes the smallest-magnitude Linear weights (masks made permanent); records the sparsity.",
 ))
 register(Recipe(
-    name="prune-structured", title="Structured pruning (heads + FFN neurons)",
+    name="prune-structured", compresses=True, title="Structured pruning (heads + FFN neurons)",
     target="relman.compress.prune.structured:run", input_formats=_TORCH_FORMATS,
     output_format="hf-reshaped",  # plain "hf" when only FFN neurons are removed
     params=(
@@ -42,7 +42,7 @@ register(Recipe(
     description="Removes whole attention heads and FFN neurons, so parameters, size and latency drop.",
 ))
 register(Recipe(
-    name="lowrank-svd", title="Low-rank factorisation (truncated SVD)", target="relman.compress.prune.lowrank:run",
+    name="lowrank-svd", compresses=True, title="Low-rank factorisation (truncated SVD)", target="relman.compress.prune.lowrank:run",
     input_formats=_TORCH_FORMATS, output_format="hf-reshaped",
     params=(
         Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
@@ -150,7 +150,7 @@ _EXPORTER = Param("exporter", str, "auto",
                   choices=("auto", "relman", "genai"))
 
 register(Recipe(
-    name="torch-int8-dynamic", title="Dynamic INT8 (PyTorch, Linear layers)",
+    name="torch-int8-dynamic", compresses=True, title="Dynamic INT8 (PyTorch, Linear layers)",
     target="relman.compress.quantize.quant_torch:int8_dynamic", input_formats=("hf",), output_format="torch-int8",
     params=(
         Param("keep_float", list, [], "Linear layers whose name contains one of these stay float "
@@ -159,7 +159,7 @@ register(Recipe(
     description="torch.ao dynamic quantisation: INT8 weights, activations quantised on the fly; CPU only.",
 ))
 register(Recipe(
-    name="onnx-export", title="ONNX export (verified)", target="relman.compress.export.onnx_export:export_recipe",
+    name="onnx-export", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_export:export_recipe",
     input_formats=_EXPORTABLE, output_format="onnx",
     params=(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),
@@ -172,7 +172,7 @@ register(Recipe(
     description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
 ))
 register(Recipe(
-    name="ort-int8", title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quantize.quant_ort:ort_int8",
+    name="ort-int8", compresses=True, title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quantize.quant_ort:ort_int8",
     input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
     params=(
         Param("mode", str, "dynamic", "dynamic: weights INT8, activations on the fly; static: calibrated "
@@ -206,7 +206,7 @@ register(Recipe(
     description="onnxruntime quantize_dynamic / quantize_static after graph optimisation.",
 ))
 register(Recipe(
-    name="half", title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.quantize.half:half_torch",
+    name="half", compresses=True, title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.quantize.half:half_torch",
     input_formats=("hf",), output_format="hf",
     params=(
         Param("dtype", str, "float16", "float16 (older GPUs) or bfloat16 (float32's range; Ampere+ GPUs, CPUs)",
@@ -215,7 +215,7 @@ register(Recipe(
     description="Casts the weights; the dtype is recorded in config.json. The useful one on a GPU.",
 ))
 register(Recipe(
-    name="onnx-fp16", title="Half precision (ONNX FP16)", target="relman.compress.quantize.half:half_onnx",
+    name="onnx-fp16", compresses=True, title="Half precision (ONNX FP16)", target="relman.compress.quantize.half:half_onnx",
     input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
     params=(
         Param("op_block_list", list, [], "extra op types kept in float32 (besides the converter's defaults)"),
@@ -225,7 +225,7 @@ register(Recipe(
     description="float16 weights and compute with float32 inputs/outputs; for GPU inference.",
 ))
 register(Recipe(
-    name="int4-weight-only", title="Weight-only INT4 (causal LMs)", target="relman.compress.quantize.int4:int4_weight_only",
+    name="int4-weight-only", compresses=True, title="Weight-only INT4 (causal LMs)", target="relman.compress.quantize.int4:int4_weight_only",
     input_formats=_EXPORTABLE + ("onnx",), tasks=tasks_with_recipe("int4-weight-only"), output_format="onnx",
     params=(
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),

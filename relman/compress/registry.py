@@ -8,17 +8,17 @@ imports `module:function` only when the recipe runs. A new recipe = one new modu
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from relman import targets
 from relman.errors import RecipeError
+from relman.evaluate.registry import MetricSpec
 from relman.typed_params import TypedValue
 
 if TYPE_CHECKING:
     from relman.catalog import Metric, VersionInfo
-    from relman.context import WorkContext
 
 
 class Param(TypedValue):
@@ -39,6 +39,9 @@ class Recipe:
     output_format: str = "hf"
     multi_parent: bool = False  # merge: several parents
     description: str = ""
+    # the child should behave like its parent (quantise, prune, export), so fidelity to it is a
+    # fair gate (`when compressed`); distillation, fine-tuning and merges change behaviour on purpose
+    compresses: bool = False
 
     def resolve_params(self, raw: dict[str, Any]) -> dict[str, Any]:
         known = {p.name: p for p in self.params}
@@ -68,15 +71,15 @@ class Recipe:
         return {
             "name": self.name, "title": self.title, "description": self.description,
             "input_formats": list(self.input_formats), "tasks": list(self.tasks) if self.tasks else None,
-            "output_format": self.output_format, "multi_parent": self.multi_parent,
+            "output_format": self.output_format, "multi_parent": self.multi_parent, "compresses": self.compresses,
             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
                         "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max}
                        for p in self.params],
         }
 
     def function(self) -> Callable[..., "RecipeOutput"]:
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        fn: Callable[..., RecipeOutput] = targets.resolve(self.target)
+        return fn
 
 
 @dataclass
@@ -134,3 +137,30 @@ def all_recipes() -> Sequence[Recipe]:
 
 def _load_builtin() -> None:
     import relman.compress.recipes  # noqa: F401  (registers the built-in recipes; no torch import)
+
+
+# What recipes themselves store about their child (suite "compress", "privacy"), and which way is
+# better: declared here once, beside the suites' own (relman.evaluate.registry), for the GUI.
+RECIPE_METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("top1_agreement", True), MetricSpec("merge_agreement", True), MetricSpec("val_accuracy", True),
+    MetricSpec("val_loss", False), MetricSpec("distill_", False), MetricSpec("recovery_loss", False),
+    MetricSpec("max_abs_diff", False), MetricSpec("export_max_abs_diff", False), MetricSpec("merge_max_abs_diff", False),
+    MetricSpec("fedavg_", False), MetricSpec("sparsity", True), MetricSpec("param_ratio", False),
+    MetricSpec("param_reduction", True), MetricSpec("weight_bytes", False), MetricSpec("nonzero_params", False),
+    MetricSpec("energy_kept", True), MetricSpec("privacy_epsilon", False), MetricSpec("trainable_params", None),
+    MetricSpec("train_samples", None), MetricSpec("epochs_run", None), MetricSpec("layers_factorised", None),
+    MetricSpec("quantized_layers", None), MetricSpec("merged_parents", None),
+)
+
+
+def metric_direction(name: str) -> bool | None:
+    """Whether metric `name` is better higher (True), lower (False) or neither/undeclared (None):
+    the measuring suite's declaration first, then RECIPE_METRICS (longest prefix)."""
+    from relman.evaluate.registry import higher_is_better
+
+    declared = higher_is_better(name)
+    if declared is not None:
+        return declared
+    matches = [m for m in RECIPE_METRICS if name.startswith(m.prefix)]
+    return max(matches, key=lambda m: len(m.prefix)).higher_is_better if matches else None
+

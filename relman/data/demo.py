@@ -120,7 +120,7 @@ def sentiment_rows(n: int = 200, seed: int = 0) -> list[tuple[str, str, str]]:
     fairness suite has a real gap to find."""
     rng = random.Random(seed)
     rows = []
-    for i in range(n):
+    for _ in range(n):
         positive = rng.random() < 0.5
         group = GROUPS[rng.random() < 0.4]
         rows.append((sentence(rng, positive, 0.1 if group == "group-a" else 0.35),

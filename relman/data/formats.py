@@ -13,7 +13,7 @@ reader (`folder=True`) as `read(entries, mapping, *, name, labels, where)` with 
 
 from __future__ import annotations
 
-import importlib
+from relman import targets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,8 +46,8 @@ class Reader:
 
 
 def _resolve(target: str) -> Callable[..., Any]:
-    module, _, fn = target.partition(":")
-    return getattr(importlib.import_module(module), fn)
+    fn: Callable[..., Any] = targets.resolve(target)
+    return fn
 
 
 READERS: dict[str, Reader] = {}

@@ -20,17 +20,7 @@ from relman.data.splits import check_split_values
 from relman.errors import DatasetError
 
 
-DEFAULT_MAX_BYTES = 1 << 30  # decompressed arrays of one dataset; RELMAN_MAX_DATASET_BYTES overrides
-
-
-def max_dataset_bytes() -> int:
-    import os
-
-    raw = os.environ.get("RELMAN_MAX_DATASET_BYTES")
-    try:
-        return int(raw) if raw else DEFAULT_MAX_BYTES
-    except ValueError:
-        raise DatasetError(f"RELMAN_MAX_DATASET_BYTES must be a number of bytes, not '{raw}'") from None
+from relman.data.limits import DEFAULT_MAX_BYTES, max_dataset_bytes  # noqa: F401 (re-exported)
 
 
 def check_npz_size(path: Path, where: str) -> None:

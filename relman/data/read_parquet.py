@@ -28,7 +28,7 @@ def read_parquet(path: Path, mapping: ColumnMapping, *, name: str, labels: Seque
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
         raise DatasetError(f"{where}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-    from relman.data.read_npz import max_dataset_bytes
+    from relman.data.limits import max_dataset_bytes
 
     limit = max_dataset_bytes()  # the row groups' uncompressed size, from the footer alone
     total = sum(pf.metadata.row_group(i).total_byte_size for i in range(pf.metadata.num_row_groups))

@@ -245,7 +245,7 @@ def run(env: SuiteEnv) -> list[Metric]:
         seen: set[int] = set()
         loads: list[float] = []
 
-        def watch() -> None:
+        def watch(seen: set[int] = seen, loads: list[float] = loads) -> None:  # bound: defined per loop pass
             ids = other_job_ids(env)
             if ids:
                 seen.update(ids)

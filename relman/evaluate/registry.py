@@ -13,7 +13,7 @@ silently ignored setting.
 
 from __future__ import annotations
 
-import importlib
+from relman import targets
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -30,6 +30,18 @@ class Option(TypedValue):
 
 
 @dataclass(frozen=True)
+class MetricSpec:
+    """A family of metrics a suite stores, by name prefix, and which way is better.
+
+    Declared once, with the suite that measures it; the gates' "measure it with" hints, the
+    GUI's Pareto fronts and deltas all read it (`metric_spec`, `higher_is_better`).
+    `higher_is_better=None`: a count or a condition, no direction (eval_samples, mcnemar_p)."""
+
+    prefix: str
+    higher_is_better: bool | None
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     title: str
@@ -41,6 +53,7 @@ class Suite:
     timing: bool = False  # measures time or memory: its job runs alone on its device
     options: tuple[Option, ...] = ()
     description: str = ""
+    metrics: tuple[MetricSpec, ...] = ()  # what it stores (longest matching prefix wins)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -53,8 +66,8 @@ class Suite:
         return self.needs_labels and not (spec is not None and spec.labels == "none")
 
     def function(self) -> Callable[..., Any]:
-        module, _, fn = self.target.partition(":")
-        return getattr(importlib.import_module(module), fn)
+        fn: Callable[..., Any] = targets.resolve(self.target)
+        return fn
 
 
 SUITES: dict[str, Suite] = {}
@@ -107,28 +120,26 @@ def is_timing_request(params: dict[str, Any]) -> bool:
     return any(name in SUITES and SUITES[name].timing for name in suites)
 
 
-# Which suite stores a metric, by name prefix (longest first wins): so a gate that finds a
-# metric missing can name the command that measures it.
-_METRIC_PREFIXES = (
-    ("latency_", "latency"), ("throughput", "latency"), ("ttft_", "latency"), ("decode_tokens", "latency"),
-    ("generate_tokens", "latency"), ("peak_", "memory"), ("model_rss", "memory"),
-    ("size_", "size"), ("params", "size"), ("accuracy", "quality"), ("macro_f1", "quality"),
-    ("precision/", "quality"), ("recall/", "quality"), ("f1/", "quality"), ("loss", "quality"),
-    ("perplexity", "quality"), ("eval_", "quality"), ("agreement", "fidelity"), ("kl_div", "fidelity"),
-    ("cosine", "fidelity"), ("fidelity", "fidelity"), ("robust", "robustness"), ("fairness", "fairness"),
-    ("demographic", "fairness"), ("equalized", "fairness"), ("group_", "fairness"),
-    ("selection_rate", "fairness"), ("clean_accuracy", "robustness"), ("entity_", "quality"),
-    ("token_accuracy", "quality"),
-)
+def metric_spec(name: str) -> tuple[Suite, MetricSpec] | None:
+    """The suite that stores metric `name` and its declaration (longest prefix over all suites)."""
+    best: tuple[Suite, MetricSpec] | None = None
+    for suite in SUITES.values():
+        for spec in suite.metrics:
+            if name.startswith(spec.prefix) and (best is None or len(spec.prefix) > len(best[1].prefix)):
+                best = (suite, spec)
+    return best
 
 
 def suite_for_metric(name: str) -> str | None:
     """The suite that measures metric `name` (None when no suite does, e.g. canary_share)."""
-    best = None
-    for prefix, suite in _METRIC_PREFIXES:
-        if name.startswith(prefix) and (best is None or len(prefix) > len(best[0])):
-            best = (prefix, suite)
-    return best[1] if best else None
+    found = metric_spec(name)
+    return found[0].name if found else None
+
+
+def higher_is_better(name: str) -> bool | None:
+    """Which way metric `name` improves, as its suite declares (None: undeclared or no direction)."""
+    found = metric_spec(name)
+    return found[1].higher_is_better if found else None
 
 
 def resolve_options(suites: Sequence[str], raw: dict[str, Any] | None) -> dict[str, Any]:
@@ -155,18 +166,22 @@ _EVAL_BS = Option("eval_batch_size", int, 32, "Batch size for quality / fidelity
 
 register(Suite(
     "quality", "Task quality", "relman.evaluate.quality:run", needs_labels=True, options=(_SPLIT, _EVAL_BS, _PAIRED),
-    description="accuracy, macro-F1 and per-class precision/recall/F1; perplexity for causal LMs"))
+    description="accuracy, macro-F1 and per-class precision/recall/F1; perplexity for causal LMs",
+    metrics=(MetricSpec("accuracy", True), MetricSpec("macro_f1", True), MetricSpec("precision/", True), MetricSpec("recall/", True), MetricSpec("f1/", True), MetricSpec("loss", False), MetricSpec("perplexity", False), MetricSpec("eval_samples", None), MetricSpec("eval_throughput", True), MetricSpec("entity_", True), MetricSpec("token_accuracy", True), MetricSpec("reference_accuracy", True), MetricSpec("child_only_right", True), MetricSpec("child_only_wrong", False), MetricSpec("mcnemar_p", None),)))
 register(Suite(
     "fidelity", "Fidelity to the parent", "relman.evaluate.fidelity:run", needs_parent=True,
     options=(_SPLIT, _EVAL_BS),
-    description="top-1 agreement and KL(parent || version) of logits, or cosine of embeddings"))
+    description="top-1 agreement and KL(parent || version) of logits, or cosine of embeddings",
+    metrics=(MetricSpec("agreement", True), MetricSpec("kl_div", False), MetricSpec("cosine", True), MetricSpec("fidelity", True),)))
 register(Suite(
     "size", "Size on disk and parameters", "relman.evaluate.size:run", dataset="none",
-    description="bytes on disk, size in MiB, parameter count"))
+    description="bytes on disk, size in MiB, parameter count",
+    metrics=(MetricSpec("size_", False), MetricSpec("params", False),)))
 register(Suite(
     "memory", "Peak inference memory", "relman.evaluate.memory:run", dataset="optional", timing=True,
     options=(Option("memory_batches", int, 3, "Inference batches run while memory is watched.", min=1),),
-    description="peak RSS (CPU) or max allocated (CUDA) of loading the model and running it"))
+    description="peak RSS (CPU) or max allocated (CUDA) of loading the model and running it",
+    metrics=(MetricSpec("peak_", False), MetricSpec("model_rss", False),)))
 register(Suite(
     "latency", "Latency and throughput", "relman.evaluate.latency:run", dataset="optional", timing=True,
     options=(
@@ -189,7 +204,9 @@ register(Suite(
     ),
     description="p50/p90/p95/p99 latency and throughput per batch size and sequence length; "
                 "paired ratios vs parent and production; for causal LMs time to first token and "
-                "decode tokens/s, paired too"))
+                "decode tokens/s, paired too",
+    metrics=(MetricSpec("latency_", False), MetricSpec("throughput", True), MetricSpec("ttft_", False),
+             MetricSpec("decode_tokens", True), MetricSpec("generate_tokens", True))))
 register(Suite(
     "robustness", "Robustness to perturbations", "relman.evaluate.robustness:run", needs_labels=True,
     options=(
@@ -202,7 +219,8 @@ register(Suite(
         Option("fgsm_epsilon", float, 0.05, "FGSM step in normalised input units (PyTorch versions); 0 = off.",
                min=0),
     ),
-    description="accuracy under seeded text/image perturbations (and FGSM) and the drop from clean"))
+    description="accuracy under seeded text/image perturbations (and FGSM) and the drop from clean",
+    metrics=(MetricSpec("robust_accuracy", True), MetricSpec("robustness_drop", False), MetricSpec("clean_accuracy", True),)))
 register(Suite(
     "fairness", "Fairness across groups", "relman.evaluate.fairness:run", needs_labels=True, needs_groups=True,
     options=(
@@ -210,7 +228,8 @@ register(Suite(
         Option("positive_label", str, "", "The 'selected' class for selection rates (default: the second label "
                                           "of a binary model)."),
     ),
-    description="per-group accuracy and selection rate, largest gap, demographic parity and equalized odds"))
+    description="per-group accuracy and selection rate, largest gap, demographic parity and equalized odds",
+    metrics=(MetricSpec("fairness_gap", False), MetricSpec("demographic_parity", False), MetricSpec("equalized_odds", False), MetricSpec("group_", True), MetricSpec("selection_rate", None), MetricSpec("selection_rate_gap", False),)))
 register(Suite(
     "explain", "Explanations and their drift from the parent", "relman.evaluate.explain.suite:run",
     # applies to the tasks whose entry in relman.tasks.specs lists it: those with an explainer
@@ -226,4 +245,5 @@ register(Suite(
         Option("shap_samples", int, 64, "KernelSHAP coalitions per example.", min=8, max=100000),
     ),
     description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC) and rank agreement with the "
-                "parent's attributions on the same examples"))
+                "parent's attributions on the same examples",
+    metrics=(MetricSpec("explain_agreement", True), MetricSpec("explain_prediction_agreement", True), MetricSpec("explain_topk_overlap", True), MetricSpec("explain_comprehensiveness", True), MetricSpec("explain_sufficiency", False), MetricSpec("explain_examples", None), MetricSpec("explain_flips", None),)))

@@ -64,9 +64,23 @@ def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 def fail(params: dict[str, Any], ctx: JobContext) -> None:
     """Reports some progress, then raises (with a multi-line message, to check that only the
-    first line lands in the row)."""
+    first line lands in the row). `error` picks what is raised, for the typed causes
+    (relman.jobs.causes): "runtime" (default: a bug), "relman" (a RelmanError: bad input),
+    "memory" (MemoryError), "disk_full" (OSError ENOSPC)."""
+    import errno
+
+    from relman.errors import RelmanError
+
     ctx.progress(0.5, "about to fail")
-    raise RuntimeError(params.get("message", "this job fails on purpose\n(second line: only in the log)"))
+    message = params.get("message", "this job fails on purpose\n(second line: only in the log)")
+    kind = params.get("error", "runtime")
+    if kind == "relman":
+        raise RelmanError(message)
+    if kind == "memory":
+        raise MemoryError(message)
+    if kind == "disk_full":
+        raise OSError(errno.ENOSPC, "No space left on device")
+    raise RuntimeError(message)
 
 
 def _pause(ctx: JobContext, params: dict[str, Any], point: str, fraction: float) -> None:

@@ -31,10 +31,7 @@ CANCEL_POLL_INTERVAL_S = 0.25
 # Test-only hold points (see `JobContext.hold_point`): a comma-separated list of point names to
 # stop at, and the file whose appearance lets a held job go on. Workers inherit both from the
 # process that starts the runner, so a test sets them with monkeypatch.setenv.
-HOLD_ENV = "RELMAN_TEST_HOLD"
-HOLD_RELEASE_ENV = "RELMAN_TEST_HOLD_RELEASE"
-HOLD_TIMEOUT_S = 300.0
-HOLD_POLL_S = 0.02
+from relman.context import HOLD_ENV, HOLD_POLL_S, HOLD_RELEASE_ENV, HOLD_TIMEOUT_S  # noqa: E402,F401 (one definition)
 
 
 def held_message(point: str) -> str:

@@ -6,7 +6,7 @@ heavy module; only the worker process resolves and imports it. A new kind is one
 
 from __future__ import annotations
 
-import importlib
+from relman import targets
 from typing import Any, Callable
 
 JOB_KINDS: dict[str, str] = {
@@ -48,8 +48,7 @@ def needs_exclusive(kind: str, params: dict[str, Any]) -> bool:
     rule = EXCLUSIVE.get(kind, False)
     if isinstance(rule, bool):
         return rule
-    module, _, name = rule.partition(":")
-    return bool(getattr(importlib.import_module(module), name)(params))
+    return bool(targets.resolve(rule)(params))
 
 
 def resolve(kind: str) -> Callable[..., Any]:
@@ -59,5 +58,5 @@ def resolve(kind: str) -> Callable[..., Any]:
         target = JOB_KINDS[kind]
     except KeyError:
         raise JobError(f"unknown job kind '{kind}' (known: {', '.join(sorted(JOB_KINDS))})") from None
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    fn: Callable[..., Any] = targets.resolve(target)
+    return fn

@@ -101,6 +101,7 @@ def _decode(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["params"] = json.loads(out.get("params") or "{}")
     out["result"] = json.loads(out["result"]) if out.get("result") else None
+    out["cause_evidence"] = json.loads(out["cause_evidence"]) if out.get("cause_evidence") else None
     return out
 
 
@@ -205,6 +206,7 @@ def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
             raise JobError(f"job {job_id} is {status}; only failed or cancelled jobs can be retried")
         catalog.conn.execute(
             "UPDATE jobs SET status = ?, progress = 0, message = '', error = NULL, result = NULL, pid = NULL,"
+            " cause = NULL, cause_evidence = NULL,"
             " heartbeat_at = NULL, device_used = NULL, started_at = NULL, finished_at = NULL,"
             " cancel_requested = 0, cancel_requested_at = NULL WHERE id = ?",
             [QUEUED, job_id])
@@ -214,17 +216,26 @@ def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
 
 
 def finish(catalog: "Catalog", job_id: int, status: str, *, error: str | None = None, message: str | None = None,
-           result: Mapping[str, Any] | None = None, from_status: str = RUNNING) -> bool:
+           result: Mapping[str, Any] | None = None, from_status: str = RUNNING, cause: str | None = None,
+           evidence: Mapping[str, Any] | None = None) -> bool:
     """Move a running (or, with `from_status`, a queued) job to a final status, with its audit
     event. Returns False when the job was no longer in `from_status` (someone else already
-    decided its outcome)."""
+    decided its outcome). A failed job records its typed `cause` (relman.jobs.causes; `bug` when
+    the caller names none) and the `evidence` it rests on; a cancelled one `cancelled`."""
     from relman.catalog import events as audit
+    from relman.jobs import causes
 
     assert status in FINISHED, status
+    if status == FAILED and cause is None:
+        cause = causes.BUG
+    if status == CANCELLED:
+        cause = causes.CANCELLED
+    assert cause is None or cause in causes.CAUSES, cause
     now = _now()
     with catalog.transaction():
-        sets = ["status = ?", "finished_at = ?", "error = ?"]
-        args: list[Any] = [status, now, error]
+        sets = ["status = ?", "finished_at = ?", "error = ?", "cause = ?", "cause_evidence = ?"]
+        args: list[Any] = [status, now, error, cause if status != SUCCEEDED else None,
+                           json.dumps(dict(evidence), default=str, sort_keys=True) if evidence else None]
         if message is not None:
             sets.append("message = ?")
             args.append(message)
@@ -238,7 +249,8 @@ def finish(catalog: "Catalog", job_id: int, status: str, *, error: str | None = 
         row = catalog.conn.execute("SELECT kind, result_version_id, created_by FROM jobs WHERE id = ?",
                                    [job_id]).fetchone()
         audit.append(catalog.db, at=now, actor=row[2], kind=f"job-{status}", model=None, version=None,
-                     payload={"job": job_id, "kind": row[0], "error": error, "result_version_id": row[1]})
+                     payload={"job": job_id, "kind": row[0], "error": error, "result_version_id": row[1],
+                              **({"cause": cause} if status == FAILED else {})})
     return True
 
 

@@ -45,6 +45,25 @@ DRAIN_WAIT_S = 0.05  # the longest a runner tick waits for the channel's reply
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
+def _host(text: str) -> str:
+    hostport = text.split("://", 1)[1] if "://" in text else text
+    return hostport.rsplit(":", 1)[0].strip("[]") if ":" in hostport else hostport
+
+
+def is_loopback(address: str) -> bool:
+    """`local`, localhost or a loopback IP: nothing leaves this machine."""
+    text = (address or "").strip()
+    if text == "local":
+        return True
+    host = _host(text)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_address(address: str, allow_remote: bool = False) -> str:
     """`local` (start a private Ray instance on this machine's loopback interface) or
     `HOST:PORT` / `ray://HOST:PORT` of a running cluster; non-loopback hosts need `allow_remote`."""
@@ -53,17 +72,10 @@ def check_address(address: str, allow_remote: bool = False) -> str:
         raise JobError("a Ray address is empty (use 'local' or HOST:PORT)")
     if text == "local":
         return text
-    hostport = text.split("://", 1)[1] if "://" in text else text
-    host = hostport.rsplit(":", 1)[0].strip("[]") if ":" in hostport else hostport
+    host = _host(text)
     if not host:
         raise JobError(f"Ray address '{address}' has no host (use HOST:PORT, e.g. 127.0.0.1:6379)")
-    loopback = host == "localhost"
-    if not loopback:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-    if not loopback and not allow_remote:
+    if not is_loopback(text) and not allow_remote:
         raise JobError(f"Ray address '{address}' is not on this machine; Ray clusters have no per-user access "
                        "control, so relman only talks to a remote one when told to (--allow-remote, on a "
                        "trusted lab network only)")
@@ -356,10 +368,49 @@ class RayExecutor:
 
 def executor_from_settings(catalog: "Catalog", address: str | None = None,
                            allow_remote: bool | None = None) -> RayExecutor | None:
-    """The Ray executor the catalog is set up for (or that the command line names), else None."""
-    address = address or catalog.get_setting(SETTING_ADDRESS) or os.environ.get("RELMAN_RAY_ADDRESS")
+    """The Ray executor the catalog is set up for (or that the command line names), else None.
+
+    The settings are rows in a SQLite file: before jobs (their rows and blobs) go to a host that
+    is not this machine on the catalog's say-so, the catalog must verify (its settings are
+    tracked rows) and the audit log's last `executor-set` event must name that address with
+    --allow-remote (issue 26: a remote address written with sqlite3 is never used)."""
+    stored = catalog.get_setting(SETTING_ADDRESS)
+    from_settings = not address and bool(stored)
+    address = address or stored or os.environ.get("RELMAN_RAY_ADDRESS")
     if not address:
         return None
     if allow_remote is None:
         allow_remote = bool(catalog.get_setting(SETTING_ALLOW_REMOTE, False))
+        from_settings = from_settings or allow_remote
+    if from_settings and not is_loopback(address):
+        confirm_remote_setting(catalog, address)
     return RayExecutor(address, allow_remote=allow_remote)
+
+
+def set_executor(catalog: "Catalog", address: str | None, allow_remote: bool = False) -> str | None:
+    """Store where this catalog's jobs run: the settings and their `executor-set` event in one
+    transaction (the event commits the rows), as `relman jobs executor` and the GUI do."""
+    if address:
+        address = check_address(address, allow_remote)
+    with catalog.transaction():
+        catalog.set_setting(SETTING_ADDRESS, address or None)
+        catalog.set_setting(SETTING_ALLOW_REMOTE, bool(address and allow_remote))
+        catalog.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)}
+                          if address else {"executor": "local"})
+    return address
+
+
+def confirm_remote_setting(catalog: "Catalog", address: str) -> None:
+    """Refuse a non-loopback Ray address from the catalog unless relman set it (see above)."""
+    import json
+
+    from relman.catalog.integrity import require_intact
+
+    require_intact(catalog, f"send jobs to the Ray cluster at {address}")
+    row = catalog.conn.execute("SELECT payload FROM events WHERE kind = 'executor-set' ORDER BY seq DESC LIMIT 1"
+                               ).fetchone()
+    payload = json.loads(row[0]) if row else {}
+    if payload.get("address") != address or not payload.get("allow_remote"):
+        raise JobError(f"refusing to send jobs to the Ray cluster at {address}: no 'relman jobs executor --ray "
+                       f"{address} --allow-remote' set it (the catalog's setting was written some other way); "
+                       "set it again with that command")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from relman.jobs import queue
+from relman.jobs import causes, queue
 
 if TYPE_CHECKING:
     from relman.jobs.runner import Runner
@@ -23,7 +23,8 @@ def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[
     device = ex.device_for(job["device"])
     if device is None:
         queue.finish(runner.catalog, job["id"], queue.FAILED, from_status=queue.QUEUED,
-                     error=f"the Ray cluster at {ex.address} has no GPU for a {job['device']} job")
+                     error=f"the Ray cluster at {ex.address} has no GPU for a {job['device']} job",
+                     cause=causes.BAD_INPUT, evidence={"executor": "ray", "device": job["device"]})
         report["ended"].append(job["id"])
         return False
     if not ex.has_room(device):
@@ -42,7 +43,8 @@ def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[
     except Exception as e:  # the cluster went away between ticks, a blob is unreadable ...
         from relman.jobs.worker import one_line
 
-        queue.finish(runner.catalog, job["id"], queue.FAILED, error=f"could not submit to Ray: {one_line(e)}")
+        queue.finish(runner.catalog, job["id"], queue.FAILED, error=f"could not submit to Ray: {one_line(e)}",
+                     cause=causes.NODE_LOST, evidence={"executor": "ray", "exception": type(e).__name__})
         report["ended"].append(job["id"])
         return False
     _log(runner, job["id"], f"=== attempt {row['attempts']}: submitted to Ray at {ex.address} on {device} ===")
@@ -108,7 +110,8 @@ def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: 
                 queue.finish(cat, job_id, queue.CANCELLED, message="cancelled (Ray task stopped)")
             else:
                 _log(runner, job_id, f"relman runner: job {job_id} failed on Ray: {failure}")
-                queue.finish(cat, job_id, queue.FAILED, error=failure)
+                queue.finish(cat, job_id, queue.FAILED, error=failure, cause=causes.from_ray_failure(failure),
+                             evidence={"executor": "ray"})
             return
         assert out is not None
         _log(runner, job_id, f"ray task ended {out['status']} on {out['node']} after {out['seconds']} s; "

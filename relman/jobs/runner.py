@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from relman.errors import JobError
-from relman.jobs import queue
+from relman.jobs import causes, queue
 from relman.jobs.devices import DeviceProbe, choose_device, cpu_slots_default, target_device, threads_per_cpu_job
 
 if TYPE_CHECKING:
@@ -118,6 +118,17 @@ class _Worker:
     job_id: int
     proc: subprocess.Popen
     device: str
+    peak_rss: int = 0  # the largest RSS of the worker's process tree the runner saw (evidence for `oom`)
+
+    def sample_rss(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return
+        self.peak_rss = max(self.peak_rss, rss)
 
 
 def _age_s(iso: str | None) -> float | None:
@@ -278,6 +289,8 @@ class Runner:
             rc = w.proc.poll()
             if rc is not None:
                 self._on_exit(job_id, rc, report)
+            else:
+                w.sample_rss()
 
     def _on_exit(self, job_id: int, returncode: int, report: dict[str, list[int]]) -> None:
         w = self.workers.pop(job_id)
@@ -285,13 +298,24 @@ class Runner:
             signal_group(w.proc.pid, SIGKILL)
         from relman.jobs.worker import describe_exit
 
-        self._settle_dead(job_id, describe_exit(returncode))
+        cause, evidence = causes.from_exit(returncode, peak_rss=w.peak_rss or None)
+        if cause == causes.OOM:
+            reason = (f"worker process ran out of memory (killed by SIGKILL at a peak of {evidence['peak_rss_mb']:.0f} "
+                      f"MiB of {evidence['memory_limit_mb']:.0f} MiB)")
+        else:
+            reason = describe_exit(returncode)
+        self._settle_dead(job_id, reason, cause, evidence)
         report["ended"].append(job_id)
 
-    def _settle_dead(self, job_id: int, reason: str) -> None:
-        """A worker is gone: if it did not record an outcome, record one; then clean up."""
+    def _settle_dead(self, job_id: int, reason: str, cause: str = causes.WORKER_KILLED,
+                     evidence: dict[str, Any] | None = None) -> None:
+        """A worker is gone: if it did not record an outcome, record one (with its typed cause and
+        the evidence: the exit, the last heartbeat); then clean up; then retry it by itself when
+        the catalog says so and the cause lies in the infrastructure."""
         row = self.catalog.conn.execute(
-            "SELECT status, cancel_requested, result_version_id FROM jobs WHERE id = ?", [job_id]).fetchone()
+            "SELECT status, cancel_requested, result_version_id, heartbeat_at, attempts FROM jobs WHERE id = ?",
+            [job_id]).fetchone()
+        retry = False
         if row and row[0] == queue.RUNNING:
             if row[1]:
                 queue.finish(self.catalog, job_id, queue.CANCELLED, message=f"cancelled ({reason})")
@@ -299,10 +323,25 @@ class Runner:
                 if row[2] is not None:
                     v = self.catalog.get_version(row[2])
                     reason += f" after committing its result {v.ref}"
-                queue.finish(self.catalog, job_id, queue.FAILED, error=reason)
+                evidence = {**(evidence or {}), "last_heartbeat": row[3], "attempt": row[4]}
+                queue.finish(self.catalog, job_id, queue.FAILED, error=reason, cause=cause, evidence=evidence)
+                retry = cause in causes.INFRASTRUCTURE and self._auto_retry_allows(int(row[4] or 0))
         self._term_sent.pop(job_id, None)
         self._kill_sent.pop(job_id, None)
         self._cleanup(job_id)
+        if retry:
+            attempts = queue.retry(self.catalog, job_id, actor="relman-runner (auto-retry)")
+            log = queue.log_path_for(self.catalog, job_id)
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(f"relman runner: job {job_id} lost to {cause} ({reason}); retried automatically "
+                        f"(attempt {attempts + 1}; setting {causes.SETTING_AUTO_RETRY})\n")
+
+    def _auto_retry_allows(self, attempts: int) -> bool:
+        """`jobs.auto_retry` on (off by default) and fewer than `jobs.auto_retry_max` attempts made."""
+        if self.catalog.get_setting(causes.SETTING_AUTO_RETRY, False) is not True:
+            return False
+        limit = self.catalog.get_setting(causes.SETTING_AUTO_RETRY_MAX, causes.DEFAULT_AUTO_RETRY_MAX)
+        return isinstance(limit, int) and not isinstance(limit, bool) and attempts < limit
 
     def _cleanup(self, job_id: int) -> None:
         shutil.rmtree(queue.workdir_for(self.catalog, job_id), ignore_errors=True)
@@ -333,18 +372,20 @@ class Runner:
             return
         if (job.get("executor") or "").startswith("ray") and (self.remote is None or job["id"] not in self.remote.active):
             # Ray tasks die with the driver that submitted them: nothing to re-attach to.
-            self._settle_dead(job["id"], "its Ray task ended with the runner that submitted it; retry the job")
+            self._settle_dead(job["id"], "its Ray task ended with the runner that submitted it; retry the job",
+                              causes.WORKER_KILLED, {"executor": job.get("executor")})
             report["ended"].append(job["id"])
             return
         if job["pid"] is None:
             age = _age_s(job["heartbeat_at"] or job["started_at"])
             if age is not None and age > self.start_timeout_s:
-                self._settle_dead(job["id"], f"worker never started (claimed {age:.0f} s ago)")
+                self._settle_dead(job["id"], f"worker never started (claimed {age:.0f} s ago)", causes.TIMEOUT,
+                                  {"claimed_s_ago": round(age, 1)})
                 report["ended"].append(job["id"])
             return
         proc, why = self._worker_process(job)
         if proc is None:
-            self._settle_dead(job["id"], why)
+            self._settle_dead(job["id"], why, causes.WORKER_KILLED, {"pid": job["pid"], "found": "gone"})
             report["ended"].append(job["id"])
 
     def _check_heartbeat(self, job: dict[str, Any], report: dict[str, list[int]]) -> None:
@@ -360,7 +401,7 @@ class Runner:
         proc, _ = self._worker_process(job)
         if proc is not None:
             signal_group(proc.pid, SIGKILL)
-        self._settle_dead(job["id"], reason)
+        self._settle_dead(job["id"], reason, causes.TIMEOUT, {"no_heartbeat_s": round(age, 1)})
         report["ended"].append(job["id"])
 
     def _enforce_cancel(self, job: dict[str, Any]) -> None:
@@ -427,7 +468,8 @@ class Runner:
                 target = target_device(job["device"], devices, busy)
                 device = None if target in held else choose_device(job["device"], devices, busy, self.cpu_slots)
             except JobError as e:
-                queue.finish(self.catalog, job["id"], queue.FAILED, error=str(e), from_status=queue.QUEUED)
+                queue.finish(self.catalog, job["id"], queue.FAILED, error=str(e), from_status=queue.QUEUED,
+                             cause=causes.BAD_INPUT, evidence={"device": job["device"]})
                 report["ended"].append(job["id"])
                 continue
             if exclusive and target is not None:
@@ -466,7 +508,11 @@ class Runner:
                     f.write(f"\n=== attempt {row[1]} ({now}) ===\n")
             proc = start_worker(self.catalog.root, job_id, log_path, env=env)
         except OSError as e:
-            queue.finish(self.catalog, job_id, queue.FAILED, error=f"could not start the worker process ({e})")
+            import errno
+
+            disk = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+            queue.finish(self.catalog, job_id, queue.FAILED, error=f"could not start the worker process ({e})",
+                         cause=causes.DISK_FULL if disk else causes.BUG, evidence={"exception": type(e).__name__})
             return False
         self.workers[job_id] = _Worker(job_id, proc, device)
         with self.catalog.transaction():

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from relman.errors import JobCancelled, RelmanError
+from relman.jobs import causes
 
 EXIT_SUCCEEDED = 0
 EXIT_FAILED = 1
@@ -220,11 +221,13 @@ def run_worker(catalog_path: Path | str, job_id: int) -> int:
                 outcome = (queue.CANCELLED, {"message": "cancelled (terminated after the grace period)"})
                 code = EXIT_CANCELLED
             else:
-                outcome = (queue.FAILED, {"error": str(e)})
+                outcome = (queue.FAILED, {"error": str(e), "cause": causes.WORKER_KILLED,
+                                          "evidence": {"signal": "SIGTERM", "by": "not a cancel"}})
         except BaseException as e:  # the job's own failure: full story in the log, one line in the row
             traceback.print_exc(file=sys.stderr)
             sys.stderr.flush()
-            outcome = (queue.FAILED, {"error": one_line(e)})
+            outcome = (queue.FAILED, {"error": one_line(e), "cause": causes.from_exception(e),
+                                      "evidence": {"exception": type(e).__name__}})
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cleanup must not be cut short
             heartbeat.stop()

@@ -10,7 +10,6 @@ that needs `trust_remote_code` is refused. Nothing here touches a network.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import struct
@@ -42,6 +41,7 @@ class ModelDescription:
     dtype: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     left_out: list[str] = field(default_factory=list)  # files in the folder that were not stored
+    pin: dict[str, Any] | None = None  # a peft-adapter's pin to its base (relman_adapter.json)
 
     @property
     def size_bytes(self) -> int:
@@ -349,6 +349,13 @@ def _inspect_folder(folder: Path) -> ModelDescription:
     files = _folder_files(folder)
     if not files:
         raise ModelImportError(f"{folder}: folder is empty")
+    from relman.modelio import peft_adapter
+
+    if peft_adapter.PEFT_CONFIG in files or peft_adapter.PIN in files:  # never stored as plain weights
+        pin, _, params, dtype = peft_adapter.check_import_folder(folder, files)
+        return ModelDescription(peft_adapter.FORMAT, {rel: files[rel] for rel in peft_adapter.FILES},
+                                task=pin["task"], params=params, dtype=dtype, pin=pin,
+                                left_out=sorted(rel for rel in files if rel not in peft_adapter.FILES))
     config: dict[str, Any] = {}
     if "config.json" in files:
         config = _check_config(files["config.json"])

@@ -64,8 +64,8 @@ def task_model(task: str | None) -> TaskModel:
 TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
 # format name -> module that registers its loader in TORCH_LOADERS when imported, so a worker
 # that never ran the producing recipe (an evaluation, a later recipe) can still load it.
-TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.compress.prune.surgery",
-                                        "torch-int8": "relman.compress.quantize.quant_torch",
+TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.modelio.reshaped",
+                                        "torch-int8": "relman.modelio.torch_int8",
                                         "peft-adapter": "relman.modelio.peft_adapter"}
 
 

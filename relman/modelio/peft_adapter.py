@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,24 @@ _CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "peft_type": (str,), "r": (int,), "lora_alpha": (int, float), "target_modules": (list, str),
     "modules_to_save": (list, type(None)), "lora_dropout": (int, float), "bias": (str,),
     "base_model_name_or_path": (str, type(None)), "revision": (str, type(None)),
+    "rank_pattern": (dict, type(None)), "alpha_pattern": (dict, type(None)),
 }
+MAX_RANK = 65_536  # far above any LoRA rank in use; r = 10**30 would size a matrix of 10**30 rows
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_][\w.\-]{0,199}")  # a module name, not a regular expression
+_CLASS_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TRANSFORMERS_MODULE = re.compile(r"transformers(?:\.[A-Za-z_][A-Za-z0-9_]*){1,4}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_OVERRIDE_KEYS = {"num_labels", "id2label", "label2id"}  # the new head relman's LoRA fine-tune records
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def is_adapter_folder(folder: Path | str) -> bool:
@@ -51,33 +69,122 @@ def is_adapter_folder(folder: Path | str) -> bool:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    from relman import jsonlimits
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelImportError(f"{path} is not a readable JSON file ({e})") from None
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ModelImportError(f"{path} is not a readable JSON file ({e.strerror or e})") from None
+    data = jsonlimits.loads(raw, f"{path} is not a readable JSON file", error=ModelImportError)
     if not isinstance(data, dict):
         raise ModelImportError(f"{path} must hold a JSON object")
     return data
 
 
+def _module_names(value: Any, path: Path, key: str) -> None:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and _MODULE_NAME.fullmatch(n) for n in names):
+        raise ModelImportError(f"{path}: '{key}' must list module names (letters, digits, _ . -); a regular "
+                               "expression or another value is not accepted")
+
+
 def check_peft_config(path: Path) -> dict[str, Any]:
-    """adapter_config.json parsed and checked: a LoRA config with sane types (nothing else is
-    loaded, so a file naming custom classes or code never reaches PEFT)."""
+    """adapter_config.json parsed and checked: a LoRA config with sane types and bounded values
+    (nothing else is loaded, so a file naming custom classes or code never reaches PEFT)."""
     cfg = _read_json(path)
     for key, types in _CONFIG_TYPES.items():
         if key in cfg and not isinstance(cfg[key], types):
             raise ModelImportError(f"{path}: '{key}' has the wrong type ({type(cfg[key]).__name__})")
     if str(cfg.get("peft_type", "")).upper() != "LORA":
         raise ModelImportError(f"{path}: only LoRA adapters are supported (peft_type is {cfg.get('peft_type')!r})")
-    if not isinstance(cfg.get("r"), int) or cfg["r"] < 1:
-        raise ModelImportError(f"{path}: 'r' must be a positive whole number")
+    if not _whole(cfg.get("r")) or not 1 <= cfg["r"] <= MAX_RANK:
+        raise ModelImportError(f"{path}: 'r' must be a whole number from 1 to {MAX_RANK:,}")
+    if "lora_alpha" in cfg and not (_finite(cfg["lora_alpha"]) and cfg["lora_alpha"] > 0):
+        raise ModelImportError(f"{path}: 'lora_alpha' must be a finite number above 0")
+    if "lora_dropout" in cfg and not (_finite(cfg["lora_dropout"]) and 0 <= cfg["lora_dropout"] < 1):
+        raise ModelImportError(f"{path}: 'lora_dropout' must be a number from 0 up to 1")
     if not cfg.get("target_modules"):
         raise ModelImportError(f"{path}: 'target_modules' is empty")
-    mapping = cfg.get("auto_mapping")  # PEFT records the base class; relman never imports from it
-    if mapping is not None and not (isinstance(mapping, dict)
-                                    and str(mapping.get("parent_library", "")).startswith("transformers.")):
-        raise ModelImportError(f"{path}: 'auto_mapping' names a class outside transformers; not accepted")
+    _module_names(cfg["target_modules"], path, "target_modules")
+    if cfg.get("modules_to_save") is not None:
+        _module_names(cfg["modules_to_save"], path, "modules_to_save")
+    for key, ok in (("rank_pattern", lambda v: _whole(v) and 1 <= v <= MAX_RANK),
+                    ("alpha_pattern", lambda v: _finite(v) and v > 0)):
+        pattern = cfg.get(key) or {}
+        _module_names(list(pattern), path, key)
+        if not all(ok(v) for v in pattern.values()):
+            raise ModelImportError(f"{path}: '{key}' holds a value out of range")
+    mapping = cfg.get("auto_mapping")  # PEFT's AutoPeftModel imports this module; relman never does
+    if mapping is not None and not (
+            isinstance(mapping, dict) and set(mapping) <= {"base_model_class", "parent_library"}
+            and isinstance(mapping.get("base_model_class"), str) and _CLASS_NAME.fullmatch(mapping["base_model_class"])
+            and isinstance(mapping.get("parent_library"), str)
+            and _TRANSFORMERS_MODULE.fullmatch(mapping["parent_library"])):
+        raise ModelImportError(f"{path}: 'auto_mapping' must name a transformers class (base_model_class, "
+                               "parent_library transformers.*); not accepted")
+    if cfg.get("megatron_config") is not None or cfg.get("megatron_core") not in (None, "megatron.core"):
+        raise ModelImportError(f"{path}: 'megatron_config' / 'megatron_core' would make PEFT import another "
+                               "module; not accepted")
     return cfg
+
+
+def check_ranks(cfg: dict[str, Any], header: dict[str, Any], path: Path) -> None:
+    """The LoRA matrices in the weights' header agree with the config: each module's A is r x in
+    and its B out x r, with r the config's (or its rank_pattern's, where one is given)."""
+    shapes: dict[str, dict[str, list[int]]] = {}
+    for name, meta in header.items():
+        for part in ("lora_A", "lora_B"):
+            marker = f".{part}."
+            if marker in name and isinstance(meta, dict):
+                shapes.setdefault(name.split(marker)[0], {})[part] = list(meta.get("shape") or [])
+    if not shapes:
+        raise ModelImportError(f"{path}: holds no LoRA matrices (lora_A / lora_B)")
+    pattern = cfg.get("rank_pattern") or {}
+    for module, pair in sorted(shapes.items()):
+        a, b = pair.get("lora_A"), pair.get("lora_B")
+        if a is None or b is None or len(a) != 2 or len(b) != 2 or a[0] != b[1]:
+            raise ModelImportError(f"{path}: the LoRA matrices of {module} do not pair (A {a}, B {b})")
+        if not pattern and a[0] != cfg["r"]:
+            raise ModelImportError(f"{path}: {module} has rank {a[0]}, adapter_config.json says r={cfg['r']}")
+
+
+def check_pin_against(pin: dict[str, Any], cfg: dict[str, Any], path: Path) -> None:
+    """The pin's own fields, and that it describes the adapter beside it (a pin copied from
+    another adapter, or edited, does not)."""
+    if not _whole(pin.get("base_version_id")) or pin["base_version_id"] < 1:
+        raise ModelImportError(f"{path}: 'base_version_id' must be a whole number above 0")
+    if not isinstance(pin.get("base_manifest_sha256"), str) or not _SHA256.fullmatch(pin["base_manifest_sha256"]):
+        raise ModelImportError(f"{path}: 'base_manifest_sha256' must be 64 lowercase hex digits")
+    for key in ("base_ref", "task"):
+        if not isinstance(pin.get(key), str) or not pin[key] or len(pin[key]) > 300:
+            raise ModelImportError(f"{path}: '{key}' must be text")
+    for key in ("base_format", "base_task"):
+        if pin.get(key) is not None and not isinstance(pin[key], str):
+            raise ModelImportError(f"{path}: '{key}' must be text")
+    if pin.get("base_format") == FORMAT:
+        raise ModelImportError(f"{path}: the base is itself an adapter; adapters of adapters are not supported")
+    overrides = pin.get("config_overrides") or {}
+    if not isinstance(overrides, dict) or not set(overrides) <= _OVERRIDE_KEYS:
+        raise ModelImportError(f"{path}: 'config_overrides' may only set {', '.join(sorted(_OVERRIDE_KEYS))}")
+    id2label, label2id = overrides.get("id2label", {}), overrides.get("label2id", {})
+    if not (isinstance(id2label, dict) and all(isinstance(k, str) and k.isdigit() and len(k) < 7
+                                               and isinstance(v, str) for k, v in id2label.items())
+            and isinstance(label2id, dict) and all(isinstance(k, str) and _whole(v) for k, v in label2id.items())
+            and ("num_labels" not in overrides or (_whole(overrides["num_labels"])
+                                                   and 1 <= overrides["num_labels"] <= 100_000))):
+        raise ModelImportError(f"{path}: 'config_overrides' holds a malformed label set")
+    for key in ("r", "lora_alpha"):
+        if key in pin and pin[key] != cfg.get(key):
+            raise ModelImportError(f"{path}: the pin says {key}={pin[key]!r}, adapter_config.json {cfg.get(key)!r}")
+    for key in ("target_modules", "modules_to_save"):
+        mine, theirs = pin.get(key) or [], cfg.get(key) or []
+        if key in pin and sorted(mine if isinstance(mine, list) else [mine]) != \
+                sorted(theirs if isinstance(theirs, list) else [theirs]):
+            raise ModelImportError(f"{path}: the pin's {key} differ from adapter_config.json's")
+    revision = cfg.get("revision")
+    if revision is not None and revision != pin["base_manifest_sha256"]:
+        raise ModelImportError(f"{path}: adapter_config.json names base revision {str(revision)[:16]}…, the pin "
+                               f"{pin['base_manifest_sha256'][:16]}…")
 
 
 def check_weights(path: Path) -> dict[str, Any]:
@@ -102,6 +209,67 @@ def check_weights(path: Path) -> dict[str, Any]:
         if not (0 <= start <= end <= size - 8 - n):
             raise ModelImportError(f"{path}: tensor '{name}' lies outside the file")
     return header
+
+
+def check_import_folder(folder: Path, files: dict[str, Path]) -> tuple[dict[str, Any], dict[str, Any], int, str | None]:
+    """An adapter folder offered to `relman import`: (pin, config, parameter count, dtype).
+
+    Every file that will be stored is parsed and checked: the config (LoRA, bounded values, no
+    class or module it would import), the weights (the full safetensors check, and ranks that
+    agree with the config) and the pin (its fields, and that it describes this adapter). The
+    base it names is checked against the catalog by the caller."""
+    from relman.modelio.inspect import _main_dtype, read_safetensors_header, safetensors_stats
+
+    if "config.json" in files:
+        raise ModelImportError(f"{folder}: holds both config.json and {PEFT_CONFIG}; a model or an adapter, "
+                               "not both")
+    for name in (PEFT_CONFIG, WEIGHTS):
+        if name not in files:
+            raise ModelImportError(f"{folder}: a PEFT adapter folder without {name}")
+    if PIN not in files:
+        raise ModelImportError(f"{folder}: a PEFT adapter without {PIN}, the pin to its base's manifest; relman "
+                               "imports only adapters it can pin (export one with 'relman export REF FOLDER "
+                               "--format hf', or make one with 'relman compress BASE finetune -p method=lora')")
+    cfg = check_peft_config(files[PEFT_CONFIG])
+    params, dtypes = safetensors_stats(files[WEIGHTS])
+    check_ranks(cfg, read_safetensors_header(files[WEIGHTS]), files[WEIGHTS])
+    pin = read_pin(folder)
+    check_pin_against(pin, cfg, files[PIN])
+    return pin, cfg, params, _main_dtype(dtypes)
+
+
+def check_fits_base(weights: Path, base_files: list[Path], where: str) -> None:
+    """Every layer the adapter's LoRA matrices adapt exists in the pinned base with matching
+    sizes (A is r x in, B out x r; either orientation, as GPT-2's Conv1D stores in x out).
+    A pin naming another model's manifest fails here even when that manifest is in the catalog.
+    Bases without safetensors weights (ONNX) have nothing to compare against."""
+    from relman.modelio.inspect import read_safetensors_header
+
+    base: dict[str, Any] = {}
+    for f in base_files:
+        base.update({k: v for k, v in read_safetensors_header(f).items() if k != "__metadata__"})
+    if not base:
+        return
+    pairs: dict[str, dict[str, list[int]]] = {}
+    for name, meta in read_safetensors_header(weights).items():
+        for part in ("lora_A", "lora_B"):
+            if f".{part}." in name and isinstance(meta, dict):
+                pairs.setdefault(name.split(f".{part}.")[0], {})[part] = list(meta.get("shape") or [])
+    for module, pair in sorted(pairs.items()):
+        path = module.removeprefix("base_model.model.").split(".")
+        target = None
+        for start in range(len(path)):  # a classifier over an encoder base: 'bert.' is not in the base
+            target = base.get(".".join(path[start:]) + ".weight")
+            if target is not None:
+                break
+        if target is None:
+            raise AdapterBaseError(f"{where}: it adapts {'.'.join(path)}, a layer its pinned base does not have; "
+                                   "the pin names another model")
+        shape = list(target.get("shape") or [])
+        a, b = pair.get("lora_A") or [0, 0], pair.get("lora_B") or [0, 0]
+        if len(shape) != 2 or sorted([a[-1], b[0]]) != sorted(shape):
+            raise AdapterBaseError(f"{where}: its matrices for {'.'.join(path)} (in {a[-1]}, out {b[0]}) do not "
+                                   f"fit the pinned base's layer {shape}; the pin names another model")
 
 
 def read_pin(folder: Path | str) -> dict[str, Any]:

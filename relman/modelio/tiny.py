@@ -185,7 +185,7 @@ def tiny_decoder(folder: Path, family: str = "qwen2", *, hidden: int = 64, layer
         tie_word_embeddings=family == "qwen2", bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1)
     model = getattr(transformers, cls)(config).eval()
     with torch.no_grad():  # larger than the default init, so logits differ visibly between tokens
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.ndim == 2:
                 p.normal_(0.0, 0.08)
     model.save_pretrained(folder, safe_serialization=True)

@@ -26,6 +26,7 @@ import sysconfig
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 # Bump when the training code changes (the hash covers the recipe, the corpus and the library
 # versions, not this file, so docstring and refactoring edits keep the cache).
@@ -182,7 +183,7 @@ def _token_stream(docs: list[str], tokenizer: object) -> list[int]:
     return ids
 
 
-def _train(folder: Path, recipe: LMRecipe, log: "callable | None" = None) -> dict:
+def _train(folder: Path, recipe: LMRecipe, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     import math
 
     import torch
@@ -235,7 +236,7 @@ def _train(folder: Path, recipe: LMRecipe, log: "callable | None" = None) -> dic
 
 
 def trained_lm(cache_root: Path | None = None, recipe: LMRecipe = DEFAULT_RECIPE,
-               log: "callable | None" = None) -> Path:
+               log: Callable[[str], None] | None = None) -> Path:
     """The trained model's Hugging Face folder, built on first use and cached by content hash.
 
     Concurrent callers (parallel test processes) wait on a lock for one build; a killed build

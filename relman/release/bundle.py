@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import secrets
 import shutil
 import tarfile
 import tempfile
@@ -48,8 +47,7 @@ CHUNK = 1 << 20
 def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
     from relman.catalog.catalog import current_user, utcnow
     from relman.release.approvals import approvals
-    from relman.release.audit import excerpt
-    from relman.catalog.anchor import latest_checked
+    from relman.catalog.anchor import sign_excerpt
     from relman.release.modelcard import card_fields, last_gate_report
 
     files = [{"path": f"artifacts/{a['path']}", "sha256": a["sha256"], "size": a["size"]}
@@ -71,6 +69,7 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
     appr = [{k: a[k] for k in ("to_phase", "by", "comment", "at", "valid", "signed", "signature")}
             for a in approvals(catalog, v.id)]
     rows = committed_rows(catalog, v)
+    events = _audit_with_commits(catalog, v, rows)
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "model": v.model, "version": v.version,
@@ -81,9 +80,10 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
         "files": files, "lineage": lineage, "metrics": metrics, "datasets": datasets,
         "gate_report": last_gate_report(catalog, v.id), "transitions": transitions, "approvals": appr,
         "card_fields": card_fields(catalog, v),
-        "audit": _audit_with_commits(catalog, v, rows),
+        "audit": events,
         "committed_rows": rows,
-        "checkpoint": latest_checked(catalog),
+        # signed now with the catalog's key, listing every carried event: what binds them
+        "checkpoint": sign_excerpt(catalog, events),
         "exported_at": utcnow(), "exported_by": current_user(), "source_catalog": str(catalog.root),
     }
 
@@ -116,20 +116,29 @@ def _audit_with_commits(catalog: Any, v: Any, rows: dict[str, list[dict[str, Any
 
 
 def _check_committed(manifest: dict[str, Any], where: str) -> list[str]:
-    """Every carried row must match what the carried audit events committed (the events' own
-    hashes were checked already). Returns notes; raises on a mismatch."""
+    """Every carried row must be what the newest carried event committed for it (the events
+    were bound to the signed checkpoint already), and the manifest's version, metrics and
+    approvals must be those rows. Anything less is refused (issue 26): a bundle without its
+    committed rows could carry any number. Returns notes; raises on a mismatch."""
     from relman.catalog import integrity
 
     rows = manifest.get("committed_rows")
     if rows is None:
-        return ["the bundle carries no committed rows (exported by an older relman): its metrics are unchecked"]
+        raise BundleError(f"{where}: the bundle carries no committed rows (exported by an older relman), so its "
+                          "metrics cannot be checked; refusing the bundle")
     records: dict[tuple[str, str], Any] = {}
-    for e in manifest.get("audit", []):
-        for table, recs in ((e.get("payload") or {}).get("committed") or {}).items():
-            for key, rec in (recs or {}).items():
+    for e in sorted(manifest.get("audit", []), key=lambda e: e["seq"]):
+        committed = (e.get("payload") or {}).get("committed") or {}
+        if not isinstance(committed, dict):
+            raise BundleError(f"{where}: malformed manifest (event {e['seq']}'s committed rows)")
+        for table, recs in committed.items():
+            for key, rec in (recs or {}).items() if isinstance(recs, dict) else ():
                 records[(table, key)] = rec
     if not isinstance(rows, dict):
         raise BundleError(f"{where}: malformed manifest (committed_rows)")
+    for table in ("versions", "metrics", "approvals", "transitions"):
+        if not isinstance(rows.get(table), list):
+            raise BundleError(f"{where}: the bundle's committed rows lack {table}; refusing the bundle")
     for table, items in rows.items():
         if table not in integrity.TRACKED or not isinstance(items, list):
             raise BundleError(f"{where}: malformed manifest (committed_rows.{table})")
@@ -138,55 +147,99 @@ def _check_committed(manifest: dict[str, Any], where: str) -> list[str]:
                 raise BundleError(f"{where}: malformed manifest (a {table} row)")
             key = integrity.row_key(table, row)
             rec = records.get((table, key))
-            if not rec or rec.get("h") != integrity.record(table, row)["h"]:
+            if not isinstance(rec, dict) or rec.get("h") != integrity.record(table, row)["h"]:
                 raise BundleError(f"{where}: {table} row {key} in the bundle is not what its audit event committed "
                                   "(edited in the exporting catalog); refusing the bundle")
-    listed = {(r["suite"], r["name"], r["value"], r["created_at"]) for r in rows.get("metrics", [])}
+
+    def _ctx(text: Any) -> Any:
+        try:
+            return json.loads(text) if isinstance(text, str) else text
+        except ValueError:
+            return None
+
+    listed = [(r["suite"], r["name"], r["value"], r["created_at"], audit.canonical(_ctx(r.get("context")) or {}))
+              for r in rows["metrics"]]
     for m in manifest["metrics"]:
-        if (m["suite"], m["name"], m["value"], m["created_at"]) not in listed:
+        if (m["suite"], m["name"], m["value"], m["created_at"], audit.canonical(m["context"])) not in listed:
             raise BundleError(f"{where}: metric {m['suite']}/{m['name']} = {m['value']} is not backed by a committed "
                               "row; refusing the bundle")
+    if len(manifest["metrics"]) != len(listed):
+        raise BundleError(f"{where}: the bundle lists {len(manifest['metrics'])} metrics but carries {len(listed)} "
+                          "committed metric rows; refusing the bundle")
     notes: list[str] = []
-    versions = rows.get("versions") or []
-    if versions:
-        from relman.catalog.catalog import VersionInfo
-        from relman.release.approvals import check_signature
+    versions = rows["versions"]
+    if len(versions) != 1:
+        raise BundleError(f"{where}: the bundle must carry its version's committed row; refusing the bundle")
+    from relman.catalog.catalog import VersionInfo
+    from relman.release.approvals import check_signature
 
-        vrow = dict(versions[0], model=manifest["model"])
-        vinfo = VersionInfo.from_row(vrow)
-        for a in rows.get("approvals", []):  # signed approvals are verified here, with keys trusted here
-            status, detail = check_signature(a, vinfo)
-            if status == "bad":
-                raise BundleError(f"{where}: the signed approval by {a.get('by')} does not verify ({detail}); "
-                                  "refusing the bundle")
-            if status == "untrusted":
-                notes.append(f"approval by {a.get('by')} is signed by a key not trusted here ({detail})")
-        v = versions[0]
-        info = manifest["info"]
-        for col in ("format", "task", "manifest_sha256", "size_bytes", "phase"):
-            if v.get(col) != info.get(col):
-                raise BundleError(f"{where}: the version's {col} differs from its committed row; refusing the bundle")
+    vrow = dict(versions[0], model=manifest["model"])
+    vinfo = VersionInfo.from_row(vrow)
+    for a in rows.get("approvals", []):  # signed approvals are verified here, with keys trusted here
+        status, detail = check_signature(a, vinfo)
+        if status == "bad":
+            raise BundleError(f"{where}: the signed approval by {a.get('by')} does not verify ({detail}); "
+                              "refusing the bundle")
+        if status == "untrusted":
+            notes.append(f"approval by {a.get('by')} is signed by a key not trusted here ({detail})")
+    v = versions[0]
+    info = manifest["info"]
+    if v.get("version") != manifest["version"]:
+        raise BundleError(f"{where}: the version number differs from its committed row; refusing the bundle")
+    for col in ("format", "task", "manifest_sha256", "size_bytes", "phase", "architecture", "params", "dtype",
+                "created_at", "created_by"):
+        if v.get(col) != info.get(col):
+            raise BundleError(f"{where}: the version's {col} differs from its committed row; refusing the bundle")
+    for col in ("recipe", "meta"):
+        if audit.canonical(_ctx(v.get(col)) or {}) != audit.canonical(info.get(col) or {}):
+            raise BundleError(f"{where}: the version's {col} differs from its committed row; refusing the bundle")
     return notes
 
 
 def _check_checkpoint(manifest: dict[str, Any], where: str) -> list[str]:
-    """The exporting catalog's signed checkpoint must cover every carried event."""
+    """The carried events must be bound to a checkpoint signed by a key trusted here: it lists
+    the (seq, hash) of exactly the carried events, each below its head, and consecutive events
+    chain (prev_hash). An unknown key, an older bundle without that list, an event it does not
+    list: refused, not noted (issue 26)."""
     from relman.catalog import anchor
 
     doc = manifest.get("checkpoint")
     if not doc:
-        return ["the bundle carries no signed checkpoint of its source's audit chain"]
+        raise BundleError(f"{where}: the bundle carries no signed checkpoint of its source's audit chain; "
+                          "refusing the bundle")
     status, info = anchor.check_doc(doc)
     if status == "bad":
         raise BundleError(f"{where}: the audit checkpoint in the bundle is invalid ({info})")
-    notes = []
     if status == "untrusted":
-        notes.append(f"the source catalog's checkpoint key {info} is not trusted here (not checked)")
-    top = max((int(e["seq"]) for e in manifest.get("audit", [])), default=0)
+        raise BundleError(f"{where}: the source catalog's checkpoint key {info} is not trusted here, so its audit "
+                          "events cannot be checked; refusing the bundle (trust that catalog's key with "
+                          "'relman keys trust')")
+    listed = doc["body"].get("events")
+    try:
+        signed = {(int(s), str(h)) for s, h in listed}
+    except (TypeError, ValueError):
+        raise BundleError(f"{where}: the bundle's checkpoint does not list its audit events (exported by an older "
+                          "relman); refusing the bundle") from None
+    events = sorted(manifest.get("audit", []), key=lambda e: e["seq"])
+    carried = [(int(e["seq"]), e["hash"]) for e in events]
+    if len({s for s, _ in carried}) != len(carried):
+        raise BundleError(f"{where}: the audit excerpt carries an event twice; refusing the bundle")
+    for seq, h in carried:
+        if (seq, h) not in signed:
+            raise BundleError(f"{where}: audit event {seq} in the bundle is not one the source catalog's checkpoint "
+                              "signed (rewritten); refusing the bundle")
+    if len(signed) != len(carried):
+        raise BundleError(f"{where}: the signed checkpoint lists {len(signed)} audit events, the bundle carries "
+                          f"{len(carried)}; refusing the bundle")
+    for a, b in zip(events, events[1:]):
+        if b["seq"] == a["seq"] + 1 and b["prev_hash"] != a["hash"]:
+            raise BundleError(f"{where}: audit event {b['seq']} does not chain to event {a['seq']}; refusing the "
+                              "bundle")
+    top = carried[-1][0] if carried else 0
     if int(doc["body"]["seq"]) < top:
         raise BundleError(f"{where}: the audit excerpt reaches event {top}, beyond the signed checkpoint "
                           f"({doc['body']['seq']})")
-    return notes
+    return []
 
 
 _BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw")
@@ -269,6 +322,10 @@ def check_bundle_files(artifacts: dict[str, Path], where: str) -> None:
                     raise BundleError(f"{where}: {rel} is not a valid ONNX model ({type(e).__name__})") from None
             elif low.endswith(".json"):
                 mi._check_json(path, rel)
+                if rel == "adapter_config.json":  # what `relman import` checks in an adapter folder
+                    from relman.modelio.peft_adapter import check_peft_config
+
+                    check_peft_config(path)
             elif low.endswith((".pkl", ".pickle", ".joblib", ".dill")):
                 raise BundleError(f"{where}: {rel} is a pickle, which relman never imports (it would run code "
                                   "when loaded)")
@@ -319,7 +376,11 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     pub, signature = keys.sign(key_name, manifest_bytes)
     sig = {"algorithm": "ed25519", "key_id": pub.id, "key_name": pub.name,
            "public_key": base64.b64encode(pub.raw).decode(), "signature": base64.b64encode(signature).decode()}
-    tmp = out.parent / f".{out.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    from relman.context import hold_here
+    from relman.fsutil import remove_stale_temp, temp_path
+
+    remove_stale_temp(out.parent)  # what a killed export to this folder left
+    tmp = temp_path(out)
     now = time.time()
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
@@ -338,9 +399,12 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
                     tf.addfile(info, f)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        hold_here("export.bundle-written")  # tests kill -9 here: the temp file is complete, not renamed
         os.replace(tmp, out)
         if progress is not None:
             progress(total, total)
+    except OSError as e:
+        raise BundleError(_write_error(e, out)) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -489,9 +553,14 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
     """Verify `path` and merge its version (files, lineage, metrics, history) into `catalog`."""
     from relman.catalog.catalog import Metric, manifest_sha
 
+    from relman.catalog.gc import SCRATCH_PREFIX, remove_stale_scratch
+    from relman.context import hold_here
+
     catalog.tmp_dir.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix="bundle-") as tmp:
+    remove_stale_scratch(catalog)  # what a killed import left (a retry cleans up before it starts)
+    with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         manifest, signer, files = read_bundle(path, Path(tmp))
+        hold_here("import-bundle.extracted")  # tests kill -9 here: files extracted, nothing committed
         model, version, info = manifest["model"], manifest["version"], manifest["info"]
         artifacts = {name[len("artifacts/"):]: p for name, p in files.items() if name.startswith("artifacts/")}
         shas = {f["path"][len("artifacts/"):]: f["sha256"] for f in manifest["files"]
@@ -545,6 +614,14 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
             "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts)}
 
 
+def _write_error(e: OSError, target: Path) -> str:
+    """One line for a failed export write (a full disk above all); nothing is left behind."""
+    from relman.fsutil import disk_full_error
+
+    full = disk_full_error(e, target.parent)
+    return f"could not write {target}: {full or e.strerror or e}; nothing was written"
+
+
 # -- plain folders -----------------------------------------------------------------------------
 def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> Path:
     """Write the version as a plain folder transformers (`hf`) or onnxruntime (`onnx`) can load,
@@ -576,7 +653,11 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
         problem = catalog.store.verify(a["sha256"])
         if problem:
             raise IntegrityError(f"cannot export {v.ref}: {a['path']} is {problem}; run 'relman verify'")
-    tmp = dest.parent / f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    from relman.context import hold_here
+    from relman.fsutil import remove_stale_temp, temp_path
+
+    remove_stale_temp(dest.parent)  # what a killed export to this folder left
+    tmp = temp_path(dest)
     try:
         tmp.mkdir()
         for a in arts:
@@ -587,9 +668,12 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str) -> 
             shutil.copyfile(catalog.store.path(a["sha256"]), target)
         if "README.md" not in paths:
             (tmp / "README.md").write_text(render_card(catalog, v), encoding="utf-8")
+        hold_here("export.folder-written")  # tests kill -9 here: the temp folder is full, not renamed
         if dest.exists():
             dest.rmdir()
         os.replace(tmp, dest)
+    except OSError as e:
+        raise BundleError(_write_error(e, dest)) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -52,10 +52,23 @@ from relman.release.rules import (COMPARATORS, ApprovalsRule, BinOp, DatasetRule
 
 from relman.release.rules import _SCOPES, BOUNDS, CONDITIONS, RuleSyntaxError  # noqa: F401  (re-exported)
 
-# Recipes whose output should behave like its parent (so fidelity to it is a fair gate);
-# distillation, fine-tuning and merges deliberately change behaviour.
-COMPRESSION_RECIPES = ("prune-magnitude", "prune-structured", "lowrank-svd", "torch-int8-dynamic", "onnx-export",
-                       "ort-int8", "half", "onnx-fp16", "int4-weight-only")
+
+
+def _compressed(recipe: Mapping[str, Any] | None) -> bool:
+    """Whether the version came from a recipe that declares `compresses` (its registry entry is
+    the one place that says so); a recipe this install does not know counts as not compressed."""
+    from relman.compress.registry import RECIPES, all_recipes
+
+    all_recipes()  # registers the built-in recipes (no heavy import)
+    found = RECIPES.get((recipe or {}).get("name") or "")
+    return bool(found and found.compresses)
+
+
+def _task_role(task: str) -> str | None:
+    from relman.tasks.specs import find_task
+
+    spec = find_task(task)
+    return spec.role if spec is not None else None
 
 
 __all__ = ["BOUNDS", "COMPARATORS", "CONDITIONS", "ApprovalsRule", "DatasetRule", "GateReport", "MetricRule",
@@ -239,12 +252,12 @@ class _Gate:
         assert me is not None
         task = me.version.task or ""
         facts = {
-            "compressed": (me.version.recipe or {}).get("name") in COMPRESSION_RECIPES,
+            "compressed": _compressed(me.version.recipe),
             "has_parent": self.subjects.get("parent") is not None,
             "has_production": self.subjects.get("production") is not None,
-            "classifier": task in ("text-classification", "image-classification"),
-            "causal_lm": task == "causal-lm",
-            "embedder": task == "feature-extraction",
+            "classifier": _task_role(task) == "classifier",
+            "causal_lm": _task_role(task) == "causal_lm",
+            "embedder": _task_role(task) == "embedder",
         }
         for negated, cond in rule.when:
             if facts[cond] == negated:
@@ -362,7 +375,7 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
             ok = _compare(float(n), rule.op, rule.count)
             need = "" if ok else f", need {rule.op} {rule.count:g}"
             kind = "signed, valid" if signed_only else "valid"
-            ignored = (f"; not counted (policy requires signed approvals): "
+            ignored = ("; not counted (policy requires signed approvals): "
                        + ", ".join(f"{a['by']} ({a['signature_status']})" for a in unsigned)) if unsigned else ""
             results.append(RuleResult(text, "pass" if ok else "fail", f"{n} {kind} approval(s) for {to_phase}{need}"
                                       + ignored, {"approvals": n, "by": [a["by"] for a in approvals]}))

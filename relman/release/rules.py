@@ -213,6 +213,22 @@ class _Parser:
             raise self.fail("the end of the rule")
 
 
+def _check_visible(text: str) -> None:
+    """Refuse characters a reader of the policy cannot see: control and format characters
+    (zero-width spaces, bidi overrides), line and paragraph separators, and spaces other than
+    the plain space and tab. `evaluated on "dev\u200b"` would otherwise name a dataset that
+    looks like `dev` and is not."""
+    import unicodedata
+
+    from relman.names import _describe
+
+    for i, ch in enumerate(text):
+        cat = unicodedata.category(ch)
+        if ch not in " \t" and (cat[0] in "CZ"):
+            raise RuleSyntaxError(f"gate rule contains {_describe(ch)} at column {i + 1}, which is not allowed "
+                                  "(only visible characters, spaces and tabs)", i + 1)
+
+
 def parse_rule(text: str) -> MetricRule | ApprovalsRule | DatasetRule:
     """Parse one rule; raises RuleSyntaxError (a ReleaseError) naming the rule, the problem and
     its column."""
@@ -220,6 +236,7 @@ def parse_rule(text: str) -> MetricRule | ApprovalsRule | DatasetRule:
         raise RuleSyntaxError("empty gate rule", 1)
     if len(text) > MAX_RULE_CHARS:
         raise RuleSyntaxError(f"gate rule '{text[:40]}…' is longer than {MAX_RULE_CHARS} characters", 1)
+    _check_visible(text)
     words = _EVALUATED_WORDS.match(text)
     if words:
         return DatasetRule(words.group("q").strip("\"'"))

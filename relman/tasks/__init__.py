@@ -22,13 +22,11 @@ if TYPE_CHECKING:
 
 def runner_class(task: str | None) -> type["Runner"]:
     """The adapter class the task table names for `task` (imports its module: worker-only)."""
-    import importlib
-
+    from relman import targets
     from relman.errors import EvaluationError
     from relman.tasks.specs import get_task
 
-    module, _, cls = get_task(task, EvaluationError).adapter.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    return targets.resolve(get_task(task, EvaluationError).adapter)
 
 
 def open_runner(folder: Path | str, fmt: str, task: str | None, device: str = "auto",

@@ -35,6 +35,7 @@ class TaskSpec:
     pipeline_tag: str              # Hugging Face pipeline tag for model cards
     suites: tuple[str, ...]        # metric suites that apply (relman.evaluate.registry)
     default_suites: tuple[str, ...] = ()  # added to size + latency when a dataset is given
+    role: str = ""                 # what gate conditions call it: "classifier", "causal_lm", "embedder", "tagger"
     quality_metric: tuple[str, bool] | None = None  # (quality metric, higher is better) for `optimize`
     fidelity_metric: str = "agreement"  # the headline fidelity measure ("agreement" or "cosine")
     recipes: tuple[str, ...] = ()  # task-restricted recipes that apply (the others apply to every task)
@@ -85,7 +86,7 @@ def tasks_with_recipe(recipe: str) -> tuple[str, ...]:
 
 
 register(TaskSpec(
-    name="text-classification", title="Text classification",
+    name="text-classification", role="classifier", title="Text classification",
     adapter="relman.tasks.text_classification:TextClassificationRunner",
     auto_class="AutoModelForSequenceClassification", architecture_suffixes=("ForSequenceClassification",),
     output="logits", modality="text", data_kinds=("text",), per_token_output=False, labels="row",
@@ -93,7 +94,7 @@ register(TaskSpec(
     default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune"),
 ))
 register(TaskSpec(
-    name="image-classification", title="Image classification",
+    name="image-classification", role="classifier", title="Image classification",
     adapter="relman.tasks.image_classification:ImageClassificationRunner",
     auto_class="AutoModelForImageClassification", architecture_suffixes=("ForImageClassification",),
     output="logits", modality="image", data_kinds=("image",), per_token_output=False, labels="row",
@@ -101,7 +102,7 @@ register(TaskSpec(
     default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune"),
 ))
 register(TaskSpec(
-    name="feature-extraction", title="Feature extraction (sentence embeddings)",
+    name="feature-extraction", role="embedder", title="Feature extraction (sentence embeddings)",
     adapter="relman.tasks.feature_extraction:FeatureExtractionRunner",
     auto_class="AutoModel", architecture_suffixes=("Model",),
     output="last_hidden_state", modality="text", data_kinds=("text", "lm"), per_token_output=True,
@@ -109,7 +110,7 @@ register(TaskSpec(
     fidelity_metric="cosine", recipes=("distill", "finetune"),  # finetune: an encoder becomes a classifier
 ))
 register(TaskSpec(
-    name="causal-lm", title="Causal language modelling",
+    name="causal-lm", role="causal_lm", title="Causal language modelling",
     adapter="relman.tasks.causal_lm:CausalLMRunner",
     auto_class="AutoModelForCausalLM", architecture_suffixes=("ForCausalLM", "LMHeadModel"),
     output="logits", modality="text", data_kinds=("lm", "text"), per_token_output=True, labels="none",
@@ -117,7 +118,7 @@ register(TaskSpec(
     quality_metric=("perplexity", False), recipes=("int4-weight-only",), causal=True,
 ))
 register(TaskSpec(
-    name="token-classification", title="Token classification (named entities)",
+    name="token-classification", role="tagger", title="Token classification (named entities)",
     adapter="relman.tasks.token_classification:TokenClassificationRunner",
     auto_class="AutoModelForTokenClassification", architecture_suffixes=("ForTokenClassification",),
     output="logits", modality="text", data_kinds=("tokens", "text", "lm"), per_token_output=True, labels="token",

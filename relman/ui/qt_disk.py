@@ -120,13 +120,12 @@ class DiskView(QWidget):
         lay.addWidget(self.summary)
         lay.addWidget(self.table, 2)
         lay.addWidget(self.chart, 1)
+        if hasattr(window, "catalog_actions"):
+            self.gc_requested.connect(lambda: window.guarded("gc", window.catalog_actions.collect_garbage))
 
     @property
     def catalog_root(self) -> Path:
         return Path(self._root() if callable(self._root) else self._root)
-
-        if hasattr(window, "catalog_actions"):
-            self.gc_requested.connect(lambda: window.guarded("gc", window.catalog_actions.collect_garbage))
 
     def apply_theme(self, dark: bool) -> None:
         pass  # the chart paints with the palette

@@ -284,9 +284,16 @@ class JobsView(QWidget):
         j = self.job(self.selected_job) if self.selected_job is not None else None
         self.cancel_btn.setEnabled(j is not None and j["status"] in ("queued", "running")
                                    and not j["cancel_requested"])
-        self.retry_btn.setEnabled(j is not None and j["status"] in ("failed", "cancelled"))
+        from relman.jobs.causes import describe, retry_helps
+
+        helps = j is not None and (j["status"] == "cancelled" or (j["status"] == "failed" and retry_helps(j.get("cause"))))
+        self.retry_btn.setEnabled(helps)
         self.cancel_btn.setToolTip("Ask the selected job to stop")
-        self.retry_btn.setToolTip("Queue a failed or cancelled job again")
+        if j is not None and j["status"] == "failed" and not helps:
+            self.retry_btn.setToolTip(f"Retrying cannot help: the job failed on {describe(j.get('cause'))} — "
+                                      "fix what it was given and start it again")
+        else:
+            self.retry_btn.setToolTip("Queue a failed or cancelled job again")
 
     def set_theme(self, dark: bool) -> None:
         self.curve_plot.setBackground("#252932" if dark else "#ffffff")

@@ -246,7 +246,7 @@ class VersionsFilterProxy(QSortFilterProxyModel):
 
 
 # -- jobs --------------------------------------------------------------------------------------
-JOB_COLUMNS = ("ID", "Kind", "Target", "Status", "Progress", "Device", "Elapsed", "Executor", "Message")
+JOB_COLUMNS = ("ID", "Kind", "Target", "Status", "Progress", "Device", "Elapsed", "Executor", "Cause", "Message")
 STATUS_COLORS = {"queued": "#8a94a6", "running": "#3b82c4", "succeeded": "#2e9d57", "failed": "#c4453b",
                  "cancelled": "#b07a1e"}
 
@@ -268,6 +268,15 @@ def elapsed_text(started: str | None, finished: str | None, now: datetime | None
     t1 = parse_time(finished) or now or datetime.now(timezone.utc)
     s = max(0, int((t1 - t0).total_seconds()))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def job_cause_text(job: dict[str, Any]) -> str:
+    """The typed cause of a failed job in words ("out of memory", "bad input"), '' otherwise."""
+    if job.get("status") != "failed" or not job.get("cause"):
+        return ""
+    from relman.jobs.causes import describe
+
+    return describe(job["cause"])
 
 
 def job_target(params: dict[str, Any]) -> str:
@@ -322,7 +331,7 @@ class JobsTableModel(QAbstractTableModel):
                 str(j["id"]), j["kind"], j.get("target") or job_target(j.get("params_obj", {})), j["status"],
                 f"{100 * (j['progress'] or 0):.0f}%", j.get("device_used") or j["device"],
                 elapsed_text(j["started_at"], j["finished_at"]), j.get("executor") or "",
-                j.get("error") or j["message"],
+                job_cause_text(j), j.get("error") or j["message"],
             ][c]
         if role == SORT_ROLE and c == self.PROGRESS_COLUMN:
             return float(j["progress"] or 0)
@@ -334,5 +343,7 @@ class JobsTableModel(QAbstractTableModel):
             if c == 7:
                 return ("Ran on the Ray worker " + j["executor"][4:]) if (j.get("executor") or "").startswith("ray") \
                     else "Ran as a local worker process" if j.get("executor") else "Not started yet"
+            if c == 8 and j.get("cause"):
+                return f"{job_cause_text(j)}: {j.get('cause_evidence') or 'no further evidence'}"
             return j.get("error") or j["message"] or None
         return None

@@ -23,14 +23,12 @@ PREFERRED_METRICS = (
     "accuracy", "f1_macro", "f1", "latency_p95_ms", "latency_p50_ms", "size_mb", "peak_memory_mb",
     "fidelity_agreement", "fairness_gap", "robustness_drop", "perplexity",
 )
-_LOWER_IS_BETTER = ("latency", "size", "memory", "loss", "gap", "drop", "perplexity", "error", "_ms",
-                    "_mb", "params", "ece", "time", "bytes", "ttft")
-
-
 def lower_is_better(metric: str) -> bool:
-    """Direction of a metric for Pareto fronts and deltas, from its name."""
-    name = metric.lower()
-    return any(token in name for token in _LOWER_IS_BETTER)
+    """Direction of a metric for Pareto fronts and deltas, as declared once where it is measured
+    (the suites' `metrics`, the recipes' RECIPE_METRICS); undeclared metrics count as higher-better."""
+    from relman.compress.registry import metric_direction
+
+    return metric_direction(metric) is False
 
 
 def recipe_label(recipe: dict[str, Any]) -> str:
@@ -214,7 +212,7 @@ def pareto_front(xs: Sequence[float], ys: Sequence[float], *, x_lower_better: bo
     pts.sort()
     front: list[int] = []
     best_y = float("inf")
-    for x, y, i in pts:
+    for _x, y, i in pts:
         if y < best_y:
             front.append(i)
             best_y = y

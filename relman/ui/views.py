@@ -27,7 +27,7 @@ layer to change anything themselves: they emit a request that a controller handl
 
 from __future__ import annotations
 
-import importlib
+from relman import targets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -44,8 +44,7 @@ class ViewSpec:
     lazy: bool = False  # build when first shown (heavy imports such as pyqtgraph)
 
     def load(self) -> Any:
-        module, _, cls = self.target.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return targets.resolve(self.target)
 
 
 VIEWS: list[ViewSpec] = [

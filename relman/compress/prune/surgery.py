@@ -29,15 +29,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from relman.errors import ModelImportError, RecipeError
-from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model
+from relman.errors import RecipeError
+from relman.modelio.loading import load_torch_model
+# the format's reader lives with the format (modelio); recipes keep importing these names from here
+from relman.modelio.reshaped import (  # noqa: F401
+    RESHAPED, SURGERY_KEY, apply_surgery, get_module, load_reshaped, load_state_strict, lowrank_module,
+    read_safetensors_folder, set_module,
+)
 
 if TYPE_CHECKING:
     from relman.compress.registry import ModelSource
     from relman.context import WorkContext
 
-RESHAPED = "hf-reshaped"
-SURGERY_KEY = "relman_surgery"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".onnx_data", ".index.json")
 # Files save_pretrained writes itself; everything else in a parent folder (tokenizer, image
 # processor, vocab ...) is copied into the child unchanged.
@@ -45,16 +48,6 @@ _WRITTEN_BY_SAVE = ("config.json", "generation_config.json")
 
 
 # -- modules ----------------------------------------------------------------------------------
-def get_module(model: nn.Module, path: str) -> nn.Module:
-    return model.get_submodule(path)
-
-
-def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, name, module)
-
-
 def is_linear_like(module: nn.Module) -> bool:
     """nn.Linear, or transformers' Conv1D (GPT-2), whose weight is stored transposed."""
     return isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
@@ -65,23 +58,6 @@ def linear_weight(module: nn.Module) -> torch.Tensor:
     if isinstance(module, nn.Linear):
         return module.weight
     return module.weight.t()  # Conv1D stores (in, out)
-
-
-def lowrank_module(in_features: int, rank: int, out_features: int, bias: bool) -> nn.Sequential:
-    """x -> B(A x): A is (rank x in), B is (out x rank) and keeps the original bias."""
-    return nn.Sequential(nn.Linear(in_features, rank, bias=False), nn.Linear(rank, out_features, bias=bias))
-
-
-def apply_surgery(model: nn.Module, surgery: dict[str, Any]) -> None:
-    """Reshape `model`'s layers as `surgery` lists (weights are loaded afterwards)."""
-    for path, (fin, fout, bias) in (surgery.get("linear") or {}).items():
-        set_module(model, path, nn.Linear(int(fin), int(fout), bias=bool(bias)))
-    for path, (fin, rank, fout, bias) in (surgery.get("lowrank") or {}).items():
-        set_module(model, path, lowrank_module(int(fin), int(rank), int(fout), bool(bias)))
-    for path, attrs in (surgery.get("attrs") or {}).items():
-        module = model.get_submodule(path)
-        for name, value in attrs.items():
-            setattr(module, name, value)
 
 
 def merge_surgery(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
@@ -102,56 +78,6 @@ def merge_surgery(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, 
 
 def current_surgery(model: nn.Module) -> dict[str, Any]:
     return copy.deepcopy(getattr(model.config, SURGERY_KEY, None) or {})
-
-
-# -- loading ----------------------------------------------------------------------------------
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
-    """Load `state` into `model`; every tensor must fit and every parameter must be given,
-    except parameters tied to one that was given (e.g. GPT-2's lm_head)."""
-    own = model.state_dict()
-    for key, tensor in state.items():
-        if key in own and tuple(own[key].shape) != tuple(tensor.shape):
-            raise ModelImportError(f"{where}: tensor '{key}' has shape {tuple(tensor.shape)} but the reshaped "
-                                   f"model expects {tuple(own[key].shape)}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise ModelImportError(f"{where}: tensor '{unexpected[0]}' does not belong to this model "
-                               f"({len(unexpected)} unexpected)")
-    if missing:
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()
-        loaded = {t.data_ptr() for k, t in model.state_dict().items() if k in state}
-        untied = [k for k in missing if model.state_dict()[k].data_ptr() not in loaded]
-        if untied:
-            raise ModelImportError(f"{where}: weights for '{untied[0]}' are missing ({len(untied)} missing)")
-
-
-def read_safetensors_folder(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    files = sorted(Path(folder).glob("*.safetensors"))
-    if not files:
-        raise ModelImportError(f"{folder} holds no .safetensors weights")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(load_file(str(f)))
-    return state
-
-
-def load_reshaped(folder: Path, task: str, device: str = "cpu") -> nn.Module:
-    """Loader of the "hf-reshaped" format (registered in relman.modelio TORCH_LOADERS)."""
-    from transformers import AutoConfig
-
-    folder = Path(folder)
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    surgery = getattr(config, SURGERY_KEY, None) or {}
-    model = auto_class(task).from_config(config)
-    apply_surgery(model, surgery)
-    load_state_strict(model, read_safetensors_folder(folder), folder)
-    return model.to(device).eval()
-
-
-TORCH_LOADERS.setdefault(RESHAPED, load_reshaped)
 
 
 def load_parent(source: "ModelSource", device: str = "cpu") -> nn.Module:

@@ -168,7 +168,7 @@ def half_onnx(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
         outs = run_onnx(out / ONNX_FILE, checks)
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise RecipeError(f"the float16 graph does not run in onnxruntime ({first}); add the op to op_block_list")
+        raise RecipeError(f"the float16 graph does not run in onnxruntime ({first}); add the op to op_block_list") from e
     refs = run_onnx(onnx_in, checks)
     diff = max(output_diff(o, r, f, task) for o, r, f in zip(outs, refs, checks))
     if not np.isfinite(diff):

@@ -14,20 +14,17 @@ architecture from config.json, re-applies the same `quantize_dynamic` (the layer
 from __future__ import annotations
 
 import json
-import warnings
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from relman.compress.export.onnx_export import copy_side_files, input_names, output_diff, verification_inputs
-from relman.errors import ModelImportError, RecipeError
+from relman.errors import RecipeError
 from relman.tasks.specs import get_task
-from relman.modelio.loading import TORCH_LOADERS, auto_class, load_torch_model
+from relman.modelio.loading import load_torch_model
+# the format's reader lives with the format (modelio); the recipe writes what it reads
+from relman.modelio.torch_int8 import FORMAT, SPEC_FILE, STATE_FILE, load_int8, quantize_dynamic_layers  # noqa: F401
 
-FORMAT = "torch-int8"
-STATE_FILE = "quantized_state_dict.pt"
-SPEC_FILE = "relman_int8.json"
 
 
 def _quantize(model: torch.nn.Module, keep_float: list[str]) -> tuple[torch.nn.Module, list[str]]:
@@ -35,39 +32,7 @@ def _quantize(model: torch.nn.Module, keep_float: list[str]) -> tuple[torch.nn.M
     `keep_float`; returns the model and the names of the quantised layers."""
     targets = {name for name, m in model.named_modules()
                if isinstance(m, torch.nn.Linear) and not any(k and k in name for k in keep_float)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(
-            model, {name: torch.ao.quantization.default_dynamic_qconfig for name in targets}, dtype=torch.qint8)
-    return quantized, sorted(targets)
-
-
-def load_int8(folder: Path, task: str, device: str = "cpu") -> torch.nn.Module:
-    """Loader for format "torch-int8" (registered in TORCH_LOADERS). CPU only: PyTorch's
-    dynamic INT8 kernels exist for CPU (fbgemm / qnnpack) and not for CUDA."""
-    folder = Path(folder)
-    spec_path = folder / SPEC_FILE
-    if not spec_path.is_file() or not (folder / STATE_FILE).is_file():
-        raise ModelImportError(f"{folder}: not a torch-int8 model ({SPEC_FILE} or {STATE_FILE} missing)")
-    if device != "cpu":
-        raise ModelImportError(f"{folder}: dynamic INT8 PyTorch models run on the CPU only (asked for {device})")
-    spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    config_cls = auto_class(task)
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
-    model = config_cls.from_config(config).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(
-            model, {name: torch.ao.quantization.default_dynamic_qconfig for name in spec["quantized"]},
-            dtype=torch.qint8)
-        state = torch.load(str(folder / STATE_FILE), map_location="cpu", weights_only=True)
-    quantized.load_state_dict(state, strict=True)
-    return quantized.eval()
-
-
-TORCH_LOADERS[FORMAT] = load_int8
+    return quantize_dynamic_layers(model, targets), sorted(targets)
 
 
 def _count_params(state: dict[str, Any]) -> int:

@@ -102,18 +102,9 @@ class JobActions(Controller):
 
     def set_executor(self, address: str | None, allow_remote: bool = False) -> None:
         """Store where this catalog's jobs run (as `relman jobs executor` does) and reconnect."""
-        from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+        from relman.jobs.ray_executor import set_executor
 
-        cat = self.window.catalog
-        if address:
-            address = check_address(address, allow_remote)
-            cat.set_setting(SETTING_ADDRESS, address)
-            cat.set_setting(SETTING_ALLOW_REMOTE, bool(allow_remote))
-            cat.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)})
-        else:
-            cat.set_setting(SETTING_ADDRESS, None)
-            cat.set_setting(SETTING_ALLOW_REMOTE, False)
-            cat.log_event("executor-set", {"executor": "local"})
+        address = set_executor(self.window.catalog, address, allow_remote)
         if address and self.runner is not None:
             self.connect_executor()
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtWidgets import QDoubleSpinBox, QLineEdit, QPlainTextEdit
+from PySide6.QtWidgets import QDoubleSpinBox, QPlainTextEdit
 
 from relman.errors import RelmanError
 from relman.ui.controllers import ActionSpec, Controller, needs
