@@ -103,7 +103,14 @@ def test_onnx_export_has_dynamic_axes_and_matches_pytorch(catalog, tmp_path, tin
         feeds = text_feeds(4, 19, 60, pad=6)
         if which == "gpt2":
             feeds.pop("token_type_ids")
-    got = ort_run(folder, feeds)
+    if which == "gpt2":  # a causal LM is exported with its key/value cache: fed an empty past here
+        from relman.tasks.backends import OnnxBackend
+
+        backend = OnnxBackend(folder, parent.task, "cpu", 1)
+        assert "past_key_values.0.key" in backend.input_names and child.meta["onnx"]["kv_cache"] is True
+        got = backend.run(backend.to_native(feeds))
+    else:
+        got = ort_run(folder, feeds)
     want = torch_logits(src, parent.task, feeds)
     diff = np.abs(got - want)
     if which == "gpt2":  # logits at padded positions are meaningless
@@ -367,3 +374,18 @@ def test_half_precision_on_the_gpu_casts_there_and_runs_there(catalog, tmp_path,
     assert out.dtype == torch.float16 and out.is_cuda
     want = torch_logits(bert64, "text-classification", feeds)
     assert np.abs(out.float().cpu().numpy() - want).max() < 0.01
+
+
+def test_int4_of_a_with_cache_onnx_child_keeps_the_cache_and_checks_out(catalog, tmp_path, tiny_gpt2):
+    """onnx-export writes a causal LM with its key/value cache; INT4 from that child must still
+    verify (the checks feed an empty past) and keep the past/present inputs for generation."""
+    import onnxruntime as ort
+
+    parent = import_model(catalog, tiny_gpt2, "gpt2")
+    exported = compress(catalog, parent.id, "onnx-export")
+    child = compress(catalog, exported.id, "int4-weight-only", {"block_size": "16"})
+    folder = child_folder(catalog, child, tmp_path)
+    s = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert "past_key_values.0.key" in {i.name for i in s.get_inputs()}
+    assert "present.0.key" in {o.name for o in s.get_outputs()}
+    assert child.dtype == "int4"

@@ -166,6 +166,8 @@ register(Recipe(
         Param("tolerance", float, 1e-4, "refuse the export when ONNX and PyTorch outputs differ by more "
                                         "(max abs, on inputs of other shapes than the traced ones)", min=0.0),
         replace(_EXPORTER, default="relman"),  # a plain export stays relman's graph unless asked
+        Param("kv_cache", bool, True, "causal LMs: also past/present key-value inputs and outputs, so "
+                                      "generation feeds one new token per step and reuses the cache"),
     ),
     description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
 ))

@@ -17,6 +17,9 @@ in a queued job — `concurrent_jobs`, the most other jobs seen running around t
 (non-zero means the figure shared the machine). Queued latency jobs run in an exclusive slot
 (the runner starts nothing else on their device), so this is normally 0.
 
+Causal LMs also get generation figures (option `generation`, default on): time to first token
+and decode tokens per second, paired the same way; see `relman.evaluate.generation_latency`.
+
 Paired timing. When the version has a parent and/or its model has a production version (the
 evaluate job loads them as comparators, option `paired`, default on), each configuration is
 timed for all of them in the same process, in interleaved rounds: a round is `calls_per_round`
@@ -291,7 +294,22 @@ def run(env: SuiteEnv) -> list[Metric]:
                            + (" of undisturbed calls (thread not descheduled)" if single else "")
                            + "; percentile bootstrap over rounds (2000)"))
         env.progress((i + 1) / len(configs), f"latency b{bs}" + (f" s{used_seq}" if text else ""))
+    if runner.spec.causal and env.options.get("generation", True):
+        out += _generation(env, runner, others)
     return out
+
+
+def _generation(env: SuiteEnv, runner: Any, others: list[Any]) -> list[Metric]:
+    """Time to first token and decode tokens/s, paired (relman.evaluate.generation_latency)."""
+    from relman.evaluate.generation_latency import run_generation
+
+    env.progress(0.99, "generation: time to first token, tokens/s")
+    base: dict[str, Any] = {"paired_with": [c.ref for c in others], "timer": "perf_counter",
+                            "inputs": "dataset" if env.dataset else "synthetic", "load_avg_1m": _load1()}
+    ids = other_job_ids(env)
+    if ids is not None:
+        base["other_jobs"], base["concurrent_jobs"] = ids, len(ids)
+    return run_generation(env, runner, others, base)
 
 
 def _threads_of(runner: Any) -> int | None:

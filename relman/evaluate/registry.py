@@ -191,10 +191,23 @@ register(Suite(
         Option("time_budget_s", float, 20.0, "Stop a configuration after this long, even short of min_samples.",
                min=0.01),
         _PAIRED,
+        Option("generation", bool, True, "Causal LMs: also time greedy generation (time to first token, "
+                                         "decode tokens/s, paired ratios)."),
+        Option("generate_tokens", int, 16, "Causal LMs: new tokens per timed generation (EOS ignored).",
+               min=2, max=4096),
+        Option("generation_prompts", int, 2, "Causal LMs: prompts per round.", min=1, max=64),
+        Option("prompt_tokens", int, 0, "Causal LMs: prompt length in tokens (0: the first sequence length, "
+                                        "else 32).", min=0, max=32768),
+        Option("generation_rounds", int, 10, "Causal LMs: interleaved generation rounds (at least 5).",
+               min=5, max=10000),
+        Option("generation_budget_s", float, 20.0, "Causal LMs: stop generation rounds after this long "
+                                                   "(after 5 rounds).", min=0.01),
     ),
     description="p50/p90/p95/p99 latency and throughput per batch size and sequence length; "
-                "paired ratios vs parent and production",
-    metrics=(MetricSpec("latency_", False), MetricSpec("throughput", True),)))
+                "paired ratios vs parent and production; for causal LMs time to first token and "
+                "decode tokens/s, paired too",
+    metrics=(MetricSpec("latency_", False), MetricSpec("throughput", True), MetricSpec("ttft_", False),
+             MetricSpec("decode_tokens", True), MetricSpec("generate_tokens", True))))
 register(Suite(
     "robustness", "Robustness to perturbations", "relman.evaluate.robustness:run", needs_labels=True,
     options=(

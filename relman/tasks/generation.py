@@ -8,23 +8,21 @@ output never depends on its batch neighbours), and stops at EOS, after `max_new_
 with `stop_at_newline` — at the first generated newline (the newline itself is not part of
 `text`; its token is counted).
 
-The exact signature (lm-gen's `relman.tasks.onnx_generation.generate_onnx` takes the same
-keyword arguments and returns the same `Generation` records)::
+The signature::
 
     generate_greedy(folder: Path | str, fmt: str, prompts: Sequence[str], *,
                     max_new_tokens: int = 32, stop_at_newline: bool = False,
                     device: str = "cpu", threads: int | None = None,
                     model: Any = None, tokenizer: Any = None) -> list[Generation]
 
-    generate_onnx(folder: Path, prompts: Sequence[str], *, max_new_tokens: int,
-                  stop_at_newline: bool, device: str, threads: int | None) -> list[Generation]
+`Generation` (relman.tasks.generation_types, shared with the ONNX path): `prompt`, `text` (the
+decoded new tokens, cut at the newline when asked), `token_ids` (the new token ids),
+`new_tokens` (their number), `ttft_s` (seconds from the call to the first new token), `total_s`
+(seconds for the whole prompt), `prompt_tokens`, `engine`, `stopped`.
 
-`Generation` fields: `prompt`, `text` (the decoded new tokens, cut at the newline when asked),
-`token_ids` (the new token ids), `new_tokens` (their number), `ttft_s` (seconds from the call
-to the first new token) and `total_s` (seconds for the whole prompt).
-
-For format `onnx` the call goes to `generate_onnx` when that module exists; until lm-gen lands
-it is refused with one clear line. Every other format is loaded with relman's torch loader
+Format `onnx` goes to `relman.tasks.onnx_generation.generate_onnx` (relman's KV-cache loop, or
+onnxruntime-genai's generator for a builder-made folder), the newline stop applied to its
+tokens afterwards. Every other format is loaded with relman's torch loader
 (`relman.modelio.loading.load_torch_model`), or the caller passes an already loaded `model` and
 `tokenizer` (the suites reuse their runner's). Nothing here touches the network.
 """
@@ -35,26 +33,14 @@ import contextlib
 import importlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from relman.errors import EvaluationError
+from relman.tasks.generation_types import Generation  # the one record, torch and ONNX alike
 
 ONNX_MODULE = "relman.tasks.onnx_generation"
-
-
-@dataclass(frozen=True)
-class Generation:
-    prompt: str
-    text: str
-    token_ids: list[int]
-    new_tokens: int
-    ttft_s: float
-    total_s: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def generate_greedy(folder: Path | str, fmt: str, prompts: Sequence[str], *, max_new_tokens: int = 32,
@@ -69,10 +55,14 @@ def generate_greedy(folder: Path | str, fmt: str, prompts: Sequence[str], *, max
         except ModuleNotFoundError as e:
             if e.name != ONNX_MODULE:
                 raise
-            raise EvaluationError("generation for ONNX versions needs lm-gen "
-                                  f"({ONNX_MODULE} is not in this build)") from None
-        return list(onnx_gen.generate_onnx(Path(folder), list(prompts), max_new_tokens=max_new_tokens,
-                                           stop_at_newline=stop_at_newline, device=device, threads=threads))
+            raise EvaluationError(f"generation for ONNX versions needs {ONNX_MODULE}, which this build lacks") from None
+        if tokenizer is None:
+            from relman.modelio.loading import load_preprocessor
+
+            tokenizer = load_preprocessor(Path(folder), "causal-lm")
+        gens = onnx_gen.generate_onnx(Path(folder), list(prompts), max_new_tokens=max_new_tokens, device=device,
+                                      threads=threads, tokenizer=tokenizer)
+        return [_cut_at_newline(g, tokenizer) for g in gens] if stop_at_newline else list(gens)
     if model is None or tokenizer is None:
         from relman.modelio.loading import load_preprocessor, load_torch_model
 
@@ -116,6 +106,20 @@ def _newline_ids(tokenizer: Any) -> set[int]:
     return cached
 
 
+def _cut_at_newline(g: Generation, tokenizer: Any) -> Generation:
+    """An ONNX generation stopped where the torch path's newline criterion stops (greedy: the
+    tokens before it are the same whether or not decoding went on); `total_s` keeps the time of
+    the longer run."""
+    newline = _newline_ids(tokenizer)
+    cut = next((i for i, t in enumerate(g.token_ids) if t in newline), None)
+    if cut is None:
+        return g
+    kept = g.token_ids[: cut + 1]
+    eos = tokenizer.eos_token_id
+    text = tokenizer.decode([t for t in kept if t != eos], skip_special_tokens=True).split("\n", 1)[0]
+    return replace(g, text=text, token_ids=kept, new_tokens=len(kept), stopped="newline")
+
+
 def _one(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, stop_at_newline: bool) -> Generation:
     import torch
     from transformers import StoppingCriteria, StoppingCriteriaList
@@ -150,4 +154,7 @@ def _one(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int, stop_at_n
     if stop_at_newline and "\n" in text:
         text = text.split("\n", 1)[0]
     ttft = (streamer.first - t0) if streamer.first is not None else total
-    return Generation(prompt=prompt, text=text, token_ids=new, new_tokens=len(new), ttft_s=ttft, total_s=total)
+    stopped = "eos" if eos is not None and new and new[-1] == eos else "newline" if newline and new and \
+        new[-1] in newline else "length"
+    return Generation(prompt=prompt, text=text, token_ids=new, new_tokens=len(new), ttft_s=ttft, total_s=total,
+                      prompt_tokens=n_prompt, engine="torch", stopped=stopped)

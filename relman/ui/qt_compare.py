@@ -58,6 +58,28 @@ def task_quality_metric(snap: Snapshot | None, model: str | None) -> str | None:
     return spec.quality_metric[0] if spec.quality_metric else spec.fidelity_metric
 
 
+# Language-model measures, offered first on the axes when the model is a causal LM: quality
+# (perplexity, bits per byte, multiple-choice accuracy, exact match of generations) and
+# generation speed (time to first token, decode tokens/s, their paired ratios).
+LM_METRICS = ("perplexity", "bits_per_byte", "acc", "exact_match", "ttft", "decode_tokens_per_s",
+              "generate_tokens_per_s")
+# The latency plot's X for a causal LM: the paired ratio of time to first token when measured.
+LM_COST_AXES = ("ttft_ratio_vs_parent", "ttft_p50_ms")
+
+
+def is_causal_model(snap: Snapshot | None, model: str | None) -> bool:
+    if snap is None or not model or model == ALL_MODELS:
+        return False
+    return {v.task for v in snap.of_model(model)} == {"causal-lm"}
+
+
+def lm_first(names: Sequence[str]) -> list[str]:
+    """`names` with the language-model measures first (in LM_METRICS order), the rest after."""
+    def rank(n: str) -> int:
+        return next((i for i, key in enumerate(LM_METRICS) if n.startswith(key)), len(LM_METRICS))
+    return sorted(names, key=rank)
+
+
 def table_rank(metric: str, quality: str | None) -> int:
     if metric == quality:
         return 0
@@ -205,6 +227,17 @@ class ScatterPanel(QWidget):
             return
         self._wanted = (self._wanted[0], metric)
         self.y_combo.setCurrentIndex(self.y_combo.findText(metric))
+
+    def follow_cost(self, metrics: Sequence[str]) -> None:
+        """Point the X axis at the first of `metrics` that is stored, unless the user picked one."""
+        if self.user_y:
+            return
+        for metric in metrics:
+            idx = self.x_combo.findText(metric)
+            if idx >= 0:
+                self._wanted = (metric, self._wanted[1])
+                self.x_combo.setCurrentIndex(idx)
+                return
 
     def set_axes(self, x: str, y: str) -> None:
         self._wanted = (x, y)
@@ -393,6 +426,8 @@ class CompareView(QWidget):
     def set_snapshot(self, snap: Snapshot, model: str | None = None) -> None:
         self.snapshot = snap
         names = snap.plottable_metrics()
+        if is_causal_model(snap, model or self.model_combo.currentText()):
+            names = lm_first(names)
         quality = task_quality_metric(snap, model or self.model_combo.currentText())
         for panel in (self.size_panel, self.latency_panel):
             panel.set_metrics(names, quality)
@@ -428,6 +463,9 @@ class CompareView(QWidget):
         quality = task_quality_metric(self.snapshot, self.model_combo.currentText()) if self.snapshot else None
         for panel in (self.size_panel, self.latency_panel):
             panel.follow_quality(quality)
+        if self.snapshot is not None and is_causal_model(self.snapshot, self.model_combo.currentText()):
+            self.latency_panel.follow_cost(LM_COST_AXES)
+        for panel in (self.size_panel, self.latency_panel):
             panel.set_rows(rows, sel)
         self._draw_trend()
         self._fill_table()

@@ -58,6 +58,7 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("datasets", "Datasets", "relman.ui.qt_datasets:DatasetsView"),
     ViewSpec("overview", "Overview", "relman.ui.qt_overview:OverviewView"),
     ViewSpec("explain", "Explain", "relman.ui.qt_explain:ExplainView"),
+    ViewSpec("generate", "Generate", "relman.ui.qt_generate:GenerateView"),
 ]
 
 

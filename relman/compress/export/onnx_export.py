@@ -117,7 +117,8 @@ def output_diff(a: np.ndarray, b: np.ndarray, feeds: dict[str, np.ndarray], task
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     spec = find_task(task)
     if spec is not None and spec.per_token_output and "attention_mask" in feeds and diff.ndim == 3:
-        diff = diff * feeds["attention_mask"][..., None]
+        # a with-cache graph's mask also covers the past; the outputs are the new positions'
+        diff = diff * feeds["attention_mask"][:, -diff.shape[1]:][..., None]
     return float(diff.max()) if diff.size else 0.0
 
 
@@ -145,6 +146,72 @@ def _wrapper(model: Any, names: list[str], output: str, causal: bool) -> Any:
             return self.model(**kwargs, return_dict=True)[output]
 
     return Wrapped().eval()
+
+
+def cache_names(layers: int) -> tuple[list[str], list[str]]:
+    """Names of a with-cache graph's past inputs and present outputs, the convention of Optimum's
+    and ONNX Runtime GenAI's graphs (so `relman.tasks.backends.is_cache_input` knows them)."""
+    past = [f"past_key_values.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    present = [f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")]
+    return past, present
+
+
+def _cache_wrapper(model: Any) -> tuple[Any, int]:
+    """The model as a graph with a key/value cache: (input_ids, attention_mask over past + new
+    tokens, position_ids, past key/value per layer) -> (logits, present key/value per layer).
+    Flat tensors in and out, so TorchScript traces it; the cache is rebuilt as a DynamicCache
+    inside. Returns (module, number of layers)."""
+    import torch
+    from transformers import DynamicCache
+
+    config = model.config
+    layers = int(getattr(config, "num_hidden_layers", None) or config.n_layer)
+
+    class WithCache(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                    *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            cache = DynamicCache(config=config)
+            for i in range(layers):
+                cache.update(past[2 * i], past[2 * i + 1], i)
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True, return_dict=True)
+            present: list[torch.Tensor] = []
+            for layer in out.past_key_values.layers[:layers]:
+                present += [layer.keys, layer.values]
+            return (out.logits, *present)
+
+    return WithCache().eval(), layers
+
+
+def _cache_shape(model: Any) -> tuple[int, int]:
+    """(KV heads, head size) of a causal LM's cache, read from one real forward pass (configs
+    spell them differently: num_key_value_heads, n_head, head_dim, n_embd / n_head ...)."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.zeros((1, 2), dtype=torch.long), use_cache=True, return_dict=True)
+    keys = out.past_key_values.layers[0].keys
+    return int(keys.shape[1]), int(keys.shape[3])
+
+
+def with_past_feeds(feeds: dict[str, np.ndarray], layers: int, kv_heads: int, head_size: int,
+                    past_len: int = 0, seed: int = 0) -> dict[str, np.ndarray]:
+    """`feeds` (input_ids, attention_mask) completed for a with-cache graph: positions from the
+    mask, a past of `past_len` positions (random values, mask ones) per layer."""
+    ids = feeds["input_ids"]
+    batch = ids.shape[0]
+    rng = np.random.default_rng(seed)
+    mask = np.concatenate([np.ones((batch, past_len), dtype=np.int64), feeds["attention_mask"].astype(np.int64)], 1)
+    out = {"input_ids": ids, "attention_mask": mask,
+           "position_ids": np.clip(np.cumsum(mask, axis=1) - 1, 0, None)[:, past_len:].astype(np.int64)}
+    past, _ = cache_names(layers)
+    for name in past:
+        out[name] = rng.standard_normal((batch, kv_heads, past_len, head_size)).astype(np.float32)
+    return out
 
 
 def save_onnx(model: Any, folder: Path) -> list[str]:
@@ -282,15 +349,49 @@ def run_onnx(path: Path, feeds: Iterable[dict[str, np.ndarray]], output: str | N
     wanted = {i.name for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     out_name = output if output in names else names[0]
-    return [session.run([out_name], {k: v for k, v in f.items() if k in wanted})[0] for f in feeds]
+    fill = _generation_inputs(session, Path(path).parent)
+    return [session.run([out_name], fill({k: v for k, v in f.items() if k in wanted}))[0] for f in feeds]
+
+
+def _generation_inputs(session: Any, folder: Path) -> Any:
+    """A function completing a feed for a with-cache causal-LM graph (relman's `with_past`
+    export, the builder's): an empty past and positions from the mask for the inputs the feed
+    lacks, i.e. the whole-sequence first step every check and suite runs."""
+    from relman.tasks.backends import cache_dims, empty_cache, is_cache_input
+
+    types = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float16)": np.float16}
+    inputs = {i.name: (list(i.shape), types.get(i.type, np.float32)) for i in session.get_inputs()}
+    dims = cache_dims(folder) if any(is_cache_input(n) for n in inputs) else {}
+
+    def fill(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if "input_ids" not in feed:
+            return feed
+        out = dict(feed)
+        for name, (shape, dtype) in inputs.items():
+            if name in out:
+                continue
+            if is_cache_input(name):
+                out[name] = empty_cache(shape, len(feed["input_ids"]), dtype, dims)
+            elif name == "position_ids" and "attention_mask" in feed:
+                mask = np.asarray(feed["attention_mask"], dtype=np.int64)
+                out[name] = np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype(dtype)
+        return out
+    return fill
 
 
 def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int = 17,
-                tolerance: float = 1e-4, model: Any = None, refs_file: Path | None = None) -> ExportResult:
+                tolerance: float = 1e-4, model: Any = None, refs_file: Path | None = None,
+                with_past: bool = False) -> ExportResult:
     """Export the model in `src` (format `fmt`, any format `load_torch_model` reads) to
     `dest/model.onnx` plus its side files; dynamic batch and sequence axes. Raises
     `RecipeError` (and writes nothing) if ONNX Runtime's outputs differ from PyTorch's by more
     than `tolerance` on inputs of other shapes than the traced ones.
+
+    `with_past` (causal LMs): the graph also takes `past_key_values.<i>.key/value` and
+    `position_ids` and returns `present.<i>.key/value`, so generation
+    (`relman.tasks.onnx_generation`) feeds each step only the new token and reuses the cache;
+    a whole-sequence call with an empty past gives the same logits as the plain graph, so every
+    suite runs it too. Checked with an empty past and with a non-empty one.
 
     With `refs_file` the check is left to the caller (`verify_export`): the verification inputs
     and PyTorch's outputs go to that .npz and max_abs_diff is NaN. A process that exports a large
@@ -321,6 +422,22 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
     wrapped = _wrapper(model, names, output, spec.causal)
     traced = sample_inputs(config, task, names, 2, min(8, max_seq_len(config)), seed=1)
     checks = verification_inputs(config, task, names)
+    output_names = [output]
+    if with_past:
+        if not spec.causal:
+            raise RecipeError(f"a key/value cache applies to causal LMs only, not to a {task} model")
+        kv_heads, head_size = _cache_shape(model)
+        wrapped, layers = _cache_wrapper(model)
+        past, present = cache_names(layers)
+        traced = with_past_feeds(traced, layers, kv_heads, head_size, past_len=3, seed=1)
+        checks = [with_past_feeds(c, layers, kv_heads, head_size, past_len=p, seed=20 + p)
+                  for c, p in zip(checks, (0, 4))]
+        names = ["input_ids", "attention_mask", "position_ids"] + past
+        axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+                "position_ids": {0: "batch", 1: "sequence"}}
+        axes.update({n: {0: "batch", 2: "past_sequence"} for n in past})
+        axes.update({n: {0: "batch", 2: "total_sequence"} for n in present})
+        output_names = [output] + present
     dest.mkdir(parents=True, exist_ok=True)
     # a scratch folder of its own: for >2 GB models the tracer writes one external-data file
     # per tensor next to its output, and none of those may end up in the version
@@ -332,7 +449,7 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, tuple(torch.from_numpy(traced[n]) for n in names), str(tmp),
-                              input_names=names, output_names=[output],
+                              input_names=names, output_names=output_names,
                               dynamic_axes={**axes, output: out_axes}, opset_version=opset, dynamo=False,
                               do_constant_folding=True)
         # PyTorch's references after the export, in eval mode again (the exporter may flip
@@ -340,7 +457,7 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
         # export of a 0.5 B LM (maxrss 5.2 vs 4.2 GB, benchmarks/bench_half_billion.py)
         wrapped.eval()
         with torch.inference_mode():
-            refs = [wrapped(*[torch.from_numpy(f[n]) for n in names]).float().numpy() for f in checks]
+            refs = [_first(wrapped(*[torch.from_numpy(f[n]) for n in names])).float().numpy() for f in checks]
         # then drop PyTorch's copy of the weights before ONNX Runtime loads its own, so a large
         # model is never held twice here
         del wrapped, model
@@ -367,6 +484,11 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
         shutil.rmtree(scratch, ignore_errors=True)
     copy_side_files(src, dest)
     return ExportResult(dest, names, output, diff, opset)
+
+
+def _first(out: Any) -> Any:
+    """The logits of a plain graph's output or of a with-cache graph's (logits, present...)."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _diff_or_refuse(path: Path, checks: list[dict[str, np.ndarray]], refs: list[np.ndarray], output: str, task: str,
@@ -489,13 +611,15 @@ def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     if genai_export.builder_wanted(src, params):
         return genai_export.export_with_genai(src, "fp32", {}, ctx, tolerance=float(params["tolerance"]))
     ctx.progress(0.1, "exporting to ONNX")
+    with_past = bool(params.get("kv_cache", True)) and get_task(task, RecipeError).causal
     result = export_onnx(src.folder, ctx.workdir / "out", task, fmt=src.format, opset=int(params["opset"]),
-                         tolerance=float(params["tolerance"]))
+                         tolerance=float(params["tolerance"]), with_past=with_past)
     ctx.progress(0.9, f"verified: max abs diff {result.max_abs_diff:.3g}")
     n, nbytes, dtype = onnx_weight_stats(result.folder / ONNX_FILE)
     return RecipeOutput(folder=result.folder, format="onnx", params=n, dtype=dtype,
                         meta={"onnx": {"inputs": result.input_names, "output": result.output_name,
-                                       "opset": result.opset, "dynamic_axes": ["batch", "sequence"]}},
+                                       "opset": result.opset, "dynamic_axes": ["batch", "sequence"],
+                                       "kv_cache": with_past}},
                         metrics=[Metric("compress", "export_max_abs_diff", result.max_abs_diff,
                                         {"tolerance": float(params["tolerance"])}),
                                  Metric("compress", "weight_bytes", float(nbytes))])

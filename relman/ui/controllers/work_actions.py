@@ -191,6 +191,20 @@ class WorkActions(Controller):
         self._track(jobs, f"Explanation of {ref}")
         return jobs
 
+    def queue_generation(self, refs: list[str], prompts: list[dict[str, str]], *, max_new_tokens: int) -> int | None:
+        """One generation job for the versions side by side (the Generate view's "Generate");
+        a refusal is shown and queues nothing."""
+        from relman.app.generation import queue_generation
+
+        try:
+            job = queue_generation(self.catalog, refs, prompts, max_new_tokens=max_new_tokens)
+        except RelmanError as e:
+            self.error(str(e))
+            return None
+        self.info(f"Queued generation with {', '.join(refs)} ({job_label(job)})")
+        self._track(job, "Generation")
+        return job
+
     def action_optimize(self) -> None:
         from relman.ui.qt_dialogs import SimpleFormDialog
 
