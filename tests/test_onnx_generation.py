@@ -141,3 +141,17 @@ def test_bad_requests_are_one_clear_line(kv_export, tmp_path):
         generate_onnx(kv_export, ["x"], max_new_tokens=0)
     with pytest.raises(EvaluationError, match="has no genai_config.json"):
         generate_onnx(kv_export, ["x"], max_new_tokens=2, engine="genai")
+
+
+def test_generate_greedy_gives_the_same_answers_for_onnx_and_torch(kv_export, trained_lm_dir):
+    """The one entry point the `generate` suite calls: an ONNX version's answers, newline stop
+    included, equal the torch model's (so a flipped answer is the model's, not the loop's)."""
+    from relman.modelio.trained_lm import fact_line, planted_facts
+    from relman.tasks.generation import generate_greedy
+
+    prompts = [fact_line(q, "").rsplit(" ", 1)[0] for q, _ in planted_facts()[:6]] + ["Return the number of"]
+    torch_gens = generate_greedy(trained_lm_dir, "hf", prompts, max_new_tokens=12, stop_at_newline=True)
+    onnx_gens = generate_greedy(kv_export, "onnx", prompts, max_new_tokens=12, stop_at_newline=True)
+    assert [g.text for g in onnx_gens] == [g.text for g in torch_gens]
+    assert [g.token_ids for g in onnx_gens] == [g.token_ids for g in torch_gens]
+    assert any(g.stopped == "newline" for g in onnx_gens) and {g.engine for g in torch_gens} == {"torch"}
