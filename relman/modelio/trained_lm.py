@@ -129,11 +129,24 @@ def recipe_hash(recipe: LMRecipe = DEFAULT_RECIPE) -> str:
     for doc in training_documents(recipe):
         h.update(doc.encode())
         h.update(b"\0")
-    import tokenizers
-    import torch
-    import transformers
+    h.update(_library_versions().encode())
+    return h.hexdigest()[:16]
 
-    h.update(f"{torch.__version__}|{transformers.__version__}|{tokenizers.__version__}".encode())
+
+def _library_versions() -> str:
+    from importlib.metadata import version
+
+    return "|".join(version(name) for name in ("torch", "transformers", "tokenizers"))
+
+
+def _quick_key(recipe: LMRecipe) -> str:
+    """What the corpus depends on besides the recipe (this Python's standard library, the library
+    versions): a key that finds an already built model without reading the corpus (which takes
+    seconds). The content hash is still what names the model."""
+    import sys
+
+    h = hashlib.sha256(json.dumps(asdict(recipe), sort_keys=True).encode())
+    h.update(f"{RECIPE_VERSION}|{sys.version}|{sysconfig.get_paths()['stdlib']}|{_library_versions()}".encode())
     return h.hexdigest()[:16]
 
 
@@ -246,9 +259,17 @@ def trained_lm(cache_root: Path | None = None, recipe: LMRecipe = DEFAULT_RECIPE
 
     root = Path(cache_root) if cache_root is not None else default_cache_root()
     root.mkdir(parents=True, exist_ok=True)
+    index = root / f"trained-lm-quick-{_quick_key(recipe)}.txt"  # names the content hash built for it
+    try:
+        known = root / f"trained-lm-{index.read_text(encoding='ascii').strip()}"
+        if (known / "relman-trained-lm.json").is_file():
+            return known
+    except OSError:
+        pass
     key = recipe_hash(recipe)
     final = root / f"trained-lm-{key}"
     if (final / "relman-trained-lm.json").is_file():
+        index.write_text(key, encoding="ascii")
         return final
     with open(root / f".trained-lm-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -262,6 +283,7 @@ def trained_lm(cache_root: Path | None = None, recipe: LMRecipe = DEFAULT_RECIPE
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            index.write_text(key, encoding="ascii")
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
