@@ -35,13 +35,18 @@ def import_bundle(catalog: Catalog, path: Path | str, *, who: str | None = None)
     return _bundle.import_bundle(catalog, path, actor=who or current_user())
 
 
-def export_folder(catalog: Catalog, ref: VersionLike, dest: Path | str, fmt: str) -> Path:
-    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt)
+def export_folder(catalog: Catalog, ref: VersionLike, dest: Path | str, fmt: str, *,
+                  key: str | None = None) -> Path:
+    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt, key_name=key)
 
 
 def create_key(name: str) -> dict[str, str]:
+    """The one way to make a signing identity (`relman keys create`, the approve and the export
+    dialogs all call this): the Ed25519 pair relman's bundles, approvals and checkpoints use and
+    its ECDSA P-256 twin for OpenSSF model signatures, both trusted on this machine."""
     pub = _keys.create_key(name)
-    return {"name": pub.name, "id": pub.id, "public_key": str(_keys.keys_dir() / f"{name}.pub")}
+    return {"name": pub.name, "id": pub.id, "public_key": str(_keys.keys_dir() / f"{name}.pub"),
+            "openssf_public_key": str(_keys.p256_paths(name)[1])}
 
 
 def list_keys() -> list[dict[str, str]]:
@@ -49,5 +54,8 @@ def list_keys() -> list[dict[str, str]]:
 
 
 def trust_key(path: Path | str) -> dict[str, str]:
-    pub = _keys.trust_file(path)
-    return {"name": pub.name, "id": pub.id}
+    """Trust a public key file of either kind (relman Ed25519 line or OpenSSF P-256 PEM)."""
+    got = _keys.trust_file(path)
+    if isinstance(got, tuple):
+        return {"name": Path(path).name, "id": got[0], "kind": "openssf-p256"}
+    return {"name": got.name, "id": got.id, "kind": "relman-ed25519"}
