@@ -155,7 +155,7 @@ def _create_p256(name: str) -> Path:
     pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                             serialization.PublicFormat.SubjectPublicKeyInfo)
     pub_path.write_bytes(pub_pem)
-    trust_p256_pem(pub_pem, str(pub_path))
+    trust_p256_pem(pub_pem, str(pub_path), name)
     return pub_path
 
 
@@ -191,19 +191,22 @@ def _p256_der(pem: bytes, source: str) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def trust_p256_pem(pem: bytes, source: str = "public key") -> tuple[str, Path]:
-    """Trust an ECDSA P-256 public key (PEM) for OpenSSF model signatures; returns (id, path)."""
+def trust_p256_pem(pem: bytes, source: str = "public key", name: str = "") -> tuple[str, Path]:
+    """Trust an ECDSA P-256 public key (PEM) for OpenSSF model signatures; returns (id, path).
+    Stored as `trusted/<id>.<name>.p256.pub` (a re-trust under another name replaces it)."""
     from cryptography.hazmat.primitives import serialization
 
     der = _p256_der(pem, source)
     kid = key_id(der)
+    if name and not _NAME.match(name):
+        name = ""
     t = trusted_dir()
     t.mkdir(parents=True, exist_ok=True)
-    path = t / f"{kid}{P256_SUFFIX}.pub"
-    from cryptography.hazmat.primitives.serialization import load_der_public_key
-
-    path.write_bytes(load_der_public_key(der).public_bytes(serialization.Encoding.PEM,
-                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+    for old in t.glob(f"{kid}.*{P256_SUFFIX}.pub"):
+        old.unlink()
+    path = t / f"{kid}.{name or 'unnamed'}{P256_SUFFIX}.pub"
+    path.write_bytes(serialization.load_der_public_key(der).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return kid, path
 
 
@@ -261,7 +264,8 @@ def list_keys() -> list[dict[str, str]]:
     for pub in trusted_keys():
         out.append({"name": pub.name, "id": pub.id, "kind": "trusted", "path": str(trusted_dir() / f"{pub.id}.pub")})
     for p in trusted_p256():
-        out.append({"name": "", "id": p.name[:-len(f"{P256_SUFFIX}.pub")], "kind": "trusted-p256", "path": str(p)})
+        kid, _, name = p.name[:-len(f"{P256_SUFFIX}.pub")].partition(".")
+        out.append({"name": name, "id": kid, "kind": "trusted-p256", "path": str(p)})
     return out
 
 
@@ -282,7 +286,8 @@ def trust_file(path: Path | str) -> PublicKey | tuple[str, Path]:
     except (OSError, UnicodeDecodeError) as e:
         raise RelmanError(f"cannot read public key {path} ({getattr(e, 'strerror', None) or e})") from None
     if text.lstrip().startswith("-----BEGIN PUBLIC KEY-----"):
-        return trust_p256_pem(text.encode(), str(path))
+        stem = path.name[:-len(f"{P256_SUFFIX}.pub")] if path.name.endswith(f"{P256_SUFFIX}.pub") else path.stem
+        return trust_p256_pem(text.encode(), str(path), stem)
     pub = parse_public(text, str(path))
     trust(pub)
     return pub

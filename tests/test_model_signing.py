@@ -157,7 +157,8 @@ def test_one_create_makes_both_keys_and_one_trust_step_takes_either(keydir, tmp_
     monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "elsewhere"))
     assert trust_key(alice_pub)["kind"] == "relman-ed25519"
     got = trust_key(alice_p256)
-    assert got["kind"] == "openssf-p256" and len(keys.trusted_p256()) == 1
+    assert (got["kind"], got["name"]) == ("openssf-p256", "alice") and len(keys.trusted_p256()) == 1
+    assert [(k["name"], k["kind"]) for k in keys.list_keys()] == [("alice", "trusted"), ("alice", "trusted-p256")]
     ed_pem = tmp_path / "ed.pem"
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

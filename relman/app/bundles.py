@@ -57,5 +57,6 @@ def trust_key(path: Path | str) -> dict[str, str]:
     """Trust a public key file of either kind (relman Ed25519 line or OpenSSF P-256 PEM)."""
     got = _keys.trust_file(path)
     if isinstance(got, tuple):
-        return {"name": Path(path).name, "id": got[0], "kind": "openssf-p256"}
+        return {"name": got[1].name[len(got[0]) + 1:-len(f"{_keys.P256_SUFFIX}.pub")], "id": got[0],
+                "kind": "openssf-p256"}
     return {"name": got.name, "id": got.id, "kind": "relman-ed25519"}
