@@ -21,17 +21,19 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from relman.errors import BundleError
 
 SIGNATURE = "model.sig"
 
 
-def _hashing_config():  # type: ignore[no-untyped-def]
+def _hashing_config() -> Any:
+    """sha256 per file (the v1.0 manifest), model.sig itself and .git* paths left out."""
     from model_signing import hashing
 
-    return hashing.Config().use_file_serialization(hashing_algorithm="sha256").set_ignored_paths(
+    config = hashing.Config()  # type: ignore[no-untyped-call]
+    return config.use_file_serialization(hashing_algorithm="sha256").set_ignored_paths(
         paths=[SIGNATURE], ignore_git_paths=True)
 
 
@@ -46,7 +48,7 @@ def sign_folder(folder: Path, key_name: str) -> Path:
         raise BundleError("OpenSSF model signing needs the 'model-signing' package (pip install model-signing)") from None
     out = folder / SIGNATURE
     try:
-        (model_signing.signing.Config().use_elliptic_key_signer(private_key=priv)
+        (model_signing.signing.Config().use_elliptic_key_signer(private_key=priv)  # type: ignore[no-untyped-call]
          .set_hashing_config(_hashing_config()).sign(folder, out))
     except (ValueError, OSError) as e:
         raise BundleError(f"OpenSSF signing of {folder} failed: {e}") from None
@@ -61,7 +63,8 @@ def verify_folder(folder: Path, public_key: Path, signature: Path | None = None)
     if not sig.is_file():
         raise BundleError(f"{folder}: no {SIGNATURE}")
     try:
-        model_signing.verifying.Config().use_elliptic_key_verifier(public_key=public_key).verify(folder, sig)
+        (model_signing.verifying.Config()  # type: ignore[no-untyped-call]
+         .use_elliptic_key_verifier(public_key=public_key).verify(folder, sig))
     except ValueError as e:
         raise BundleError(f"{folder}: the OpenSSF signature does not verify ({str(e)[:300]})") from None
 
