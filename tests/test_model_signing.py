@@ -99,8 +99,8 @@ def test_an_unpacked_bundle_passes_the_model_signing_cli_and_fails_on_any_flippe
         target.close()
 
 
-def test_another_keys_public_key_does_not_verify(promoted, run_cli, tmp_path):
-    from relman.app.bundles import create_key
+def test_another_keys_public_key_does_not_verify(promoted, run_cli, tmp_path, monkeypatch):
+    from relman.app.bundles import create_key, trust_key
 
     cat, v, _ = promoted
     other = create_key("other")
@@ -108,6 +108,12 @@ def test_another_keys_public_key_does_not_verify(promoted, run_cli, tmp_path):
     with tarfile.open(tmp_path / "b.relman") as tf:
         tf.extractall(tmp_path / "u", filter="data")
     assert verify_cli(tmp_path / "u", other["openssf_public_key"]).returncode != 0
+    monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "elsewhere"))  # a machine that trusts only 'other'
+    r = run_cli("keys", "verify", str(tmp_path / "u"))
+    assert r.exit_code == 1 and "no OpenSSF (P-256) key is trusted here" in r.output
+    trust_key(other["openssf_public_key"])
+    r = run_cli("keys", "verify", str(tmp_path / "u"))
+    assert r.exit_code == 1 and "not signed by any key trusted here" in r.output, r.output
 
 
 def test_hf_export_with_a_key_verifies_with_the_library_and_fails_on_a_flipped_card(promoted, run_cli, tmp_path):
@@ -123,13 +129,26 @@ def test_hf_export_with_a_key_verifies_with_the_library_and_fails_on_a_flipped_c
          .verify(folder, folder / "model.sig"))
 
     verify()
+    r = run_cli("keys", "verify", str(folder))  # relman's check: the same library, the keys trusted here
+    assert r.exit_code == 0 and "signed by trusted key" in r.output, r.output
     from huggingface_hub import ModelCard
 
     card = ModelCard((folder / "README.md").read_text())  # the card the signature covers carries the interval
     assert [r.metric_value for r in card.data.eval_results] == ["0.912 ± 0.011"]
-    flip(folder / "README.md")
+    original = flip(folder / "README.md")
     with pytest.raises(ValueError, match="README.md"):
         verify()
+    r = run_cli("keys", "verify", str(folder))
+    assert r.exit_code == 1 and "does not verify" in r.output and "README.md" in r.output
+    (folder / "README.md").write_bytes(original)
+    # a forged envelope signature (right key hint, wrong bytes) is refused in one line, too
+    doc = json.loads((folder / "model.sig").read_text())
+    raw = bytearray(base64.b64decode(doc["dsseEnvelope"]["signatures"][0]["sig"]))
+    raw[-1] ^= 1
+    doc["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(bytes(raw)).decode()
+    (folder / "model.sig").write_text(json.dumps(doc))
+    r = run_cli("keys", "verify", str(folder))
+    assert r.exit_code == 1 and "does not verify" in r.output, r.output
     r = run_cli("export", "--format", "hf", v.ref, str(tmp_path / "plain"))
     assert r.exit_code == 0 and not (tmp_path / "plain" / "model.sig").exists()
     assert "unsigned" in r.output

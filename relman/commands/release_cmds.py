@@ -454,6 +454,20 @@ def keys_trust(pubfile: str) -> None:
     click.echo(f"trusting {k['kind']} key {k['name']} (id {k['id']})")
 
 
+@keys.command("verify")
+@click.argument("folder", type=click.Path(path_type=str))
+def keys_verify(folder: str) -> None:
+    """Check FOLDER's OpenSSF model.sig (an unpacked bundle or an exported folder) with the
+    model-signing library and the P-256 keys trusted here; the same check as `model_signing
+    verify key FOLDER --signature FOLDER/model.sig --public_key KEY`."""
+    from pathlib import Path
+
+    from relman.release.openssf import verify_trusted
+
+    pem = verify_trusted(Path(folder))
+    click.echo(terminal_safe(f"{folder}: every file matches model.sig, signed by trusted key {pem.name}"))
+
+
 # -- export / import ---------------------------------------------------------------------------
 @click.command("export")
 @click.argument("ref")

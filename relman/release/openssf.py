@@ -58,6 +58,7 @@ def sign_folder(folder: Path, key_name: str) -> Path:
 def verify_folder(folder: Path, public_key: Path, signature: Path | None = None) -> None:
     """Check `folder` against its model.sig with the library's own verifier; raises BundleError."""
     import model_signing
+    from cryptography.exceptions import InvalidSignature
 
     sig = signature or folder / SIGNATURE
     if not sig.is_file():
@@ -65,7 +66,10 @@ def verify_folder(folder: Path, public_key: Path, signature: Path | None = None)
     try:
         (model_signing.verifying.Config()  # type: ignore[no-untyped-call]
          .use_elliptic_key_verifier(public_key=public_key).verify(folder, sig))
-    except ValueError as e:
+    except InvalidSignature:  # the library lets this through for a forged envelope signature
+        raise BundleError(f"{folder}: the OpenSSF signature does not verify (the envelope's signature is "
+                          "not this key's)") from None
+    except (ValueError, KeyError, TypeError) as e:  # a mismatch, another key, an unreadable model.sig
         raise BundleError(f"{folder}: the OpenSSF signature does not verify ({str(e)[:300]})") from None
 
 
@@ -90,3 +94,27 @@ def sign_tree(files: Iterable[tuple[str, Path | bytes]], stage: Path, key_name: 
         return sign_folder(stage, key_name).read_bytes()
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+def verify_trusted(folder: Path) -> Path:
+    """Check `folder/model.sig` with each P-256 key trusted here (`relman keys trust`); returns
+    the key file that verifies it, or raises BundleError naming why none did."""
+    from relman.keys import trusted_dir, trusted_p256
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise BundleError(f"{folder} is not a folder (unpack a bundle first: tar -xf FILE -C FOLDER)")
+    trusted = trusted_p256()
+    if not trusted:
+        raise BundleError(f"no OpenSSF (P-256) key is trusted here ({trusted_dir()}); "
+                          "relman keys trust NAME.p256.pub")
+    last = ""
+    for pem in trusted:
+        try:
+            verify_folder(folder, pem)
+            return pem
+        except BundleError as e:
+            last = str(e)
+            if "Signature mismatch" in last or "envelope" in last:  # the key's own signature: no other will do
+                raise
+    raise BundleError(f"{folder}: model.sig is not signed by any key trusted here ({last[:200]})")
