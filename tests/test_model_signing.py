@@ -79,8 +79,28 @@ def test_an_unpacked_bundle_passes_the_model_signing_cli_and_fails_on_any_flippe
         assert digest == hashlib.sha256((out / name).read_bytes()).hexdigest(), name
     assert statement["predicate"]["serialization"]["hash_type"] == "sha256"
 
+    manifest = json.loads((out / "manifest.json").read_text())  # what the signed manifest.json carries
+    assert manifest["gate_report"]["to_phase"] == "candidate" and manifest["metrics"][0]["value"] == 0.912
+
+    import model_signing
+
+    def library_verify() -> None:
+        (model_signing.verifying.Config().use_elliptic_key_verifier(public_key=made["openssf_public_key"])
+         .verify(out, out / "model.sig"))
+
+    library_verify()
+    for name in (n for n in names if n != "model.sig"):  # any file: the library's verifier, in process
+        original = flip(out / name)
+        with pytest.raises(ValueError, match="Signature mismatch"):
+            library_verify()
+        (out / name).write_bytes(original)
+    (out / "artifacts" / "extra.txt").write_text("added after signing\n")  # a file added is caught too
+    with pytest.raises(ValueError, match="extra.txt"):
+        library_verify()
+    (out / "artifacts" / "extra.txt").unlink()
+
     weights = next(n for n in names if n.endswith(".safetensors"))
-    for name in (weights, "README.md", "manifest.json"):
+    for name in (weights, "README.md", "manifest.json"):  # and the command line, as a user runs it
         original = flip(out / name)
         bad = verify_cli(out, made["openssf_public_key"])
         assert bad.returncode != 0, name
