@@ -153,3 +153,4 @@ def test_model_index_results_carry_interval_dataset_and_split(catalog, tiny_bert
     assert acc["relman"]["interval_level"] == 0.95 and acc["relman"]["n"] == 872
     loss = next(m for m in test["metrics"] if m["type"] == "loss")
     assert "interval" not in loss["relman"]
+    assert "| accuracy | 0.912 ± 0.011 (95%: 0.9 to 0.922) | sst |" in card.text  # the metrics table says it too

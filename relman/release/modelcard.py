@@ -313,8 +313,12 @@ def render_card(catalog: Any, v: Any) -> str:
     if metrics:
         lines += ["| suite | metric | value | dataset | conditions | measured |", "|---|---|---|---|---|---|"]
         for m in metrics:
-            ctx = ", ".join(f"{k}={m['context'][k]}" for k in sorted(m["context"]) if k != "dataset")[:160]
+            ctx = ", ".join(f"{k}={m['context'][k]}" for k in sorted(m["context"])
+                            if k not in ("dataset", "interval", "interval_level", "ci95"))[:160]
             val = "" if m["value"] is None else f"{m['value']:.6g}"
+            iv = _interval(m["context"] or {}) if m["value"] is not None else None
+            if iv is not None:  # the interval beside the value, as in model-index
+                val = f"{plus_minus(float(m['value']), iv[0], iv[1])} ({iv[2]:.0%}: {iv[0]:.4g} to {iv[1]:.4g})"
             lines.append(f"| {_md(m['suite'])} | {_md(m['name'])} | {val} | {_md(_dataset_of(m) or '')} | {_md(ctx)} | "
                          f"{m['created_at'][:19]} |")
     else:
