@@ -6,6 +6,15 @@ overwritten), with `<name>.pub` beside them. Public keys this machine trusts for
 in `<keys dir>/trusted/<key id>.pub`; a key you create is trusted on this machine at once.
 A public-key file is one line: `relman-ed25519 <base64 of the 32 raw bytes> <name>`; the key
 id is the first 16 hex digits of the sha256 of the raw bytes.
+
+Each key pair also has an ECDSA P-256 twin for OpenSSF model signing (`relman.release.openssf`):
+`<name>.p256.key` (PKCS#8 PEM, 0600) and `<name>.p256.pub` (SubjectPublicKeyInfo PEM, the file
+`model_signing verify key --public_key` takes). The model-signing library verifies only NIST
+curves, not Ed25519 (sigstore/model-transparency#390), so the two cannot be one key; instead
+`create_key` makes both at once and `trust_file` takes either public-key file, and a key made
+before the twin existed gets its twin on first use (`openssf_key_paths`). A trusted P-256 key
+lives in `<keys dir>/trusted/<key id>.p256.pub`, its id the first 16 hex digits of the sha256
+of its DER encoding.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 PREFIX = "relman-ed25519"
+P256_SUFFIX = ".p256"  # <name>.p256.key / <name>.p256.pub: the OpenSSF (ECDSA P-256) twin
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -118,7 +128,92 @@ def create_key(name: str) -> PublicKey:
         raise RelmanError(f"key '{name}' already exists ({priv_path}); choose another name") from None
     (d / f"{name}.pub").write_text(pub.line())
     trust(pub)
+    _create_p256(name)
     return pub
+
+
+def p256_paths(name: str) -> tuple[Path, Path]:
+    """(private, public) PEM paths of key `name`'s ECDSA P-256 twin (they may not exist yet)."""
+    _check_name(name)
+    d = keys_dir()
+    return d / f"{name}{P256_SUFFIX}.key", d / f"{name}{P256_SUFFIX}.pub"
+
+
+def _create_p256(name: str) -> Path:
+    """Make the P-256 twin of key `name` (exclusively; an existing one is kept) and trust it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    priv_path, pub_path = p256_paths(name)
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        _write_exclusive(priv_path, pem, 0o600)
+    except FileExistsError:
+        return pub_path
+    pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    pub_path.write_bytes(pub_pem)
+    trust_p256_pem(pub_pem, str(pub_path), name)
+    return pub_path
+
+
+def openssf_key_paths(name: str) -> tuple[Path, Path]:
+    """The P-256 (private, public) key files of `name`, made now if the key pair predates them.
+    Refuses a key name with no Ed25519 private key here (one identity, two algorithms)."""
+    load_private(name)  # the same checks (exists, mode 0600) and error text as relman's own key
+    priv_path, pub_path = p256_paths(name)
+    if not priv_path.exists():
+        _create_p256(name)
+    if os.name != "nt" and priv_path.stat().st_mode & 0o077:
+        raise RelmanError(f"{priv_path} is readable by other users (mode {oct(priv_path.stat().st_mode & 0o777)}); "
+                          "run: chmod 600 " + str(priv_path))
+    if not pub_path.is_file():  # the public half can always be rewritten from the private one
+        from cryptography.hazmat.primitives import serialization
+
+        key = serialization.load_pem_private_key(priv_path.read_bytes(), password=None)
+        pub_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+    return priv_path, pub_path
+
+
+def _p256_der(pem: bytes, source: str) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise RelmanError(f"{source}: not a PEM public key") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise RelmanError(f"{source}: not an ECDSA P-256 public key (OpenSSF model signing keys are P-256)")
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def trust_p256_pem(pem: bytes, source: str = "public key", name: str = "") -> tuple[str, Path]:
+    """Trust an ECDSA P-256 public key (PEM) for OpenSSF model signatures; returns (id, path).
+    Stored as `trusted/<id>.<name>.p256.pub` (a re-trust under another name replaces it)."""
+    from cryptography.hazmat.primitives import serialization
+
+    der = _p256_der(pem, source)
+    kid = key_id(der)
+    if name and not _NAME.match(name):
+        name = ""
+    t = trusted_dir()
+    t.mkdir(parents=True, exist_ok=True)
+    for old in t.glob(f"{kid}.*{P256_SUFFIX}.pub"):
+        old.unlink()
+    path = t / f"{kid}.{name or 'unnamed'}{P256_SUFFIX}.pub"
+    path.write_bytes(serialization.load_der_public_key(der).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return kid, path
+
+
+def trusted_p256() -> list[Path]:
+    """PEM files of the P-256 keys trusted here for OpenSSF model signatures."""
+    t = trusted_dir()
+    return sorted(t.glob(f"*{P256_SUFFIX}.pub")) if t.is_dir() else []
 
 
 def load_private(name: str) -> Ed25519PrivateKey:
@@ -157,14 +252,20 @@ def list_keys() -> list[dict[str, str]]:
     d = keys_dir()
     if d.is_dir():
         for p in sorted(d.glob("*.pub")):
+            if p.name.endswith(f"{P256_SUFFIX}.pub"):
+                continue  # listed with its Ed25519 twin
             try:
                 pub = parse_public(p.read_text(), str(p))
             except RelmanError:
                 continue
+            twin = d / f"{p.stem}{P256_SUFFIX}.pub"
             out.append({"name": p.stem, "id": pub.id, "kind": "own" if (d / f"{p.stem}.key").exists() else "public",
-                        "path": str(p)})
+                        "path": str(p), "openssf_public_key": str(twin) if twin.is_file() else ""})
     for pub in trusted_keys():
         out.append({"name": pub.name, "id": pub.id, "kind": "trusted", "path": str(trusted_dir() / f"{pub.id}.pub")})
+    for p in trusted_p256():
+        kid, _, name = p.name[:-len(f"{P256_SUFFIX}.pub")].partition(".")
+        out.append({"name": name, "id": kid, "kind": "trusted-p256", "path": str(p)})
     return out
 
 
@@ -176,12 +277,17 @@ def trust(pub: PublicKey) -> Path:
     return path
 
 
-def trust_file(path: Path | str) -> PublicKey:
+def trust_file(path: Path | str) -> PublicKey | tuple[str, Path]:
+    """Trust the public key in `path`: a relman Ed25519 line (bundles, approvals, checkpoints)
+    or a P-256 PEM (OpenSSF model signatures). The one trust step for both kinds."""
     path = Path(path).expanduser()
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise RelmanError(f"cannot read public key {path} ({getattr(e, 'strerror', None) or e})") from None
+    if text.lstrip().startswith("-----BEGIN PUBLIC KEY-----"):
+        stem = path.name[:-len(f"{P256_SUFFIX}.pub")] if path.name.endswith(f"{P256_SUFFIX}.pub") else path.stem
+        return trust_p256_pem(text.encode(), str(path), stem)
     pub = parse_public(text, str(path))
     trust(pub)
     return pub
@@ -192,6 +298,8 @@ def trusted_keys() -> list[PublicKey]:
     t = trusted_dir()
     if t.is_dir():
         for p in sorted(t.glob("*.pub")):
+            if p.name.endswith(f"{P256_SUFFIX}.pub"):
+                continue
             try:
                 out.append(parse_public(p.read_text(), str(p)))
             except RelmanError:

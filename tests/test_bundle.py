@@ -105,7 +105,7 @@ def test_round_trip_into_another_catalog(source, target, tmp_path, run_cli):
     names = [m.name for m, _ in members(tmp_path / "child.relman")]
     assert names[:3] == ["manifest.json", "manifest.sig", "README.md"] and "artifacts/NOTES.txt" in names
     manifest = json.loads(members(tmp_path / "child.relman")[0][1])
-    assert {f["path"] for f in manifest["files"]} == set(names) - {"manifest.json", "manifest.sig"}
+    assert {f["path"] for f in manifest["files"]} == set(names) - {"manifest.json", "manifest.sig", "model.sig"}  # model.sig: the OpenSSF signature
     audit_kinds = [e["kind"] for e in manifest["audit"]]
     assert audit_kinds[:1] == ["import"] and "approve" in audit_kinds
     assert manifest["lineage"][0]["version"] == base.version
@@ -258,7 +258,7 @@ def test_keys(keydir, tmp_path, run_cli, monkeypatch):
     assert r.exit_code == 1 and "already exists" in r.output
     assert run_cli("keys", "create", "../x").exit_code == 1
     ls = json.loads(run_cli("keys", "ls", "--json").output)
-    assert {(k["name"], k["kind"]) for k in ls} == {("lab-a", "own"), ("lab-a", "trusted")}
+    assert {(k["name"], k["kind"]) for k in ls} == {("lab-a", "own"), ("lab-a", "trusted"), ("lab-a", "trusted-p256")}
     # another lab's public key, trusted by file
     monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "other"))
     other = keys.create_key("lab-b")

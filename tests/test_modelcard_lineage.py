@@ -83,3 +83,74 @@ def test_an_adapter_exports_as_a_peft_folder_naming_its_base(family, tmp_path):
     x = tok(["a great film", "the awful plot"], padding=True, return_tensors="pt")
     with torch.no_grad():
         assert (model(**x).logits - merged(**x).logits).abs().max().item() <= 1e-4
+
+
+def _derived(cat, parents, recipe: str, fmt: str = "hf"):
+    """A child version recorded as made by `recipe` (the card reads only the record, so the
+    files are the first parent's; each recipe's own run is tested in its own test file)."""
+    files = {a["path"]: cat.store.path(a["sha256"]) for a in cat.artifacts(parents[0].id)}
+    return cat.add_version(parents[0].model, files, format=fmt, task=parents[0].task,
+                           parents=[(p.id, None) for p in parents], relation="derived",
+                           recipe={"name": recipe, "params": {}})
+
+
+def test_every_recipe_states_its_base_model_relation(catalog, tiny_bert):
+    """Every registered recipe has an explicit Hub relation; a two-parent distillation is a
+    fine-tune (the Hub would guess a merge from two base models), a conversion is filed as
+    quantized, and a recipe this install does not know makes no claim."""
+    from huggingface_hub import ModelCard
+
+    from relman.app.models import import_model
+    from relman.compress.registry import all_recipes
+    from relman.release.modelcard import HUB_RELATIONS
+
+    names = {r.name for r in all_recipes()}
+    assert names and names <= set(HUB_RELATIONS), f"recipes without a Hub relation: {sorted(names - set(HUB_RELATIONS))}"
+    assert set(HUB_RELATIONS.values()) <= {"quantized", "adapter", "merge", "finetune"}  # the Hub's four words
+    base = import_model(catalog, tiny_bert, "bert")
+    teacher = _derived(catalog, [base], "finetune")
+    expected = {"ort-int8": "quantized", "onnx-export": "quantized", "prune-magnitude": "finetune",
+                "finetune": "finetune", "merge-fedavg": "merge", "half": "quantized"}
+    for recipe, relation in expected.items():
+        v = _derived(catalog, [base], recipe)
+        data = ModelCard(render_card(catalog, v)).data.to_dict()
+        assert (data["base_model"], data["base_model_relation"]) == (base.ref, relation), recipe
+    distilled = _derived(catalog, [base, teacher], "distill")
+    data = ModelCard(render_card(catalog, distilled)).data.to_dict()
+    assert data["base_model"] == [base.ref, teacher.ref] and data["base_model_relation"] == "finetune"
+    unknown = _derived(catalog, [base], "someone-elses-recipe")
+    data = ModelCard(render_card(catalog, unknown)).data.to_dict()
+    assert data["base_model"] == base.ref and "base_model_relation" not in data
+
+
+def test_model_index_results_carry_interval_dataset_and_split(catalog, tiny_bert):
+    """A metric with an interval reads "0.912 ± 0.011" in model-index (the schema's one value),
+    with relman's exact bounds beside it; results are grouped per dataset and split, the split
+    and the dataset's sha256 named; a metric without an interval stays a plain number."""
+    from huggingface_hub import ModelCard
+
+    from relman.app.models import import_model
+
+    v = import_model(catalog, tiny_bert, "bert")
+    catalog.add_metrics(v.id, [
+        Metric("quality", "accuracy", 0.912, {"dataset": "sst", "split": "test", "interval": [0.9, 0.922],
+                                              "interval_level": 0.95, "n": 872, "dataset_sha": "ab" * 32}),
+        Metric("quality", "macro_f1", 0.8, {"dataset": "sst", "split": "validation", "interval": [0.71, 0.86]}),
+        Metric("explain", "explain_sufficiency", 0.25, {"dataset": "sst", "split": "test", "ci95": [0.2, 0.3]}),
+        Metric("quality", "loss", 0.3, {"dataset": "sst", "split": "test"}),
+    ])
+    card = ModelCard(render_card(catalog, v))
+    got = {(r.dataset_name, r.dataset_split, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert got == {("sst", "test", "accuracy"): "0.912 ± 0.011", ("sst", "validation", "macro_f1"): "0.800 ± 0.075",
+                   ("sst", "test", "explain_sufficiency"): "0.250 ± 0.050", ("sst", "test", "loss"): 0.3}
+    assert {r.dataset_revision for r in card.data.eval_results if r.dataset_split == "test"} == {"ab" * 32}
+    import yaml
+
+    index = yaml.safe_load(render_card(catalog, v).split("---")[1])["model-index"][0]["results"]  # relman's fields too
+    test = next(r for r in index if r["dataset"]["split"] == "test")
+    acc = next(m for m in test["metrics"] if m["type"] == "accuracy")
+    assert acc["relman"]["value"] == 0.912 and acc["relman"]["interval"] == [0.9, 0.922]
+    assert acc["relman"]["interval_level"] == 0.95 and acc["relman"]["n"] == 872
+    loss = next(m for m in test["metrics"] if m["type"] == "loss")
+    assert "interval" not in loss["relman"]
+    assert "| accuracy | 0.912 ± 0.011 (95%: 0.9 to 0.922) | sst |" in card.text  # the metrics table says it too

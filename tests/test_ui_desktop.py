@@ -60,7 +60,7 @@ def test_export_with_a_key_made_in_the_dialog_card_fields_and_the_full_audit_eve
 
     window.dialog_runner = accept_with(fill)
     window.actions_by_key["export"].trigger()
-    assert (tmp_path / "keys" / "lab.key").exists()
+    assert (tmp_path / "keys" / "lab.key").exists() and (tmp_path / "keys" / "lab.p256.key").exists()  # both halves
     job = catalog.query("SELECT kind, params FROM jobs ORDER BY id DESC")[0]
     assert job["kind"] == "export_bundle" and '"key": "lab"' in job["params"]
     assert any("Created signing key lab" in text for _, text in window.messages)

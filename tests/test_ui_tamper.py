@@ -39,6 +39,7 @@ def test_gui_dialog_creates_a_key_and_signs(keydir, catalog, tmp_path, qtbot):
     dlg.new_key_edit.setText("frank")
     dlg.create_btn.click()
     assert dlg.key_combo.currentText() == "frank" and (keydir / "frank.key").exists()
+    assert (keydir / "frank.p256.key").exists()  # the same create_key as the CLI: the OpenSSF twin too
     dlg.accept()
     assert dlg.result_values == {"By": "Frank", "Comment": "", "key": "frank"}
     from relman.app.release import approve

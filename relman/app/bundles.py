@@ -36,13 +36,17 @@ def import_bundle(catalog: Catalog, path: Path | str, *, who: str | None = None)
 
 
 def export_folder(catalog: Catalog, ref: VersionLike, dest: Path | str, fmt: str, *,
-                  gguf_type: str = "Q4_K_M") -> Path:
-    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt, gguf_type=gguf_type)
+                  gguf_type: str = "Q4_K_M", key: str | None = None) -> Path:
+    return _bundle.export_folder(catalog, version_of(catalog, ref).id, dest, fmt, gguf_type=gguf_type, key_name=key)
 
 
 def create_key(name: str) -> dict[str, str]:
+    """The one way to make a signing identity (`relman keys create`, the approve and the export
+    dialogs all call this): the Ed25519 pair relman's bundles, approvals and checkpoints use and
+    its ECDSA P-256 twin for OpenSSF model signatures, both trusted on this machine."""
     pub = _keys.create_key(name)
-    return {"name": pub.name, "id": pub.id, "public_key": str(_keys.keys_dir() / f"{name}.pub")}
+    return {"name": pub.name, "id": pub.id, "public_key": str(_keys.keys_dir() / f"{name}.pub"),
+            "openssf_public_key": str(_keys.p256_paths(name)[1])}
 
 
 def list_keys() -> list[dict[str, str]]:
@@ -50,5 +54,9 @@ def list_keys() -> list[dict[str, str]]:
 
 
 def trust_key(path: Path | str) -> dict[str, str]:
-    pub = _keys.trust_file(path)
-    return {"name": pub.name, "id": pub.id}
+    """Trust a public key file of either kind (relman Ed25519 line or OpenSSF P-256 PEM)."""
+    got = _keys.trust_file(path)
+    if isinstance(got, tuple):
+        return {"name": got[1].name[len(got[0]) + 1:-len(f"{_keys.P256_SUFFIX}.pub")], "id": got[0],
+                "kind": "openssf-p256"}
+    return {"name": got.name, "id": got.id, "kind": "relman-ed25519"}

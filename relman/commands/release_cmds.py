@@ -412,17 +412,19 @@ def card(state: AppState, ref: str, sets: tuple[str, ...], output: str | None) -
 # -- keys --------------------------------------------------------------------------------------
 @click.group()
 def keys() -> None:
-    """Ed25519 signing keys for bundles (kept outside the catalog; RELMAN_KEYS_DIR overrides)."""
+    """Signing keys (kept outside the catalog; RELMAN_KEYS_DIR overrides): each NAME is an Ed25519
+    pair for relman's own signatures plus its ECDSA P-256 twin for OpenSSF model signatures."""
 
 
 @keys.command("create")
 @click.argument("name")
 def keys_create(name: str) -> None:
-    """Create key pair NAME (private key mode 0600); its public key is trusted here."""
+    """Create key pair NAME and its P-256 twin (private keys mode 0600); both are trusted here."""
     from relman.app.bundles import create_key
 
     k = create_key(name)
-    click.echo(f"created key {k['name']} (id {k['id']}); give {k['public_key']} to whoever imports your bundles")
+    click.echo(f"created key {k['name']} (id {k['id']}); give {k['public_key']} to whoever imports your bundles "
+               f"and {k['openssf_public_key']} to whoever checks them with 'model_signing verify key'")
 
 
 @keys.command("ls")
@@ -444,11 +446,26 @@ def keys_ls(as_json: bool) -> None:
 @keys.command("trust")
 @click.argument("pubfile", type=click.Path(path_type=str))
 def keys_trust(pubfile: str) -> None:
-    """Trust the public key in PUBFILE for bundle imports."""
+    """Trust the public key in PUBFILE: a relman key (.pub, for bundle imports) or a P-256 PEM
+    (.p256.pub, for OpenSSF model signatures)."""
     from relman.app.bundles import trust_key
 
     k = trust_key(pubfile)
-    click.echo(f"trusting key {k['name']} (id {k['id']})")
+    click.echo(f"trusting {k['kind']} key {k['name']} (id {k['id']})")
+
+
+@keys.command("verify")
+@click.argument("folder", type=click.Path(path_type=str))
+def keys_verify(folder: str) -> None:
+    """Check FOLDER's OpenSSF model.sig (an unpacked bundle or an exported folder) with the
+    model-signing library and the P-256 keys trusted here; the same check as `model_signing
+    verify key FOLDER --signature FOLDER/model.sig --public_key KEY`."""
+    from pathlib import Path
+
+    from relman.release.openssf import verify_trusted
+
+    pem = verify_trusted(Path(folder))
+    click.echo(terminal_safe(f"{folder}: every file matches model.sig, signed by trusted key {pem.name}"))
 
 
 # -- export / import ---------------------------------------------------------------------------
@@ -463,7 +480,8 @@ def keys_trust(pubfile: str) -> None:
               default="Q4_K_M", show_default=True,
               help="Tensor types when --format gguf converts a Hugging Face causal LM (a gguf version is "
                    "written as it is).")
-@click.option("--key", help="Signing key name (default: your only key).")
+@click.option("--key", help="Signing key name (a bundle: default your only key; a folder: signed with an OpenSSF "
+              "model.sig only when --key is given).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_state
 def export(state: AppState, ref: str, folder: str | None, output: str | None, fmt: str, gguf_type: str,
@@ -480,16 +498,19 @@ def export(state: AppState, ref: str, folder: str | None, output: str | None, fm
             emit_json(res)
         else:
             say(f"wrote {res['path']} ({res['files']} files, {res['bytes']:,} bytes), signed by "
-                       f"{res['key_name']} ({res['key_id']})")
+                       f"{res['key_name']} ({res['key_id']}); OpenSSF model.sig inside, public key "
+                       f"{res['openssf_public_key']}")
         return
     dest = folder or output
     if not dest:
         raise click.UsageError(f"--format {fmt} needs a FOLDER")
-    path = export_folder(cat, ref, dest, fmt, gguf_type=gguf_type.upper())
+    path = export_folder(cat, ref, dest, fmt, gguf_type=gguf_type.upper(), key=key)
+    signed = (path / "model.sig").is_file()
     if as_json:
-        emit_json({"path": str(path), "format": fmt})
+        emit_json({"path": str(path), "format": fmt, "openssf_signature": str(path / "model.sig") if signed else None})
     else:
-        say(f"wrote {fmt} folder {path}")
+        say(f"wrote {fmt} folder {path}" + (" with an OpenSSF signature (model.sig)" if signed else
+                                            " (unsigned: add --key NAME for an OpenSSF model.sig)"))
 
 
 @click.command("import-bundle")

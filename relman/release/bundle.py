@@ -7,6 +7,9 @@ A bundle is one uncompressed tar file:
     manifest.sig    Ed25519 signature over the exact bytes of manifest.json, with the public key
     README.md       the model card
     artifacts/...   the version's files
+    model.sig       OpenSSF model-signing v1.0 signature over all of the above (the key's P-256
+                    twin): unpack the bundle and `model_signing verify key` checks it offline
+                    (relman.release.openssf); relman's own import checks manifest.sig, not this
 
 Import checks everything before writing anything: members are read one by one with `tarfile`
 (never `extractall`); each must be a plain file with a relative path without `..`, and the
@@ -39,6 +42,7 @@ FORMAT = "relman-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+OPENSSF_SIGNATURE = "model.sig"  # relman.release.openssf.SIGNATURE
 CARD = "README.md"
 MAX_MANIFEST = 64 * 1024 * 1024
 CHUNK = 1 << 20
@@ -361,6 +365,7 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         raise BundleError(f"folder {out.parent} does not exist")
     key_name = key_name or keys.default_key_name()
     keys.load_private(key_name)  # fail early on a missing key
+    keys.openssf_key_paths(key_name)  # ... and make its P-256 twin now if it predates them
     arts = catalog.artifacts(v.id)
     total, done = 2 * sum(int(a["size"]) for a in arts), 0
     for a in arts:  # never sign bytes that are not the recorded ones
@@ -381,6 +386,15 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     pub, signature = keys.sign(key_name, manifest_bytes)
     sig = {"algorithm": "ed25519", "key_id": pub.id, "key_name": pub.name,
            "public_key": base64.b64encode(pub.raw).decode(), "signature": base64.b64encode(signature).decode()}
+    sig_bytes = json.dumps(sig, indent=2).encode()
+    from relman.catalog.gc import SCRATCH_PREFIX
+    from relman.release import openssf
+
+    catalog.tmp_dir.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
+        model_sig = openssf.sign_tree([(MANIFEST, manifest_bytes), (SIGNATURE, sig_bytes), (CARD, card)]
+                                      + [(f"artifacts/{a['path']}", catalog.store.path(a["sha256"])) for a in arts],
+                                      Path(scratch) / "tree", key_name)
     from relman.context import hold_here
     from relman.fsutil import remove_stale_temp, temp_path
 
@@ -390,8 +404,9 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tf:
             _add_bytes(tf, MANIFEST, manifest_bytes, now)
-            _add_bytes(tf, SIGNATURE, json.dumps(sig, indent=2).encode(), now)
+            _add_bytes(tf, SIGNATURE, sig_bytes, now)
             _add_bytes(tf, CARD, card, now)
+            _add_bytes(tf, OPENSSF_SIGNATURE, model_sig, now)
             for a in arts:
                 if progress is not None:
                     progress(done, total)
@@ -414,7 +429,7 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
         if tmp.exists():
             tmp.unlink()
     return {"path": str(out), "ref": v.ref, "model": v.model, "version": v.version, "key_id": pub.id,
-            "key_name": pub.name,
+            "key_name": pub.name, "openssf_public_key": str(keys.p256_paths(key_name)[1]),
             "files": len(manifest["files"]), "bytes": out.stat().st_size}
 
 
@@ -518,7 +533,7 @@ def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[s
             if p != CARD and not p.startswith("artifacts/"):
                 raise BundleError(f"{where}: manifest lists '{p}' outside artifacts/")
         expected = set(listed) | {MANIFEST, SIGNATURE}
-        extra = sorted(set(by_name) - expected)
+        extra = sorted(set(by_name) - expected - {OPENSSF_SIGNATURE})  # model.sig: for other tools, optional
         missing = sorted(expected - set(by_name))
         if extra:
             raise BundleError(f"{where}: member(s) not in the signed manifest: {', '.join(extra)}")
@@ -628,10 +643,14 @@ def _write_error(e: OSError, target: Path) -> str:
 
 
 # -- plain folders -----------------------------------------------------------------------------
-def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str, *, gguf_type: str = "Q4_K_M") -> Path:
+def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str, *, gguf_type: str = "Q4_K_M",
+                  key_name: str | None = None) -> Path:
     """Write the version as a plain folder transformers (`hf`), onnxruntime (`onnx`) or
-    llama.cpp / LM Studio / Ollama (`gguf`) can load, with its model card as README.md.
-    Written to a temporary folder and renamed into place."""
+    llama.cpp / LM Studio / Ollama (`gguf`) can load, with its model card as README.md (which
+    carries the evaluation results and the last gate report), and with `key_name` an OpenSSF
+    `model.sig` over every file. Only a named key signs: a folder's files are what a re-import
+    stores, so it never depends on which keys happen to exist. Written to a temporary folder and
+    renamed into place."""
     from relman.release.modelcard import render_card
 
     v = catalog.get_version(version_id)
@@ -652,6 +671,12 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str, *, 
                               "export recipe first")
     elif fmt != "gguf":
         raise RelmanError(f"unknown export format '{fmt}' (use hf, onnx, gguf, or -o FILE for a bundle)")
+    if key_name:
+        from relman.release import keys, openssf
+
+        keys.openssf_key_paths(key_name)  # a missing or unsafe key fails before any copying
+        if openssf.SIGNATURE in paths:
+            raise RelmanError(f"{v.ref} has a file named {openssf.SIGNATURE}; it cannot carry an OpenSSF signature")
     dest = Path(dest).expanduser()
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise RelmanError(f"{dest} already exists and is not an empty folder")
@@ -681,6 +706,10 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str, *, 
 
             (tmp / "Modelfile").write_text(ollama_modelfile(v.meta.get("gguf") or {}, gguf_file_name(paths)),
                                            encoding="utf-8")
+        if key_name:
+            from relman.release import openssf
+
+            openssf.sign_folder(tmp, key_name)
         hold_here("export.folder-written")  # tests kill -9 here: the temp folder is full, not renamed
         if dest.exists():
             dest.rmdir()

@@ -1,6 +1,8 @@
 """Model cards: a Hugging Face-compatible README.md generated from the catalog.
 
-YAML front-matter (library_name, pipeline_tag, tags, model-index results per dataset) followed
+YAML front-matter (library_name, pipeline_tag, tags, model-index results per dataset and split,
+each value with its interval as "0.912 ± 0.011" and relman's exact fields beside it;
+base_model and base_model_relation, stated for every recipe) followed
 by lineage, recipe, datasets, metrics with the conditions they were measured under, the last
 gate report, approvals, and the fields only a person can fill in (intended use, limitations),
 kept in the catalog settings under `card:<model>@<version>` so they survive re-generation.
@@ -11,6 +13,7 @@ library is needed and nothing user-typed can break the block.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,24 +24,32 @@ from relman.tasks.specs import find_task
 CARD_FIELDS = ("intended_use", "limitations", "license", "description")
 LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors", "torch": "pytorch",
              "peft-adapter": "peft", "hf-reshaped": "transformers"}
-# Hugging Face's `base_model_relation` (the Hub's model tree) for what a recipe made of its parent
-QUANTIZING_RECIPES = ("torch-int8-dynamic", "ort-int8", "int4-weight-only", "half", "onnx-fp16")
-MERGING_RECIPES = ("merge-fedavg", "merge-adapter")
+# Hugging Face's `base_model_relation` (the Hub's model tree), stated for every built-in recipe:
+# the Hub guesses when it is missing, and guesses wrong for multi-parent recipes (two base models
+# read as a merge: distillation is not one) and for folders without weights it recognises.
+# Pruning and low-rank surgery change the weights themselves, as training does ("finetune");
+# ONNX export and the other format conversions are filed with quantizations, the Hub's group for
+# the same model in another runtime's format. tests/test_modelcard_lineage.py checks that every
+# registered recipe has an entry here, so a new recipe cannot be left to the Hub's guess.
+HUB_RELATIONS: dict[str, str] = {
+    "torch-int8-dynamic": "quantized", "ort-int8": "quantized", "int4-weight-only": "quantized",
+    "half": "quantized", "onnx-fp16": "quantized", "onnx-export": "quantized",
+    "merge-fedavg": "merge", "merge-adapter": "merge",
+    "finetune": "finetune", "distill": "finetune",
+    "prune-magnitude": "finetune", "prune-structured": "finetune", "lowrank-svd": "finetune",
+}
+QUANTIZING_RECIPES = tuple(k for k, r in HUB_RELATIONS.items() if r == "quantized")
+MERGING_RECIPES = tuple(k for k, r in HUB_RELATIONS.items() if r == "merge")
 
 
 def base_model_relation(v: Any) -> str | None:
-    """adapter | merge | quantized | finetune for a derived version, None for an import or a
-    conversion the Hub has no word for (ONNX export, pruning without training)."""
+    """adapter | merge | quantized | finetune for a derived version (a LoRA fine-tune's adapter
+    is "adapter", a merge of adapters "merge"); None for an import, or a recipe this install
+    does not know (a plugin's: better no claim than a wrong one)."""
     recipe = (v.recipe or {}).get("name")
-    if v.format == "peft-adapter":
-        return "merge" if recipe == "merge-fedavg" else "adapter"
-    if recipe in MERGING_RECIPES:
-        return "merge"
-    if recipe in QUANTIZING_RECIPES:
-        return "quantized"
-    if recipe in ("finetune", "distill"):
-        return "finetune"
-    return None
+    if v.format == "peft-adapter" and recipe != "merge-fedavg":
+        return "adapter"
+    return HUB_RELATIONS.get(recipe or "")
 
 
 def hub_lineage(catalog: Any, v: Any) -> dict[str, Any]:
@@ -165,6 +176,56 @@ def _ancestry(catalog: Any, v: Any, depth: int = 12) -> list[tuple[int, dict[str
     return out
 
 
+def _interval(context: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """(low, high, level) of a metric's interval: `interval` + `interval_level` (quality,
+    fidelity, timing ratios) or `ci95` (explanations); None when it has none."""
+    iv, level = context.get("interval"), context.get("interval_level", 0.95)
+    if iv is None and context.get("ci95") is not None:
+        iv, level = context["ci95"], 0.95
+    try:
+        lo, hi = float(iv[0]), float(iv[1])  # type: ignore[index]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    return lo, hi, float(level)
+
+
+def plus_minus(value: float, lo: float, hi: float) -> str:
+    """"0.912 ± 0.011": the value with the interval's half-width, both to the half-width's second
+    significant digit (the exact, possibly asymmetric, bounds go in relman's own fields)."""
+    half = (hi - lo) / 2
+    if half <= 0 or not math.isfinite(half):
+        return f"{value:.4g} ± 0"
+    digits = max(0, 1 - math.floor(math.log10(half)))
+    return f"{value:.{digits}f} ± {half:.{digits}f}"
+
+
+def index_metric(m: Mapping[str, Any]) -> dict[str, Any]:
+    """One `model-index` metric. The schema's `value` holds one scalar, so a metric with an
+    interval states it there as "0.912 ± 0.011"; `relman` keeps the number, the exact bounds,
+    the level, the sample count and when it was measured, for tools that read them."""
+    ctx = m["context"] or {}
+    value = float(m["value"])
+    out: dict[str, Any] = {"type": m["name"], "value": value, "name": f"{m['suite']}/{m['name']}"}
+    iv = _interval(ctx)
+    own: dict[str, Any] = {"value": value, "suite": m["suite"], "measured_at": str(m["created_at"])}
+    if iv is not None:
+        lo, hi, level = iv
+        out["value"] = plus_minus(value, lo, hi)
+        own.update({"interval": [lo, hi], "interval_level": level})
+    for key in ("n", "split", "max_samples"):
+        if ctx.get(key) is not None:
+            own[key] = ctx[key]
+    out["relman"] = own
+    return out
+
+
+def _dataset_sha(catalog: Any, name: str) -> str | None:
+    row = catalog.conn.execute("SELECT sha256 FROM datasets WHERE name = ?", [name]).fetchone()
+    return row[0] if row else None
+
+
 def last_gate_report(catalog: Any, version_id: int) -> dict[str, Any] | None:
     row = catalog.conn.execute("SELECT gate_report FROM transitions WHERE version_id = ?"
                                " AND gate_report LIKE '%\"rules\"%' ORDER BY id DESC LIMIT 1", [version_id]).fetchone()
@@ -215,16 +276,21 @@ def render_card(catalog: Any, v: Any) -> str:
     metrics = catalog.metrics(v.id)
     results = []
     by_dataset: dict[str, list[dict[str, Any]]] = {}
+    by_split: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for m in metrics:
         if m["value"] is not None and _dataset_of(m):
             by_dataset.setdefault(str(_dataset_of(m)), []).append(m)
-    for ds, ms in sorted(by_dataset.items()):
-        results.append({
-            "task": {"type": spec.pipeline_tag if spec else (v.task or "other")},
-            "dataset": {"name": ds, "type": ds},
-            "metrics": [{"type": m["name"], "value": float(m["value"]), "name": f"{m['suite']}/{m['name']}"}
-                        for m in ms],
-        })
+            by_split.setdefault((str(_dataset_of(m)), str((m["context"] or {}).get("split") or "")), []).append(m)
+    for (ds, split), ms in sorted(by_split.items()):
+        dataset: dict[str, Any] = {"name": ds, "type": ds}
+        if split:
+            dataset["split"] = split
+        sha = next((m["context"].get("dataset_sha") for m in ms if m["context"].get("dataset_sha")), None) \
+            or _dataset_sha(catalog, ds)
+        if sha:
+            dataset["revision"] = sha  # the exact rows: the catalog's sha256 of the dataset
+        results.append({"task": {"type": spec.pipeline_tag if spec else (v.task or "other")}, "dataset": dataset,
+                        "metrics": [index_metric(m) for m in ms]})
     tags = ["relman", v.format] + ([v.task] if v.task else []) + ([v.recipe["name"]] if v.recipe.get("name") else [])
     meta: dict[str, Any] = {}
     if v.format in LIBRARIES:
@@ -286,8 +352,12 @@ def render_card(catalog: Any, v: Any) -> str:
     if metrics:
         lines += ["| suite | metric | value | dataset | conditions | measured |", "|---|---|---|---|---|---|"]
         for m in metrics:
-            ctx = ", ".join(f"{k}={m['context'][k]}" for k in sorted(m["context"]) if k != "dataset")[:160]
+            ctx = ", ".join(f"{k}={m['context'][k]}" for k in sorted(m["context"])
+                            if k not in ("dataset", "interval", "interval_level", "ci95"))[:160]
             val = "" if m["value"] is None else f"{m['value']:.6g}"
+            iv = _interval(m["context"] or {}) if m["value"] is not None else None
+            if iv is not None:  # the interval beside the value, as in model-index
+                val = f"{plus_minus(float(m['value']), iv[0], iv[1])} ({iv[2]:.0%}: {iv[0]:.4g} to {iv[1]:.4g})"
             lines.append(f"| {_md(m['suite'])} | {_md(m['name'])} | {val} | {_md(_dataset_of(m) or '')} | {_md(ctx)} | "
                          f"{m['created_at'][:19]} |")
     else:

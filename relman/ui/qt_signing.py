@@ -2,7 +2,9 @@
 sign the approval with it, so a policy that requires signed approvals accepts it.
 
 The dialog is a `SimpleFormDialog` (By, Comment, Sign with) plus a "New key" row that creates
-an Ed25519 key pair in the keys folder (the same as `relman keys create NAME`) and selects it.
+a key pair in the keys folder through `relman.app.bundles.create_key` (the one function
+`relman keys create NAME` and the export dialog call too: Ed25519 plus its P-256 twin) and
+selects it.
 """
 
 from __future__ import annotations
@@ -56,17 +58,17 @@ class SignedApproveDialog(SimpleFormDialog):
 
     def create_key(self) -> None:
         """Create the key named in the field, select it; errors show inline."""
-        from relman.release import keys
+        from relman.app.bundles import create_key
 
         try:
-            pub = keys.create_key(self.new_key_edit.text().strip())
+            made = create_key(self.new_key_edit.text().strip())
         except RelmanError as e:
             self.error_label.setText(str(e))
             return
-        self.key_combo.addItem(pub.name)
-        self.key_combo.setCurrentText(pub.name)
+        self.key_combo.addItem(made["name"])
+        self.key_combo.setCurrentText(made["name"])
         self.new_key_edit.clear()
-        self.error_label.setText(f"created key {pub.name} ({pub.id}); it is trusted on this machine")
+        self.error_label.setText(f"created key {made['name']} ({made['id']}); it is trusted on this machine")
 
     def values(self) -> dict[str, Any]:
         out = super().values()

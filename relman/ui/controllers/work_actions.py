@@ -255,7 +255,8 @@ class WorkActions(Controller):
         from relman.app.bundles import create_key
 
         made = create_key(name)
-        self.info(f"Created signing key {made['name']} (id {made['id']}); its public key is {made['public_key']}")
+        self.info(f"Created signing key {made['name']} (id {made['id']}); its public key is {made['public_key']} "
+                  f"(for relman imports) and {made['openssf_public_key']} (for OpenSSF 'model_signing verify key')")
         return made["name"]
 
     def export_bundle(self, ref: str, path: str, key: str | None = None) -> int:
