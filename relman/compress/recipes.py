@@ -14,7 +14,7 @@ from relman.tasks.specs import tasks_with_recipe
 _TORCH_FORMATS = ("hf", "hf-reshaped")
 
 register(Recipe(
-    name="prune-magnitude", compresses=True, title="Unstructured magnitude pruning", target="relman.compress.prune.magnitude:run",
+    name="prune-magnitude", hub_relation="finetune", compresses=True, title="Unstructured magnitude pruning", target="relman.compress.prune.magnitude:run",
     input_formats=_TORCH_FORMATS,
     params=(
         Param("sparsity", float, 0.5, "fraction of the selected weights set to zero (0.5 = 50 %)", min=0.0, max=0.99),
@@ -25,7 +25,7 @@ register(Recipe(
     description="Zeroes the smallest-magnitude Linear weights (masks made permanent); records the sparsity.",
 ))
 register(Recipe(
-    name="prune-structured", compresses=True, title="Structured pruning (heads + FFN neurons)",
+    name="prune-structured", hub_relation="finetune", compresses=True, title="Structured pruning (heads + FFN neurons)",
     target="relman.compress.prune.structured:run", input_formats=_TORCH_FORMATS,
     output_format="hf-reshaped",  # plain "hf" when only FFN neurons are removed
     params=(
@@ -42,7 +42,7 @@ register(Recipe(
     description="Removes whole attention heads and FFN neurons, so parameters, size and latency drop.",
 ))
 register(Recipe(
-    name="lowrank-svd", compresses=True, title="Low-rank factorisation (truncated SVD)", target="relman.compress.prune.lowrank:run",
+    name="lowrank-svd", hub_relation="finetune", compresses=True, title="Low-rank factorisation (truncated SVD)", target="relman.compress.prune.lowrank:run",
     input_formats=_TORCH_FORMATS, output_format="hf-reshaped",
     params=(
         Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
@@ -58,7 +58,7 @@ register(Recipe(
     description="Replaces Linear layers by two smaller ones where that saves parameters.",
 ))
 register(Recipe(
-    name="distill", title="Knowledge distillation", target="relman.compress.adapt.distill:run",
+    name="distill", hub_relation="finetune", title="Knowledge distillation", target="relman.compress.adapt.distill:run",
     input_formats=_TORCH_FORMATS, multi_parent=True,
     tasks=tasks_with_recipe("distill"),
     params=(
@@ -89,7 +89,7 @@ _DP_PARAMS = (
     Param("max_grad_norm", float, 1.0, "per-example gradient clipping norm (dp=true)", min=0.0),
 )
 register(Recipe(
-    name="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.adapt.finetune:run",
+    name="finetune", hub_relation="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.adapt.finetune:run",
     input_formats=_TORCH_FORMATS, tasks=tasks_with_recipe("finetune"),
     params=(
         Param("dataset", str, "", "registered labelled dataset"),
@@ -115,7 +115,7 @@ register(Recipe(
                 "becomes a classifier; new head when the labels differ.",
 ))
 register(Recipe(
-    name="merge-fedavg", title="Merge (federated averaging)", target="relman.compress.adapt.merge:run",
+    name="merge-fedavg", hub_relation="merge", title="Merge (federated averaging)", target="relman.compress.adapt.merge:run",
     input_formats=_TORCH_FORMATS + ("peft-adapter",), multi_parent=True,
     params=(
         Param("weights", list, [], "one sample count per parent (default: their recorded train_samples, else equal)"),
@@ -127,7 +127,7 @@ register(Recipe(
                 "(average of the updates BA, re-factorised by SVD); composes the parents' privacy ledgers.",
 ))
 register(Recipe(
-    name="merge-adapter", title="Merge a LoRA adapter into its base", target="relman.compress.adapt.merge_adapter:run",
+    name="merge-adapter", hub_relation="merge", title="Merge a LoRA adapter into its base", target="relman.compress.adapt.merge_adapter:run",
     input_formats=("peft-adapter", "hf", "hf-reshaped", "torch-int8", "onnx", "safetensors", "torch"),
     multi_parent=True,
     params=(
@@ -150,7 +150,7 @@ _EXPORTER = Param("exporter", str, "auto",
                   choices=("auto", "relman", "genai"))
 
 register(Recipe(
-    name="torch-int8-dynamic", compresses=True, title="Dynamic INT8 (PyTorch, Linear layers)",
+    name="torch-int8-dynamic", hub_relation="quantized", compresses=True, title="Dynamic INT8 (PyTorch, Linear layers)",
     target="relman.compress.quantize.quant_torch:int8_dynamic", input_formats=("hf",), output_format="torch-int8",
     params=(
         Param("keep_float", list, [], "Linear layers whose name contains one of these stay float "
@@ -159,7 +159,7 @@ register(Recipe(
     description="torch.ao dynamic quantisation: INT8 weights, activations quantised on the fly; CPU only.",
 ))
 register(Recipe(
-    name="onnx-export", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_export:export_recipe",
+    name="onnx-export", hub_relation="quantized", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_export:export_recipe",
     input_formats=_EXPORTABLE, output_format="onnx",
     params=(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),
@@ -172,7 +172,7 @@ register(Recipe(
     description="Dynamic batch and sequence axes; the max abs difference to PyTorch is recorded.",
 ))
 register(Recipe(
-    name="ort-int8", compresses=True, title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quantize.quant_ort:ort_int8",
+    name="ort-int8", hub_relation="quantized", compresses=True, title="INT8 with onnxruntime (dynamic or static)", target="relman.compress.quantize.quant_ort:ort_int8",
     input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
     params=(
         Param("mode", str, "dynamic", "dynamic: weights INT8, activations on the fly; static: calibrated "
@@ -206,7 +206,7 @@ register(Recipe(
     description="onnxruntime quantize_dynamic / quantize_static after graph optimisation.",
 ))
 register(Recipe(
-    name="half", compresses=True, title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.quantize.half:half_torch",
+    name="half", hub_relation="quantized", compresses=True, title="Half precision (PyTorch FP16 / BF16)", target="relman.compress.quantize.half:half_torch",
     input_formats=("hf",), output_format="hf",
     params=(
         Param("dtype", str, "float16", "float16 (older GPUs) or bfloat16 (float32's range; Ampere+ GPUs, CPUs)",
@@ -215,7 +215,7 @@ register(Recipe(
     description="Casts the weights; the dtype is recorded in config.json. The useful one on a GPU.",
 ))
 register(Recipe(
-    name="onnx-fp16", compresses=True, title="Half precision (ONNX FP16)", target="relman.compress.quantize.half:half_onnx",
+    name="onnx-fp16", hub_relation="quantized", compresses=True, title="Half precision (ONNX FP16)", target="relman.compress.quantize.half:half_onnx",
     input_formats=_EXPORTABLE + ("onnx",), output_format="onnx",
     params=(
         Param("op_block_list", list, [], "extra op types kept in float32 (besides the converter's defaults)"),
@@ -225,7 +225,7 @@ register(Recipe(
     description="float16 weights and compute with float32 inputs/outputs; for GPU inference.",
 ))
 register(Recipe(
-    name="int4-weight-only", compresses=True, title="Weight-only INT4 (causal LMs)", target="relman.compress.quantize.int4:int4_weight_only",
+    name="int4-weight-only", hub_relation="quantized", compresses=True, title="Weight-only INT4 (causal LMs)", target="relman.compress.quantize.int4:int4_weight_only",
     input_formats=_EXPORTABLE + ("onnx",), tasks=tasks_with_recipe("int4-weight-only"), output_format="onnx",
     params=(
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),
@@ -242,7 +242,7 @@ register(Recipe(
                 "graph of the LM (ONNX Runtime GenAI's builder writes it for the families it knows).",
 ))
 register(Recipe(
-    name="gguf", compresses=True, title="GGUF for llama.cpp / LM Studio / Ollama (F16, Q8_0, Q4_0, Q4_K_M)",
+    name="gguf", hub_relation="quantized", compresses=True, title="GGUF for llama.cpp / LM Studio / Ollama (F16, Q8_0, Q4_0, Q4_K_M)",
     target="relman.compress.export.gguf_writer:run", input_formats=("hf",), tasks=tasks_with_recipe("gguf"),
     output_format="gguf",
     params=(

@@ -42,6 +42,9 @@ class Recipe:
     # the child should behave like its parent (quantise, prune, export), so fidelity to it is a
     # fair gate (`when compressed`); distillation, fine-tuning and merges change behaviour on purpose
     compresses: bool = False
+    # what the Hugging Face Hub calls the child's tie to its base (model cards' base_model_relation):
+    # "quantized", "adapter", "merge" or "finetune"; None makes no claim
+    hub_relation: str | None = None
 
     def resolve_params(self, raw: dict[str, Any]) -> dict[str, Any]:
         known = {p.name: p for p in self.params}
@@ -72,6 +75,7 @@ class Recipe:
             "name": self.name, "title": self.title, "description": self.description,
             "input_formats": list(self.input_formats), "tasks": list(self.tasks) if self.tasks else None,
             "output_format": self.output_format, "multi_parent": self.multi_parent, "compresses": self.compresses,
+            "hub_relation": self.hub_relation,
             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
                         "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max}
                        for p in self.params],

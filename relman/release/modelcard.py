@@ -31,15 +31,11 @@ LIBRARIES = {"hf": "transformers", "onnx": "onnx", "safetensors": "safetensors",
 # ONNX export and the other format conversions are filed with quantizations, the Hub's group for
 # the same model in another runtime's format. tests/test_modelcard_lineage.py checks that every
 # registered recipe has an entry here, so a new recipe cannot be left to the Hub's guess.
-HUB_RELATIONS: dict[str, str] = {
-    "torch-int8-dynamic": "quantized", "ort-int8": "quantized", "int4-weight-only": "quantized",
-    "half": "quantized", "onnx-fp16": "quantized", "onnx-export": "quantized",
-    "merge-fedavg": "merge", "merge-adapter": "merge",
-    "finetune": "finetune", "distill": "finetune",
-    "prune-magnitude": "finetune", "prune-structured": "finetune", "lowrank-svd": "finetune",
-}
-QUANTIZING_RECIPES = tuple(k for k, r in HUB_RELATIONS.items() if r == "quantized")
-MERGING_RECIPES = tuple(k for k, r in HUB_RELATIONS.items() if r == "merge")
+def hub_relations() -> dict[str, str]:
+    """recipe name -> base_model_relation, as each recipe declares it (Recipe.hub_relation)."""
+    from relman.compress.registry import all_recipes
+
+    return {r.name: r.hub_relation for r in all_recipes() if r.hub_relation}
 
 
 def base_model_relation(v: Any) -> str | None:
@@ -49,7 +45,7 @@ def base_model_relation(v: Any) -> str | None:
     recipe = (v.recipe or {}).get("name")
     if v.format == "peft-adapter" and recipe != "merge-fedavg":
         return "adapter"
-    return HUB_RELATIONS.get(recipe or "")
+    return hub_relations().get(recipe or "")
 
 
 def hub_lineage(catalog: Any, v: Any) -> dict[str, Any]:
