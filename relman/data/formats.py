@@ -108,3 +108,7 @@ register(Reader(
 register(Reader(
     name="conll", title="CoNLL", target="relman.data.read_conll:read_conll", kind="tokens",
     suffixes=(".conll", ".bio", ".iob2"), description="token<TAB>BIO tag lines, a blank line between sentences"))
+register(Reader(
+    name="sft", title="instruction JSON Lines", target="relman.data.read_sft:read_sft", kind="sft",
+    uses=("split_col",), description="fine-tuning rows for language models: {prompt, completion} or chat "
+                                     "{messages: [{role, content}...]} objects, one per line"))

@@ -114,7 +114,7 @@ register(TaskSpec(
     auto_class="AutoModelForCausalLM", architecture_suffixes=("ForCausalLM", "LMHeadModel"),
     output="logits", modality="text", data_kinds=("lm", "text"), per_token_output=True, labels="none",
     pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality", "explain"), default_suites=("quality",),
-    quality_metric=("perplexity", False), recipes=("int4-weight-only",), causal=True,
+    quality_metric=("perplexity", False), recipes=("int4-weight-only", "finetune"), causal=True,
 ))
 register(TaskSpec(
     name="token-classification", title="Token classification (named entities)",
