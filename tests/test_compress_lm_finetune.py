@@ -140,3 +140,23 @@ def test_a_prompt_longer_than_the_context_or_other_data_is_refused_storing_nothi
         compress_job(cat, base.id, "finetune", {}, dataset="plain")
     assert cat.query("SELECT COUNT(*) AS n FROM versions")[0]["n"] == n_versions
     assert cat.orphan_blobs() == []
+
+
+def test_the_compress_job_queues_the_childs_evaluation_without_the_training_rows(lm):
+    """The sft rows are no input a causal-lm evaluation reads: the child's evaluation is queued
+    without them (size, latency...) instead of not at all."""
+    from relman.compress import job
+    from relman.jobs.context import JobContext
+
+    cat, base, *_ = lm
+    ctx = JobContext(cat)
+    try:
+        result = job.run({"recipe": "finetune", "params": {"method": "lora", "epochs": 1},
+                          "parent_version_ids": [base.id], "dataset": "instr", "evaluate": True}, ctx)
+    finally:
+        ctx.cleanup()
+    assert result["evaluation"] == "queued without dataset 'instr' (a causal-lm evaluation does not read its rows)"
+    queued = cat.query("SELECT kind, params FROM jobs WHERE id = ?", [result["evaluation_job"]])[0]
+    params = json.loads(queued["params"])
+    assert queued["kind"] == "evaluate" and params["version_id"] == result["version_id"]
+    assert not params.get("dataset")
