@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import json
 
+import lm_tune_support as S
 import pytest
+from adapter_support import run_finetune, run_recipe_commit
+from recipe_support import compress_job
 
 from relman.app.datasets import register_dataset
 from relman.app.models import import_model
 from relman.catalog import open_catalog
 from relman.data.stored import load_dataset
 from relman.errors import RecipeError
-from relman.modelio.loading import load_preprocessor, load_torch_model, materialize_version
+from relman.modelio.loading import (
+    load_preprocessor,
+    load_torch_model,
+    materialize_version,
+)
 from relman.modelio.trained_lm import planted_facts
-
-import lm_tune_support as S
-from adapter_support import run_finetune, run_recipe_commit
-from recipe_support import compress_job
 
 COLOURS = {a for _, a in planted_facts()}
 
@@ -112,7 +115,7 @@ def test_fedavg_of_two_sites_lm_adapters(lm):
         register_dataset(cat, S.write_prompt_completion(root / f"site{k}.jsonl", half), f"site-{k}", format="sft")
         sites.append(run_finetune(cat, base, {"method": "lora", "epochs": 4}, load_dataset(cat, f"site-{k}"),
                                   root / f"site{k}")[1])
-    out, merged = run_recipe_commit(cat, "merge-fedavg", sites, {}, root / "fedavg")
+    _, merged = run_recipe_commit(cat, "merge-fedavg", sites, {}, root / "fedavg")
     assert merged.format == "peft-adapter" and merged.task == "causal-lm"
     assert merged.meta["adapter"]["base_manifest_sha256"] == base.manifest_sha256
     assert {p["parent_id"] for p in cat.parents(merged.id)} == {sites[0].id, sites[1].id, base.id}

@@ -25,11 +25,15 @@ from typing import Any
 import torch
 
 from relman.catalog import Metric
-from relman.compress.adapt import lm_data
-from relman.compress.adapt import lora
+from relman.compress.adapt import lm_data, lora
 from relman.compress.adapt import privacy as dp_privacy
 from relman.compress.adapt import training as tr
-from relman.compress.prune.surgery import load_parent, new_output_folder, save_child, unique_param_count
+from relman.compress.prune.surgery import (
+    load_parent,
+    new_output_folder,
+    save_child,
+    unique_param_count,
+)
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.context import WorkContext
 from relman.errors import RecipeError
@@ -78,7 +82,7 @@ def _split(dataset: Any, val_fraction: float, seed: int) -> tuple[Any, Any]:
     if val_fraction <= 0 or n < 4:
         return np.arange(n), None
     order = np.random.default_rng(seed).permutation(n)
-    n_val = max(1, int(round(n * val_fraction)))
+    n_val = max(1, round(n * val_fraction))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
