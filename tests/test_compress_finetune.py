@@ -71,6 +71,6 @@ def test_unusable_datasets_are_refused(catalog, tiny_bert, tiny_gpt2, tmp_path):
         run_recipe([src], {}, catalog, demo.digits(20))
     with pytest.raises(RecipeError, match="needs a registered dataset"):
         get_recipe("finetune").function()([src], get_recipe("finetune").resolve_params({}), JobContext(catalog))
-    lm = source(catalog, tiny_gpt2, "lm", tmp_path)  # encoders become classifiers; language models do not
-    with pytest.raises(RecipeError, match="finetune trains classifiers"):
+    lm = source(catalog, tiny_gpt2, "lm", tmp_path)  # a language model learns instructions, not labels
+    with pytest.raises(RecipeError, match=r"language model lm@1\.0\.0 needs instruction data.*--format sft"):
         run_recipe([lm], {}, catalog, sentiment(20))

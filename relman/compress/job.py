@@ -179,9 +179,17 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     """Queue the child's evaluation against its parent (the evaluation's default suites for
     the task: quality when a dataset is attached, fidelity, size, latency) as a job spawned by
     this one, so `--wait` on the compression also waits for it. (job id or None, note)."""
+    from relman.data.stored import get_dataset
     from relman.evaluate import registry
     from relman.evaluate.plan import plan_evaluation
+    from relman.tasks.specs import find_task
 
+    note = "queued"
+    spec = find_task(child.task)
+    if dataset and spec is not None and get_dataset(ctx.catalog, dataset)["kind"] not in spec.data_kinds:
+        # e.g. an LM instruction-tuned on sft rows: the training rows are no input its evaluation reads
+        note = f"queued without dataset '{dataset}' (a {child.task} evaluation does not read its rows)"
+        dataset = None
     suites = list(registry.default_suites(child.task, bool(dataset)))
     if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models
         suites.append("fidelity")
@@ -194,7 +202,7 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     if child.format == "torch-int8":  # PyTorch's dynamic INT8 kernels are CPU-only
         device = "cpu"
     job_id = ctx.queue_job("evaluate", plans[0], device=device)
-    return int(job_id), "queued"
+    return int(job_id), note
 
 
 def _adopt(ctx: "WorkContext", child: "VersionInfo", parents: list["VersionInfo"], params: dict[str, Any]

@@ -92,27 +92,31 @@ register(Recipe(
     name="finetune", hub_relation="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.adapt.finetune:run",
     input_formats=_TORCH_FORMATS, tasks=tasks_with_recipe("finetune"),
     params=(
-        Param("dataset", str, "", "registered labelled dataset"),
+        Param("dataset", str, "", "registered labelled dataset (causal-lm: an sft dataset of prompt/completion or "
+                                  "chat messages rows; the loss is on completions / assistant turns)"),
         Param("method", str, "full", "full: train every weight (an hf child); lora: train a LoRA adapter "
                                      "(a peft-adapter child pinned to this base)", choices=("full", "lora")),
         *_LORA_PARAMS,
         *_DP_PARAMS,
         Param("epochs", int, 3, "maximum passes over the training split (exactly this many with dp)", min=1,
               max=1000),
-        Param("lr", float, 5e-5, "learning rate", min=0.0),
+        Param("lr", float, 0.0, "learning rate (0 = the method's default: 5e-5 for classifiers; causal-lm "
+                                "full 5e-4, lora 5e-3)", min=0.0),
         Param("batch_size", int, 16, "batch size (expected batch size under dp's Poisson sampling)", min=1,
               max=4096),
         Param("patience", int, 2, "epochs without validation improvement before stopping (not with dp)", min=1),
         Param("val_fraction", float, 0.2, "hold-out share when the dataset has no validation split", min=0.0, max=0.9),
         Param("weight_decay", float, 0.01, "AdamW weight decay", min=0.0),
-        Param("max_length", int, 128, "token limit for text", min=8),
+        Param("max_length", int, 128, "token limit for text (causal-lm: the model's context; a longer prompt "
+                                      "is refused)", min=8),
         Param("adversarial", bool, False, "also train on FGSM-perturbed inputs (embeddings / pixels)"),
         Param("epsilon", float, 0.01, "FGSM step size", min=0.0),
         Param("adv_weight", float, 0.5, "share of the adversarial loss", min=0.0, max=1.0),
         Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Trains on a labelled dataset (every weight, or a LoRA adapter; DP-SGD on request); an encoder "
-                "becomes a classifier; new head when the labels differ.",
+                "becomes a classifier; new head when the labels differ; a causal LM learns prompt/completion or "
+                "chat rows.",
 ))
 register(Recipe(
     name="merge-fedavg", hub_relation="merge", title="Merge (federated averaging)", target="relman.compress.adapt.merge:run",

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-Kind = Literal["text", "image", "lm", "tokens", "mcq", "qa"]
+Kind = Literal["text", "image", "lm", "tokens", "mcq", "qa", "sft"]
 SPLITS = ("train", "validation", "test")
 
 
@@ -21,7 +21,7 @@ class Dataset:
     kind: Kind
     sha256: str = ""
     id: int | None = None
-    texts: list[str] | None = None          # kind text / lm / tokens (tokens: the words joined by spaces)
+    texts: list[str] | None = None          # kind text / lm / tokens (tokens: the words joined by spaces) / sft
     images: np.ndarray | None = None        # kind image: uint8, N x H x W x C
     labels: np.ndarray | None = None        # int64 indices into label_names, or None (unlabelled)
     label_names: list[str] = field(default_factory=list)
@@ -32,6 +32,8 @@ class Dataset:
     # kind mcq: {"context", "choices", "gold"} per row; kind qa: {"prompt", "answers"} per row
     # (language-model items: texts holds the context / prompt, so text checks still apply)
     items: list[dict[str, Any]] | None = None
+    completions: list[str] | None = None    # kind sft, prompt/completion rows: texts are the prompts
+    messages: list[list[dict[str, str]]] | None = None  # kind sft, chat rows: each row's {role, content} turns
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -62,6 +64,8 @@ class Dataset:
             tags=[self.tags[i] for i in idx] if self.tags is not None else None,
             split=self.split[idx] if self.split is not None else None,
             items=[self.items[i] for i in idx] if self.items is not None else None,
+            completions=[self.completions[i] for i in idx] if self.completions is not None else None,
+            messages=[self.messages[i] for i in idx] if self.messages is not None else None,
         )
 
     def subset(self, split: str | None) -> "Dataset":

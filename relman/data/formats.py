@@ -119,3 +119,7 @@ register(Reader(
     kind="mcq", suffixes=(".yaml", ".yml"), folder=True, entries="relman.data.read_lmeval:task_entries",
     description="an lm-eval task file with dataset_path: json and local data_files (stored with it); "
                 "multiple_choice gives mcq items, generate_until question/answer items"))
+register(Reader(
+    name="sft", title="instruction JSON Lines", target="relman.data.read_sft:read_sft", kind="sft",
+    uses=("split_col",), description="fine-tuning rows for language models: {prompt, completion} or chat "
+                                     "{messages: [{role, content}...]} objects, one per line"))

@@ -116,7 +116,7 @@ register(TaskSpec(
     output="logits", modality="text", data_kinds=("lm", "text", "mcq", "qa"), per_token_output=True, labels="none",
     pipeline_tag="text-generation", suites=_BASE_SUITES + ("quality", "explain", "mc", "generate"),
     default_suites=("quality",),
-    quality_metric=("perplexity", False), recipes=("int4-weight-only", "gguf"), causal=True,
+    quality_metric=("perplexity", False), recipes=("int4-weight-only", "gguf", "finetune"), causal=True,
 ))
 register(TaskSpec(
     name="token-classification", role="tagger", title="Token classification (named entities)",

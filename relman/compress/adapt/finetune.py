@@ -14,6 +14,9 @@ A `feature-extraction` parent (an encoder such as MiniLM) becomes a text- or ima
 the classification model class is built from the base's config with the dataset's labels, the
 encoder weights come from the base, the head is new. `dp=true` trains with DP-SGD (Opacus,
 relman.compress.adapt.privacy) and records the privacy ledger and `privacy_epsilon` on the child.
+
+A `causal-lm` parent is instruction-tuned instead (relman.compress.adapt.lm_finetune): the same
+parameters, a dataset of prompt/completion or chat rows, the loss on completions only.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from relman.context import WorkContext
 from relman.tasks.specs import tasks_with_recipe
 
 HEAD_NAMES = ("classifier", "score")
+DEFAULT_LR = 5e-5  # lr=0 (the recipe's default): classifiers, full and LoRA alike
 
 
 def replace_head(model: nn.Module, labels: list[str]) -> str:
@@ -96,6 +100,10 @@ def head_name(model: nn.Module) -> str:
 
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     source = sources[0]
+    if source.task == "causal-lm":  # instruction tuning: its own data and loss (relman.compress.adapt.lm_finetune)
+        from relman.compress.adapt import lm_finetune
+
+        return lm_finetune.run(sources, params, ctx)
     ref = source.version.ref
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
     task = target_task(source.task or "", dataset, ref)
@@ -148,7 +156,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
     acc_before = loss_before = None
     if val is not None:
         acc_before, loss_before = tr.accuracy_and_loss(model, batcher, val, device)
-    optimizer = tr.make_optimizer(model, float(params["lr"]), float(params["weight_decay"]))
+    optimizer = tr.make_optimizer(model, float(params["lr"]) or DEFAULT_LR, float(params["weight_decay"]))
     private = None
     if use_dp:
         private = dp_privacy.make_private(model, optimizer, len(train), bs, epochs=epochs,

@@ -47,6 +47,15 @@ def default_targets(model: nn.Module) -> list[str]:
                       f"--param target_modules=... (layers: {', '.join(layer_names(model))})")
 
 
+def linear_targets(model: nn.Module) -> list[str]:
+    """Every Linear layer's short name except the output layer (PEFT's "all-linear"): the
+    default for causal LMs, where new knowledge lives in the MLPs as much as in attention and
+    query/value adapters alone learn a new answer too slowly to be a usable default."""
+    out_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sorted({name.rpartition(".")[2] for name, m in model.named_modules()
+                   if name and isinstance(m, nn.Linear) and m is not out_layer})
+
+
 def matching_modules(model: nn.Module, targets: Sequence[str]) -> dict[str, list[str]]:
     """target -> the module paths it selects (PEFT's rule: exact name or '.'-suffix)."""
     out: dict[str, list[str]] = {t: [] for t in targets}
@@ -59,9 +68,10 @@ def matching_modules(model: nn.Module, targets: Sequence[str]) -> dict[str, list
     return out
 
 
-def check_targets(model: nn.Module, targets: Sequence[str], ref: str) -> list[str]:
-    """The targets, each checked to select at least one adaptable layer (else refused)."""
-    targets = [t.strip() for t in targets if t.strip()] or default_targets(model)
+def check_targets(model: nn.Module, targets: Sequence[str], ref: str, *, default: Sequence[str] = ()) -> list[str]:
+    """The targets, each checked to select at least one adaptable layer (else refused); none given:
+    `default`, else PEFT's default for the architecture."""
+    targets = [t.strip() for t in targets if t.strip()] or list(default) or default_targets(model)
     found = matching_modules(model, targets)
     empty = [t for t, names in found.items() if not names]
     if empty:
