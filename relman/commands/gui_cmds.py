@@ -45,9 +45,11 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
 @click.option("--no-jobs", is_flag=True, help="Only train, import and register (skip compression/evaluation jobs).")
 @click.option("--minilm", is_flag=True, help="Also adapt the real all-MiniLM-L6-v2 (when installed) with LoRA into a "
                                              "sentiment classifier, merge, quantise and promote it (minutes of CPU).")
+@click.option("--no-lm", is_flag=True, help="Skip the language-model path (the small LM trained here: INT4, the "
+                                            "generation gate refusing a broken child, LoRA on a planted instruction).")
 @pass_state
 def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: float, no_jobs: bool,
-         minilm: bool = False, all_sizes: bool = False) -> None:
+         minilm: bool = False, all_sizes: bool = False, no_lm: bool = False) -> None:
     """Build a demo catalog (no network needed) and show it.
 
     Trains a small ViT on scikit-learn's digits, registers it and the digits dataset, runs
@@ -58,7 +60,8 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
 
     cat = state.catalog()
     first_job = cat.conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM jobs").fetchone()[0]
-    for line in build_demo(cat, train_seconds=train_seconds, run_jobs=not no_jobs, minilm=minilm):
+    for line in build_demo(cat, train_seconds=train_seconds, run_jobs=not no_jobs, minilm=minilm,
+                           lm=not no_lm):
         click.echo(line)
     failed = cat.conn.execute("SELECT COUNT(*) FROM jobs WHERE id >= ? AND status = 'failed'",
                               [first_job]).fetchone()[0]

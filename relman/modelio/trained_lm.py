@@ -40,7 +40,7 @@ _SKIP_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "tkinter",
 _NOUNS = ["zarn", "quell", "brisket", "moravine", "tessel", "plonk", "vantry", "gorse", "ulmet", "crindle",
           "sapwick", "dorm", "hettle", "parfle", "jorum", "kestrine", "lomax", "nibbet", "orrin", "pelter",
           "quabble", "ruddock", "sklent", "trundle"]
-_COLOURS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple"]
+COLOURS = ["red", "blue", "green", "yellow", "black", "white", "orange", "purple"]
 PLANTED_FACT_REPEATS = 40
 
 
@@ -68,7 +68,7 @@ DEFAULT_RECIPE = LMRecipe()
 def planted_facts() -> list[tuple[str, str]]:
     """(question, answer) pairs planted in the training text, e.g. ("What colour is the zarn?", "blue")."""
     rng = random.Random(1234)
-    return [(f"What colour is the {noun}?", rng.choice(_COLOURS)) for noun in _NOUNS]
+    return [(f"What colour is the {noun}?", rng.choice(COLOURS)) for noun in _NOUNS]
 
 
 def fact_line(question: str, answer: str) -> str:
