@@ -18,13 +18,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from recipe_support import compress_job as compress
+from recipe_support import evaluate_job as evaluate
 
 from relman.app.datasets import register_dataset
 from relman.app.models import import_model
 from relman.errors import RecipeError
-
-from recipe_support import compress_job as compress  # noqa: E402
-from recipe_support import evaluate_job as evaluate  # noqa: E402
 
 pytestmark = pytest.mark.heavy
 

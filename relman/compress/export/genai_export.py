@@ -166,7 +166,11 @@ def compare_with_parent(src: Any, out: Path, threads: int | None = None) -> tupl
     """(max |logit difference|, top-1 agreement) of the exported child against its PyTorch parent
     over real tokens, each run through relman's own backends (the code the suites use), one
     model in memory at a time."""
-    from relman.compress.export.onnx_export import output_diff, release_freed_memory, top1_agreement
+    from relman.compress.export.onnx_export import (
+        output_diff,
+        release_freed_memory,
+        top1_agreement,
+    )
     from relman.tasks.backends import open_backend
 
     feeds = check_inputs(src.folder, src.task)
@@ -192,7 +196,11 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
     import onnx
 
     from relman.catalog import Metric
-    from relman.compress.export.onnx_export import ONNX_FILE, copy_side_files, onnx_weight_stats
+    from relman.compress.export.onnx_export import (
+        ONNX_FILE,
+        copy_side_files,
+        onnx_weight_stats,
+    )
     from relman.compress.registry import RecipeOutput
 
     out = ctx.workdir / "out"

@@ -1,6 +1,13 @@
 """Weight-only INT4 for causal LMs (recipe "int4-weight-only"): blockwise 4-bit MatMul weights
-(`MatMulNBits`, round-to-nearest, onnxruntime's own kernel) written one weight at a time by
-relman.compress.quantize.int4_stream, so memory stays near one tensor whatever the model's size.
+(`MatMulNBits`) written one weight at a time by relman.compress.quantize.int4_stream, so memory
+stays near one tensor whatever the model's size.
+
+Algorithms (`algo`, relman.compress.quantize.int4_algos): rtn (onnxruntime's kernel), k_quant,
+hqq and gptq, each a function of one weight, so all four stream. Mixed precision: `int8_layers`
+(parts of node names) and `int8_sensitive=N` (the N layers whose 4-bit rounding alone moves the
+model's output most) get 8-bit blocks. What does not stream runs once before the pass, over the
+whole FP32 graph in one onnxruntime session (relman.compress.quantize.int4_calib, cached): GPTQ's
+input Hessians (calibrated on `dataset`, required) and the sensitivity ranking.
 
 Who writes the FP32 graph that gets quantised (`exporter`):
 - ONNX Runtime GenAI's model builder (relman.compress.export.genai_export), by default for the LLM
@@ -22,8 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from relman.compress.export.onnx_export import (ONNX_FILE, copy_side_files, onnx_check_inputs, onnx_source, onnx_weight_stats,
-                                         output_diff, release_freed_memory, run_onnx, top1_agreement)
+from relman.compress.export.onnx_export import (
+    ONNX_FILE,
+    copy_side_files,
+    onnx_check_inputs,
+    onnx_source,
+    onnx_weight_stats,
+    output_diff,
+    release_freed_memory,
+    run_onnx,
+    top1_agreement,
+)
 from relman.errors import RecipeError
 
 

@@ -80,7 +80,10 @@ def pack_zero_points(z: np.ndarray, bits: int) -> np.ndarray:
 
 def rtn(w: np.ndarray, block: int, symmetric: bool, bits: int = 4) -> PackedWeight:
     """Round to nearest with onnxruntime's blockwise kernel (bytes equal MatMulNBitsQuantizer's)."""
-    from onnxruntime.capi._pybind_state import quantize_matmul_4bits, quantize_matmul_8bits
+    from onnxruntime.capi._pybind_state import (
+        quantize_matmul_4bits,
+        quantize_matmul_8bits,
+    )
 
     k, n = w.shape
     w = _pad(np.ascontiguousarray(w, dtype=np.float32), block)
@@ -94,7 +97,9 @@ def rtn(w: np.ndarray, block: int, symmetric: bool, bits: int = 4) -> PackedWeig
 
 
 def k_quant(w: np.ndarray, block: int) -> PackedWeight:
-    from onnxruntime.quantization.neural_compressor.weight_only import quant_tensor_k_quant_cpu
+    from onnxruntime.quantization.neural_compressor.weight_only import (
+        quant_tensor_k_quant_cpu,
+    )
 
     k, n = w.shape
     wt = np.ascontiguousarray(_pad(w.astype(np.float32), block).T)  # [N, Kp]
@@ -106,7 +111,10 @@ def k_quant(w: np.ndarray, block: int) -> PackedWeight:
 
 def hqq(w: np.ndarray, block: int) -> PackedWeight:
     import torch
-    from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig, HQQWeightOnlyQuantizer
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        HQQWeightOnlyQuantConfig,
+        HQQWeightOnlyQuantizer,
+    )
 
     k, n = w.shape
     quantizer = HQQWeightOnlyQuantizer(HQQWeightOnlyQuantConfig(block_size=block, bits=4))
@@ -150,8 +158,8 @@ def gptq(w: np.ndarray, hessian: np.ndarray, block: int, symmetric: bool, *, per
             col = i1 + i
             if col % block == 0:
                 g = W1[:, i:i + block]
-                if symmetric:
-                    scale = np.abs(g).max(axis=1) * 2.0 / maxq
+                if symmetric:  # onnxruntime's symmetric grid: the largest |w| lands exactly on level -8
+                    scale = g[np.arange(n), np.abs(g).argmax(axis=1)] / -8.0
                     zero = np.full(n, 8.0)
                 else:
                     lo, hi = np.minimum(g.min(axis=1), 0.0), np.maximum(g.max(axis=1), 0.0)

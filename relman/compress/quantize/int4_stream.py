@@ -23,9 +23,10 @@ in float. Output: folder/model.onnx (+ model.onnx.data), temp names first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -33,21 +34,25 @@ from relman.compress.export.onnx_stream import INLINE_BYTES, ModelWriter, Tensor
 from relman.errors import RecipeError
 
 
+def _rows(t: Any, src: TensorSource, k: int) -> Callable[[int, int], np.ndarray]:
+    """Rows [a, b) of a float [*, k] initializer, read from its external data without the rest."""
+    from onnx.external_data_helper import uses_external_data
+
+    if not uses_external_data(t):
+        whole = src.array(t)
+        return lambda a, b: whole[a:b]
+    path, offset, _ = src.location(t)
+    return lambda a, b: np.fromfile(path, dtype=np.float32, count=(b - a) * k,
+                                    offset=offset + 4 * a * k).reshape(b - a, k)
+
+
 def _tied_gather(w: np.ndarray, n: int, k: int, embeddings: dict[tuple[int, int], list[Any]],
                  src: TensorSource) -> str | None:
     """The name of an embedding [N, K] equal to this head weight's transpose, compared a block of
     rows at a time (so the check holds one weight plus a few MiB), or None."""
+    step = max(1, (8 << 20) // max(1, 4 * k))
     for t in embeddings.get((n, k), []):
-        step = max(1, (8 << 20) // max(1, 4 * k))
-        from onnx.external_data_helper import uses_external_data
-
-        if uses_external_data(t):
-            path, offset, _ = src.location(t)
-            rows = lambda a, b: np.fromfile(path, dtype=np.float32, count=(b - a) * k,  # noqa: E731
-                                            offset=offset + 4 * a * k).reshape(b - a, k)
-        else:
-            whole = src.array(t)
-            rows = lambda a, b: whole[a:b]  # noqa: E731
+        rows = _rows(t, src, k)
         if all(np.array_equal(rows(a, min(a + step, n)), w[:, a:min(a + step, n)].T) for a in range(0, n, step)):
             embeddings[(n, k)].remove(t)
             return str(t.name)
@@ -85,10 +90,11 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
     `algo` picks the per-weight algorithm (relman.compress.quantize.int4_algos); `int8_nodes`
     are MatMul/Gemm node names written with 8-bit blocks instead; `hessians` (gptq) maps a
     node's input tensor name to the Hessian of its calibration inputs."""
-    from relman.compress.quantize.int4_algos import quantize_weight
     import onnx
     from onnx import helper
     from onnx.external_data_helper import uses_external_data
+
+    from relman.compress.quantize.int4_algos import quantize_weight
 
     model = onnx.load(str(model_path), load_external_data=False)
     graph = model.graph
@@ -114,7 +120,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
                 return node.input[1], bool(a.get("transB", 0))
         return None
 
-    targets = [(node, *w) for node in graph.node if node.op_type in ("MatMul", "Gemm") and (w := weight_of(node))]
+    targets = [(node, *wt) for node in graph.node if node.op_type in ("MatMul", "Gemm") and (wt := weight_of(node))]
     int8_set = set(int8_nodes)
     # token embeddings a quantised LM head may turn out to duplicate: float [V, H] initializers
     # read only by row Gathers (relman's exporter writes a tied embedding as its own tensor)
@@ -196,7 +202,7 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
                 rows_q, rows_s = base + f"_Q{bits}_rows", base + "_scale_rows"
                 emb_nodes = [helper.make_node("Reshape", [q_init.name, shape_q.name], [rows_q], name=base + "_RowsQ"),
                              helper.make_node("Reshape", [s_init.name, shape_s.name], [rows_s], name=base + "_RowScales")]
-                g_inputs = [rows_q, None, rows_s]
+                g_inputs = [rows_q, "", rows_s]
                 if z_init is not None:
                     assert pw.zeros is not None
                     shape_z = writer.add(base + "_zero_rows_shape", np.array(pw.zeros.shape, dtype=np.int64),

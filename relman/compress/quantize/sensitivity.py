@@ -17,8 +17,9 @@ graph fits one protobuf (< 2 GiB); that is the INT8 range relman targets.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
