@@ -144,6 +144,7 @@ def main() -> None:
                                       "causal-lm"], env=env, capture_output=True)
                 made = sorted(refs(rel, env) - before)
                 ref = made[0] if made else None
+            r["weight_bytes"] = sum(p.stat().st_size for p in out.glob("model.onnx*")) if out.exists() else 0
             score(f"builder -p int4, algo_config={algo}", ref, r, "GenAI builder alone")
         load_end = os.getloadavg()
         base = rows[0]["figures"].get("perplexity") or float("nan")
@@ -152,7 +153,7 @@ def main() -> None:
         for row in rows:
             f = row["figures"]
             ppl = f.get("perplexity")
-            size = f.get("weight_bytes") or f.get("size_bytes")
+            size = f.get("weight_bytes") or row.get("weight_bytes")  # the builder's own: its files
             table.append(f"| {row['label']} | {row['path']} | {ppl:.2f} | {100 * (ppl / base - 1):+.1f} % | "
                          f"{(size or 0) / 2**20:.2f} | {row['wall_s']:.1f} | {row['peak_rss'] / 2**20:.0f} |"
                          if ppl else f"| {row['label']} | {row['path']} | — | — | — | {row['wall_s']:.1f} | "
