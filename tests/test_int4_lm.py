@@ -124,3 +124,23 @@ def test_bad_int4_settings_fail_clearly_with_no_child(lm):
     with pytest.raises(RecipeError, match=r"int8_layers: no quantisable MatMul of .* has 'no_such_layer'"):
         compress(lm.cat, lm.parent.id, "int4-weight-only", {"int8_layers": "no_such_layer"})
     assert len(lm.cat.versions()) == before
+
+
+def test_the_builders_graph_takes_the_same_algorithms_and_an_int8_head(lm, trained_lm_dir, tmp_path):
+    """exporter=genai: k_quant (asymmetric, integer zero points) with the LM head in 8 bits; the
+    tied embedding reads the head's 8-bit rows (GatherBlockQuantized with zero points)."""
+    import onnx
+
+    pytest.importorskip("onnxruntime_genai")
+    clean = import_model(lm.cat, trained_lm_dir, "clean", task="causal-lm")
+    ppl_fp32 = _ppl(lm.cat, clean.id)
+    child = compress(lm.cat, clean.id, "int4-weight-only",
+                     {"exporter": "genai", "algo": "k_quant", "int8_layers": "lm_head"})
+    assert child.meta["exporter"] == "onnxruntime-genai" and child.meta["algo"] == "k_quant"
+    assert child.meta["int8_layers"] == ["/lm_head/MatMul"]
+    assert child.meta["builder_options"]["algo"] == "k_quant"
+    folder = lm.cat.materialize(child.id, tmp_path / "child")
+    ops = [n.op_type for n in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node]
+    assert "GatherBlockQuantized" in ops and "Transpose" not in ops and "GroupQueryAttention" in ops
+    ppl = _ppl(lm.cat, child.id)
+    assert abs(ppl / ppl_fp32 - 1) < 0.03, (ppl, ppl_fp32)
