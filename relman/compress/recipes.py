@@ -232,8 +232,19 @@ register(Recipe(
     name="int4-weight-only", hub_relation="quantized", compresses=True, title="Weight-only INT4 (causal LMs)", target="relman.compress.quantize.int4:int4_weight_only",
     input_formats=_EXPORTABLE + ("onnx",), tasks=tasks_with_recipe("int4-weight-only"), output_format="onnx",
     params=(
+        Param("algo", str, "rtn", "rtn: round to nearest; k_quant: llama.cpp's K-quant scale search; hqq: "
+              "half-quadratic zero-point fit; gptq: Hessian-guided rounding calibrated on `dataset`",
+              choices=("rtn", "k_quant", "hqq", "gptq")),
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),
-        Param("symmetric", bool, True, "symmetric blocks (no zero point)"),
+        Param("symmetric", bool, True, "symmetric blocks (no zero point); rtn and gptq only (k_quant and hqq "
+              "always fit a zero point)"),
+        Param("int8_layers", list, [], "MatMul layers kept in 8-bit blocks: parts of node names, e.g. lm_head"),
+        Param("int8_sensitive", int, 0, "also keep in 8 bits the N layers whose 4-bit rounding alone moves the "
+              "model's output most (measured on `dataset`, or random inputs)", min=0, max=512),
+        Param("dataset", str, "", "registered text dataset for gptq's calibration and int8_sensitive's ranking"),
+        Param("calibration_samples", int, 64, "rows of the dataset used for calibration", min=1),
+        Param("calibration_batch", int, 8, "calibration batch size", min=1),
+        Param("max_length", int, 128, "token limit for calibration texts", min=8),
         Param("accuracy_level", int, 0, "MatMulNBits compute type (4 = int8 compute on CPU; 0 = the exporter's "
               "default: 4 with the GenAI builder, float32 with relman's)",
               choices=(0, 1, 2, 3, 4)),
@@ -242,8 +253,9 @@ register(Recipe(
         _EXPORT_TOL,
         _EXPORTER,
     ),
-    description="blockwise 4-bit MatMul weights (onnxruntime's kernel), written one weight at a time, on the ONNX "
-                "graph of the LM (ONNX Runtime GenAI's builder writes it for the families it knows).",
+    description="blockwise 4-bit MatMul weights (rtn / k_quant / hqq / gptq, optionally some layers in 8 bits), "
+                "written one weight at a time, on the ONNX graph of the LM (ONNX Runtime GenAI's builder writes it "
+                "for the families it knows).",
 ))
 register(Recipe(
     name="gguf", hub_relation="quantized", compresses=True, title="GGUF for llama.cpp / LM Studio / Ollama (F16, Q8_0, Q4_0, Q4_K_M)",

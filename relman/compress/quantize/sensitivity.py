@@ -17,8 +17,9 @@ graph fits one protobuf (< 2 GiB); that is the INT8 range relman targets.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +54,11 @@ def weight_layers(model: Any) -> list[tuple[str, str]]:
     return [(n.name, n.op_type) for n in model.graph.node if _weight_rows(n, inits) is not None]
 
 
-def quantise_one(model: Any, node_name: str, per_channel: bool = True) -> Any:
-    """A copy of `model` with only `node_name` simulated as dynamic INT8."""
+def quantise_one(model: Any, node_name: str, per_channel: bool = True,
+                 weight_fn: Callable[[np.ndarray, int], np.ndarray] | None = None) -> Any:
+    """A copy of `model` with only `node_name` simulated as dynamic INT8, or, given `weight_fn`
+    (weight, input axis) -> rounded weight, with only its weight rounded (weight-only schemes:
+    int4-weight-only's `int8_sensitive`)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -66,9 +70,12 @@ def quantise_one(model: Any, node_name: str, per_channel: bool = True) -> Any:
     node = nodes[idx]
     wname, in_axis = _weight_rows(node, inits)  # type: ignore[misc]
     w = numpy_helper.to_array(inits[wname])
-    qw = fake_quant_weight(w, per_channel, channel_axis=1 - in_axis)
+    qw = fake_quant_weight(w, per_channel, channel_axis=1 - in_axis) if weight_fn is None else weight_fn(w, in_axis)
     new_w = f"{wname}.fq.{node_name}"
     m.graph.initializer.append(numpy_helper.from_array(qw, new_w))
+    if weight_fn is not None:
+        node.input[1] = new_w
+        return m
     x = node.input[0]
     q, s, z, dq = (f"{node_name}.fq.{k}" for k in ("q", "scale", "zp", "x"))
     added = [helper.make_node("DynamicQuantizeLinear", [x], [q, s, z], name=f"{node_name}.fq.quant"),
@@ -110,7 +117,8 @@ def relative_error(outs: Sequence[np.ndarray], refs: Sequence[np.ndarray],
 
 def layer_sensitivity(model: Any, feeds: Sequence[dict[str, np.ndarray]], *, per_channel: bool = True,
                       nodes: Sequence[str] | None = None,
-                      progress: Callable[[float, str], None] | None = None) -> list[LayerSensitivity]:
+                      progress: Callable[[float, str], None] | None = None,
+                      weight_fn: Callable[[np.ndarray, int], np.ndarray] | None = None) -> list[LayerSensitivity]:
     """Sensitivity of every weight layer (or of `nodes`), most sensitive first."""
     layers = [(n, op) for n, op in weight_layers(model) if nodes is None or n in set(nodes)]
     refs = _run(_session(model), feeds)
@@ -118,6 +126,6 @@ def layer_sensitivity(model: Any, feeds: Sequence[dict[str, np.ndarray]], *, per
     for i, (name, op) in enumerate(layers):
         if progress:
             progress(i / max(1, len(layers)), f"layer sensitivity {i + 1}/{len(layers)}")
-        outs = _run(_session(quantise_one(model, name, per_channel)), feeds)
+        outs = _run(_session(quantise_one(model, name, per_channel, weight_fn)), feeds)
         out.append(LayerSensitivity(name, op, relative_error(outs, refs, feeds)))
     return sorted(out, key=lambda s: s.error, reverse=True)
