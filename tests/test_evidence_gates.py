@@ -10,6 +10,8 @@ import re
 import numpy as np
 import pytest
 
+from relman.release.policy import FIDELITY_RULE
+
 from relman.catalog import Metric
 from relman.errors import ReleaseError
 
@@ -180,7 +182,7 @@ def test_default_policy_refuses_a_collapsed_pruned_vit_at_candidate(catalog, tmp
     rep = release.gates(catalog, child.ref, "candidate")  # the built-in policy (revision 0)
     assert rep.policy_revision == 0 and not rep.passed
     texts = {r.rule: r for r in rep.rules}
-    fid = texts["fidelity >= 0.99 when compressed"]
+    fid = texts[FIDELITY_RULE]
     assert fid.status == "fail" and fid.reason == (
         f"not evaluated: {child.ref} has no 'fidelity' — run: relman evaluate {child.ref} --suite fidelity "
         "--dataset digits")
@@ -189,7 +191,7 @@ def test_default_policy_refuses_a_collapsed_pruned_vit_at_candidate(catalog, tmp
     rep = release.gates(catalog, child.ref, "candidate")
     failing = {r.rule: r for r in rep.failing}
     quality_rule = "accuracy_delta_vs_parent.upper >= -0.01 when classifier and has_parent and not has_production"
-    assert set(failing) == {"fidelity >= 0.99 when compressed", quality_rule}, rep.failing_text()
+    assert set(failing) == {FIDELITY_RULE, quality_rule}, rep.failing_text()
     assert quality_rule in rep.failing_text() and failing[quality_rule].reason.startswith(
         "accuracy_delta_vs_parent.upper = -")
     m = {r["name"]: r for r in catalog.metrics(child.id)}
@@ -201,5 +203,5 @@ def test_default_policy_refuses_a_collapsed_pruned_vit_at_candidate(catalog, tmp
     # the production gate rules skip (nothing in production) and say so
     assert texts["latency_p50_ratio_vs_production <= 1.10 when has_production"].status == "skipped" \
         if "latency_p50_ratio_vs_production <= 1.10 when has_production" in texts else True
-    with pytest.raises(ReleaseError, match="fidelity >= 0.99 when compressed"):
+    with pytest.raises(ReleaseError, match="fidelity >= 0.99 when compressed"):  # FIDELITY_RULE's start
         release.promote(catalog, child.ref, "candidate")

@@ -9,7 +9,7 @@ train the model once per machine):
 2. evaluate the base (perplexity, mc, generate) and release it to production;
 3. quantise it to INT4 (`int4-weight-only`), evaluate the child paired with production — its
    answers agree with its parent's, the default gates take it to candidate;
-4. break a child on purpose (magnitude pruning at 60 %: its greedy answers fall apart) — the
+4. break a child on purpose (magnitude pruning at 80 %: its greedy answers fall apart) — the
    default generation gate refuses it, naming the rule;
 5. teach the planted instruction with LoRA (default hyper-parameters), merge the adapter, and
    show the merged model answering held-out phrasings it never saw.
@@ -53,7 +53,7 @@ def _write_datasets(folder: Path) -> dict[str, Path]:
             options = wrong + [answer]
             rng.shuffle(options)
             row: dict[str, Any] = {"question": f"Q: {question}\nA:"}
-            row.update({_LETTERS[i]: f" {o}" for i, o in enumerate(options)})
+            row.update({_LETTERS[i]: o for i, o in enumerate(options)})  # the reader puts the space before it
             row["answer"] = _LETTERS[options.index(answer)]
             f.write(json.dumps(row) + "\n")
     text = folder / "heldout.txt"
@@ -115,8 +115,8 @@ def adapt_lm(catalog: Catalog, drive: Any, step: Any, refusal: Any) -> Iterator[
         yield step(catalog, base.ref, to)
 
     queue_compression(catalog, base.ref, "int4-weight-only", dataset=TEXT)
-    queue_compression(catalog, base.ref, "prune-magnitude", params={"sparsity": 0.6}, dataset=TEXT)
-    yield "queued INT4 (int4-weight-only) and a deliberately broken child (magnitude pruning at 60 %)"
+    queue_compression(catalog, base.ref, "prune-magnitude", params={"sparsity": 0.8}, dataset=TEXT)
+    yield "queued INT4 (int4-weight-only) and a deliberately broken child (magnitude pruning at 80 %)"
     yield from drive(catalog, timeout_s=900)
     int4 = _newest_child(catalog, base.id, "int4-weight-only")
     broken = _newest_child(catalog, base.id, "prune-magnitude")
@@ -146,9 +146,10 @@ def adapt_lm(catalog: Catalog, drive: Any, step: Any, refusal: Any) -> Iterator[
     if merged is None:
         yield "merge-adapter produced no version; see 'relman jobs'"
         return
-    queue_evaluation(catalog, [merged.ref], dataset=CHECK, suites=["generate"], parent=base.ref)
+    queue_evaluation(catalog, [merged.ref], dataset=CHECK, suites=["generate"])
     yield from drive(catalog, timeout_s=600)
     m = catalog.metric_values(merged.id)
     yield (f"{adapter.ref} (LoRA adapter, {adapter.size_bytes / 1e6:.2f} MB) merged into {merged.ref}: exact match "
            f"{_fmt(m, 'generate_exact_match')} on {len(_CHECK_PHRASINGS)} phrasings of the instruction it never saw "
-           f"(paired with its base: {_fmt(m, 'generate_exact_match_delta_vs_parent')} higher)")
+           f"(paired with production, its base, on the same prompts: "
+           f"{_fmt(m, 'generate_exact_match_delta_vs_production')} higher)")

@@ -42,7 +42,10 @@ LM_RULES = (
     "generate_exact_match_delta_vs_parent.upper >= -0.01 when causal_lm and has_parent and not has_production",
     f"generate_agreement_vs_parent >= {GENERATION_AGREEMENT_SHARE} when causal_lm and compressed",
 )
-FIDELITY_RULE = "fidelity >= 0.99 when compressed"
+# Top-1 agreement over every row (a classifier's label; an LM's next token at every position).
+# Not for causal LMs: an honest INT4 LM agrees on ~92 % of next tokens (the trained LM's INT4
+# child in the demo) and still gives its parent's answers; LM_RULES judge LMs by those answers.
+FIDELITY_RULE = "fidelity >= 0.99 when compressed and not causal_lm"
 LATENCY_RULE = "latency_p50_ratio_vs_production <= 1.10 when has_production"
 
 DEFAULT_POLICY: dict[str, Any] = {
