@@ -78,6 +78,21 @@ def queue_explain(catalog: Catalog, params: dict[str, Any], *, device: str = "au
     return enqueue(catalog, "explain", params, device=device, actor=actor)
 
 
+def randomisation_warning(catalog: Catalog, version_id: int) -> str | None:
+    """Why the version's explanations are untrustworthy (its newest model-randomisation check
+    failed: they barely depend on its weights), or None. Reads stored metrics only."""
+    rows = [m for m in catalog.metrics(version_id) if m["name"] == "explain_randomisation_agreement"]
+    if not rows:
+        return None
+    ctx = rows[-1]["context"]
+    why = ctx.get("untrustworthy")
+    if not why:
+        return None
+    ci = ctx.get("ci95")
+    ci_txt = f" (95% interval {ci[0]:.2f}..{ci[1]:.2f})" if isinstance(ci, list) and len(ci) == 2 else ""
+    return f"untrustworthy explanations of {ctx.get('randomised') or 'this version'}: {why}{ci_txt}"
+
+
 def latest_attributions(catalog: Catalog, version_id: int) -> dict[str, Any] | None:
     """The newest stored attributions document of a version (for the GUI and the card)."""
     from relman.evaluate.explain import artifact as art

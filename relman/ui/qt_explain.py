@@ -161,8 +161,14 @@ class ExplainView(QWidget):
         self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setObjectName("hint")
+        self.warning = QLabel("")
+        self.warning.setObjectName("explain-warning")  # the model-randomisation check failed
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #b00020; font-weight: bold;")
+        self.warning.setVisible(False)
         root.addWidget(self.progress)
         root.addWidget(self.status)
+        root.addWidget(self.warning)
         split = QSplitter()
         lists = QWidget()
         ll = QGridLayout(lists)
@@ -233,17 +239,21 @@ class ExplainView(QWidget):
         self.reload()
 
     def reload(self) -> None:
-        from relman.app.explain import explanation_pair
+        from relman.app.explain import explanation_pair, randomisation_warning
         from relman.errors import RelmanError
 
         self.example_list.clear()
         self.flip_list.clear()
         self.pair = {"version": None, "against": None, "rows": [], "flips": []}
+        self.warning.setVisible(False)
         if self.catalog is None or self.version_id is None:
             self.version_label.setText("Select a version")
             self._show(None)
             return
         self.version_label.setText(self.catalog.get_version(self.version_id).ref)
+        warning = randomisation_warning(self.catalog, self.version_id)
+        self.warning.setText(f"⚠ {warning}" if warning else "")
+        self.warning.setVisible(bool(warning))
         try:
             self.pair = explanation_pair(self.catalog, self.version_id, self.against.currentData())
         except RelmanError as e:

@@ -9,10 +9,22 @@ are not features; they are always kept) or a patch of an image (the ViT patch gr
 - causal LM: the log-probability of the next token the version predicts after the prompt;
 - feature extraction: the cosine between the embedding and the unperturbed input's embedding.
 
-Removing a feature means replacing it with the baseline: the padding token (text) or black
-(images, through the model's own preprocessing). The same baseline serves Integrated
-Gradients (its starting point), occlusion, KernelSHAP and the faithfulness scores, so the
-methods explain the same question.
+Removing a feature means replacing it with the baseline, chosen per modality (issue 27):
+
+- text: the padding token (else unk / eos), at the token's position, attention unchanged: a
+  token the model sees as "nothing here", so a feature's score is what the word itself adds;
+- images (`baseline="blur"`, the default): a Gaussian-blurred copy of the image (sigma = one
+  patch side), through the model's own preprocessing. A black baseline (`"black"`, the old
+  default) makes every black pixel of the input identical to the baseline, so it gets zero
+  attribution from *any* model: on 8 x 8 digits that is most of the image, and agreement over
+  all features then measures the input, not the model. Blurring keeps the image's coarse
+  layout and removes what a patch adds at its own scale.
+
+Features whose input equals the baseline anyway (a background patch the blur leaves black, a
+token that is the padding token) get attribution 0 from every model and method: each record
+lists them as `inert`, and the agreement measure (`compare`) leaves them out. The same baseline
+serves Integrated Gradients (its starting point), occlusion, KernelSHAP and the faithfulness
+scores, so the methods explain the same question.
 
 `ig` differentiates the PyTorch model (LayerIntegratedGradients over the input embeddings for
 text, IntegratedGradients over pixels summed per patch for images). `occlusion` (Captum's
@@ -36,6 +48,7 @@ from relman.evaluate.explain.selection import select_examples  # noqa: F401  (re
 from relman.tasks.base import Batch, Runner
 
 AOPC_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
+IMAGE_BASELINES = ("blur", "black")
 PATCH_GRID_FALLBACK = 8
 IMAGE_THUMB_MAX = 64
 
@@ -89,6 +102,7 @@ class Prepared:
     reference: np.ndarray | None = None  # feature extraction: the unperturbed embedding
     baseline: np.ndarray | None = None  # images: the pixel values of "removed" (a black image)
     last: int = 0  # causal LM: the position whose next token is explained
+    inert: list[int] = field(default_factory=list)  # features equal to the baseline: 0 for any model
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,7 +114,7 @@ class Explainer:
     """Attributions of one version (its task adapter) with one method."""
 
     def __init__(self, runner: Runner, method: str, *, ref: str = "", ig_steps: int = 32, shap_samples: int = 64,
-                 seed: int = 0, batch_size: int = 32) -> None:
+                 seed: int = 0, batch_size: int = 32, baseline: str = "blur") -> None:
         check_task(runner.task, ref or str(runner.folder))
         self.runner = runner
         self.ref = ref or str(runner.folder)
@@ -112,6 +126,9 @@ class Explainer:
         self.batch_size = int(batch_size)
         self.task = runner.task
         self.image = self.task == "image-classification"
+        if baseline not in IMAGE_BASELINES:
+            raise EvaluationError(f"unknown image baseline '{baseline}' (use {', '.join(IMAGE_BASELINES)})")
+        self.baseline = baseline
 
     # -- preparing one example -------------------------------------------------------------
     def _replacement_id(self) -> int:
@@ -142,8 +159,13 @@ class Explainer:
             prep = Prepared(int(index), arrays, names, grid, None, "", None)
             prep.extra["grid"] = [len(grid) // cols, cols]
             prep.extra["image"] = _thumbnail(np.asarray(row.images[0]))
-            # the baseline is a black image through the model's own preprocessing
-            prep.baseline = self.runner.encode_images(np.zeros_like(np.asarray(row.images)))["pixel_values"]
+            raw = np.asarray(row.images)
+            base = (np.zeros_like(raw) if self.baseline == "black"
+                    else blurred(raw, sigma=max(1.0, raw.shape[1] / max(1, len(grid) // cols))))
+            prep.baseline = self.runner.encode_images(base)["pixel_values"]
+            px = arrays["pixel_values"][0]
+            prep.inert = [j for j, (rs, cs) in enumerate(grid)
+                          if np.allclose(px[:, rs, cs], prep.baseline[0][:, rs, cs], atol=1e-6)]
         else:
             tok = self.runner.preprocessor
             ids = arrays["input_ids"][0]
@@ -158,6 +180,7 @@ class Explainer:
             names = [_token_name(tok, t) for t in tokens]
             prep = Prepared(int(index), arrays, names, positions, None, "", None)
             prep.last = int(np.flatnonzero(mask)[-1])
+            prep.inert = [j for j, pos in enumerate(positions) if int(ids[pos]) == self._replacement_id()]
         self._set_target(prep)
         return prep
 
@@ -325,7 +348,8 @@ class Explainer:
             scores = self.attribute(prep)
             rec: dict[str, Any] = {"index": int(index), "prediction": prep.prediction, "confidence": prep.confidence,
                                    "target": prep.target, "score": prep.base_score,
-                                   "features": [{"name": n, "score": float(s)} for n, s in zip(prep.names, scores)]}
+                                   "features": [{"name": n, "score": float(s)} for n, s in zip(prep.names, scores)],
+                                   "inert": list(prep.inert)}
             if faithfulness:
                 rec["comprehensiveness"], rec["sufficiency"] = self.aopc(prep, scores)
             rec.update(prep.extra)
@@ -342,6 +366,23 @@ def log_odds(logits: np.ndarray, target: int) -> np.ndarray:
     others = np.delete(logits, target, axis=-1)
     m = others.max(axis=-1, keepdims=True)
     return logits[:, target] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=-1)))
+
+
+def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of N x H x W x C images (separable, edges repeated), same dtype."""
+    radius = max(1, int(round(2 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    k /= k.sum()
+    out = np.asarray(images, dtype=np.float64)
+    for axis in (1, 2):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        out = sum(k[i] * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i in range(len(k)))
+    if np.issubdtype(np.asarray(images).dtype, np.integer):
+        out = np.clip(np.rint(out), 0, 255)
+    return out.astype(np.asarray(images).dtype)
 
 
 def _token_name(tok: Any, token: str) -> str:
