@@ -54,6 +54,10 @@ def test_explain_view_shows_both_versions_and_the_flip_list(qtbot, catalog_path,
     try:
         w.set_selection([child.id])
         view = w.show_view("explain")
+        # the stored attributions are read on a worker thread: the view fills when they arrive
+        view.reload()
+        assert view.loading and view.example_list.count() == 0
+        qtbot.waitUntil(lambda: not view.loading, timeout=20000)
         assert view.example_list.count() == 12
         assert view.left.title.text() == child.ref and view.right.title.text() == base.ref
         assert view.left.prediction.text().startswith("prediction: ") and "confidence" in view.left.prediction.text()

@@ -29,8 +29,9 @@ def _print(doc: dict[str, Any], reused: bool) -> None:
 @click.option("--examples", "-n", "examples", type=int, help="Explain this many seeded rows (default 32).")
 @click.option("--example", "-i", "example", type=int, help="Explain only this row (0-based index).")
 @click.option("--method", "-m", default="auto", show_default=True,
-              type=click.Choice(["auto", "ig", "occlusion", "shap"]),
-              help="ig (Integrated Gradients, PyTorch versions), occlusion or shap (any version, forward pass "
+              type=click.Choice(["auto", "ig", "occlusion", "shap", "lime", "attention"]),
+              help="ig (Integrated Gradients, PyTorch versions), attention (attention rollout, PyTorch "
+                   "transformers), occlusion, shap or lime (any version, forward pass "
                    "only); auto picks ig when the version has gradients.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the row choice (and of KernelSHAP).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")

@@ -225,11 +225,12 @@ register(Suite(
         _SPLIT,
         Option("explain_examples", int, 32, "Seeded examples explained (the same for the version and its parent).",
                min=1, max=100000),
-        Option("explain_method", str, "auto", "ig, occlusion, shap or auto (ig when both versions have gradients, "
-                                              "else occlusion).", choices=("auto", "ig", "occlusion", "shap")),
+        Option("explain_method", str, "auto", "ig, occlusion, shap, lime, attention (rollout) or auto (ig when both "
+                                              "versions have gradients, else occlusion).",
+               choices=("auto", "ig", "occlusion", "shap", "lime", "attention")),
         Option("explain_seed", int, 0, "Seed of the example choice (and of KernelSHAP's samples)."),
         Option("ig_steps", int, 32, "Integrated Gradients interpolation steps.", min=2, max=1024),
-        Option("shap_samples", int, 64, "KernelSHAP coalitions per example.", min=8, max=100000),
+        Option("shap_samples", int, 64, "KernelSHAP (and LIME) coalitions per example.", min=8, max=100000),
         Option("explain_baseline", str, "blur", "What a removed image patch becomes: blur (a blurred copy of the "
                                                 "image) or black (zero input gets zero attribution from any "
                                                 "model). Text always uses the padding token.",
@@ -238,6 +239,9 @@ register(Suite(
                                                 "fixed by the input) or magnitude-all (before issue 27).",
                choices=("model", "magnitude-all")),
         Option("explain_randomisation", bool, True, "Run the model-randomisation sanity check."),
+        Option("explain_budget_s", float, 0.0, "Seconds the suite may take (estimated from one example); "
+                                               "beyond it the suite is queued as its own evaluate job. 0 = no "
+                                               "limit.", min=0),
         Option("explain_randomisation_threshold", float, 0.5, "Agreement with a re-initialised copy above which "
                                                               "the explanations are marked untrustworthy.",
                min=-1, max=1),

@@ -44,7 +44,7 @@ def method_key(method: str, options: Mapping[str, Any], seed: int) -> dict[str, 
     base = {"method": method, "baseline": options.get("baseline")}  # issue 27: the image baseline changed
     if method == "ig":
         return dict(base, ig_steps=options.get("ig_steps"))
-    if method == "shap":
+    if method in ("shap", "lime"):
         return dict(base, shap_samples=options.get("shap_samples"), seed=int(seed))
     return base
 

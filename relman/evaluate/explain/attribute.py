@@ -66,6 +66,16 @@ def differentiable(runner: Runner) -> bool:
     return True
 
 
+def has_attention(runner: Runner) -> bool:
+    """True for a PyTorch transformer (its config names attention heads)."""
+    from relman.tasks.backends import TorchBackend
+
+    if not isinstance(runner.backend, TorchBackend):
+        return False
+    cfg = getattr(runner.backend.model, "config", None)
+    return any(getattr(cfg, a, None) for a in ("num_attention_heads", "n_head", "num_heads"))
+
+
 def default_method(runner: Runner) -> str:
     return "ig" if differentiable(runner) else "occlusion"
 
@@ -74,6 +84,10 @@ def check_method_fits(runner: Runner, method: str, ref: str) -> None:
     """A clear refusal when a gradient method is asked of a version without gradients."""
     if method not in METHODS:
         raise EvaluationError(f"unknown attribution method '{method}' (use {', '.join(METHODS)})")
+    if method == "attention" and not has_attention(runner):
+        raise EvaluationError(f"{METHOD_TITLES['attention']} reads the attention weights of a PyTorch transformer, "
+                              f"but {ref} is {'an ONNX graph' if runner.fmt == 'onnx' else 'not one'}; explain it with "
+                              "--method occlusion (or shap, lime), which needs only the forward pass")
     if method == "ig" and not differentiable(runner):
         kind = "an ONNX graph" if runner.fmt == "onnx" else f"a {runner.fmt} version with quantised layers"
         raise EvaluationError(f"{METHOD_TITLES['ig']} needs gradients, but {ref} is {kind} (no gradients here); "
@@ -248,6 +262,8 @@ class Explainer:
         """One score per feature (input order): how much it supports the explained output."""
         if self.method == "ig":
             return self._integrated_gradients(prep)
+        if self.method == "attention":
+            return self._attention_rollout(prep)
         import torch
 
         def forward(presence: "torch.Tensor") -> "torch.Tensor":
@@ -260,6 +276,12 @@ class Explainer:
             from captum.attr import FeatureAblation
 
             attr = FeatureAblation(forward).attribute(full, baselines=base, perturbations_per_eval=per_eval)
+        elif self.method == "lime":
+            from captum.attr import Lime
+
+            torch.manual_seed(self.seed + prep.index)
+            attr = Lime(forward).attribute(full, baselines=base, n_samples=self.shap_samples,
+                                           perturbations_per_eval=per_eval)
         else:
             from captum.attr import KernelShap
 
@@ -317,6 +339,55 @@ class Explainer:
                                  n_steps=steps, internal_batch_size=steps)
             per_token = attr.detach().float().sum(dim=-1).cpu().numpy()[0]
         return per_token[prep.positions].astype(np.float64)
+
+    def _attention_rollout(self, prep: Prepared) -> np.ndarray:
+        """Attention rollout (Abnar & Zuidema, 2020): per layer the head-averaged attention plus
+        the residual path (0.5 A + 0.5 I, rows renormalised), multiplied through the layers; a
+        feature's score is how much of the explained position's final representation flows
+        from it ([CLS] for classifiers and ViTs, the last prompt token for a causal LM, the mean
+        over tokens for embeddings). Non-negative and class-blind: it says where the model
+        looks, not which way a feature pushes."""
+        import torch
+
+        backend = self.runner.backend
+        model = backend.model
+        native = backend.to_native(prep.arrays)
+        before = getattr(model.config, "_attn_implementation", None)
+        try:
+            if before not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation("eager")  # sdpa kernels return no attention weights
+            with torch.inference_mode():
+                kwargs = dict(native, output_attentions=True, return_dict=True)
+                if self.task == "causal-lm":
+                    kwargs["use_cache"] = False
+                attentions = model(**kwargs).attentions
+        finally:
+            if before not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation(before)
+        if not attentions:
+            raise EvaluationError(f"{self.ref} returned no attention weights, so attention rollout cannot run; "
+                                  "use --method occlusion")
+        rollout = None
+        for layer in attentions:
+            a = layer[0].float().mean(dim=0).cpu().numpy().astype(np.float64)  # seq x seq, heads averaged
+            a = 0.5 * a + 0.5 * np.eye(a.shape[0])
+            a /= a.sum(axis=-1, keepdims=True)
+            rollout = a if rollout is None else a @ rollout
+        assert rollout is not None
+        if self.image:
+            n = len(prep.positions)
+            if rollout.shape[0] != n + 1:
+                raise EvaluationError(f"attention rollout needs one token per patch, but {self.ref} has "
+                                      f"{rollout.shape[0] - 1} patch tokens for {n} patches; use --method occlusion")
+            return rollout[0, 1:].copy()
+        if self.task == "causal-lm":
+            row = rollout[prep.last]
+        elif self.task == "feature-extraction":
+            mask = prep.arrays.get("attention_mask", np.ones_like(prep.arrays["input_ids"]))[0].astype(bool)
+            row = rollout[mask].mean(axis=0)
+        else:
+            row = rollout[0]
+        return row[prep.positions].astype(np.float64)
 
     # -- faithfulness -----------------------------------------------------------------------
     def aopc(self, prep: Prepared, scores: np.ndarray) -> tuple[float, float]:

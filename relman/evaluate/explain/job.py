@@ -54,7 +54,7 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     examples = explainer.explain(ds, indices, progress=lambda i, n: ctx.progress(0.05 + 0.9 * i / n,
                                                                                    f"explained {i}/{n}"))
     options: dict[str, Any] = {"ig_steps": explainer.ig_steps} if explainer.method == "ig" else (
-        {"shap_samples": explainer.shap_samples} if explainer.method == "shap" else {})
+        {"shap_samples": explainer.shap_samples} if explainer.method in ("shap", "lime") else {})
     options["baseline"] = explainer.baseline if explainer.image else "pad"
     doc = art.document(version=version, method=explainer.method, dataset=ds, split=None, seed=seed, indices=indices,
                        examples=examples, options=options)

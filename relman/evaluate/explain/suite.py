@@ -78,6 +78,9 @@ def run(env: SuiteEnv) -> list[Metric]:
     explainer = Explainer(runner, method, ref=env.model.ref, **kw)
     pexplainer = Explainer(parent_runner, method, ref=env.parent.ref, **kw) if parent_runner is not None else None
     indices = select_examples(len(ds), int(o.get("explain_examples", 32)), seed)
+    budget = float(o.get("explain_budget_s", 0) or 0)
+    if budget > 0 and _over_budget(env, explainer, ds, indices, budget, passes=3 if pexplainer else 2):
+        return []
     share = 0.5 if pexplainer is not None else 1.0
     examples = explainer.explain(
         ds, indices, progress=lambda i, n: env.progress(share * i / n, f"explain {env.model.ref} {i}/{n}"))
@@ -86,7 +89,7 @@ def run(env: SuiteEnv) -> list[Metric]:
                            "baseline": explainer.baseline if explainer.image else "pad", "measure": measure}
     if method == "ig":
         ctx["ig_steps"] = kw["ig_steps"]
-    elif method == "shap":
+    elif method in ("shap", "lime"):
         ctx["shap_samples"] = kw["shap_samples"]
     comp = [e["comprehensiveness"] for e in examples]
     suff = [e["sufficiency"] for e in examples]
@@ -140,6 +143,29 @@ def run(env: SuiteEnv) -> list[Metric]:
         doc["comparison"] = rows
         env.artifacts.append(_artifact(env, doc, env.model.info.id, f"attributions-{env.model.info.id}"))
     return metrics
+
+
+def _over_budget(env: SuiteEnv, explainer: Any, ds: Any, indices: list[int], budget: float, passes: int) -> bool:
+    """Time one example; when all of them (the version, its parent, the randomised copy)
+    would take longer than `budget` seconds, queue the explain suite as its own evaluate job
+    (no budget) and say so: True. A compress job's automatic evaluation sets the budget, so
+    a slow explainer never holds up the child's quality numbers."""
+    import time
+
+    t0 = time.perf_counter()
+    explainer.explain(ds, indices[:1])
+    projected = (time.perf_counter() - t0) * len(indices) * passes
+    if projected <= budget or env.ctx is None or env.model.info is None:
+        return False
+    params: dict[str, Any] = {"version_id": env.model.info.id, "suites": [SUITE],
+                              "options": {**env.options, "explain_budget_s": 0}}
+    if env.dataset is not None:
+        params["dataset"] = env.dataset.id
+    if env.parent is not None and env.parent.info is not None:
+        params["parent_version_id"] = env.parent.info.id
+    job_id = env.ctx.queue_job("evaluate", params, device=env.device)
+    env.progress(1.0, f"explain would take ~{projected:.0f} s > budget {budget:.0f} s: queued as job {job_id}")
+    return True
 
 
 def _ci(values: list[float], seed: int) -> dict[str, Any]:
