@@ -47,7 +47,6 @@ def explain(state: AppState, ref: str, dataset: str, examples: int | None, examp
     patches (images) each prediction rests on. Stored attributions are reused; otherwise an
     explain job is queued (--wait runs it and prints the result)."""
     from relman.app.explain import plan_explain, queue_explain, randomisation_warning, stored_explanation
-    from relman.evaluate.explain import artifact as art
 
     cat = state.catalog()
     params = plan_explain(cat, ref, dataset, examples=examples, example=example, method=method, seed=seed,

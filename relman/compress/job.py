@@ -197,7 +197,6 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     the task: quality when a dataset is attached, fidelity, size, latency) as a job spawned by
     this one, so `--wait` on the compression also waits for it. (job id or None, note)."""
     from relman.evaluate import registry
-    from relman.evaluate.plan import plan_evaluation
 
     suites = list(registry.default_suites(child.task, bool(dataset)))
     if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models

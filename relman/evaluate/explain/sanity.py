@@ -34,7 +34,6 @@ def can_randomise(runner: Any) -> bool:
 def randomised(runner: Any, seed: int = 0) -> Iterator[Any]:
     """The runner with its model's weights re-initialised (seeded); the trained weights are
     back when the block ends, whatever happens inside it."""
-    import torch
 
     model = runner.backend.model
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
