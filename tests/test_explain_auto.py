@@ -59,3 +59,13 @@ def test_a_compress_job_with_a_dataset_explains_its_child_against_the_parent(cat
     [again] = [j for j in queued(catalog) if j["id"] != ev["id"]]  # (ev was run here, not by a runner)
     assert again["params"]["suites"] == ["explain"] and again["params"]["options"]["explain_budget_s"] == 0
     assert again["params"]["parent_version_id"] == parent.id
+    # under a budget the suite is best effort: an explainer that cannot run (IG on INT8) stores
+    # nothing and the job's other suites still land
+    n_explain = sum(1 for m in catalog.metrics(child, latest=False) if m["suite"] == "explain")
+    n_quality = sum(1 for m in catalog.metrics(child, latest=False) if m["suite"] == "quality")
+    run_job(catalog, "evaluate", {"version_id": child, "dataset": "planted", "suites": ["quality", "explain"],
+                                  "parent_version_id": parent.id, "threads": 1,
+                                  "options": {"explain_method": "ig", "explain_budget_s": 60}})
+    after = catalog.metrics(child, latest=False)
+    assert sum(1 for m in after if m["suite"] == "explain") == n_explain
+    assert sum(1 for m in after if m["suite"] == "quality") > n_quality
