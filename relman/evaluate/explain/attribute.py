@@ -421,6 +421,8 @@ class Explainer:
                                    "target": prep.target, "score": prep.base_score,
                                    "features": [{"name": n, "score": float(s)} for n, s in zip(prep.names, scores)],
                                    "inert": list(prep.inert)}
+            if self.method == "attention":
+                rec["flow"] = True  # scores are shares of attention flow, not units of the explained score
             if faithfulness:
                 rec["comprehensiveness"], rec["sufficiency"] = self.aopc(prep, scores)
             rec.update(prep.extra)

@@ -88,7 +88,9 @@ def agreement(a: dict[str, Any], b: dict[str, Any], measure: str = DEFAULT_MEASU
         return rank_correlation(sa, sb), topk_overlap(sa, sb, k)
     keep = informative(a, b)
     sa, sb = sa[keep], sb[keep]
-    scale = max(_scale(sa, a.get("score")), _scale(sb, b.get("score")))
+    # attention rollout is a share of the flow, not in the explained score's units
+    units = not (a.get("flow") or b.get("flow"))
+    scale = max(_scale(sa, a.get("score") if units else None), _scale(sb, b.get("score") if units else None))
     sa = np.where(np.abs(sa) < NEGLIGIBLE * scale, 0.0, sa)
     sb = np.where(np.abs(sb) < NEGLIGIBLE * scale, 0.0, sb)
     flat_a, flat_b = len(sa) < 2 or np.ptp(sa) == 0, len(sb) < 2 or np.ptp(sb) == 0
