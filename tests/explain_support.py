@@ -157,3 +157,38 @@ def compress_child(catalog, parent_id: int, recipe: str, tmp_path: Path) -> Path
     """The child's folder, laid out from the store."""
     v = compress_child_version(catalog, parent_id, recipe)
     return catalog.materialize(v.id, tmp_path / f"child-{v.id}")
+
+
+def train_digits_vit(folder: Path, ds, *, epochs: int = 30, seed: int = 0) -> Path:
+    """The demo ViT (relman.modelio.tiny, 10 classes, 2 x 2 patches) trained on the digits in `ds`."""
+    import torch
+    from transformers import ViTForImageClassification
+
+    from relman.modelio import tiny
+
+    tiny.tiny_vit_classifier(folder, num_labels=10, seed=seed)
+    model = ViTForImageClassification.from_pretrained(folder)
+    px = torch.from_numpy((ds.images.astype(np.float32) / 255.0 - 0.5) / 0.5).permute(0, 3, 1, 2).contiguous()
+    _train(model, {"pixel_values": px}, torch.from_numpy(ds.labels), epochs, seed)
+    model.eval().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def reinitialised_copy(folder: Path, out: Path, seed: int = 1) -> Path:
+    """A complete HF folder of `folder`'s model with every weight re-initialised (the
+    randomisation check's copy, saved so it can be imported as a version)."""
+    import shutil
+
+    from transformers import AutoModel, AutoModelForImageClassification, AutoModelForSequenceClassification
+
+    from relman.evaluate.explain.sanity import reinitialise
+
+    shutil.copytree(folder, out)
+    for cls in (AutoModelForImageClassification, AutoModelForSequenceClassification, AutoModel):
+        try:
+            model = cls.from_pretrained(folder)
+            break
+        except (ValueError, KeyError):
+            continue
+    reinitialise(model, seed).eval().save_pretrained(out, safe_serialization=True)
+    return out

@@ -54,6 +54,10 @@ def test_explain_view_shows_both_versions_and_the_flip_list(qtbot, catalog_path,
     try:
         w.set_selection([child.id])
         view = w.show_view("explain")
+        # the stored attributions are read on a worker thread: the view fills when they arrive
+        view.reload()
+        assert view.loading and view.example_list.count() == 0
+        qtbot.waitUntil(lambda: not view.loading, timeout=20000)
         assert view.example_list.count() == 12
         assert view.left.title.text() == child.ref and view.right.title.text() == base.ref
         assert view.left.prediction.text().startswith("prediction: ") and "confidence" in view.left.prediction.text()
@@ -105,3 +109,38 @@ def test_both_sides_share_one_colour_scale_with_a_floor():
     assert shared_scale(weak) == pytest.approx(0.2)  # ~0 everywhere: not stretched to full colour
     assert shared_scale(None, None) == 0.0
 
+
+
+def test_attention_rollout_is_an_alternative_map_in_the_view(qtbot, catalog_path, explained, tmp_path):
+    """Beside the stored occlusion map, an attention-rollout map of the same version can be
+    chosen in the view ("show"), read on the worker thread like the other."""
+    from relman.app.explain import plan_explain
+    from relman.catalog import open_catalog
+    from relman.evaluate.explain import job
+    from relman.jobs.context import JobContext
+    from relman.ui.qt_main import MainWindow
+
+    base, _ = explained
+    with open_catalog(catalog_path) as cat:
+        ctx = JobContext(cat, device="cpu")
+        try:
+            job.run(plan_explain(cat, base.ref, "digits", examples=4, method="attention"), ctx)
+        finally:
+            ctx.cleanup()
+    w = MainWindow(catalog_path, settings=QSettings(str(tmp_path / "g.ini"), QSettings.Format.IniFormat),
+                   run_jobs=False)
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        w.set_selection([base.id])
+        view = w.show_view("explain")
+        qtbot.waitUntil(lambda: not view.loading and view.shown.count() == 3, timeout=20000)
+        assert view.status.text().startswith("attention")  # the newest map
+        view.shown.setCurrentIndex(view.shown.findData("occlusion"))
+        qtbot.waitUntil(lambda: not view.loading and view.status.text().startswith("occlusion"), timeout=20000)
+        assert view.example_list.count() == 12
+        view.shown.setCurrentIndex(view.shown.findData("attention"))
+        qtbot.waitUntil(lambda: not view.loading and view.status.text().startswith("attention"), timeout=20000)
+        assert view.example_list.count() == 4 and not view.left.body.pixmap().isNull()
+    finally:
+        w.shutdown()

@@ -26,6 +26,9 @@ def resolve_method(fmt: str, method: str, ref: str) -> str:
     if method == "ig" and fmt in NO_GRADIENT_FORMATS:
         raise EvaluationError(f"{METHOD_TITLES['ig']} needs gradients, but {ref} is a {fmt} version (no gradients "
                               "here); explain it with --method occlusion (or shap), which needs only the forward pass")
+    if method == "attention" and fmt == "onnx":
+        raise EvaluationError(f"{METHOD_TITLES['attention']} reads a PyTorch transformer's attention weights, but "
+                              f"{ref} is an ONNX graph; explain it with --method occlusion (or shap, lime)")
     return method
 
 
@@ -78,6 +81,42 @@ def queue_explain(catalog: Catalog, params: dict[str, Any], *, device: str = "au
     return enqueue(catalog, "explain", params, device=device, actor=actor)
 
 
+def randomisation_warning(catalog: Catalog, version_id: int) -> str | None:
+    """Why the version's explanations are untrustworthy (its newest model-randomisation check
+    failed: they barely depend on its weights), or None. Reads stored metrics only."""
+    rows = [m for m in catalog.metrics(version_id) if m["name"] == "explain_randomisation_agreement"]
+    if not rows:
+        return None
+    ctx = rows[-1]["context"]
+    why = ctx.get("untrustworthy")
+    if not why:
+        return None
+    ci = ctx.get("ci95")
+    ci_txt = f" (95% interval {ci[0]:.2f}..{ci[1]:.2f})" if isinstance(ci, list) and len(ci) == 2 else ""
+    return f"untrustworthy explanations of {ctx.get('randomised') or 'this version'}: {why}{ci_txt}"
+
+
+def stored_methods(catalog: Catalog, version_id: int) -> list[str]:
+    """The attribution methods a version has stored maps of (oldest first)."""
+    seen: list[str] = []
+    for r in catalog.evaluation_artifacts(version_id, "attributions"):
+        if r["method"] not in seen:
+            seen.append(r["method"])
+    return seen
+
+
+def load_explain_view(catalog_root: Any, version_id: int, against_id: int | None = None,
+                      method: str | None = None) -> dict[str, Any]:
+    """Everything the Explain view shows, read with a connection of its own (the view calls
+    this on a worker thread, so reading and hash-checking attribution blobs never blocks the
+    GUI): the pair, the randomisation warning and the stored methods."""
+    from relman.catalog import open_catalog
+
+    with open_catalog(catalog_root, create=False) as cat:
+        return {"pair": explanation_pair(cat, version_id, against_id, method),
+                "warning": randomisation_warning(cat, version_id), "methods": stored_methods(cat, version_id)}
+
+
 def latest_attributions(catalog: Catalog, version_id: int) -> dict[str, Any] | None:
     """The newest stored attributions document of a version (for the GUI and the card)."""
     from relman.evaluate.explain import artifact as art
@@ -86,16 +125,18 @@ def latest_attributions(catalog: Catalog, version_id: int) -> dict[str, Any] | N
     return art.load(catalog, rows[-1]) if rows else None
 
 
-def explanation_pair(catalog: Catalog, version_id: int, against_id: int | None = None) -> dict[str, Any]:
+def explanation_pair(catalog: Catalog, version_id: int, against_id: int | None = None,
+                     method: str | None = None) -> dict[str, Any]:
     """What the Explain view shows: the newest stored attributions of a version, those of the
     version it is compared with (default: its first parent) on the same examples with the same
     method (from the same job when there is one), the per-example comparison and the flip list
-    (changed predictions, most divergent attributions first). Reads stored documents only."""
+    (changed predictions, most divergent attributions first). `method` picks the newest stored
+    map of that method (e.g. attention rollout beside IG). Reads stored documents only."""
     from relman.evaluate.explain import artifact as art
     from relman.evaluate.explain.compare import compare_examples, flip_list
 
     out: dict[str, Any] = {"version": None, "against": None, "rows": [], "flips": []}
-    rows = catalog.evaluation_artifacts(version_id, "attributions")
+    rows = [r for r in catalog.evaluation_artifacts(version_id, "attributions") if not method or r["method"] == method]
     if not rows:
         return out
     vrow = rows[-1]

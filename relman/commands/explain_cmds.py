@@ -29,8 +29,9 @@ def _print(doc: dict[str, Any], reused: bool) -> None:
 @click.option("--examples", "-n", "examples", type=int, help="Explain this many seeded rows (default 32).")
 @click.option("--example", "-i", "example", type=int, help="Explain only this row (0-based index).")
 @click.option("--method", "-m", default="auto", show_default=True,
-              type=click.Choice(["auto", "ig", "occlusion", "shap"]),
-              help="ig (Integrated Gradients, PyTorch versions), occlusion or shap (any version, forward pass "
+              type=click.Choice(["auto", "ig", "occlusion", "shap", "lime", "attention"]),
+              help="ig (Integrated Gradients, PyTorch versions), attention (attention rollout, PyTorch "
+                   "transformers), occlusion, shap or lime (any version, forward pass "
                    "only); auto picks ig when the version has gradients.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the row choice (and of KernelSHAP).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
@@ -45,15 +46,17 @@ def explain(state: AppState, ref: str, dataset: str, examples: int | None, examp
     """Explain the predictions of REF (MODEL@VERSION) on rows of a dataset: which tokens (text) or
     patches (images) each prediction rests on. Stored attributions are reused; otherwise an
     explain job is queued (--wait runs it and prints the result)."""
-    from relman.app.explain import plan_explain, queue_explain, stored_explanation
-    from relman.evaluate.explain import artifact as art
+    from relman.app.explain import plan_explain, queue_explain, randomisation_warning, stored_explanation
 
     cat = state.catalog()
     params = plan_explain(cat, ref, dataset, examples=examples, example=example, method=method, seed=seed,
                           threads=threads)
+    warning = randomisation_warning(cat, params["version_id"])
+    if warning and not as_json:
+        click.echo(f"WARNING: {warning}", err=True)
     doc = stored_explanation(cat, params)
     if doc is not None:
-        emit_json(art.public_json(doc)) if as_json else _print(doc, reused=True)
+        emit_json(_public(doc, warning)) if as_json else _print(doc, reused=True)
         return
     job_id = queue_explain(cat, params, device=device)
     if not wait:
@@ -71,7 +74,16 @@ def explain(state: AppState, ref: str, dataset: str, examples: int | None, examp
         from relman.errors import IntegrityError
 
         raise IntegrityError(f"job {job_id} succeeded but its attributions are not in the catalog")
-    emit_json(art.public_json(doc)) if as_json else _print(doc, reused=False)
+    emit_json(_public(doc, warning)) if as_json else _print(doc, reused=False)
+
+
+def _public(doc: dict[str, Any], warning: str | None) -> dict[str, Any]:
+    from relman.evaluate.explain import artifact as art
+
+    out = art.public_json(doc)
+    if warning:
+        out["warnings"] = [warning]
+    return out
 
 
 COMMANDS: list[click.Command] = [explain]

@@ -174,6 +174,23 @@ def apply_recipe(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
     return output
 
 
+def _plan_with_explain(ctx: "WorkContext", child: "VersionInfo", parent: "VersionInfo", dataset: str | None,
+                       suites: list[str]) -> list[dict[str, Any]]:
+    """The evaluation plan, with the explain suite (attribution agreement with the parent, in a
+    time budget) when the task has an explainer and the dataset suits it; without it otherwise."""
+    from relman.errors import RelmanError
+    from relman.evaluate.explain import AUTO_OPTIONS, EXPLAINERS
+    from relman.evaluate.plan import plan_evaluation
+
+    if dataset and child.task == parent.task and child.task in EXPLAINERS:
+        try:
+            return plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref,
+                                   suites=[*suites, "explain"], options=dict(AUTO_OPTIONS))
+        except RelmanError as e:
+            ctx.log("explain not added to the evaluation: %s", e)
+    return plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
+
+
 def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "VersionInfo",
                            dataset: str | None) -> tuple[int | None, str]:
     """Queue the child's evaluation against its parent (the evaluation's default suites for
@@ -181,7 +198,6 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     this one, so `--wait` on the compression also waits for it. (job id or None, note)."""
     from relman.data.stored import get_dataset
     from relman.evaluate import registry
-    from relman.evaluate.plan import plan_evaluation
     from relman.tasks.specs import find_task
 
     note = "queued"
@@ -197,7 +213,7 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
         from relman.modelio.gguf_file import evaluable_suites
 
         suites = [s for s in suites if s in evaluable_suites()]
-    plans = plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
+    plans = _plan_with_explain(ctx, child, parent, dataset, suites)
     device = ctx.device if ctx.device.startswith("cuda") else "cpu"
     if child.format == "torch-int8":  # PyTorch's dynamic INT8 kernels are CPU-only
         device = "cpu"

@@ -239,15 +239,30 @@ register(Suite(
         _SPLIT,
         Option("explain_examples", int, 32, "Seeded examples explained (the same for the version and its parent).",
                min=1, max=100000),
-        Option("explain_method", str, "auto", "ig, occlusion, shap or auto (ig when both versions have gradients, "
-                                              "else occlusion).", choices=("auto", "ig", "occlusion", "shap")),
+        Option("explain_method", str, "auto", "ig, occlusion, shap, lime, attention (rollout) or auto (ig when both "
+                                              "versions have gradients, else occlusion).",
+               choices=("auto", "ig", "occlusion", "shap", "lime", "attention")),
         Option("explain_seed", int, 0, "Seed of the example choice (and of KernelSHAP's samples)."),
         Option("ig_steps", int, 32, "Integrated Gradients interpolation steps.", min=2, max=1024),
-        Option("shap_samples", int, 64, "KernelSHAP coalitions per example.", min=8, max=100000),
+        Option("shap_samples", int, 64, "KernelSHAP (and LIME) coalitions per example.", min=8, max=100000),
+        Option("explain_baseline", str, "blur", "What a removed image patch becomes: blur (a blurred copy of the "
+                                                "image) or black (zero input gets zero attribution from any "
+                                                "model). Text always uses the padding token.",
+               choices=("blur", "black")),
+        Option("explain_measure", str, "model", "Agreement measure: model (signed attributions, features not "
+                                                "fixed by the input) or magnitude-all (before issue 27).",
+               choices=("model", "magnitude-all")),
+        Option("explain_randomisation", bool, True, "Run the model-randomisation sanity check."),
+        Option("explain_budget_s", float, 0.0, "Seconds the suite may take (estimated from one example); "
+                                               "beyond it the suite is queued as its own evaluate job. 0 = no "
+                                               "limit.", min=0),
+        Option("explain_randomisation_threshold", float, 0.5, "Agreement with a re-initialised copy above which "
+                                                              "the explanations are marked untrustworthy.",
+               min=-1, max=1),
     ),
-    description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC) and rank agreement with the "
-                "parent's attributions on the same examples",
-    metrics=(MetricSpec("explain_agreement", True), MetricSpec("explain_prediction_agreement", True), MetricSpec("explain_topk_overlap", True), MetricSpec("explain_comprehensiveness", True), MetricSpec("explain_sufficiency", False), MetricSpec("explain_examples", None), MetricSpec("explain_flips", None),)))
+    description="attributions (IG / occlusion / KernelSHAP), faithfulness (AOPC), agreement with the parent's "
+                "attributions on the same examples and the model-randomisation sanity check",
+    metrics=(MetricSpec("explain_agreement", True), MetricSpec("explain_prediction_agreement", True), MetricSpec("explain_topk_overlap", True), MetricSpec("explain_comprehensiveness", True), MetricSpec("explain_sufficiency", False), MetricSpec("explain_examples", None), MetricSpec("explain_flips", None), MetricSpec("explain_randomisation_agreement", False),)))
 register(Suite(
     "mc", "Multiple choice (log-likelihood)", "relman.evaluate.lm_mc:run", options=(_SPLIT, _EVAL_BS, _PAIRED),
     description="lm-eval's acc and acc_norm from local OpenCompass mcq JSONL or lm-eval task YAML, with 95 % "

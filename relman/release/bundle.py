@@ -10,6 +10,8 @@ A bundle is one uncompressed tar file:
     model.sig       OpenSSF model-signing v1.0 signature over all of the above (the key's P-256
                     twin): unpack the bundle and `model_signing verify key` checks it offline
                     (relman.release.openssf); relman's own import checks manifest.sig, not this
+    evaluations/... the version's stored attributions (explain; listed, sized and hashed in the
+                    manifest like the files, checked as attribution documents on import)
 
 Import checks everything before writing anything: members are read one by one with `tarfile`
 (never `extractall`); each must be a plain file with a relative path without `..`, and the
@@ -58,6 +60,8 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
     files = [{"path": f"artifacts/{a['path']}", "sha256": a["sha256"], "size": a["size"]}
              for a in catalog.artifacts(v.id)]
     files.append({"path": CARD, "sha256": hashlib.sha256(card_bytes).hexdigest(), "size": len(card_bytes)})
+    attributions = _attribution_entries(catalog, v)
+    files += [{"path": a["path"], "sha256": a["sha256"], "size": a["size"]} for a in attributions]
     lineage = []
     for p in catalog.parents(v.id):
         pv = catalog.get_version(p["parent_id"])
@@ -82,7 +86,7 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
                  "dtype": v.dtype, "size_bytes": v.size_bytes, "manifest_sha256": v.manifest_sha256,
                  "recipe": v.recipe, "meta": v.meta, "phase": v.phase, "created_at": v.created_at,
                  "created_by": v.created_by},
-        "files": files, "lineage": lineage, "metrics": metrics, "datasets": datasets,
+        "files": files, "lineage": lineage, "metrics": metrics, "datasets": datasets, "attributions": attributions,
         "gate_report": last_gate_report(catalog, v.id), "transitions": transitions, "approvals": appr,
         "card_fields": card_fields(catalog, v),
         "audit": events,
@@ -91,6 +95,43 @@ def build_manifest(catalog: Any, v: Any, card_bytes: bytes) -> dict[str, Any]:
         "checkpoint": sign_excerpt(catalog, events),
         "exported_at": utcnow(), "exported_by": current_user(), "source_catalog": str(catalog.root),
     }
+
+
+EVALUATIONS = "evaluations/"
+
+
+def _attribution_entries(catalog: Any, v: Any) -> list[dict[str, Any]]:
+    """The version's stored attribution documents (explain), as bundle members."""
+    out = []
+    for row in catalog.evaluation_artifacts(v.id, "attributions"):
+        out.append({"path": f"{EVALUATIONS}{row['sha256']}.json", "sha256": row["sha256"],
+                    "size": catalog.store.path(row["sha256"]).stat().st_size, "kind": row["kind"],
+                    "suite": row["suite"], "method": row["method"], "dataset": row["dataset"],
+                    "meta": row["meta"]})
+    return out
+
+
+def _imported_attributions(manifest: dict[str, Any], files: dict[str, Path], local_ds: dict[str, Any],
+                           ds_sha: dict[str, str], where: str) -> list[dict[str, Any]]:
+    """The bundle's attribution documents, each checked (listed, hashed, a valid document of
+    this version's task) before anything is written; a bad one refuses the whole import."""
+    from relman.evaluate.explain import FORMAT as ATTR_FORMAT
+
+    out = []
+    for a in manifest.get("attributions") or []:
+        if not isinstance(a, dict) or a.get("path") not in files or not str(a["path"]).startswith(EVALUATIONS):
+            raise BundleError(f"{where}: an attributions entry names no verified member of the bundle")
+        try:
+            doc = json.loads(files[a["path"]].read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BundleError(f"{where}: {a['path']} is not valid JSON ({e})") from None
+        if not isinstance(doc, dict) or doc.get("format") != ATTR_FORMAT or doc.get("task") != manifest["info"]["task"]:
+            raise BundleError(f"{where}: {a['path']} is not an attributions document of this version")
+        local = local_ds.get(a.get("dataset") or "")
+        ds_id = local["id"] if local and local["sha256"] == ds_sha.get(a.get("dataset") or "") else None
+        out.append({"file": files[a["path"]], "suite": a.get("suite") or "explain", "kind": a.get("kind") or
+                    "attributions", "method": a.get("method"), "dataset_id": ds_id, "meta": a.get("meta") or {}})
+    return out
 
 
 def committed_rows(catalog: Any, v: Any) -> dict[str, list[dict[str, Any]]]:
@@ -407,6 +448,11 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
             _add_bytes(tf, SIGNATURE, sig_bytes, now)
             _add_bytes(tf, CARD, card, now)
             _add_bytes(tf, OPENSSF_SIGNATURE, model_sig, now)
+            for e in manifest.get("attributions") or []:
+                info = tarfile.TarInfo(e["path"])
+                info.size, info.mode, info.mtime = e["size"], 0o644, int(now)
+                with open(catalog.store.path(e["sha256"]), "rb") as f:
+                    tf.addfile(info, f)
             for a in arts:
                 if progress is not None:
                     progress(done, total)
@@ -530,8 +576,8 @@ def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[s
         _check_manifest(manifest, where)
         listed = {f["path"]: f for f in manifest["files"]}
         for p in listed:
-            if p != CARD and not p.startswith("artifacts/"):
-                raise BundleError(f"{where}: manifest lists '{p}' outside artifacts/")
+            if p != CARD and not p.startswith(("artifacts/", EVALUATIONS)):
+                raise BundleError(f"{where}: manifest lists '{p}' outside artifacts/ and {EVALUATIONS}")
         expected = set(listed) | {MANIFEST, SIGNATURE}
         extra = sorted(set(by_name) - expected - {OPENSSF_SIGNATURE})  # model.sig: for other tools, optional
         missing = sorted(expected - set(by_name))
@@ -616,6 +662,7 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
                     ds_id = local["id"]
             ctx["measured_at"] = m["created_at"]
             metrics.append(Metric(m["suite"], m["name"], m["value"], ctx, ds_id))
+        attributions = _imported_attributions(manifest, files, local_ds, ds_sha, str(path))
         meta = dict(info.get("meta") or {})
         meta["card"] = manifest.get("card_fields") or {}
         meta["imported_bundle"] = {"file": Path(path).name, "key_id": signer["id"], "key_name": signer["name"],
@@ -629,9 +676,17 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
             model, artifacts, format=info["format"], version=version, task=info["task"],
             architecture=info["architecture"], params=info["params"], dtype=info["dtype"], recipe=info["recipe"],
             meta=meta, parents=parents, relation=relation, metrics=metrics, actor=actor, event_kind="import-bundle")
+        if attributions:  # checked above; their own transaction (all of them or none)
+            from relman.catalog import EvalArtifact
+
+            catalog.add_evaluation(v.id, [], [EvalArtifact(version_id=v.id, suite=a["suite"], kind=a["kind"],
+                                                           path=a["file"], method=a["method"],
+                                                           dataset_id=a["dataset_id"], meta=a["meta"])
+                                              for a in attributions], actor=actor)
     return {"ref": v.ref, "model": v.model, "version": v.version, "id": v.id, "signed_by": signer,
             "parents_linked": len(parents),
-            "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts)}
+            "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts),
+            "attributions": len(attributions)}
 
 
 def _write_error(e: OSError, target: Path) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 EXAMPLES_SHOWN = 3
 _NAMES = ("explain_agreement_vs_parent", "explain_topk_overlap_vs_parent", "explain_prediction_agreement_vs_parent",
-          "explain_comprehensiveness", "explain_sufficiency")
+          "explain_comprehensiveness", "explain_sufficiency", "explain_randomisation_agreement")
 
 
 def explainability_lines(catalog: Any, v: Any, metrics: list[dict[str, Any]]) -> list[str]:
@@ -24,10 +24,19 @@ def explainability_lines(catalog: Any, v: Any, metrics: list[dict[str, Any]]) ->
     method = (any_m["context"].get("method") if any_m else None) or (rows[-1]["method"] if rows else None)
     lines.append(f"Method: {METHOD_TITLES.get(method or '', method or 'unknown')}"
                  + (f", {any_m['context'].get('examples')} seeded examples" if any_m else "") + ".")
+    rand = found.get("explain_randomisation_agreement")
+    if rand:
+        why = rand["context"].get("untrustworthy")
+        if why:
+            lines += ["", f"> **Warning — untrustworthy explanations:** {why}. The explain metrics of this run "
+                          "do not pass gates.", ""]
+        lines.append(f"Model-randomisation check (Adebayo et al., 2018): agreement with a re-initialised copy of "
+                     f"{rand['context'].get('randomised')} {_fmt(rand)} (lower is better; threshold "
+                     f"{rand['context'].get('threshold')}).")
     parent = found.get("explain_agreement_vs_parent")
     if parent:
-        lines.append(f"Agreement with the parent {parent['context'].get('parent')}: Spearman rho of attribution "
-                     f"magnitudes {_fmt(parent)}, top-5 overlap {_fmt(found.get('explain_topk_overlap_vs_parent'))}, "
+        lines.append(f"Agreement with the parent {parent['context'].get('parent')}: Spearman rho of attributions "
+                     f"({parent['context'].get('measure', 'magnitude-all')} measure) {_fmt(parent)}, top-5 overlap {_fmt(found.get('explain_topk_overlap_vs_parent'))}, "
                      f"same prediction on {_fmt(found.get('explain_prediction_agreement_vs_parent'))} of the examples.")
     if "explain_comprehensiveness" in found:
         lines.append(f"Faithfulness (AOPC): comprehensiveness {_fmt(found['explain_comprehensiveness'])} (higher is "

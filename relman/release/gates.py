@@ -215,6 +215,9 @@ class _Gate:
                                                             f"{measured_vs}, not the current {vs} {ref_subject.ref}")
         if name not in subject.values:
             raise self.not_evaluated(subject, name)
+        untrustworthy = subject.contexts.get(name, {}).get("untrustworthy")
+        if untrustworthy:  # the suite's own sanity check failed (explain: model randomisation)
+            raise _Missing(f"untrustworthy: {subject.ref}'s '{name}' cannot pass a gate: {untrustworthy}")
         label = name if scope == "self" else f"{scope}.{name}"
         value = subject.values[name]
         if bound is not None:

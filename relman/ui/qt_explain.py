@@ -2,7 +2,9 @@
 default) — token heatmaps for text, saliency overlays for images, each side's prediction and
 confidence, and a flip list of examples whose prediction changed, most divergent first.
 
-The view only reads stored attributions (`relman.app.explain.explanation_pair`); "Compute
+The view only reads stored attributions (`relman.app.explain.load_explain_view`, on a worker
+thread with its own catalog connection, so hash-checking blobs never blocks the GUI; a newer
+request makes an older answer stale); "Compute
 attributions" asks the work controller to queue explain jobs (`WorkActions.queue_explain`). It
 never imports torch or Captum and never computes an attribution on the GUI thread; queued
 jobs are followed through the window's job hook (and a light poll of their rows).
@@ -11,6 +13,7 @@ jobs are followed through the window's job hook (and a light poll of their rows)
 from __future__ import annotations
 
 import html
+import threading
 from typing import Any, Callable
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -117,6 +120,7 @@ class ExplainView(QWidget):
     name = "explain"
     title = "Explain"
     jobs_queued = Signal(list)
+    loaded = Signal(int, object)  # (request number, what load_explain_view returned or the error text)
 
     def __init__(self, window: Any = None) -> None:
         super().__init__()
@@ -125,6 +129,9 @@ class ExplainView(QWidget):
         self.version_id: int | None = None
         self.pair: dict[str, Any] = {"version": None, "against": None, "rows": [], "flips": []}
         self.pending: list[int] = []
+        self.generation = 0  # the newest load request; older answers are dropped
+        self.loading = False
+        self.loaded.connect(self._on_loaded)
         self.on_error: Callable[[str], None] = (window.show_error if window is not None
                                                  else (lambda text: self.status.setText(text)))
         root = QVBoxLayout(self)
@@ -138,7 +145,11 @@ class ExplainView(QWidget):
         self.dataset.setObjectName("explain-dataset")
         self.method = QComboBox()
         self.method.setObjectName("explain-method")
-        self.method.addItems(["auto", "ig", "occlusion", "shap"])
+        self.method.addItems(["auto", "ig", "occlusion", "shap", "lime", "attention"])
+        self.shown = QComboBox()  # which stored map to show (IG, attention rollout, ...)
+        self.shown.setObjectName("explain-shown")
+        self.shown.addItem("newest", None)
+        self.shown.currentIndexChanged.connect(lambda _i: self.reload())
         self.examples = QSpinBox()
         self.examples.setRange(1, 10000)
         self.examples.setValue(8)
@@ -148,7 +159,7 @@ class ExplainView(QWidget):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
         self.compute.clicked.connect(self.queue_jobs)
-        for label, w in (("vs", self.against), ("data", self.dataset),
+        for label, w in (("vs", self.against), ("show", self.shown), ("data", self.dataset),
                          ("method", self.method), ("examples", self.examples)):
             bar.addWidget(QLabel(label))
             bar.addWidget(w)
@@ -161,8 +172,14 @@ class ExplainView(QWidget):
         self.progress.setVisible(False)
         self.status = QLabel("")
         self.status.setObjectName("hint")
+        self.warning = QLabel("")
+        self.warning.setObjectName("explain-warning")  # the model-randomisation check failed
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet("color: #b00020; font-weight: bold;")
+        self.warning.setVisible(False)
         root.addWidget(self.progress)
         root.addWidget(self.status)
+        root.addWidget(self.warning)
         split = QSplitter()
         lists = QWidget()
         ll = QGridLayout(lists)
@@ -233,22 +250,57 @@ class ExplainView(QWidget):
         self.reload()
 
     def reload(self) -> None:
-        from relman.app.explain import explanation_pair
-        from relman.errors import RelmanError
+        """Ask a worker thread for the stored attributions of the selection; `_on_loaded` fills
+        the view when they arrive (only the newest request's answer is used)."""
+        from relman.app.explain import load_explain_view
 
         self.example_list.clear()
         self.flip_list.clear()
         self.pair = {"version": None, "against": None, "rows": [], "flips": []}
+        self.warning.setVisible(False)
+        self.generation += 1
         if self.catalog is None or self.version_id is None:
             self.version_label.setText("Select a version")
+            self.loading = False
             self._show(None)
             return
         self.version_label.setText(self.catalog.get_version(self.version_id).ref)
-        try:
-            self.pair = explanation_pair(self.catalog, self.version_id, self.against.currentData())
-        except RelmanError as e:
-            self.on_error(str(e))
+        self.status.setText("loading stored attributions…")
+        self.loading = True
+        gen, root, vid = self.generation, self.catalog.root, self.version_id
+        against, method = self.against.currentData(), self.shown.currentData()
+
+        def work() -> None:
+            from relman.errors import RelmanError
+
+            try:
+                result: Any = load_explain_view(root, vid, against, method)
+            except RelmanError as e:
+                result = str(e)
+            self.loaded.emit(gen, result)  # queued to the GUI thread
+
+        threading.Thread(target=work, name=f"explain-load-{gen}", daemon=True).start()
+
+    def _on_loaded(self, gen: int, result: Any) -> None:
+        if gen != self.generation:
+            return  # a newer request is on its way
+        self.loading = False
+        if isinstance(result, str):
+            self.status.setText("")
+            self.on_error(result)
             return
+        self.pair = result["pair"]
+        warning = result["warning"]
+        self.warning.setText(f"⚠ {warning}" if warning else "")
+        self.warning.setVisible(bool(warning))
+        chosen = self.shown.currentData()
+        self.shown.blockSignals(True)
+        self.shown.clear()
+        self.shown.addItem("newest", None)
+        for m in result["methods"]:
+            self.shown.addItem(m, m)
+        self.shown.setCurrentIndex(max(0, self.shown.findData(chosen)) if chosen else 0)
+        self.shown.blockSignals(False)
         doc = self.pair["version"]
         if doc is None:
             self.status.setText("No stored attributions: choose data and press 'Compute attributions' "

@@ -41,11 +41,12 @@ def write(doc: Mapping[str, Any], folder: Path, name: str) -> Path:
 def method_key(method: str, options: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """The settings that change a method's attributions of one example: attributions with
     equal keys (same version, data and example) are interchangeable."""
+    base = {"method": method, "baseline": options.get("baseline")}  # issue 27: the image baseline changed
     if method == "ig":
-        return {"method": method, "ig_steps": options.get("ig_steps")}
-    if method == "shap":
-        return {"method": method, "shap_samples": options.get("shap_samples"), "seed": int(seed)}
-    return {"method": method}
+        return dict(base, ig_steps=options.get("ig_steps"))
+    if method in ("shap", "lime"):
+        return dict(base, shap_samples=options.get("shap_samples"), seed=int(seed))
+    return base
 
 
 def meta_of(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,10 +9,22 @@ are not features; they are always kept) or a patch of an image (the ViT patch gr
 - causal LM: the log-probability of the next token the version predicts after the prompt;
 - feature extraction: the cosine between the embedding and the unperturbed input's embedding.
 
-Removing a feature means replacing it with the baseline: the padding token (text) or black
-(images, through the model's own preprocessing). The same baseline serves Integrated
-Gradients (its starting point), occlusion, KernelSHAP and the faithfulness scores, so the
-methods explain the same question.
+Removing a feature means replacing it with the baseline, chosen per modality (issue 27):
+
+- text: the padding token (else unk / eos), at the token's position, attention unchanged: a
+  token the model sees as "nothing here", so a feature's score is what the word itself adds;
+- images (`baseline="blur"`, the default): a Gaussian-blurred copy of the image (sigma = one
+  patch side), through the model's own preprocessing. A black baseline (`"black"`, the old
+  default) makes every black pixel of the input identical to the baseline, so it gets zero
+  attribution from *any* model: on 8 x 8 digits that is most of the image, and agreement over
+  all features then measures the input, not the model. Blurring keeps the image's coarse
+  layout and removes what a patch adds at its own scale.
+
+Features whose input equals the baseline anyway (a background patch the blur leaves black, a
+token that is the padding token) get attribution 0 from every model and method: each record
+lists them as `inert`, and the agreement measure (`compare`) leaves them out. The same baseline
+serves Integrated Gradients (its starting point), occlusion, KernelSHAP and the faithfulness
+scores, so the methods explain the same question.
 
 `ig` differentiates the PyTorch model (LayerIntegratedGradients over the input embeddings for
 text, IntegratedGradients over pixels summed per patch for images). `occlusion` (Captum's
@@ -36,6 +48,7 @@ from relman.evaluate.explain.selection import select_examples  # noqa: F401  (re
 from relman.tasks.base import Batch, Runner
 
 AOPC_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5)
+IMAGE_BASELINES = ("blur", "black")
 PATCH_GRID_FALLBACK = 8
 IMAGE_THUMB_MAX = 64
 
@@ -53,6 +66,16 @@ def differentiable(runner: Runner) -> bool:
     return True
 
 
+def has_attention(runner: Runner) -> bool:
+    """True for a PyTorch transformer (its config names attention heads)."""
+    from relman.tasks.backends import TorchBackend
+
+    if not isinstance(runner.backend, TorchBackend):
+        return False
+    cfg = getattr(runner.backend.model, "config", None)
+    return any(getattr(cfg, a, None) for a in ("num_attention_heads", "n_head", "num_heads"))
+
+
 def default_method(runner: Runner) -> str:
     return "ig" if differentiable(runner) else "occlusion"
 
@@ -61,6 +84,10 @@ def check_method_fits(runner: Runner, method: str, ref: str) -> None:
     """A clear refusal when a gradient method is asked of a version without gradients."""
     if method not in METHODS:
         raise EvaluationError(f"unknown attribution method '{method}' (use {', '.join(METHODS)})")
+    if method == "attention" and not has_attention(runner):
+        raise EvaluationError(f"{METHOD_TITLES['attention']} reads the attention weights of a PyTorch transformer, "
+                              f"but {ref} is {'an ONNX graph' if runner.fmt == 'onnx' else 'not one'}; explain it with "
+                              "--method occlusion (or shap, lime), which needs only the forward pass")
     if method == "ig" and not differentiable(runner):
         kind = "an ONNX graph" if runner.fmt == "onnx" else f"a {runner.fmt} version with quantised layers"
         raise EvaluationError(f"{METHOD_TITLES['ig']} needs gradients, but {ref} is {kind} (no gradients here); "
@@ -89,6 +116,7 @@ class Prepared:
     reference: np.ndarray | None = None  # feature extraction: the unperturbed embedding
     baseline: np.ndarray | None = None  # images: the pixel values of "removed" (a black image)
     last: int = 0  # causal LM: the position whose next token is explained
+    inert: list[int] = field(default_factory=list)  # features equal to the baseline: 0 for any model
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -100,7 +128,7 @@ class Explainer:
     """Attributions of one version (its task adapter) with one method."""
 
     def __init__(self, runner: Runner, method: str, *, ref: str = "", ig_steps: int = 32, shap_samples: int = 64,
-                 seed: int = 0, batch_size: int = 32) -> None:
+                 seed: int = 0, batch_size: int = 32, baseline: str = "blur") -> None:
         check_task(runner.task, ref or str(runner.folder))
         self.runner = runner
         self.ref = ref or str(runner.folder)
@@ -112,6 +140,9 @@ class Explainer:
         self.batch_size = int(batch_size)
         self.task = runner.task
         self.image = self.task == "image-classification"
+        if baseline not in IMAGE_BASELINES:
+            raise EvaluationError(f"unknown image baseline '{baseline}' (use {', '.join(IMAGE_BASELINES)})")
+        self.baseline = baseline
 
     # -- preparing one example -------------------------------------------------------------
     def _replacement_id(self) -> int:
@@ -142,8 +173,13 @@ class Explainer:
             prep = Prepared(int(index), arrays, names, grid, None, "", None)
             prep.extra["grid"] = [len(grid) // cols, cols]
             prep.extra["image"] = _thumbnail(np.asarray(row.images[0]))
-            # the baseline is a black image through the model's own preprocessing
-            prep.baseline = self.runner.encode_images(np.zeros_like(np.asarray(row.images)))["pixel_values"]
+            raw = np.asarray(row.images)
+            base = (np.zeros_like(raw) if self.baseline == "black"
+                    else blurred(raw, sigma=max(1.0, raw.shape[1] / max(1, len(grid) // cols))))
+            prep.baseline = self.runner.encode_images(base)["pixel_values"]
+            px = arrays["pixel_values"][0]
+            prep.inert = [j for j, (rs, cs) in enumerate(grid)
+                          if np.allclose(px[:, rs, cs], prep.baseline[0][:, rs, cs], atol=1e-6)]
         else:
             tok = self.runner.preprocessor
             ids = arrays["input_ids"][0]
@@ -158,6 +194,7 @@ class Explainer:
             names = [_token_name(tok, t) for t in tokens]
             prep = Prepared(int(index), arrays, names, positions, None, "", None)
             prep.last = int(np.flatnonzero(mask)[-1])
+            prep.inert = [j for j, pos in enumerate(positions) if int(ids[pos]) == self._replacement_id()]
         self._set_target(prep)
         return prep
 
@@ -225,6 +262,8 @@ class Explainer:
         """One score per feature (input order): how much it supports the explained output."""
         if self.method == "ig":
             return self._integrated_gradients(prep)
+        if self.method == "attention":
+            return self._attention_rollout(prep)
         import torch
 
         def forward(presence: "torch.Tensor") -> "torch.Tensor":
@@ -237,6 +276,12 @@ class Explainer:
             from captum.attr import FeatureAblation
 
             attr = FeatureAblation(forward).attribute(full, baselines=base, perturbations_per_eval=per_eval)
+        elif self.method == "lime":
+            from captum.attr import Lime
+
+            torch.manual_seed(self.seed + prep.index)
+            attr = Lime(forward).attribute(full, baselines=base, n_samples=self.shap_samples,
+                                           perturbations_per_eval=per_eval)
         else:
             from captum.attr import KernelShap
 
@@ -295,6 +340,55 @@ class Explainer:
             per_token = attr.detach().float().sum(dim=-1).cpu().numpy()[0]
         return per_token[prep.positions].astype(np.float64)
 
+    def _attention_rollout(self, prep: Prepared) -> np.ndarray:
+        """Attention rollout (Abnar & Zuidema, 2020): per layer the head-averaged attention plus
+        the residual path (0.5 A + 0.5 I, rows renormalised), multiplied through the layers; a
+        feature's score is how much of the explained position's final representation flows
+        from it ([CLS] for classifiers and ViTs, the last prompt token for a causal LM, the mean
+        over tokens for embeddings). Non-negative and class-blind: it says where the model
+        looks, not which way a feature pushes."""
+        import torch
+
+        backend = self.runner.backend
+        model = backend.model
+        native = backend.to_native(prep.arrays)
+        before = getattr(model.config, "_attn_implementation", None)
+        try:
+            if before not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation("eager")  # sdpa kernels return no attention weights
+            with torch.inference_mode():
+                kwargs = dict(native, output_attentions=True, return_dict=True)
+                if self.task == "causal-lm":
+                    kwargs["use_cache"] = False
+                attentions = model(**kwargs).attentions
+        finally:
+            if before not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+                model.set_attn_implementation(before)
+        if not attentions:
+            raise EvaluationError(f"{self.ref} returned no attention weights, so attention rollout cannot run; "
+                                  "use --method occlusion")
+        rollout = None
+        for layer in attentions:
+            a = layer[0].float().mean(dim=0).cpu().numpy().astype(np.float64)  # seq x seq, heads averaged
+            a = 0.5 * a + 0.5 * np.eye(a.shape[0])
+            a /= a.sum(axis=-1, keepdims=True)
+            rollout = a if rollout is None else a @ rollout
+        assert rollout is not None
+        if self.image:
+            n = len(prep.positions)
+            if rollout.shape[0] != n + 1:
+                raise EvaluationError(f"attention rollout needs one token per patch, but {self.ref} has "
+                                      f"{rollout.shape[0] - 1} patch tokens for {n} patches; use --method occlusion")
+            return rollout[0, 1:].copy()
+        if self.task == "causal-lm":
+            row = rollout[prep.last]
+        elif self.task == "feature-extraction":
+            mask = prep.arrays.get("attention_mask", np.ones_like(prep.arrays["input_ids"]))[0].astype(bool)
+            row = rollout[mask].mean(axis=0)
+        else:
+            row = rollout[0]
+        return row[prep.positions].astype(np.float64)
+
     # -- faithfulness -----------------------------------------------------------------------
     def aopc(self, prep: Prepared, scores: np.ndarray) -> tuple[float, float]:
         """(comprehensiveness, sufficiency): the mean drop of the explained score when the
@@ -325,7 +419,10 @@ class Explainer:
             scores = self.attribute(prep)
             rec: dict[str, Any] = {"index": int(index), "prediction": prep.prediction, "confidence": prep.confidence,
                                    "target": prep.target, "score": prep.base_score,
-                                   "features": [{"name": n, "score": float(s)} for n, s in zip(prep.names, scores)]}
+                                   "features": [{"name": n, "score": float(s)} for n, s in zip(prep.names, scores)],
+                                   "inert": list(prep.inert)}
+            if self.method == "attention":
+                rec["flow"] = True  # scores are shares of attention flow, not units of the explained score
             if faithfulness:
                 rec["comprehensiveness"], rec["sufficiency"] = self.aopc(prep, scores)
             rec.update(prep.extra)
@@ -342,6 +439,23 @@ def log_odds(logits: np.ndarray, target: int) -> np.ndarray:
     others = np.delete(logits, target, axis=-1)
     m = others.max(axis=-1, keepdims=True)
     return logits[:, target] - (m[:, 0] + np.log(np.exp(others - m).sum(axis=-1)))
+
+
+def blurred(images: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of N x H x W x C images (separable, edges repeated), same dtype."""
+    radius = max(1, int(round(2 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    k /= k.sum()
+    out = np.asarray(images, dtype=np.float64)
+    for axis in (1, 2):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="edge")
+        out = sum(k[i] * np.take(padded, np.arange(i, i + out.shape[axis]), axis=axis) for i in range(len(k)))
+    if np.issubdtype(np.asarray(images).dtype, np.integer):
+        out = np.clip(np.rint(out), 0, 255)
+    return out.astype(np.asarray(images).dtype)
 
 
 def _token_name(tok: Any, token: str) -> str:

@@ -6,7 +6,7 @@ params:
   dataset      dataset id or name (required)
   method       ig, occlusion or shap (the app resolves "auto" before queueing)
   indices      the dataset rows to explain (the app chooses them: seeded, or one example)
-  seed, ig_steps, shap_samples, threads, device
+  seed, ig_steps, shap_samples, threads, device, baseline (images: blur (default) or black)
 
 A refusal (wrong data, index out of range, a method the version cannot do) fails the job
 with one line before anything is computed; the artifact lands in one transaction or not at all.
@@ -49,11 +49,13 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     runner.check_dataset(ds)
     seed = int(params.get("seed", 0))
     explainer = Explainer(runner, method, ref=version.ref, ig_steps=int(params.get("ig_steps", 32)),
-                          shap_samples=int(params.get("shap_samples", 64)), seed=seed)
+                          shap_samples=int(params.get("shap_samples", 64)), seed=seed,
+                          baseline=str(params.get("baseline") or "blur"))
     examples = explainer.explain(ds, indices, progress=lambda i, n: ctx.progress(0.05 + 0.9 * i / n,
                                                                                    f"explained {i}/{n}"))
-    options = {"ig_steps": explainer.ig_steps} if explainer.method == "ig" else (
-        {"shap_samples": explainer.shap_samples} if explainer.method == "shap" else {})
+    options: dict[str, Any] = {"ig_steps": explainer.ig_steps} if explainer.method == "ig" else (
+        {"shap_samples": explainer.shap_samples} if explainer.method in ("shap", "lime") else {})
+    options["baseline"] = explainer.baseline if explainer.image else "pad"
     doc = art.document(version=version, method=explainer.method, dataset=ds, split=None, seed=seed, indices=indices,
                        examples=examples, options=options)
     from relman.evaluate.explain.suite import _finite
