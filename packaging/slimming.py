@@ -103,7 +103,8 @@ def excluded_modules(flavour: str = "full", extra_models: str = "") -> list[str]
     """Python packages PyInstaller would otherwise follow into the bundle."""
     names = [
         # interactive / plotting / GUI toolkits we do not use
-        "tkinter", "_tkinter", "IPython", "ipykernel", "jupyter_client", "matplotlib", "tensorboard",
+        # (not matplotlib: captum imports it at module level, so explanations need it)
+        "tkinter", "_tkinter", "IPython", "ipykernel", "jupyter_client", "tensorboard",
         "torch.utils.tensorboard", "jedi", "notebook",
         # test and dev tools (they come in through optional imports)
         "pytest", "_pytest", "pytestqt", "pip", "Cython",
