@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from relman.data.dataset import Dataset
 from relman.data.mapping import ColumnMapping
@@ -18,13 +18,10 @@ from relman.errors import DatasetError
 from relman.jsonlimits import MAX_DEPTH, depth
 
 
-def read_jsonl(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequence[str] | None = None,
-               where: str | None = None) -> Dataset:
-    where = where or Path(path).name
-    wanted = [c for c in dict.fromkeys((mapping.text_col, mapping.label_col, mapping.group_col, mapping.split_col))
-              if c]
-    columns: dict[str, list[Any]] = {c: [] for c in wanted}
-    lines: list[int] = []
+def json_objects(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for every non-blank line, streamed (`iter_lines`: the size cap, NUL
+    and UTF-8 checks); one-line errors for bad JSON, too-deep nesting or a non-object. Every JSON
+    Lines reader goes through it (text, mcq / qa items, sft rows, lm-eval data files)."""
     for lineno, line in iter_lines(path, where):
         if not line.strip():
             continue
@@ -38,6 +35,17 @@ def read_jsonl(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequenc
             raise DatasetError(f"{where} line {lineno}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
         if not isinstance(obj, dict):
             raise DatasetError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def read_jsonl(path: Path, mapping: ColumnMapping, *, name: str, labels: Sequence[str] | None = None,
+               where: str | None = None) -> Dataset:
+    where = where or Path(path).name
+    wanted = [c for c in dict.fromkeys((mapping.text_col, mapping.label_col, mapping.group_col, mapping.split_col))
+              if c]
+    columns: dict[str, list[Any]] = {c: [] for c in wanted}
+    lines: list[int] = []
+    for lineno, obj in json_objects(path, where):
         if not lines:
             require_columns(list(obj), mapping, where)
         for c in wanted:

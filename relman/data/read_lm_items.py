@@ -11,36 +11,18 @@ line naming the line and the field, before anything is stored.
 
 from __future__ import annotations
 
-import json
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from relman.data.dataset import Dataset
 from relman.data.mapping import ColumnMapping
-from relman.data.text_decoding import read_utf8
+from relman.data.read_jsonl import json_objects
 from relman.errors import DatasetError
 
 
-def json_lines(path: Path, where: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; one-line errors for bad JSON."""
-    from relman.jsonlimits import MAX_DEPTH, depth
-
-    for lineno, line in enumerate(read_utf8(path, where).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where} line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError:
-            raise DatasetError(f"{where} line {lineno}: JSON nested too deeply") from None
-        if depth(obj) > MAX_DEPTH:
-            raise DatasetError(f"{where} line {lineno}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-        if not isinstance(obj, dict):
-            raise DatasetError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        yield lineno, obj
+json_lines = json_objects  # the one JSON Lines parser (relman.data.read_jsonl)
 
 
 def _text(obj: dict[str, Any], key: str, where: str, lineno: int) -> str:

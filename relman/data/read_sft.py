@@ -19,37 +19,20 @@ listings); completions in `completions`, conversations in `messages`.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from relman.data.dataset import Dataset
 from relman.data.mapping import ColumnMapping
+from relman.data.read_jsonl import json_objects
 from relman.data.splits import check_split_values
-from relman.data.text_decoding import read_utf8
 from relman.errors import DatasetError
 
 ROLES = ("system", "user", "assistant")
 
 
 def _records(path: Path, where: str) -> list[tuple[int, dict[str, Any]]]:
-    from relman.jsonlimits import MAX_DEPTH, depth
-
-    out = []
-    for lineno, line in enumerate(read_utf8(path, where).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{where} line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        except RecursionError:
-            raise DatasetError(f"{where} line {lineno}: JSON nested too deeply") from None
-        if depth(obj) > MAX_DEPTH:
-            raise DatasetError(f"{where} line {lineno}: JSON nested too deeply (more than {MAX_DEPTH} levels)")
-        if not isinstance(obj, dict):
-            raise DatasetError(f"{where} line {lineno}: expected a JSON object, got {type(obj).__name__}")
-        out.append((lineno, obj))
+    out = list(json_objects(path, where))
     if not out:
         raise DatasetError(f"{where}: no data rows")
     return out
