@@ -71,11 +71,6 @@ def _write_datasets(folder: Path) -> dict[str, Path]:
     return {FACTS: facts, TEXT: text, TEACH: teach, CHECK: check}
 
 
-def _newest_child(catalog: Catalog, parent_id: int, recipe: str) -> Any:
-    rows = [c for c in catalog.children(parent_id) if c["relation"] == recipe]
-    return catalog.get_version(rows[-1]["child_id"]) if rows else None
-
-
 def _fmt(values: dict[str, float], name: str) -> str:
     v = values.get(name)
     return "n/a" if v is None else f"{v:.3f}"
@@ -86,6 +81,7 @@ def adapt_lm(catalog: Catalog, drive: Any, step: Any, refusal: Any) -> Iterator[
     release helpers (relman.app.demo), so both paths release the same way."""
     from relman.app.compress import queue_compression
     from relman.app.datasets import register_dataset
+    from relman.app.demo import _newest_child  # the demo's own (imported here: demo imports this module)
     from relman.app.evaluate import queue_evaluation
     from relman.app.models import import_model
     from relman.modelio.trained_lm import trained_lm
