@@ -159,15 +159,22 @@ class ExplainView(QWidget):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
             combo.setMinimumContentsLength(6)
         self.compute.clicked.connect(self.queue_jobs)
-        for label, w in (("vs", self.against), ("show", self.shown), ("data", self.dataset),
-                         ("method", self.method), ("examples", self.examples)):
+        # two rows, so the controls fit a 1024-pixel window beside the side docks: what is shown
+        # (against which version, which stored map), then what to compute
+        for label, w in (("vs", self.against), ("show", self.shown)):
             bar.addWidget(QLabel(label))
             bar.addWidget(w)
-        bar.addWidget(self.compute)
         bar.addStretch(1)
+        compute_bar = QHBoxLayout()
+        for label, w in (("data", self.dataset), ("method", self.method), ("examples", self.examples)):
+            compute_bar.addWidget(QLabel(label))
+            compute_bar.addWidget(w)
+        compute_bar.addWidget(self.compute)
+        compute_bar.addStretch(1)
         self.version_label.setWordWrap(True)
         root.addWidget(self.version_label)  # its own line: a long ref never widens the window
         root.addLayout(bar)
+        root.addLayout(compute_bar)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
         self.status = QLabel("")
