@@ -22,6 +22,7 @@ APP_KINDS: dict[str, str] = {
     "restore_version": "relman.app.background:restore_version_job",
     "collect_garbage": "relman.app.background:collect_garbage_job",
     "generate": "relman.app.generation:generate_job",
+    "diff_versions": "relman.app.diff:diff_job",
 }
 
 
