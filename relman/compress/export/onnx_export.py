@@ -129,42 +129,6 @@ def top1_agreement(outs: list[np.ndarray], refs: list[np.ndarray], feeds: list[d
                           for o, r, f in zip(outs, refs, feeds)]))
 
 
-def share_tied_head(model: Any) -> bool:
-    """Export a tied LM head as Gemm(transB=1) over the embedding's own matrix.
-
-    TorchScript exports a Linear over a 3-D input as MatMul(x, Wᵀ) and constant-folds Wᵀ into a
-    second initializer: with tied embeddings the graph (and the exporter's peak memory) held the
-    vocabulary matrix twice — 519 MiB more on a 0.5 B Qwen2 (benchmarks/README.md, issue 30).
-    Flattening the head's input to 2-D with a zero bias makes it addmm, which the exporter's
-    peephole pass fuses into Gemm(x, W, 0, transB=1) over the very initializer the token
-    Gather reads; the INT4 pass then quantises that one matrix once for both
-    (relman.compress.quantize.int4_stream). Returns whether the head was replaced."""
-    import torch
-
-    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    if (head is None or emb is None or not isinstance(head, torch.nn.Linear) or head.bias is not None
-            or head.weight is not emb.weight):
-        return False
-
-    class TiedHead(torch.nn.Module):
-        def __init__(self, weight: torch.nn.Parameter) -> None:
-            super().__init__()
-            self.weight = weight
-            self.register_buffer("zero_bias", torch.zeros(weight.shape[0], dtype=weight.dtype), persistent=False)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            flat = torch.nn.functional.linear(x.reshape(-1, x.shape[-1]), self.weight, self.zero_bias)
-            return flat.reshape(*x.shape[:-1], self.weight.shape[0])
-
-    for name, child in model.named_modules():
-        if child is head:
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, TiedHead(head.weight))
-            return True
-    return False
-
-
 def _wrapper(model: Any, names: list[str], output: str, causal: bool) -> Any:
     import torch
 
@@ -455,8 +419,6 @@ def export_onnx(src: Path, dest: Path, task: str, *, fmt: str = "hf", opset: int
         names = text_input_names(model, task)
         axes = {n: {0: "batch", 1: "sequence"} for n in names}
         out_axes = {0: "batch", 1: "sequence"} if spec.per_token_output else {0: "batch"}
-    if spec.causal:
-        share_tied_head(model)
     wrapped = _wrapper(model, names, output, spec.causal)
     traced = sample_inputs(config, task, names, 2, min(8, max_seq_len(config)), seed=1)
     checks = verification_inputs(config, task, names)

@@ -175,9 +175,6 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
             if accuracy_level:
                 kwargs["accuracy_level"] = int(accuracy_level)
             bias = node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]
-            if bias and bias in inits and not np.any(src.array(inits[bias])):
-                quantised.add(bias)  # a zero bias (share_tied_head's): no Add, and the tensor goes
-                bias = False
             out = node.output[0] + "_matmul" if bias else node.output[0]
             nodes = [helper.make_node("MatMulNBits", inputs, [out], name=(node.name or base) + "_Q4",
                                       domain="com.microsoft", **kwargs)]
@@ -194,13 +191,6 @@ def quantize_int4_streaming(model_path: Path, folder: Path, *, block_size: int =
                     and all(g.op_type == "Gather" and g.input[0] == others[0].output[0]
                             and int(_attrs(g).get("axis", 0)) == 0 for g in users.get(others[0].output[0], [])))
             gathers = users[others[0].output[0]] if tied else []
-            # relman's exporter (share_tied_head): Gemm(transB=1) over the embedding's own [V, H]
-            # matrix, which the token Gathers read directly: its rows are the 4-bit rows
-            shared = (transposed and pw.integer_zeros and k_blocks * block_size == k and bool(others)
-                      and all(g.op_type == "Gather" and g.input[0] == wname and int(_attrs(g).get("axis", 0)) == 0
-                              for g in others))
-            if shared:
-                gathers = others
             if tied_rows is not None:
                 gathers = users[tied_rows]  # relman's exporter: the embedding is a second, transposed copy
                 quantised.add(tied_rows)
