@@ -18,7 +18,7 @@ def report_hooks(catalog: Any, result: Mapping[str, Any] | None, *, wait: bool =
     """Print what the hooks a transition (or a refusal) queued did: waits for their jobs (bounded
     by the hooks' timeouts) unless `wait` is off. Returns False when a hook failed. The transition
     itself stands either way, so this never raises."""
-    from relman.release.hooks import wait_for_hooks
+    from relman.app.hooks import wait_for_hooks
 
     if not result:
         return True
@@ -86,11 +86,10 @@ def hooks_add(state: AppState, event: str, model: str | None, to_phase: str | No
     relman hooks add --on promoted --to production -- /usr/bin/python3 /srv/copy_onnx.py
     relman hooks add --on gate-failed --post http://127.0.0.1:8065/hooks/relman
     """
-    from relman.catalog.catalog import current_user
-    from relman.release.hooks import add_hook, describe
+    from relman.app.hooks import add_hook, describe
 
     h = add_hook(state.catalog(), event, argv=list(argv) or None, url=url, model=model, to_phase=to_phase,
-                 timeout_s=timeout_s, allow_remote=allow_remote, who=who or current_user())
+                 timeout_s=timeout_s, allow_remote=allow_remote, who=who)
     if as_json:
         emit_json(h)
         return
@@ -104,7 +103,7 @@ def hooks_add(state: AppState, event: str, model: str | None, to_phase: str | No
 @pass_state
 def hooks_list(state: AppState, model: str | None = None, as_json: bool = False) -> None:
     """The hooks of this catalog."""
-    from relman.release.hooks import describe, list_hooks
+    from relman.app.hooks import describe, list_hooks
 
     rows = list_hooks(state.catalog(), model=model)
     if as_json:
@@ -124,7 +123,7 @@ def hooks_list(state: AppState, model: str | None = None, as_json: bool = False)
 def hooks_test(state: AppState, hook_id: int) -> None:
     """Run hook HOOK_ID now with a sample payload ("test": true) as a job, and say how it went."""
     from relman.errors import JobError
-    from relman.release.hooks import describe, get_hook, queue_test
+    from relman.app.hooks import describe, get_hook, queue_test
 
     cat = state.catalog()
     hook = get_hook(cat, hook_id)
@@ -139,10 +138,9 @@ def hooks_test(state: AppState, hook_id: int) -> None:
 @pass_state
 def hooks_remove(state: AppState, hook_id: int, who: str | None) -> None:
     """Remove hook HOOK_ID (recorded in the audit log)."""
-    from relman.catalog.catalog import current_user
-    from relman.release.hooks import describe, remove_hook
+    from relman.app.hooks import describe, remove_hook
 
-    h = remove_hook(state.catalog(), hook_id, who=who or current_user())
+    h = remove_hook(state.catalog(), hook_id, who=who)
     say(f"removed hook {h['id']} (on {h['event']}: {describe(h)})")
 
 

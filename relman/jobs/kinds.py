@@ -32,7 +32,7 @@ JOB_KINDS: dict[str, str] = {
     "restore_version": "relman.app.background:restore_version_job",
     "collect_garbage": "relman.app.background:collect_garbage_job",
     "generate": "relman.app.generation:generate_job",
-    "hook": "relman.release.hooks:run_hook_job",  # automations on release events (relman/release/hooks.py)  # side-by-side generation (relman/app/generation.py)
+    "hook": "relman.app.hooks:hook_job",  # automations on release events (relman/release/hooks.py)  # side-by-side generation (relman/app/generation.py)
 }
 
 
