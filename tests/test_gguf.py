@@ -102,7 +102,7 @@ def test_the_tokenizer_and_hyper_parameters_travel_in_the_file(trained_lm_dir, w
     raw = json.loads((trained_lm_dir / "tokenizer.json").read_text())
     reader = gguf.GGUFReader(str(written["Q4_K_M"][0]))
     kv = {k: f.contents() for k, f in reader.fields.items()}
-    assert kv["tokenizer.ggml.model"] == "gpt2" and kv["tokenizer.ggml.pre"] == "gpt2"
+    assert kv["tokenizer.ggml.model"] == "gpt2" and kv["tokenizer.ggml.pre"] == "gpt-2"
     assert kv["tokenizer.ggml.tokens"] == tok.convert_ids_to_tokens(list(range(len(tok))))
     assert len(kv["tokenizer.ggml.merges"]) == len(raw["model"]["merges"])
     assert kv["tokenizer.ggml.merges"][0] == " ".join(raw["model"]["merges"][0])

@@ -19,11 +19,9 @@ ROOT = Path(__file__).resolve().parent.parent
 _LAYERS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
 RANK = {name.strip(): len(_LAYERS) - i for i, layer in enumerate(_LAYERS) for name in layer.split(":")}
 
-# Known upward names (issue 23 plans to register job kinds from the composition root); each is a
-# (registry layer, target module prefix) pair.
-UPWARD = {
-    ("jobs", "relman.app."),  # jobs/kinds.py: the app's background jobs (import, export, bundles...)
-}
+# Known upward names, each a (registry layer, target module prefix) pair with its reason. None
+# now: the app's job kinds are registered from relman.app (relman/app/job_kinds.py).
+UPWARD: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> str:
@@ -32,6 +30,7 @@ def layer_of(module: str) -> str:
 
 def registered() -> list[tuple[str, str]]:
     """(registry layer, target) for every registry that lives below the UI."""
+    from relman.app.job_kinds import APP_KINDS
     from relman.compress.registry import all_recipes
     from relman.data.formats import READERS
     from relman.evaluate.registry import SUITES
@@ -41,7 +40,8 @@ def registered() -> list[tuple[str, str]]:
 
     out = [("compress", r.target) for r in all_recipes()]
     out += [("evaluate", s.target) for s in SUITES.values()]
-    out += [("jobs", t) for t in JOB_KINDS.values()]
+    out += [("jobs", t) for k, t in JOB_KINDS.items() if k not in APP_KINDS]
+    out += [("app", t) for t in APP_KINDS.values()]
     out += [("jobs", t) for t in EXCLUSIVE.values() if isinstance(t, str)]
     out += [("tasks", t.adapter) for t in TASKS.values()]
     out += [("data", r.target) for r in READERS.values()] + [("data", r.entries) for r in READERS.values() if r.entries]
@@ -64,6 +64,25 @@ def test_targets_respect_the_layers() -> None:
 def test_every_target_resolves() -> None:
     for _, target in registered():
         assert targets.resolve(target) is not None, target
+
+
+def test_the_jobs_table_names_no_app_kind_until_the_app_registers_them() -> None:
+    import subprocess
+    import sys
+
+    code = ("import relman.jobs.kinds as k; before = set(k.JOB_KINDS); import relman.app; "
+            "print(sorted(before & {'import_model', 'promote'}), sorted(set(k.JOB_KINDS) - before))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("[] ["), out
+    assert "'import_model'" in out and "'promote'" in out
+
+
+def test_registering_a_known_kind_elsewhere_is_refused() -> None:
+    from relman.jobs import kinds
+
+    kinds.register("noop", kinds.JOB_KINDS["noop"])  # the same target again: a no-op
+    with pytest.raises(ValueError, match="already registered"):
+        kinds.register("noop", "relman.jobs.builtin:sleep")
 
 
 def test_views_resolve_in_the_ui_layer() -> None:

@@ -50,6 +50,14 @@ def _check_child(catalog: Catalog, model: str | None, version: str | None) -> No
                                        "or leave it out to bump automatically")
 
 
+def _dataset_kind(catalog: Catalog, dataset: str | int | None) -> str | None:
+    if not dataset:
+        return None
+    from relman.app.datasets import get_dataset
+
+    return str(get_dataset(catalog, dataset).get("kind") or "") or None
+
+
 def _check_dataset(catalog: Catalog, dataset: str | int | None) -> None:
     if dataset:
         from relman.app.datasets import get_dataset
@@ -92,9 +100,13 @@ def queue_compression(catalog: Catalog, ref_or_refs: str | int | Sequence[str | 
 def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, objective: str = "latency",
                        dataset: str | None = None, device: str = "auto", model: str | None = None,
                        recipes: Sequence[str] | None = None, max_candidates: int | None = None,
-                       latency_budget_s: float = 2.0, actor: str | None = None) -> int:
-    """Check, then queue one "optimize" job (accuracy-aware search); returns its id."""
-    from relman.compress.optimize import plan_candidates
+                       latency_budget_s: float = 2.0, actor: str | None = None,
+                       max_ppl_increase: float | None = None) -> int:
+    """Check, then queue one "optimize" job (accuracy-aware search); returns its id.
+
+    `max_ppl_increase` (a fraction: 0.03 = 3 %) is the language-model budget: the relative
+    perplexity increase on a text dataset, which the search stores as its `max_drop`."""
+    from relman.compress.optimize import is_lm_search, plan_candidates
     from relman.jobs.queue import enqueue
 
     if objective not in OBJECTIVES:
@@ -110,7 +122,23 @@ def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, ob
     parent = catalog.resolve(ref)
     _check_dataset(catalog, dataset)
     _check_child(catalog, model, None)
-    candidates = plan_candidates(parent, dataset=dataset, recipes=recipes, objective=objective, device=device)
+    kind = _dataset_kind(catalog, dataset)
+    lm = is_lm_search(parent)
+    if max_ppl_increase is not None:
+        if not lm:
+            raise RecipeError(f"--max-ppl-increase is a language-model budget; {parent.ref} is "
+                              f"'{parent.task or 'unknown'}' (use --max-drop)")
+        if kind not in ("lm", "text"):
+            raise RecipeError("--max-ppl-increase needs a text dataset to measure perplexity on (--dataset NAME of "
+                              f"kind text or lm; '{dataset}' is {kind or 'not given'})")
+        if not 0.0 <= float(max_ppl_increase) < 1.0:
+            raise RecipeError(f"--max-ppl-increase is a fraction in [0, 1) (0.03 = 3 %), got {max_ppl_increase}")
+        max_drop = float(max_ppl_increase)
+    if lm and not dataset:
+        raise RecipeError(f"optimizing the language model {parent.ref} needs --dataset: a text dataset (perplexity), "
+                          "a multiple-choice one (mc accuracy) or a question-answer one (exact match)")
+    candidates = plan_candidates(parent, dataset=dataset, recipes=recipes, objective=objective, device=device,
+                                 dataset_kind=kind)
     if not candidates:
         raise RecipeError(f"no compression recipe applies to {parent.ref} (format '{parent.format}', task "
                           f"'{parent.task or 'unknown'}')")
@@ -119,7 +147,8 @@ def queue_optimization(catalog: Catalog, ref: str, *, max_drop: float = 0.01, ob
             raise RecipeError(f"--max-candidates must be at least 1, got {max_candidates}")
         candidates = candidates[:max_candidates]
     job_params = {"parent_version_id": parent.id, "max_drop": max_drop, "objective": objective, "dataset": dataset,
-                  "model": model, "candidates": candidates, "latency_budget_s": float(latency_budget_s)}
+                  "model": model, "candidates": candidates, "latency_budget_s": float(latency_budget_s),
+                  **({"search": "all", "dataset_kind": kind} if lm else {})}
     _check_room(catalog, "optimize", job_params, f"optimizing {parent.ref} ({len(candidates)} candidates)")
     return enqueue(catalog, "optimize", job_params, device=device, actor=actor)
 

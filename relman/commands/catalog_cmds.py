@@ -1,4 +1,4 @@
-"""Catalog commands: init, import, ls, show, log, verify."""
+"""Catalog commands: init, import, ls, show, log, verify, diff."""
 
 from __future__ import annotations
 
@@ -192,4 +192,23 @@ def verify(state: AppState, as_json: bool) -> None:
         raise SystemExit(1)
 
 
-COMMANDS = [init, import_, ls, show, log_, verify]
+@click.command()
+@click.argument("ref_a")
+@click.argument("ref_b")
+@click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
+              help="Show the N most changed tensors (0: all).")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def diff(state: AppState, ref_a: str, ref_b: str, top: int, as_json: bool) -> None:
+    """What changed from REF_A to REF_B: per tensor (relative change, cosine, zeros, dtype,
+    shape; tensors in only one of them) and in the architecture (config.json, surgery)."""
+    from relman.app.diff import diff_versions, render
+
+    result = diff_versions(state.catalog(), ref_a, ref_b)
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(render(result, top or None))
+
+
+COMMANDS = [init, import_, ls, show, log_, verify, diff]

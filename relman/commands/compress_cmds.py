@@ -124,6 +124,8 @@ def _fmt(value: Any, kind: str) -> str:
 @click.argument("ref")
 @click.option("--max-drop", type=float, default=0.01, show_default=True,
               help="Largest quality drop allowed (accuracy points as a fraction; relative for perplexity).")
+@click.option("--max-ppl-increase", "max_ppl", metavar="PCT",
+              help="Language models: the largest relative perplexity increase on --dataset (text), e.g. 3% or 0.03.")
 @click.option("--objective", type=click.Choice(["latency", "size"]), default="latency", show_default=True,
               help="What the best version minimises among those within the budget.")
 @click.option("--dataset", "-d", help="Registered dataset for quality and calibration (else synthetic agreement).")
@@ -136,19 +138,20 @@ def _fmt(value: Any, kind: str) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the job (after --wait, with its report) as JSON.")
 @wait_option
 @pass_state
-def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset: str | None, device: str,
-             model: str | None, recipe_names: tuple[str, ...], max_candidates: int | None, latency_budget: float,
-             as_json: bool, wait: bool) -> None:
+def optimize(state: AppState, ref: str, max_drop: float, max_ppl: str | None, objective: str, dataset: str | None,
+             device: str, model: str | None, recipe_names: tuple[str, ...], max_candidates: int | None,
+             latency_budget: float, as_json: bool, wait: bool) -> None:
     """Accuracy-aware search: try recipes on REF until one stays within --max-drop; every tried
     version is kept, the Pareto frontier (quality, size, latency) is marked, and the best
-    version within the budget is reported as MODEL@VERSION."""
+    version within the budget is reported as MODEL@VERSION. A causal language model gets the
+    INT4 grid (algorithm × block size × INT8 layers), every candidate tried and ranked."""
     from relman.app.compress import queue_optimization
     from relman.jobs.queue import get_job
 
     cat = state.catalog()
     job_id = queue_optimization(cat, ref, max_drop=max_drop, objective=objective, dataset=dataset, device=device,
                                 model=model, recipes=list(recipe_names) or None, max_candidates=max_candidates,
-                                latency_budget_s=latency_budget)
+                                latency_budget_s=latency_budget, max_ppl_increase=_fraction(max_ppl))
     if not wait:
         if as_json:
             emit_json(get_job(cat, job_id))
@@ -163,6 +166,20 @@ def optimize(state: AppState, ref: str, max_drop: float, objective: str, dataset
     elif job["status"] == "succeeded":
         click.echo(render_report(job["result"] or {}))
     _fail_after(problem)
+
+
+def _fraction(text: str | None) -> float | None:
+    """'3%' -> 0.03, '0.03' -> 0.03; a one-line error for anything else."""
+    if text is None:
+        return None
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise click.BadParameter(f"expected a percentage like 3% or a fraction like 0.03, got '{text}'") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise click.BadParameter(f"expected a finite percentage, got '{text}'")
+    return value
 
 
 def _ratio(f: dict[str, Any]) -> str:
@@ -192,6 +209,11 @@ def render_report(res: dict[str, Any]) -> str:
                  + (" (latency: the paired ratio's whole 95 % interval below 1)" if res.get("objective") == "latency"
                     else ""))
     lines.append(f"stopped: {res.get('stopped')}")
+    if res.get("search") == "all":
+        ranked = res.get("within_budget") or []
+        lines.append(f"within the budget, best first ({res.get('objective')}, then "
+                     f"{'size' if res.get('objective') == 'latency' else 'latency'}): "
+                     + (", ".join(f"{r['ref']} ({r['label']})" for r in ranked) if ranked else "none"))
     best, parent = res.get("best_figures"), res.get("parent") or {}
     if best:
         lines.append(f"best: {best['ref']}  quality {_fmt(best['quality'], 'q')} "

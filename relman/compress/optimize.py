@@ -35,6 +35,16 @@ candidates run out ("candidates exhausted"). The Pareto frontier over (quality, 
 of the parent and every tried version is stored as an "optimize/pareto" metric (1 on the
 frontier, 0 off it) on each, and the job's result names the best version that meets the
 budget as MODEL@VERSION with its figures beside the parent's.
+
+Causal language models (`lm_grid`): the search is the INT4 grid — algorithm (rtn, k_quant,
+hqq, and gptq when the dataset is text it can calibrate on) × block size (32, 128) × int8
+layers (none, the LM head, the 2 most sensitive) — and runs every candidate (`search: "all"`:
+a 4-bit model's quality does not fall monotonically along any one axis, so the first within
+budget is not the best). Quality is perplexity on a text dataset (the budget is its relative
+increase: `--max-ppl-increase 3%`), `mc_acc` on a multiple-choice dataset or
+`generate_exact_match` on a question-answer one (absolute drops). Every candidate is kept with
+its figures; those within the budget are ranked by the paired latency ratio then size
+(objective latency) or size then ratio (objective size): the result's `within_budget`.
 """
 
 from __future__ import annotations
@@ -53,8 +63,39 @@ _EXPORTABLE = ("hf", "hf-reshaped", "onnx")
 _TORCH = ("hf", "hf-reshaped")
 
 
+LM_ALGOS = ("rtn", "k_quant", "hqq", "gptq")
+LM_BLOCKS = (32, 128)
+
+
+def is_lm_search(parent: "VersionInfo") -> bool:
+    """Whether `parent` gets the language-model search (the INT4 grid, every candidate run)."""
+    spec = find_task(parent.task)
+    return spec is not None and spec.causal
+
+
+def lm_grid(text_dataset: str | None) -> list[dict[str, Any]]:
+    """The INT4 candidates for a causal LM: algorithm × block size, then each algorithm at
+    block 32 with the LM head, and with its 2 most output-sensitive layers, in 8 bits. gptq
+    only with a text dataset to calibrate on."""
+    algos = [a for a in LM_ALGOS if a != "gptq" or text_dataset]
+    out: list[dict[str, Any]] = []
+    for algo in algos:
+        extra = {"dataset": text_dataset} if algo == "gptq" else {}
+        for block in LM_BLOCKS:
+            out.append({"params": {"algo": algo, "block_size": block, **extra},
+                        "label": f"INT4 {algo}, block {block}"})
+    for algo in algos:
+        extra = {"dataset": text_dataset} if algo == "gptq" else {}
+        out.append({"params": {"algo": algo, "block_size": 32, "int8_layers": ["lm_head"], **extra},
+                    "label": f"INT4 {algo}, block 32, LM head in INT8"})
+        out.append({"params": {"algo": algo, "block_size": 32, "int8_sensitive": 2, **extra},
+                    "label": f"INT4 {algo}, block 32, 2 most sensitive layers in INT8"})
+    return out
+
+
 def plan_candidates(parent: "VersionInfo", *, dataset: str | None = None, recipes: Sequence[str] | None = None,
-                    objective: str = "latency", device: str = "cpu") -> list[dict[str, Any]]:
+                    objective: str = "latency", device: str = "cpu",
+                    dataset_kind: str | None = None) -> list[dict[str, Any]]:
     """The ordered candidate list for `parent`: [{"recipe", "params", "label"}], only recipes
     that are registered and accept this parent."""
     from relman.compress.registry import RECIPES, all_recipes
@@ -74,6 +115,12 @@ def plan_candidates(parent: "VersionInfo", *, dataset: str | None = None, recipe
         out.append({"recipe": recipe, "params": params, "label": label})
 
     calib = {"dataset": dataset} if dataset else {}
+    if is_lm_search(parent):
+        for c in lm_grid(text_dataset=dataset if dataset_kind in ("lm", "text") else None):
+            add("int4-weight-only", c["params"], c["label"])
+        if parent.format in _EXPORTABLE and (objective == "size" or device.startswith("cuda")):
+            add("onnx-fp16", {}, "FP16 (ONNX)")
+        return out
     if parent.format in _EXPORTABLE:
         if objective == "size":  # add() skips it for tasks it does not apply to
             add("int4-weight-only", {"block_size": 32}, "INT4 weights (block 32)")
@@ -165,10 +212,16 @@ class _Slice:
             setattr(self._ctx, name, value)
 
 
-def quality_kind(task: str | None, dataset: str | None) -> tuple[str, str, bool]:
+LM_QUALITY_BY_KIND = {"mcq": ("mc", "mc_acc", True), "qa": ("generate", "generate_exact_match", True)}
+
+
+def quality_kind(task: str | None, dataset: str | None, dataset_kind: str | None = None) -> tuple[str, str, bool]:
     """(suite, metric, higher_is_better) that measures quality for this task: the task table's
-    quality metric on a dataset, else fidelity to the parent (on the dataset, or synthetic)."""
+    quality metric on a dataset (for a causal LM on multiple-choice or question-answer data,
+    that data's own suite), else fidelity to the parent (on the dataset, or synthetic)."""
     spec = find_task(task)
+    if dataset and spec is not None and spec.causal and dataset_kind in LM_QUALITY_BY_KIND:
+        return LM_QUALITY_BY_KIND[dataset_kind]
     if dataset and spec is not None and spec.quality_metric is not None:
         name, higher = spec.quality_metric
         return "quality", name, higher
@@ -207,7 +260,10 @@ def _evaluate(ctx: Any, version: "VersionInfo", parent: "VersionInfo | None", pa
 
     dataset = params.get("dataset")
     suites = list(registry.default_suites(version.task, bool(dataset)))
-    if dataset and parent is not None:
+    suite, _, _ = quality_kind(version.task, dataset, params.get("dataset_kind"))
+    if suite in ("mc", "generate"):  # a causal LM judged on its answers, not its perplexity
+        suites = [s for s in suites if s != "quality"] + [suite]
+    elif dataset and parent is not None and not is_lm_search(version):
         suites.append("fidelity")
     plan: dict[str, Any] = {"version_id": version.id, "suites": registry.ordered(suites),
                             "batch_sizes": [int(params.get("batch_size", 1))],
@@ -224,7 +280,7 @@ def _evaluate(ctx: Any, version: "VersionInfo", parent: "VersionInfo | None", pa
 
 
 def _figures(ctx: Any, v: "VersionInfo", parent_fig: Figures | None, params: dict[str, Any]) -> Figures:
-    suite, name, higher = quality_kind(v.task, params.get("dataset"))
+    suite, name, higher = quality_kind(v.task, params.get("dataset"), params.get("dataset_kind"))
     values = {(m["suite"], m["name"]): m["value"] for m in ctx.catalog.metrics(v.id)}
     quality = values.get((suite, name))
     if quality is None and suite == "fidelity" and parent_fig is None:
@@ -263,7 +319,8 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
                                                                  device=ctx.device))
     if not candidates:
         raise RecipeError(f"no compression recipe applies to {parent.ref}")
-    suite, qname, higher = quality_kind(parent.task, dataset)
+    suite, qname, higher = quality_kind(parent.task, dataset, params.get("dataset_kind"))
+    search_all = params.get("search") == "all"
     # Latency is judged by the paired ratio to the parent (both timed in the same job, in
     # interleaved rounds), never by absolute times taken at different moments.
     key = "latency_ratio" if objective == "latency" else "size_bytes"
@@ -312,9 +369,11 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
         fig.meets = fig.drop is not None and fig.drop <= max_drop and fig.improves
         tried.append(fig)
         ctx.log_json("candidate", fig.as_dict())
-        if fig.meets:
+        if fig.meets and not search_all:
             stopped = "budget met"
             break
+    if search_all:
+        stopped = "every candidate tried"
     everyone = [base] + tried
     scored = [f for f in everyone if None not in (f.quality, f.size_bytes, f.latency_ratio)]
     points = [((f.quality if higher else -f.quality), f.size_bytes, f.latency_ratio) for f in scored]  # type: ignore
@@ -326,8 +385,8 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
                                                           {"search_job": ctx.job_id, "objective": objective,
                                                            "axes": ["quality", "size_bytes", "latency_p50_ratio_vs_parent"]})],
                                     job_id=ctx.job_id, actor=ctx.actor)
-    meeting = [f for f in tried if f.meets]
-    best = min(meeting, key=lambda f: getattr(f, key)) if meeting else None  # ranked by the paired ratio
+    within = rank_within_budget(tried, max_drop, objective)
+    best = next((f for f in within if f.meets), None)  # within budget and better than the parent, ranked
     ranking = sorted((f for f in tried if f.latency_ratio is not None), key=lambda f: f.latency_ratio)
     ctx.progress(1.0, f"{stopped}; best: {best.ref if best else 'none within the budget'}")
     return {"parent": base.as_dict(), "tried": [f.as_dict() for f in tried], "failed": failures,
@@ -335,4 +394,21 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
             "stopped": stopped, "objective": objective, "max_drop": max_drop,
             "ranking_by_latency_ratio": [{"ref": f.ref, "latency_p50_ratio_vs_parent": f.latency_ratio,
                                           "interval": f.latency_ratio_interval} for f in ranking],
+            "within_budget": [{"ref": f.ref, "label": f.label, "drop": f.drop, "latency_p50_ratio_vs_parent": f.latency_ratio,
+                               "interval": f.latency_ratio_interval, "size_bytes": f.size_bytes} for f in within],
+            "search": "all" if search_all else "first within budget",
             "quality_metric": f"{suite}/{qname}", "quality_source": "dataset" if dataset else "synthetic agreement"}
+
+
+def rank_within_budget(tried: Sequence[Figures], max_drop: float, objective: str) -> list[Figures]:
+    """The candidates whose quality drop is within `max_drop`, best first: by the paired latency
+    ratio then size (objective latency), or size then ratio (objective size); a candidate with no
+    ratio measured sorts after those with one."""
+    inf = float("inf")
+
+    def key(f: Figures) -> tuple[float, float]:
+        ratio = f.latency_ratio if f.latency_ratio is not None else inf
+        size = f.size_bytes if f.size_bytes is not None else inf
+        return (ratio, size) if objective == "latency" else (size, ratio)
+
+    return sorted((f for f in tried if f.drop is not None and f.drop <= max_drop), key=key)

@@ -163,7 +163,7 @@ register(Recipe(
     description="torch.ao dynamic quantisation: INT8 weights, activations quantised on the fly; CPU only.",
 ))
 register(Recipe(
-    name="onnx-export", hub_relation="quantized", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_export:export_recipe",
+    name="onnx-export", hub_relation="quantized", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_recipe:export_recipe",
     input_formats=_EXPORTABLE, output_format="onnx",
     params=(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),

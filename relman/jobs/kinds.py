@@ -1,7 +1,12 @@
 """Registry of job kinds: name → "module:function" of a `run(params, ctx)` function.
 
 Strings, not imports, so that queueing a job (in the GUI or CLI process) never imports the
-heavy module; only the worker process resolves and imports it. A new kind is one line here.
+heavy module; only the worker process resolves and imports it. This table names only its own
+layer and the ones below (the test kinds, the compress / optimize / evaluate / explain jobs);
+a layer above adds its kinds with `register` from where it is composed — the app's background
+jobs are registered by relman.app (relman/app/job_kinds.py) on import, which every process that
+queues or runs them (CLI, GUI, worker: all start through relman.cli) has done. So the table
+never names a module above relman.jobs (tests/test_targets.py holds that).
 """
 
 from __future__ import annotations
@@ -21,18 +26,6 @@ JOB_KINDS: dict[str, str] = {
     "explain": "relman.evaluate.explain.job:run",
     "compress": "relman.compress.job:run",
     "optimize": "relman.compress.optimize:run",
-    # file work the GUI hands to a worker (relman/app/background.py)
-    "import_model": "relman.app.background:import_model_job",
-    "register_dataset": "relman.app.background:register_dataset_job",
-    "promote": "relman.app.background:promote_job",
-    "export_bundle": "relman.app.background:export_bundle_job",
-    "import_bundle": "relman.app.background:import_bundle_job",
-    "delete_version": "relman.app.background:delete_version_job",
-    "archive_version": "relman.app.background:archive_version_job",
-    "restore_version": "relman.app.background:restore_version_job",
-    "collect_garbage": "relman.app.background:collect_garbage_job",
-    "generate": "relman.app.generation:generate_job",
-    "hook": "relman.app.hooks:hook_job",  # automations on release events (relman/release/hooks.py)  # side-by-side generation (relman/app/generation.py)
 }
 
 
@@ -42,6 +35,18 @@ EXCLUSIVE: dict[str, str | bool] = {
     "evaluate": "relman.evaluate.registry:is_timing_request",  # latency / memory suites
     "optimize": True,  # times every candidate against the parent
 }
+
+
+def register(kind: str, target: str, *, exclusive: str | bool = False) -> None:
+    """Add a job kind named by a layer above this one. Registering the same kind again with the
+    same target is a no-op (modules are imported once, but tests may re-run registration);
+    another target for a known kind is a programming error, refused."""
+    known = JOB_KINDS.get(kind)
+    if known is not None and known != target:
+        raise ValueError(f"job kind '{kind}' is already registered as {known}, not {target}")
+    JOB_KINDS[kind] = target
+    if exclusive:
+        EXCLUSIVE[kind] = exclusive
 
 
 def needs_exclusive(kind: str, params: dict[str, Any]) -> bool:

@@ -1,5 +1,5 @@
 """The "hf-reshaped" format's reader: a Hugging Face folder whose config.json lists reshaped
-layers under `relman_surgery` (see relman.compress.prune.surgery, which writes it).
+layers under `relman_surgery` (see relman.compress.surgery, which writes it).
 
 The reader lives with the format, not the recipe, so loading a version never imports a recipe:
 `relman.modelio.loading` names this module for the format.

@@ -25,7 +25,7 @@ from torch import nn
 from relman.catalog import Metric
 from relman.compress.adapt import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import (
+from relman.compress.surgery import (
     SURGERY_KEY,
     current_surgery,
     load_parent,

@@ -30,7 +30,7 @@ from relman.compress.adapt import lora
 from relman.compress.adapt import privacy as dp_privacy
 from relman.compress.adapt import training as tr
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
+from relman.compress.surgery import current_surgery, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
 from relman.context import WorkContext
 from relman.tasks.specs import tasks_with_recipe

@@ -28,7 +28,7 @@ from relman.catalog import Metric
 from relman.compress.adapt import lm_data, lora
 from relman.compress.adapt import privacy as dp_privacy
 from relman.compress.adapt import training as tr
-from relman.compress.prune.surgery import (
+from relman.compress.surgery import (
     load_parent,
     new_output_folder,
     save_child,

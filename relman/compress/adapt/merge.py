@@ -36,7 +36,7 @@ from safetensors.torch import save_file
 from relman.catalog import Metric
 from relman.compress.adapt import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import WEIGHT_SUFFIXES, new_output_folder
+from relman.compress.surgery import WEIGHT_SUFFIXES, new_output_folder
 from relman.errors import RecipeError
 from relman.context import WorkContext
 

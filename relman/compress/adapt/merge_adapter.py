@@ -22,7 +22,7 @@ import torch
 from relman.catalog import Metric
 from relman.compress.adapt import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import new_output_folder, save_child, unique_param_count
+from relman.compress.surgery import new_output_folder, save_child, unique_param_count
 from relman.context import WorkContext
 from relman.errors import RecipeError
 from relman.modelio import peft_adapter

@@ -185,14 +185,22 @@ def compare_with_parent(src: Any, out: Path, threads: int | None = None) -> tupl
             top1_agreement(outs, refs, feeds))
 
 
+def build_graph(src: Any, precision: str, extra: dict[str, str], ctx: Any, out: Path) -> None:
+    """The builder's graph of `src` at `precision`, written to `out` (replaced if present)."""
+    shutil.rmtree(out, ignore_errors=True)
+    ctx.progress(0.05, f"ONNX Runtime GenAI builder: {precision} graph of {architecture(src)}")
+    run_builder(src.folder, out, precision, extra, ctx)
+
+
 def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any, *,
-                      tolerance: float | None = None, int4: dict[str, Any] | None = None) -> Any:
+                      tolerance: float | None = None, built: Path | None = None,
+                      int4_info: dict[str, Any] | None = None) -> Any:
     """The builder's graph of `src` at `precision` as a checked RecipeOutput (format "onnx").
 
-    INT4 (`int4` = `quantize_graph`'s keyword arguments: block, symmetric, algo, int8 layers...): the builder writes FP32 and
-    relman.compress.quantize.int4_stream quantises it one weight at a time — the same MatMulNBits /
-    GatherBlockQuantized graph the builder's `-p int4` writes, bit for bit, at about half the
-    peak memory (its INT4 pass converts the whole in-memory graph to a protobuf first)."""
+    `built`: a folder some later pass already made from the builder's graph (the INT4 recipe
+    asks the builder for FP32 and quantises it itself, relman.compress.quantize.int4); `extra`
+    then describes that pass and `int4_info` what it records. Conversion stays below the
+    quantisers: this module never imports them."""
     import onnx
 
     from relman.catalog import Metric
@@ -204,29 +212,10 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
     from relman.compress.registry import RecipeOutput
 
     out = ctx.workdir / "out"
-    shutil.rmtree(out, ignore_errors=True)
-    int4_info: dict[str, Any] = {}
-    ctx.progress(0.05, f"ONNX Runtime GenAI builder: {'fp32' if int4 else precision} graph of {architecture(src)}")
-    if int4 is None:
-        run_builder(src.folder, out, precision, extra, ctx)
-    else:
-        from relman.compress.quantize.int4 import quantize_graph
-
-        fp32 = ctx.workdir / "genai-fp32"
-        shutil.rmtree(fp32, ignore_errors=True)
-        run_builder(src.folder, fp32, "fp32", extra, ctx)
-        from relman.compress.quantize.int4 import int4_meta
-
-        q = quantize_graph(fp32 / ONNX_FILE, out, **int4, ctx=ctx, ref=src.version.ref)
-        for p in fp32.iterdir():  # genai_config.json, the builder's tokenizer files
-            if p.is_file() and not p.name.startswith(ONNX_FILE):
-                shutil.copy2(p, out / p.name)
-        shutil.rmtree(fp32, ignore_errors=True)
-        extra = {"precision": "fp32 then relman's streaming int4", "block_size": str(int4["block"]),
-                 "is_symmetric": str(bool(int4["symmetric"])).lower(), "accuracy_level": str(int4["accuracy_level"]),
-                 **({"nodes_to_exclude": ",".join(int4["exclude"])} if int4["exclude"] else {}),
-                 "algo": q.algo, **({"int8_layers": ",".join(q.int8_nodes)} if q.int8_nodes else {})}
-        int4_info = int4_meta(q)
+    if built is None:
+        build_graph(src, precision, extra, ctx, out)
+    elif built != out:
+        raise RecipeError(f"internal: a pass over the builder's graph must write {out}, not {built}")
     ctx.check_cancelled()
     # the parent's config.json (which relman's runners read) and tokenizer; the builder's
     # genai_config.json stays, so the folder also runs under onnxruntime-genai for generation
@@ -256,7 +245,7 @@ def export_with_genai(src: Any, precision: str, extra: dict[str, str], ctx: Any,
         metrics.append(Metric("compress", "int4_matmuls", float(ops.count("MatMulNBits"))))
     meta = {"exporter": "onnxruntime-genai", "exporter_version": genai_version(), "precision": precision,
             "builder_options": dict(extra), "generation_graph": True,
-            **({"algo": extra["algo"], **int4_info} if precision == "int4" and int4 is not None else {}),
+            **({"algo": extra["algo"], **int4_info} if precision == "int4" and int4_info is not None else {}),
             "fused_ops": sorted({op for op in ops if op in ("GroupQueryAttention", "MatMulNBits", "SkipSimplifiedLayerNormalization",
                                                            "SimplifiedLayerNormalization", "RotaryEmbedding",
                                                            "GatherBlockQuantized")})}

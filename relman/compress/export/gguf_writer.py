@@ -56,7 +56,7 @@ ARCHITECTURES: dict[str, tuple[str, bool]] = {
     "Qwen2ForCausalLM": ("qwen2", False),
 }
 # the pre-tokenizer llama.cpp must use, by what tokenizer.json says (byte-level BPE only)
-_GPT2_PRE = "gpt2"
+_GPT2_PRE = "gpt-2"  # llama.cpp's name (llama-vocab.cpp); "gpt2" is refused: unknown pre-tokenizer
 _QWEN2_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 _LLAMA3_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 _SPLIT_PRE = {_QWEN2_REGEX: "qwen2", _LLAMA3_REGEX: "llama-bpe"}

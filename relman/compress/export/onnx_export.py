@@ -599,33 +599,7 @@ def onnx_check_inputs(path: Path, task: str, config_folder: Path) -> list[dict[s
     return verification_inputs(config_namespace(config_folder), task, names)
 
 
-def export_recipe(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
-    """Recipe "onnx-export": the parent as an ONNX folder, max abs diff recorded."""
-    from relman.catalog import Metric
-    from relman.compress.registry import RecipeOutput
-
-    src = sources[0]
-    task = _require_task(src)
-    from relman.compress.export import genai_export
-
-    if genai_export.builder_wanted(src, params):
-        return genai_export.export_with_genai(src, "fp32", {}, ctx, tolerance=float(params["tolerance"]))
-    ctx.progress(0.1, "exporting to ONNX")
-    with_past = bool(params.get("kv_cache", True)) and get_task(task, RecipeError).causal
-    result = export_onnx(src.folder, ctx.workdir / "out", task, fmt=src.format, opset=int(params["opset"]),
-                         tolerance=float(params["tolerance"]), with_past=with_past)
-    ctx.progress(0.9, f"verified: max abs diff {result.max_abs_diff:.3g}")
-    n, nbytes, dtype = onnx_weight_stats(result.folder / ONNX_FILE)
-    return RecipeOutput(folder=result.folder, format="onnx", params=n, dtype=dtype,
-                        meta={"onnx": {"inputs": result.input_names, "output": result.output_name,
-                                       "opset": result.opset, "dynamic_axes": ["batch", "sequence"],
-                                       "kv_cache": with_past}},
-                        metrics=[Metric("compress", "export_max_abs_diff", result.max_abs_diff,
-                                        {"tolerance": float(params["tolerance"])}),
-                                 Metric("compress", "weight_bytes", float(nbytes))])
-
-
-def _require_task(src: Any) -> str:
+def require_task(src: Any) -> str:
     if not src.task:
         raise RecipeError(f"{src.version.ref} has no task recorded; re-import it with --task so it can be exported")
     return src.task

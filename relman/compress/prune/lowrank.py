@@ -5,7 +5,7 @@ The rank is either fixed (`rank`) or the smallest that keeps a share of the spec
 (`energy`: sum of the kept squared singular values over the total). A layer is factorised
 only when r·(in + out) < in·out, i.e. when it actually saves parameters; the parameter saving
 is predicted from those shapes before anything is written and checked against the saved child.
-The child is an "hf-reshaped" folder (see relman.compress.prune.surgery). Factorising costs
+The child is an "hf-reshaped" folder (see relman.compress.surgery). Factorising costs
 fidelity that a short optional recovery distillation from the parent (`dataset`, `epochs`)
 mostly buys back.
 """
@@ -19,7 +19,7 @@ from torch import nn
 
 from relman.catalog import Metric
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import (
+from relman.compress.surgery import (
     current_surgery,
     is_linear_like,
     linear_weight,

@@ -18,7 +18,7 @@ from torch.nn.utils import prune as torch_prune
 
 from relman.catalog import Metric
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import is_linear_like, load_parent, new_output_folder, save_child, unique_param_count
+from relman.compress.surgery import is_linear_like, load_parent, new_output_folder, save_child, unique_param_count
 from relman.errors import RecipeError
 from relman.context import WorkContext
 

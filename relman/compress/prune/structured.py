@@ -7,7 +7,7 @@ Each layer loses the same number of heads and of neurons (the least important of
 layer), because a Hugging Face config has a single `intermediate_size` for all layers. FFN
 pruning is therefore expressed in the config alone (plain "hf" child); removed heads change
 a BERT's projection shapes in a way no config expresses, so a child with heads removed is an
-"hf-reshaped" folder (see relman.compress.prune.surgery).
+"hf-reshaped" folder (see relman.compress.surgery).
 
 An optional short recovery fine-tune distils the parent into the pruned model on a dataset
 (soft targets plus labels when present; embeddings for feature extractors).
@@ -25,7 +25,7 @@ from relman.catalog import Metric
 from relman.compress.adapt import training as tr
 from relman.compress.adapt.distill import recover_by_distillation
 from relman.compress.registry import ModelSource, RecipeOutput
-from relman.compress.prune.surgery import (
+from relman.compress.surgery import (
     current_surgery,
     is_linear_like,
     load_parent,

@@ -131,6 +131,33 @@ def check_params(params: dict[str, Any]) -> tuple[str, bool]:
     return algo, symmetric
 
 
+def _int4_over_builder(ctx: Any, *, src: Any, block: int, symmetric: bool, accuracy_level: int,
+                       exclude: list[str], **choice: Any) -> Any:
+    """The GenAI builder writes FP32; relman.compress.quantize.int4_stream quantises it one weight
+    at a time — the same MatMulNBits / GatherBlockQuantized graph the builder's `-p int4` writes,
+    bit for bit, at about half the peak memory (its INT4 pass converts the whole in-memory graph
+    to a protobuf first). The builder's checks and record (export_with_genai) then apply."""
+    import shutil
+
+    from relman.compress.export import genai_export
+
+    fp32 = ctx.workdir / "genai-fp32"
+    genai_export.build_graph(src, "fp32", {}, ctx, fp32)
+    out = ctx.workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    q = quantize_graph(fp32 / ONNX_FILE, out, block=block, symmetric=symmetric, accuracy_level=accuracy_level,
+                       exclude=exclude, ctx=ctx, ref=src.version.ref, **choice)
+    for p in fp32.iterdir():  # genai_config.json, the builder's tokenizer files
+        if p.is_file() and not p.name.startswith(ONNX_FILE):
+            shutil.copy2(p, out / p.name)
+    shutil.rmtree(fp32, ignore_errors=True)
+    described = {"precision": "fp32 then relman's streaming int4", "block_size": str(block),
+                 "is_symmetric": str(bool(symmetric)).lower(), "accuracy_level": str(accuracy_level),
+                 **({"nodes_to_exclude": ",".join(exclude)} if exclude else {}),
+                 "algo": q.algo, **({"int8_layers": ",".join(q.int8_nodes)} if q.int8_nodes else {})}
+    return genai_export.export_with_genai(src, "int4", described, ctx, built=out, int4_info=int4_meta(q))
+
+
 def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> Any:
     """Recipe "int4-weight-only"."""
     from relman.catalog import Metric
@@ -151,8 +178,8 @@ def int4_weight_only(sources: list[Any], params: dict[str, Any], ctx: Any) -> An
               "int8_sensitive": int(params.get("int8_sensitive") or 0), "src": src, "params": params}
     if genai_export.builder_wanted(src, params):
         # level 0 = the builder's own CPU default (int8 compute), so the child is what it would write
-        return genai_export.export_with_genai(src, "int4", {}, ctx, int4={
-            "block": block, "symmetric": symmetric, "accuracy_level": level or 4, "exclude": exclude, **choice})
+        return _int4_over_builder(ctx, block=block, symmetric=symmetric, accuracy_level=level or 4,
+                                  exclude=exclude, **choice)
     work = ctx.workdir / "int4"
     work.mkdir(parents=True, exist_ok=True)
     ctx.progress(0.05, "exporting to ONNX" if src.format != "onnx" else "reading the ONNX graph")

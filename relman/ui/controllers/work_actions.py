@@ -205,6 +205,20 @@ class WorkActions(Controller):
         self._track(job, "Generation")
         return job
 
+    def queue_diff(self, ref_a: str, ref_b: str) -> int | None:
+        """One job comparing two versions' weights (the Diff view's "Compare"); a refusal is
+        shown and queues nothing."""
+        from relman.app.diff import queue_diff
+
+        try:
+            job = queue_diff(self.catalog, ref_a, ref_b)
+        except RelmanError as e:
+            self.error(str(e))
+            return None
+        self.info(f"Queued the comparison of {ref_a} and {ref_b} ({job_label(job)})")
+        self._track(job, "Comparison")
+        return job
+
     def action_optimize(self) -> None:
         from relman.ui.qt_dialogs import SimpleFormDialog
 
