@@ -57,10 +57,10 @@ def _register() -> None:
     layers above relman.jobs, which every process started through here can then queue or run."""
     import relman.app  # noqa: F401  (registers the app's job kinds: relman/app/job_kinds.py)
     from relman.commands import (catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds,
-                                 gui_cmds, housekeeping_cmds, jobs_cmds, release_cmds)
+                                 gui_cmds, hooks_cmds, housekeeping_cmds, jobs_cmds, release_cmds)
 
     for module in (catalog_cmds, jobs_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds, compress_cmds,
-                   release_cmds, housekeeping_cmds, gui_cmds):
+                   release_cmds, hooks_cmds, housekeeping_cmds, gui_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -145,7 +145,8 @@ def promote_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     r = promote(ctx.catalog, int(params["version_id"]), params["to_phase"], why=params.get("why", ""),
                 who=ctx.actor, override=bool(params.get("override")), progress=progress)
     ctx.progress(1.0, f"{r['ref']} → {r['to']}", check_cancel=False)
-    return {k: r[k] for k in ("ref", "from", "to", "override", "transition", "replaced")}
+    return {k: r[k] for k in ("ref", "from", "to", "override", "transition", "replaced", "hook_jobs", "hooks_refused",
+                              "hooks_error") if k in r}
 
 
 # -- bundles --------------------------------------------------------------------------------------

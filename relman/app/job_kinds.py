@@ -23,6 +23,7 @@ APP_KINDS: dict[str, str] = {
     "collect_garbage": "relman.app.background:collect_garbage_job",
     "generate": "relman.app.generation:generate_job",
     "diff_versions": "relman.app.diff:diff_job",
+    "hook": "relman.app.hooks:hook_job",  # automations on release events (relman/release/hooks.py)
 }
 
 

@@ -51,6 +51,7 @@ TRACKED: dict[str, tuple[str, ...]] = {
     "archives": ("version_id",),
     "tags": ("version_id", "name"),
     "evaluation_artifacts": ("id",),
+    "hooks": ("id",),  # automations on release events: they decide what runs (relman.release.hooks)
     # settings decide things too (the baseline's fingerprint, the catalog's id and key, the Ray
     # executor's address, disk reserves, channels, card fields): an edit must show (issue 26)
     "settings": ("key",),

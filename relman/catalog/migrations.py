@@ -333,3 +333,29 @@ def m008_job_causes(db: sqlite_utils.Database) -> None:
     signal, last heartbeat, peak RSS and the limit, node). Diagnostic, like `message`: the
     integrity chain commits a job's status and error, not these."""
     _run_script(db, "ALTER TABLE jobs ADD COLUMN cause TEXT; ALTER TABLE jobs ADD COLUMN cause_evidence TEXT;")
+
+
+@migrations()
+def m009_hooks(db: sqlite_utils.Database) -> None:
+    """Automations on release events (relman.release.hooks): a program to run (`argv`, a JSON
+    argument list, never a shell line) or a URL to POST to, per model (`model`) or for the whole
+    catalog (NULL). Tracked rows (relman.catalog.integrity): hooks decide what runs."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS hooks (
+            id INTEGER PRIMARY KEY,
+            event TEXT NOT NULL,
+            model TEXT,
+            to_phase TEXT,
+            action TEXT NOT NULL CHECK (action IN ('run', 'post')),
+            argv TEXT,
+            url TEXT,
+            allow_remote INTEGER NOT NULL DEFAULT 0,
+            timeout_s REAL NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS hooks_event ON hooks(event, model);
+        """,
+    )

@@ -3,11 +3,14 @@ audit, policy, card, keys, export, import-bundle."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import click
 
 from relman.commands._shared import AppState, emit_json, pass_state, say, table
+from relman.commands.hooks_cmds import hooks_wait_option
+from relman.errors import RelmanError
 from relman.names import terminal_safe
 
 PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "retired", "rejected"])
@@ -68,6 +71,27 @@ def approve(state: AppState, ref: str, to_phase: str, by: str | None, comment: s
                    + (" (renewed: metrics had changed)" if a["renewed"] else ""))
 
 
+def _report_hooks(state: AppState, result: dict[str, Any], no_wait: bool) -> None:
+    """What the hooks this change triggered did (relman/commands/hooks_cmds.py); the change stands."""
+    if result.get("hook_jobs") or result.get("hooks_refused") or result.get("hooks_error"):
+        from relman.commands.hooks_cmds import report_hooks
+
+        report_hooks(state.catalog(), result, wait=not no_wait)
+
+
+@contextlib.contextmanager
+def _hooks_of_refusal(state: AppState, no_wait: bool) -> Iterator[None]:
+    """A refusal (gates, a catalog failing verification) may trigger hooks too: report them,
+    then let the one-line error through."""
+    try:
+        yield
+    except RelmanError as e:
+        hooks = getattr(e, "hooks", None)
+        if hooks:
+            _report_hooks(state, hooks, no_wait)
+        raise
+
+
 def _after(result: dict[str, Any]) -> None:
     if result.get("channels"):
         click.echo(f"channels written to {result['channels']}")
@@ -82,21 +106,25 @@ def _after(result: dict[str, Any]) -> None:
 @click.option("--override", is_flag=True, help="Promote although gates fail (recorded as an override).")
 @click.option("--by", "who", help="Who promotes (default: RELMAN_USER or the login name).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result and gate report as JSON.")
+@hooks_wait_option
 @pass_state
 def promote(state: AppState, ref: str, to_phase: str, why: str, override: bool, who: str | None,
-            as_json: bool) -> None:
+            as_json: bool, no_wait_hooks: bool) -> None:
     """Move REF to a phase if the policy allows it and every gate passes."""
     from relman.app.release import promote as do_promote
 
-    res = do_promote(state.catalog(), ref, to_phase, why=why, who=who, override=override)
+    with _hooks_of_refusal(state, no_wait_hooks):
+        res = do_promote(state.catalog(), ref, to_phase, why=why, who=who, override=override)
     if as_json:
         emit_json(res)
+        _report_hooks(state, res, no_wait_hooks)
         return
     click.echo(f"{res['model']}@{res['version']}: {res['from']} → {res['to']}"
                + ("  (OVERRIDE: gates failed)" if res["override"] else ""))
     for r in res["replaced"]:
         click.echo(f"  {res['model']}@{r['version']}: production → {r['to']}")
     _after(res)
+    _report_hooks(state, res, no_wait_hooks)
 
 
 @click.command()
@@ -104,17 +132,20 @@ def promote(state: AppState, ref: str, to_phase: str, why: str, override: bool, 
 @click.option("--why", default="", help="Reason.")
 @click.option("--by", "who", help="Who rejects.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@hooks_wait_option
 @pass_state
-def reject(state: AppState, ref: str, why: str, who: str | None, as_json: bool) -> None:
+def reject(state: AppState, ref: str, why: str, who: str | None, as_json: bool, no_wait_hooks: bool) -> None:
     """Reject REF (it leaves the release path)."""
     from relman.app.release import reject as do_reject
 
-    res = do_reject(state.catalog(), ref, why=why, who=who)
+    with _hooks_of_refusal(state, no_wait_hooks):
+        res = do_reject(state.catalog(), ref, why=why, who=who)
     if as_json:
         emit_json(res)
-        return
-    click.echo(f"{res['model']}@{res['version']}: {res['from']} → rejected")
-    _after(res)
+    else:
+        click.echo(f"{res['model']}@{res['version']}: {res['from']} → rejected")
+        _after(res)
+    _report_hooks(state, res, no_wait_hooks)
 
 
 @click.command()
@@ -122,17 +153,20 @@ def reject(state: AppState, ref: str, why: str, who: str | None, as_json: bool) 
 @click.option("--why", default="", help="Reason.")
 @click.option("--by", "who", help="Who rolls back.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@hooks_wait_option
 @pass_state
-def rollback(state: AppState, model: str, why: str, who: str | None, as_json: bool) -> None:
+def rollback(state: AppState, model: str, why: str, who: str | None, as_json: bool, no_wait_hooks: bool) -> None:
     """Put MODEL's previous production version back into production."""
     from relman.app.release import rollback as do_rollback
 
-    res = do_rollback(state.catalog(), model, why=why, who=who)
+    with _hooks_of_refusal(state, no_wait_hooks):
+        res = do_rollback(state.catalog(), model, why=why, who=who)
     if as_json:
         emit_json(res)
-        return
-    click.echo(f"{model}: {res['restored']} back in production; {res['removed']} → {res['removed_to']}")
-    _after(res)
+    else:
+        click.echo(f"{model}: {res['restored']} back in production; {res['removed']} → {res['removed_to']}")
+        _after(res)
+    _report_hooks(state, res, no_wait_hooks)
 
 
 @click.command()

@@ -66,6 +66,9 @@ def from_exception(exc: BaseException) -> str:
 
     if isinstance(exc, JobCancelled):
         return CANCELLED
+    typed = getattr(exc, "job_cause", None)  # an error that knows its cause (a hook's timeout)
+    if isinstance(typed, str) and typed in CAUSES:
+        return typed
     if isinstance(exc, MemoryError) or "OutOfMemory" in type(exc).__name__:
         return OOM
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):

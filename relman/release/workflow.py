@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from relman.catalog import events as audit
 from relman.catalog.integrity import require_intact
-from relman.errors import ReleaseError
+from relman.errors import IntegrityError, ReleaseError
 from relman.release.gates import GateReport, check_artifacts, evaluate_gates
 from relman.release.policy import PHASES, allowed_targets, get_policy
 
@@ -59,6 +59,29 @@ def _after_change(catalog: Any, result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _fire(catalog: Any, event: str, payload: dict[str, Any], *, who: str, to_phase: str | None = None
+          ) -> dict[str, Any]:
+    """Queue the hooks `event` triggers (relman.release.hooks): called once the transaction has
+    ended, so a hook never runs inside it and never undoes it."""
+    from relman.release import hooks
+
+    return hooks.fire(catalog, event, payload, model=payload.get("model"), to_phase=to_phase, who=who)
+
+
+def _fire_refusal(catalog: Any, e: ReleaseError | IntegrityError, *, who: str, model: str | None,
+                  version: str | None = None, to_phase: str | None = None) -> None:
+    """A refused change (gates, or a catalog that fails verification): its hooks are queued and
+    the queued jobs ride on the exception (`e.hooks`) for the CLI and GUI to report."""
+    if catalog.conn.in_transaction:  # nested in a caller's transaction: it decides what stands
+        return
+    event = "gate-failed" if isinstance(e, GateFailed) else "integrity-failed"
+    payload: dict[str, Any] = {"model": model, "version": version, "ref": f"{model}@{version}" if version else None,
+                               "to": to_phase, "who": who, "error": str(e)}
+    if isinstance(e, GateFailed):
+        payload["failing"] = [{"rule": r.rule, "reason": r.reason} for r in e.report.failing]
+    e.hooks = _fire(catalog, event, payload, who=who)  # type: ignore[union-attr]
+
+
 def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who: str,
             override: bool = False, progress: Callable[[int, int, int, int], None] | None = None) -> dict[str, Any]:
     """Move a version to `to_phase` if the policy allows it and every gate passes.
@@ -78,6 +101,29 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
     integrity = None
     if to_phase in get_policy(catalog, pre.model)[0].get("verify_artifacts", []):
         integrity = check_artifacts(catalog, pre.id, progress=progress)  # before the lock: hashing can take a while
+    try:
+        tid, v, rep, failing, report = _promote_in_transaction(catalog, version_id, to_phase, why=why, who=who,
+                                                               override=override, integrity=integrity,
+                                                               replaced=replaced)
+    except (GateFailed, IntegrityError) as e:
+        _fire_refusal(catalog, e, who=who, model=pre.model, version=pre.version, to_phase=to_phase)
+        raise
+    result = {"ref": v.ref, "model": v.model, "version": v.version, "from": v.phase, "to": to_phase, "transition": tid,
+              "override": bool(override and failing), "report": rep, "replaced": replaced}
+    result = _after_change(catalog, result)
+    if not catalog.conn.in_transaction:
+        event = "rejected" if to_phase == "rejected" else "promoted"
+        payload = {k: result[k] for k in ("ref", "model", "version", "from", "to", "transition", "override",
+                                          "replaced")}
+        result.update(_fire(catalog, event, {**payload, "why": why, "who": who, "gates_passed": report.passed},
+                            who=who, to_phase=to_phase))
+    return result
+
+
+def _promote_in_transaction(catalog: Any, version_id: int, to_phase: str, *, why: str, who: str, override: bool,
+                            integrity: Any, replaced: list[dict[str, str]]) -> tuple[int, Any, dict[str, Any],
+                                                                                     list[str], GateReport]:
+    """The checks and writes of `promote`, in one write transaction."""
     with catalog.transaction():
         v = catalog.get_version(version_id)
         if v.phase == to_phase:
@@ -121,14 +167,28 @@ def promote(catalog: Any, version_id: int, to_phase: str, *, why: str = "", who:
                                  payload={"from": "production", "to": dest, "why": f"replaced by {v.ref}",
                                           "transition": otid})
                     replaced.append({"version": old.version, "to": dest})
-    result = {"ref": v.ref, "model": v.model, "version": v.version, "from": v.phase, "to": to_phase, "transition": tid,
-              "override": bool(override and failing), "report": rep, "replaced": replaced}
-    return _after_change(catalog, result)
+    return tid, v, rep, failing, report
 
 
 def reject(catalog: Any, version_id: int, *, why: str = "", who: str) -> dict[str, Any]:
     """Move a version to `rejected` (where the policy allows it); no gates guard a rejection."""
     why = (why or "").strip()
+    pre = catalog.get_version(version_id)
+    try:
+        v, tid = _reject_in_transaction(catalog, version_id, why=why, who=who)
+    except IntegrityError as e:
+        _fire_refusal(catalog, e, who=who, model=pre.model, version=pre.version, to_phase="rejected")
+        raise
+    result = _after_change(catalog, {"ref": v.ref, "model": v.model, "version": v.version, "from": v.phase,
+                                     "to": "rejected", "transition": tid})
+    if not catalog.conn.in_transaction:
+        result.update(_fire(catalog, "rejected", {**{k: result[k] for k in ("ref", "model", "version", "from", "to",
+                                                                             "transition")}, "why": why, "who": who},
+                            who=who))
+    return result
+
+
+def _reject_in_transaction(catalog: Any, version_id: int, *, why: str, who: str) -> tuple[Any, int]:
     with catalog.transaction():
         v = catalog.get_version(version_id)
         policy, revision = get_policy(catalog, v.model)
@@ -141,9 +201,7 @@ def reject(catalog: Any, version_id: int, *, why: str = "", who: str) -> dict[st
                     at=at)
         audit.append(catalog.db, at=at, actor=who, kind="reject", model=v.model, version=v.version,
                      payload={"from": v.phase, "to": "rejected", "why": why, "transition": tid})
-    return _after_change(catalog, {"ref": v.ref, "model": v.model, "version": v.version, "from": v.phase,
-                                   "to": "rejected",
-                                   "transition": tid})
+    return v, tid
 
 
 def previous_production(catalog: Any, model: str, current_id: int | None) -> Any | None:
@@ -167,6 +225,21 @@ def rollback(catalog: Any, model: str, *, why: str = "", who: str) -> dict[str, 
     """Put the previous production version back into production; the current one goes to
     `retired` or `rejected` (policy `rollback_to`). Recorded as two transitions + 'rollback'."""
     why = (why or "").strip()
+    try:
+        result = _rollback_in_transaction(catalog, model, why=why, who=who)
+    except IntegrityError as e:
+        _fire_refusal(catalog, e, who=who, model=model)
+        raise
+    result = _after_change(catalog, result)
+    if not catalog.conn.in_transaction:
+        payload = {k: result[k] for k in ("ref", "model", "removed", "removed_to", "restored", "restored_from",
+                                          "transitions")}
+        result.update(_fire(catalog, "rolled-back", {**payload, "version": result["restored"], "why": why,
+                                                     "who": who}, who=who))
+    return result
+
+
+def _rollback_in_transaction(catalog: Any, model: str, *, why: str, who: str) -> dict[str, Any]:
     with catalog.transaction():
         catalog.get_model(model)
         current = [v for v in catalog.versions(model) if v.phase == "production"]
@@ -188,9 +261,8 @@ def rollback(catalog: Any, model: str, *, why: str = "", who: str) -> dict[str, 
         audit.append(catalog.db, at=at, actor=who, kind="rollback", model=model, version=cur.version,
                      payload={"from": "production", "to": dest, "restored": prev.version, "restored_from": prev.phase,
                               "why": why, "transitions": [t_out, t_in]})
-    return _after_change(catalog, {"ref": prev.ref, "model": model, "removed": cur.version, "removed_to": dest,
-                                   "restored": prev.version, "restored_from": prev.phase,
-                                   "transitions": [t_out, t_in]})
+    return {"ref": prev.ref, "model": model, "removed": cur.version, "removed_to": dest,
+            "restored": prev.version, "restored_from": prev.phase, "transitions": [t_out, t_in]}
 
 
 def rollout(catalog: Any, version_id: int, share: float, *, who: str, why: str = "") -> dict[str, Any]:

@@ -60,6 +60,7 @@ VIEWS: list[ViewSpec] = [
     ViewSpec("explain", "Explain", "relman.ui.qt_explain:ExplainView"),
     ViewSpec("generate", "Generate", "relman.ui.qt_generate:GenerateView"),
     ViewSpec("diff", "Diff", "relman.ui.qt_diff:DiffView"),
+    ViewSpec("hooks", "Hooks", "relman.ui.qt_hooks:HooksView"),
 ]
 
 

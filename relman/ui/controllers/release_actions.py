@@ -9,7 +9,8 @@ queued as a "promote" job and tracked; the others are one quick transaction, run
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 from PySide6.QtWidgets import QDoubleSpinBox, QPlainTextEdit
 
@@ -103,6 +104,21 @@ class ReleaseActions(Controller):
 
         return list(approvals(self.catalog, version_id, to_phase))
 
+    # -- hooks the changes trigger (relman/release/hooks.py): reported when their jobs end ----------------
+    def _report_hooks(self, result: Any) -> None:
+        from relman.ui.qt_hooks import track_hooks
+
+        track_hooks(self.window, result if isinstance(result, dict) else None)
+
+    @contextlib.contextmanager
+    def _hooks_reported(self) -> Iterator[None]:
+        """A refusal (gates, a catalog failing verification) may trigger hooks: track them too."""
+        try:
+            yield
+        except RelmanError as e:
+            self._report_hooks(getattr(e, "hooks", None))
+            raise
+
     def request_transition(self, version_id: int, to_phase: str) -> None:
         self.window.guarded("promote", self._transition, version_id, to_phase)
 
@@ -127,8 +143,10 @@ class ReleaseActions(Controller):
             vals = self.run_dialog(SimpleFormDialog(f"Reject {v.ref}", [("Reason", why)], needs("Reason"),
                                                     self.window))
             if vals:
-                release.reject(self.catalog, v.ref, why=vals["Reason"])
+                with self._hooks_reported():
+                    res = release.reject(self.catalog, v.ref, why=vals["Reason"])
                 self.info(f"{v.ref} rejected")
+                self._report_hooks(res)
             self.window.refresh(force=True)
             return
         report, gate_error = None, ""
@@ -148,16 +166,19 @@ class ReleaseActions(Controller):
 
             def done(row: dict[str, Any]) -> None:
                 self.info(done_text)
+                self._report_hooks(row.get("result"))
                 self.window.refresh(force=True)
             self.window.job_actions.track(job, f"Promote {v.ref} → {to_phase}", done, version_id=v.id,
                                           badge=f"⧗ promoting → {to_phase}, checking artifacts…")
             self.window.refresh(force=True)
             return
         try:
-            release.promote(self.catalog, v.ref, to_phase, why=vals["why"], override=vals["override"])
+            with self._hooks_reported():
+                res = release.promote(self.catalog, v.ref, to_phase, why=vals["why"], override=vals["override"])
         finally:
             self.window.refresh(force=True)
         self.info(done_text)
+        self._report_hooks(res)
 
     # -- rollback, canary share, approvals ---------------------------------------------------------------
     def request_rollback(self, model: str | None = None) -> None:
@@ -174,10 +195,12 @@ class ReleaseActions(Controller):
         vals = self.run_dialog(SimpleFormDialog(f"Roll back {model}", [("Reason", why)], needs("Reason"), self.window))
         if vals:
             try:
-                result = rollback(self.catalog, model, why=vals["Reason"])
+                with self._hooks_reported():
+                    result = rollback(self.catalog, model, why=vals["Reason"])
             finally:
                 self.window.refresh(force=True)
             self.info(f"{model}: production rolled back" + (f" to {_ref_of(result)}" if result else ""))
+            self._report_hooks(result)
 
     def request_rollout(self, version_id: int) -> None:
         self.window.guarded("rollout", self._rollout, version_id)
