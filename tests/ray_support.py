@@ -54,9 +54,11 @@ def write_token(path: Path) -> Path:
 class Node:
     proc: subprocess.Popen
     log: Path
+    killed: bool = False
 
     def kill(self) -> None:
         """kill -9 the `ray start` process group: its raylet, object store and workers."""
+        self.killed = True
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -124,7 +126,7 @@ class TokenCluster:
                 "    time.sleep(0.3)\n")
         deadline = time.monotonic() + timeout
         while True:
-            dead = [n for n in self.nodes if not n.alive()]
+            dead = [n for n in self.nodes if not n.killed and not n.alive()]
             if dead:
                 raise AssertionError(f"a ray node exited: {dead[0].log.read_text(errors='replace')[-2000:]}")
             try:

@@ -161,9 +161,20 @@ class JobActions(Controller):
     def track(self, job_id: int, label: str, on_done: Callable[[dict[str, Any]], None] | None = None,
               version_id: int | None = None, badge: str = "") -> int:
         self.tracked[int(job_id)] = Tracked(label, on_done, version_id, badge or f"⧗ {label}…")
-        self.window.messages_log.status(f"{label}: queued as job {job_id}…")
+        self.window.messages_log.status(f"{label}: queued as job {job_id}, {self.where_it_runs(int(job_id))}…")
         self.show_job(int(job_id))
         return int(job_id)
+
+    def where_it_runs(self, job_id: int) -> str:
+        """"runs locally" / "runs on Ray at ADDR": where this window's runner will run the job."""
+        remote = getattr(self.runner, "remote", None)
+        try:
+            kind = self.window.catalog.conn.execute("SELECT kind FROM jobs WHERE id = ?", [job_id]).fetchone()
+        except Exception:  # noqa: BLE001 - a vanished catalog: say nothing wrong
+            kind = None
+        if remote is not None and kind is not None and remote.accepts(kind[0]):
+            return f"runs on Ray at {remote.address}"
+        return "runs locally"
 
     def show_job(self, job_id: int) -> None:
         """Have the Jobs view select and scroll to `job_id` (now if it is built, else when it is)."""
