@@ -134,11 +134,15 @@ def test_killing_a_ray_worker_process_and_a_ray_worker_node(catalog, make_runner
 
         # 5. the worker node itself (its raylet, object store and workers)
         e = queue.enqueue(catalog, "sleep", hold, device="cpu")
-        drive_until(runner, lambda: queue.get_job(catalog, e)["message"] == "holding", 180, "job e to hold on Ray")
+        drive_until(runner, lambda: queue.get_job(catalog, e)["message"] == "holding"
+                    and queue.get_job(catalog, e)["executor"].count("/") == 1, 180, "job e to hold on a named node")
+        node_id = queue.get_job(catalog, e)["executor"].rpartition("/")[2]
         node.kill()
         drive_until(runner, _ended(catalog, e), 120, "the job of the lost node settled")
         job = queue.get_job(catalog, e)
-        assert job["status"] == "failed" and job["cause"] in ("node_lost", "worker_killed"), job
+        assert job["status"] == "failed" and job["cause"] == "node_lost", job
+        ev = job["cause_evidence"]
+        assert ev["node"] and ev["node"].endswith(node_id) and ev["last_heartbeat"] and ev["attempt"] == 1, ev
 
         # retries on a fresh node: each job once more, nothing duplicated
         cluster.add_worker(num_cpus=1)

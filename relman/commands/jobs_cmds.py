@@ -124,7 +124,9 @@ def retry(state: AppState, job_id: int, force: bool, wait: bool) -> None:
 
     cat = state.catalog()
     job = retry_job(cat, job_id, force=force)
-    click.echo(f"job {job_id} queued again (attempt {job['attempts'] + 1})")
+    from relman.jobs.queue import where_it_runs
+
+    click.echo(f"job {job_id} queued again (attempt {job['attempts'] + 1}); {where_it_runs(cat, job['kind'])}")
     if wait:
         wait_or_raise(cat, [job_id])
         click.echo(f"job {job_id} succeeded")

@@ -114,8 +114,13 @@ def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: 
                 queue.finish(cat, job_id, queue.CANCELLED, message="cancelled (Ray task stopped)")
             else:
                 _log(runner, job_id, f"relman runner: job {job_id} failed on Ray: {failure}")
+                row = cat.conn.execute("SELECT executor, heartbeat_at, attempts FROM jobs WHERE id = ?",
+                                       [job_id]).fetchone()
+                node = (row[0] or "ray").partition(":")[2] if row else ""
                 queue.finish(cat, job_id, queue.FAILED, error=failure, cause=causes.from_ray_failure(failure),
-                             evidence={"executor": "ray"})
+                             evidence={"executor": "ray", "node": node or None,
+                                       "last_heartbeat": row[1] if row else None,
+                                       "attempt": row[2] if row else None})
             return
         assert out is not None
         _log(runner, job_id, f"ray task ended {out['status']} on {out['node']} after {out['seconds']} s; "
