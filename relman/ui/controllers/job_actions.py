@@ -82,7 +82,8 @@ class JobActions(Controller):
     def action_executor(self) -> None:
         from PySide6.QtWidgets import QCheckBox, QLineEdit
 
-        from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+        from relman.jobs.ray_executor import (SETTING_ADDRESS, SETTING_ALLOW_REMOTE, SETTING_TOKEN_FILE, check_address,
+                                              check_token_file)
         from relman.ui.qt_dialogs import SimpleFormDialog
 
         cat = self.window.catalog
@@ -91,20 +92,26 @@ class JobActions(Controller):
         address.setPlaceholderText("empty: local worker processes; 'local' or HOST:PORT for Ray")
         remote = QCheckBox("Allow an address that is not on this machine (trusted lab network only)")
         remote.setChecked(bool(cat.get_setting(SETTING_ALLOW_REMOTE, False)))
+        token = QLineEdit(cat.get_setting(SETTING_TOKEN_FILE) or "")
+        token.setObjectName("ray-token-file")
+        token.setPlaceholderText("empty: Ray's own (RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
 
         def check(values: dict[str, Any]) -> None:  # the CLI's validation ('relman jobs executor --ray')
             if values["Run jobs on a Ray cluster at"]:
                 check_address(values["Run jobs on a Ray cluster at"], values["Remote"])
+                if values["Token file"]:
+                    check_token_file(values["Token file"])
         vals = self.run_dialog(SimpleFormDialog("Where jobs run", [("Run jobs on a Ray cluster at", address),
-                                                                   ("Remote", remote)], check, self.window))
+                                                                   ("Remote", remote), ("Token file", token)],
+                                                check, self.window))
         if vals is not None:
-            self.set_executor(vals["Run jobs on a Ray cluster at"] or None, vals["Remote"])
+            self.set_executor(vals["Run jobs on a Ray cluster at"] or None, vals["Remote"], vals["Token file"] or None)
 
-    def set_executor(self, address: str | None, allow_remote: bool = False) -> None:
+    def set_executor(self, address: str | None, allow_remote: bool = False, token_file: str | None = None) -> None:
         """Store where this catalog's jobs run (as `relman jobs executor` does) and reconnect."""
         from relman.jobs.ray_executor import set_executor
 
-        address = set_executor(self.window.catalog, address, allow_remote)
+        address = set_executor(self.window.catalog, address, allow_remote, token_file)
         if address and self.runner is not None:
             self.connect_executor()
         else:
