@@ -506,13 +506,6 @@ def executor_from_settings(catalog: "Catalog", address: str | None = None,
     return RayExecutor(address, allow_remote=allow_remote, token_file=token_file)
 
 
-def where_jobs_run(catalog: "Catalog") -> str:
-    """Where a runner on this catalog would run its jobs, in words ("runs locally" / "runs on Ray
-    at ADDR"), from the catalog's setting, for every command that queues a job to say."""
-    address = catalog.get_setting(SETTING_ADDRESS) or os.environ.get("RELMAN_RAY_ADDRESS")
-    return f"runs on Ray at {address}" if address else "runs locally"
-
-
 def set_executor(catalog: "Catalog", address: str | None, allow_remote: bool = False,
                  token_file: str | None = None) -> str | None:
     """Store where this catalog's jobs run: the settings and their `executor-set` event in one
