@@ -148,3 +148,25 @@ def test_a_timing_job_has_its_node_alone(token_cluster, catalog, make_runner, cl
     assert t["status"] == o["status"] == "succeeded", (t, o)
     assert t["result"]["ray"]["cpus"] == 2.0, t["result"]
     assert o["started_at"] >= t["finished_at"], (t, o)
+
+
+def test_rays_own_default_token_file_is_used_without_a_token_option(token_cluster, catalog, catalog_path, tmp_path):
+    """The issue's case: a head that `ray start` protected with ~/.ray/auth_token, and `relman
+    jobs run --ray ADDR` given no token option: relman switches Ray's token mode on, as
+    `ray start` does, and the job runs on the cluster."""
+    import subprocess
+    import sys
+
+    from conftest import relman_subprocess_env
+
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(token_cluster.token_file.read_text())
+    env = {k: v for k, v in relman_subprocess_env(catalog_path).items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), RELMAN_RAY_CACHE=str(tmp_path / "ray-cache"))
+    job_id = queue.enqueue(catalog, "noop", {}, device="cpu")
+    r = subprocess.run([sys.executable, "-m", "relman", "jobs", "run", "--once", "--ray", token_cluster.address],
+                       env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    job = queue.get_job(catalog, job_id)
+    assert job["status"] == "succeeded" and job["executor"].startswith("ray:"), job
