@@ -44,12 +44,34 @@ def cli(ctx: click.Context, catalog_path: str | None) -> None:
     With no command, opens the desktop application on the catalog.
     """
     ctx.obj = AppState(catalog_path)
+    _announce_where_jobs_run()
     if ctx.invoked_subcommand is None:
         gui = cli.get_command(ctx, "gui")
         if gui is None:
             click.echo(ctx.get_help())
             return
         ctx.invoke(gui)
+
+
+def _announce_where_jobs_run() -> None:
+    """Every command that queues a job says, on stderr, where it will run (issue 26)."""
+    import os
+
+    from relman.jobs import queue
+
+    if os.environ.get("RELMAN_JOB_ID") or any(getattr(f, "relman_cli", False) for f in queue.ANNOUNCE):
+        return  # a worker's own queued jobs are in its log already; registered once per process
+
+    def say(job_id: int, kind: str, where: str) -> None:
+        ctx = click.get_current_context(silent=True)
+        while ctx is not None:
+            if ctx.params.get("as_json"):
+                return  # JSON output: the job row's message says it ("queued; runs ...")
+            ctx = ctx.parent
+        click.echo(f"job {job_id} ({kind}) {where}", err=True)
+
+    say.relman_cli = True  # type: ignore[attr-defined]
+    queue.ANNOUNCE.append(say)
 
 
 def _register() -> None:

@@ -160,7 +160,7 @@ def test_cli_failures_and_cancel_retry(run_cli):
     r = run_cli("jobs", "cancel", "1")
     assert r.exit_code == 0
     r = run_cli("queue", "noop", "--device", "cpu")
-    assert r.output.strip() == "queued job 2 (noop)"
+    assert r.stdout.strip() == "queued job 2 (noop)" and r.stderr.strip() == "job 2 (noop) runs locally"
     r = run_cli("jobs", "cancel", "2")
     assert r.exit_code == 0 and r.output.strip() == "job 2 cancelled"
     r = run_cli("jobs", "retry", "2", "--wait")

@@ -201,9 +201,32 @@ def test_the_executor_setting_is_per_catalog_and_shown_by_jobs_show(catalog, run
     res = run_cli("jobs", "executor", "--ray", "8.8.8.8:6379")
     assert res.exit_code != 0 and "--allow-remote" in res.output
     res = run_cli("jobs", "executor", "--ray", "127.0.0.1:6379", "--json")
-    assert json.loads(res.output) == {"executor": "ray", "address": "127.0.0.1:6379", "allow_remote": False}
+    assert json.loads(res.output) == {"executor": "ray", "address": "127.0.0.1:6379", "allow_remote": False,
+                                      "token_file": None}
     assert [e["kind"] for e in catalog.events()][0] == "executor-set"
     job_id = queue.enqueue(catalog, "noop", {}, device="cpu")
     assert "executor" in json.loads(run_cli("jobs", "show", str(job_id), "--json").output)
     res = run_cli("jobs", "executor", "--local", "--json")
     assert json.loads(res.output)["executor"] == "local"
+
+
+def test_the_token_file_setting_is_checked_stored_as_a_path_and_tracked(catalog, catalog_path, run_cli, tmp_path):
+    """`--ray-token-file` stores where the token is; a missing or empty file is refused with
+    nothing stored; an edit of the setting with sqlite3 is a finding of `verify`."""
+    import sqlite3
+
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    for bad, says in ((tmp_path / "missing", "does not exist"), (empty, "does not hold one token")):
+        res = run_cli("jobs", "executor", "--ray", "127.0.0.1:6379", "--ray-token-file", str(bad))
+        assert res.exit_code != 0 and says in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert catalog.get_setting("executor.ray_token_file") is None
+    token = tmp_path / "token"
+    token.write_text("a" * 64)
+    assert run_cli("jobs", "executor", "--ray", "127.0.0.1:6379", "--ray-token-file", str(token)).exit_code == 0
+    assert catalog.get_setting("executor.ray_token_file") == str(token.resolve())
+    assert run_cli("verify").exit_code == 0
+    with sqlite3.connect(catalog_path / "catalog.db") as db:
+        db.execute("UPDATE settings SET value = ? WHERE key = 'executor.ray_token_file'", ['"/tmp/elsewhere"'])
+    res = run_cli("verify")
+    assert res.exit_code != 0 and "settings" in res.output, res.output

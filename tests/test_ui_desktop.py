@@ -379,10 +379,16 @@ def test_ray_executor_setting_is_checked_stored_and_a_failed_connection_falls_ba
             assert d.result() == 0 and "not on this machine" in d.error_label.text()
             assert d.fields["Run jobs on a Ray cluster at"].text() == "10.1.2.3:6379"
             d.fields["Run jobs on a Ray cluster at"].setText("127.0.0.1:1")  # nothing listens there
+            d.fields["Token file"].setText(str(tmp_path / "no-token"))  # the CLI's check of the token file
+            d.accept()
+            assert d.result() == 0 and "does not exist" in d.error_label.text()
+            (tmp_path / "token").write_text("t" * 64)
+            d.fields["Token file"].setText(str(tmp_path / "token"))
 
         w.dialog_runner = accept_with(fill)
         w.actions_by_key["executor"].trigger()
         assert catalog.get_setting("executor.ray_address") == "127.0.0.1:1"
+        assert catalog.get_setting("executor.ray_token_file") == str((tmp_path / "token").resolve())
         assert w.runner is not None and w.runner.remote is None  # fell back to local processes
         level, text = w.messages[-1]
         assert level == "error" and "Jobs run as local processes" in text and "127.0.0.1:1" in text, text

@@ -124,7 +124,9 @@ def retry(state: AppState, job_id: int, force: bool, wait: bool) -> None:
 
     cat = state.catalog()
     job = retry_job(cat, job_id, force=force)
-    click.echo(f"job {job_id} queued again (attempt {job['attempts'] + 1})")
+    from relman.jobs.queue import where_it_runs
+
+    click.echo(f"job {job_id} queued again (attempt {job['attempts'] + 1}); {where_it_runs(cat, job['kind'])}")
     if wait:
         wait_or_raise(cat, [job_id])
         click.echo(f"job {job_id} succeeded")
@@ -141,9 +143,12 @@ def retry(state: AppState, job_id: int, force: bool, wait: bool) -> None:
                    "Ray instance here); default: the catalog's setting ('relman jobs executor').")
 @click.option("--allow-remote", is_flag=True,
               help="Allow a Ray address that is not on this machine (trusted lab networks only).")
+@click.option("--ray-token-file", "token_file", default=None, metavar="PATH",
+              help="The file holding the Ray cluster's token (token authentication, RAY_AUTH_MODE=token); "
+                   "default: the catalog's setting, else Ray's own (RAY_AUTH_TOKEN[_PATH], ~/.ray/auth_token).")
 @pass_state
 def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None, ray_address: str | None,
-        allow_remote: bool) -> None:
+        allow_remote: bool, token_file: str | None) -> None:
     """Run queued jobs here (a headless runner, instead of the GUI). Ctrl+C stops the runner;
     running jobs carry on and the next runner picks them up (jobs on Ray end with the runner
     that submitted them and are failed, ready to retry)."""
@@ -154,7 +159,7 @@ def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None,
     if ray_address or cat.get_setting("executor.ray_address"):
         from relman.jobs.ray_executor import executor_from_settings
 
-        executor = executor_from_settings(cat, ray_address, allow_remote or None)
+        executor = executor_from_settings(cat, ray_address, allow_remote or None, token_file)
     runner = Runner(cat.root, cpu_slots=cpu_slots, grace_s=grace, executor=executor)
     try:
         where = f"; jobs on Ray at {executor.address}" if executor else ""
@@ -171,25 +176,33 @@ def run(state: AppState, once: bool, cpu_slots: int | None, grace: float | None,
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Run this catalog's jobs on the Ray cluster at ADDRESS (HOST:PORT or 'local').")
 @click.option("--allow-remote", is_flag=True, help="Allow an address that is not on this machine.")
+@click.option("--ray-token-file", "token_file", default=None, metavar="PATH",
+              help="The file holding the Ray cluster's token (token authentication, RAY_AUTH_MODE=token); "
+                   "the catalog stores where the file is, never the token; without it, Ray's own (RAY_AUTH_TOKEN[_PATH], ~/.ray/auth_token).")
 @click.option("--local", "local", is_flag=True, help="Run jobs as local worker processes (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_state
-def executor_cmd(state: AppState, ray_address: str | None, allow_remote: bool, local: bool, as_json: bool) -> None:
-    """Show or set where this catalog's runners (the GUI's and 'jobs run') execute jobs."""
-    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, set_executor
+def executor_cmd(state: AppState, ray_address: str | None, allow_remote: bool, token_file: str | None, local: bool,
+                 as_json: bool) -> None:
+    """Show or set where this catalog's runners (the GUI's, 'jobs run' and '--wait') execute jobs."""
+    from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, SETTING_TOKEN_FILE, set_executor
 
     cat = state.catalog()
     if ray_address and local:
         raise click.UsageError("give --ray ADDRESS or --local, not both")
+    if token_file and not ray_address:
+        raise click.UsageError("--ray-token-file goes with --ray ADDRESS")
     if ray_address or local:
-        set_executor(cat, ray_address if ray_address else None, allow_remote)
+        set_executor(cat, ray_address if ray_address else None, allow_remote, token_file)
     address = cat.get_setting(SETTING_ADDRESS)
     info = {"executor": "ray" if address else "local", "address": address,
-            "allow_remote": bool(cat.get_setting(SETTING_ALLOW_REMOTE, False))}
+            "allow_remote": bool(cat.get_setting(SETTING_ALLOW_REMOTE, False)),
+            "token_file": cat.get_setting(SETTING_TOKEN_FILE)}
     if as_json:
         emit_json(info)
     else:
-        click.echo(f"jobs run on the Ray cluster at {address}" if address else "jobs run as local worker processes")
+        token = f" (token file {info['token_file']})" if info["token_file"] else ""
+        click.echo(f"jobs run on the Ray cluster at {address}{token}" if address else "jobs run as local worker processes")
 
 
 @jobs.command("auto-retry")

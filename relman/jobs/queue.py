@@ -13,9 +13,10 @@ Status life cycle::
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from relman.errors import JobError, NotFound
 
@@ -65,10 +66,25 @@ def workdir_for(catalog: "Catalog", job_id: int):
     return catalog.tmp_dir / f"job-{job_id}"
 
 
+# Called with (job id, kind, where it runs in words) after each job is queued: the CLI prints the
+# line, so every command that queues work says where it will run (relman.cli).
+ANNOUNCE: list[Callable[[int, str, str], None]] = []
+
+
+def where_it_runs(catalog: "Catalog", kind: str) -> str:
+    """"runs locally" or "runs on Ray at ADDR": the catalog's executor setting, for the kinds a Ray
+    executor takes (the others run as local processes beside it)."""
+    from relman.jobs.ray_executor import REMOTE_KINDS, SETTING_ADDRESS
+
+    address = catalog.get_setting(SETTING_ADDRESS) or os.environ.get("RELMAN_RAY_ADDRESS")
+    return f"runs on Ray at {address}" if address and kind in REMOTE_KINDS else "runs locally"
+
+
 def enqueue(catalog: "Catalog", kind: str, params: Mapping[str, Any] | None = None, *, device: str = "auto",
             actor: str | None = None, parent_job_id: int | None = None) -> int:
     """Queue a job of a registered kind; returns its id. The row and its 'job-queued' audit
-    event commit together. Nothing is imported or started here."""
+    event commit together. Nothing is imported or started here. The row's message says where
+    the job will run (the Jobs view and `relman jobs` show it), and `ANNOUNCE` hears of it."""
     from relman.catalog import events as audit
     from relman.jobs.kinds import JOB_KINDS
 
@@ -81,19 +97,22 @@ def enqueue(catalog: "Catalog", kind: str, params: Mapping[str, Any] | None = No
         raise JobError(f"parameters of a '{kind}' job must be plain JSON values ({e})") from None
     device = normalize_device(device)
     actor = _user(actor)
+    where = where_it_runs(catalog, kind)
     with catalog.transaction():
         if parent_job_id is not None and not catalog.conn.execute(
                 "SELECT 1 FROM jobs WHERE id = ?", [parent_job_id]).fetchone():
             raise NotFound(f"no job with id {parent_job_id} (given as parent job)")
         cur = catalog.conn.execute(
-            "INSERT INTO jobs (kind, params, status, device, created_at, created_by, parent_job_id)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [kind, params_text, QUEUED, device, _now(), actor, parent_job_id])
+            "INSERT INTO jobs (kind, params, status, device, created_at, created_by, parent_job_id, message)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [kind, params_text, QUEUED, device, _now(), actor, parent_job_id, f"queued; {where}"])
         job_id = int(cur.lastrowid)
         catalog.conn.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(log_path_for(catalog, job_id)), job_id])
         audit.append(catalog.db, at=_now(), actor=actor, kind="job-queued", model=None, version=None,
                      payload={"job": job_id, "kind": kind, "device": device, "params": params,
                               "parent_job": parent_job_id})
+    for announce in ANNOUNCE:
+        announce(job_id, kind, where)
     return job_id
 
 

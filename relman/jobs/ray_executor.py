@@ -17,9 +17,18 @@ it, so a runner that finds a job marked running on Ray that it did not submit fa
 the recorded catalog methods (`REMOTE_KINDS`) run on Ray; the rest (imports of local files,
 optimize, test kinds that write rows directly) run as local processes beside it.
 
-Security: Ray's own protection is a cluster token; relman refuses any address that is not on
-the loopback interface unless `allow_remote` is given, and the README says to use that on a
-trusted lab network only.
+Security: Ray's own protection is a cluster token (RAY_AUTH_MODE=token; the token in the file
+RAY_AUTH_TOKEN_PATH names, in RAY_AUTH_TOKEN, or in ~/.ray/auth_token, which `ray start --head`
+uses when it exists). relman points Ray's own loader at a token file (`--ray-token-file`, or
+the catalog's setting `executor.ray_token_file`, which stores where the file is, never the
+token), and checks the token once against the cluster's GCS before `ray.init`, so a refused
+token is one line at once instead of Ray's 20 s of retries. relman refuses any address that is
+not on the loopback interface unless `allow_remote` is given, and the README says to use that
+on a trusted lab network only.
+
+Timing jobs (`relman.jobs.kinds.needs_exclusive`) ask Ray for every CPU of the largest node, so
+Ray's own resource accounting runs them alone on their node, as the local runner runs them
+alone on their device; while one waits for a node to drain, no younger CPU job is submitted.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ if TYPE_CHECKING:
 REMOTE_KINDS = frozenset({"noop", "sleep", "fail", "spawn", "device_info", "compress", "evaluate"})
 SETTING_ADDRESS = "executor.ray_address"
 SETTING_ALLOW_REMOTE = "executor.ray_allow_remote"
+SETTING_TOKEN_FILE = "executor.ray_token_file"  # where the cluster's token is; never the token itself
+TOKEN_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 DRAIN_WAIT_S = 0.05  # the longest a runner tick waits for the channel's reply
 # Read by Ray when it is first imported: "0" makes a local instance bind and advertise 127.0.0.1
 # instead of the machine's network address (Ray's own switch for single-machine use).
@@ -98,6 +109,77 @@ def probe_address(address: str, timeout_s: float = 3.0) -> None:
             pass
     except OSError as e:
         raise JobError(f"could not reach a Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def check_token_file(path: str) -> str:
+    """The absolute path of a readable, non-empty token file (the token itself is not kept)."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise JobError(f"the Ray token file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise JobError(f"cannot read the Ray token file {p}: {getattr(e, 'strerror', None) or e}") from None
+    if not text or len(text.split()) != 1:
+        raise JobError(f"the Ray token file {p} does not hold one token (it is empty or has spaces)")
+    return str(p.resolve())
+
+
+def use_token(token_file: str | None) -> bool:
+    """Set up Ray's own token loader in this process: with `token_file`, token mode reading that
+    file; without, token mode when Ray's usual sources hold a token and RAY_AUTH_MODE is unset
+    (what `ray start` itself does). Returns whether a token will be sent."""
+    if token_file:
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = check_token_file(token_file)
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+    elif "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN") or os.environ.get(
+            "RAY_AUTH_TOKEN_PATH") or (Path.home() / ".ray" / "auth_token").is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # the C++ loader caches the mode and the token: make it read them again
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # a Ray without token authentication
+        return False
+    return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+
+
+def refused(address: str, e: BaseException, sent: bool) -> JobError:
+    text = str(e).strip().split(". ")[0] if str(e).strip() else type(e).__name__
+    hint = "" if sent else " (no token given: --ray-token-file PATH, or 'relman jobs executor --ray-token-file')"
+    return JobError(f"Ray cluster at {address} refused the token: {text}{hint}")
+
+
+def _auth_error(e: BaseException | None) -> BaseException | None:
+    """The AuthenticationError behind `e` (Ray wraps it in RuntimeError / ConnectionError)."""
+    try:
+        from ray.exceptions import AuthenticationError
+    except ImportError:
+        return None
+    seen = 0
+    while e is not None and seen < 10:
+        if isinstance(e, AuthenticationError) or "InvalidAuthToken" in str(e):
+            return e
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None
+
+
+def probe_token(address: str, sent: bool) -> None:
+    """Ask the cluster's GCS once whether it takes our token (Ray's `init` would retry for 20 s
+    and then say only that it could not connect)."""
+    if address.startswith("ray://"):
+        return  # Ray client: no GCS of its own to ask
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:
+        return
+    try:
+        GcsClient(address=address).cluster_id  # noqa: B018 - the call is the check
+    except Exception as e:  # noqa: BLE001 - only a refused token is ours to report; init reports the rest
+        if _auth_error(e) is not None:
+            raise refused(address, _auth_error(e) or e, sent) from None
 
 
 def _relman_src() -> str | None:
@@ -161,14 +243,18 @@ class RemoteJob:
     submitted: float = field(default_factory=time.monotonic)
     cancel_flagged: float | None = None
     force_sent: bool = False
+    cpus: int = 1
+    exclusive: bool = False
+    started: bool = False
 
 
 class RayExecutor:
     """Runs claimed jobs as Ray tasks; the runner drives it from its tick."""
 
     def __init__(self, address: str, *, allow_remote: bool = False, num_cpus: int | None = None,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+                 init_kwargs: dict[str, Any] | None = None, token_file: str | None = None) -> None:
         self.address = check_address(address, allow_remote)
+        self.token_file = check_token_file(token_file) if token_file else None
         if self.address == "local":  # a private instance listens on the loopback interface only
             os.environ.setdefault(LOOPBACK_ENV, "0")
         try:
@@ -181,18 +267,26 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                       "ignore_reinit_error": True, **(init_kwargs or {})}
             src = _relman_src()
-            if src:
-                kwargs.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": src}})
+            env_vars = {"PYTHONPATH": src} if src else {}
+            if os.environ.get("RELMAN_RAY_CACHE"):  # the nodes' blob cache folder (ray_task.cache_root)
+                env_vars["RELMAN_RAY_CACHE"] = os.environ["RELMAN_RAY_CACHE"]
+            if env_vars:
+                kwargs.setdefault("runtime_env", {"env_vars": env_vars})
             if self.address == "local":
                 if num_cpus is not None:
                     kwargs["num_cpus"] = num_cpus
                 kwargs["address"] = "local"
-            else:
+            sent = use_token(self.token_file)
+            if self.address != "local":
                 probe_address(self.address)
+                probe_token(self.address, sent)
                 kwargs["address"] = self.address
             try:
                 ray.init(**kwargs)
             except Exception as e:  # ConnectionError, TimeoutError, ValueError ...
+                auth = _auth_error(e)
+                if auth is not None:
+                    raise refused(self.address, auth, sent) from None
                 raise JobError(f"could not reach a Ray cluster at {self.address}: "
                                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
             self._owns_ray = True
@@ -203,6 +297,7 @@ class RayExecutor:
         # measures never include another job's models or threads (Ray reuses workers otherwise).
         self._task = ray.remote(max_calls=1)(run_job)
         self.active: dict[int, RemoteJob] = {}
+        self.waiting_exclusive = False  # a timing job is next in line and waits for a node to drain
         self._take_ref: Any = None
         self._blob_refs: dict[str, Any] = {}
         self.bytes_put = 0
@@ -225,10 +320,27 @@ class RayExecutor:
             return "cuda:0" if gpus else "cpu"
         return "cpu"
 
-    def has_room(self, device: str) -> bool:
-        cpus, gpus = self.slots()
-        on = [j for j in self.active.values() if j.device.startswith("cuda") == device.startswith("cuda")]
-        return len(on) < (gpus if device.startswith("cuda") else cpus)
+    def node_cpus(self) -> int:
+        """CPUs of the largest alive node: what a timing job asks for, to have its node alone."""
+        sizes = [int(n.get("Resources", {}).get("CPU", 0)) for n in self._ray.nodes() if n.get("Alive")]
+        return max([1, *sizes])
+
+    def has_room(self, device: str, cpus: int = 1, exclusive: bool = False) -> bool:
+        """Room for a job needing `cpus` CPUs (a GPU job: one GPU). While a timing job waits for
+        its node to drain (queued behind running jobs, or submitted and not yet started), nothing
+        younger goes to the CPUs, so it is never starved."""
+        total_cpus, gpus = self.slots()
+        if device.startswith("cuda"):
+            return sum(1 for j in self.active.values() if j.device.startswith("cuda")) < gpus
+        cpu_jobs = [j for j in self.active.values() if not j.device.startswith("cuda")]
+        if any(j.exclusive and not j.started for j in cpu_jobs):
+            return False
+        if self.waiting_exclusive and not exclusive:
+            return False
+        room = sum(j.cpus for j in cpu_jobs) + cpus <= max(total_cpus, cpus)
+        if exclusive and not room:
+            self.waiting_exclusive = True  # reset each tick (see ray_runner.pump)
+        return room
 
     # -- submitting -------------------------------------------------------------------------
     def _needed_blobs(self, catalog: "Catalog", job: dict[str, Any]) -> list[str]:
@@ -268,7 +380,8 @@ class RayExecutor:
             self.bytes_put += len(data)
         return ref
 
-    def submit(self, catalog: "Catalog", job: dict[str, Any], device: str, threads: int) -> None:
+    def submit(self, catalog: "Catalog", job: dict[str, Any], device: str, threads: int,
+               exclusive: bool = False) -> None:
         from relman.jobs.remote_catalog import take_snapshot
 
         shas = self._needed_blobs(catalog, job)
@@ -281,7 +394,8 @@ class RayExecutor:
         else:
             opts.update(num_cpus=threads)
         ref = self._task.options(**opts).remote(spec, [refs], self.channel)
-        self.active[job["id"]] = RemoteJob(job["id"], ref, device, shas)
+        self.active[job["id"]] = RemoteJob(job["id"], ref, device, shas, cpus=1 if device.startswith("cuda") else threads,
+                                           exclusive=exclusive)
 
     # -- watching ---------------------------------------------------------------------------
     def drain(self) -> dict[int, dict[str, Any]]:
@@ -295,9 +409,13 @@ class RayExecutor:
             return {}
         ref, self._take_ref = self._take_ref, None
         try:
-            return self._ray.get(ref)
+            updates: dict[int, dict[str, Any]] = self._ray.get(ref)
         except Exception:  # the channel actor died: the tasks' own results still settle the jobs
             return {}
+        for job_id, u in updates.items():
+            if u.get("started") and job_id in self.active:
+                self.active[job_id].started = True
+        return updates
 
     def finished(self) -> list[tuple[int, dict[str, Any] | None, str | None]]:
         """Jobs whose task ended: (job id, the task's return value or None, failure reason)."""
@@ -367,7 +485,7 @@ class RayExecutor:
 
 
 def executor_from_settings(catalog: "Catalog", address: str | None = None,
-                           allow_remote: bool | None = None) -> RayExecutor | None:
+                           allow_remote: bool | None = None, token_file: str | None = None) -> RayExecutor | None:
     """The Ray executor the catalog is set up for (or that the command line names), else None.
 
     The settings are rows in a SQLite file: before jobs (their rows and blobs) go to a host that
@@ -384,18 +502,24 @@ def executor_from_settings(catalog: "Catalog", address: str | None = None,
         from_settings = from_settings or allow_remote
     if from_settings and not is_loopback(address):
         confirm_remote_setting(catalog, address)
-    return RayExecutor(address, allow_remote=allow_remote)
+    token_file = token_file or catalog.get_setting(SETTING_TOKEN_FILE) or None
+    return RayExecutor(address, allow_remote=allow_remote, token_file=token_file)
 
 
-def set_executor(catalog: "Catalog", address: str | None, allow_remote: bool = False) -> str | None:
+def set_executor(catalog: "Catalog", address: str | None, allow_remote: bool = False,
+                 token_file: str | None = None) -> str | None:
     """Store where this catalog's jobs run: the settings and their `executor-set` event in one
-    transaction (the event commits the rows), as `relman jobs executor` and the GUI do."""
+    transaction (the event commits the rows), as `relman jobs executor` and the GUI do. The
+    token file's path is stored (a tracked setting), never the token."""
     if address:
         address = check_address(address, allow_remote)
+    token_path = check_token_file(token_file) if (token_file and address) else None
     with catalog.transaction():
         catalog.set_setting(SETTING_ADDRESS, address or None)
         catalog.set_setting(SETTING_ALLOW_REMOTE, bool(address and allow_remote))
-        catalog.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote)}
+        catalog.set_setting(SETTING_TOKEN_FILE, token_path)
+        catalog.log_event("executor-set", {"executor": "ray", "address": address, "allow_remote": bool(allow_remote),
+                                           "token_file": token_path}
                           if address else {"executor": "local"})
     return address
 

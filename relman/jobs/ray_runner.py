@@ -27,7 +27,9 @@ def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[
                      cause=causes.BAD_INPUT, evidence={"executor": "ray", "device": job["device"]})
         report["ended"].append(job["id"])
         return False
-    if not ex.has_room(device):
+    exclusive = runner._exclusive(job["kind"], job["params"]) and not device.startswith("cuda")
+    cpus = ex.node_cpus() if exclusive else 1  # a timing job takes its node whole (see ray_executor)
+    if not ex.has_room(device, cpus, exclusive):
         return False
     now = utcnow()
     with runner.catalog.transaction():
@@ -39,7 +41,7 @@ def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[
             return False
     row = queue.get_job(runner.catalog, job["id"])
     try:
-        ex.submit(runner.catalog, row, device, threads=1)
+        ex.submit(runner.catalog, row, device, threads=cpus, exclusive=exclusive)
     except Exception as e:  # the cluster went away between ticks, a blob is unreadable ...
         from relman.jobs.worker import one_line
 
@@ -47,7 +49,8 @@ def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[
                      cause=causes.NODE_LOST, evidence={"executor": "ray", "exception": type(e).__name__})
         report["ended"].append(job["id"])
         return False
-    _log(runner, job["id"], f"=== attempt {row['attempts']}: submitted to Ray at {ex.address} on {device} ===")
+    alone = f", alone on its node ({cpus} CPUs)" if exclusive else ""
+    _log(runner, job["id"], f"=== attempt {row['attempts']}: submitted to Ray at {ex.address} on {device}{alone} ===")
     report["started"].append(job["id"])
     return True
 
@@ -66,6 +69,7 @@ def pump(runner: "Runner", report: dict[str, list[int]]) -> None:
 
     ex = runner.remote
     cat = runner.catalog
+    ex.waiting_exclusive = False  # decided again by this tick's launches, oldest first
     updates = ex.drain()
     if updates:
         now = utcnow()
@@ -110,8 +114,13 @@ def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: 
                 queue.finish(cat, job_id, queue.CANCELLED, message="cancelled (Ray task stopped)")
             else:
                 _log(runner, job_id, f"relman runner: job {job_id} failed on Ray: {failure}")
+                row = cat.conn.execute("SELECT executor, heartbeat_at, attempts FROM jobs WHERE id = ?",
+                                       [job_id]).fetchone()
+                node = (row[0] or "ray").partition(":")[2] if row else ""
                 queue.finish(cat, job_id, queue.FAILED, error=failure, cause=causes.from_ray_failure(failure),
-                             evidence={"executor": "ray"})
+                             evidence={"executor": "ray", "node": node or None,
+                                       "last_heartbeat": row[1] if row else None,
+                                       "attempt": row[2] if row else None})
             return
         assert out is not None
         _log(runner, job_id, f"ray task ended {out['status']} on {out['node']} after {out['seconds']} s; "
@@ -139,7 +148,7 @@ def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: 
         result = _swap_placeholders(ids.remap(out["result"] if isinstance(out["result"], dict)
                                               else {"value": out["result"]} if out["result"] is not None else {}),
                                     placeholders)
-        result["ray"] = {"node": out["node"], "blobs_fetched": len(out["blobs_fetched"]),
+        result["ray"] = {"node": out["node"], "cpus": out.get("cpus"), "blobs_fetched": len(out["blobs_fetched"]),
                          "blobs_needed": out["blobs_needed"], "bytes_fetched": out["bytes_fetched"]}
         queue.finish(cat, job_id, queue.SUCCEEDED, result=result, message=out.get("message") or "done")
     finally:

@@ -161,5 +161,6 @@ def run_job(spec: dict[str, Any], blob_refs: list[dict[str, Any]], channel: Any)
         catalog.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return {"status": status, "result": result, "intents": catalog.intents, "message": ctx.last_progress[1],
-            "node": f"{ip}/{node_id}", "blobs_fetched": fetched, "bytes_fetched": nbytes,
+            "node": f"{ip}/{node_id}", "cpus": ray.get_runtime_context().get_assigned_resources().get("CPU"),
+            "blobs_fetched": fetched, "bytes_fetched": nbytes,
             "blobs_needed": len(blob_refs[0]), "seconds": round(time.monotonic() - t0, 3)}

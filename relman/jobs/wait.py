@@ -3,7 +3,9 @@
 `wait_for_jobs` follows the jobs and the jobs they queue (through `parent_job_id`), reading
 only the catalog. If no other runner (GUI, `relman jobs run`) holds the catalog's runner lock,
 it drives a `Runner` itself while waiting, so `relman compress ... --wait` works with nothing
-else open.
+else open. That runner uses the catalog's executor setting (`relman jobs executor --ray ...`),
+as the GUI's and `relman jobs run` do: a catalog set up for Ray runs its jobs there, and a
+cluster that cannot be reached is an error, never a silent switch to local processes.
 
 Progress suits where it goes: on a terminal a bar redrawn in place; anywhere else (a pipe, a
 log file, CI) plain lines — one when a job is queued, starts or ends, and otherwise at most
@@ -138,9 +140,19 @@ def wait_for_jobs(catalog: "Catalog", job_ids: Iterable[int], *, progress: bool 
         queue.get_job(catalog, j)  # NotFound for a wrong id, before waiting on it
     own_runner = None
     if runner is None:
-        from relman.jobs.runner import Runner
+        from relman.jobs.runner import Runner, RunnerLock
 
-        runner = own_runner = Runner(catalog.root, cpu_slots=cpu_slots)
+        executor = None
+        probe = RunnerLock(catalog.root / "runner.lock")
+        if probe.acquire():  # nobody else drives the queue: this process will, with the catalog's executor
+            probe.release()
+            from relman.jobs.ray_executor import executor_from_settings
+
+            executor = executor_from_settings(catalog)
+        runner = own_runner = Runner(catalog.root, cpu_slots=cpu_slots, executor=executor)
+        if executor is not None and progress:
+            print(f"this process drives the queue: jobs run on Ray at {executor.address}",
+                  file=stream if stream is not None else sys.stderr)
     deadline = None if timeout is None else time.monotonic() + timeout
     shown = progress_for(stream if stream is not None else sys.stderr) if progress else None
     try:

@@ -82,7 +82,8 @@ class JobActions(Controller):
     def action_executor(self) -> None:
         from PySide6.QtWidgets import QCheckBox, QLineEdit
 
-        from relman.jobs.ray_executor import SETTING_ADDRESS, SETTING_ALLOW_REMOTE, check_address
+        from relman.jobs.ray_executor import (SETTING_ADDRESS, SETTING_ALLOW_REMOTE, SETTING_TOKEN_FILE, check_address,
+                                              check_token_file)
         from relman.ui.qt_dialogs import SimpleFormDialog
 
         cat = self.window.catalog
@@ -91,20 +92,26 @@ class JobActions(Controller):
         address.setPlaceholderText("empty: local worker processes; 'local' or HOST:PORT for Ray")
         remote = QCheckBox("Allow an address that is not on this machine (trusted lab network only)")
         remote.setChecked(bool(cat.get_setting(SETTING_ALLOW_REMOTE, False)))
+        token = QLineEdit(cat.get_setting(SETTING_TOKEN_FILE) or "")
+        token.setObjectName("ray-token-file")
+        token.setPlaceholderText("empty: Ray's own (RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token)")
 
         def check(values: dict[str, Any]) -> None:  # the CLI's validation ('relman jobs executor --ray')
             if values["Run jobs on a Ray cluster at"]:
                 check_address(values["Run jobs on a Ray cluster at"], values["Remote"])
+                if values["Token file"]:
+                    check_token_file(values["Token file"])
         vals = self.run_dialog(SimpleFormDialog("Where jobs run", [("Run jobs on a Ray cluster at", address),
-                                                                   ("Remote", remote)], check, self.window))
+                                                                   ("Remote", remote), ("Token file", token)],
+                                                check, self.window))
         if vals is not None:
-            self.set_executor(vals["Run jobs on a Ray cluster at"] or None, vals["Remote"])
+            self.set_executor(vals["Run jobs on a Ray cluster at"] or None, vals["Remote"], vals["Token file"] or None)
 
-    def set_executor(self, address: str | None, allow_remote: bool = False) -> None:
+    def set_executor(self, address: str | None, allow_remote: bool = False, token_file: str | None = None) -> None:
         """Store where this catalog's jobs run (as `relman jobs executor` does) and reconnect."""
         from relman.jobs.ray_executor import set_executor
 
-        address = set_executor(self.window.catalog, address, allow_remote)
+        address = set_executor(self.window.catalog, address, allow_remote, token_file)
         if address and self.runner is not None:
             self.connect_executor()
         else:
@@ -161,9 +168,20 @@ class JobActions(Controller):
     def track(self, job_id: int, label: str, on_done: Callable[[dict[str, Any]], None] | None = None,
               version_id: int | None = None, badge: str = "") -> int:
         self.tracked[int(job_id)] = Tracked(label, on_done, version_id, badge or f"⧗ {label}…")
-        self.window.messages_log.status(f"{label}: queued as job {job_id}…")
+        self.window.messages_log.status(f"{label}: queued as job {job_id}, {self.where_it_runs(int(job_id))}…")
         self.show_job(int(job_id))
         return int(job_id)
+
+    def where_it_runs(self, job_id: int) -> str:
+        """"runs locally" / "runs on Ray at ADDR": where this window's runner will run the job."""
+        remote = getattr(self.runner, "remote", None)
+        try:
+            kind = self.window.catalog.conn.execute("SELECT kind FROM jobs WHERE id = ?", [job_id]).fetchone()
+        except Exception:  # noqa: BLE001 - a vanished catalog: say nothing wrong
+            kind = None
+        if remote is not None and kind is not None and remote.accepts(kind[0]):
+            return f"runs on Ray at {remote.address}"
+        return "runs locally"
 
     def show_job(self, job_id: int) -> None:
         """Have the Jobs view select and scroll to `job_id` (now if it is built, else when it is)."""
