@@ -285,15 +285,20 @@ def test_an_edited_hooks_row_is_detected_and_never_run(catalog, tiny, run_cli, s
 
     r = run_cli("verify")
     assert r.exit_code != 0 and "hooks row [2]" in r.output and "argv" in r.output, r.output
+    # verify itself fires the catalog's integrity-failed hooks: the intact one only
+    assert "queued as job" in r.output and "hook 2 was changed outside relman" in r.output, r.output
+    (from_verify,) = _hook_jobs(catalog)
+    assert from_verify["params"]["hook_id"] == 1 and from_verify["params"]["payload"]["source"] == "verify"
     r = run_cli("promote", "tiny@1.0.0", "--to", "candidate")
     assert r.exit_code == 1 and "fails verification" in r.output, r.output
     assert "hook 2 was changed outside relman" in r.output and "not run" in r.output
     assert _phase(catalog, tiny.id) == "draft"
     payload = json.loads(json.loads(good.read_text())["stdin"])  # the intact hook ran, told why
-    assert payload["event"] == "integrity-failed" and "fails verification" in payload["error"]
+    assert payload["event"] == "integrity-failed"  # (the last of verify's run and the promotion's wrote it)
+    assert "fails verification" in payload["error"] or "relman verify found" in payload["error"]
     assert not evil.exists()
-    (job,) = _hook_jobs(catalog)  # only the intact hook was queued
-    assert job["params"]["hook_id"] == 1
+    jobs = _hook_jobs(catalog)  # only the intact hook was queued, by verify and by the refused promotion
+    assert [j["params"]["hook_id"] for j in jobs] == [1, 1]
     with pytest.raises(IntegrityError, match="changed outside relman"):
         from relman.release.hooks import queue_test
 

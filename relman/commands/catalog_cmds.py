@@ -165,9 +165,17 @@ def verify(state: AppState, as_json: bool) -> None:
     orphans = cat.orphan_blobs()
     integrity = cat.conn.execute("PRAGMA integrity_check").fetchone()[0]
     failed = bool(problems or audit or rows or orphans or integrity != "ok")
+    tampered = [*problems, *audit, *rows] + ([] if integrity == "ok" else [f"database: {integrity}"])
+    hooks: dict = {}
+    if tampered:  # catalog-wide "integrity-failed" hooks (orphans are housekeeping, not tampering)
+        from relman.release.hooks import fire
+
+        hooks = fire(cat, "integrity-failed", {"source": "verify", "findings": tampered[:50],
+                                               "error": f"relman verify found {len(tampered)} problem(s)"},
+                     model=None)
     if as_json:
         emit_json({"ok": not failed, "blobs": problems, "audit": audit, "rows": rows, "orphans": orphans,
-                   "integrity": integrity, "notes": notes, "cleaned": cleaned})
+                   "integrity": integrity, "notes": notes, "cleaned": cleaned, **hooks})
     else:
         for p in problems:
             click.echo(f"BLOB   {terminal_safe(p)}")
@@ -181,6 +189,10 @@ def verify(state: AppState, as_json: bool) -> None:
             click.echo(f"DB     {terminal_safe(integrity)}")
         for n in notes:
             click.echo(f"note:  {terminal_safe(n)}")
+        for j in hooks.get("hook_jobs", []):
+            click.echo(f"hook:  {terminal_safe(j['what'])} queued as job {j['job']} (integrity-failed)")
+        for r in hooks.get("hooks_refused", []) + ([hooks["hooks_error"]] if "hooks_error" in hooks else []):
+            click.echo(f"warning: {terminal_safe(r)}")
         n = len(cat.referenced_shas())
         if not failed:
             click.echo(f"ok: {n} blobs intact, audit chain of {len(cat.events())} events verifies, every tracked "
