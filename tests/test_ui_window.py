@@ -97,7 +97,7 @@ def test_tree_lineage_board_and_compare_show_the_family(window, family):
     assert card.gate_state in ("pass", "fail", "unknown", "skipped")  # the default policy checks nothing on a base
     # compare: built on demand; one point per version on both plots; the front is non-dominated
     compare = window.show_view("compare")
-    assert compare.size_panel.x_combo.currentText() == "size_mb"
+    assert compare.size_panel.x_combo.currentText() == "deployable_size_mb"  # = size_mb for whole models
     assert compare.size_panel.y_combo.currentText() == "accuracy"
     assert compare.size_panel.points_shown == 3
     assert compare.latency_panel.x_combo.currentText() == "latency_p95_ms"
