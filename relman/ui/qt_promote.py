@@ -98,6 +98,7 @@ class PromoteDialog(ValidatingDialog):
         self.ref, self.to_phase = ref, to_phase
         self.report = report
         self.passed = report_passed(report)
+        self.refused = bool(gate_error)  # e.g. tampering found: nothing to promote on, and nothing to override
         self.allowed = bool(getattr(report, "allowed", True)) if report is not None else True
         rules = sorted(report_rules(report), key=_rule_order)  # failures first, then pending, passes, skips
         self.nothing_checked = bool(rules) and all(str(r.get("status", "")).lower() == "skipped" for r in rules)
@@ -129,7 +130,7 @@ class PromoteDialog(ValidatingDialog):
         self.rules_table.setColumnWidth(1, 260)
         self.rules_table.resizeRowsToContents()
         if gate_error:
-            verdict = f"Gates could not be evaluated: {gate_error}"
+            verdict = f"Refused: {gate_error}"
         elif self.passed is None:
             verdict = "No gates apply to this transition."
         elif not self.allowed:
@@ -144,7 +145,7 @@ class PromoteDialog(ValidatingDialog):
         self.verdict = QLabel(verdict)
         self.verdict.setObjectName("gate-verdict")
         self.verdict.setWordWrap(True)
-        color = "#c4453b" if self.passed is False else ("#b07d12" if self.nothing_checked else "#2e9d57")
+        color = "#c4453b" if self.passed is False or self.refused else ("#b07d12" if self.nothing_checked else "#2e9d57")
         self.verdict.setStyleSheet(f"font-weight: bold; color: {color};")
         self.approvals = QLabel(", ".join(f"{a.get('by')}" + (f" ({a.get('comment')})" if a.get("comment") else "")
                                           for a in approvals) or "none")
@@ -174,10 +175,12 @@ class PromoteDialog(ValidatingDialog):
     def _update_ok(self) -> None:
         ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         ok.setText("Override and promote" if self.override.isChecked() else "Promote")
-        ok.setEnabled(self.passed is not False or self.override.isChecked())
+        ok.setEnabled(not self.refused and (self.passed is not False or self.override.isChecked()))
 
     def values(self) -> dict[str, Any]:
         reason = self.reason.toPlainText().strip()
+        if self.refused:
+            raise RelmanError(f"{self.ref} cannot be promoted: {self.verdict.text()}")
         if self.passed is False and not self.override.isChecked():
             raise RelmanError(f"gates fail for {self.ref} → {self.to_phase}; tick 'override' and give a reason, or fix "
                               "the failing rules")
