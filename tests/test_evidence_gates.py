@@ -150,7 +150,7 @@ def test_when_clauses_skip_rules_that_do_not_apply(production_family):
     assert res["fidelity >= 0.99 when compressed"].status == "skipped"
     assert "is not compressed" in res["fidelity >= 0.99 when compressed"].reason
     assert res["accuracy_delta_vs_parent.lower >= 0"].status == "skipped"  # a root version has no parent
-    assert res["accuracy >= 2 when not classifier"].reason.startswith("does not apply: q@1.0.0 is classifier")
+    assert res["accuracy >= 2 when not classifier"].reason.startswith("does not apply: q@1.0.0 is a classifier")
 
 
 # -- the default policy on a real collapsed child ---------------------------------------------------------

@@ -172,9 +172,9 @@ def test_a_1gib_model_on_the_board_is_never_hashed_on_the_gui_thread(qtbot, cata
         probe.mark("the promotion job runs")
         dialog = seen[-1]
         assert isinstance(dialog, PromoteDialog) and dialog.passed is True
-        rules = {dialog.rules_table.item(r, 0).text(): dialog.rules_table.item(r, 1).text()
+        rules = {dialog.rules_table.item(r, 1).text(): dialog.rules_table.item(r, 0).text()
                  for r in range(dialog.rules_table.rowCount())}
-        assert rules.get("artifacts intact") == "pending", rules
+        assert rules.get("artifacts intact") == "⧗ pending", rules
         assert w.busy()
         _, card = board.find_card(v.id)  # the card says a promotion is under way
         assert "promoting" in card.badge.text(), card.badge.text()

@@ -100,7 +100,7 @@ def test_promote_by_button_shows_passing_gates(window, family, catalog):
     window.board.promote_btn.click()
     dlg = reviewer.seen[-1]
     assert dlg.passed is True and "All gates pass" in dlg.verdict.text()
-    assert any("accuracy >= 0.85" in dlg.rules_table.item(r, 0).text() for r in range(dlg.rules_table.rowCount()))
+    assert any("accuracy >= 0.85" in dlg.rules_table.item(r, 1).text() for r in range(dlg.rules_table.rowCount()))
     assert phase_of(catalog, base.id) == "candidate"
     assert base.id in window.board.card_ids("candidate")
     row = catalog.query("SELECT why, override FROM transitions WHERE version_id = ? ORDER BY id DESC", [base.id])[0]
@@ -120,9 +120,10 @@ def test_drag_with_failing_gates_is_refused_then_overridden_with_a_reason(window
     assert dlg.passed is False and "FAIL" in dlg.verdict.text()
     assert not dlg.buttons.button(QDialogButtonBox.StandardButton.Ok).isEnabled()
     assert refuse.results[-1] == 0 and "gates fail" in dlg.error_label.text()
-    failing = [dlg.rules_table.item(r, 0).text() for r in range(dlg.rules_table.rowCount())
-               if dlg.rules_table.item(r, 1).text() == "FAIL"]
+    failing = [dlg.rules_table.item(r, 1).text() for r in range(dlg.rules_table.rowCount())
+               if "FAIL" in dlg.rules_table.item(r, 0).text()]
     assert failing == ["accuracy >= 0.85"]
+    assert failing == [dlg.rules_table.item(0, 1).text()]  # failures first, the verdict in the first column
     assert phase_of(catalog, merged.id) == "draft" and merged.id in window.board.card_ids("draft")
     # 2. override without a reason: still refused
     silent = Reviewer("", override=True)

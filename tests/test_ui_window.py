@@ -94,10 +94,10 @@ def test_tree_lineage_board_and_compare_show_the_family(window, family):
     assert sorted(window.board.card_ids("draft")) == sorted(v.id for v in family.values())
     phase, card = window.board.find_card(family["base"].id)
     assert "accuracy: 0.91" in card.metrics_label.text()
-    assert card.gate_state in ("pass", "fail", "unknown")
+    assert card.gate_state in ("pass", "fail", "unknown", "skipped")  # the default policy checks nothing on a base
     # compare: built on demand; one point per version on both plots; the front is non-dominated
     compare = window.show_view("compare")
-    assert compare.size_panel.x_combo.currentText() == "size_mb"
+    assert compare.size_panel.x_combo.currentText() == "deployable_size_mb"  # = size_mb for whole models
     assert compare.size_panel.y_combo.currentText() == "accuracy"
     assert compare.size_panel.points_shown == 3
     assert compare.latency_panel.x_combo.currentText() == "latency_p95_ms"

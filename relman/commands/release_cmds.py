@@ -17,10 +17,12 @@ PHASE_CHOICE = click.Choice(["draft", "candidate", "staging", "production", "ret
 
 
 def _print_report(rep: Any) -> None:
-    verdict = "PASS" if rep.passed else "FAIL"
-    click.echo(f"{rep.model}@{rep.version}: {rep.from_phase} → {rep.to_phase}  [{verdict}]  "
+    verdict = ("NOTHING CHECKED" if rep.nothing_checked else "PASS") if rep.passed else "FAIL"
+    click.echo(f"{rep.model}@{rep.version}: {rep.from_phase} → {rep.to_phase}  [{verdict}: {rep.applied_text()}]  "
                f"(policy revision {rep.policy_revision}; production: {rep.production or '-'}; "
                f"parent: {rep.parent or '-'})")
+    if rep.nothing_checked and rep.rules:
+        click.echo("  every rule was skipped: nothing about this version was checked (skipped is not passed)")
     if not rep.allowed:
         click.echo(f"  the policy does not allow {rep.from_phase} → {rep.to_phase}")
     if not rep.rules:
@@ -121,6 +123,10 @@ def promote(state: AppState, ref: str, to_phase: str, why: str, override: bool, 
         return
     click.echo(f"{res['model']}@{res['version']}: {res['from']} → {res['to']}"
                + ("  (OVERRIDE: gates failed)" if res["override"] else ""))
+    rep = res.get("report") or {}
+    if rep.get("nothing_checked") and rep.get("rules"):
+        click.echo(f"  note: no gate rule applied (0 of {len(rep['rules'])}): nothing about this version was checked "
+                   f"on the way to {res['to']}; see 'relman gates {res['model']}@{res['version']} --to {res['to']}'")
     for r in res["replaced"]:
         click.echo(f"  {res['model']}@{r['version']}: production → {r['to']}")
     _after(res)

@@ -33,7 +33,8 @@ def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     `ignore_cancel` keeps reporting but never stops by itself (the runner must terminate it);
     `hold_file` makes it wait at the end until that file exists (a hold point a test releases);
     `ignore_sigterm` also ignores SIGTERM (only SIGKILL stops it); `spawn_child` starts a
-    child process first, to check that nothing outlives a cancelled job."""
+    child process first, to check that nothing outlives a cancelled job; `curve` reports
+    two live curves (train_loss, eval_loss), a point of each per step."""
     seconds = float(params.get("seconds", 1.0))
     steps = max(1, int(params.get("steps", 10)))
     ignore_cancel = bool(params.get("ignore_cancel", False))
@@ -48,6 +49,9 @@ def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     for i in range(steps):
         time.sleep(seconds / steps)
         ctx.progress((i + 1) / steps, f"step {i + 1}/{steps}", check_cancel=not ignore_cancel)
+        if params.get("curve"):  # a live curve, as a training job draws one (the GUI's stress test)
+            ctx.point("train_loss", i, 1.0 / (i + 1))
+            ctx.point("eval_loss", i, 1.2 / (i + 1))
     hold = params.get("hold_file")
     if hold:  # a point the test controls: stay here (still honouring cancel) until the file exists
         ctx.progress(1.0, "holding", check_cancel=False)

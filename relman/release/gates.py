@@ -108,9 +108,30 @@ class GateReport:
     def failing(self) -> list[RuleResult]:
         return [r for r in self.rules if not r.passed]
 
+    @property
+    def applied(self) -> list[RuleResult]:
+        """The rules that checked something (a skipped rule checked nothing: it is not a pass)."""
+        return [r for r in self.rules if r.status != "skipped"]
+
+    @property
+    def nothing_checked(self) -> bool:
+        """Passes only because every rule was skipped (or there are none): nothing was checked."""
+        return self.allowed and self.passed and not self.applied
+
+    def applied_text(self) -> str:
+        """'3 of 5 rules applied', 'no rule applied (0 of 5)', 'no rules guard this phase'."""
+        if not self.rules:
+            return "no rules guard this phase"
+        n, total = len(self.applied), len(self.rules)
+        if n == 0:
+            return f"no rule applied (0 of {total})"
+        return f"{n} of {total} rule{'s' if total != 1 else ''} applied"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["passed"] = self.passed
+        d["applied"] = len(self.applied)
+        d["nothing_checked"] = self.nothing_checked
         return d
 
     @classmethod
@@ -264,8 +285,22 @@ class _Gate:
         }
         for negated, cond in rule.when:
             if facts[cond] == negated:
-                return f"does not apply: {me.ref} is {'' if negated else 'not '}{cond.replace('_', ' ')}"
+                return f"does not apply: {_fact_text(me, cond, holds=negated)}"
         return None
+
+
+def _fact_text(me: "_Subject", cond: str, *, holds: bool) -> str:
+    """A `when` condition in words ('v1 has a production version', 'v1 is not a classifier'),
+    not the condition's name glued to 'is' ('is not has production')."""
+    ref, model = me.ref, me.version.model
+    if cond == "has_parent":
+        return f"{ref} has a parent version" if holds else f"{ref} has no parent version"
+    if cond == "has_production":
+        return f"{model} has a production version" if holds else f"{model} has no production version"
+    if cond == "compressed":
+        return f"{ref} is compressed" if holds else f"{ref} is not compressed"
+    noun = {"classifier": "a classifier", "causal_lm": "a causal language model", "embedder": "an embedder"}[cond]
+    return f"{ref} is {noun}" if holds else f"{ref} is not {noun} (task: {me.version.task or 'unknown'})"
 
 
 def _metric_rule(rule: MetricRule, text: str, gate: _Gate) -> RuleResult:

@@ -21,7 +21,8 @@ from relman.ui.snapshot import BOARD_PHASES, Snapshot, VersionRow
 
 MIME = "application/x-relman-version"
 NEXT_PHASE = {"draft": "candidate", "candidate": "staging", "staging": "production"}
-BADGE_COLORS = {"pass": "#2e9d57", "fail": "#c4453b", "unknown": "#8a94a6", "none": "#6b6f78"}
+BADGE_COLORS = {"pass": "#2e9d57", "fail": "#c4453b", "unknown": "#8a94a6", "none": "#6b6f78",
+                "skipped": "#b07d12"}  # amber: every rule skipped, nothing checked (not a pass)
 # A board is for deciding on a few versions: each column shows its newest cards, and the gate
 # badge (a release-API evaluation, which reads the model's versions) is computed for the
 # newest few cards up front and for any other card when it is selected.

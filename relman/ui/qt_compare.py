@@ -39,6 +39,21 @@ def narrow(combo: QComboBox, chars: int = 10) -> None:
     combo.setMinimumContentsLength(chars)
 
 
+def fill_metric_combo(combo: QComboBox, names: Sequence[str]) -> None:
+    """The metric keys grouped (quality, speed, size, other) and sorted, a separator between
+    groups, each with its readable name as the tooltip (the raw key stays the item's text:
+    it is what policies and the CLI use)."""
+    from relman.ui.snapshot import grouped_metrics, metric_title
+
+    combo.clear()
+    for i, (_group, group_names) in enumerate(grouped_metrics(names)):
+        if i:
+            combo.insertSeparator(combo.count())
+        for n in group_names:
+            combo.addItem(n)
+            combo.setItemData(combo.count() - 1, metric_title(n), Qt.ItemDataRole.ToolTipRole)
+
+
 def is_performance(metric: str) -> bool:
     """Speed measures (higher is better, but not quality): never the default quality axis."""
     return any(t in metric.lower() for t in ("throughput", "_sps", "per_s", "tokens_per"))
@@ -209,8 +224,7 @@ class ScatterPanel(QWidget):
             # the user's pick (or set_axes) wins, then the panel's default, then a fallback;
             # a fallback chosen while the catalog was still empty must not stick
             combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
+            fill_metric_combo(combo, names)
             idx = combo.findText(wanted)
             if idx < 0:
                 idx = combo.findText(fallback)
@@ -308,6 +322,8 @@ class ScatterPanel(QWidget):
         self._legend_key = key
         self.legend.clear()
         for phase in key:
+            if phase == "production":  # the star below stands for it: "production" once in the legend
+                continue
             self.legend.addItem(self.phase_items[phase], phase)
         if self.front_ids:
             self.legend.addItem(self.front, "Pareto front")
@@ -351,7 +367,8 @@ class CompareView(QWidget):
         super().__init__()
         self.model_combo = QComboBox()
         self.model_combo.setObjectName("compare-model")
-        self.size_panel = ScatterPanel("Quality vs size", "size_mb", "accuracy")
+        # deployable size: an adapter is plotted with its base (it cannot ship without it)
+        self.size_panel = ScatterPanel("Quality vs size", "deployable_size_mb", "accuracy")
         # latency as the paired ratio to the parent (same job, interleaved rounds) when measured;
         # absolute times taken at different moments are not comparable across versions
         self.latency_panel = ScatterPanel("Quality vs latency", "latency_p50_ratio_vs_parent", "accuracy")

@@ -251,12 +251,25 @@ class ParamForm(QWidget):
             w.setText(str(value))  # type: ignore[attr-defined]
 
 
+# Merges that take one parent of this format (the base comes from its pin), or that parent and
+# the base: the parent of this format goes first whatever the selection order.
+ADAPTER_MERGES = {"merge-adapter": "peft-adapter"}
+PINNED_BASE = "(the adapter's pinned base)"
+
+
 class CompressDialog(ValidatingDialog):
-    """Recipe picker + a typed parameter form generated from the recipe registry."""
+    """Recipe picker + a typed parameter form generated from the recipe registry.
+
+    `formats` (ref → format) and `adapter_bases` (adapter ref → its pinned base) let the
+    adapter merge take the adapter alone, offer the base as a field, and order an adapter +
+    base selection by what each is (not by the order of the selection)."""
 
     def __init__(self, recipes: Sequence[Any], parents: Sequence[str], parent: QWidget | None = None,
-                 datasets: Sequence[str] = ()) -> None:
+                 datasets: Sequence[str] = (), formats: dict[str, str] | None = None,
+                 adapter_bases: dict[str, str | None] | None = None) -> None:
         super().__init__("Compress", parent)
+        self.formats = dict(formats or {})
+        self.adapter_bases = dict(adapter_bases or {})
         self.datasets = list(datasets)
         self.dataset = QComboBox()
         self.dataset.setObjectName("eval-dataset")
@@ -280,6 +293,11 @@ class CompressDialog(ValidatingDialog):
         top = QFormLayout()
         top.addRow("Recipe", self.recipe)
         top.addRow("Parent version(s)", self.parents_label)
+        self.base = QComboBox()
+        self.base.setObjectName("merge-base")
+        self.base.setToolTip("The base the adapter is merged into: its pinned base unless you name it")
+        self.base_label = QLabel("Base to merge into")
+        top.addRow(self.base_label, self.base)
         top.addRow("Device", self.device)
         top.addRow("Evaluate on", self.dataset)
         layout.addLayout(top)
@@ -288,7 +306,10 @@ class CompressDialog(ValidatingDialog):
         layout.addWidget(self.error_label)
         layout.addWidget(self.buttons)
         self.recipe.currentIndexChanged.connect(lambda _: self._build_form())
-        fitting = [r.name for r in recipes if bool(r.multi_parent) == (len(self.parents) > 1)]
+        fitting = [r.name for r in recipes if bool(r.multi_parent) == (len(self.parents) > 1)
+                   or self._adapter_merge_fits(r.name)]
+        if self._adapter_merge_fits("merge-adapter") and "merge-adapter" in self.recipes:
+            fitting.insert(0, "merge-adapter")  # an adapter selected: merging it is what it is for
         if fitting and self.recipe.currentData() not in fitting:
             self.recipe.setCurrentIndex(self.recipe.findData(fitting[0]))  # one that takes this selection
         self._build_form()
@@ -308,6 +329,7 @@ class CompressDialog(ValidatingDialog):
             self.form.deleteLater()
         r = self.current_recipe()
         self.error_label.setText("")  # the previous recipe's error is not this one's
+        self._fill_base(r)
         self.form = ParamForm(r.params if r else [], self, self.datasets)
         self.form_holder.addWidget(self.form)
         self.form.changed.connect(self._check_params)
@@ -315,6 +337,42 @@ class CompressDialog(ValidatingDialog):
             needs = "several parents (a merge)" if r.multi_parent else "one parent"
             self.description.setText(f"{r.title}: {r.description or ''} Takes {needs}; formats "
                                      f"{', '.join(r.input_formats)}.")
+
+    # -- the adapter merge ---------------------------------------------------------------------
+    def _adapters(self, fmt: str) -> list[str]:
+        return [p for p in self.parents if self.formats.get(p) == fmt]
+
+    def _adapter_merge_fits(self, name: str) -> bool:
+        fmt = ADAPTER_MERGES.get(name)
+        return fmt is not None and len(self._adapters(fmt)) == 1 and len(self.parents) <= 2
+
+    def _fill_base(self, r: Any) -> None:
+        """The base field: shown for the adapter merge only; the pinned base first, a selected
+        base (the other selected version) preset."""
+        show = r is not None and r.name in ADAPTER_MERGES
+        self.base.setVisible(show)
+        self.base_label.setVisible(show)
+        self.base.clear()
+        if not show:
+            return
+        adapters = self._adapters(ADAPTER_MERGES[r.name])
+        pinned = self.adapter_bases.get(adapters[0]) if adapters else None
+        self.base.addItem(PINNED_BASE + (f": {pinned}" if pinned else ""), None)
+        for ref in self.parents:
+            if ref not in adapters:
+                self.base.addItem(ref, ref)
+                self.base.setCurrentIndex(self.base.count() - 1)
+        if pinned and self.base.findData(pinned) < 0:
+            self.base.addItem(pinned, pinned)
+
+    def adapter_merge_parents(self, name: str) -> list[str]:
+        """[adapter] or [adapter, base], whatever order they were selected in."""
+        adapters = self._adapters(ADAPTER_MERGES[name])
+        if len(adapters) != 1 or len(self.parents) > 2:
+            raise RelmanError(f"recipe '{name}' merges one LoRA adapter into its base: select the adapter "
+                              "(and, if you like, its base); the base then comes from the field below")
+        base = self.base.currentData()
+        return [adapters[0]] + ([str(base)] if base else [])
 
     def _check_params(self) -> None:
         """Inline: each edit is parsed as the CLI parses `--param` (the recipe's typed
@@ -335,6 +393,13 @@ class CompressDialog(ValidatingDialog):
             raise RelmanError("no compression recipe is registered in this build")
         if not self.parents:
             raise RelmanError("select the version(s) to compress in the versions table first")
+        if r.name in ADAPTER_MERGES:
+            parents = self.adapter_merge_parents(r.name)
+            assert self.form is not None
+            params = r.resolve_params(self.form.raw_values())
+            ds = self.dataset.currentText()
+            return {"recipe": r.name, "params": params, "parents": parents, "device": self.device.currentText(),
+                    "dataset": None if ds == "(none)" else ds}
         if r.multi_parent and len(self.parents) < 2:
             raise RelmanError(f"recipe '{r.name}' merges several versions: select at least two")
         if not r.multi_parent and len(self.parents) > 1:

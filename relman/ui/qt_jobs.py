@@ -210,6 +210,9 @@ class JobsView(QWidget):
         where = getattr(getattr(self.window, "job_actions", None), "executor_text", "")
         if where and where != "local worker processes":
             summary += f" · new jobs run on {where} (Jobs › Where jobs run)"
+        who = getattr(actions, "where_jobs_run", None)
+        if who is not None:
+            summary += f"\n{who()}"
         if summary != self.summary.text():
             self.summary.setText(summary)
         if keep is not None:

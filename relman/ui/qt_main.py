@@ -70,6 +70,9 @@ class MainWindow(QMainWindow):
     def __init__(self, catalog_path: Path | str, *, settings: QSettings | None = None, run_jobs: bool = True,
                  poll_ms: int = 400, runner_ms: int = 300, cpu_slots: int | None = None) -> None:
         super().__init__()
+        from relman.ui.refcount_guard import install as guard_singletons
+
+        self.refcount_guard = guard_singletons()  # the binding's none_dealloc bug (see the module)
         self.settings = settings or default_settings()
         self.catalog_path = Path(catalog_path)
         self.catalog: Catalog = open_catalog(self.catalog_path)

@@ -4,9 +4,9 @@ fail unless overridden."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Sequence
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QCheckBox, QDialogButtonBox, QFormLayout, QHeaderView, QLabel, QPlainTextEdit,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -55,6 +55,39 @@ def _rule_passed(rule: dict[str, Any]) -> bool:
     return str(rule.get("status", "")).lower() not in ("fail", "failed", "error")
 
 
+RESULT_TEXT = {"pass": "✓ pass", "fail": "✗ FAIL", "skipped": "○ skipped", "pending": "⧗ pending"}
+RESULT_COLORS = {"pass": "#2e9d57", "fail": "#c4453b", "skipped": "#b07d12", "pending": "#3b6fd8"}
+_ORDER = {"fail": 0, "failed": 0, "error": 0, "pending": 1, "pass": 2, "skipped": 3}
+
+
+def _rule_order(rule: dict[str, Any]) -> int:
+    return _ORDER.get(str(rule.get("status", "")).lower(), 0 if not _rule_passed(rule) else 2)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_value_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value_text(v) for v in value)
+    return str(value)
+
+
+def rule_details(rule: dict[str, Any]) -> str:
+    """A rule's reason and inputs as sentences ('accuracy = 0.91; production accuracy = 0.93'),
+    not raw JSON."""
+    reason = str(rule.get("reason") or rule.get("message") or rule.get("detail") or "")
+    inputs = rule.get("inputs")
+    parts = [reason] if reason else []
+    if isinstance(inputs, dict) and inputs:
+        parts.append("; ".join(f"{str(k).replace('_', ' ')} = {_value_text(v)}" for k, v in inputs.items()))
+    elif not parts:
+        parts.append("; ".join(f"{k} = {_value_text(v)}" for k, v in rule.items()
+                               if k not in ("rule", "name", "passed", "ok", "status")))
+    return "\n".join(parts)
+
+
 class PromoteDialog(ValidatingDialog):
     """Shows the gate report for a transition; asks for the reason; refuses to submit when
     gates fail unless 'override' is ticked with a reason (the override is recorded)."""
@@ -65,35 +98,46 @@ class PromoteDialog(ValidatingDialog):
         self.ref, self.to_phase = ref, to_phase
         self.report = report
         self.passed = report_passed(report)
+        self.refused = bool(gate_error)  # e.g. tampering found: nothing to promote on, and nothing to override
         self.allowed = bool(getattr(report, "allowed", True)) if report is not None else True
-        rules = report_rules(report)
+        rules = sorted(report_rules(report), key=_rule_order)  # failures first, then pending, passes, skips
+        self.nothing_checked = bool(rules) and all(str(r.get("status", "")).lower() == "skipped" for r in rules)
         self.rules_table = QTableWidget(len(rules), 3)
         self.rules_table.setObjectName("gate-rules")
-        self.rules_table.setHorizontalHeaderLabels(["Rule", "Result", "Details"])
+        # The verdict first and always on screen; the rule text is elided (full text in its tooltip)
+        # and the details wrap, so a long rule never pushes the result off the dialog.
+        self.rules_table.setHorizontalHeaderLabels(["Result", "Rule", "Details"])
         self.rules_table.verticalHeader().setVisible(False)
-        self.rules_table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.rules_table.setWordWrap(True)
+        self.rules_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header = self.rules_table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         for i, r in enumerate(rules):
             ok = _rule_passed(r)
             name = str(r.get("rule") or r.get("name") or r.get("expr") or r.get("text") or "")
-            inputs = r.get("inputs")
-            detail = str(r.get("reason") or r.get("message") or r.get("detail") or "") + (
-                f"  {json.dumps(inputs, default=str)}" if inputs else "")
-            detail = detail or str(
-                         json.dumps({k: v for k, v in r.items() if k not in ("rule", "name", "passed", "ok")},
-                                    default=str))
             status = str(r.get("status") or ("pass" if ok else "fail"))
-            result = QTableWidgetItem(status if ok else status.upper())
-            result.setForeground(QBrush(QColor("#2e9d57" if ok else "#c4453b")))
-            self.rules_table.setItem(i, 0, QTableWidgetItem(name))
-            self.rules_table.setItem(i, 1, result)
-            self.rules_table.setItem(i, 2, QTableWidgetItem(detail))
-        self.rules_table.resizeColumnsToContents()
+            result = QTableWidgetItem(RESULT_TEXT.get(status.lower(), status if ok else status.upper()))
+            result.setForeground(QBrush(QColor(RESULT_COLORS.get(status.lower(), "#2e9d57" if ok else "#c4453b"))))
+            rule_item = QTableWidgetItem(name)
+            rule_item.setToolTip(name)
+            detail = QTableWidgetItem(rule_details(r))
+            detail.setToolTip(detail.text())
+            self.rules_table.setItem(i, 0, result)
+            self.rules_table.setItem(i, 1, rule_item)
+            self.rules_table.setItem(i, 2, detail)
+        self.rules_table.setColumnWidth(1, 260)
+        self.rules_table.resizeRowsToContents()
         if gate_error:
-            verdict = f"Gates could not be evaluated: {gate_error}"
+            verdict = f"Refused: {gate_error}"
         elif self.passed is None:
             verdict = "No gates apply to this transition."
         elif not self.allowed:
             verdict = f"The policy does not allow {from_phase} → {to_phase}; edit the policy to allow it."
+        elif self.passed and self.nothing_checked:
+            verdict = (f"No rule applied (0 of {len(rules)}): nothing about this version was checked. "
+                       "Skipped is not passed — add a rule that applies, or promote knowing that.")
         elif self.passed:
             verdict = "All gates pass."
         else:
@@ -101,7 +145,8 @@ class PromoteDialog(ValidatingDialog):
         self.verdict = QLabel(verdict)
         self.verdict.setObjectName("gate-verdict")
         self.verdict.setWordWrap(True)
-        self.verdict.setStyleSheet(f"font-weight: bold; color: {'#c4453b' if self.passed is False else '#2e9d57'};")
+        color = "#c4453b" if self.passed is False or self.refused else ("#b07d12" if self.nothing_checked else "#2e9d57")
+        self.verdict.setStyleSheet(f"font-weight: bold; color: {color};")
         self.approvals = QLabel(", ".join(f"{a.get('by')}" + (f" ({a.get('comment')})" if a.get("comment") else "")
                                           for a in approvals) or "none")
         self.reason = QPlainTextEdit()
@@ -130,10 +175,12 @@ class PromoteDialog(ValidatingDialog):
     def _update_ok(self) -> None:
         ok = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
         ok.setText("Override and promote" if self.override.isChecked() else "Promote")
-        ok.setEnabled(self.passed is not False or self.override.isChecked())
+        ok.setEnabled(not self.refused and (self.passed is not False or self.override.isChecked()))
 
     def values(self) -> dict[str, Any]:
         reason = self.reason.toPlainText().strip()
+        if self.refused:
+            raise RelmanError(f"{self.ref} cannot be promoted: {self.verdict.text()}")
         if self.passed is False and not self.override.isChecked():
             raise RelmanError(f"gates fail for {self.ref} → {self.to_phase}; tick 'override' and give a reason, or fix "
                               "the failing rules")

@@ -28,6 +28,8 @@ def lower_is_better(metric: str) -> bool:
     (the suites' `metrics`, the recipes' RECIPE_METRICS); undeclared metrics count as higher-better."""
     from relman.compress.registry import metric_direction
 
+    if metric == "deployable_size_mb":  # derived here (VersionRow.value): smaller is better, as size_mb
+        return True
     return metric_direction(metric) is False
 
 
@@ -59,6 +61,7 @@ class VersionRow:
     tags: list[str] = field(default_factory=list)
     adapter_base: str | None = None  # a LoRA adapter's pinned base (ref)
     privacy: dict[str, Any] | None = None  # the privacy ledger of a DP-trained version
+    base_bytes: int = 0  # an adapter's pinned base: what must ship with it (0 for a whole model)
 
     @property
     def ref(self) -> str:
@@ -78,6 +81,8 @@ class VersionRow:
             return self.metrics[metric]
         if metric == "size_mb":
             return self.size_mb
+        if metric == "deployable_size_mb":  # what serving it needs: an adapter needs its base too
+            return (self.value("size_mb") or 0.0) + self.base_bytes / 1e6
         if metric == "params":
             return float(self.params) if self.params is not None else None
         return None
@@ -117,7 +122,7 @@ class Snapshot:
     def plottable_metrics(self) -> list[str]:
         """Every stored metric plus size and params, which every version has."""
         names = list(self.metric_names)
-        for extra in ("size_mb", "params"):
+        for extra in ("deployable_size_mb", "size_mb", "params"):
             if extra not in names:
                 names.append(extra)
         return names
@@ -147,6 +152,42 @@ def row_from_catalog(catalog: Catalog, version_id: int) -> VersionRow:
                       canary_share=v.canary_share)
 
 
+METRIC_GROUPS = (("quality", ("accuracy", "f1", "precision", "recall", "perplexity", "loss", "exact", "mcq", "bpb",
+                                "agreement", "fidelity", "cosine", "spearman")),
+                 ("speed", ("latency", "ttft", "decode", "tokens_per", "throughput", "_ms")),
+                 ("size", ("size", "params", "memory", "rss", "mb")),)
+
+
+def metric_group(name: str) -> str:
+    """quality | speed | size | other: how the Compare view's axis lists are grouped."""
+    low = name.lower()
+    for group, words in METRIC_GROUPS:
+        if any(w in low for w in words):
+            return group
+    return "other"
+
+
+def metric_title(name: str) -> str:
+    """A readable name for a raw metric key: 'latency_p50_ratio_vs_parent' → 'latency p50, ratio
+    vs parent'; 'deployable_size_mb' → 'deployable size (MB)'."""
+    text = name
+    for raw, nice in (("_ratio_vs_", ", ratio vs "), ("_delta_vs_", ", change vs "), ("_vs_", " vs "),
+                      ("_ms", " (ms)"), ("_mb", " (MB)")):
+        text = text.replace(raw, nice)
+    return text.replace("_", " ")
+
+
+def grouped_metrics(names: Sequence[str], lead: int = 4) -> list[tuple[str, list[str]]]:
+    """`names` grouped (quality, speed, size, other); in each group the caller's first `lead`
+    names (the task's own metrics, ranked) keep their order at the top, the rest sorted by name."""
+    out: dict[str, list[str]] = {g: [] for g in ("quality", "speed", "size", "other")}
+    ranked = list(names)[:lead]
+    for n in names:
+        out[metric_group(n)].append(n)
+    return [(g, [n for n in ranked if n in ns] + sorted(n for n in ns if n not in ranked))
+            for g, ns in out.items() if ns]
+
+
 def order_metrics(counts: dict[str, int]) -> list[str]:
     preferred = [m for m in PREFERRED_METRICS if m in counts]
     rest = sorted((m for m in counts if m not in PREFERRED_METRICS), key=lambda m: (-counts[m], m))
@@ -169,6 +210,10 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
                                    privacy=meta.get("privacy") or None))
     versions.sort(key=lambda v: (v.model, _semver_key(v.version)))
     by_id = {v.id: v for v in versions}
+    by_ref = {v.ref: v for v in versions}
+    for v in versions:
+        base = by_ref.get(v.adapter_base) if v.adapter_base else None
+        v.base_bytes = base.size_bytes if base is not None else 0
     counts: dict[str, int] = {}
     # Ordered by id so the newest value of each name wins, as in Catalog.metric_values.
     for vid, name, value in conn.execute(

@@ -33,6 +33,8 @@ class JobActions(Controller):
         self.tracked: dict[int, Tracked] = {}
         self.focus_job: int | None = None  # the Jobs view selects and scrolls to it when it next reads the jobs
         self.executor_text = "local worker processes"
+        self.standby: Any = None  # the stand-by runner process (relman.ui.runner_standby)
+        self._cpu_slots: int | None = None
 
     def actions(self) -> list[ActionSpec]:
         return [ActionSpec("executor", "Where jobs run…", "", self.action_executor,
@@ -42,6 +44,7 @@ class JobActions(Controller):
     def start_runner(self, cpu_slots: int | None) -> bool:
         from relman.jobs.runner import Runner
 
+        self._cpu_slots = cpu_slots
         try:
             self.runner = Runner(self.window.catalog_path, cpu_slots)
         except RelmanError as e:
@@ -135,8 +138,10 @@ class JobActions(Controller):
             parts.append(f"{running} running job{'' if one else 's'} keep{'s' if one else ''} running in "
                          f"{'its' if one else 'their'} worker process{'' if one else 'es'}")
         if queued:
-            parts.append(f"{queued} queued job{'s' if queued != 1 else ''} start{'s' if queued == 1 else ''} when "
-                         "relman is opened again (or 'relman jobs run' runs)")
+            standby = self.standby is not None and self.standby.poll() is None
+            where = (f"in the stand-by runner (pid {self.standby.pid}), which ends when the queue is empty" if standby
+                     else "when relman is opened again (or 'relman jobs run' runs)")
+            parts.append(f"{queued} queued job{'s' if queued != 1 else ''} start{'s' if queued == 1 else ''} {where}")
         if not parts:
             return ""
         return "; ".join(parts) + ". Their results are recorded in the catalog."
@@ -145,6 +150,44 @@ class JobActions(Controller):
         if self.runner is not None:
             self.runner.close()
             self.runner = None
+        self.release_standby()
+
+    # -- the stand-by runner: queued jobs outlive the window -------------------------------------
+    def ensure_standby(self) -> None:
+        """Start the stand-by runner once the catalog has unfinished jobs and this window runs
+        them (see relman.ui.runner_standby): if this process dies, it runs what is left."""
+        if self.runner is None or not self.runner.has_lock:
+            return
+        if self.standby is not None and self.standby.poll() is None:
+            return
+        row = self.window.catalog.conn.execute(
+            "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1").fetchone()
+        if row is None:
+            return
+        from relman.ui.runner_standby import start
+
+        try:
+            self.standby = start(self.window.catalog.root, self._cpu_slots)
+        except OSError as e:
+            self.standby = None
+            self.window.messages_log.status(f"No stand-by runner ({e}): queued jobs wait for the next window")
+
+    def release_standby(self) -> None:
+        from relman.ui.runner_standby import release
+
+        release(self.standby)
+
+    def where_jobs_run(self) -> str:
+        """One line for the Jobs view: who runs this catalog's jobs now and after the window."""
+        if self.runner is None:
+            return "This window does not run jobs; 'relman jobs run' or another window does"
+        if not self.runner.has_lock:
+            holder = self.runner.lock.holder_pid()
+            return f"Jobs run in another runner{f' (pid {holder})' if holder else ''}"
+        if self.standby is not None and self.standby.poll() is None:
+            return (f"Jobs run from this window; if it closes or crashes, the stand-by runner (pid {self.standby.pid}) "
+                    "runs the queued ones until the queue is empty")
+        return "Jobs run from this window"
 
     def tick(self) -> bool:
         """One runner round; False when the runner stopped (the window stops its timer)."""
@@ -162,6 +205,7 @@ class JobActions(Controller):
                 self.window.messages_log.status(text)
         if report and (report.get("started") or report.get("ended")):
             self.window.poll()
+        self.ensure_standby()
         return True
 
     # -- jobs the window queued ----------------------------------------------------------------------

@@ -71,8 +71,12 @@ class ReleaseActions(Controller):
             if not report.allowed:
                 status = ("none", f"→ {to} not allowed by policy")
                 tip = f"The policy of {v.model} does not allow {v.phase} → {to}."
+            elif report.nothing_checked:
+                status = ("skipped", f"○ {report.applied_text()} → {to}")
+                tip = (f"Nothing was checked for {v.phase} → {to}: every rule was skipped "
+                       "(skipped is not passed):\n" + "\n".join(f"○ {r.rule}: {r.reason}" for r in report.rules))
             elif report.passed:
-                status = ("pass", f"✓ gates pass → {to}")
+                status = ("pass", f"✓ gates pass → {to} · {len(report.applied)}/{len(report.rules)}")
                 tip = f"Every gate rule for {v.phase} → {to} passes:\n" + "\n".join(
                     f"✓ {r.rule}" + (f" ({r.reason})" if r.reason else "") for r in report.rules)
             else:

@@ -127,8 +127,10 @@ class WorkActions(Controller):
         recipes = self.recipes_for(versions)
         if not recipes:
             raise RelmanError("no compression recipes are registered in this build")
-        self.run_dialog(CompressDialog(recipes, [v.ref for v in versions], self.window, self.datasets()),
-                        lambda vals: self.queue_compression(**vals))
+        dialog = CompressDialog(recipes, [v.ref for v in versions], self.window, self.datasets(),
+                                formats={v.ref: v.format for v in versions},
+                                adapter_bases={v.ref: v.adapter_base for v in versions})
+        self.run_dialog(dialog, lambda vals: self.queue_compression(**vals))
 
     def queue_compression(self, recipe: str, params: dict[str, Any], parents: list[str], device: str = "auto",
                           dataset: str | None = None) -> int:
