@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relman.jobs.testing import wait_until
+
 RAY = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 120.0
 
@@ -118,24 +120,24 @@ class TokenCluster:
 
     def wait_for_cpus(self, cpus: int, timeout: float = START_TIMEOUT_S) -> None:
         """Poll (as a token-holding client in a child process) until the cluster has `cpus` CPUs."""
-        code = ("import ray,sys,time\n"
+        code = ("import ray,sys\n"
+                "from relman.jobs.testing import wait_until\n"
                 "ray.init(address=sys.argv[1], log_to_driver=False)\n"
-                "d=time.monotonic()+float(sys.argv[3])\n"
-                "while ray.cluster_resources().get('CPU',0)!=float(sys.argv[2]):\n"
-                "    assert time.monotonic()<d, ray.cluster_resources()\n"
-                "    time.sleep(0.3)\n")
+                "wait_until(lambda: ray.cluster_resources().get('CPU',0)==float(sys.argv[2]), float(sys.argv[3]),\n"
+                "           'the cluster to report its CPUs', describe=lambda: str(ray.cluster_resources()))\n")
         deadline = time.monotonic() + timeout
-        while True:
+
+        def listening() -> bool:
             dead = [n for n in self.nodes if not n.killed and not n.alive()]
             if dead:
                 raise AssertionError(f"a ray node exited: {dead[0].log.read_text(errors='replace')[-2000:]}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
+                    return True
             except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("the Ray head never listened") from None
-                time.sleep(0.3)
+                return False
+
+        wait_until(listening, timeout, "the Ray head to listen")
         left = max(5.0, deadline - time.monotonic())
         r = subprocess.run([sys.executable, "-c", code, self.address, str(cpus), str(left)], env=self._env(),
                            capture_output=True, text=True, timeout=left + 30)

@@ -92,8 +92,11 @@ def crash(catalog: Path) -> int:
     second = enqueue(w.catalog, "noop", {}, device="cpu")
     jobs = w.show_view("jobs")
     deadline = time.monotonic() + 90
+    from PySide6.QtCore import QEventLoop
+
     while time.monotonic() < deadline:
-        app.processEvents()
+        # wait for the window's own events (its poll and runner timers), up to 20 ms, not a sleep
+        app.processEvents(QEventLoop.ProcessEventsFlag.WaitForMoreEvents, 20)
         status = w.catalog.conn.execute("SELECT status FROM jobs WHERE id = ?", [first]).fetchone()[0]
         standby = w.job_actions.standby
         if status == "running" and standby is not None and "stand-by runner" in jobs.summary.text():
@@ -101,7 +104,6 @@ def crash(catalog: Path) -> int:
                               "summary": jobs.summary.text()}), flush=True)
             hold.touch()  # the first job may end now: whoever runs the queue then must start the second
             os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(0.02)
     return 3
 
 

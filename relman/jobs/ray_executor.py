@@ -33,7 +33,6 @@ alone on their device; while one waits for a node to drain, no younger CPU job i
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from relman.errors import JobError
+from relman.netaddr import is_loopback_host
 
 if TYPE_CHECKING:
     from relman.catalog import Catalog
@@ -66,13 +66,7 @@ def is_loopback(address: str) -> bool:
     text = (address or "").strip()
     if text == "local":
         return True
-    host = _host(text)
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback_host(_host(text))
 
 
 def check_address(address: str, allow_remote: bool = False) -> str:

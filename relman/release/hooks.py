@@ -25,7 +25,6 @@ Why this shape:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from relman.errors import IntegrityError, NotFound, RelmanError
+from relman.netaddr import is_loopback_host
 
 if TYPE_CHECKING:
     from relman.catalog import Catalog
@@ -62,17 +62,6 @@ class HookError(RelmanError):
 
 
 # -- checking what a hook may be ----------------------------------------------------------------
-def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 or the name `localhost` (other names are not resolved: DNS can lie)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_url(url: str, *, allow_remote: bool = False) -> str:
     """The URL a POST hook may use, or a HookError saying why not (one line)."""
     text = (url or "").strip()
