@@ -231,3 +231,32 @@ def test_a_relative_catalog_path_reaches_worker_processes(tmp_path: Path) -> Non
     r = subprocess.run(RELMAN + ["--catalog", "rel-cat", "jobs", "--json"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, check=True)
     assert [j["status"] for j in json.loads(r.stdout)] == ["succeeded"]
+
+
+def test_threads_opening_one_catalog_at_once_never_see_it_unwritable(tmp_path):
+    """The write probe is unique per call: with a pid-named probe, one thread's unlink made a
+    second thread of the same process (the window and a view's loader) report the catalog
+    folder unwritable."""
+    import threading
+
+    from relman.catalog.catalog import _check_writable
+
+    barrier = threading.Barrier(4)
+    failures: list[str] = []
+
+    def probe() -> None:
+        barrier.wait()
+        for _ in range(300):
+            try:
+                _check_writable(tmp_path)
+            except Exception as e:  # noqa: BLE001 — the test records whatever a probe raised
+                failures.append(str(e))
+                return
+
+    threads = [threading.Thread(target=probe) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert [p.name for p in tmp_path.iterdir()] == []  # every probe removed

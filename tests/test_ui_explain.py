@@ -58,7 +58,7 @@ def test_explain_view_shows_both_versions_and_the_flip_list(qtbot, catalog_path,
         view.reload()
         assert view.loading and view.example_list.count() == 0
         qtbot.waitUntil(lambda: not view.loading, timeout=20000)
-        assert view.example_list.count() == 12
+        assert view.example_list.count() == 12, (view.status.text(), w.messages_log.messages[-3:])
         assert view.left.title.text() == child.ref and view.right.title.text() == base.ref
         assert view.left.prediction.text().startswith("prediction: ") and "confidence" in view.left.prediction.text()
         assert not view.left.body.pixmap().isNull() and not view.right.body.pixmap().isNull()  # overlays drawn

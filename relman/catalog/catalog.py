@@ -747,7 +747,12 @@ def _free_bytes(root: Path) -> str:
 
 
 def _check_writable(root: Path) -> None:
-    probe = root / f".write-test-{os.getpid()}"
+    """Write and remove a probe file. Its name is unique per call: two threads of one process
+    opening the catalog at once (the window and a view's loader thread) once shared a
+    pid-named probe, and one thread's unlink made the other report an unwritable catalog."""
+    import uuid
+
+    probe = root / f".write-test-{os.getpid()}-{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"")
         probe.unlink()
