@@ -481,19 +481,31 @@ def _state_key(catalog: Any) -> tuple[Any, ...]:
     return (catalog.conn.execute("PRAGMA data_version").fetchone()[0], catalog.conn.total_changes, files)
 
 
+def current_problems(catalog: Any) -> list[str]:
+    """`check_state`'s problems, reused while nothing in the database or the checkpoint folder
+    changed (`_state_key`): what the window's integrity banner asks on each catalog change and
+    every refusal shares, so neither pays for the check twice."""
+    key = _state_key(catalog)
+    cached = getattr(catalog, "_intact_cache", None)
+    if cached is not None and cached[0] == key:
+        return list(cached[1])
+    problems, _ = check_state(catalog)
+    catalog._intact_cache = (key, problems)
+    return list(problems)
+
+
+def state_key(catalog: Any) -> tuple[Any, ...]:
+    """Public face of `_state_key`: a poller compares it to see whether the check may differ."""
+    return _state_key(catalog)
+
+
 def require_intact(catalog: Any, action: str) -> None:
     """Refuse `action` (a promotion, a gate check, an export) on a catalog that fails verification.
     The result is reused while nothing in the database or the checkpoint folder changed (the
     board asks for every card's gates on each refresh)."""
     from relman.errors import IntegrityError
 
-    key = _state_key(catalog)
-    cached = getattr(catalog, "_intact_cache", None)
-    if cached is not None and cached[0] == key:
-        problems = cached[1]
-    else:
-        problems, _ = check_state(catalog)
-        catalog._intact_cache = (key, problems)
+    problems = current_problems(catalog)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"refusing to {action}: the catalog fails verification: {problems[0]}{more}; "

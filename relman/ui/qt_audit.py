@@ -64,6 +64,12 @@ class AuditView(QWidget):
 
     def refresh(self, state: Any) -> None:
         self.read_events(state.catalog)
+        from relman.catalog.integrity import current_problems
+
+        try:  # cached per database state (the window's integrity banner ran it already)
+            self.show_check(current_problems(state.catalog))
+        except Exception as e:  # a locked database: say so rather than show a stale verdict
+            self.result.setText(f"could not check the catalog right now: {e}")
 
     def apply_theme(self, dark: bool) -> None:
         pass  # the style sheet covers it
@@ -122,6 +128,12 @@ class AuditView(QWidget):
         from relman.catalog.integrity import check_state
 
         problems, _ = check_state(self.catalog)  # chain, its signed checkpoint, and every tracked row
+        return self.show_check(problems)
+
+    def show_check(self, problems: list[str]) -> tuple[bool, str]:
+        """Show a check's result (from Verify, or the window's check on each catalog change)."""
+        if self.catalog is None:
+            return False, "no catalog"
         n = self.catalog.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         if problems:
             text = f"Audit chain BROKEN: {len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5])

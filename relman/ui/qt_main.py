@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabWidget, QToolBar, QWidget
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QTabWidget, QToolBar, QVBoxLayout, QWidget
 
 from relman.catalog import Catalog, open_catalog
 from relman.errors import RelmanError
@@ -124,7 +124,18 @@ class MainWindow(QMainWindow):
     def _build_tabs(self) -> None:
         self.tabs = QTabWidget()
         self.tabs.setObjectName("tabs")
-        self.setCentralWidget(self.tabs)
+        from relman.ui.qt_integrity_banner import IntegrityBanner, IntegrityWatch
+
+        self.integrity_banner = IntegrityBanner()  # red while the catalog fails verification
+        self.integrity_banner.review_requested.connect(lambda: self.release.action_accept_integrity())
+        self.integrity = IntegrityWatch(lambda: self.catalog, self._show_integrity)
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(self.integrity_banner)
+        column.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
         for spec in view_registry.VIEWS:
             self._views[spec.name] = None
             self.tabs.addTab(_page(QWidget() if spec.lazy else self._make_view(spec)), spec.title)
@@ -334,8 +345,10 @@ class MainWindow(QMainWindow):
         except Exception as e:  # a locked / vanished database must not crash the window
             self.statusBar().showMessage(f"catalog not readable right now: {e}")
             return
-        if ctoken != self._catalog_token:
+        catalog_changed, jobs_changed = ctoken != self._catalog_token, jtoken != self._jobs_token
+        if catalog_changed:
             self.refresh_catalog_views()
+        self.integrity.tick(catalog_changed, jobs_changed)  # cached; re-run only when the database changed
         if jtoken != self._jobs_token or (jtoken[8] or 0) > 0:  # running jobs: keep elapsed time moving
             self._jobs_token = jtoken
             for view in self.built_views().values():
@@ -363,6 +376,13 @@ class MainWindow(QMainWindow):
                 self._refresh_view(name)
         self._refresh_view(self.current_view_name())
         self.snapshot_changed.emit()
+
+    def _show_integrity(self, problems: list[str]) -> None:
+        """The integrity check's result: the banner, and the Audit view if it is built."""
+        self.integrity_banner.show_problems(problems)
+        audit = self.built_views().get("audit")
+        if audit is not None and hasattr(audit, "show_check"):
+            audit.show_check(problems)
 
     # -- selection ------------------------------------------------------------------------------------
     def current_model(self) -> str | None:

@@ -252,6 +252,30 @@ class ReleaseActions(Controller):
         ok, text = self.window.show_view("audit").verify()
         (self.info if ok else self.error)(text)
 
+    def action_accept_integrity(self) -> Any:
+        """The banner's "Review and accept…": every finding, then who, why and which key; OK calls
+        `integrity.accept_state` (what `relman audit accept` calls), errors show in the dialog."""
+        from relman.catalog.catalog import current_user
+        from relman.catalog.integrity import accept_state
+        from relman.ui.qt_integrity_banner import ReviewAcceptDialog
+
+        problems = self.window.integrity.check()
+        if not problems:
+            self.info("the catalog verifies: nothing to accept")
+            return None
+        dialog = ReviewAcceptDialog(problems, current_user(), self.window)
+        values = self.run_dialog(dialog, lambda v: accept_state(self.catalog, who=v["who"], why=v["why"],
+                                                                key_name=v["key"]))
+        if values is None:
+            return None
+        res = dialog.submitted
+        self.forget()
+        self.window.integrity.check()
+        self.window.refresh(force=True)
+        self.info(f"accepted the current state ({len(res['problems'])} finding(s) recorded, "
+                  f"{res['superseded_checkpoints']} checkpoint(s) set aside)")
+        return res
+
 
 def _ref_of(result: Any) -> str:
     return getattr(result, "ref", None) or (result.get("ref") if isinstance(result, dict) else str(result))
