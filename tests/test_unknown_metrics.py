@@ -50,6 +50,14 @@ def test_policy_set_refuses_an_unknown_metric_in_one_line_and_stores_nothing(cat
     _one_line_refusal(run_cli("policy", "set", "m", str(far)), "unknown metric 'qqqq' (no suite stores it")
 
 
+def test_names_recipes_declare_pass_and_a_bare_family_name_says_how_it_is_written(catalog, planted):
+    from relman.release.metric_names import unknown_metric_message
+
+    assert unknown_metric_message("privacy_epsilon") is None  # a DP recipe stores it on its child
+    assert unknown_metric_message("f1") == "unknown metric 'f1' (that family is named f1/<…>, e.g. f1/NAME)"
+    assert "e.g. f1/positive" in unknown_metric_message("f1", {"f1/positive", "accuracy"})
+
+
 def test_search_refuses_an_unknown_metric_instead_of_finding_nothing(catalog, planted, run_cli):
     from relman.app.search import SearchError, search
 

@@ -2,7 +2,8 @@
 of becoming a rule that can never pass or a search that silently finds nothing.
 
 A name is known when a suite declares its family (`relman.evaluate.registry` MetricSpec
-prefixes: `accuracy` covers `accuracy_delta_vs_production`, `latency_` every latency figure),
+prefixes: `accuracy` covers `accuracy_delta_vs_production`, `latency_` every latency figure) or
+a recipe declares for its child (`relman.compress.registry.RECIPE_METRICS`: privacy_epsilon),
 when the catalog stores a metric of that name (training losses, metrics of suites a plugin
 added), or when the gates read it from the version row (`size_mb`, `canary_share`, ...).
 Suggestions are difflib's close matches over those names. Light: no heavy imports; the policy
@@ -20,11 +21,13 @@ ROW_METRICS = ("size_mb", "size_bytes", "params", "canary_share")
 
 
 def declared_families() -> list[str]:
-    """Every metric-name prefix a registered suite declares, as a reader would write it
-    (`size_` → `size`, `precision/` → `precision`)."""
+    """Every metric-name prefix a registered suite declares, and those recipes store about
+    their child (`relman.compress.registry.RECIPE_METRICS`: privacy_epsilon, sparsity...)."""
+    from relman.compress.registry import RECIPE_METRICS
     from relman.evaluate.registry import SUITES
 
-    return sorted({spec.prefix for suite in SUITES.values() for spec in suite.metrics})
+    specs = [spec for suite in SUITES.values() for spec in suite.metrics] + list(RECIPE_METRICS)
+    return sorted({spec.prefix for spec in specs})
 
 
 def stored_names(catalog: Any) -> set[str]:
@@ -33,19 +36,26 @@ def stored_names(catalog: Any) -> set[str]:
 
 
 def is_known(name: str, stored: Collection[str] = ()) -> bool:
-    from relman.evaluate.registry import metric_spec
-
-    return name in stored or name in ROW_METRICS or metric_spec(name) is not None
+    return name in stored or name in ROW_METRICS or any(name.startswith(p) for p in declared_families())
 
 
 def unknown_metric_message(name: str, stored: Collection[str] = ()) -> str | None:
     """None when `name` is known; else "unknown metric 'acuracy' (did you mean accuracy?)"."""
     if is_known(name, stored):
         return None
-    words = {p.rstrip("_/") for p in declared_families()} | set(stored) | set(ROW_METRICS)
+    families = declared_families()
+    family = next((p for p in families if p[:-1] == name and p[-1] in "_/"), None)
+    if family:  # `f1` for the per-class family `f1/<class>`
+        return f"unknown metric '{name}' (that family is named {family}<…>, e.g. {family}{_example(family, stored)})"
+    words = {p.rstrip("_/") for p in families} | set(stored) | set(ROW_METRICS)
     close = difflib.get_close_matches(name, sorted(w for w in words if w), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}?" if close else "no suite stores it and the catalog has none"
     return f"unknown metric '{name}' ({hint})"
+
+
+def _example(family: str, stored: Collection[str]) -> str:
+    """The rest of a stored name of `family` ('positive' for f1/positive), else a placeholder."""
+    return next((n[len(family):] for n in sorted(stored) if n.startswith(family)), "NAME")
 
 
 def rule_metric_names(rule: Any) -> Iterator[str]:
