@@ -4,7 +4,8 @@ A query is words separated by spaces. `key:value` filters on a field (tag, recip
 model, format, task; case-insensitive, `*` as a wildcard); `name OP number` compares a
 stored metric (OP one of < <= > >= = == !=; a version without that metric does not match);
 any other word must appear in the version's text (ref, phase, format, task, recipe, tags).
-All terms must hold. The query is parsed into plain data and compared in Python — nothing
+All terms must hold. A metric no suite declares and no version stores (`acuracy>0.9`) is refused
+with a suggestion ("did you mean accuracy?") rather than silently matching nothing. The query is parsed into plain data and compared in Python — nothing
 is ever evaluated — so the CLI and the GUI's filter box share one meaning.
 """
 
@@ -15,7 +16,7 @@ import operator
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 from relman.errors import RelmanError
 
@@ -158,6 +159,20 @@ def catalog_rows(catalog: Any) -> list[SearchRow]:
                       metrics=metrics.get(v.id, {})) for v in catalog.versions()]
 
 
+def check_metric_names(q: Query, stored: Collection[str]) -> None:
+    """Raise SearchError for the first metric condition naming an unknown metric (one that no
+    suite declares and none of `stored` — the metric names of the rows searched — is)."""
+    from relman.release.metric_names import unknown_metric_message
+
+    for c in q.metrics:
+        message = unknown_metric_message(c.metric, stored)
+        if message:
+            raise SearchError(f"'{c}': {message}")
+
+
 def search(catalog: Any, query: str | Iterable[str]) -> list[SearchRow]:
     q = parse_query(query)
-    return [r for r in catalog_rows(catalog) if matches(q, r)]
+    rows = catalog_rows(catalog)
+    if q.metrics:
+        check_metric_names(q, {name for r in rows for name in r.metrics})
+    return [r for r in rows if matches(q, r)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from relman.catalog import events as audit
 from relman.errors import ReleaseError
@@ -89,9 +89,12 @@ def default_policy() -> dict[str, Any]:
     return copy.deepcopy(DEFAULT_POLICY)
 
 
-def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
+def validate(body: Mapping[str, Any], source: str = "policy", *,
+             stored_metrics: Collection[str] | None = None) -> dict[str, Any]:
     """Check a policy body (missing keys are taken from the default); returns the full body.
-    Every rule is parsed here, so a typo is caught when the policy is set, not at promotion."""
+    Every rule is parsed here, so a typo is caught when the policy is set, not at promotion.
+    With `stored_metrics` (the catalog's metric names; set and edit pass them, loading a stored
+    policy does not) every metric a rule reads must also be known (`metric_names`)."""
 
     if not isinstance(body, Mapping):
         raise ReleaseError(f"{source}: a policy must be a table/object, not {type(body).__name__}")
@@ -123,6 +126,10 @@ def validate(body: Mapping[str, Any], source: str = "policy") -> dict[str, Any]:
                 parse_rule(rule)
             except ReleaseError as e:
                 raise ReleaseError(f"{source}: gates.{phase}: {e}") from None
+        if stored_metrics is not None:
+            from relman.release.metric_names import check_rules
+
+            check_rules(rules, stored_metrics, f"{source}: gates.{phase}")
     appr = full["approvals"]
     if not isinstance(appr, Mapping) or any(p not in PHASES for p in appr) or \
             any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in appr.values()):
@@ -180,7 +187,9 @@ def set_policy(catalog: Any, model: str, body: Mapping[str, Any], *, actor: str,
     """Store a new revision of `model`'s policy with its audit event; returns the revision."""
     from relman.catalog.catalog import utcnow
 
-    full = validate(body, source)
+    from relman.release.metric_names import stored_names
+
+    full = validate(body, source, stored_metrics=stored_names(catalog))
     with catalog.transaction():
         m = catalog.get_model(model)
         row = catalog.conn.execute("SELECT MAX(revision) FROM policies WHERE model_id = ?", [m["id"]]).fetchone()
@@ -203,15 +212,17 @@ class PolicyTextError(ReleaseError):
         self.line, self.column, self.reason = line, column, message
 
 
-def validate_text(text: str, source: str = "policy") -> dict[str, Any]:
+def validate_text(text: str, source: str = "policy", *,
+                  stored_metrics: Collection[str] | None = None) -> dict[str, Any]:
     """Parse and validate a policy written as JSON (what the GUI editor holds); errors carry
-    the line and column — of the broken rule's token for a malformed gate rule."""
+    the line and column — of the broken rule's token for a malformed gate rule (or of the
+    unknown metric it names, when `stored_metrics` is given)."""
     try:
         body = json.loads(text)
     except json.JSONDecodeError as e:
         raise PolicyTextError(f"not valid JSON ({e.msg})", e.lineno, e.colno) from None
     try:
-        return validate(body, source)
+        return validate(body, source, stored_metrics=stored_metrics)
     except ReleaseError as e:
         rule = None
         for rules in (body.get("gates") or {}).values() if isinstance(body, dict) else ():

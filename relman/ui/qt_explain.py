@@ -1,6 +1,7 @@
 """Explain view: why a version decides, next to the version it is compared with (its parent by
-default) — token heatmaps for text, saliency overlays for images, each side's prediction and
-confidence, and a flip list of examples whose prediction changed, most divergent first.
+default) — word heatmaps for text (WordPiece pieces merged, their attributions summed),
+saliency overlays for images, each side's prediction and confidence, a flip list of examples whose prediction changed, most divergent first, and a
+legend saying what red and blue mean.
 
 The view only reads stored attributions (`relman.app.explain.load_explain_view`, on a worker
 thread with its own catalog connection, so hash-checking blobs never blocks the GUI; a newer
@@ -34,22 +35,59 @@ def heat_color(score: float, scale: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*mix)
 
 
+LEGEND_HTML = (f'<span style="background:{heat_color(1, 1)}; color:white">&nbsp;red&nbsp;</span> supports the '
+               f'prediction · <span style="background:{heat_color(-1, 1)}; color:white">&nbsp;blue&nbsp;</span> '
+               "speaks against it · paler = weaker (one scale for both sides; hover a word for its score)")
+
+
+def merge_word_pieces(features: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Text features as words: WordPiece continuations (`##or`) join the piece before them and
+    their attributions add up (attributions are additive over features, so a word's share is the
+    sum of its pieces'). Each word keeps its `pieces` [(name, score)] for the tooltip. Image
+    patches and tokens without `##` pass through unchanged."""
+    words: list[dict[str, Any]] = []
+    for f in features:
+        name, score = str(f["name"]), float(f["score"])
+        if name.startswith("##") and len(name) > 2 and words:
+            w = words[-1]
+            w["name"] += name[2:]
+            w["score"] += score
+            w["pieces"].append((name, score))
+        else:
+            words.append({"name": name, "score": score, "pieces": [(name, score)]})
+    return words
+
+
+def display_features(example: dict[str, Any]) -> list[dict[str, Any]]:
+    """What one example shows: words for text (merged pieces), the patches for images."""
+    return example["features"] if example.get("grid") else merge_word_pieces(example["features"])
+
+
 def shared_scale(*examples: dict[str, Any] | None) -> float:
     """One colour scale for the examples shown side by side: the largest |attribution| among
-    them, but at least 5 % of the explained score's size, so attributions that are all ~0 (the
-    model ignores every feature) stay pale instead of being stretched to full colour."""
+    them (of the words shown, for text), but at least 5 % of the explained score's size, so
+    attributions that are all ~0 (the model ignores every feature) stay pale instead of being
+    stretched to full colour."""
     shown = [e for e in examples if e]
-    top = max((abs(f["score"]) for e in shown for f in e["features"]), default=0.0)
+    top = max((abs(f["score"]) for e in shown for f in display_features(e)), default=0.0)
     floor = 0.05 * max((abs(e.get("score") or 0.0) for e in shown), default=0.0)
     return max(top, floor)
 
 
 def token_html(example: dict[str, Any], scale: float | None = None) -> str:
-    feats = example["features"]
+    """The example's words, each on its attribution's colour; the tooltip gives the word's
+    score and, for a word of several pieces, each piece's."""
+    words = merge_word_pieces(example["features"])
     if scale is None:
-        scale = max((abs(f["score"]) for f in feats), default=0.0)
-    spans = [f'<span style="background:{heat_color(f["score"], scale)}" title="{f["score"]:+.4f}">'
-             f'{html.escape(str(f["name"]))}</span>' for f in feats]
+        scale = max((abs(w["score"]) for w in words), default=0.0)
+
+    def title(w: dict[str, Any]) -> str:
+        pieces = w["pieces"]
+        detail = "" if len(pieces) == 1 else " = " + " ".join(f"{n} {s:+.4f}" for n, s in pieces)
+        return html.escape(f"{w['score']:+.4f}{detail}", quote=True)
+
+    spans = [f'<span style="background:{heat_color(w["score"], scale)}" title="{title(w)}">'
+             f'{html.escape(w["name"])}</span>' for w in words]
     return " ".join(spans)
 
 
@@ -211,6 +249,11 @@ class ExplainView(QWidget):
         split.addWidget(sides)
         split.setStretchFactor(1, 3)
         root.addWidget(split, 1)
+        self.legend = QLabel(LEGEND_HTML)  # what the colours mean, always in view
+        self.legend.setObjectName("explain-legend")
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setWordWrap(True)
+        root.addWidget(self.legend)
         self.timer = QTimer(self)
         self.timer.setInterval(500)
         self.timer.timeout.connect(self.poll_jobs)

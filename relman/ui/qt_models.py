@@ -126,7 +126,8 @@ class VersionsTableModel(QAbstractTableModel):
             self.rows = list(self.all_rows)
             self.filter_error = ""
             return
-        match, self.filter_error = row_matcher(self.filter_raw, hay)
+        names = {n for v in self.all_rows for n in v.metrics} if any(c in self.filter_raw for c in "<>=") else ()
+        match, self.filter_error = row_matcher(self.filter_raw, hay, names)
         self.rows = [v for v in self.all_rows if (not phase or v.phase == phase) and (not model or v.model == model)
                      and match(v)]
 

@@ -2,7 +2,8 @@
 
 The policy is edited as the JSON the catalog stores and validated as you type by the same code
 as `relman policy set` (`relman.release.policy.validate_text`, whose rule parser never evals):
-an error shows its line and column and disables Save. Below the text, a preview evaluates the
+an error shows its line and column and disables Save — a rule naming a metric no suite declares
+and the catalog does not hold (`acuracy`) is such an error, with a suggestion. Below the text, a preview evaluates the
 draft's gates for every version of the model against the metrics stored now (artifact hashes
 are not re-checked here — that is promotion's job, in a worker), so the effect of a rule is
 visible before it is saved. The revisions list shows every stored revision (loading one puts it
@@ -35,6 +36,9 @@ class PolicyEditor(QDialog):
         self.resize(980, 680)
         self.body: dict[str, Any] | None = None
         self.saved_revision: int | None = None
+        from relman.release.metric_names import stored_names
+
+        self.stored_metrics = stored_names(catalog)  # once per opening: what rules may name
 
         self.editor = QPlainTextEdit()
         self.editor.setObjectName("policy-text")
@@ -125,7 +129,8 @@ class PolicyEditor(QDialog):
         from relman.release.policy import PolicyTextError, validate_text
 
         try:
-            self.body = validate_text(self.editor.toPlainText(), f"policy of {self.model}")
+            self.body = validate_text(self.editor.toPlainText(), f"policy of {self.model}",
+                                      stored_metrics=self.stored_metrics)
         except PolicyTextError as e:
             self.body = None
             self.error = e

@@ -87,8 +87,10 @@ class VersionsView(QWidget):
 
     # -- filtering ---------------------------------------------------------------------------
     def update_count(self) -> None:
-        self.count_label.setText(f"{self.proxy.rowCount()} of {self.model.total_rows} versions")
         error = getattr(self.model, "filter_error", "")  # a half-typed query: words only, and why
+        # said beside the count too, so a typo (an unknown metric) never just finds nothing
+        self.count_label.setText(f"{self.proxy.rowCount()} of {self.model.total_rows} versions"
+                                 + (f" — {error if len(error) <= 90 else error[:89] + '…'}" if error else ""))
         self.filter_edit.setToolTip(error or "Words, tag:/recipe:/phase:/model:/format:/task:, or accuracy>0.9")
         self.filter_edit.setStyleSheet("QLineEdit { color: #b07a1e; }" if error else "")
 
