@@ -96,6 +96,8 @@ def test_qat_recovers_at_least_half_of_ptq_loss(planted_parent):
         return onnx_accuracy(path, folder, "text-classification", held_out, 64)
 
     fp32, ptq_acc, qat_acc = acc(parent), acc(ptq), acc(child)
+    print(f"held-out accuracy: fp32 {fp32:.3f}, PTQ INT8 {ptq_acc:.3f}, QAT INT8 {qat_acc:.3f}; "
+          f"recipe validation: {schedule.get('val_accuracy_ptq_int8')} -> {schedule.get('val_accuracy_qat_int8')}")
     lost = fp32 - ptq_acc
     assert lost >= 0.1, (fp32, ptq_acc)  # the planted outliers do cost PTQ accuracy
     assert (qat_acc - ptq_acc) / lost >= 0.5, (fp32, ptq_acc, qat_acc)
