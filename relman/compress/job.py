@@ -272,6 +272,9 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
     result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
                               "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
                               "params": child.params, "parent_params": parents[0].params}
+    warning = output.meta.get("warning")  # e.g. finetune's "did not converge": said, not hidden
+    if warning:
+        result["warning"] = str(warning)
     if params.get("evaluate", True):
         try:
             eval_job, note = queue_child_evaluation(ctx, child, parents[0], dataset)
@@ -280,7 +283,7 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
         result["evaluation_job"] = eval_job
         result["evaluation"] = note
     try:
-        ctx.progress(1.0, f"stored {child.ref}")
+        ctx.progress(1.0, f"stored {child.ref}" + (f" — WARNING: {warning}" if warning else ""))
     except JobCancelled:  # asked too late: the child is committed, the job's outcome is that
         ctx.log("cancel requested after %s was stored; keeping it", child.ref)
     return result

@@ -153,7 +153,8 @@ RECIPE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("param_reduction", True), MetricSpec("weight_bytes", False), MetricSpec("nonzero_params", False),
     MetricSpec("energy_kept", True), MetricSpec("privacy_epsilon", False), MetricSpec("trainable_params", None),
     MetricSpec("train_samples", None), MetricSpec("epochs_run", None), MetricSpec("layers_factorised", None),
-    MetricSpec("quantized_layers", None), MetricSpec("merged_parents", None),
+    MetricSpec("quantized_layers", None), MetricSpec("merged_parents", None), MetricSpec("training_converged", True),
+    MetricSpec("qat_recovered_fraction", True),
 )
 
 

@@ -36,7 +36,19 @@ from relman.context import WorkContext
 from relman.tasks.specs import tasks_with_recipe
 
 HEAD_NAMES = ("classifier", "score")
-DEFAULT_LR = 5e-5  # lr=0 (the recipe's default): classifiers, full and LoRA alike
+# lr=0 (the recipe's default) resolves per method. Full fine-tuning moves every pretrained weight,
+# so it wants the small BERT-paper rate; a LoRA update starts at zero (B = 0) and is scaled by
+# alpha / r, so at 5e-5 it barely leaves zero in a few epochs (issue 29 measured 0.64 accuracy on
+# MiniLM, 1.0 at 5e-4; bench_adapt 0.95 at 3e-3); DP-SGD's clipped, noised steps need a larger rate again.
+DEFAULT_LR = {("full", False): 5e-5, ("lora", False): 3e-3, ("full", True): 5e-4, ("lora", True): 5e-3}
+
+
+def learning_rate(params: dict[str, Any]) -> tuple[float, bool]:
+    """The learning rate to train with and whether it is the method's default (lr=0)."""
+    lr = float(params["lr"])
+    if lr > 0:
+        return lr, False
+    return DEFAULT_LR[(str(params["method"]), bool(params["dp"]))], True
 
 
 def replace_head(model: nn.Module, labels: list[str]) -> str:
@@ -156,7 +168,11 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
     acc_before = loss_before = None
     if val is not None:
         acc_before, loss_before = tr.accuracy_and_loss(model, batcher, val, device)
-    optimizer = tr.make_optimizer(model, float(params["lr"]) or DEFAULT_LR, float(params["weight_decay"]))
+    lr, lr_default = learning_rate(params)
+    params["lr"] = lr  # the resolved value is what the child's recipe record shows
+    ctx.log("training %s (%s%s) at lr %g%s", ref, method, ", dp" if use_dp else "", lr,
+            " (the method's default)" if lr_default else "")
+    optimizer = tr.make_optimizer(model, lr, float(params["weight_decay"]))
     private = None
     if use_dp:
         private = dp_privacy.make_private(model, optimizer, len(train), bs, epochs=epochs,
@@ -171,6 +187,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
     n_batches = len(private.loader) if private is not None else tr.steps_per_epoch(len(train), bs)
     total_steps = epochs * n_batches
     step, epochs_run, loss_fn = 0, 0, nn.CrossEntropyLoss()
+    curve = tr.LossCurve(n_batches)
     forward = private.model if private is not None else model
     step_opt = private.optimizer if private is not None else optimizer
     for epoch in range(1, epochs + 1):
@@ -193,6 +210,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
             loss.backward()
             step_opt.step()
             ctx.point("train_loss", step, float(loss.detach()))
+            curve.add(float(loss.detach()))
             ctx.progress(0.05 + 0.85 * step / total_steps, f"epoch {epoch}/{epochs}, loss {float(loss.detach()):.4f}")
         epochs_run = epoch
         if val is not None:
@@ -242,11 +260,19 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
     if ledger is not None:
         metrics.append(dp_privacy.metric(ledger))
         meta["privacy"] = ledger
-    ctx.progress(1.0, "fine-tuned" + (f", validation accuracy {acc_after:.3f}" if acc_after is not None else ""))
+    verdict = tr.convergence(curve, acc_after, val.labels if val is not None else None)
+    metrics.append(Metric("compress", "training_converged", 1.0 if verdict.converged else 0.0, verdict.as_dict()))
+    if not verdict.converged:
+        meta["did_not_converge"] = verdict.reason
+        meta["warning"] = f"did not converge: {verdict.reason}"
+        ctx.log("DID NOT CONVERGE: %s", verdict.reason)
+    ctx.progress(1.0, "fine-tuned" + (f", validation accuracy {acc_after:.3f}" if acc_after is not None else "")
+                 + ("" if verdict.converged else f"; DID NOT CONVERGE ({verdict.reason})"))
     meta.update({"train_samples": len(train), "validation_samples": len(val) if val is not None else 0,
                  "new_head": new_head, "labels": tr.model_label_names(model), "dataset": dataset.name,
                  "epochs_run": epochs_run, "best_epoch": stopper.best_step, "adversarial": adversarial,
-                 "method": method, "dp": use_dp, "trainable_params": n_trainable,
+                 "method": method, "dp": use_dp, "trainable_params": n_trainable, "lr": lr,
+                 "lr_default": lr_default, "converged": verdict.converged, "convergence": verdict.as_dict(),
                  "val_accuracy_before": acc_before, "val_accuracy": acc_after})
     return RecipeOutput(folder=out, format=fmt, params=n_params, dtype="float32", task=task, meta=meta,
                         metrics=metrics)

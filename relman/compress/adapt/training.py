@@ -236,3 +236,70 @@ def resolve_device(ctx: "WorkContext") -> str:
         ctx.log("device %s requested but CUDA is not available; training on CPU", device)
         return "cpu"
     return device
+
+
+# -- did it learn? ----------------------------------------------------------------------------
+class LossCurve:
+    """The training losses of a run, to compare its first epoch with its last."""
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.per_epoch = max(1, steps_per_epoch)
+        self.losses: list[float] = []
+
+    def add(self, loss: float) -> None:
+        self.losses.append(loss)
+
+    def relative_drop(self) -> float | None:
+        """1 - mean(last epoch's losses) / mean(first epoch's); None before two epochs' worth."""
+        k = min(self.per_epoch, len(self.losses) // 2)
+        if k < 1:
+            return None
+        first = float(np.mean(self.losses[:k]))
+        last = float(np.mean(self.losses[-k:]))
+        return 1.0 - last / first if first > 0 else 0.0
+
+
+@dataclass
+class Convergence:
+    """Whether a training run learned: validation accuracy above chance (when there is a
+    validation split), else a training loss that fell. `reason` says why not, in one line."""
+
+    converged: bool
+    reason: str
+    val_accuracy: float | None
+    chance_accuracy: float | None
+    chance_margin: float | None
+    loss_drop: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"converged": self.converged, "reason": self.reason, "val_accuracy": self.val_accuracy,
+                "chance_accuracy": self.chance_accuracy, "chance_margin": self.chance_margin,
+                "train_loss_drop": self.loss_drop,
+                "rule": "validation accuracy above the majority-class share by more than 2 binomial standard "
+                        "errors (no validation split: the last epoch's training loss >= 5 % below the first's)"}
+
+
+MIN_LOSS_DROP = 0.05
+
+
+def convergence(curve: LossCurve, val_accuracy: float | None, val_labels: np.ndarray | None) -> Convergence:
+    """Judge a classifier's training run (see Convergence). Chance is the majority class's share
+    of the validation rows — what a model that ignores its input scores — and the margin two
+    standard errors of an accuracy measured on that many rows, so a small split does not pass
+    by luck."""
+    drop = curve.relative_drop()
+    flat = drop is not None and drop < MIN_LOSS_DROP
+    drop_txt = f"training loss fell {100 * drop:.1f} %" if drop is not None else "training loss not measured"
+    if val_accuracy is not None and val_labels is not None and len(val_labels):
+        counts = np.bincount(np.asarray(val_labels, dtype=np.int64))
+        chance = float(counts.max() / counts.sum())
+        margin = 2.0 * math.sqrt(max(chance * (1 - chance), 1e-12) / len(val_labels))
+        if val_accuracy <= chance + margin:
+            return Convergence(False, f"validation accuracy {val_accuracy:.3f} is at chance ({chance:.3f} + "
+                               f"{margin:.3f} for {len(val_labels)} rows); {drop_txt}", val_accuracy, chance, margin,
+                               drop)
+        return Convergence(True, "", val_accuracy, chance, margin, drop)
+    if flat:
+        return Convergence(False, f"no validation split and the {drop_txt} (under {100 * MIN_LOSS_DROP:.0f} %)",
+                           None, None, None, drop)
+    return Convergence(True, "", None, None, None, drop)
