@@ -154,6 +154,8 @@ RECIPE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("energy_kept", True), MetricSpec("privacy_epsilon", False), MetricSpec("trainable_params", None),
     MetricSpec("train_samples", None), MetricSpec("epochs_run", None), MetricSpec("layers_factorised", None),
     MetricSpec("quantized_layers", None), MetricSpec("merged_parents", None),
+    MetricSpec("fit_demographic_parity", False), MetricSpec("fit_equalized_odds", False),
+    MetricSpec("fit_accuracy", True),
 )
 
 
