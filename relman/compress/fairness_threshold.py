@@ -92,7 +92,7 @@ def fit_thresholds(scores: np.ndarray, y: np.ndarray, groups: np.ndarray, constr
         opt.fit(scores.reshape(-1, 1), y, sensitive_features=groups)
     out: dict[str, dict[str, Any]] = {}
     for g, r in opt.interpolated_thresholder_.interpolation_dict.items():
-        rule = {"p0": float(r.p0), "p1": float(r.p1)}
+        rule: dict[str, Any] = {"p0": float(r.p0), "p1": float(r.p1)}
         for i in (0, 1):
             op = getattr(r, f"operation{i}")
             rule[f"operation{i}"] = {"operator": op.operator, "threshold": float(op.threshold)}
@@ -125,7 +125,7 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: "WorkContext") 
     logits = runner.predict_dataset(fit_ds, int(params["batch_size"]),
                                     on_batch=lambda d, n: ctx.progress(0.05 + 0.7 * d / n, f"{NAME}: scoring {d}/{n}"))
     scores = pp.softmax_positive(logits, pos)
-    groups = np.asarray([str(g) for g in fit_ds.groups], dtype=object)
+    groups = np.asarray([str(g) for g in list(fit_ds.groups if fit_ds.groups is not None else [])], dtype=np.object_)
     ctx.progress(0.8, f"{NAME}: fitting thresholds ({params['constraint']})")
     fitted = fit_thresholds(scores, y, groups, str(params["constraint"]), str(params["objective"]),
                             int(params["grid_size"]))

@@ -155,7 +155,8 @@ def softmax_positive(logits: np.ndarray, positive: int) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e[:, positive] / e.sum(axis=1)
+    out: np.ndarray = e[:, positive] / e.sum(axis=1)
+    return out
 
 
 def decide(rule: dict[str, Any], logits: np.ndarray, groups: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
