@@ -137,6 +137,7 @@ def test_thresholds_cut_the_parity_gap_in_every_suite_and_in_the_shipped_reader(
     no_groups.groups = None
     with pytest.raises(Exception, match="has no group column, and the group attribute is needed at prediction"):
         cr.predict_dataset(no_groups, 4)
+    _bundle_round_trip(catalog, parent, catalog.get_version(child.id), test, decided, tmp_path)
 
 
 def test_no_group_column_is_refused_in_one_line_and_nothing_is_stored(catalog, tiny_bert, tmp_path):
@@ -176,3 +177,34 @@ def test_a_hand_edited_rule_is_refused(tmp_path):
     assert decided.tolist() == [0, 1]
     with pytest.raises(Exception, match="rows of group 'z' cannot be decided"):
         pp.decide(good, np.zeros((1, 2)), np.array(["z"]), np.zeros(1))
+
+
+def _bundle_round_trip(catalog, parent, child, test, decided, tmp_path) -> None:
+    """A bundle carries the rule and its reader; in another catalog the child decides exactly as
+    here once its pinned parent is there too, and names that parent while it is not."""
+    import tarfile
+
+    from relman.app import bundles
+    from relman.catalog import open_catalog
+    from relman.errors import AdapterBaseError
+    from relman.modelio import postprocessor as pp
+    from relman.modelio.loading import materialize_version
+    from relman.tasks import open_runner
+
+    bundles.create_key("lab-a")
+    b_parent = bundles.export_bundle(catalog, parent.ref, tmp_path / "parent.relman", key="lab-a")
+    b_child = bundles.export_bundle(catalog, child.ref, tmp_path / "child.relman", key="lab-a")
+    with tarfile.open(b_child["path"]) as tf:
+        names = tf.getnames()
+    assert f"artifacts/{pp.RULE}" in names and f"artifacts/{pp.READER}" in names
+    target = open_catalog(tmp_path / "target")
+    try:
+        bundles.import_bundle(target, b_child["path"])
+        tc = target.resolve(child.ref)
+        with pytest.raises(AdapterBaseError, match=f"applies per-group thresholds to {parent.ref} .*import that parent"):
+            materialize_version(target, tc.id, tmp_path / "there-0")
+        bundles.import_bundle(target, b_parent["path"])
+        tr = open_runner(materialize_version(target, tc.id, tmp_path / "there"), tc.format, tc.task, "cpu")
+        assert tr.predict_dataset(test, 64).argmax(axis=1).tolist() == decided.tolist()
+    finally:
+        target.close()
