@@ -71,9 +71,11 @@ def _metrics(catalog, version_id: int) -> dict[str, dict]:
 def test_thresholds_cut_the_parity_gap_in_every_suite_and_in_the_shipped_reader(catalog, tiny_bert, tmp_path):
     from relman.app.datasets import register_dataset
     from relman.app.models import import_model
+    from relman.compress import job
     from relman.compress.registry import get_recipe
     from relman.data import load_dataset
     from relman.errors import RecipeError
+    from relman.jobs.context import JobContext
     from relman.modelio import postprocessor as pp
     from relman.modelio.loading import materialize_version
     from relman.release.modelcard import render_card
@@ -82,8 +84,15 @@ def test_thresholds_cut_the_parity_gap_in_every_suite_and_in_the_shipped_reader(
     folder, rows = _planted_parent_and_rows(tiny_bert, tmp_path / "parent")
     register_dataset(catalog, _write(tmp_path / "planted.csv", rows), "planted", group_col="group", split_col="split")
     parent = import_model(catalog, folder, "clf")
-    child = compress_job(catalog, parent.id, "fair-threshold", {"constraint": "demographic_parity"},
-                         dataset="planted")
+    ctx = JobContext(catalog)
+    try:  # the compress job's body, evaluation queued as it is for any child (no worker runs it here)
+        result = job.run({"recipe": "fair-threshold", "params": {"constraint": "demographic_parity"},
+                          "parent_version_ids": [parent.id], "dataset": "planted"}, ctx)
+    finally:
+        ctx.cleanup()
+    child = catalog.get_version(result["version_id"])
+    queued = json.loads(catalog.query("SELECT params FROM jobs WHERE id = ?", [result["evaluation_job"]])[0]["params"])
+    assert {"quality", "fairness"} <= set(queued["suites"])  # its standard evaluation shows the gap too
     # a versioned child: lineage, the recipe's parameters, a JSON rule pinned to the parent
     assert child.format == pp.FORMAT and child.task == "text-classification"
     assert catalog.parents(child.id)[0]["parent_id"] == parent.id
