@@ -149,7 +149,7 @@ def test_thresholds_cut_the_parity_gap_in_every_suite_and_in_the_shipped_reader(
     _bundle_round_trip(catalog, parent, catalog.get_version(child.id), test, decided, tmp_path)
 
 
-def test_no_group_column_is_refused_in_one_line_and_nothing_is_stored(catalog, tiny_bert, tmp_path):
+def test_no_group_column_is_refused_in_one_line_and_nothing_is_stored(catalog, tiny_bert, tmp_path, run_cli):
     from relman.app.datasets import register_dataset
     from relman.app.models import import_model
     from relman.errors import RecipeError
@@ -165,6 +165,12 @@ def test_no_group_column_is_refused_in_one_line_and_nothing_is_stored(catalog, t
                               "group column, e.g. --map group_col=COLUMN)")
     with pytest.raises(RecipeError, match="fair-threshold needs a labelled dataset with a group column"):
         compress_job(catalog, parent.id, "fair-threshold")
+    # the CLI refuses before queueing: no job, no version
+    res = run_cli("compress", parent.ref, "fair-threshold", "--dataset", "flat")
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [f"error: {err.value}"], res.output
+    res = run_cli("compress", parent.ref, "fair-threshold")
+    assert res.exit_code == 1 and "needs a labelled dataset with a group column" in res.output
+    assert catalog.query("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 0
     assert catalog.query("SELECT COUNT(*) AS n FROM versions")[0]["n"] == versions
     assert sorted(p.name for p in Path(catalog.root).rglob("*") if p.is_file() and "blobs" in p.parts) == blobs
 

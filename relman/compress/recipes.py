@@ -272,7 +272,7 @@ register(Recipe(
 
 # -- post-processing (a rule over a pinned parent; no weights) --------------------------------
 register(Recipe(
-    name="fair-threshold", title="Fairness: per-group decision thresholds (Fairlearn)",
+    name="fair-threshold", title="Fairness: per-group decision thresholds (Fairlearn)", needs_groups=True,
     target="relman.compress.fairness_threshold:run",
     input_formats=("hf", "hf-reshaped", "onnx", "torch-int8", "peft-adapter"), output_format="fair-threshold",
     tasks=("text-classification", "image-classification"),
