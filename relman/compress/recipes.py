@@ -272,7 +272,9 @@ register(Recipe(
 
 # -- post-processing (a rule over a pinned parent; no weights) --------------------------------
 register(Recipe(
-    name="fair-threshold", title="Fairness: per-group decision thresholds (Fairlearn)", needs_groups=True,
+    # "adapter": like a LoRA adapter, a small add-on that runs only with its pinned base loaded
+    name="fair-threshold", hub_relation="adapter", title="Fairness: per-group decision thresholds (Fairlearn)",
+    needs_groups=True,
     target="relman.compress.fairness_threshold:run",
     input_formats=("hf", "hf-reshaped", "onnx", "torch-int8", "peft-adapter"), output_format="fair-threshold",
     tasks=("text-classification", "image-classification"),
