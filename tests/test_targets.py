@@ -35,7 +35,7 @@ def registered() -> list[tuple[str, str]]:
     from relman.data.formats import READERS
     from relman.evaluate.registry import SUITES
     from relman.jobs.kinds import EXCLUSIVE, JOB_KINDS
-    from relman.modelio.loading import TORCH_LOADER_MODULES
+    from relman.modelio.loading import MATERIALIZERS, RUNNER_WRAPPERS, TORCH_LOADER_MODULES
     from relman.tasks.specs import TASKS
 
     out = [("compress", r.target) for r in all_recipes()]
@@ -46,6 +46,7 @@ def registered() -> list[tuple[str, str]]:
     out += [("tasks", t.adapter) for t in TASKS.values()]
     out += [("data", r.target) for r in READERS.values()] + [("data", r.entries) for r in READERS.values() if r.entries]
     out += [("modelio", f"{m}:__name__") for m in TORCH_LOADER_MODULES.values()]
+    out += [("modelio", t) for t in (*RUNNER_WRAPPERS.values(), *MATERIALIZERS.values())]
     return out
 
 

@@ -77,6 +77,13 @@ def plan_compression(catalog: Catalog, ref_or_refs: str | int | Sequence[str | i
     r.check_parents(parents)
     resolved = r.resolve_params(dict(params or {}))
     _check_dataset(catalog, dataset or resolved.get("dataset") or None)
+    if r.needs_groups:
+        from relman.app.datasets import get_dataset
+
+        name = resolved.get("dataset") or dataset or None
+        problem = r.groups_refusal(name, get_dataset(catalog, name)["columns"] if name else None)
+        if problem:
+            raise RecipeError(problem)
     _check_child(catalog, model if model is not None else (parents[0].model if version else None), version)
     return {"recipe": r.name, "params": resolved, "parent_version_ids": [p.id for p in parents],
             "model": model, "version": version, "dataset": dataset, "evaluate": bool(evaluate)}

@@ -209,6 +209,8 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     suites = list(registry.default_suites(child.task, bool(dataset)))
     if dataset and child.task == parent.task:  # fidelity reads the dataset's inputs through both models
         suites.append("fidelity")
+    if dataset and child.meta.get("postprocessor"):  # a fairness mitigation: its gap before / after
+        suites.append("fairness")
     if child.format == "gguf":  # no GGUF runtime in relman yet: what reads the file only
         from relman.modelio.gguf_file import evaluable_suites
 

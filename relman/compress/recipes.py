@@ -294,3 +294,31 @@ register(Recipe(
     description="One .gguf file with the tokenizer and chat template inside (Llama, Mistral, Qwen2); read back and "
                 "compared tensor by tensor with the parent before it is stored.",
 ))
+
+# -- post-processing (a rule over a pinned parent; no weights) --------------------------------
+register(Recipe(
+    # "adapter": like a LoRA adapter, a small add-on that runs only with its pinned base loaded
+    name="fair-threshold", hub_relation="adapter", title="Fairness: per-group decision thresholds (Fairlearn)",
+    needs_groups=True,
+    target="relman.compress.fairness_threshold:run",
+    input_formats=("hf", "hf-reshaped", "onnx", "torch-int8", "peft-adapter"), output_format="fair-threshold",
+    tasks=("text-classification", "image-classification"),
+    params=(
+        Param("dataset", str, "", "registered labelled dataset with a group column (default: the job's --dataset)"),
+        Param("constraint", str, "demographic_parity", "the fairness constraint Fairlearn's ThresholdOptimizer meets",
+              choices=("demographic_parity", "equalized_odds", "true_positive_rate_parity",
+                       "false_positive_rate_parity", "true_negative_rate_parity", "false_negative_rate_parity")),
+        Param("objective", str, "accuracy_score", "what the thresholds maximise under the constraint",
+              choices=("accuracy_score", "balanced_accuracy_score")),
+        Param("positive_label", str, "", "the label whose rate is equalised (default: the second label)"),
+        Param("fit_split", str, "train", "split the thresholds are fitted on (all rows when the dataset has none)",
+              choices=("train", "validation", "test")),
+        Param("grid_size", int, 1000, "thresholds Fairlearn tries per group", min=10, max=100_000),
+        Param("batch_size", int, 32, "batch size for scoring the fit rows", min=1, max=4096),
+        Param("seed", int, 0, "seed of the per-row hash that randomises between two thresholds", min=0,
+              max=2**31 - 1),
+    ),
+    description="Fits per-group thresholds on the parent's scores under a fairness constraint; the child is a "
+                "JSON rule over the pinned parent, applied by every suite. The group attribute is needed at "
+                "prediction time.",
+))

@@ -45,6 +45,8 @@ class Recipe:
     # what the Hugging Face Hub calls the child's tie to its base (model cards' base_model_relation):
     # "quantized", "adapter", "merge" or "finetune"; None makes no claim
     hub_relation: str | None = None
+    # the recipe reads the dataset's group column (fairness mitigation): refused at queue time without one
+    needs_groups: bool = False
 
     def resolve_params(self, raw: dict[str, Any]) -> dict[str, Any]:
         known = {p.name: p for p in self.params}
@@ -68,6 +70,17 @@ class Recipe:
             if self.tasks is not None and p.task not in self.tasks:
                 raise RecipeError(f"recipe '{self.name}' cannot take {p.ref}: its task is '{p.task or 'unknown'}', "
                                   f"the recipe is for {', '.join(self.tasks)}")
+
+    def groups_refusal(self, dataset: str | None, columns: dict[str, Any] | None) -> str | None:
+        """Why this recipe cannot take `dataset` (None: it can), for recipes that need a group column."""
+        if not self.needs_groups:
+            return None
+        if not dataset:
+            return f"{self.name} needs a labelled dataset with a group column (--dataset NAME or -p dataset=NAME)"
+        if not (columns or {}).get("group_col"):
+            return (f"{self.name} needs a group column, but dataset '{dataset}' has none (register it with a "
+                    "group column, e.g. --map group_col=COLUMN)")
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Plain data for `relman recipes --json` and the GUI's parameter form."""
@@ -155,6 +168,8 @@ RECIPE_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("train_samples", None), MetricSpec("epochs_run", None), MetricSpec("layers_factorised", None),
     MetricSpec("quantized_layers", None), MetricSpec("merged_parents", None), MetricSpec("training_converged", True),
     MetricSpec("qat_recovered_fraction", True),
+    MetricSpec("fit_demographic_parity", False), MetricSpec("fit_equalized_odds", False),
+    MetricSpec("fit_accuracy", True),
 )
 
 

@@ -67,6 +67,13 @@ TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
 TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.modelio.reshaped",
                                         "torch-int8": "relman.modelio.torch_int8",
                                         "peft-adapter": "relman.modelio.peft_adapter"}
+# format name -> "module:function(folder, task, device, threads, open_runner)" returning a runner:
+# versions that run through another version's runner and change what it returns (a
+# post-processor, an ensemble). `relman.tasks.open_runner` asks here before loading weights.
+RUNNER_WRAPPERS: dict[str, str] = {"fair-threshold": "relman.modelio.postprocessor:wrap_runner"}
+# format name -> "module:function(catalog, version, workdir)" returning the version's folder, for
+# versions whose folder needs other versions laid out beside it (their pinned parent or members).
+MATERIALIZERS: dict[str, str] = {"fair-threshold": "relman.modelio.postprocessor:materialize"}
 
 
 def auto_class(task: str) -> Any:
@@ -166,6 +173,11 @@ def materialize_version(catalog: Any, version_id: int, workdir: Path) -> Path:
     version = catalog.get_version(version_id)
     if version.format == peft_adapter.FORMAT:
         return peft_adapter.materialize(catalog, version, workdir)
+    if version.format in MATERIALIZERS:
+        from relman import targets
+
+        materialize: Callable[[Any, Any, Path], Path] = targets.resolve(MATERIALIZERS[version.format])
+        return materialize(catalog, version, Path(workdir))
     dest = Path(workdir) / f"v{version_id}"
     if not dest.exists():
         catalog.materialize(version_id, dest)

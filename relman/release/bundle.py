@@ -293,9 +293,9 @@ _BASE_FORMATS = ("hf", "onnx", "safetensors", "torch", "raw", "gguf")
 
 def _known_formats() -> tuple[str, ...]:
     """Plain formats plus every recipe format a loader is registered for (torch-int8, ...)."""
-    from relman.modelio.loading import TORCH_LOADER_MODULES
+    from relman.modelio.loading import RUNNER_WRAPPERS, TORCH_LOADER_MODULES
 
-    return _BASE_FORMATS + tuple(TORCH_LOADER_MODULES)
+    return _BASE_FORMATS + tuple(TORCH_LOADER_MODULES) + tuple(RUNNER_WRAPPERS)
 
 
 def _check_manifest(manifest: Any, where: str) -> None:

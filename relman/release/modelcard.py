@@ -330,6 +330,17 @@ def render_card(catalog: Any, v: Any) -> str:
                   f"{', '.join(pin.get('target_modules') or [])}) of **{pin.get('base_ref')}**, pinned to that base's "
                   f"manifest sha256 `{pin.get('base_manifest_sha256')}`: relman refuses to load it onto anything else. "
                   "With PEFT: `PeftModel.from_pretrained(base_model, this_folder)`.", ""]
+    post = v.meta.get("postprocessor") or {}
+    if v.format == "fair-threshold" and post:
+        lines += ["## Post-processing: per-group thresholds", "",
+                  f"**The group attribute is needed at prediction time.** This version runs **{post.get('parent')}** "
+                  f"(pinned by manifest sha256) and decides '{post.get('positive_label')}' with thresholds fitted per "
+                  f"group ({', '.join(post.get('groups') or [])}) by Fairlearn's ThresholdOptimizer under "
+                  f"{post.get('constraint')}; a row without a group, or of a group not listed, cannot be decided. "
+                  "Outside relman: run the parent, take the softmax probability of that label, and apply "
+                  "`postprocess.py` (standard library) with `relman_postprocessor.json`. Its outputs are "
+                  "decisions, not calibrated probabilities; ONNX export of this version is refused (the rule is "
+                  "not a graph).", ""]
     if v.format == "gguf":
         lines += gguf_usage_lines(f"{v.model}-{v.version}", v.meta.get("gguf") or {},
                                   gguf_file_name([a["path"] for a in catalog.artifacts(v.id)]))

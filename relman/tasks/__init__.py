@@ -33,7 +33,7 @@ def open_runner(folder: Path | str, fmt: str, task: str | None, device: str = "a
                 threads: int | None = None) -> "Runner":
     """Load the model in `folder` (format 'hf', 'onnx' or a registered torch format) for `task`."""
     from relman.errors import EvaluationError
-    from relman.modelio.loading import load_preprocessor, read_config
+    from relman.modelio.loading import RUNNER_WRAPPERS, load_preprocessor, read_config
     from relman.tasks.backends import open_backend, resolve_device
     from relman.tasks.specs import TASKS
 
@@ -42,6 +42,11 @@ def open_runner(folder: Path | str, fmt: str, task: str | None, device: str = "a
     runner_cls = runner_class(task)
     folder = Path(folder)
     device = resolve_device(device)
+    if fmt in RUNNER_WRAPPERS:  # a post-processor / ensemble: it opens the version(s) it wraps itself
+        from relman import targets
+
+        runner: "Runner" = targets.resolve(RUNNER_WRAPPERS[fmt])(folder, task, device, threads, open_runner)
+        return runner
     config = read_config(folder)
     preprocessor = load_preprocessor(folder, task)
     backend = open_backend(folder, fmt, task, device, threads)
