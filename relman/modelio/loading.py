@@ -66,7 +66,12 @@ TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
 # that never ran the producing recipe (an evaluation, a later recipe) can still load it.
 TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.modelio.reshaped",
                                         "torch-int8": "relman.modelio.torch_int8",
-                                        "peft-adapter": "relman.modelio.peft_adapter"}
+                                        "peft-adapter": "relman.modelio.peft_adapter",
+                                        "ensemble": "relman.modelio.ensemble"}
+# format name -> "module:function(catalog, version, workdir) -> folder" for formats whose
+# versions need other versions laid out beside them (an adapter's base, an ensemble's members).
+MATERIALIZERS: dict[str, str] = {"peft-adapter": "relman.modelio.peft_adapter:materialize",
+                                 "ensemble": "relman.modelio.ensemble:materialize"}
 
 
 def auto_class(task: str) -> Any:
@@ -160,12 +165,12 @@ def load_preprocessor(folder: Path, task: str) -> Any:
 
 def materialize_version(catalog: Any, version_id: int, workdir: Path) -> Path:
     """Lay out a version's files in `workdir/v<id>` (hard links) and return the folder. A LoRA
-    adapter gets its pinned base laid out too (refused, naming the base, when it is missing)."""
-    from relman.modelio import peft_adapter
-
+    adapter gets its pinned base laid out too (refused, naming the base, when it is missing), an
+    ensemble its members (MATERIALIZERS)."""
     version = catalog.get_version(version_id)
-    if version.format == peft_adapter.FORMAT:
-        return peft_adapter.materialize(catalog, version, workdir)
+    if version.format in MATERIALIZERS:
+        module, _, function = MATERIALIZERS[version.format].partition(":")
+        return Path(getattr(importlib.import_module(module), function)(catalog, version, workdir))
     dest = Path(workdir) / f"v{version_id}"
     if not dest.exists():
         catalog.materialize(version_id, dest)
