@@ -38,7 +38,7 @@ HEAVY_FILES = {
     "test_compress_lora.py", "test_compress_dp.py", "test_modelcard_lineage.py", "test_adapter_job.py",
     "test_genai_export.py", "test_gguf.py", "test_onnx_generation.py", "test_lm_latency.py",
     "test_compress_lm_finetune.py", "test_int4_lm.py", "test_optimize_lm.py", "test_ui_crash.py",
-    "test_qat.py", "test_finetune_defaults.py",
+    "test_qat.py", "test_finetune_defaults.py", "test_ensemble.py",
 }
 MODEL_LIBRARIES = ("torch", "transformers", "onnxruntime", "ray")
 HEAVY_HINT = "mark it @pytest.mark.heavy (it then runs in `make test`, not in `make test-fast`)"

@@ -29,6 +29,7 @@ from relman.fsutil import fsync_dir
 LOGS_MAX_AGE_KEY = "gc.logs_max_age_days"
 DEFAULT_LOGS_MAX_AGE_DAYS = 30.0
 ADAPTER_FORMAT = "peft-adapter"
+ENSEMBLE_FORMAT = "ensemble"
 
 
 # -- what deleting would do -------------------------------------------------------------------
@@ -51,6 +52,16 @@ def kept_adapters(catalog: Catalog, version_id: int) -> list[VersionInfo]:
     for c in catalog.children(version_id):
         child = catalog.get_version(c["child_id"])
         if child.format == ADAPTER_FORMAT and not child.deleted:
+            out.append(child)
+    return out
+
+
+def kept_ensembles(catalog: Catalog, version_id: int) -> list[VersionInfo]:
+    """Live `ensemble` versions that pin `version_id` as a member (their lineage parents)."""
+    out = []
+    for c in catalog.children(version_id):
+        child = catalog.get_version(c["child_id"])
+        if child.format == ENSEMBLE_FORMAT and not child.deleted and child.id not in {o.id for o in out}:
             out.append(child)
     return out
 
@@ -78,6 +89,10 @@ def deletion_refusal(catalog: Catalog, v: VersionInfo) -> str | None:
     adapters = kept_adapters(catalog, v.id)
     if adapters:
         return (f"refused: {v.ref} is the base of the kept adapter(s) {', '.join(a.ref for a in adapters)}; "
+                "delete those first")
+    ensembles = kept_ensembles(catalog, v.id)
+    if ensembles:
+        return (f"refused: {v.ref} is a member of the kept ensemble(s) {', '.join(e.ref for e in ensembles)}; "
                 "delete those first")
     jobs = _jobs_using(catalog, v.id)
     if jobs:

@@ -132,6 +132,18 @@ register(Recipe(
                 "(average of the updates BA, re-factorised by SVD); composes the parents' privacy ledgers.",
 ))
 register(Recipe(
+    name="ensemble", hub_relation="merge", title="Ensemble (several versions as one)",
+    target="relman.compress.ensemble:run", input_formats=_TORCH_FORMATS + ("torch-int8", "peft-adapter"),
+    tasks=tasks_with_recipe("ensemble"), output_format="ensemble", multi_parent=True, same_task=True,
+    params=(
+        Param("combine", str, "mean", "mean: weighted mean of the members' probabilities; vote: weighted "
+                                      "majority vote", choices=("mean", "vote")),
+        Param("weights", list, [], "one weight per member, in order (default: equal)"),
+    ),
+    description="Runs every member on the same inputs and combines their class probabilities; stores a manifest "
+                "pinning the members by manifest sha256 (no weights are copied).",
+))
+register(Recipe(
     name="merge-adapter", hub_relation="merge", title="Merge a LoRA adapter into its base", target="relman.compress.adapt.merge_adapter:run",
     input_formats=("peft-adapter", "hf", "hf-reshaped", "torch-int8", "onnx", "safetensors", "torch"),
     multi_parent=True,
@@ -165,7 +177,7 @@ register(Recipe(
 ))
 register(Recipe(
     name="onnx-export", hub_relation="quantized", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_recipe:export_recipe",
-    input_formats=_EXPORTABLE, output_format="onnx",
+    input_formats=_EXPORTABLE + ("ensemble",), output_format="onnx",
     params=(
         Param("opset", int, 17, "ONNX opset", min=14, max=21),
         Param("tolerance", float, 1e-4, "refuse the export when ONNX and PyTorch outputs differ by more "

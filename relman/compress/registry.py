@@ -38,6 +38,7 @@ class Recipe:
     tasks: tuple[str, ...] | None = None  # None = any task
     output_format: str = "hf"
     multi_parent: bool = False  # merge: several parents
+    same_task: bool = False  # ensemble: every parent of one task and one label set
     description: str = ""
     # the child should behave like its parent (quantise, prune, export), so fidelity to it is a
     # fair gate (`when compressed`); distillation, fine-tuning and merges change behaviour on purpose
@@ -70,6 +71,16 @@ class Recipe:
             if self.tasks is not None and p.task not in self.tasks:
                 raise RecipeError(f"recipe '{self.name}' cannot take {p.ref}: its task is '{p.task or 'unknown'}', "
                                   f"the recipe is for {', '.join(self.tasks)}")
+        if self.same_task:
+            first = parents[0]
+            for p in parents[1:]:
+                if p.task != first.task:
+                    raise RecipeError(f"recipe '{self.name}' cannot combine {p.ref} ({p.task or 'no task'}) with "
+                                      f"{first.ref} ({first.task or 'no task'}): its parents must do one task")
+                mine, theirs = p.meta.get("labels"), first.meta.get("labels")
+                if mine is not None and theirs is not None and list(mine) != list(theirs):
+                    raise RecipeError(f"recipe '{self.name}' cannot combine {p.ref} (labels {','.join(mine)}) with "
+                                      f"{first.ref} (labels {','.join(theirs)}): its parents must share one label set")
 
     def groups_refusal(self, dataset: str | None, columns: dict[str, Any] | None) -> str | None:
         """Why this recipe cannot take `dataset` (None: it can), for recipes that need a group column."""

@@ -66,14 +66,18 @@ TORCH_LOADERS: dict[str, Callable[[Path, str, str], "torch.nn.Module"]] = {}
 # that never ran the producing recipe (an evaluation, a later recipe) can still load it.
 TORCH_LOADER_MODULES: dict[str, str] = {"hf-reshaped": "relman.modelio.reshaped",
                                         "torch-int8": "relman.modelio.torch_int8",
-                                        "peft-adapter": "relman.modelio.peft_adapter"}
+                                        "peft-adapter": "relman.modelio.peft_adapter",
+                                        "ensemble": "relman.modelio.ensemble"}
 # format name -> "module:function(folder, task, device, threads, open_runner)" returning a runner:
 # versions that run through another version's runner and change what it returns (a
-# post-processor, an ensemble). `relman.tasks.open_runner` asks here before loading weights.
+# post-processor). `relman.tasks.open_runner` asks here before loading weights.
 RUNNER_WRAPPERS: dict[str, str] = {"fair-threshold": "relman.modelio.postprocessor:wrap_runner"}
 # format name -> "module:function(catalog, version, workdir)" returning the version's folder, for
-# versions whose folder needs other versions laid out beside it (their pinned parent or members).
-MATERIALIZERS: dict[str, str] = {"fair-threshold": "relman.modelio.postprocessor:materialize"}
+# versions whose folder needs other versions laid out beside it (an adapter's base, a
+# post-processor's pinned parent, an ensemble's members).
+MATERIALIZERS: dict[str, str] = {"peft-adapter": "relman.modelio.peft_adapter:materialize",
+                                 "fair-threshold": "relman.modelio.postprocessor:materialize",
+                                 "ensemble": "relman.modelio.ensemble:materialize"}
 
 
 def auto_class(task: str) -> Any:
@@ -167,17 +171,14 @@ def load_preprocessor(folder: Path, task: str) -> Any:
 
 def materialize_version(catalog: Any, version_id: int, workdir: Path) -> Path:
     """Lay out a version's files in `workdir/v<id>` (hard links) and return the folder. A LoRA
-    adapter gets its pinned base laid out too (refused, naming the base, when it is missing)."""
-    from relman.modelio import peft_adapter
-
+    adapter gets its pinned base laid out too (refused, naming the base, when it is missing), an
+    ensemble its members (MATERIALIZERS)."""
     version = catalog.get_version(version_id)
-    if version.format == peft_adapter.FORMAT:
-        return peft_adapter.materialize(catalog, version, workdir)
     if version.format in MATERIALIZERS:
         from relman import targets
 
         materialize: Callable[[Any, Any, Path], Path] = targets.resolve(MATERIALIZERS[version.format])
-        return materialize(catalog, version, Path(workdir))
+        return Path(materialize(catalog, version, Path(workdir)))
     dest = Path(workdir) / f"v{version_id}"
     if not dest.exists():
         catalog.materialize(version_id, dest)

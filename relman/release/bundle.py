@@ -423,6 +423,24 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     require_intact(catalog, f"export {v.ref}")  # never sign and ship a forged decision
     card = render_card(catalog, v).encode("utf-8")
     manifest = build_manifest(catalog, v, card)
+    from relman.catalog.gc import SCRATCH_PREFIX
+
+    catalog.tmp_dir.mkdir(exist_ok=True)
+    members_dir = Path(tempfile.mkdtemp(dir=catalog.tmp_dir, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-members-"))
+    try:
+        return _write_bundle(catalog, v, out, key_name, manifest, card, arts, members_dir, progress, total, done)
+    finally:
+        shutil.rmtree(members_dir, ignore_errors=True)
+
+
+def _write_bundle(catalog: Any, v: Any, out: Path, key_name: str, manifest: dict[str, Any], card: bytes,
+                  arts: list[dict[str, Any]], members_dir: Path, progress: Callable[[int, int], None] | None,
+                  total: int, done: int) -> dict[str, Any]:
+    from relman.release import keys
+
+    member_files = _member_bundles(catalog, v, members_dir, key_name)
+    manifest["files"] += [{"path": name, "sha256": e["sha256"], "size": e["size"]} for name, e, _ in member_files]
+    manifest["members"] = [{"path": name, **{k: e[k] for k in ("ref", "manifest_sha256")}} for name, e, _ in member_files]
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode("utf-8")
     pub, signature = keys.sign(key_name, manifest_bytes)
     sig = {"algorithm": "ed25519", "key_id": pub.id, "key_name": pub.name,
@@ -434,7 +452,8 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
     catalog.tmp_dir.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=catalog.tmp_dir, prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
         model_sig = openssf.sign_tree([(MANIFEST, manifest_bytes), (SIGNATURE, sig_bytes), (CARD, card)]
-                                      + [(f"artifacts/{a['path']}", catalog.store.path(a["sha256"])) for a in arts],
+                                      + [(f"artifacts/{a['path']}", catalog.store.path(a["sha256"])) for a in arts]
+                                      + [(name, path) for name, _, path in member_files],
                                       Path(scratch) / "tree", key_name)
     from relman.context import hold_here
     from relman.fsutil import remove_stale_temp, temp_path
@@ -452,6 +471,11 @@ def export_bundle(catalog: Any, version_id: int, out: Path | str, *, key_name: s
                 info = tarfile.TarInfo(e["path"])
                 info.size, info.mode, info.mtime = e["size"], 0o644, int(now)
                 with open(catalog.store.path(e["sha256"]), "rb") as f:
+                    tf.addfile(info, f)
+            for name, entry, path in member_files:
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = entry["size"], 0o644, int(now)
+                with open(path, "rb") as f:
                     tf.addfile(info, f)
             for a in arts:
                 if progress is not None:
@@ -576,8 +600,8 @@ def read_bundle(path: Path | str, workdir: Path) -> tuple[dict[str, Any], dict[s
         _check_manifest(manifest, where)
         listed = {f["path"]: f for f in manifest["files"]}
         for p in listed:
-            if p != CARD and not p.startswith(("artifacts/", EVALUATIONS)):
-                raise BundleError(f"{where}: manifest lists '{p}' outside artifacts/ and {EVALUATIONS}")
+            if p != CARD and not p.startswith(("artifacts/", EVALUATIONS, MEMBERS)):
+                raise BundleError(f"{where}: manifest lists '{p}' outside artifacts/, {EVALUATIONS} and {MEMBERS}")
         expected = set(listed) | {MANIFEST, SIGNATURE}
         extra = sorted(set(by_name) - expected - {OPENSSF_SIGNATURE})  # model.sig: for other tools, optional
         missing = sorted(expected - set(by_name))
@@ -638,6 +662,7 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
                 same = v.manifest_sha256 == info["manifest_sha256"]
                 raise DuplicateVersion(f"{model}@{version} is already in this catalog"
                                        + (" (same files)" if same else " with different files; nothing imported"))
+        members_imported = _import_members(catalog, manifest, files, str(path), actor)
         parents: list[tuple[int, float | None]] = []
         missing_parents: list[str] = []
         relation = ""
@@ -686,7 +711,53 @@ def import_bundle(catalog: Any, path: Path | str, *, actor: str | None = None) -
     return {"ref": v.ref, "model": v.model, "version": v.version, "id": v.id, "signed_by": signer,
             "parents_linked": len(parents),
             "missing_parents": missing_parents, "metrics": len(metrics), "files": len(artifacts),
+            "members_imported": members_imported,
             "attributions": len(attributions)}
+
+
+MEMBERS = "members/"  # an ensemble's member versions, each as its own signed bundle
+
+
+def _member_bundles(catalog: Any, v: Any, folder: Path, key_name: str) -> list[tuple[str, dict[str, Any], Path]]:
+    """An ensemble's members as signed bundles in `folder`: (path in the bundle, {ref, sha256,
+    size, manifest_sha256}, file). Nothing for other formats."""
+    from relman.modelio import ensemble
+
+    if v.format != ensemble.FORMAT:
+        return []
+    out = []
+    for i, m in enumerate(ensemble.pinned_members(catalog, v)["members"]):
+        member = ensemble.find_member(catalog, m, v.ref)
+        path = folder / f"{i:02d}.relman"
+        export_bundle(catalog, member.id, path, key_name=key_name)
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                h.update(chunk)
+        out.append((f"{MEMBERS}{member.manifest_sha256}.relman",
+                    {"ref": member.ref, "manifest_sha256": member.manifest_sha256, "sha256": h.hexdigest(),
+                     "size": path.stat().st_size}, path))
+    return out
+
+
+def _import_members(catalog: Any, manifest: dict[str, Any], files: dict[str, Path], where: str,
+                    actor: str | None) -> list[str]:
+    """Import the member bundles an ensemble's bundle carries (each verified like any bundle),
+    unless a live version with the member's manifest is here already; returns the refs imported."""
+    entries = manifest.get("members") or []
+    if not isinstance(entries, list):
+        raise BundleError(f"{where}: malformed manifest ('members' must be a list)")
+    imported = []
+    for e in entries:
+        if not (isinstance(e, dict) and e.get("path") in files and str(e["path"]).startswith(MEMBERS)
+                and isinstance(e.get("manifest_sha256"), str)):
+            raise BundleError(f"{where}: a members entry names no verified member of the bundle")
+        here = catalog.query("SELECT id FROM versions WHERE manifest_sha256 = ?", [e["manifest_sha256"]])
+        if any(not catalog.get_version(r["id"]).deleted for r in here):
+            continue
+        result = import_bundle(catalog, files[e["path"]], actor=actor)
+        imported.append(result["ref"])
+    return imported
 
 
 def _write_error(e: OSError, target: Path) -> str:

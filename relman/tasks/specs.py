@@ -91,7 +91,7 @@ register(TaskSpec(
     auto_class="AutoModelForSequenceClassification", architecture_suffixes=("ForSequenceClassification",),
     output="logits", modality="text", data_kinds=("text",), per_token_output=False, labels="row",
     pipeline_tag="text-classification", suites=_BASE_SUITES + ("quality", "robustness", "fairness", "explain"),
-    default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune"),
+    default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune", "ensemble"),
 ))
 register(TaskSpec(
     name="image-classification", role="classifier", title="Image classification",
@@ -99,7 +99,7 @@ register(TaskSpec(
     auto_class="AutoModelForImageClassification", architecture_suffixes=("ForImageClassification",),
     output="logits", modality="image", data_kinds=("image",), per_token_output=False, labels="row",
     pipeline_tag="image-classification", suites=_BASE_SUITES + ("quality", "robustness", "fairness", "explain"),
-    default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune"),
+    default_suites=("quality",), quality_metric=("accuracy", True), recipes=("distill", "finetune", "ensemble"),
 ))
 register(TaskSpec(
     name="feature-extraction", role="embedder", title="Feature extraction (sentence embeddings)",

@@ -58,8 +58,8 @@ def differentiable(runner: Runner) -> bool:
     from relman.tasks.backends import TorchBackend
 
     backend = runner.backend
-    if not isinstance(backend, TorchBackend):
-        return False
+    if not isinstance(backend, TorchBackend) or not getattr(backend.model, "explain_gradients", True):
+        return False  # ONNX; an ensemble (no one embedding layer to integrate over)
     for m in backend.model.modules():
         if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")):
             return False
@@ -70,7 +70,7 @@ def has_attention(runner: Runner) -> bool:
     """True for a PyTorch transformer (its config names attention heads)."""
     from relman.tasks.backends import TorchBackend
 
-    if not isinstance(runner.backend, TorchBackend):
+    if not isinstance(runner.backend, TorchBackend) or not getattr(runner.backend.model, "explain_gradients", True):
         return False
     cfg = getattr(runner.backend.model, "config", None)
     return any(getattr(cfg, a, None) for a in ("num_attention_heads", "n_head", "num_heads"))
@@ -84,6 +84,10 @@ def check_method_fits(runner: Runner, method: str, ref: str) -> None:
     """A clear refusal when a gradient method is asked of a version without gradients."""
     if method not in METHODS:
         raise EvaluationError(f"unknown attribution method '{method}' (use {', '.join(METHODS)})")
+    if method in ("ig", "attention") and runner.fmt == "ensemble":
+        raise EvaluationError(f"{METHOD_TITLES[method]} is not supported for ensembles ({ref} combines several "
+                              "models, with no one embedding layer or attention map); explain it with --method "
+                              "occlusion (or shap, lime), which needs only the forward pass")
     if method == "attention" and not has_attention(runner):
         raise EvaluationError(f"{METHOD_TITLES['attention']} reads the attention weights of a PyTorch transformer, "
                               f"but {ref} is {'an ONNX graph' if runner.fmt == 'onnx' else 'not one'}; explain it with "
