@@ -226,4 +226,77 @@ def render_report(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS: list[click.Command] = [compress, recipes, optimize]
+@click.group()
+def federated() -> None:
+    """Secure aggregation for file-based federated averaging of LoRA adapters: each site masks
+    its update with pairwise X25519-derived masks; the merging site sees only masked files and
+    their sum is the plain FedAvg. A round missing any listed site is refused."""
+
+
+@federated.command("key")
+@click.argument("name")
+def federated_key(name: str) -> None:
+    """Create this site's X25519 key pair NAME (kept in the keys folder, never in the catalog);
+    prints the public line to add to the round's key list."""
+    from relman.compress.adapt import secagg
+
+    site = secagg.create_site_key(name)
+    click.echo(site.line().rstrip())
+    click.echo(f"add this line to the key list every site of the round uses (key id {site.id})", err=True)
+
+
+@federated.command("mask")
+@click.argument("ref")
+@click.option("--keys", "key_list", required=True, type=click.Path(dir_okay=False),
+              help="The round's key list: one 'relman-x25519 <base64> <name>' line per site.")
+@click.option("--key", "key_name", required=True, help="This site's key name ('relman federated key NAME').")
+@click.option("--round", "round_id", required=True, help="The round id all sites use; never reused.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="The masked update file to write.")
+@click.option("--samples", type=float, help="Example count to weight by (default: the version's train_samples).")
+@pass_state
+def federated_mask(state: AppState, ref: str, key_list: str, key_name: str, round_id: str, out: str,
+                   samples: float | None) -> None:
+    """Write the masked update of this site's adapter version REF for one round."""
+    from relman.compress.adapt import secagg
+
+    header = secagg.mask_version(state.catalog(), ref, key_name=key_name, key_list=key_list, round_id=round_id,
+                                     out=out, samples=samples)
+    click.echo(f"wrote {out}: {ref} masked for round {header['round']} ({len(header['roster'])} sites, "
+               f"weight {header['weight_mode']})")
+
+
+@federated.command("merge")
+@click.argument("base")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--rank", type=int, default=0, show_default=True, help="Rank of the merged adapter (0 = the sites' r).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda:N.")
+@click.option("--no-evaluate", is_flag=True, help="Do not queue the child's evaluation against its parent.")
+@wait_option
+@pass_state
+def federated_merge(state: AppState, base: str, files: tuple[str, ...], rank: int, device: str, no_evaluate: bool,
+                    wait: bool) -> None:
+    """FedAvg of one round's masked update FILES onto BASE (merge-fedavg with `masked`)."""
+    from pathlib import Path
+
+    from relman.app.compress import queue_compression
+    from relman.compress.adapt import secagg
+    from relman.errors import RecipeError
+
+    paths = [str(Path(f).resolve()) for f in files]
+    if any("," in p for p in paths):
+        raise RecipeError("a masked update path may not contain ','")
+    secagg.check_round([Path(p) for p in paths])  # a bad round is refused before anything is queued
+    cat = state.catalog()
+    job_id = queue_compression(cat, base, "merge-fedavg", {"masked": ",".join(paths), "adapter_rank": str(rank)},
+                               device=device, evaluate=not no_evaluate)
+    if not wait:
+        click.echo(f"queued compress job {job_id} (secure-aggregation FedAvg of {len(paths)} sites onto {base}); "
+                   f"follow it with 'relman jobs show {job_id}'")
+        return
+    job, problem = _wait(cat, job_id)
+    if job["status"] == "succeeded":
+        click.echo(f"stored {(job['result'] or {}).get('ref')}: FedAvg of {len(paths)} masked updates")
+    _fail_after(problem)
+
+
+COMMANDS: list[click.Command] = [compress, recipes, optimize, federated]

@@ -127,6 +127,8 @@ register(Recipe(
         Param("adapter_rank", int, 0, "adapters: rank of the merged adapter (0 = the parents' r); the average "
                                       "update is re-factorised to it by SVD", min=0),
         Param("allow_mixed_privacy", bool, False, "merge DP-trained and non-DP parents anyway (no ε is recorded)"),
+        Param("masked", list, [], "secure aggregation: every site's masked update file of one round (absolute "
+                                  "paths; `relman federated mask`); the one parent is the adapters' base"),
     ),
     description="Weighted average of several versions of the same architecture, or of LoRA adapters of one base "
                 "(average of the updates BA, re-factorised by SVD); composes the parents' privacy ledgers.",

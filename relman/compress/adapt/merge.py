@@ -18,6 +18,11 @@ the SVD truncation is the best rank-r approximation of it (Eckart-Young). Both e
 recorded per merge: `fedavg_svd_residual` (relative Frobenius error of the rank-r
 re-factorisation) and `fedavg_factor_average_error` (the same for the A/B average).
 
+Secure aggregation (`masked`: the sites' masked update files, relman.compress.adapt.secagg):
+the one parent is the adapters' base; the files' sum is the weighted sum of the updates B A and
+of the example counts, so the merge is the same FedAvg without any site's update or weight
+being seen (only `fedavg_factor_average_error` cannot be computed: no site's factors are known).
+
 Privacy: the parents' ledgers compose in parallel (relman.compress.adapt.privacy); mixing DP and
 non-DP parents is refused unless `allow_mixed_privacy`.
 """
@@ -150,6 +155,8 @@ def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tu
 
 
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
+    if params.get("masked"):
+        return merge_masked(sources, params, ctx)
     if len(sources) < 2:
         raise RecipeError("merge-fedavg needs at least two parent versions")
     refs = [s.version.ref for s in sources]
@@ -244,21 +251,30 @@ def average_update(As: list[torch.Tensor], Bs: list[torch.Tensor], weights: list
     mats = [(b.double().reshape(b_shape[0], -1) @ a.double().reshape(a_shape[0], -1)) for a, b in zip(As, Bs)]
     avg = sum(w * m for w, m in zip(weights, mats))
     norm = float(torch.linalg.norm(avg)) or 1.0
+    a_out, b_out, residual = refactorise(avg, rank, tuple(a_shape), tuple(b_shape), As[0].dtype)
+    a_bar = sum(w * a.double().reshape(a_shape[0], -1) for w, a in zip(weights, As))
+    b_bar = sum(w * b.double().reshape(b_shape[0], -1) for w, b in zip(weights, Bs))
+    factor_error = float(torch.linalg.norm(avg - b_bar @ a_bar)) / norm
+    return a_out, b_out, residual, factor_error
+
+
+def refactorise(avg: torch.Tensor, rank: int, a_shape: tuple[int, ...], b_shape: tuple[int, ...],
+                dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The best rank-`rank` factors (A', B') of the mean update `avg` (out x in, float64) by
+    truncated SVD, in the parents' A / B shapes, and the relative residual of the truncation."""
+    norm = float(torch.linalg.norm(avg)) or 1.0
     u, s, vh = torch.linalg.svd(avg, full_matrices=False)
     k = min(rank, s.numel())
     root = s[:k].sqrt()
     b_new = u[:, :k] * root
     a_new = root[:, None] * vh[:k]
     residual = float(torch.linalg.norm(avg - b_new @ a_new)) / norm
-    a_bar = sum(w * a.double().reshape(a_shape[0], -1) for w, a in zip(weights, As))
-    b_bar = sum(w * b.double().reshape(b_shape[0], -1) for w, b in zip(weights, Bs))
-    factor_error = float(torch.linalg.norm(avg - b_bar @ a_bar)) / norm
     if k < rank:  # pad with zero directions so the stored rank is what the config says
         a_new = torch.cat([a_new, a_new.new_zeros(rank - k, a_new.shape[1])])
         b_new = torch.cat([b_new, b_new.new_zeros(b_new.shape[0], rank - k)], dim=1)
-    a_out = a_new.reshape((rank, *a_shape[1:])).to(As[0].dtype).contiguous()
-    b_out = b_new.reshape((b_shape[0], rank, *b_shape[2:])).to(Bs[0].dtype).contiguous()
-    return a_out, b_out, residual, factor_error
+    a_out = a_new.reshape((rank, *a_shape[1:])).to(dtype).contiguous()
+    b_out = b_new.reshape((b_shape[0], rank, *b_shape[2:])).to(dtype).contiguous()
+    return a_out, b_out, residual
 
 
 def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, ctx: WorkContext) -> RecipeOutput:
@@ -316,3 +332,79 @@ def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, 
 def _total_samples(sources: list[ModelSource], ctx: WorkContext) -> float | None:
     counts = [recorded_samples(s, ctx) for s in sources]
     return sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]
+
+
+# -- secure aggregation: masked updates -----------------------------------------------------------
+def merge_masked(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
+    """FedAvg of a complete round of masked adapter updates onto the one parent, their base."""
+    from relman.compress.adapt import secagg
+    from relman.modelio import peft_adapter
+
+    paths = [Path(p) for p in params["masked"]]
+    if len(sources) != 1 or sources[0].format == peft_adapter.FORMAT:
+        raise RecipeError("a merge of masked updates takes one parent: the base the sites' adapters adapt")
+    if list(params.get("weights") or []):
+        raise RecipeError("'weights' cannot be given with masked updates: each site masked its own example count")
+    relative = [str(p) for p in paths if not p.is_absolute()]
+    if relative:
+        raise RecipeError(f"masked update paths must be absolute (the merge runs in a worker): {relative[0]}")
+    base = sources[0].version
+    ctx.progress(0.02, "checking the round")
+    headers, sums, total = secagg.unmask_sum(paths)
+    first = headers[0]
+    pin = first["pin"]
+    if pin["base_manifest_sha256"] != base.manifest_sha256:
+        raise RecipeError(f"the masked updates adapt {pin['base_ref']} (manifest {pin['base_manifest_sha256'][:12]}), "
+                          f"not {base.ref}")
+    sites = [f"{h['site_name']} ({h['site']})" for h in headers]
+    composed = privacy.compose_parallel([h.get("privacy") if (h.get("privacy") or {}).get("epsilon") is not None
+                                         else None for h in headers], sites,
+                                        allow_mixed=bool(params.get("allow_mixed_privacy")))
+    cfg = first["peft_config"]
+    r = int(cfg["r"])
+    rank = int(params.get("adapter_rank") or 0) or r
+    merged: dict[str, torch.Tensor] = {}
+    residuals = []
+    paired = set()
+    for i, (a_name, b_name, a_shape, b_shape) in enumerate(first["pairs"]):
+        avg = torch.from_numpy(sums[a_name] / total)
+        a, b, res = refactorise(avg, rank, tuple(a_shape), tuple(b_shape), torch.float32)
+        merged[a_name], merged[b_name] = a, b
+        residuals.append(res)
+        paired.update((a_name, b_name))
+        ctx.progress(0.1 + 0.7 * i / max(1, len(first["pairs"])), f"averaging {a_name.rsplit('.lora', 1)[0]}")
+    for name, value in sums.items():
+        if name not in paired:
+            merged[name] = torch.from_numpy(value / total).to(torch.float32).contiguous()
+    out = new_output_folder(ctx, "merge-fedavg")
+    save_file(merged, str(out / peft_adapter.WEIGHTS), metadata={"format": "pt"})
+    alpha = float(cfg["lora_alpha"]) * rank / r
+    (out / peft_adapter.PEFT_CONFIG).write_text(json.dumps(dict(cfg, r=rank, lora_alpha=alpha), indent=2,
+                                                           sort_keys=True), encoding="utf-8")
+    new_pin = dict(pin, r=rank, lora_alpha=alpha, base_version_id=base.id, base_ref=base.ref)
+    (out / peft_adapter.PIN).write_text(json.dumps(new_pin, indent=2, sort_keys=True), encoding="utf-8")
+    peft_adapter.check_adapter_folder(out)
+    worst = max(residuals) if residuals else 0.0
+    ctx.log("secure-aggregation FedAvg: %d sites, round %s, %d layers, SVD residual max %.3g", len(headers),
+            first["round"], len(first["pairs"]), worst)
+    ctx.progress(1.0, f"merged {len(headers)} masked updates")
+    context = {"layers": len(first["pairs"]), "rank": rank, "parents_rank": r, "statistic": "max over layers"}
+    weights_source = "equal" if first["weight_mode"] == "equal" else "masked example counts"
+    meta: dict[str, Any] = {
+        "adapter": {k: new_pin.get(k) for k in ("base_version_id", "base_ref", "base_manifest_sha256", "base_format",
+                                                "r", "lora_alpha", "target_modules", "modules_to_save")},
+        "fedavg_method": "mean of B A per layer, re-factorised by truncated SVD",
+        "secure_aggregation": {"scheme": secagg.FORMAT, "round": first["round"], "roster_sha256": first["roster_sha256"],
+                               "sites": sites, "drop_out_rule": "round refused",
+                               "weights": "each site masked n_k (B A)_k and n_k; only the total is known"},
+        "parents": [base.ref], "parent_weights": None, "weights_source": weights_source,
+        "train_samples": None if first["weight_mode"] == "equal" else total}
+    metrics = [Metric("compress", "fedavg_svd_residual", worst, context),
+               Metric("compress", "merged_parents", float(len(headers)),
+                      {"sites": sites, "weights_source": weights_source, "secure_aggregation": True})]
+    if composed is not None:
+        meta["privacy"] = composed
+        if composed.get("epsilon") is not None:
+            metrics.append(privacy.metric(composed))
+    return RecipeOutput(folder=out, format=peft_adapter.FORMAT, params=sum(t.numel() for t in merged.values()),
+                        dtype="float32", meta=meta, metrics=metrics)
