@@ -53,11 +53,11 @@ def cli(ctx: click.Context, catalog_path: str | None) -> None:
 
 
 def _register() -> None:
-    from relman.commands import (catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds,
-                                 gui_cmds, housekeeping_cmds, jobs_cmds, release_cmds)
+    from relman.commands import (bundled_cmds, catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, explain_cmds,
+                                 generate_cmds, gui_cmds, housekeeping_cmds, jobs_cmds, release_cmds)
 
     for module in (catalog_cmds, jobs_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds, compress_cmds,
-                   release_cmds, housekeeping_cmds, gui_cmds):
+                   release_cmds, housekeeping_cmds, gui_cmds, bundled_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 
