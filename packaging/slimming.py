@@ -29,6 +29,8 @@ TRANSFORMERS_MODELS = (
     # causal language models
     "gpt2", "gpt_neo", "gpt_neox", "llama", "mistral", "qwen2", "qwen3", "phi", "phi3", "opt",
     "gemma", "gemma2", "smollm3",
+    # peft.utils.constants imports BloomPreTrainedModel at module level (LoRA fails without it)
+    "bloom",
 )
 
 

@@ -78,11 +78,11 @@ def _register() -> None:
     """The composition root: the commands, and (by importing relman.app) the job kinds of the
     layers above relman.jobs, which every process started through here can then queue or run."""
     import relman.app  # noqa: F401  (registers the app's job kinds: relman/app/job_kinds.py)
-    from relman.commands import (catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds,
+    from relman.commands import (bundled_cmds, catalog_cmds, compress_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds,
                                  gui_cmds, hooks_cmds, housekeeping_cmds, jobs_cmds, release_cmds)
 
     for module in (catalog_cmds, jobs_cmds, data_cmds, evaluate_cmds, explain_cmds, generate_cmds, compress_cmds,
-                   release_cmds, hooks_cmds, housekeeping_cmds, gui_cmds):
+                   release_cmds, hooks_cmds, housekeeping_cmds, gui_cmds, bundled_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -148,7 +148,13 @@ def test_torch_int8_dynamic_child_loads_runs_and_is_smaller(catalog, tmp_path, b
 
     modules = dict(load_torch_model(folder, "text-classification", "cpu", fmt="torch-int8").named_modules())
     assert type(modules["classifier"]) is torch.nn.Linear  # kept in float
-    assert isinstance(modules["bert.encoder.layer.0.attention.self.query"], torch.ao.nn.quantized.dynamic.Linear)
+    from torchao.quantization.quantize_.workflows.int8.int8_tensor import Int8Tensor
+
+    query = modules["bert.encoder.layer.0.attention.self.query"].weight
+    assert isinstance(query, Int8Tensor) and query.qdata.dtype == torch.int8  # torchao's int8 Linear
+    assert query.act_quant_kwargs is not None  # activations quantised at run time (the default)
+    stored = sorted(p.name for p in folder.iterdir())
+    assert "int8_weights.safetensors" in stored and not [n for n in stored if n.endswith((".pt", ".bin"))]
     # 2 layers x (4 x 64x64 + 2 x 64x256) Linear weights go from 4 to 1 byte each
     assert child.size_bytes < 0.45 * parent.size_bytes
     assert metric(catalog, child.id, "quantized_layers") == 2 * 6 + 1  # + the pooler; classifier kept

@@ -171,15 +171,18 @@ def test_init_and_import_tiny_model(installed: Path, home: Path, catalog: dict) 
 
 
 def _compress(installed: Path, home: Path, catalog: dict, ref: str, recipe: str, version: str,
-              evaluate: bool, dataset: str | None = None) -> dict:
+              evaluate: bool, dataset: str | None = None, params: dict | None = None) -> dict:
     """`relman compress REF RECIPE --wait`: the CLI drives a runner, which starts the worker (and,
     with evaluation, a second worker for the child's evaluation) from the frozen executable."""
     args = ["--catalog", str(catalog["path"]), "compress", ref, recipe, "--version", version, "--wait", "--json"]
     args += ["--dataset", dataset] if dataset else []
+    for key, value in (params or {}).items():
+        args += ["--param", f"{key}={value}"]
     job = run_json(installed, home, *args + ([] if evaluate else ["--no-evaluate"]))
     assert job["status"] == "succeeded", job
-    child = run_json(installed, home, "--catalog", str(catalog["path"]), "show", f"tinybert@{version}", "--json")
-    assert ref in child["parents"] and recipe in json.dumps(child["recipe"]), child
+    model = ref.split("@")[0]
+    child = run_json(installed, home, "--catalog", str(catalog["path"]), "show", f"{model}@{version}", "--json")
+    assert all(r in child["parents"] for r in ref.split(",")) and recipe in json.dumps(child["recipe"]), child
     return child
 
 
@@ -203,6 +206,66 @@ def test_onnx_export_and_ort_int8_in_frozen_workers(installed: Path, home: Path,
     assert q["format"] == "onnx" and q["size_bytes"] < onnx["size_bytes"], (q, onnx)
     assert q["metrics"], f"the evaluation job stored no metrics: {q}"
     assert any(m["dataset"] for m in q["metrics"]), f"no quality metric on the dataset: {q['metrics']}"
+
+
+def test_lora_dp_and_adapter_merge_in_frozen_workers(installed: Path, home: Path, catalog: dict) -> None:
+    """LoRA (peft), DP-LoRA (opacus) and merge-fedavg of the two adapters, each a frozen worker."""
+    lora = _compress(installed, home, catalog, "tinybert@1.0.0", "finetune", "2.0.0", evaluate=False,
+                     params={"dataset": "reviews", "method": "lora", "epochs": 1})
+    assert lora["format"] == "peft-adapter", lora
+    dp = _compress(installed, home, catalog, "tinybert@1.0.0", "finetune", "2.1.0", evaluate=False,
+                   params={"dataset": "reviews", "method": "lora", "dp": "true", "epochs": 1, "delta": 0.01})
+    assert dp["format"] == "peft-adapter" and "privacy" in json.dumps(dp), dp
+    merged = _compress(installed, home, catalog, "tinybert@2.0.0,tinybert@2.1.0", "merge-fedavg", "2.2.0",
+                       evaluate=False, params={"allow_mixed_privacy": "true"})
+    assert merged["format"] == "peft-adapter", merged
+
+
+@pytest.mark.parametrize("method", ["ig", "occlusion"])
+def test_explain_in_a_frozen_worker(installed: Path, home: Path, catalog: dict, method: str) -> None:
+    """Explanations (captum for IG) through the explain job, in a worker the app starts."""
+    doc = run_json(installed, home, "--catalog", str(catalog["path"]), "explain", "tinybert@1.0.0", "--dataset",
+                   catalog["dataset"], "--method", method, "--examples", "4", "--wait", "--json")
+    assert doc.get("method") == method and doc.get("examples"), doc
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(installed: Path, home: Path, catalog: dict, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny Qwen2-shaped causal LM (made with the development venv), imported by the frozen app,
+    with the LM test data registered as mcq and qa datasets."""
+    from relman.modelio import tiny
+
+    folder = tiny.tiny_decoder(tmp_path_factory.mktemp("lm") / "qwen2", "qwen2")
+    cat = str(catalog["path"])
+    run_json(installed, home, "--catalog", cat, "import", str(folder), "--model", "tinylm", "--version", "1.0.0",
+             "--task", "causal-lm", "--json")
+    data = REPO / "tests" / "data" / "lm_eval"
+    for name, file, fmt in (("colours-mc", "colours_mcq.jsonl", "mcq"), ("colours-qa", "colours_qa.jsonl", "qa")):
+        run_json(installed, home, "--catalog", cat, "dataset", "add", str(data / file), "--name", name, "--format",
+                 fmt, "--json")
+    return "tinylm@1.0.0"
+
+
+@pytest.mark.parametrize("exporter,version", [("relman", "1.0.1"), ("genai", "1.0.2")])
+def test_int4_through_both_exporters_in_frozen_workers(installed: Path, home: Path, catalog: dict, tiny_lm: str,
+                                                       exporter: str, version: str) -> None:
+    """INT4 via relman's exporter and via ONNX Runtime GenAI's builder, which the frozen worker
+    starts as `relman run-bundled onnxruntime_genai.models.builder` (there is no python -m)."""
+    child = _compress(installed, home, catalog, tiny_lm, "int4-weight-only", version, evaluate=False,
+                      params={"exporter": exporter})
+    assert child["format"] == "onnx", child
+    assert (child["meta"].get("exporter") == "onnxruntime-genai") == (exporter == "genai"), child["meta"]
+
+
+@pytest.mark.parametrize("suite,dataset,metric", [("mc", "colours-mc", "mc_acc"),
+                                                  ("generate", "colours-qa", "generate_exact_match"),
+                                                  ("quality", "reviews", "")])
+def test_lm_suites_in_frozen_workers(installed: Path, home: Path, catalog: dict, tiny_lm: str, suite: str,
+                                     dataset: str, metric: str) -> None:
+    out = run_json(installed, home, "--catalog", str(catalog["path"]), "evaluate", tiny_lm, "--dataset", dataset,
+                   "--suite", suite, "--wait", "--json")
+    assert out.get("results"), out
+    assert metric in json.dumps(out["results"]), out
 
 
 def test_gui_draws_screenshots_offscreen(installed: Path, home: Path, tmp_path: Path) -> None:

@@ -174,8 +174,11 @@ register(Recipe(
     params=(
         Param("keep_float", list, [], "Linear layers whose name contains one of these stay float "
                                       "(e.g. classifier)"),
+        Param("activations", str, "dynamic", "dynamic: activations quantised to INT8 per token at run time; "
+                                             "float: weight-only INT8 (closer to the parent)",
+              choices=("dynamic", "float")),
     ),
-    description="torch.ao dynamic quantisation: INT8 weights, activations quantised on the fly; CPU only.",
+    description="torchao INT8: per-row INT8 weights (safetensors), activations quantised on the fly; CPU only.",
 ))
 register(Recipe(
     name="onnx-export", hub_relation="quantized", compresses=True, title="ONNX export (verified)", target="relman.compress.export.onnx_recipe:export_recipe",

@@ -788,6 +788,10 @@ def export_folder(catalog: Any, version_id: int, dest: Path | str, fmt: str, *, 
         if "adapter_config.json" not in paths or "adapter_model.safetensors" not in paths:
             raise RelmanError(f"{v.ref} is an adapter without adapter_config.json and adapter_model.safetensors")
     elif fmt == "hf":
+        if v.format == "torch-int8":  # its int8 safetensors is relman's layout, not one transformers loads
+            raise RelmanError(f"{v.ref} is a torch-int8 version (INT8 weights in relman's layout); export it as a "
+                              "bundle (-o FILE), or compress its parent with onnx-export / ort-int8 for a portable "
+                              "folder")
         if "config.json" not in paths or not any(p.endswith((".safetensors", ".bin")) for p in paths):
             raise RelmanError(f"{v.ref} is a {v.format} version without config.json and weights; it cannot be "
                               "written as a Hugging Face folder")

@@ -55,10 +55,7 @@ BUILDER_LOG = "genai-builder.log"
 
 def genai_installed() -> bool:
     """Whether `onnxruntime_genai` (and so its builder) can be run here, without importing it. The
-    installers' frozen app has no interpreter to run `-m onnxruntime_genai.models.builder` with,
-    so there the answer is no and `auto` takes relman's exporter."""
-    if getattr(sys, "frozen", False):
-        return False
+    installers' frozen app bundles it and runs it through itself (`builder_command`)."""
     try:
         return importlib.util.find_spec("onnxruntime_genai") is not None
     except (ImportError, ValueError):
@@ -119,6 +116,16 @@ def genai_version() -> str:
         return "unknown"
 
 
+def builder_command() -> list[str]:
+    """How to start the builder in its own process: `python -m` from a Python install; in the
+    frozen app, which has no interpreter, the app itself through its hidden `run-bundled`
+    sub-command (relman.commands.bundled_cmds), never a system Python."""
+    module = "onnxruntime_genai.models.builder"
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "run-bundled", module]
+    return [sys.executable, "-m", module]
+
+
 def run_builder(src_folder: Path, out: Path, precision: str, extra: dict[str, str], ctx: Any) -> None:
     """Run the builder in its own process, offline; cancellation kills it. Its output goes to a
     log in the job's workdir, whose last line becomes the error message if it fails."""
@@ -127,7 +134,7 @@ def run_builder(src_folder: Path, out: Path, precision: str, extra: dict[str, st
     cache = ctx.workdir / "genai-cache"
     log_path = ctx.workdir / BUILDER_LOG
     options = {"hf_token": "false", "hf_remote": "false", **extra}
-    cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(src_folder), "-o", str(out),
+    cmd = [*builder_command(), "-i", str(src_folder), "-o", str(out),
            "-p", PRECISIONS[precision], "-e", "cpu", "-c", str(cache),
            "--extra_options", *[f"{k}={v}" for k, v in options.items()]]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}

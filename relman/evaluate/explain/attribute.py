@@ -63,7 +63,14 @@ def differentiable(runner: Runner) -> bool:
     for m in backend.model.modules():
         if type(m).__module__.startswith(("torch.ao.nn.quantized", "torch.nn.quantized")):
             return False
+        if any(quantised_parameter(p) for p in m.parameters(recurse=False)):  # torchao's int8 weights
+            return False
     return True
+
+
+def quantised_parameter(p: Any) -> bool:
+    """A torchao quantised weight (e.g. torch-int8's Int8Tensor): no gradients, no in-place init."""
+    return type(p).__module__.startswith("torchao")
 
 
 def has_attention(runner: Runner) -> bool:

@@ -50,7 +50,11 @@ def reinitialise(model: Any, seed: int = 0) -> Any:
 
     with torch.no_grad():
         torch.manual_seed(int(seed))
+        from relman.evaluate.explain.attribute import quantised_parameter
+
         for module in model.modules():
+            if any(quantised_parameter(p) for p in module.parameters(recurse=False)):
+                continue  # torchao int8 weights: left as they are, as torch.ao's quantised modules were
             if hasattr(module, "reset_parameters") and callable(module.reset_parameters):
                 module.reset_parameters()
             else:
