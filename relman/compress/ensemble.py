@@ -154,7 +154,7 @@ def smoke_test(out: Path, sources: list[ModelSource], task: str) -> None:
 
 def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
     from relman.catalog import Metric
-    from relman.compress.prune.surgery import new_output_folder
+    from relman.compress.surgery import new_output_folder
 
     ctx.progress(0.05, "checking the members agree")
     labels = check_members(sources)
