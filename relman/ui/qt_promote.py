@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QCheckBox, QDialogButtonBox, QFormLayout, QHeaderView, QLabel, QPlainTextEdit,
                                QStyledItemDelegate, QStyleOptionViewItem, QTableWidget, QTableWidgetItem, QVBoxLayout,
@@ -106,6 +106,23 @@ def rule_details(rule: dict[str, Any]) -> str:
     return " — ".join(parts)
 
 
+class _WrappedDelegate(QStyledItemDelegate):
+    """Wraps its column's text and asks for the height the wrapped text needs at the width the
+    column has (the style's own hint measured without the cell's margins, so a sentence a few
+    pixels too long was cut to '…' instead of getting its second line)."""
+
+    MARGIN = 12
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        hint = super().sizeHint(option, index)
+        table = self.parent()
+        width = table.columnWidth(index.column()) - self.MARGIN if isinstance(table, QTableWidget) else hint.width()
+        text = str(index.data() or "")
+        rect = option.fontMetrics.boundingRect(QRect(0, 0, max(20, width), 100000),  # type: ignore[attr-defined]
+                                               int(Qt.TextFlag.TextWordWrap), text)
+        return QSize(hint.width(), max(hint.height(), rect.height() + 8))
+
+
 class PromoteDialog(ValidatingDialog):
     """Shows the gate report for a transition; asks for the reason; refuses to submit when
     gates fail unless 'override' is ticked with a reason (the override is recorded)."""
@@ -128,6 +145,7 @@ class PromoteDialog(ValidatingDialog):
         self.rules_table.verticalHeader().setVisible(False)
         self.rules_table.setWordWrap(True)
         self.rules_table.setItemDelegateForColumn(1, _ElidedDelegate(self.rules_table))
+        self.rules_table.setItemDelegateForColumn(2, _WrappedDelegate(self.rules_table))
         header = self.rules_table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
@@ -147,6 +165,8 @@ class PromoteDialog(ValidatingDialog):
             self.rules_table.setItem(i, 2, detail)
         self.rules_table.setColumnWidth(1, 260)
         self.rules_table.resizeRowsToContents()
+        # the details wrap to the width their column gets once laid out (and when resized)
+        header.sectionResized.connect(lambda *_: self.rules_table.resizeRowsToContents())
         if gate_error:
             verdict = f"Refused: {gate_error}"
         elif self.passed is None:
