@@ -93,7 +93,8 @@ def test_relative_rules_against_production_and_parent(family):
     assert res["accuracy >= production.accuracy - 0.01"].inputs == {
         "accuracy": 0.895, "production.accuracy": 0.90, "threshold": pytest.approx(0.89)}
     lat = res["latency_p95_ms <= 1.10 * production"]
-    assert lat.status == "fail" and lat.reason == "latency_p95_ms = 11.5 not <= 11"
+    assert lat.status == "fail" and lat.reason == "latency_p95_ms 11.5 is not ≤ 11 (production 10)"
+    assert res["accuracy >= production.accuracy - 0.01"].reason == "accuracy 0.895 ≥ 0.89 (production 0.9)"
     assert res["latency_p95_ms <= 1.2 * parent"].status == "pass"
     assert res["size_mb <= 200"].status == "pass" and res["size_mb < 0.001"].status == "fail"
     assert res["accuracy == 0.895"].status == "pass"

@@ -359,3 +359,11 @@ def m009_hooks(db: sqlite_utils.Database) -> None:
         CREATE INDEX IF NOT EXISTS hooks_event ON hooks(event, model);
         """,
     )
+
+
+@migrations()
+def m010_job_point_attempts(db: sqlite_utils.Database) -> None:
+    """Which attempt of a job drew each live-curve point: a retried job starts its curves
+    again, and the Jobs view draws the current attempt's only (it joined both before). Rows
+    from before this migration have NULL (one attempt, or attempts nobody can tell apart)."""
+    _run_script(db, "ALTER TABLE job_points ADD COLUMN attempt INTEGER;")

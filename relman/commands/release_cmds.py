@@ -27,7 +27,7 @@ def _print_report(rep: Any) -> None:
         click.echo(f"  the policy does not allow {rep.from_phase} → {rep.to_phase}")
     if not rep.rules:
         click.echo("  no rules guard this phase")
-    for r in rep.rules:
+    for r in rep.ordered_rules():  # failures first, then pending, skipped, passed
         mark = {"pass": "ok  ", "fail": "FAIL", "skipped": "skip", "pending": "wait"}.get(r.status, r.status[:4])
         click.echo(f"  {mark}  {r.rule:<45} {r.reason}")
 

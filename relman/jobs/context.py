@@ -113,8 +113,9 @@ class JobContext:
                     "UPDATE jobs SET progress = ?, message = ?, heartbeat_at = ? WHERE id = ?",
                     [fraction, message, now_iso, self.job_id])
             if self._points:
-                self.catalog.conn.executemany(
-                    "INSERT INTO job_points (job_id, series, step, value) VALUES (?, ?, ?, ?)", self._points)
+                self.catalog.conn.executemany(  # the attempt that draws them (a retry starts its curves anew)
+                    "INSERT INTO job_points (job_id, series, step, value, attempt)"
+                    " VALUES (?, ?, ?, ?, (SELECT attempts FROM jobs WHERE id = ?1))", self._points)
         self._pending_progress = None
         self._points = []
         self._last_progress_write = time.monotonic()

@@ -88,7 +88,8 @@ def pump(runner: "Runner", report: dict[str, list[int]]) -> None:
                     cat.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = ?",
                                      [now, job_id, queue.RUNNING])
                 if u["points"]:
-                    cat.conn.executemany("INSERT INTO job_points (job_id, series, step, value) VALUES (?, ?, ?, ?)",
+                    cat.conn.executemany("INSERT INTO job_points (job_id, series, step, value, attempt)"
+                                         " VALUES (?, ?, ?, ?, (SELECT attempts FROM jobs WHERE id = ?1))",
                                          [(job_id, s, st, v) for s, st, v in u["points"]])
         for job_id, u in updates.items():
             if u["started"]:

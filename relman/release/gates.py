@@ -72,7 +72,7 @@ def _task_role(task: str) -> str | None:
 
 
 __all__ = ["BOUNDS", "COMPARATORS", "CONDITIONS", "ApprovalsRule", "DatasetRule", "GateReport", "MetricRule",
-           "RuleResult", "RuleSyntaxError", "check_artifacts", "evaluate_gates", "parse_rule"]
+           "RuleResult", "RuleSyntaxError", "STATUS_ORDER", "check_artifacts", "evaluate_gates", "parse_rule"]
 
 # -- evaluation --------------------------------------------------------------------------------
 @dataclass
@@ -144,6 +144,15 @@ class GateReport:
     def failing_text(self) -> str:
         return "; ".join(f"{r.rule} ({r.reason})" for r in self.failing)
 
+    def ordered_rules(self) -> list[RuleResult]:
+        """The rules as a report shows them: failures first, then pending, skipped, passed (the
+        policy's order within each), so the verdicts that block are read first."""
+        return sorted(self.rules, key=lambda r: STATUS_ORDER.get(r.status, 0))
+
+
+# How a report orders its rules: what blocks first, what checked nothing before what passed.
+STATUS_ORDER = {"fail": 0, "pending": 1, "skipped": 2, "pass": 3}
+
 
 class _Missing(Exception):
     def __init__(self, reason: str, skip: bool = False) -> None:
@@ -195,6 +204,7 @@ class _Gate:
     def __init__(self, subjects: Mapping[str, _Subject | None], missing_scope: Mapping[str, str]) -> None:
         self.subjects = subjects
         self.missing_scope = missing_scope
+        self.intervals: dict[str, tuple[float, float]] = {}  # label -> 95 % interval, for the reason's sentence
 
     def how_to_evaluate(self, ref: str, metric: str) -> str:
         """The command that measures `metric` on `ref` (the dataset the references used)."""
@@ -241,8 +251,10 @@ class _Gate:
             raise _Missing(f"untrustworthy: {subject.ref}'s '{name}' cannot pass a gate: {untrustworthy}")
         label = name if scope == "self" else f"{scope}.{name}"
         value = subject.values[name]
+        interval = subject.contexts.get(name, {}).get("interval")
+        if isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval:
+            self.intervals[label] = (float(interval[0]), float(interval[1]))
         if bound is not None:
-            interval = subject.contexts.get(name, {}).get("interval")
             if not (isinstance(interval, (list, tuple)) and len(interval) == 2 and None not in interval):
                 raise self.not_evaluated(subject, name, f"{subject.ref}'s '{name}' has no interval")
             value = float(interval[0] if bound == "lower" else interval[1])
@@ -316,8 +328,46 @@ def _metric_rule(rule: MetricRule, text: str, gate: _Gate) -> RuleResult:
         return RuleResult(text, "skipped" if m.skip else "fail", m.reason, inputs)
     inputs["threshold"] = right
     ok = _compare(left, rule.op, right)
-    return RuleResult(text, "pass" if ok else "fail",
-                      f"{label} = {_fmt(left)} {'' if ok else 'not '}{rule.op} {_fmt(right)}", inputs)
+    return RuleResult(text, "pass" if ok else "fail", _verdict_sentence(rule, label, left, right, ok, inputs,
+                                                                        gate.intervals), inputs)
+
+
+OP_TEXT = {">=": "≥", "<=": "≤", "==": "=", "!=": "≠", "<": "<", ">": ">"}
+
+
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """Two numbers short enough to read (4 significant digits), with more digits only where
+    the short forms would look equal though the numbers are not (0.79999 is not ≥ 0.8)."""
+    digits = 4
+    while True:
+        fa, fb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if fa != fb or a == b or digits >= 12:
+            return fa, fb
+        digits += 2
+
+
+def _verdict_sentence(rule: MetricRule, label: str, left: float, right: float, ok: bool, inputs: Mapping[str, Any],
+                      intervals: Mapping[str, tuple[float, float]]) -> str:
+    """A metric rule's outcome as one readable line: 'accuracy 0.81 [0.78, 0.84] ≥ 0.8
+    (production 0.83)', 'latency_p95_ms 11.5 is not ≤ 11' — the value (with its 95 % interval
+    where one was stored), the comparison, the threshold, and the reference values it came from."""
+    lv, rv = _fmt_pair(left, right)
+    text = f"{label} {lv}"
+    interval = intervals.get(rule.metric)
+    if interval is not None:
+        text += f" [{interval[0]:.4g}, {interval[1]:.4g}]"
+    text += f" {'' if ok else 'is not '}{OP_TEXT.get(rule.op, rule.op)} {rv}"
+    refs = []
+    for key, value in inputs.items():
+        if key in (label, "threshold") or not isinstance(value, (int, float)):
+            continue
+        scope, _, rest = key.partition(".")
+        if scope in _SCOPES and rest:
+            name = rest if rest.split(".")[0] != rule.metric else rest[len(rule.metric):].lstrip(".")
+            refs.append(f"{scope}{' ' + name if name else ''} {value:.4g}")
+        else:
+            refs.append(f"{key} {value:.4g}")
+    return text + (f" ({', '.join(refs)})" if refs else "")
 
 
 def check_artifacts(catalog: Any, version_id: int, *, rehash: bool = True,
@@ -401,6 +451,7 @@ def evaluate_gates(catalog: Any, version: Any, to_phase: str, *, policy: Mapping
     gate = _Gate(subjects, missing_scope)
     for text in rules:
         rule = parse_rule(text)
+        gate.intervals = {}
         if isinstance(rule, MetricRule):
             results.append(_metric_rule(rule, text, gate))
         elif isinstance(rule, ApprovalsRule):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPalette, QPen
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton,
+from PySide6.QtWidgets import (QAbstractItemView, QFrame, QHBoxLayout, QHeaderView, QLabel, QPlainTextEdit, QPushButton,
                                QSplitter, QStyledItemDelegate, QStyleOptionViewItem, QTableView, QVBoxLayout, QWidget)
 
 from relman.catalog import Catalog
@@ -117,6 +117,108 @@ def tail_file(path: str | None, max_bytes: int = 8192) -> str:
     return text if size <= max_bytes else text.split("\n", 1)[-1]
 
 
+def retry_offered(job: dict[str, Any] | None) -> bool:
+    """Retry where running the job again can succeed: a cancelled job, or one that failed for a
+    cause outside its input (a killed worker, memory, a lost node, a timeout, a full disk)."""
+    from relman.jobs.causes import retry_helps
+
+    return job is not None and (job["status"] == "cancelled"
+                                or (job["status"] == "failed" and retry_helps(job.get("cause"))))
+
+
+def retry_tip(job: dict[str, Any] | None) -> str:
+    """Why Retry is (not) offered for `job`, in words."""
+    from relman.jobs.causes import describe
+
+    if job is None:
+        return "Select a failed or cancelled job to queue it again"
+    if job["status"] == "failed" and not retry_offered(job):
+        return (f"Retrying cannot help: the job failed on {describe(job.get('cause'))}, so the same input fails "
+                "the same way — fix what it was given and start it again")
+    if job["status"] == "failed":
+        why = f" ({describe(job.get('cause'))}: the cause lay outside the job's input)" if job.get("cause") else ""
+        return f"Queue the job again as a new attempt{why}"
+    if job["status"] == "cancelled":
+        return "Queue the cancelled job again as a new attempt"
+    return f"Only a failed or cancelled job can be retried (this one is {job['status']})"
+
+
+def traceback_of(log: str) -> str:
+    """The last Python traceback in a job's log (what the worker printed when the job raised),
+    or '' when the log has none (a killed worker raises nothing)."""
+    at = log.rfind("Traceback (most recent call last):")
+    return log[at:].rstrip() if at >= 0 else ""
+
+
+class FailurePanel(QFrame):
+    """The selected failed job's one-line error, inline above the jobs table (a failure is no
+    box to dismiss), with its cause; "Details" shows the traceback from the job's log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("job-failure")
+        self.text = QLabel("")
+        self.text.setObjectName("job-failure-text")
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.text.setStyleSheet("color: #c4453b; font-weight: bold;")
+        self.details_btn = QPushButton("Details")
+        self.details_btn.setObjectName("job-failure-details-button")
+        self.details_btn.setCheckable(True)
+        self.details_btn.setToolTip("Show the traceback from the job's log")
+        self.details = QPlainTextEdit()
+        self.details.setObjectName("job-failure-details")
+        self.details.setReadOnly(True)
+        self.details.setMaximumHeight(180)
+        self.details.hide()
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.text, 1)
+        row.addWidget(self.details_btn)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 2, 0, 2)
+        layout.addLayout(row)
+        layout.addWidget(self.details)
+        self.details_btn.toggled.connect(self._toggle)
+        self.job_id: int | None = None
+        self._read_log: Callable[[], str] = lambda: ""
+        self.hide()
+
+    def show_job(self, job: dict[str, Any] | None, read_log: Callable[[], str]) -> None:
+        """Show `job`'s failure (hide the panel for any other job); `read_log` reads its log
+        when the details are open."""
+        from relman.jobs.causes import describe
+
+        if job is None or job["status"] != "failed":
+            self.job_id = None
+            self.hide()
+            return
+        if job["id"] != self.job_id:
+            self.details_btn.setChecked(False)
+        self.job_id = job["id"]
+        self._read_log = read_log
+        cause = describe(job.get("cause"))
+        text = f"✗ Job {job['id']} failed" + (f" ({cause})" if cause else "") + f": {job.get('error') or 'see its log'}"
+        if text != self.text.text():
+            self.text.setText(text)
+        self.show()
+        if self.details_btn.isChecked():
+            self._fill_details()
+
+    def _toggle(self, on: bool) -> None:
+        self.details_btn.setText("Hide details" if on else "Details")
+        self.details.setVisible(on)
+        if on:
+            self._fill_details()
+
+    def _fill_details(self) -> None:
+        log = self._read_log()
+        text = traceback_of(log) or ("No traceback in the job's log (the worker did not raise: it was stopped or "
+                                     "died). The end of the log:\n" + "\n".join(log.splitlines()[-20:]))
+        if text != self.details.toPlainText():
+            self.details.setPlainText(text)
+
+
 class JobsView(QWidget):
     name = "jobs"
     title = "Jobs"
@@ -142,6 +244,7 @@ class JobsView(QWidget):
         self.retry_btn = QPushButton("Retry job")
         self.summary = QLabel("")
         self.summary.setObjectName("hint")
+        self.failure = FailurePanel()
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
         self.log.setObjectName("job-log")
@@ -151,7 +254,8 @@ class JobsView(QWidget):
         self.curve_plot.addLegend()
         self.curve_plot.setLabel("bottom", "step")
         self.curves: dict[str, pg.PlotDataItem] = {}
-        self._drawn: dict[str, tuple[int, int]] = {}
+        self._drawn: dict[str, tuple[int, int, int]] = {}  # series -> (job, attempt, points) drawn
+        self.drawn_attempt = 0
         self._title = ""
         self.catalog: Catalog | None = None
         self.selected_job: int | None = None
@@ -169,6 +273,7 @@ class JobsView(QWidget):
         tl = QVBoxLayout(top)
         tl.setContentsMargins(0, 0, 0, 0)
         tl.addLayout(bar)
+        tl.addWidget(self.failure)
         tl.addWidget(self.table, 1)
         split.addWidget(top)
         split.addWidget(lower)
@@ -243,6 +348,7 @@ class JobsView(QWidget):
         self._update_buttons()
         j = self.job(self.selected_job) if self.selected_job is not None else None
         if j is None or self.catalog is None:
+            self.failure.show_job(None, lambda: "")
             return
         text = self._log_tail(j)
         if j.get("error"):
@@ -250,9 +356,15 @@ class JobsView(QWidget):
         if text != self.log.toPlainText():
             self.log.setPlainText(text)
             self.log.verticalScrollBar().setValue(self.log.verticalScrollBar().maximum())
+        self.failure.show_job(j, lambda: self._log_tail(j, lines=400))
+        # Only the current attempt's curves: a retried job starts them again, and joining the
+        # attempts drew one line that jumped back to step 0. A job queued again has not begun
+        # its next attempt yet: nothing to draw. Points from before m010 have no attempt.
+        attempt = int(j.get("attempts") or 0) + (1 if j["status"] == "queued" else 0)
         series: dict[str, tuple[list[float], list[float]]] = {}
         for name, step, value in self.catalog.conn.execute(
-                "SELECT series, step, value FROM job_points WHERE job_id = ? ORDER BY rowid", [j["id"]]):
+                "SELECT series, step, value FROM job_points WHERE job_id = ? AND (attempt = ? OR attempt IS NULL)"
+                " ORDER BY rowid", [j["id"], attempt]):
             xs, ys = series.setdefault(name, ([], []))
             xs.append(step)
             ys.append(value)
@@ -266,10 +378,14 @@ class JobsView(QWidget):
                 color = SERIES_COLORS[len(self.curves) % len(SERIES_COLORS)]
                 curve = self.curve_plot.plot([], [], pen=pg.mkPen(color, width=2), name=name)
                 self.curves[name] = curve
-            if self._drawn.get(name) != (j["id"], len(xs)):  # redraw only when points arrived
+            if self._drawn.get(name) != (j["id"], attempt, len(xs)):  # redraw only when points arrived
                 curve.setData(xs, ys)
-                self._drawn[name] = (j["id"], len(xs))
-        title = f"Job {j['id']} ({j['kind']}): " + (", ".join(series) if series else "no curve points")
+                self._drawn[name] = (j["id"], attempt, len(xs))
+        self.drawn_attempt = attempt
+        title = f"Job {j['id']} ({j['kind']})"
+        if attempt > 1:
+            title += f", attempt {attempt} (earlier attempts not drawn)"
+        title += ": " + (", ".join(series) if series else "no curve points")
         if title != self._title:
             self._title = title
             self.curve_plot.setTitle(title)
@@ -287,16 +403,9 @@ class JobsView(QWidget):
         j = self.job(self.selected_job) if self.selected_job is not None else None
         self.cancel_btn.setEnabled(j is not None and j["status"] in ("queued", "running")
                                    and not j["cancel_requested"])
-        from relman.jobs.causes import describe, retry_helps
-
-        helps = j is not None and (j["status"] == "cancelled" or (j["status"] == "failed" and retry_helps(j.get("cause"))))
-        self.retry_btn.setEnabled(helps)
+        self.retry_btn.setEnabled(retry_offered(j))
+        self.retry_btn.setToolTip(retry_tip(j))
         self.cancel_btn.setToolTip("Ask the selected job to stop")
-        if j is not None and j["status"] == "failed" and not helps:
-            self.retry_btn.setToolTip(f"Retrying cannot help: the job failed on {describe(j.get('cause'))} — "
-                                      "fix what it was given and start it again")
-        else:
-            self.retry_btn.setToolTip("Queue a failed or cancelled job again")
 
     def set_theme(self, dark: bool) -> None:
         self.curve_plot.setBackground("#252932" if dark else "#ffffff")

@@ -250,7 +250,8 @@ class MainWindow(QMainWindow):
             ActionSpec("refresh", "Refresh", "F5", lambda: self.refresh(force=True)),
             ActionSpec("theme", "Toggle dark theme", "Ctrl+T", lambda: self.set_theme(not self.dark)),
             ActionSpec("find", "Find versions", "Ctrl+F", self._focus_filter),
-            ActionSpec("quit", "Quit", "Ctrl+Q", self.close, "Close the window (running jobs keep running)"),
+            ActionSpec("quit", "Quit", "Ctrl+Q", self.quit_asking,
+                       "Close the window (asks what to do with unfinished jobs)"),
             ActionSpec("shortcuts", "Keyboard shortcuts", "F1", self.show_shortcuts),
             ActionSpec("about", "About relman", "", self.show_about),
         ]
@@ -489,7 +490,21 @@ class MainWindow(QMainWindow):
         self.settings.setValue("last_catalog", str(self.catalog.root.resolve()))
         self.settings.sync()
 
+    def quit_asking(self) -> None:
+        """Ctrl+Q: close as the user does, asking first about unfinished jobs (relman.ui.qt_quit)."""
+        self._user_quit = True
+        try:
+            self.close()
+        finally:
+            self._user_quit = False
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        from relman.ui.qt_quit import confirm_quit
+
+        # the user closes (Ctrl+Q, the title bar's button): unfinished jobs? ask (a programmatic close does not)
+        if (event.spontaneous() or getattr(self, "_user_quit", False)) and not confirm_quit(self):
+            event.ignore()
+            return
         note = self.job_actions.closing_note()
         if note:  # not a question: the jobs are safe either way; say so (log + desktop note)
             self.messages_log.info(note)

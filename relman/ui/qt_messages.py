@@ -81,21 +81,23 @@ class MessageLog(QObject):
     def info(self, text: str) -> None:
         self.show("info", text)
 
-    def error(self, text: str) -> None:
-        self.show("error", text)
+    def error(self, text: str, modal: bool = True) -> None:
+        """An error: a box the user dismisses, or (`modal=False`, e.g. a job that failed, whose
+        error the Jobs view shows inline) only the log, the status bar and a note."""
+        self.show("error", text, modal)
 
     def status(self, text: str, ms: int = 0) -> None:
         """A line in the status bar only (progress, hints): not recorded, no toast."""
         self.window.statusBar().showMessage(text, ms)
 
-    def show(self, level: str, text: str) -> None:
+    def show(self, level: str, text: str, modal: bool = True) -> None:
         self.messages.append((level, text))
         self.log.append((time.strftime("%H:%M:%S"), level, text))
         del self.log[:-LOG_SIZE]
         self.button.setText(f"Messages ({len(self.log)})")
         self.shown.emit(level, text)
         self.window.statusBar().showMessage(text, 10000)
-        if level != "error":
+        if level != "error" or not modal:
             self.toast.show_text(text)
             return
         box = QMessageBox(QMessageBox.Icon.Warning, "relman: could not do that", text,

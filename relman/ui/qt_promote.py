@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (QCheckBox, QDialogButtonBox, QFormLayout, QHeaderView, QLabel, QPlainTextEdit,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+                               QStyledItemDelegate, QStyleOptionViewItem, QTableWidget, QTableWidgetItem, QVBoxLayout,
+                               QWidget)
 
 from relman.errors import RelmanError
 from relman.ui.qt_dialogs import ValidatingDialog
@@ -57,11 +58,24 @@ def _rule_passed(rule: dict[str, Any]) -> bool:
 
 RESULT_TEXT = {"pass": "✓ pass", "fail": "✗ FAIL", "skipped": "○ skipped", "pending": "⧗ pending"}
 RESULT_COLORS = {"pass": "#2e9d57", "fail": "#c4453b", "skipped": "#b07d12", "pending": "#3b6fd8"}
-_ORDER = {"fail": 0, "failed": 0, "error": 0, "pending": 1, "pass": 2, "skipped": 3}
 
 
 def _rule_order(rule: dict[str, Any]) -> int:
-    return _ORDER.get(str(rule.get("status", "")).lower(), 0 if not _rule_passed(rule) else 2)
+    """Failures first, then pending, skipped (checked nothing), passed: relman gates' order."""
+    from relman.release.gates import STATUS_ORDER
+
+    status = str(rule.get("status", "")).lower()
+    return STATUS_ORDER.get(status, STATUS_ORDER["fail"] if not _rule_passed(rule) else STATUS_ORDER["pass"])
+
+
+class _ElidedDelegate(QStyledItemDelegate):
+    """Draws its column on one line, elided at the right (the table wraps its other columns):
+    a long rule text stays in its column, whole in the cell's tooltip."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        super().initStyleOption(option, index)
+        option.features &= ~QStyleOptionViewItem.ViewItemFeature.WrapText  # type: ignore[attr-defined]
+        option.textElideMode = Qt.TextElideMode.ElideRight  # type: ignore[attr-defined]
 
 
 def _value_text(value: Any) -> str:
@@ -75,17 +89,38 @@ def _value_text(value: Any) -> str:
 
 
 def rule_details(rule: dict[str, Any]) -> str:
-    """A rule's reason and inputs as sentences ('accuracy = 0.91; production accuracy = 0.93'),
-    not raw JSON."""
+    """A rule's outcome as a sentence ('accuracy 0.81 [0.78, 0.84] ≥ 0.8 (production 0.83)':
+    relman.release.gates writes it, with the values it compared), not raw JSON; who approved
+    where an approvals rule names them. A row without a reason shows its fields in words."""
     reason = str(rule.get("reason") or rule.get("message") or rule.get("detail") or "")
     inputs = rule.get("inputs")
     parts = [reason] if reason else []
-    if isinstance(inputs, dict) and inputs:
-        parts.append("; ".join(f"{str(k).replace('_', ' ')} = {_value_text(v)}" for k, v in inputs.items()))
+    by = inputs.get("by") if isinstance(inputs, dict) else None
+    if isinstance(by, list) and by:
+        parts.append("by " + ", ".join(str(b) for b in by))
+    elif isinstance(inputs, dict) and inputs and not parts:
+        parts.append("; ".join(f"{str(k).replace('_', ' ')} {_value_text(v)}" for k, v in inputs.items()))
     elif not parts:
-        parts.append("; ".join(f"{k} = {_value_text(v)}" for k, v in rule.items()
+        parts.append("; ".join(f"{k} {_value_text(v)}" for k, v in rule.items()
                                if k not in ("rule", "name", "passed", "ok", "status")))
-    return "\n".join(parts)
+    return " — ".join(parts)
+
+
+class _WrappedDelegate(QStyledItemDelegate):
+    """Wraps its column's text and asks for the height the wrapped text needs at the width the
+    column has (the style's own hint measured without the cell's margins, so a sentence a few
+    pixels too long was cut to '…' instead of getting its second line)."""
+
+    MARGIN = 12
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        hint = super().sizeHint(option, index)
+        table = self.parent()
+        width = table.columnWidth(index.column()) - self.MARGIN if isinstance(table, QTableWidget) else hint.width()
+        text = str(index.data() or "")
+        rect = option.fontMetrics.boundingRect(QRect(0, 0, max(20, width), 100000),  # type: ignore[attr-defined]
+                                               int(Qt.TextFlag.TextWordWrap), text)
+        return QSize(hint.width(), max(hint.height(), rect.height() + 8))
 
 
 class PromoteDialog(ValidatingDialog):
@@ -100,7 +135,7 @@ class PromoteDialog(ValidatingDialog):
         self.passed = report_passed(report)
         self.refused = bool(gate_error)  # e.g. tampering found: nothing to promote on, and nothing to override
         self.allowed = bool(getattr(report, "allowed", True)) if report is not None else True
-        rules = sorted(report_rules(report), key=_rule_order)  # failures first, then pending, passes, skips
+        rules = sorted(report_rules(report), key=_rule_order)  # failures first, then pending, skips, passes
         self.nothing_checked = bool(rules) and all(str(r.get("status", "")).lower() == "skipped" for r in rules)
         self.rules_table = QTableWidget(len(rules), 3)
         self.rules_table.setObjectName("gate-rules")
@@ -109,7 +144,8 @@ class PromoteDialog(ValidatingDialog):
         self.rules_table.setHorizontalHeaderLabels(["Result", "Rule", "Details"])
         self.rules_table.verticalHeader().setVisible(False)
         self.rules_table.setWordWrap(True)
-        self.rules_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.rules_table.setItemDelegateForColumn(1, _ElidedDelegate(self.rules_table))
+        self.rules_table.setItemDelegateForColumn(2, _WrappedDelegate(self.rules_table))
         header = self.rules_table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Interactive)
@@ -129,6 +165,8 @@ class PromoteDialog(ValidatingDialog):
             self.rules_table.setItem(i, 2, detail)
         self.rules_table.setColumnWidth(1, 260)
         self.rules_table.resizeRowsToContents()
+        # the details wrap to the width their column gets once laid out (and when resized)
+        header.sectionResized.connect(lambda *_: self.rules_table.resizeRowsToContents())
         if gate_error:
             verdict = f"Refused: {gate_error}"
         elif self.passed is None:

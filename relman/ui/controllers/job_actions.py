@@ -271,9 +271,10 @@ class JobActions(Controller):
             elif row["status"] == "cancelled":
                 text = f"{t.label}: cancelled"
                 self.info(text)
-            else:
-                text = f"{t.label} failed: {row['error'] or 'see the job log'}"
-                self.error(text)
+            else:  # no box to dismiss: the Jobs view shows the error inline, the traceback behind Details
+                text = f"{t.label} failed: {row['error'] or 'see the job log'} (job {row['id']}, see Jobs)"
+                self.window.messages_log.error(text, modal=False)
+                self.show_job(int(row["id"]))
             self.window.messages_log.notify(f"relman: job {row['id']} {row['status']}", text,
                                             error=row["status"] == "failed")
         missing = set(ids) - {r["id"] for r in rows}
