@@ -261,3 +261,47 @@ def test_jobs_queued_from_inside_a_worker_record_it_as_their_parent(catalog, mon
     child = queue_job(catalog, "noop", device="cpu")
     assert get_job(catalog, child)["parent_job_id"] == parent
     assert queue.spawned_jobs(catalog, [parent]) == [parent, child]
+
+
+# -- the one writer of the jobs table ---------------------------------------------------------
+
+def test_attempts_progress_and_the_running_jobs_the_suites_see(catalog):
+    """The runner's writes through the queue on a real catalog: a queued job starts once (a
+    second runner loses), a running job's progress and curve land, a relayed report does not
+    touch a settled job, and `running_job_ids` is what the metric suites record beside a figure."""
+    a, b, c = (enqueue(catalog, "noop", {}) for _ in range(3))
+    assert queue.start_attempt(catalog, a, device="cpu", executor="local", message="starting")
+    assert not queue.start_attempt(catalog, a, device="cpu", executor="local", message="starting")
+    assert queue.start_attempt(catalog, b, device="cpu", executor="ray", message="submitted to Ray")
+    queue.set_pid(catalog, a, 4242)
+    queue.set_pid(catalog, a, 99)  # the worker named itself first: kept
+    queue.report_progress(catalog, a, 0.5, "half way", heartbeat_at="2026-01-01T00:00:00+00:00")
+    queue.add_points(catalog, [(a, "train_loss", 1.0, 0.7), (a, "train_loss", 2.0, 0.5)])
+    job = get_job(catalog, a)
+    assert (job["status"], job["attempts"], job["pid"], job["executor"]) == ("running", 1, 4242, "local")
+    assert (job["progress"], job["message"], job["heartbeat_at"]) == (0.5, "half way", "2026-01-01T00:00:00+00:00")
+    assert catalog.conn.execute("SELECT COUNT(*) FROM job_points WHERE job_id = ?", [a]).fetchone()[0] == 2
+    assert catalog.running_job_ids(exclude=a) == [b] and catalog.running_job_ids() == [a, b]
+    assert c not in catalog.running_job_ids()
+    assert queue.finish(catalog, b, queue.SUCCEEDED, result={"ok": True})
+    queue.report_progress(catalog, b, 0.1, "late report", only_running=True)
+    queue.set_executor(catalog, b, "ray:10.0.0.2/n1", only_if="ray")
+    queue.set_executor(catalog, b, "ray:10.0.0.3/n2", only_if="ray")  # settled already: not overwritten
+    done = get_job(catalog, b)
+    assert (done["progress"], done["executor"]) == (1, "ray:10.0.0.2/n1")
+    assert catalog.running_job_ids(exclude=a) == []
+    assert catalog.verify_audit() == [] and not catalog.query("SELECT 1 FROM events WHERE kind = 'state'")
+
+
+def test_only_the_queue_and_the_catalog_write_the_jobs_table():
+    """The jobs table's writers are relman/jobs/queue.py (and the catalog, which links a job's
+    result version in its own transaction): raw SQL writing it anywhere else fails here."""
+    import re
+    from pathlib import Path
+
+    root = Path(queue.__file__).resolve().parents[1]
+    write = re.compile(r"\b(UPDATE\s+jobs\b|INSERT\s+(OR\s+\w+\s+)?INTO\s+jobs\b|DELETE\s+FROM\s+jobs\b)", re.I)
+    allowed = {root / "jobs" / "queue.py", root / "catalog" / "catalog.py"}
+    found = [f"{p.relative_to(root.parent)}:{n}" for p in sorted(root.rglob("*.py")) if p not in allowed
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if write.search(line)]
+    assert found == [], found

@@ -37,7 +37,7 @@ def test_import_contracts_are_kept():
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
     for name in ("layers: imports point downwards only", "Qt (PySide6, shiboken6, pyqtgraph) only in relman.ui",
-                 "start-up modules import no heavy library"):
+                 "start-up modules import no heavy library", "catalog layers: catalog > staging > integrity"):
         assert name in out.stdout.replace("\n", " "), f"contract '{name}' was not checked"
 
 
@@ -69,6 +69,31 @@ def test_the_import_time_contract_follows_module_level_imports_only(tmp_path):
     assert "importing plant.chained imports plant.heavy" in report
     assert "plant.chained -> plant.mid (l.1)" in report and "plant.mid -> plant.heavy (l.1)" in report
     assert "plant.lazy" not in report and "plant.typed" not in report
+
+
+def test_the_catalog_layers_contract_fails_when_the_audit_circle_comes_back(tmp_path):
+    """The repository's `catalog-layers` contract on a copy of relman/catalog: kept as it is,
+    broken once a lower module (the anchor) imports `catalog.py` again, even lazily inside a
+    function, which is how the circle catalog -> anchor/integrity -> catalog once closed."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    contract = next(c for c in config["contracts"] if c["id"] == "catalog-layers")
+    pkg = tmp_path / "relman"
+    shutil.copytree(REPO / "relman" / "catalog", pkg / "catalog", ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "__init__.py").write_text("", encoding="utf-8")
+    layers = ", ".join(f'"{layer}"' for layer in contract["layers"])
+    (tmp_path / "contracts.toml").write_text(
+        '[tool.importlinter]\nroot_package = "relman"\nexclude_type_checking_imports = true\n'
+        f'[[tool.importlinter.contracts]]\nname = "planted catalog layers"\ntype = "layers"\n'
+        f'containers = ["relman.catalog"]\nlayers = [{layers}]\n', encoding="utf-8")
+    kept = lint_imports("--config", str(tmp_path / "contracts.toml"), cwd=tmp_path)
+    assert kept.returncode == 0, kept.stdout[-4000:] + kept.stderr[-2000:]
+    with open(pkg / "catalog" / "anchor.py", "a", encoding="utf-8") as f:
+        f.write("\n\ndef _planted_upward_import():\n    from relman.catalog.catalog import utcnow\n    return utcnow()\n")
+    broken = lint_imports("--config", str(tmp_path / "contracts.toml"), cwd=tmp_path)
+    assert broken.returncode == 1, broken.stdout
+    assert "relman.catalog.anchor is not allowed to import relman.catalog.catalog" in broken.stdout
 
 
 def command_modules() -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from relman.catalog import Catalog, VersionInfo
-from relman.catalog import events as audit
+from relman.catalog import integrity
 from relman.catalog import gc, refs
 from relman.catalog.catalog import current_user, utcnow
 from relman.catalog.store import sha256_file
@@ -150,9 +150,9 @@ def delete_version(catalog: Catalog, ref: str, *, why: str, who: str | None = No
         catalog.conn.execute("DELETE FROM evaluation_artifacts WHERE version_id = ?", [v.id])
         catalog.conn.execute("DELETE FROM tags WHERE version_id = ?", [v.id])
         catalog.conn.execute("DELETE FROM archives WHERE version_id = ?", [v.id])
-        audit.append(catalog.db, at=at, actor=who, kind="delete", model=v.model, version=v.version,
-                     payload={"why": why, "manifest_sha256": v.manifest_sha256, "size_bytes": v.size_bytes,
-                              "files": len(files), "archived_to": v.archived_to})
+        integrity.commit_event(catalog.db, at=at, actor=who, kind="delete", model=v.model, version=v.version,
+                               payload={"why": why, "manifest_sha256": v.manifest_sha256, "size_bytes": v.size_bytes,
+                                        "files": len(files), "archived_to": v.archived_to})
     result["deleted_at"] = at
     if release:
         freed = gc.sweep(catalog, candidates=[f["sha256"] for f in files] + evaluation_files)
@@ -339,9 +339,9 @@ def archive_version(catalog: Catalog, ref: str, folder: str | Path, *, who: str 
         at = utcnow()
         catalog.conn.execute("INSERT INTO archives (version_id, folder, archived_at, archived_by) VALUES (?, ?, ?, ?)",
                              [v.id, str(dest), at, who])
-        audit.append(catalog.db, at=at, actor=who, kind="archive", model=v.model, version=v.version,
-                     payload={"to": str(dest), "manifest_sha256": v.manifest_sha256, "files": len(files),
-                              "size_bytes": v.size_bytes})
+        integrity.commit_event(catalog.db, at=at, actor=who, kind="archive", model=v.model, version=v.version,
+                               payload={"to": str(dest), "manifest_sha256": v.manifest_sha256, "files": len(files),
+                                        "size_bytes": v.size_bytes})
     freed = gc.sweep(catalog, candidates=[a["sha256"] for a in files])
     return {"ref": v.ref, "to": str(dest), "files": len(files), "freed_bytes": freed["bytes"],
             "shared_bytes": released["shared_bytes"]}
@@ -367,7 +367,7 @@ def restore_version(catalog: Catalog, ref: str, *, who: str | None = None) -> di
                                         f" expected {a['sha256'][:12]}…); nothing was restored")
         with catalog.transaction():
             catalog.conn.execute("DELETE FROM archives WHERE version_id = ?", [v.id])
-            audit.append(catalog.db, at=utcnow(), actor=who, kind="restore", model=v.model, version=v.version,
-                         payload={"from": str(folder), "manifest_sha256": v.manifest_sha256, "files": len(files)})
+            integrity.commit_event(catalog.db, at=utcnow(), actor=who, kind="restore", model=v.model, version=v.version,
+                                   payload={"from": str(folder), "manifest_sha256": v.manifest_sha256, "files": len(files)})
             stage.commit()
     return {"ref": v.ref, "from": str(folder), "files": len(files), "size_bytes": v.size_bytes}

@@ -14,7 +14,7 @@ import unicodedata
 from typing import Any
 
 from relman.catalog import Catalog
-from relman.catalog import events as audit
+from relman.catalog import integrity
 from relman.catalog import semver
 from relman.catalog.catalog import PHASES, current_user, utcnow
 from relman.errors import HousekeepingError
@@ -50,13 +50,11 @@ def tag_version(catalog: Catalog, ref: str, name: str, *, who: str | None = None
     who = who or current_user()
     v = catalog.resolve(ref)
     with catalog.transaction():
-        if catalog.conn.execute("SELECT 1 FROM tags WHERE version_id = ? AND name = ?", [v.id, name]).fetchone():
-            raise HousekeepingError(f"{v.ref} already has tag '{name}'")
         at = utcnow()
-        catalog.conn.execute("INSERT INTO tags (version_id, name, created_at, created_by) VALUES (?, ?, ?, ?)",
-                             [v.id, name, at, who])
-        audit.append(catalog.db, at=at, actor=who, kind="tag", model=v.model, version=v.version,
-                     payload={"tag": name})
+        if not catalog.add_tag(v.id, name, actor=who, at=at):
+            raise HousekeepingError(f"{v.ref} already has tag '{name}'")
+        integrity.commit_event(catalog.db, at=at, actor=who, kind="tag", model=v.model, version=v.version,
+                               payload={"tag": name})
     return {"ref": v.ref, "tag": name, "tags": catalog.tags(v.id)}
 
 
@@ -64,12 +62,11 @@ def untag_version(catalog: Catalog, ref: str, name: str, *, who: str | None = No
     who = who or current_user()
     v = catalog.resolve(ref)
     with catalog.transaction():
-        cur = catalog.conn.execute("DELETE FROM tags WHERE version_id = ? AND name = ?", [v.id, name])
-        if not cur.rowcount:
+        if not catalog.remove_tag(v.id, name):
             have = ", ".join(catalog.tags(v.id)) or "none"
             raise HousekeepingError(f"{v.ref} has no tag '{name}' (its tags: {have})")
-        audit.append(catalog.db, at=utcnow(), actor=who, kind="untag", model=v.model, version=v.version,
-                     payload={"tag": name})
+        integrity.commit_event(catalog.db, at=utcnow(), actor=who, kind="untag", model=v.model, version=v.version,
+                               payload={"tag": name})
     return {"ref": v.ref, "tag": name, "tags": catalog.tags(v.id)}
 
 

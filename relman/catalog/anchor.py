@@ -32,6 +32,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from relman.catalog import rows
+from relman.catalog.clock import utcnow
 from relman.catalog.events import canonical
 
 FORMAT = "relman-checkpoint"
@@ -73,10 +75,8 @@ def ensure_key(catalog: Any) -> None:
 
 def _accepted_without_key(catalog: Any) -> bool:
     """Was the catalog_key setting's absence committed (by `audit accept`), not just edited?"""
-    from relman.catalog import integrity
-
     key = ("settings", canonical(["catalog_key"]))
-    last = integrity.committed_records(catalog.conn, only={key}).get(key)
+    last = rows.committed_records(catalog.conn, only={key}).get(key)
     return last is not None and last[1] is None
 
 
@@ -207,8 +207,6 @@ def sign_head(catalog: Any, *, private=None, signer_name: str | None = None, not
     chain must still reach it (at `after`, the head before this transaction, when given), so
     that relman's next write never signs a head someone rewrote with the checkpoints deleted
     or replaced. `force` (accepting a reviewed state, the first key of a catalog) skips that."""
-    from relman.catalog.catalog import utcnow
-
     head = _head(catalog.conn)
     key = private if private is not None else _signer(catalog)
     if head is None or key is None:
@@ -444,7 +442,6 @@ def sign_excerpt(catalog: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
     catalog's key now (a bundle's anchor: the importer checks every carried event against it,
     without being sent the whole log). Not stored: it commits nothing. The caller has verified
     the catalog first."""
-    from relman.catalog.catalog import utcnow
     from relman.errors import IntegrityError
 
     key = _signer(catalog)

@@ -58,7 +58,7 @@ def rehash_blob(catalog: "Catalog", sha: str, size: int | None = None) -> tuple[
         return CHANGED, f"content changed (now hashes to {actual[:12]}…)"
     if size is not None and n != int(size):
         return CHANGED, f"size changed ({n} bytes, recorded {size})"
-    from relman.catalog.catalog import utcnow
+    from relman.catalog.clock import utcnow
 
     with catalog.transaction():
         catalog.conn.execute(

@@ -1,20 +1,24 @@
 """The catalog: one folder with `catalog.db` (SQLite, WAL) and `objects/` (blob store).
 
-`Catalog` is the only code that writes the database. Every write that belongs together runs
-in one `transaction()` (BEGIN IMMEDIATE, so concurrent writers queue instead of failing
-half-way); blobs a write creates are recorded in `pending_blobs` before they appear, and are
-removed again if the write does not commit, so the store never holds orphans.
+`Catalog` is the only code that writes the database, besides `relman.jobs.queue` for the jobs
+table. Every write that belongs together runs in one `transaction()` (BEGIN IMMEDIATE, so
+concurrent writers queue instead of failing half-way); blobs a write creates are recorded in
+`pending_blobs` before they appear, and are removed again if the write does not commit, so the
+store never holds orphans (`relman.catalog.staging`).
+
+This module is the top of the catalog's layers (the `catalog-layers` import-linter contract):
+it calls `integrity` (rows committed by audit events), `anchor` (signed checkpoints) and
+`events` (the hash chain), none of which imports it. The clock, the records it hands out and
+blob staging live in their own modules; their names are re-exported here so callers that
+import them from `relman.catalog.catalog` keep working.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -23,7 +27,19 @@ import sqlite_utils
 from relman.catalog import anchor, integrity
 from relman.catalog import events as audit
 from relman.catalog import semver
+from relman.catalog.clock import current_user, utcnow
 from relman.catalog.migrations import migrate
+from relman.catalog.records import (
+    _LIVE,
+    _VERSION_SELECT,
+    PHASES,
+    EvalArtifact,
+    Metric,
+    VersionInfo,
+    manifest_sha,
+    metric_key,
+)
+from relman.catalog.staging import BlobStaging, pid_alive
 from relman.catalog.store import BlobStore
 from relman.names import check_name
 from relman.errors import (
@@ -37,121 +53,10 @@ from relman.errors import (
     RelmanError,
 )
 
-PHASES = ("draft", "candidate", "staging", "production", "retired", "rejected")
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def current_user() -> str:
-    """Who is acting: RELMAN_USER, else the login name."""
-    env = os.environ.get("RELMAN_USER")
-    if env:
-        return env
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "unknown"
-
-
-def pid_alive(pid: int) -> bool:
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return p.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One number to store, with the conditions it was measured under."""
-
-    suite: str
-    name: str
-    value: float | None
-    context: Mapping[str, Any] = field(default_factory=dict)
-    dataset_id: int | None = None
-
-
-@dataclass(frozen=True)
-class EvalArtifact:
-    """A file an evaluation produced besides numbers (e.g. per-example attributions), stored
-    as a blob and referenced from `evaluation_artifacts`."""
-
-    version_id: int
-    suite: str
-    kind: str
-    path: Path
-    method: str | None = None
-    dataset_id: int | None = None
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    id: int
-    model_id: int
-    model: str
-    version: str
-    format: str
-    task: str | None
-    architecture: str | None
-    params: int | None
-    dtype: str | None
-    size_bytes: int
-    manifest_sha256: str
-    recipe: dict[str, Any]
-    meta: dict[str, Any]
-    phase: str
-    canary_share: float | None
-    created_at: str
-    created_by: str
-    deleted_at: str | None = None  # set on a tombstone: the version was deleted
-    archived_to: str | None = None  # its blobs were moved to this folder (`relman restore`)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.model}@{self.version}"
-
-    @property
-    def deleted(self) -> bool:
-        return self.deleted_at is not None
-
-    @classmethod
-    def from_row(cls, r: Mapping[str, Any]) -> "VersionInfo":
-        return cls(
-            id=r["id"], model_id=r["model_id"], model=r["model"], version=r["version"],
-            format=r["format"], task=r["task"], architecture=r["architecture"], params=r["params"],
-            dtype=r["dtype"], size_bytes=r["size_bytes"], manifest_sha256=r["manifest_sha256"],
-            recipe=json.loads(r["recipe"] or "{}"), meta=json.loads(r["meta"] or "{}"),
-            phase=r["phase"], canary_share=r["canary_share"], created_at=r["created_at"],
-            created_by=r["created_by"], deleted_at=r.get("deleted_at"), archived_to=r.get("archived_to"),
-        )
-
-
-_VERSION_SELECT = ("SELECT v.*, m.name AS model, t.deleted_at AS deleted_at, x.folder AS archived_to"
-                   " FROM versions v JOIN models m ON m.id = v.model_id"
-                   " LEFT JOIN tombstones t ON t.version_id = v.id LEFT JOIN archives x ON x.version_id = v.id")
-_LIVE = "t.version_id IS NULL"
-
-
-def metric_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What makes two measurements "the same metric": the newest row per key is current.
-    (suite, name, dataset, device) — a figure on another dataset or device is another metric."""
-    ctx = row.get("context") or {}
-    if isinstance(ctx, str):
-        ctx = json.loads(ctx)
-    return (row["suite"], row["name"], row.get("dataset_id") or ctx.get("dataset"), ctx.get("device"))
-
-
-def manifest_sha(files: Mapping[str, str]) -> str:
-    """A version's identity: the sha256 of its sorted (path, blob sha) list."""
-    import hashlib
-
-    return hashlib.sha256(audit.canonical(sorted(files.items())).encode()).hexdigest()
+__all__ = [  # the names callers import from here (re-exported from the lower modules)
+    "PHASES", "BlobStaging", "Catalog", "EvalArtifact", "Metric", "VersionInfo", "current_user", "manifest_sha",
+    "metric_key", "open_catalog", "pid_alive", "utcnow",
+]
 
 
 class Catalog:
@@ -230,12 +135,16 @@ class Catalog:
             self.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
                               [key, json.dumps(value)])
 
+    def delete_setting(self, key: str) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM settings WHERE key = ?", [key])
+
     # -- audit ------------------------------------------------------------------------------
     def log_event(self, kind: str, payload: Mapping[str, Any] | None = None, *, model: str | None = None,
                   version: str | None = None, actor: str | None = None) -> int:
         with self.transaction():
-            return audit.append(self.db, at=utcnow(), actor=actor or current_user(), kind=kind,
-                                model=model, version=version, payload=dict(payload or {}))
+            return integrity.commit_event(self.db, at=utcnow(), actor=actor or current_user(), kind=kind,
+                                          model=model, version=version, payload=dict(payload or {}))
 
     def events(self, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM events"
@@ -350,6 +259,22 @@ class Catalog:
         return [r[0] for r in self.conn.execute("SELECT name FROM tags WHERE version_id = ? ORDER BY name",
                                                 [version_id])]
 
+    def add_tag(self, version_id: int, name: str, *, actor: str, at: str | None = None) -> bool:
+        """Put tag `name` on a version (False when it has it already). The caller checks the
+        name and writes the audit event in the same transaction (relman.app.tags)."""
+        with self.transaction():
+            if self.conn.execute("SELECT 1 FROM tags WHERE version_id = ? AND name = ?", [version_id, name]).fetchone():
+                return False
+            self.conn.execute("INSERT INTO tags (version_id, name, created_at, created_by) VALUES (?, ?, ?, ?)",
+                              [version_id, name, at or utcnow(), actor])
+        return True
+
+    def remove_tag(self, version_id: int, name: str) -> bool:
+        """Take tag `name` off a version (False when it did not have it)."""
+        with self.transaction():
+            cur = self.conn.execute("DELETE FROM tags WHERE version_id = ? AND name = ?", [version_id, name])
+        return bool(cur.rowcount)
+
     def artifacts(self, version_id: int) -> list[dict[str, Any]]:
         return self.query("SELECT path, sha256, size FROM artifacts WHERE version_id = ? ORDER BY path",
                           [version_id])
@@ -444,10 +369,10 @@ class Catalog:
                 self._insert_metrics(vid, metrics, job_id)
                 if job_id is not None:  # the job's result lands in the same transaction
                     self.conn.execute("UPDATE jobs SET result_version_id = ? WHERE id = ?", [vid, job_id])
-                audit.append(self.db, at=utcnow(), actor=actor, kind=event_kind, model=model, version=version,
-                             payload={"format": format, "task": task, "size_bytes": total, "manifest_sha256": msha,
-                                      "parents": [self.get_version(p).ref for p, _ in parents],
-                                      "recipe": dict(recipe or {}), "job": job_id})
+                integrity.commit_event(self.db, at=utcnow(), actor=actor, kind=event_kind, model=model, version=version,
+                                       payload={"format": format, "task": task, "size_bytes": total, "manifest_sha256": msha,
+                                                "parents": [self.get_version(p).ref for p, _ in parents],
+                                                "recipe": dict(recipe or {}), "job": job_id})
                 stage.commit()
         return self.get_version(vid)
 
@@ -468,9 +393,9 @@ class Catalog:
         v = self.get_version(version_id)
         with self.transaction():
             n = self._insert_metrics(version_id, metrics, job_id)
-            audit.append(self.db, at=utcnow(), actor=actor or current_user(), kind="metrics", model=v.model,
-                         version=v.version, payload={"job": job_id, "suites": sorted({m.suite for m in metrics}),
-                                                     "count": n})
+            integrity.commit_event(self.db, at=utcnow(), actor=actor or current_user(), kind="metrics", model=v.model,
+                                   version=v.version, payload={"job": job_id, "suites": sorted({m.suite for m in metrics}),
+                                                               "count": n})
         return n
 
     def add_evaluation(self, version_id: int, metrics: Iterable[Metric], artifacts: Sequence[EvalArtifact] = (), *,
@@ -494,9 +419,9 @@ class Catalog:
                         " size, meta, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [a.version_id, job_id, a.dataset_id, a.suite, a.kind, a.method, sha, size,
                          json.dumps(dict(a.meta), default=str), now])
-                    audit.append(self.db, at=now, actor=actor, kind="evaluation-artifact", model=v.model,
-                                 version=v.version, payload={"job": job_id, "suite": a.suite, "kind": a.kind,
-                                                             "method": a.method, "sha256": sha, "size": size})
+                    integrity.commit_event(self.db, at=now, actor=actor, kind="evaluation-artifact", model=v.model,
+                                           version=v.version, payload={"job": job_id, "suite": a.suite, "kind": a.kind,
+                                                                       "method": a.method, "sha256": sha, "size": size})
                 stage.commit()
         return n
 
@@ -552,9 +477,16 @@ class Catalog:
                 out[r["name"]] = r["value"]
         return out
 
+    # -- jobs (rows written by relman.jobs.queue; read here where a lower layer needs them) ---
+    def running_job_ids(self, *, exclude: int | None = None) -> list[int]:
+        """Ids of the jobs running now, oldest first, but `exclude` (the asking job): what the
+        metric suites record as the conditions a figure was measured under."""
+        return [int(r[0]) for r in self.conn.execute(
+            "SELECT id FROM jobs WHERE status = 'running' AND id IS NOT ? ORDER BY id", [exclude])]
+
     # -- blobs ------------------------------------------------------------------------------
     @contextmanager
-    def staged_blobs(self, owner: str) -> Iterator["BlobStaging"]:
+    def staged_blobs(self, owner: str) -> Iterator[BlobStaging]:
         stage = BlobStaging(self, owner)
         try:
             yield stage
@@ -683,58 +615,11 @@ class Catalog:
                 self.conn.executemany(
                     "INSERT INTO dataset_files (dataset_id, path, sha256, size) VALUES (?, ?, ?, ?)",
                     [(did, rel, sha, size) for rel, (sha, size) in stored.items()])
-                audit.append(self.db, at=utcnow(), actor=actor, kind="dataset-registered", model=None, version=None,
-                             payload={"dataset": name, "format": format, "kind": kind, "n_rows": int(n_rows),
-                                      "sha256": dsha, "files": len(stored)})
+                integrity.commit_event(self.db, at=utcnow(), actor=actor, kind="dataset-registered", model=None, version=None,
+                                       payload={"dataset": name, "format": format, "kind": kind, "n_rows": int(n_rows),
+                                                "sha256": dsha, "files": len(stored)})
                 stage.commit()
         return self.query("SELECT * FROM datasets WHERE id = ?", [did])[0]
-
-
-class BlobStaging:
-    """Blobs written for one pending write; `rollback()` removes the new ones again."""
-
-    def __init__(self, catalog: Catalog, owner: str) -> None:
-        self.catalog = catalog
-        self.owner = owner
-        self.touched = False
-
-    def _record(self, sha: str) -> None:
-        # Committed on its own before the blob appears, so a crash leaves a trace to clean by.
-        with self.catalog.transaction():
-            self.catalog.conn.execute(
-                "INSERT OR IGNORE INTO pending_blobs (owner, sha256, created_at) VALUES (?, ?, ?)",
-                [self.owner, sha, utcnow()])
-        self.touched = True
-
-    def put(self, src: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
-        sha, size, _ = self.catalog.store.put_file(src, on_new=self._record, on_bytes=on_bytes)
-        return sha, size
-
-    def put_all(self, files: Mapping[str, Path],
-                progress: Callable[[int, int], None] | None = None) -> dict[str, tuple[str, int]]:
-        """Store each file; returns {posix relative path: (sha256, size)}. `progress(bytes
-        stored, bytes in all)` follows the copy."""
-        stored: dict[str, tuple[str, int]] = {}
-        total = sum(Path(src).stat().st_size for src in files.values()) if progress is not None else 0
-        done = 0
-
-        def on_bytes(n: int) -> None:
-            nonlocal done
-            done += n
-            assert progress is not None
-            progress(done, total)
-
-        for rel, src in sorted(files.items()):
-            stored[rel.replace(os.sep, "/")] = self.put(Path(src), on_bytes if progress is not None else None)
-        return stored
-
-    def commit(self) -> None:
-        """Call inside the transaction that references the blobs."""
-        self.catalog.conn.execute("DELETE FROM pending_blobs WHERE owner = ?", [self.owner])
-
-    def rollback(self) -> None:
-        if self.touched:
-            self.catalog.release_pending(self.owner)
 
 
 def _free_bytes(root: Path) -> str:

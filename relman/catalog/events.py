@@ -5,7 +5,8 @@ canonical JSON encoding. Editing, deleting or reordering any event breaks the ch
 point on, and `verify_chain` names the first event that no longer fits. The head hash and the
 event count are also kept in `settings`, so a deletion at the end of the log is caught too.
 Appends run inside the caller's write transaction (BEGIN IMMEDIATE), so two processes cannot
-both chain onto the same predecessor.
+both chain onto the same predecessor. The lowest audit layer: it knows nothing of tracked rows
+(`relman.catalog.rows`), which `integrity.commit_event` adds to an event's payload.
 """
 
 from __future__ import annotations
@@ -30,32 +31,16 @@ def event_hash(prev_hash: str, seq: int, at: str, actor: str, kind: str, model: 
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def append(db: sqlite_utils.Database, *, at: str, actor: str, kind: str, model: str | None,
-           version: str | None, payload: dict[str, Any]) -> int:
-    """Append one event; must run inside a write transaction. Returns its seq.
+def append_entry(db: sqlite_utils.Database, *, at: str, actor: str, kind: str, model: str | None,
+                 version: str | None, payload: dict[str, Any]) -> int:
+    """Chain one event onto the log exactly as given; must run inside a write transaction.
+    Returns its seq.
 
-    The tracked rows this connection wrote since the last event (see `relman.catalog.integrity`)
-    are committed by this event: their records land in `payload["committed"]`."""
-    from relman.catalog import integrity
-
-    rows = integrity.take_dirty(db)
-    if rows:
-        payload = dict(payload)
-        merged = {t: dict(v) for t, v in (payload.get("committed") or {}).items()}
-        for table, recs in rows.items():
-            merged.setdefault(table, {}).update(recs)
-        payload["committed"] = merged
+    Only the chain: callers write events through `relman.catalog.integrity.commit_event`, which
+    also commits the tracked rows the transaction wrote (`payload["committed"]`). This module
+    sits below row tracking and imports nothing of the catalog."""
     row = db.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-    if seq == 1:  # the first event also commits the settings a new catalog wrote before it
-        fresh = {k: r for k, r in integrity.all_records(db.conn).get("settings", {}).items()
-                 if json.loads(k)[0] in integrity.FRESH_SETTINGS}
-        if fresh:
-            payload = dict(payload)
-            merged = {t: dict(v) for t, v in (payload.get("committed") or {}).items()}
-            for key, rec in fresh.items():
-                merged.setdefault("settings", {}).setdefault(key, rec)
-            payload["committed"] = merged
     text = canonical(payload)
     h = event_hash(prev, seq, at, actor, kind, model, version, text)
     db.execute(
@@ -66,6 +51,12 @@ def append(db: sqlite_utils.Database, *, at: str, actor: str, kind: str, model: 
     db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('audit_head', ?)",
                [canonical({"seq": seq, "hash": h})])
     return seq
+
+
+def next_seq(db: sqlite_utils.Database) -> int:
+    """The seq the next appended event gets (1 on an empty log)."""
+    row = db.execute("SELECT MAX(seq) FROM events").fetchone()
+    return int(row[0] or 0) + 1
 
 
 @dataclass

@@ -145,8 +145,7 @@ def conditions(catalog: Any, ctx: Any) -> dict[str, Any]:
         load = None
     out: dict[str, Any] = {"load_avg_1m": load, "cpu_count": os.cpu_count()}
     if getattr(ctx, "job_id", None) is not None:
-        out["other_jobs"] = [int(r[0]) for r in catalog.conn.execute(
-            "SELECT id FROM jobs WHERE status = 'running' AND id != ? ORDER BY id", [ctx.job_id])]
+        out["other_jobs"] = catalog.running_job_ids(exclude=ctx.job_id)
     return out
 
 

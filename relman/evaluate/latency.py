@@ -104,8 +104,7 @@ def other_job_ids(env: SuiteEnv) -> list[int] | None:
     ctx = env.ctx
     if ctx is None or getattr(ctx, "job_id", None) is None:
         return None
-    return [int(r[0]) for r in ctx.catalog.conn.execute(
-        "SELECT id FROM jobs WHERE status = 'running' AND id != ? ORDER BY id", [ctx.job_id])]
+    return ctx.catalog.running_job_ids(exclude=ctx.job_id)
 
 
 @dataclass

@@ -106,16 +106,12 @@ class JobContext:
         if self._pending_progress is None and not self._points:
             return
         now_iso = _utcnow()
+        from relman.jobs import queue  # the jobs table's one writer
+
         with self.catalog.transaction():
             if self._pending_progress is not None:
-                fraction, message = self._pending_progress
-                self.catalog.conn.execute(
-                    "UPDATE jobs SET progress = ?, message = ?, heartbeat_at = ? WHERE id = ?",
-                    [fraction, message, now_iso, self.job_id])
-            if self._points:
-                self.catalog.conn.executemany(  # the attempt that draws them (a retry starts its curves anew)
-                    "INSERT INTO job_points (job_id, series, step, value, attempt)"
-                    " VALUES (?, ?, ?, ?, (SELECT attempts FROM jobs WHERE id = ?1))", self._points)
+                queue.report_progress(self.catalog, self.job_id, *self._pending_progress, heartbeat_at=now_iso)
+            queue.add_points(self.catalog, self._points)
         self._pending_progress = None
         self._points = []
         self._last_progress_write = time.monotonic()

@@ -4,6 +4,13 @@ Queueing, cancelling and retrying are short transactions with their audit event,
 from the GUI, the CLI or a worker at the same time as a runner. Nothing here starts
 processes or imports torch; the runner (`relman.jobs.runner`) turns queued rows into workers.
 
+This module is the one writer of the `jobs` table (and its `job_points` curves) outside the
+catalog itself: the runner, the Ray runner, the worker and a job's context change a row only
+through the functions below (`start_attempt`, `set_pid`, `start_by_hand`, `take_over`,
+`heartbeat`, `set_executor`, `report_progress`, `add_points`, `finish`...), so what a write
+may touch, and which writes an audit event commits (relman.catalog.integrity), is decided
+here. (`Catalog.add_version` links a job's result version in its own transaction.)
+
 Status life cycle::
 
     queued ──claim──▶ running ──▶ succeeded | failed | cancelled
@@ -85,7 +92,7 @@ def enqueue(catalog: "Catalog", kind: str, params: Mapping[str, Any] | None = No
     """Queue a job of a registered kind; returns its id. The row and its 'job-queued' audit
     event commit together. Nothing is imported or started here. The row's message says where
     the job will run (the Jobs view and `relman jobs` show it), and `ANNOUNCE` hears of it."""
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
     from relman.jobs.kinds import JOB_KINDS
 
     if kind not in JOB_KINDS:
@@ -108,9 +115,9 @@ def enqueue(catalog: "Catalog", kind: str, params: Mapping[str, Any] | None = No
             [kind, params_text, QUEUED, device, _now(), actor, parent_job_id, f"queued; {where}"])
         job_id = int(cur.lastrowid)
         catalog.conn.execute("UPDATE jobs SET log_path = ? WHERE id = ?", [str(log_path_for(catalog, job_id)), job_id])
-        audit.append(catalog.db, at=_now(), actor=actor, kind="job-queued", model=None, version=None,
-                     payload={"job": job_id, "kind": kind, "device": device, "params": params,
-                              "parent_job": parent_job_id})
+        integrity.commit_event(catalog.db, at=_now(), actor=actor, kind="job-queued", model=None, version=None,
+                               payload={"job": job_id, "kind": kind, "device": device, "params": params,
+                                        "parent_job": parent_job_id})
     for announce in ANNOUNCE:
         announce(job_id, kind, where)
     return job_id
@@ -181,7 +188,7 @@ def request_cancel(catalog: "Catalog", job_id: int, *, actor: str | None = None)
     """Cancel a job: a queued one ends at once; a running one gets the flag, which the job
     honours at its next step (the runner terminates it after the grace period).
     Returns the status after the request."""
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
 
     actor = _user(actor)
     with catalog.transaction():
@@ -204,8 +211,8 @@ def request_cancel(catalog: "Catalog", job_id: int, *, actor: str | None = None)
             catalog.conn.execute(
                 "UPDATE jobs SET cancel_requested = 1, cancel_requested_at = ? WHERE id = ?", [now, job_id])
             new_status = RUNNING
-        audit.append(catalog.db, at=now, actor=actor, kind="job-cancel", model=None, version=None,
-                     payload={"job": job_id, "was": status})
+        integrity.commit_event(catalog.db, at=now, actor=actor, kind="job-cancel", model=None, version=None,
+                               payload={"job": job_id, "was": status})
     return new_status
 
 
@@ -213,7 +220,7 @@ def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
     """Queue a failed or cancelled job again (same id, kind, params and device). Returns the
     number of attempts made so far. A version an earlier attempt committed stays linked
     (`result_version_id`), so the retry adopts it instead of storing a duplicate."""
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
 
     actor = _user(actor)
     with catalog.transaction():
@@ -229,8 +236,8 @@ def retry(catalog: "Catalog", job_id: int, *, actor: str | None = None) -> int:
             " heartbeat_at = NULL, device_used = NULL, started_at = NULL, finished_at = NULL,"
             " cancel_requested = 0, cancel_requested_at = NULL WHERE id = ?",
             [QUEUED, job_id])
-        audit.append(catalog.db, at=_now(), actor=actor, kind="job-retry", model=None, version=None,
-                     payload={"job": job_id, "was": status, "attempts": attempts})
+        integrity.commit_event(catalog.db, at=_now(), actor=actor, kind="job-retry", model=None, version=None,
+                               payload={"job": job_id, "was": status, "attempts": attempts})
     return int(attempts)
 
 
@@ -241,7 +248,7 @@ def finish(catalog: "Catalog", job_id: int, status: str, *, error: str | None = 
     event. Returns False when the job was no longer in `from_status` (someone else already
     decided its outcome). A failed job records its typed `cause` (relman.jobs.causes; `bug` when
     the caller names none) and the `evidence` it rests on; a cancelled one `cancelled`."""
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
     from relman.jobs import causes
 
     assert status in FINISHED, status
@@ -267,10 +274,92 @@ def finish(catalog: "Catalog", job_id: int, status: str, *, error: str | None = 
             return False
         row = catalog.conn.execute("SELECT kind, result_version_id, created_by FROM jobs WHERE id = ?",
                                    [job_id]).fetchone()
-        audit.append(catalog.db, at=now, actor=row[2], kind=f"job-{status}", model=None, version=None,
-                     payload={"job": job_id, "kind": row[0], "error": error, "result_version_id": row[1],
-                              **({"cause": cause} if status == FAILED else {})})
+        integrity.commit_event(catalog.db, at=now, actor=row[2], kind=f"job-{status}", model=None, version=None,
+                               payload={"job": job_id, "kind": row[0], "error": error, "result_version_id": row[1],
+                                        **({"cause": cause} if status == FAILED else {})})
     return True
+
+
+# -- the runner's, the worker's and a job's own writes --------------------------------------------
+def start_attempt(catalog: "Catalog", job_id: int, *, device: str, executor: str, message: str,
+                  at: str | None = None) -> bool:
+    """A runner takes a queued job for a new attempt (queued -> running on `device`, progress
+    reset, `executor` 'local' or 'ray'). False when it was no longer queued (cancelled, or
+    taken by another runner). Runs in the caller's transaction when there is one."""
+    now = at or _now()
+    with catalog.transaction():
+        cur = catalog.conn.execute(
+            "UPDATE jobs SET status = ?, device_used = ?, started_at = ?, heartbeat_at = ?, pid = NULL,"
+            " attempts = attempts + 1, progress = 0, message = ?, finished_at = NULL,"
+            " executor = ? WHERE id = ? AND status = ?", [RUNNING, device, now, now, message, executor, job_id, QUEUED])
+        return cur.rowcount == 1
+
+
+def set_pid(catalog: "Catalog", job_id: int, pid: int) -> None:
+    """Name the worker process of a running job, unless the worker named itself first."""
+    with catalog.transaction():
+        catalog.conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND status = ? AND pid IS NULL",
+                             [pid, job_id, RUNNING])
+
+
+def start_by_hand(catalog: "Catalog", job_id: int, *, device: str, pid: int, at: str | None = None) -> None:
+    """A worker started by hand on a queued job claims it itself (queued -> running)."""
+    now = at or _now()
+    with catalog.transaction():
+        catalog.conn.execute(
+            "UPDATE jobs SET status = 'running', device_used = ?, started_at = ?, attempts = attempts + 1,"
+            " pid = ?, heartbeat_at = ? WHERE id = ?", [device, now, pid, now, job_id])
+
+
+def take_over(catalog: "Catalog", job_id: int, *, pid: int, at: str | None = None) -> None:
+    """The worker the runner started for a running job names its process and beats once."""
+    with catalog.transaction():
+        catalog.conn.execute("UPDATE jobs SET pid = ?, heartbeat_at = ? WHERE id = ?", [pid, at or _now(), job_id])
+
+
+def heartbeat(conn: Any, job_id: int, at: str | None = None) -> None:
+    """A running job is alive (its worker's heartbeat thread, or the Ray runner relaying a
+    remote beat). `conn` is a catalog's connection or the heartbeat thread's own sqlite3
+    connection: a beat is one autocommitted statement and touches nothing an event commits."""
+    conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = ?", [at or _now(), job_id, RUNNING])
+
+
+def set_executor(catalog: "Catalog", job_id: int, executor: str, *, only_if: str | None = None) -> None:
+    """Where a job runs ('local', 'ray', 'ray:<node>'); with `only_if`, only while it still
+    reads that (a late start report must not overwrite a settled node)."""
+    with catalog.transaction():
+        if only_if is None:
+            catalog.conn.execute("UPDATE jobs SET executor = ? WHERE id = ?", [executor, job_id])
+        else:
+            catalog.conn.execute("UPDATE jobs SET executor = ? WHERE id = ? AND executor = ?",
+                                 [executor, job_id, only_if])
+
+
+def report_progress(catalog: "Catalog", job_id: int, fraction: float, message: str, *,
+                    heartbeat_at: str | None = None, only_running: bool = False) -> None:
+    """A job's progress bar and message (`heartbeat_at` also counts as a beat). `only_running`
+    for reports relayed after the fact (Ray): a settled job keeps its final state."""
+    sets, args = "progress = ?, message = ?", list[Any]([fraction, message])
+    if heartbeat_at is not None:
+        sets += ", heartbeat_at = ?"
+        args.append(heartbeat_at)
+    where, wargs = "id = ?", list[Any]([job_id])
+    if only_running:
+        where += " AND status = ?"
+        wargs.append(RUNNING)
+    with catalog.transaction():
+        catalog.conn.execute(f"UPDATE jobs SET {sets} WHERE {where}", args + wargs)
+
+
+def add_points(catalog: "Catalog", points: Iterable[tuple[int, str, float, float]]) -> None:
+    """Points of jobs' live curves: (job id, series, step, value) each (the GUI's loss plot),
+    stamped with the job's current attempt (a retry starts its curves anew)."""
+    points = list(points)
+    if points:
+        with catalog.transaction():
+            catalog.conn.executemany(
+                "INSERT INTO job_points (job_id, series, step, value, attempt)"
+                " VALUES (?, ?, ?, ?, (SELECT attempts FROM jobs WHERE id = ?1))", points)
 
 
 def elapsed_seconds(job: Mapping[str, Any], now: datetime | None = None) -> float | None:

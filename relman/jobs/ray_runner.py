@@ -32,13 +32,9 @@ def launch_remote(runner: "Runner", job: dict[str, Any], report: dict[str, list[
     if not ex.has_room(device, cpus, exclusive):
         return False
     now = utcnow()
-    with runner.catalog.transaction():
-        cur = runner.catalog.conn.execute(
-            "UPDATE jobs SET status = ?, device_used = ?, started_at = ?, heartbeat_at = ?, pid = NULL,"
-            " attempts = attempts + 1, progress = 0, message = 'submitted to Ray', finished_at = NULL,"
-            " executor = 'ray' WHERE id = ? AND status = ?", [queue.RUNNING, device, now, now, job["id"], queue.QUEUED])
-        if cur.rowcount != 1:
-            return False
+    if not queue.start_attempt(runner.catalog, job["id"], device=device, executor="ray", message="submitted to Ray",
+                               at=now):
+        return False
     row = queue.get_job(runner.catalog, job["id"])
     try:
         ex.submit(runner.catalog, row, device, threads=cpus, exclusive=exclusive)
@@ -78,19 +74,14 @@ def pump(runner: "Runner", report: dict[str, list[int]]) -> None:
                 if u["started"]:
                     ip, node_id, pid = u["started"]
                     # The report can arrive after the task's result was settled: name the node anyway.
-                    cat.conn.execute("UPDATE jobs SET executor = ? WHERE id = ? AND executor = 'ray'",
-                                     [f"ray:{ip}/{node_id}", job_id])
+                    queue.set_executor(cat, job_id, f"ray:{ip}/{node_id}", only_if="ray")
                 if u["progress"] is not None:
                     fraction, message = u["progress"]
-                    cat.conn.execute("UPDATE jobs SET progress = ?, message = ? WHERE id = ? AND status = ?",
-                                     [fraction, message, job_id, queue.RUNNING])
+                    queue.report_progress(cat, job_id, fraction, message, only_running=True)
                 if u["beat"]:
-                    cat.conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = ?",
-                                     [now, job_id, queue.RUNNING])
+                    queue.heartbeat(cat.conn, job_id, now)
                 if u["points"]:
-                    cat.conn.executemany("INSERT INTO job_points (job_id, series, step, value, attempt)"
-                                         " VALUES (?, ?, ?, ?, (SELECT attempts FROM jobs WHERE id = ?1))",
-                                         [(job_id, s, st, v) for s, st, v in u["points"]])
+                    queue.add_points(cat, [(job_id, s, st, v) for s, st, v in u["points"]])
         for job_id, u in updates.items():
             if u["started"]:
                 ip, node_id, pid = u["started"]
@@ -127,8 +118,8 @@ def _settle(runner: "Runner", job_id: int, out: dict[str, Any] | None, failure: 
         _log(runner, job_id, f"ray task ended {out['status']} on {out['node']} after {out['seconds']} s; "
                              f"blobs fetched {len(out['blobs_fetched'])}/{out['blobs_needed']} "
                              f"({out['bytes_fetched']} bytes)")
-        with cat.transaction():  # the task's own word on where it ran (its start report may still be in flight)
-            cat.conn.execute("UPDATE jobs SET executor = ? WHERE id = ?", [f"ray:{out['node']}", job_id])
+        # the task's own word on where it ran (its start report may still be in flight)
+        queue.set_executor(cat, job_id, f"ray:{out['node']}")
         if out["status"] == "cancelled":
             queue.finish(cat, job_id, queue.CANCELLED, message=(out["result"] or {}).get("message", "cancelled"))
             return

@@ -491,11 +491,7 @@ class Runner:
 
         now = utcnow()
         with self.catalog.transaction():
-            cur = self.catalog.conn.execute(
-                "UPDATE jobs SET status = ?, device_used = ?, started_at = ?, heartbeat_at = ?, pid = NULL,"
-                " attempts = attempts + 1, progress = 0, message = 'starting', finished_at = NULL,"
-                " executor = 'local' WHERE id = ? AND status = ?", [queue.RUNNING, device, now, now, job_id, queue.QUEUED])
-            if cur.rowcount != 1:
+            if not queue.start_attempt(self.catalog, job_id, device=device, executor="local", message="starting", at=now):
                 return False  # cancelled (or taken) in the meantime
             row = self.catalog.conn.execute("SELECT log_path, attempts FROM jobs WHERE id = ?", [job_id]).fetchone()
         log_path = Path(row[0] or queue.log_path_for(self.catalog, job_id))
@@ -515,7 +511,5 @@ class Runner:
                          cause=causes.DISK_FULL if disk else causes.BUG, evidence={"exception": type(e).__name__})
             return False
         self.workers[job_id] = _Worker(job_id, proc, device)
-        with self.catalog.transaction():
-            self.catalog.conn.execute("UPDATE jobs SET pid = ? WHERE id = ? AND status = ? AND pid IS NULL",
-                                      [proc.pid, job_id, queue.RUNNING])
+        queue.set_pid(self.catalog, job_id, proc.pid)
         return True

@@ -83,13 +83,13 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         from relman.catalog.catalog import utcnow
+        from relman.jobs import queue
 
         conn = sqlite3.connect(self.db_path, timeout=5, isolation_level=None)
         try:
             while not self.stopped.wait(self.interval):
                 try:
-                    conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND status = 'running'",
-                                 [utcnow(), self.job_id])
+                    queue.heartbeat(conn, self.job_id, utcnow())
                 except sqlite3.OperationalError:  # busy: the next beat will do
                     pass
         finally:
@@ -120,11 +120,9 @@ def _claim(catalog, job_id: int) -> dict[str, Any] | None:
         now = utcnow()
         if status == queued_status():
             used = device if device != "auto" else _auto_device_here()
-            catalog.conn.execute(
-                "UPDATE jobs SET status = 'running', device_used = ?, started_at = ?, attempts = attempts + 1,"
-                " pid = ?, heartbeat_at = ? WHERE id = ?", [used, now, me, now, job_id])
+            queue.start_by_hand(catalog, job_id, device=used, pid=me, at=now)
         elif status == queue.RUNNING and pid in (None, me):
-            catalog.conn.execute("UPDATE jobs SET pid = ?, heartbeat_at = ? WHERE id = ?", [me, now, job_id])
+            queue.take_over(catalog, job_id, pid=me, at=now)
         else:
             print(f"relman worker: job {job_id} is {status}" + (f" in process {pid}" if pid else "")
                   + "; not running it", file=sys.stderr)

@@ -13,6 +13,7 @@ import hashlib
 from typing import Any
 
 from relman.catalog import events as audit
+from relman.catalog import integrity
 from relman.errors import ReleaseError
 
 APPROVABLE = ("candidate", "staging", "production")
@@ -140,8 +141,8 @@ def approve(catalog: Any, version_id: int, to_phase: str, by: str, comment: str 
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [v.id, to_phase, by, comment, digest, now, signature])
             approval_id = int(cur.lastrowid)
-        audit.append(catalog.db, at=now, actor=by, kind="approve", model=v.model, version=v.version,
-                     payload={"to": to_phase, "by": by, "comment": comment, "metrics_digest": digest,
-                              "renewed": renewed, "signed_with": key})
+        integrity.commit_event(catalog.db, at=now, actor=by, kind="approve", model=v.model, version=v.version,
+                               payload={"to": to_phase, "by": by, "comment": comment, "metrics_digest": digest,
+                                        "renewed": renewed, "signed_with": key})
     return {"id": approval_id, "model": v.model, "version": v.version, "to_phase": to_phase, "by": by,
             "comment": comment, "metrics_digest": digest, "at": now, "renewed": renewed, "signed": bool(key)}

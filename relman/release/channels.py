@@ -73,7 +73,7 @@ def refresh_if_configured(catalog: Any) -> Path | None:
 
 def set_channels_dir(catalog: Any, folder: Path | str | None, *, actor: str) -> Path | None:
     """Configure (or, with None, stop) automatic channels writing; writes it once now."""
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
     from relman.catalog.catalog import utcnow
 
     path = None
@@ -83,12 +83,11 @@ def set_channels_dir(catalog: Any, folder: Path | str | None, *, actor: str) -> 
             raise ReleaseError(f"channels folder {path} does not exist (create it first)")
     with catalog.transaction():
         if path is None:
-            catalog.conn.execute("DELETE FROM settings WHERE key = ?", [SETTING])
+            catalog.delete_setting(SETTING)
         else:
-            catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                                 [SETTING, json.dumps(str(path))])
-        audit.append(catalog.db, at=utcnow(), actor=actor, kind="channels-dir", model=None, version=None,
-                     payload={"dir": None if path is None else str(path)})
+            catalog.set_setting(SETTING, str(path))
+        integrity.commit_event(catalog.db, at=utcnow(), actor=actor, kind="channels-dir", model=None, version=None,
+                               payload={"dir": None if path is None else str(path)})
     if path is not None:
         write_channels(catalog, path)
     return path

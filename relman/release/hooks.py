@@ -128,7 +128,7 @@ def add_hook(catalog: "Catalog", event: str, *, argv: Sequence[str] | None = Non
     """Store a hook (with its `hook-add` audit event, which commits the row). Exactly one of
     `argv` (a program) and `url` (a POST) is given; everything is checked before anything is
     written."""
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
     from relman.catalog.catalog import utcnow
     from relman.release.policy import PHASES
 
@@ -158,9 +158,9 @@ def add_hook(catalog: "Catalog", event: str, *, argv: Sequence[str] | None = Non
             [event, model, to_phase, action, json.dumps(args) if args is not None else None, target,
              int(bool(allow_remote)), timeout, at, who])
         hook_id = int(cur.lastrowid or 0)
-        audit.append(catalog.db, at=at, actor=who, kind="hook-add", model=model, version=None,
-                     payload={"hook": hook_id, "event": event, "action": action, "argv": args, "url": target,
-                              "to_phase": to_phase, "allow_remote": bool(allow_remote), "timeout_s": timeout})
+        integrity.commit_event(catalog.db, at=at, actor=who, kind="hook-add", model=model, version=None,
+                               payload={"hook": hook_id, "event": event, "action": action, "argv": args, "url": target,
+                                        "to_phase": to_phase, "allow_remote": bool(allow_remote), "timeout_s": timeout})
     return get_hook(catalog, hook_id)
 
 
@@ -179,14 +179,14 @@ def list_hooks(catalog: "Catalog", *, model: str | None = None) -> list[dict[str
 
 
 def remove_hook(catalog: "Catalog", hook_id: int, *, who: str) -> dict[str, Any]:
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
     from relman.catalog.catalog import utcnow
 
     with catalog.transaction():
         hook = get_hook(catalog, hook_id)
         catalog.conn.execute("DELETE FROM hooks WHERE id = ?", [hook["id"]])
-        audit.append(catalog.db, at=utcnow(), actor=who, kind="hook-remove", model=hook["model"], version=None,
-                     payload={"hook": hook["id"], "event": hook["event"], "what": describe(hook)})
+        integrity.commit_event(catalog.db, at=utcnow(), actor=who, kind="hook-remove", model=hook["model"], version=None,
+                               payload={"hook": hook["id"], "event": hook["event"], "what": describe(hook)})
     return hook
 
 
@@ -362,15 +362,15 @@ def post_json(url: str, payload: bytes, timeout_s: float, *, allow_remote: bool,
 
 def _record_run(catalog: "Catalog", hook: Mapping[str, Any], params: Mapping[str, Any], job_id: int | None,
                 outcome: Mapping[str, Any], actor: str | None) -> None:
-    from relman.catalog import events as audit
+    from relman.catalog import integrity
     from relman.catalog.catalog import current_user, utcnow
 
     payload = params.get("payload") or {}
     with catalog.transaction():
-        audit.append(catalog.db, at=utcnow(), actor=actor or current_user(), kind=RUN_EVENT,
-                     model=payload.get("model"), version=payload.get("version"),
-                     payload={"hook": hook["id"], "event": params.get("event"), "job": job_id,
-                              "what": describe(hook), "test": bool(payload.get("test")), **dict(outcome)})
+        integrity.commit_event(catalog.db, at=utcnow(), actor=actor or current_user(), kind=RUN_EVENT,
+                               model=payload.get("model"), version=payload.get("version"),
+                               payload={"hook": hook["id"], "event": params.get("event"), "job": job_id,
+                                        "what": describe(hook), "test": bool(payload.get("test")), **dict(outcome)})
 
 
 def run_hook_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping
 
-from relman.catalog import events as audit
+from relman.catalog import integrity
 from relman.errors import ReleaseError
 from relman.tasks.specs import find_task
 
@@ -108,10 +108,9 @@ def set_card_fields(catalog: Any, version_id: int, values: Mapping[str, str], *,
         v = catalog.get_version(version_id)
         fields = card_fields(catalog, v)
         fields.update({k: str(val) for k, val in values.items()})
-        catalog.conn.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                             [_key(v), json.dumps(fields)])
-        audit.append(catalog.db, at=utcnow(), actor=actor, kind="card-edit", model=v.model, version=v.version,
-                     payload={"fields": sorted(values)})
+        catalog.set_setting(_key(v), fields)
+        integrity.commit_event(catalog.db, at=utcnow(), actor=actor, kind="card-edit", model=v.model, version=v.version,
+                               payload={"fields": sorted(values)})
     return fields
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from relman.catalog import events as audit
+from relman.catalog import integrity
 from relman.errors import ReleaseError
 from relman.release.rules import parse_rule
 
@@ -198,8 +199,8 @@ def set_policy(catalog: Any, model: str, body: Mapping[str, Any], *, actor: str,
         catalog.conn.execute(
             "INSERT INTO policies (model_id, revision, body, created_at, created_by) VALUES (?, ?, ?, ?, ?)",
             [m["id"], revision, text, utcnow(), actor])
-        audit.append(catalog.db, at=utcnow(), actor=actor, kind="policy-edit", model=model, version=None,
-                     payload={"revision": revision, "source": source, "policy": full})
+        integrity.commit_event(catalog.db, at=utcnow(), actor=actor, kind="policy-edit", model=model, version=None,
+                               payload={"revision": revision, "source": source, "policy": full})
     return revision
 
 

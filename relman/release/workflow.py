@@ -14,8 +14,7 @@ import json
 from datetime import datetime, time, timezone
 from typing import Any, Callable
 
-from relman.catalog import events as audit
-from relman.catalog.integrity import require_intact
+from relman.catalog.integrity import commit_event, require_intact
 from relman.errors import IntegrityError, ReleaseError
 from relman.release.gates import GateReport, check_artifacts, evaluate_gates
 from relman.release.policy import PHASES, allowed_targets, get_policy
@@ -148,12 +147,12 @@ def _promote_in_transaction(catalog: Any, version_id: int, to_phase: str, *, why
         tid = _move(catalog, v, to_phase, report=rep, override=override and not report.passed, why=why, who=who, at=at)
         failing = [r.rule for r in report.failing]
         kind = "reject" if to_phase == "rejected" else "promote"
-        audit.append(catalog.db, at=at, actor=who, kind=kind, model=v.model, version=v.version,
+        commit_event(catalog.db, at=at, actor=who, kind=kind, model=v.model, version=v.version,
                      payload={"from": v.phase, "to": to_phase, "why": why, "override": bool(override and failing),
                               "gates_passed": report.passed, "failing": failing, "transition": tid,
                               "policy_revision": revision})
         if override and failing:
-            audit.append(catalog.db, at=at, actor=who, kind="override", model=v.model, version=v.version,
+            commit_event(catalog.db, at=at, actor=who, kind="override", model=v.model, version=v.version,
                          payload={"to": to_phase, "why": why, "failing": failing, "transition": tid})
         if to_phase == "production":
             dest = "retired" if policy["previous_production"] == "retire" else "candidate"
@@ -162,7 +161,7 @@ def _promote_in_transaction(catalog: Any, version_id: int, to_phase: str, *, why
                     note = {"replaced_by": v.ref, "policy_revision": revision}
                     otid = _move(catalog, old, dest, report=note, override=False, why=f"replaced by {v.ref}",
                                  who=who, at=at)
-                    audit.append(catalog.db, at=at, actor=who, kind="retire" if dest == "retired" else "demote",
+                    commit_event(catalog.db, at=at, actor=who, kind="retire" if dest == "retired" else "demote",
                                  model=old.model, version=old.version,
                                  payload={"from": "production", "to": dest, "why": f"replaced by {v.ref}",
                                           "transition": otid})
@@ -199,7 +198,7 @@ def _reject_in_transaction(catalog: Any, version_id: int, *, why: str, who: str)
         at = _now()
         tid = _move(catalog, v, "rejected", report={"policy_revision": revision}, override=False, why=why, who=who,
                     at=at)
-        audit.append(catalog.db, at=at, actor=who, kind="reject", model=v.model, version=v.version,
+        commit_event(catalog.db, at=at, actor=who, kind="reject", model=v.model, version=v.version,
                      payload={"from": v.phase, "to": "rejected", "why": why, "transition": tid})
     return v, tid
 
@@ -258,7 +257,7 @@ def _rollback_in_transaction(catalog: Any, model: str, *, why: str, who: str) ->
         note = {"rollback": True, "restores": prev.ref, "removes": cur.ref, "policy_revision": revision}
         t_out = _move(catalog, cur, dest, report=note, override=False, why=why or "rollback", who=who, at=at)
         t_in = _move(catalog, prev, "production", report=note, override=False, why=why or "rollback", who=who, at=at)
-        audit.append(catalog.db, at=at, actor=who, kind="rollback", model=model, version=cur.version,
+        commit_event(catalog.db, at=at, actor=who, kind="rollback", model=model, version=cur.version,
                      payload={"from": "production", "to": dest, "restored": prev.version, "restored_from": prev.phase,
                               "why": why, "transitions": [t_out, t_in]})
     return {"ref": prev.ref, "model": model, "removed": cur.version, "removed_to": dest,
@@ -281,7 +280,7 @@ def rollout(catalog: Any, version_id: int, share: float, *, who: str, why: str =
             raise ReleaseError(f"only the staging version carries a canary share; {v.ref} is in {v.phase}")
         require_intact(catalog, f"change the canary share of {v.ref}")
         catalog.conn.execute("UPDATE versions SET canary_share = ? WHERE id = ?", [share, v.id])
-        audit.append(catalog.db, at=_now(), actor=who, kind="rollout", model=v.model, version=v.version,
+        commit_event(catalog.db, at=_now(), actor=who, kind="rollout", model=v.model, version=v.version,
                      payload={"share": share, "previous": v.canary_share, "why": (why or "").strip()})
     return _after_change(catalog, {"ref": v.ref, "model": v.model, "version": v.version, "share": share,
                                    "previous": v.canary_share})
