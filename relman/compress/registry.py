@@ -21,11 +21,25 @@ if TYPE_CHECKING:
     from relman.catalog import Metric, VersionInfo
 
 
+@dataclass(frozen=True)
 class Param(TypedValue):
-    """A recipe parameter (`relman compress ... --param name=value`)."""
+    """A recipe parameter (`relman compress ... --param name=value`).
+
+    `shown_when` declares when the parameter applies at all: pairs (other parameter, the
+    values under which this one is used), e.g. `(("method", ("lora",)),)` for LoRA's rank.
+    The GUI's generated form hides a parameter that does not apply (so a full fine-tune does
+    not offer LoRA fields) and `relman recipes` prints the condition; the value is still
+    parsed and defaulted as usual, so the worker sees every parameter."""
+
+    shown_when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     error = RecipeError
     noun = "parameter"
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether this parameter is used given the other parameters' (parsed) `values`; a
+        condition on a parameter missing from `values` holds."""
+        return all(name not in values or values[name] in allowed for name, allowed in self.shown_when)
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,18 @@ class Recipe:
             raise RecipeError(f"recipe '{self.name}' has no parameter {', '.join(unknown)} "
                               f"(it takes: {', '.join(known) or 'none'})")
         return {name: (p.parse(raw[name]) if name in raw else p.default) for name, p in known.items()}
+
+    def applicable_params(self, values: dict[str, Any]) -> list[Param]:
+        """The parameters that apply given `values` (raw or parsed; each is parsed by its own
+        parameter first, an unparsable one counts as its default): the GUI's visible fields."""
+        known = {p.name: p for p in self.params}
+        parsed: dict[str, Any] = {}
+        for name, p in known.items():
+            try:
+                parsed[name] = p.parse(values[name]) if name in values else p.default
+            except RecipeError:
+                parsed[name] = p.default
+        return [p for p in self.params if p.applies(parsed)]
 
     def check_parents(self, parents: Sequence["VersionInfo"]) -> None:
         """Refuse parents this recipe cannot take (count, format, task) before any work."""
@@ -101,7 +127,8 @@ class Recipe:
             "output_format": self.output_format, "multi_parent": self.multi_parent, "compresses": self.compresses,
             "hub_relation": self.hub_relation,
             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
-                        "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max}
+                        "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max,
+                        "shown_when": {name: list(allowed) for name, allowed in p.shown_when} or None}
                        for p in self.params],
         }
 
