@@ -71,18 +71,6 @@ class Recipe:
                               f"(it takes: {', '.join(known) or 'none'})")
         return {name: (p.parse(raw[name]) if name in raw else p.default) for name, p in known.items()}
 
-    def applicable_params(self, values: dict[str, Any]) -> list[Param]:
-        """The parameters that apply given `values` (raw or parsed; each is parsed by its own
-        parameter first, an unparsable one counts as its default): the GUI's visible fields."""
-        known = {p.name: p for p in self.params}
-        parsed: dict[str, Any] = {}
-        for name, p in known.items():
-            try:
-                parsed[name] = p.parse(values[name]) if name in values else p.default
-            except RecipeError:
-                parsed[name] = p.default
-        return [p for p in self.params if p.applies(parsed)]
-
     def check_parents(self, parents: Sequence["VersionInfo"]) -> None:
         """Refuse parents this recipe cannot take (count, format, task) before any work."""
         if not parents:
@@ -173,6 +161,13 @@ RECIPES: dict[str, Recipe] = {}
 def register(recipe: Recipe) -> Recipe:
     if recipe.name in RECIPES:
         raise ValueError(f"recipe {recipe.name} registered twice")
+    known = {p.name: p for p in recipe.params}
+    for p in recipe.params:
+        for other, allowed in p.shown_when:  # a typo here would hide a field for good
+            if other not in known or other == p.name:
+                raise ValueError(f"recipe {recipe.name}: parameter {p.name} is shown_when an unknown parameter {other}")
+            for value in allowed:
+                known[other].parse(value)
     RECIPES[recipe.name] = recipe
     return recipe
 
