@@ -228,7 +228,7 @@ def test_register_dataset_through_the_dialog(working_window, qtbot, tmp_path):
     def fill(d: DatasetDialog) -> None:
         d.path.setText(str(csv))
         d.name.setText("reviews")
-        d.group_col.setText("group")
+        d.group_col.setCurrentText("group")  # a column chooser (the file's columns offered)
         d.test.setValue(0.25)
 
     window.dialog_runner = accept_with(fill)

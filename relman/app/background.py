@@ -268,14 +268,17 @@ def restore_version_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, 
     return dict(r)
 
 
-def queue_collect_garbage(catalog: "Catalog", *, actor: str | None = None) -> int:
-    return _enqueue(catalog, "collect_garbage", {}, actor)
+def queue_collect_garbage(catalog: "Catalog", *, dry_run: bool = False, actor: str | None = None) -> int:
+    """gc as a job; `dry_run` only counts what it would remove (the GUI's confirmation)."""
+    return _enqueue(catalog, "collect_garbage", {"dry_run": bool(dry_run)}, actor)
 
 
 def collect_garbage_job(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     from relman.app.housekeeping import collect_garbage
 
-    ctx.progress(0.05, "sweeping unreferenced blobs and old job files")
-    r = collect_garbage(ctx.catalog, who=ctx.actor)
+    dry = bool(params.get("dry_run", False))
+    ctx.progress(0.05, "counting unreferenced blobs and old job files" if dry
+                 else "sweeping unreferenced blobs and old job files")
+    r = collect_garbage(ctx.catalog, dry_run=dry, who=ctx.actor)
     ctx.progress(1.0, "done", check_cancel=False)
     return r

@@ -245,6 +245,33 @@ def collect_garbage(catalog: Catalog, *, dry_run: bool = False, logs_older_than_
     return result
 
 
+def garbage_summary(result: dict[str, Any]) -> str:
+    """What a gc result counts, in words (the GUI's confirmation and report; `relman gc` prints
+    the same figures): '3 unreferenced blobs (2.9 KB), 12 job files older than 30 days (1.1 MB)'."""
+    from relman.units import human_size
+
+    def n(count: int, one: str, many: str) -> str:
+        return f"{count} {one if count == 1 else many}"
+
+    parts = [f"{n(int(result.get('blobs', 0)), 'unreferenced blob', 'unreferenced blobs')} "
+             f"({human_size(int(result.get('blob_bytes', 0)))})",
+             f"{n(int(result.get('job_files', 0)), 'job file', 'job files')} older than "
+             f"{float(result.get('logs_older_than_days') or 0):g} days ({human_size(int(result.get('job_file_bytes', 0)))})"]
+    if result.get("scratch_folders"):
+        parts.append(f"{n(int(result['scratch_folders']), 'stale scratch folder', 'stale scratch folders')} "
+                     f"({human_size(int(result.get('scratch_bytes', 0)))})")
+    if result.get("stale_blobs") or result.get("temp_files"):
+        parts.append(f"{int(result.get('stale_blobs', 0)) + int(result.get('temp_files', 0))} half-written file(s) "
+                     "of interrupted writers")
+    return ", ".join(parts)
+
+
+def garbage_found(result: dict[str, Any]) -> bool:
+    """Whether a (dry-run) gc result has anything to remove."""
+    return any(int(result.get(k, 0) or 0) for k in ("blobs", "job_files", "scratch_folders", "stale_blobs",
+                                                     "temp_files"))
+
+
 # -- archive / restore ------------------------------------------------------------------------
 def _archive_blob_path(folder: Path, sha: str) -> Path:
     return folder / "objects" / sha[:2] / sha[2:]

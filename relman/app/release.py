@@ -65,6 +65,11 @@ def rollback(catalog: Catalog, model: str, *, why: str = "", who: str | None = N
     return _workflow.rollback(catalog, model, why=why, who=who or current_user())
 
 
+def rollback_plan(catalog: Catalog, model: str) -> dict[str, Any]:
+    """Which version a rollback of `model` takes out of production and which returns (no change)."""
+    return _workflow.rollback_plan(catalog, model)
+
+
 def approve(catalog: Catalog, ref: VersionLike, to_phase: str, *, by: str | None = None,
             comment: str = "", key: str | None = None) -> dict[str, Any]:
     return _approvals.approve(catalog, version_of(catalog, ref).id, to_phase, by or current_user(), comment,

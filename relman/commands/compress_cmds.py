@@ -106,7 +106,10 @@ def recipes(as_json: bool) -> None:
         for p in r["params"]:
             default = ",".join(map(str, p["default"])) if isinstance(p["default"], list) else p["default"]
             choices = f" ({'|'.join(map(str, p['choices']))})" if p["choices"] else ""
-            click.echo(f"    --param {p['name'] + '=' + str(default):<30} {p['type']}{choices}  {p['help']}")
+            when = " and ".join(f"{k}={'|'.join(str(x).lower() if isinstance(x, bool) else str(x) for x in v)}"
+                                for k, v in (p.get("shown_when") or {}).items())
+            applies = f"  [applies when {when}]" if when else ""
+            click.echo(f"    --param {p['name'] + '=' + str(default):<30} {p['type']}{choices}  {p['help']}{applies}")
         click.echo("")
 
 

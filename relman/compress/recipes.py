@@ -7,6 +7,13 @@ from dataclasses import replace
 from relman.compress.registry import Param, Recipe, register  # noqa: F401
 from relman.tasks.specs import tasks_with_recipe
 
+# `shown_when` (relman.compress.registry.Param): when a parameter applies at all; the GUI's
+# form shows it only then (LoRA's rank under method=lora, DP's budget with dp=true).
+_LORA = (("method", ("lora",)),)
+_DP = (("dp", (True,)),)
+_NO_DP = (("dp", (False,)),)
+_ADV = (("adversarial", (True,)),)
+
 # A recipe that applies to some tasks only takes `tasks=tasks_with_recipe(NAME)`: the task
 # table (relman.tasks.specs, each task's `recipes`) says which tasks those are.
 
@@ -46,7 +53,8 @@ register(Recipe(
     input_formats=_TORCH_FORMATS, output_format="hf-reshaped",
     params=(
         Param("rank", int, 0, "rank of every factorised layer (0 = choose by energy)", min=0),
-        Param("energy", float, 0.9, "share of spectral energy kept when rank is 0", min=0.01, max=1.0),
+        Param("energy", float, 0.9, "share of spectral energy kept when rank is 0", min=0.01, max=1.0,
+              shown_when=(("rank", (0,)),)),
         Param("exclude", list, ["classifier", "score", "lm_head"], "layers whose name contains one of these are kept"),
         Param("dataset", str, "", "registered dataset for a short recovery distillation from the parent (optional)"),
         Param("epochs", int, 0, "recovery epochs (0 = none)", min=0, max=100),
@@ -76,17 +84,20 @@ register(Recipe(
     description="Trains a smaller student (new config or a second parent) on the teacher's softened outputs.",
 ))
 _LORA_PARAMS = (
-    Param("r", int, 8, "LoRA rank (method=lora)", min=1, max=1024),
-    Param("alpha", float, 16.0, "LoRA scaling numerator: the update is (alpha / r) B A (method=lora)", min=0.0),
+    Param("r", int, 8, "LoRA rank (method=lora)", min=1, max=1024, shown_when=_LORA),
+    Param("alpha", float, 16.0, "LoRA scaling numerator: the update is (alpha / r) B A (method=lora)", min=0.0,
+          shown_when=_LORA),
     Param("target_modules", list, [], "layer names LoRA wraps, e.g. query,value (default: PEFT's choice for the "
-                                      "architecture; names matching no layer are refused)"),
-    Param("lora_dropout", float, 0.0, "dropout on the LoRA input (method=lora)", min=0.0, max=0.9),
+                                      "architecture; names matching no layer are refused)", shown_when=_LORA),
+    Param("lora_dropout", float, 0.0, "dropout on the LoRA input (method=lora)", min=0.0, max=0.9, shown_when=_LORA),
 )
 _DP_PARAMS = (
     Param("dp", bool, False, "train with differential privacy (DP-SGD with Opacus); records a privacy ledger"),
-    Param("target_epsilon", float, 8.0, "privacy budget ε the whole training may spend (dp=true)", min=0.0),
-    Param("delta", float, 1e-5, "δ of the (ε, δ) guarantee; below 1 / training rows (dp=true)", min=0.0, max=1.0),
-    Param("max_grad_norm", float, 1.0, "per-example gradient clipping norm (dp=true)", min=0.0),
+    Param("target_epsilon", float, 8.0, "privacy budget ε the whole training may spend (dp=true)", min=0.0,
+          shown_when=_DP),
+    Param("delta", float, 1e-5, "δ of the (ε, δ) guarantee; below 1 / training rows (dp=true)", min=0.0, max=1.0,
+          shown_when=_DP),
+    Param("max_grad_norm", float, 1.0, "per-example gradient clipping norm (dp=true)", min=0.0, shown_when=_DP),
 )
 register(Recipe(
     name="finetune", hub_relation="finetune", title="Fine-tune / transfer (full or LoRA, optionally DP)", target="relman.compress.adapt.finetune:run",
@@ -105,14 +116,15 @@ register(Recipe(
                                 "full 5e-4, lora 5e-3)", min=0.0),
         Param("batch_size", int, 16, "batch size (expected batch size under dp's Poisson sampling)", min=1,
               max=4096),
-        Param("patience", int, 2, "epochs without validation improvement before stopping (not with dp)", min=1),
+        Param("patience", int, 2, "epochs without validation improvement before stopping (not with dp)", min=1,
+              shown_when=_NO_DP),
         Param("val_fraction", float, 0.2, "hold-out share when the dataset has no validation split", min=0.0, max=0.9),
         Param("weight_decay", float, 0.01, "AdamW weight decay", min=0.0),
         Param("max_length", int, 128, "token limit for text (causal-lm: the model's context; a longer prompt "
                                       "is refused)", min=8),
         Param("adversarial", bool, False, "also train on FGSM-perturbed inputs (embeddings / pixels)"),
-        Param("epsilon", float, 0.01, "FGSM step size", min=0.0),
-        Param("adv_weight", float, 0.5, "share of the adversarial loss", min=0.0, max=1.0),
+        Param("epsilon", float, 0.01, "FGSM step size", min=0.0, shown_when=_ADV),
+        Param("adv_weight", float, 0.5, "share of the adversarial loss", min=0.0, max=1.0, shown_when=_ADV),
         Param("seed", int, 0, "random seed", min=0, max=2**31 - 1),
     ),
     description="Trains on a labelled dataset (every weight, or a LoRA adapter; DP-SGD on request); an encoder "
@@ -211,7 +223,8 @@ register(Recipe(
               choices=("weights", "outputs")),
         Param("smooth", bool, False, "SmoothQuant: migrate activation outliers into the weights, folded into "
                                      "the preceding LayerNorms (exact in FP32; needs calibration data)"),
-        Param("smooth_alpha", float, 0.5, "smoothing migration strength", min=0.0, max=1.0),
+        Param("smooth_alpha", float, 0.5, "smoothing migration strength", min=0.0, max=1.0,
+              shown_when=(("smooth", (True,)),)),
         Param("fusion", bool, False, "apply ONNX Runtime's transformer fusions (Attention, SkipLayerNorm, ...) "
                                      "before quantising (BERT-, GPT-2- and ViT-style models)"),
         Param("optimize", bool, True, "run onnxruntime's graph optimisation (quant_pre_process) first"),
@@ -219,9 +232,10 @@ register(Recipe(
                                   "default: the job's --dataset; random inputs when none)"),
         Param("calibration_samples", int, 64, "rows of the dataset used for calibration", min=1),
         Param("calibration_batch", int, 8, "calibration batch size", min=1),
-        Param("calibrate_method", str, "minmax", "how activation ranges are chosen",
-              choices=("minmax", "entropy", "percentile")),
-        Param("activation_type", str, "uint8", "static mode activation type", choices=("uint8", "int8")),
+        Param("calibrate_method", str, "minmax", "how activation ranges are chosen (static mode)",
+              choices=("minmax", "entropy", "percentile"), shown_when=(("mode", ("static",)),)),
+        Param("activation_type", str, "uint8", "static mode activation type", choices=("uint8", "int8"),
+              shown_when=(("mode", ("static",)),)),
         Param("max_length", int, 128, "token limit for calibration texts", min=8),
         _EXPORT_TOL,
     ),
@@ -279,7 +293,7 @@ register(Recipe(
               choices=("rtn", "k_quant", "hqq", "gptq")),
         Param("block_size", int, 32, "weights per quantisation block", choices=(16, 32, 64, 128, 256)),
         Param("symmetric", bool, True, "symmetric blocks (no zero point); rtn and gptq only (k_quant and hqq "
-              "always fit a zero point)"),
+              "always fit a zero point)", shown_when=(("algo", ("rtn", "gptq")),)),
         Param("int8_layers", list, [], "MatMul layers kept in 8-bit blocks: parts of node names, e.g. lm_head"),
         Param("int8_sensitive", int, 0, "also keep in 8 bits the N layers whose 4-bit rounding alone moves the "
               "model's output most (measured on `dataset`, or random inputs)", min=0, max=512),

@@ -21,11 +21,25 @@ if TYPE_CHECKING:
     from relman.catalog import Metric, VersionInfo
 
 
+@dataclass(frozen=True)
 class Param(TypedValue):
-    """A recipe parameter (`relman compress ... --param name=value`)."""
+    """A recipe parameter (`relman compress ... --param name=value`).
+
+    `shown_when` declares when the parameter applies at all: pairs (other parameter, the
+    values under which this one is used), e.g. `(("method", ("lora",)),)` for LoRA's rank.
+    The GUI's generated form hides a parameter that does not apply (so a full fine-tune does
+    not offer LoRA fields) and `relman recipes` prints the condition; the value is still
+    parsed and defaulted as usual, so the worker sees every parameter."""
+
+    shown_when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     error = RecipeError
     noun = "parameter"
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether this parameter is used given the other parameters' (parsed) `values`; a
+        condition on a parameter missing from `values` holds."""
+        return all(name not in values or values[name] in allowed for name, allowed in self.shown_when)
 
 
 @dataclass(frozen=True)
@@ -101,7 +115,8 @@ class Recipe:
             "output_format": self.output_format, "multi_parent": self.multi_parent, "compresses": self.compresses,
             "hub_relation": self.hub_relation,
             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
-                        "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max}
+                        "choices": list(p.choices) if p.choices else None, "min": p.min, "max": p.max,
+                        "shown_when": {name: list(allowed) for name, allowed in p.shown_when} or None}
                        for p in self.params],
         }
 
@@ -146,6 +161,13 @@ RECIPES: dict[str, Recipe] = {}
 def register(recipe: Recipe) -> Recipe:
     if recipe.name in RECIPES:
         raise ValueError(f"recipe {recipe.name} registered twice")
+    known = {p.name: p for p in recipe.params}
+    for p in recipe.params:
+        for other, allowed in p.shown_when:  # a typo here would hide a field for good
+            if other not in known or other == p.name:
+                raise ValueError(f"recipe {recipe.name}: parameter {p.name} is shown_when an unknown parameter {other}")
+            for value in allowed:
+                known[other].parse(value)
     RECIPES[recipe.name] = recipe
     return recipe
 

@@ -220,6 +220,24 @@ def previous_production(catalog: Any, model: str, current_id: int | None) -> Any
     return None
 
 
+def rollback_plan(catalog: Any, model: str) -> dict[str, Any]:
+    """What `rollback` would do, without doing it (the GUI's confirmation): the production
+    version that leaves ("removes", to "removed_to" by the policy's `rollback_to`) and the
+    one that returns ("restores"). Refused with the same one-line errors as `rollback`."""
+    catalog.get_model(model)
+    current = [v for v in catalog.versions(model) if v.phase == "production"]
+    if not current:
+        raise ReleaseError(f"model '{model}' has no version in production to roll back")
+    cur = max(current, key=lambda v: v.created_at)
+    prev = previous_production(catalog, model, cur.id)
+    if prev is None:
+        raise ReleaseError(f"{cur.ref} is the first production version of {model}; "
+                           "there is nothing to roll back to")
+    policy, _revision = get_policy(catalog, model)
+    return {"model": model, "removes": cur.ref, "removed_to": policy["rollback_to"], "restores": prev.ref,
+            "restored_from": prev.phase}
+
+
 def rollback(catalog: Any, model: str, *, why: str = "", who: str) -> dict[str, Any]:
     """Put the previous production version back into production; the current one goes to
     `retired` or `rejected` (policy `rollback_to`). Recorded as two transitions + 'rollback'."""

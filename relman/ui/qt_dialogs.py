@@ -5,9 +5,10 @@ controller calls the app layer with them. Tests construct a dialog, fill it and 
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Sequence
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFileDialog,
                                QFormLayout, QGridLayout, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton, QSpinBox,
                                QTableWidgetItem, QVBoxLayout, QWidget)
@@ -16,6 +17,14 @@ from relman.data.formats import format_names
 from relman.errors import RelmanError
 
 DEVICES = ("auto", "cpu", "cuda:0")
+ERROR_COLOR, SUCCESS_COLOR = "#c4453b", "#2e9d57"  # one red for refusals, one green for "done"
+
+
+def task_summary(tasks: Sequence[str | None]) -> str:
+    """'text-classification', or 'feature-extraction, text-classification' for a mixed
+    selection, for the dialogs' Task row ('unknown' where a version records none)."""
+    names = sorted({t or "unknown" for t in tasks})
+    return ", ".join(names) if names else "(no version selected)"
 
 
 class ValidatingDialog(QDialog):
@@ -26,7 +35,7 @@ class ValidatingDialog(QDialog):
         self.setWindowTitle(title)
         self.error_label = QLabel("")
         self.error_label.setObjectName("dialog-error")
-        self.error_label.setStyleSheet("color: #c4453b;")
+        self.error_label.setStyleSheet(f"color: {ERROR_COLOR};")
         self.error_label.setWordWrap(True)
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.accept)
@@ -40,13 +49,23 @@ class ValidatingDialog(QDialog):
     def values(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def show_error(self, text: str) -> None:
+        """A refusal, in red, under the fields."""
+        self.error_label.setStyleSheet(f"color: {ERROR_COLOR};")
+        self.error_label.setText(text)
+
+    def show_success(self, text: str) -> None:
+        """Something that worked (a key made in the dialog), in green: never in the error red."""
+        self.error_label.setStyleSheet(f"color: {SUCCESS_COLOR};")
+        self.error_label.setText(text)
+
     def accept(self) -> None:
         try:
             values = self.values()
             if self.submit is not None:
                 self.submitted = self.submit(values)
         except RelmanError as e:
-            self.error_label.setText(str(e))
+            self.show_error(str(e))
             return
         self.result_values = values
         self.error_label.setText("")
@@ -118,15 +137,28 @@ class ImportDialog(ValidatingDialog):
 class DatasetDialog(ValidatingDialog):
     FORMATS = ("(guess from suffix)", *format_names())  # the reader table (relman.data.formats)
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    # what a column of each role is usually called (the first found is preselected)
+    ROLE_NAMES = {"text": ("text", "sentence", "review", "content", "document", "prompt"),
+                  "label": ("label", "labels", "class", "category", "target", "sentiment", "y"),
+                  "group": ("group", "gender", "sex", "race", "region", "segment")}
+
+    def __init__(self, parent: QWidget | None = None, existing: Sequence[str] = ()) -> None:
         super().__init__("Register dataset", parent)
+        self.existing = list(existing)
         self.path = QLineEdit()
         self.name = QLineEdit()
+        self.name.setObjectName("dataset-name")
+        self._proposed = ""
         self.format = QComboBox()
         self.format.addItems(list(self.FORMATS))
-        self.text_col = QLineEdit("text")
-        self.label_col = QLineEdit("label")
-        self.group_col = QLineEdit()
+        self.text_col = self._column_box("text", "text")
+        self.label_col = self._column_box("label", "label")
+        self.group_col = self._column_box("group", "")
+        self.columns_hint = QLabel("")
+        self.columns_hint.setObjectName("hint")
+        self.columns_hint.setWordWrap(True)
+        self.columns: list[str] = []
+        self.path.textChanged.connect(self._read_file)
         self.x_key = QLineEdit()
         self.y_key = QLineEdit()
         self.val = QDoubleSpinBox()
@@ -138,6 +170,7 @@ class DatasetDialog(ValidatingDialog):
         form.addRow("File/folder", _path_row(self.path, self))
         form.addRow("Name", self.name)
         form.addRow("Format", self.format)
+        form.addRow("", self.columns_hint)
         form.addRow("Text column", self.text_col)
         form.addRow("Label column", self.label_col)
         form.addRow("Group column (fairness)", self.group_col)
@@ -148,6 +181,39 @@ class DatasetDialog(ValidatingDialog):
         form.addRow(self.error_label)
         form.addRow(self.buttons)
 
+    @staticmethod
+    def _column_box(role: str, default: str) -> QComboBox:
+        """An editable column chooser: the file's columns once it is read, any name typed."""
+        box = QComboBox()
+        box.setEditable(True)
+        box.setObjectName(f"{role}-column")
+        box.setCurrentText(default)
+        return box
+
+    def _read_file(self, path: str) -> None:
+        """A chosen CSV/TSV/JSONL: its header offers the columns (a likely one preselected for
+        each role) and its file name suggests the dataset name, unless the user typed one."""
+        from relman.app.dataset_preview import peek_columns, pick_column, propose_dataset_name
+
+        path = path.strip()
+        if not path:
+            return
+        if self.name.text().strip() in ("", self._proposed):
+            self._proposed = propose_dataset_name(path, self.existing)
+            self.name.setText(self._proposed)
+        self.columns = peek_columns(path)
+        self.columns_hint.setText(f"Columns in the file: {', '.join(self.columns)}" if self.columns else "")
+        if not self.columns:
+            return
+        for role, box in (("text", self.text_col), ("label", self.label_col), ("group", self.group_col)):
+            typed = box.currentText().strip()
+            box.clear()
+            box.addItems([""] + self.columns)
+            if typed in self.columns:
+                box.setCurrentText(typed)
+            else:
+                box.setCurrentText(pick_column(self.columns, self.ROLE_NAMES[role]) or "")
+
     def values(self) -> dict[str, Any]:
         path, name = self.path.text().strip(), self.name.text().strip()
         if not path:
@@ -157,8 +223,9 @@ class DatasetDialog(ValidatingDialog):
         fmt = self.format.currentText()
         return {
             "path": path, "name": name, "format": None if fmt.startswith("(") else fmt,
-            "text_col": self.text_col.text().strip() or None, "label_col": self.label_col.text().strip() or None,
-            "group_col": self.group_col.text().strip() or None, "x_key": self.x_key.text().strip() or None,
+            "text_col": self.text_col.currentText().strip() or None,
+            "label_col": self.label_col.currentText().strip() or None,
+            "group_col": self.group_col.currentText().strip() or None, "x_key": self.x_key.text().strip() or None,
             "y_key": self.y_key.text().strip() or None, "val_fraction": self.val.value(),
             "test_fraction": self.test.value(),
         }
@@ -175,6 +242,7 @@ class ParamForm(QWidget):
         self.datasets = list(datasets)
         self.editors: dict[str, QWidget] = {}
         form = QFormLayout(self)
+        self.layout_form = form
         form.setContentsMargins(0, 0, 0, 0)
         for p in self.params:
             editor = self._dataset_editor(p) if p.name == "dataset" and p.type is str else self._editor(p)
@@ -188,6 +256,33 @@ class ParamForm(QWidget):
             form.addRow(p.name, editor)
         if not self.params:
             form.addRow(QLabel("This recipe has no parameters."))
+        self.changed.connect(self.update_visibility)
+        self.update_visibility()
+
+    def applicable(self) -> list[str]:
+        """Names of the parameters that apply to the current values (each Param's `shown_when`)."""
+        raw = self.raw_values()
+        parsed: dict[str, Any] = {}
+        for p in self.params:
+            try:
+                parsed[p.name] = p.parse(raw[p.name])
+            except RelmanError:
+                parsed[p.name] = p.default
+        return [p.name for p in self.params if getattr(p, "applies", lambda _v: True)(parsed)]
+
+    def update_visibility(self) -> None:
+        """Show only the parameters that apply (LoRA's under method=lora, DP's with dp on)."""
+        shown = set(self.applicable())
+        for name, editor in self.editors.items():
+            self.layout_form.setRowVisible(editor, name in shown)
+
+    def visible_names(self) -> list[str]:
+        return [p.name for p in self.params if not self.editors[p.name].isHidden()]
+
+    def applicable_values(self) -> dict[str, Any]:
+        """The raw values of the parameters that apply; the others take their defaults."""
+        shown = set(self.applicable())
+        return {k: v for k, v in self.raw_values().items() if k in shown}
 
     def _dataset_editor(self, p: Any) -> QWidget:
         w = QComboBox()
@@ -262,12 +357,22 @@ class CompressDialog(ValidatingDialog):
 
     `formats` (ref → format) and `adapter_bases` (adapter ref → its pinned base) let the
     adapter merge take the adapter alone, offer the base as a field, and order an adapter +
-    base selection by what each is (not by the order of the selection)."""
+    base selection by what each is (not by the order of the selection).
+
+    `tasks` (ref → task) is shown (what the parents do, so a fine-tune of an encoder reads
+    as "becomes a classifier"); the child can take a new model name (the CLI's `--model`);
+    with `settings`, each recipe's last accepted parameters come back when it is picked
+    again, in this dialog or the next one."""
+
+    SETTINGS_KEY = "compress/last_params/"  # + recipe name → JSON of that recipe's raw values
 
     def __init__(self, recipes: Sequence[Any], parents: Sequence[str], parent: QWidget | None = None,
                  datasets: Sequence[str] = (), formats: dict[str, str] | None = None,
-                 adapter_bases: dict[str, str | None] | None = None) -> None:
+                 adapter_bases: dict[str, str | None] | None = None, tasks: dict[str, str | None] | None = None,
+                 settings: QSettings | None = None) -> None:
         super().__init__("Compress", parent)
+        self.settings = settings
+        self.tasks = dict(tasks or {})
         self.formats = dict(formats or {})
         self.adapter_bases = dict(adapter_bases or {})
         self.datasets = list(datasets)
@@ -282,6 +387,13 @@ class CompressDialog(ValidatingDialog):
             self.recipe.addItem(f"{r.name}", r.name)
         self.parents_label = QLabel(", ".join(parents) or "(select versions in the table first)")
         self.parents = list(parents)
+        self.task_label = QLabel(task_summary([self.tasks.get(r) for r in self.parents]) if self.parents else "")
+        self.task_label.setObjectName("task")
+        self.child_model = QLineEdit()
+        self.child_model.setObjectName("child-model")
+        self.child_model.setPlaceholderText("(the parent's model)")
+        self.child_model.setToolTip("Store the child under a new model name (relman compress --model), e.g. an "
+                                    "encoder fine-tuned into a classifier")
         self.description = QLabel("")
         self.description.setWordWrap(True)
         self.description.setObjectName("hint")
@@ -293,6 +405,7 @@ class CompressDialog(ValidatingDialog):
         top = QFormLayout()
         top.addRow("Recipe", self.recipe)
         top.addRow("Parent version(s)", self.parents_label)
+        top.addRow("Task", self.task_label)
         self.base = QComboBox()
         self.base.setObjectName("merge-base")
         self.base.setToolTip("The base the adapter is merged into: its pinned base unless you name it")
@@ -300,6 +413,7 @@ class CompressDialog(ValidatingDialog):
         top.addRow(self.base_label, self.base)
         top.addRow("Device", self.device)
         top.addRow("Evaluate on", self.dataset)
+        top.addRow("New model name", self.child_model)
         layout.addLayout(top)
         layout.addWidget(self.description)
         layout.addLayout(self.form_holder)
@@ -332,11 +446,51 @@ class CompressDialog(ValidatingDialog):
         self._fill_base(r)
         self.form = ParamForm(r.params if r else [], self, self.datasets)
         self.form_holder.addWidget(self.form)
+        if r is not None:
+            self._restore_params(r.name)
         self.form.changed.connect(self._check_params)
         if r is not None:
             needs = "several parents (a merge)" if r.multi_parent else "one parent"
+            becomes = ""
+            if r.name == "finetune" and "feature-extraction" in {self.tasks.get(p) for p in self.parents}:
+                becomes = (" This encoder becomes a classifier of the dataset's labels: give it a new model name "
+                           "below if it should not stay a version of the encoder.")
             self.description.setText(f"{r.title}: {r.description or ''} Takes {needs}; formats "
-                                     f"{', '.join(r.input_formats)}.")
+                                     f"{', '.join(r.input_formats)}.{becomes}")
+
+    # -- remembered parameters (QSettings) ---------------------------------------------------------
+    def _restore_params(self, recipe: str) -> None:
+        """The values this recipe was last accepted with (a stored value the recipe no longer
+        takes, or no longer accepts, is skipped)."""
+        if self.settings is None or self.form is None:
+            return
+        try:
+            stored = json.loads(str(self.settings.value(self.SETTINGS_KEY + recipe, "") or "{}"))
+        except ValueError:
+            return
+        if not isinstance(stored, dict):
+            return
+        params = {p.name: p for p in self.form.params}
+        for name, value in stored.items():
+            if name not in params:
+                continue
+            try:
+                params[name].parse(value)
+            except RelmanError:
+                continue
+            self.form.set_value(name, value)
+        self.form.update_visibility()
+
+    def remember_params(self) -> None:
+        r = self.current_recipe()
+        if self.settings is None or self.form is None or r is None:
+            return
+        self.settings.setValue(self.SETTINGS_KEY + r.name, json.dumps(self.form.raw_values()))
+
+    def accept(self) -> None:
+        super().accept()
+        if self.result_values is not None:
+            self.remember_params()
 
     # -- the adapter merge ---------------------------------------------------------------------
     def _adapters(self, fmt: str) -> list[str]:
@@ -381,9 +535,9 @@ class CompressDialog(ValidatingDialog):
         if r is None or self.form is None:
             return
         try:
-            r.resolve_params(self.form.raw_values())
+            r.resolve_params(self.form.applicable_values())
         except RelmanError as e:
-            self.error_label.setText(str(e))
+            self.show_error(str(e))
             return
         self.error_label.setText("")
 
@@ -396,19 +550,28 @@ class CompressDialog(ValidatingDialog):
         if r.name in ADAPTER_MERGES:
             parents = self.adapter_merge_parents(r.name)
             assert self.form is not None
-            params = r.resolve_params(self.form.raw_values())
+            params = r.resolve_params(self.form.applicable_values())
             ds = self.dataset.currentText()
             return {"recipe": r.name, "params": params, "parents": parents, "device": self.device.currentText(),
-                    "dataset": None if ds == "(none)" else ds}
+                    "dataset": None if ds == "(none)" else ds, "model": self.child_model_name()}
         if r.multi_parent and len(self.parents) < 2:
             raise RelmanError(f"recipe '{r.name}' merges several versions: select at least two")
         if not r.multi_parent and len(self.parents) > 1:
             raise RelmanError(f"recipe '{r.name}' takes one parent; select a single version")
         assert self.form is not None
-        params = r.resolve_params(self.form.raw_values())  # RecipeError names the bad parameter
+        params = r.resolve_params(self.form.applicable_values())  # RecipeError names the bad parameter
         ds = self.dataset.currentText()
         return {"recipe": r.name, "params": params, "parents": list(self.parents), "device": self.device.currentText(),
-                "dataset": None if ds == "(none)" else ds}
+                "dataset": None if ds == "(none)" else ds, "model": self.child_model_name()}
+
+    def child_model_name(self) -> str | None:
+        """The new model name typed (checked against the catalog's name rule now), or None."""
+        name = self.child_model.text().strip()
+        if not name:
+            return None
+        from relman.names import check_name
+
+        return check_name(name, "new model name")
 
 
 class EvaluateDialog(ValidatingDialog):
@@ -417,9 +580,12 @@ class EvaluateDialog(ValidatingDialog):
 
     def __init__(self, refs: Sequence[str], datasets: Sequence[str], suites: Sequence[str],
                  parent: QWidget | None = None, *, defaults: Sequence[str] = ("quality", "latency", "size"),
-                 fidelity_parents: Sequence[str] = (), not_applicable: Sequence[str] = ()) -> None:
+                 fidelity_parents: Sequence[str] = (), not_applicable: Sequence[str] = (),
+                 tasks: Sequence[str | None] = ()) -> None:
         super().__init__("Evaluate", parent)
         self.refs = list(refs)
+        self.task_label = QLabel(task_summary(tasks) if tasks else "")
+        self.task_label.setObjectName("task")
         self.dataset = QComboBox()
         self.dataset.setObjectName("dataset")
         self.dataset.addItems(list(datasets))
@@ -448,6 +614,7 @@ class EvaluateDialog(ValidatingDialog):
         self.device.addItems(list(DEVICES))
         form = QFormLayout(self)
         form.addRow("Versions", QLabel(", ".join(refs) or "(select versions first)"))
+        form.addRow("Task", self.task_label)
         form.addRow("Dataset", self.dataset)
         form.addRow("Suites", suites_w)
         if not_applicable:

@@ -60,9 +60,9 @@ class ExportDialog(ValidatingDialog):
         try:
             made = self.create_key_fn(name)
         except RelmanError as e:
-            self.error_label.setText(str(e))
+            self.show_error(str(e))
             return
-        self.error_label.setText("")
+        self.show_success(f"created key {made}; the bundle is signed with it")
         self.no_key.setText("")
         if self.key.findText(made) < 0:
             self.key.addItem(made)

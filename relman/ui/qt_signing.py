@@ -63,12 +63,12 @@ class SignedApproveDialog(SimpleFormDialog):
         try:
             made = create_key(self.new_key_edit.text().strip())
         except RelmanError as e:
-            self.error_label.setText(str(e))
+            self.show_error(str(e))
             return
         self.key_combo.addItem(made["name"])
         self.key_combo.setCurrentText(made["name"])
         self.new_key_edit.clear()
-        self.error_label.setText(f"created key {made['name']} ({made['id']}); it is trusted on this machine")
+        self.show_success(f"created key {made['name']} ({made['id']}); it is trusted on this machine")
 
     def values(self) -> dict[str, Any]:
         out = super().values()

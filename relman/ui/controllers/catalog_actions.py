@@ -23,6 +23,8 @@ def _folder_given(values: dict[str, Any]) -> None:
 
 
 class CatalogActions(Controller):
+    gc_job: int | None = None  # the confirmed gc's job (after its dry run and the confirmation)
+
     def actions(self) -> list[ActionSpec]:
         return [
             ActionSpec("tags", "Edit tags…", "Ctrl+Shift+T", self.edit_tags),
@@ -123,14 +125,44 @@ class CatalogActions(Controller):
 
     # -- garbage collection (a job) -----------------------------------------------------------------------
     def collect_garbage(self) -> int:
+        """First a dry-run job counts what gc would remove; when it ends, a confirmation lists
+        the counts and bytes, and only OK queues the real gc, whose end says what it removed."""
+        from relman.app.background import queue_collect_garbage
+
+        job = queue_collect_garbage(self.catalog, dry_run=True)
+        return self.window.job_actions.track(job, "Garbage collection: counting", self._confirm_garbage)
+
+    def _confirm_garbage(self, row: dict[str, Any]) -> None:
+        from relman.app.housekeeping import garbage_found, garbage_summary
+        from relman.units import human_size
+        from relman.ui.qt_dialogs import SimpleFormDialog
+
+        found = row["result"]
+        if not garbage_found(found):
+            self.info(f"Garbage collection: nothing to remove ({garbage_summary(found)})")
+            return
+        summary = QLabel(f"Removes {garbage_summary(found)}: {human_size(int(found.get('bytes_freed', 0)))} "
+                         "in all. Versions, datasets and recent logs are kept.")
+        summary.setObjectName("gc-summary")
+        summary.setWordWrap(True)
+        if self.run_dialog(SimpleFormDialog("Collect garbage", [("Will remove", summary)], None,
+                                            self.window)) is None:
+            self.info("Garbage collection cancelled; nothing removed")
+            return
+        self.gc_job = self._run_garbage_collection()
+
+    def _run_garbage_collection(self) -> int:
         from relman.app.background import queue_collect_garbage
 
         job = queue_collect_garbage(self.catalog)
 
         def done(row: dict[str, Any]) -> None:
+            from relman.app.housekeeping import garbage_summary
             from relman.units import human_size
 
-            self.info(f"Garbage collected: {human_size(row['result'].get('bytes_freed', 0))} freed")
+            r = row["result"]
+            self.info(f"Garbage collected: removed {garbage_summary(r)}; "
+                      f"{human_size(r.get('bytes_freed', 0))} freed")
             self.window.refresh(force=True)
             disk = self.window.built_views().get("disk")
             if disk is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from PySide6.QtWidgets import QDoubleSpinBox, QPlainTextEdit
+from PySide6.QtWidgets import QDoubleSpinBox, QLabel, QPlainTextEdit
 
 from relman.errors import RelmanError
 from relman.ui.controllers import ActionSpec, Controller, needs
@@ -189,21 +189,31 @@ class ReleaseActions(Controller):
         self.window.guarded("rollback", self._rollback, model)
 
     def _rollback(self, model: str | None) -> None:
-        from relman.app.release import rollback
+        """The confirmation names the version that returns to production and where the current
+        one goes (`rollback_plan`), before anything changes; the result says it again."""
+        from relman.app.release import rollback, rollback_plan
         from relman.ui.qt_dialogs import SimpleFormDialog
 
         model = model or self.window.current_model()
         if not model:
             raise RelmanError("no model to roll back")
+        plan = rollback_plan(self.catalog, model)  # refusals (nothing to roll back to) before the dialog
+        summary = QLabel(f"{plan['restores']} returns to production ({plan['restored_from']} now); "
+                         f"{plan['removes']} leaves production and becomes {plan['removed_to']}.")
+        summary.setObjectName("rollback-summary")
+        summary.setWordWrap(True)
         why = QPlainTextEdit()
-        vals = self.run_dialog(SimpleFormDialog(f"Roll back {model}", [("Reason", why)], needs("Reason"), self.window))
+        vals = self.run_dialog(SimpleFormDialog(f"Roll back {model} to {plan['restores']}",
+                                                [("What happens", summary), ("Reason", why)],
+                                                needs("Reason"), self.window))
         if vals:
             try:
                 with self._hooks_reported():
                     result = rollback(self.catalog, model, why=vals["Reason"])
             finally:
                 self.window.refresh(force=True)
-            self.info(f"{model}: production rolled back" + (f" to {_ref_of(result)}" if result else ""))
+            self.info(f"{model}: rolled back; {result['ref']} is back in production, "
+                      f"{model}@{result['removed']} is {result['removed_to']}")
             self._report_hooks(result)
 
     def request_rollout(self, version_id: int) -> None:
@@ -218,13 +228,17 @@ class ReleaseActions(Controller):
         share.setRange(0.0, 100.0)
         share.setValue(min(100.0, (v.canary_share or 0) * 2 or 5.0))
         share.setSuffix(" %")
-        vals = self.run_dialog(SimpleFormDialog(f"Canary share for {v.ref}", [("Share", share)], None, self.window))
+        why = QPlainTextEdit()
+        why.setObjectName("canary-reason")
+        why.setPlaceholderText("why this share now (recorded in the audit log)")
+        vals = self.run_dialog(SimpleFormDialog(f"Canary share for {v.ref}", [("Share", share), ("Reason", why)],
+                                                needs("Reason"), self.window))
         if vals:
             try:
-                rollout(self.catalog, v.ref, vals["Share"])
+                rollout(self.catalog, v.ref, vals["Share"], why=vals["Reason"])
             finally:
                 self.window.refresh(force=True)
-            self.info(f"{v.ref}: canary share {vals['Share']:g}%")
+            self.info(f"{v.ref}: canary share {vals['Share']:g}% ({vals['Reason']})")
 
     def request_approve(self, version_id: int) -> None:
         self.window.guarded("approve", self._approve, version_id)
@@ -275,7 +289,3 @@ class ReleaseActions(Controller):
         self.info(f"accepted the current state ({len(res['problems'])} finding(s) recorded, "
                   f"{res['superseded_checkpoints']} checkpoint(s) set aside)")
         return res
-
-
-def _ref_of(result: Any) -> str:
-    return getattr(result, "ref", None) or (result.get("ref") if isinstance(result, dict) else str(result))

@@ -101,7 +101,7 @@ class WorkActions(Controller):
     def action_register_dataset(self) -> None:
         from relman.ui.qt_dialogs import DatasetDialog
 
-        vals = self.run_dialog(DatasetDialog(self.window))
+        vals = self.run_dialog(DatasetDialog(self.window, existing=self.datasets()))
         if vals:
             self.register_dataset(**vals)
 
@@ -129,16 +129,18 @@ class WorkActions(Controller):
             raise RelmanError("no compression recipes are registered in this build")
         dialog = CompressDialog(recipes, [v.ref for v in versions], self.window, self.datasets(),
                                 formats={v.ref: v.format for v in versions},
-                                adapter_bases={v.ref: v.adapter_base for v in versions})
+                                adapter_bases={v.ref: v.adapter_base for v in versions},
+                                tasks={v.ref: v.task for v in versions}, settings=self.window.settings)
         self.run_dialog(dialog, lambda vals: self.queue_compression(**vals))
 
     def queue_compression(self, recipe: str, params: dict[str, Any], parents: list[str], device: str = "auto",
-                          dataset: str | None = None) -> int:
+                          dataset: str | None = None, model: str | None = None) -> int:
         from relman.app.compress import queue_compression
 
         job = queue_compression(self.catalog, parents if len(parents) > 1 else parents[0], recipe, params=params,
-                                device=device, dataset=dataset)
-        self.info(f"Queued {recipe} on {', '.join(parents)} ({job_label(job)})")
+                                device=device, dataset=dataset, model=model)
+        self.info(f"Queued {recipe} on {', '.join(parents)}" + (f" as a version of {model}" if model else "")
+                  + f" ({job_label(job)})")
         self._track(job, f"{recipe} on {', '.join(parents)}")
         self.window.refresh(force=True)
         return job
@@ -164,7 +166,8 @@ class WorkActions(Controller):
         return EvaluateDialog([v.ref for v in versions], datasets + ["(none)"], offered, self.window,
                               defaults=self.default_suites_for(versions, bool(datasets)),
                               fidelity_parents=others,
-                              not_applicable=[s for s in self.suites() if s not in offered])
+                              not_applicable=[s for s in self.suites() if s not in offered],
+                              tasks=[v.task for v in versions])
 
     def queue_evaluation(self, refs: list[str], dataset: str | None, suites: list[str] | None,
                          device: str = "auto", parent: str | None = None) -> list[int]:
