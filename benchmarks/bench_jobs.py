@@ -26,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from relman.catalog import open_catalog  # noqa: E402
+from relman.context import HOLD_ENV, HOLD_RELEASE_ENV, held_message  # noqa: E402
 from relman.jobs.queue import FINISHED, enqueue, get_job  # noqa: E402
 from relman.jobs.runner import Runner  # noqa: E402
 
@@ -68,30 +69,44 @@ def bench_noop(root: Path, n: int) -> dict[str, float]:
 def bench_writes(root: Path, seconds: float, burst: bool) -> dict[str, float]:
     cat = open_catalog(root / ("burst" if burst else "steady"))
     go = root / f"go-{'burst' if burst else 'steady'}"
-    kind, params = (("progress_burst", {"seconds": seconds, "start_file": str(go)}) if burst
+    kind, params = (("progress_burst", {"seconds": seconds}) if burst
                     else ("sleep", {"seconds": seconds, "steps": int(seconds * 100)}))
     ids = [enqueue(cat, kind, params, device="cpu") for _ in range(4)]
     tick_ms, query_ms = [], []
-    with Runner(cat, cpu_slots=4) as runner:
-        runner.tick()
-        while not all(get_job(cat, j)["pid"] for j in ids):  # all four workers up
+    # burst workers wait at hold point "progress_burst.start" (relman.context.hold_here) until
+    # all four are up, then start together; workers inherit the variables from this process
+    saved = {k: os.environ.get(k) for k in (HOLD_ENV, HOLD_RELEASE_ENV)}
+    os.environ.update({HOLD_ENV: "progress_burst.start", HOLD_RELEASE_ENV: str(go)})
+    try:
+        with Runner(cat, cpu_slots=4) as runner:
             runner.tick()
-            time.sleep(0.01)
-        time.sleep(0.5)
-        go.touch()
-        t0 = time.perf_counter()
-        while True:
-            a = time.perf_counter()
-            runner.tick()
-            b = time.perf_counter()
-            rows = cat.query("SELECT id, status, progress, message FROM jobs ORDER BY id DESC LIMIT 100")
-            c = time.perf_counter()
-            tick_ms.append(1000 * (b - a))
-            query_ms.append(1000 * (c - b))
-            if all(r["status"] in FINISHED for r in rows) and not runner.workers:
-                break
-            time.sleep(0.02)
-        wall = time.perf_counter() - t0
+            ready = (lambda j: get_job(cat, j)["message"] == held_message("progress_burst.start")) if burst \
+                else (lambda j: get_job(cat, j)["pid"])
+            while not all(ready(j) for j in ids):  # all four workers up
+                runner.tick()
+                time.sleep(0.01)
+            if not burst:
+                time.sleep(0.5)  # as before: the steady workers settle into their loops
+            go.touch()
+            t0 = time.perf_counter()
+            while True:
+                a = time.perf_counter()
+                runner.tick()
+                b = time.perf_counter()
+                rows = cat.query("SELECT id, status, progress, message FROM jobs ORDER BY id DESC LIMIT 100")
+                c = time.perf_counter()
+                tick_ms.append(1000 * (b - a))
+                query_ms.append(1000 * (c - b))
+                if all(r["status"] in FINISHED for r in rows) and not runner.workers:
+                    break
+                time.sleep(0.02)
+            wall = time.perf_counter() - t0
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     jobs = [get_job(cat, j) for j in ids]
     assert all(j["status"] == "succeeded" for j in jobs), [j["error"] for j in jobs]
     out = {"tick_p50_ms": statistics.median(tick_ms), "tick_p95_ms": pct(tick_ms, 0.95),

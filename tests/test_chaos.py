@@ -3,9 +3,10 @@ a Ray worker process and a Ray worker node while jobs run. Afterwards no job sta
 every failed job carries its typed cause (relman.jobs.causes) within 30 s of the runner's
 noticing, and retries leave exactly one result (no duplicate version, no duplicate job).
 
-Jobs wait at known points (a pause point with a release file, `sleep`'s hold file), so each
-kill lands at a known step on a fast or a slow machine alike. Everything on loopback; Ray
-nodes are real `ray start` processes with token authentication, stopped by process id."""
+Jobs wait at named hold points (relman.context.hold_here: "write_version.staged", "sleep.end",
+released by a file), so each kill lands at a known step on a fast or a slow machine alike.
+Everything on loopback; Ray nodes are real `ray start` processes with token authentication,
+stopped by process id."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import sys
 
 import pytest
 
+from relman.context import held_message
 from relman.jobs import queue
-from relman.jobs.testing import drive_until, wait_until
+from relman.jobs.testing import HoldPoint, drive_until, wait_until
 
 pytestmark = pytest.mark.heavy
 NOTICED_S = 30  # the runner settles a loss it noticed within this (issue 26)
@@ -31,15 +33,15 @@ def _versions(catalog, model: str) -> int:
 
 def _paused(catalog, job_id: int):
     return lambda: queue.get_job(catalog, job_id)["status"] == "running" and \
-        queue.get_job(catalog, job_id)["message"] == "at staged"
+        queue.get_job(catalog, job_id)["message"] == held_message("write_version.staged")
 
 
 def _ended(catalog, job_id: int):
     return lambda: queue.get_job(catalog, job_id)["status"] in queue.FINISHED
 
 
-def _write(model: str, release) -> dict:
-    return {"model": model, "pause_at": "staged", "release_file": str(release), "pause_timeout": 300}
+def _write(model: str) -> dict:
+    return {"model": model}
 
 
 def _no_job_running_and_causes_given(catalog) -> None:
@@ -49,18 +51,19 @@ def _no_job_running_and_causes_given(catalog) -> None:
 
 
 def _relman(catalog_path, *args: str) -> subprocess.Popen:
-    from conftest import relman_subprocess_env
+    from conftest import relman_subprocess_env  # this process's environment: the hold points too
 
     return subprocess.Popen([sys.executable, "-m", "relman", "--catalog", str(catalog_path), *args],
                             env=relman_subprocess_env(catalog_path), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def test_killing_a_worker_the_runner_and_the_wait_process(catalog, catalog_path, make_runner, tmp_path, run_cli):
-    release = tmp_path / "release"
+def test_killing_a_worker_the_runner_and_the_wait_process(catalog, catalog_path, make_runner, tmp_path, run_cli,
+                                                          monkeypatch):
+    hold = HoldPoint(monkeypatch, "write_version.staged", tmp_path)
     # 1. a local worker: failed as worker_killed; the retry commits the version once
     runner = make_runner(cpu_slots=1)
-    a = queue.enqueue(catalog, "write_version", _write("chaos-a", release), device="cpu")
+    a = queue.enqueue(catalog, "write_version", _write("chaos-a"), device="cpu")
     drive_until(runner, _paused(catalog, a), 120, "job a at its pause point")
     os.kill(queue.get_job(catalog, a)["pid"], signal.SIGKILL)
     drive_until(runner, _ended(catalog, a), NOTICED_S, "the killed worker's job settled")
@@ -69,7 +72,7 @@ def test_killing_a_worker_the_runner_and_the_wait_process(catalog, catalog_path,
     runner.close()
 
     # 2. the runner (`relman jobs run`), its worker paused: a new runner adopts the worker
-    b = queue.enqueue(catalog, "write_version", _write("chaos-b", release), device="cpu")
+    b = queue.enqueue(catalog, "write_version", _write("chaos-b"), device="cpu")
     proc = _relman(catalog_path, "jobs", "run", "--cpu-slots", "1")
     try:
         wait_until(_paused(catalog, b), 120, "job b at its pause point under `relman jobs run`")
@@ -78,8 +81,7 @@ def test_killing_a_worker_the_runner_and_the_wait_process(catalog, catalog_path,
         proc.wait(timeout=30)
 
     # 3. the `--wait` process driving its own runner: the worker outlives it too
-    c_proc = _relman(catalog_path, "queue", "write_version", "-p", "model=chaos-c", "-p", "pause_at=staged",
-                     "-p", f"release_file={release}", "-p", "pause_timeout=300", "--device", "cpu", "--wait")
+    c_proc = _relman(catalog_path, "queue", "write_version", "-p", "model=chaos-c", "--device", "cpu", "--wait")
     try:
         c = wait_until(lambda: next((r["id"] for r in queue.list_jobs(catalog) if r["params"].get("model") == "chaos-c"),
                                     None), 60, "the --wait process to queue job c")
@@ -92,7 +94,7 @@ def test_killing_a_worker_the_runner_and_the_wait_process(catalog, catalog_path,
     runner = make_runner(cpu_slots=2)
     assert queue.get_job(catalog, b)["status"] == queue.get_job(catalog, c)["status"] == "running"
     run_cli("jobs", "retry", str(a))
-    release.touch()
+    hold.release()
     drive_until(runner, lambda: all(_ended(catalog, j)() for j in (a, b, c)), 180, "every job to end")
     for j, model in ((a, "chaos-a"), (b, "chaos-b"), (c, "chaos-c")):
         assert queue.get_job(catalog, j)["status"] == "succeeded", queue.get_job(catalog, j)
@@ -118,12 +120,12 @@ def test_killing_a_ray_worker_process_and_a_ray_worker_node(catalog, make_runner
         node = cluster.add_worker(num_cpus=1)
         cluster.wait_for_cpus(1)
         runner = make_runner(executor=RayExecutor(cluster.address, token_file=str(cluster.token_file)))
-        release = tmp_path / "release"
-        hold = {"seconds": 0.0, "steps": 1, "hold_file": str(release)}
+        hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
+        quick = {"seconds": 0.0, "steps": 1}
 
         # 4. the Ray worker process running the job
-        d = queue.enqueue(catalog, "sleep", hold, device="cpu")
-        drive_until(runner, lambda: queue.get_job(catalog, d)["message"] == "holding"
+        d = queue.enqueue(catalog, "sleep", quick, device="cpu")
+        drive_until(runner, lambda: queue.get_job(catalog, d)["message"] == hold.message()
                     and log_contains(catalog, d, "running on Ray node"), 180, "job d to hold on Ray")
         log = queue.log_path_for(catalog, d).read_text()
         pid = int(re.search(r"running on Ray node \S+, pid (\d+)", log).group(1))
@@ -133,8 +135,8 @@ def test_killing_a_ray_worker_process_and_a_ray_worker_node(catalog, make_runner
         assert job["status"] == "failed" and job["cause"] == "worker_killed", job
 
         # 5. the worker node itself (its raylet, object store and workers)
-        e = queue.enqueue(catalog, "sleep", hold, device="cpu")
-        drive_until(runner, lambda: queue.get_job(catalog, e)["message"] == "holding"
+        e = queue.enqueue(catalog, "sleep", quick, device="cpu")
+        drive_until(runner, lambda: queue.get_job(catalog, e)["message"] == hold.message()
                     and queue.get_job(catalog, e)["executor"].count("/") == 1, 180, "job e to hold on a named node")
         node_id = queue.get_job(catalog, e)["executor"].rpartition("/")[2]
         node.kill()
@@ -147,7 +149,7 @@ def test_killing_a_ray_worker_process_and_a_ray_worker_node(catalog, make_runner
         # retries on a fresh node: each job once more, nothing duplicated
         cluster.add_worker(num_cpus=1)
         cluster.wait_for_cpus(1)
-        release.touch()
+        hold.release()
         for j in (d, e):
             run_cli("jobs", "retry", str(j))
         drive_until(runner, lambda: _ended(catalog, d)() and _ended(catalog, e)(), 180, "the retried jobs to end")

@@ -11,7 +11,7 @@ import pytest
 
 from relman.jobs import queue
 from relman.jobs.queue import enqueue, get_job
-from relman.jobs.testing import drive_until, job_status, log_contains
+from relman.jobs.testing import HoldPoint, drive_until, job_status
 
 
 def ts(job: dict, key: str) -> datetime:
@@ -137,21 +137,22 @@ def test_unpaired_option_and_a_root_version_store_no_ratios(catalog, bert_pair):
 
 # -- the exclusive slot ---------------------------------------------------------------------------
 @pytest.mark.heavy
-def test_a_latency_job_runs_alone_and_queued_jobs_keep_their_order(catalog, make_runner, tmp_path, bert_pair):
+def test_a_latency_job_runs_alone_and_queued_jobs_keep_their_order(catalog, make_runner, tmp_path, bert_pair,
+                                                                    monkeypatch):
     from relman.app.models import import_model
 
     v = import_model(catalog, bert_pair[0], "x")
+    hold = HoldPoint(monkeypatch, "write_version.start", tmp_path)
     runner = make_runner(cpu_slots=2)
-    release = tmp_path / "release"
-    before = enqueue(catalog, "write_version", {"pause_at": "start", "release_file": str(release)}, device="cpu")
+    before = enqueue(catalog, "write_version", device="cpu")
     timing = enqueue(catalog, "evaluate", {"version_id": v.id, "suites": ["latency"], "batch_sizes": [1],
                                            "seq_lens": [16], "options": {"min_samples": 20}}, device="cpu")
     after = enqueue(catalog, "sleep", {"seconds": 0.1, "steps": 1}, device="cpu")
-    drive_until(runner, lambda: log_contains(catalog, before, "paused at start"), 60, "the first job to hold")
+    drive_until(runner, lambda: hold.logged(catalog, before), 60, "the first job to hold")
     for _ in range(5):  # a free slot, yet neither the timing job nor the one behind it may start
         runner.tick()
     assert [job_status(catalog, j) for j in (before, timing, after)] == ["running", "queued", "queued"]
-    release.touch()
+    hold.release()
     drive_until(runner, lambda: all(job_status(catalog, j) in queue.FINISHED for j in (before, timing, after)),
                 180, "all three jobs")
     a, t, b = (get_job(catalog, j) for j in (before, timing, after))

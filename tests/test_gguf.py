@@ -357,8 +357,9 @@ def test_a_cli_export_killed_mid_write_leaves_nothing(catalog, catalog_path, tra
     import_model(catalog, trained_lm_dir, "lm")
     out = tmp_path / "ship"
     out.mkdir()
-    env = relman_subprocess_env(catalog_path)
-    env.update(RELMAN_TEST_HOLD="export.gguf-mid-write", RELMAN_TEST_HOLD_RELEASE=str(tmp_path / "never"))
+    from relman.jobs.testing import HoldPoint
+
+    env = HoldPoint(None, "export.gguf-mid-write", tmp_path).env(relman_subprocess_env(catalog_path))  # never released
     proc = subprocess.Popen([sys.executable, "-m", "relman", "export", "lm@1.0.0", str(out / "lm"), "--format",
                              "gguf", "--gguf-type", "Q8_0"], env=env, stderr=subprocess.PIPE, text=True)
     try:

@@ -24,11 +24,10 @@ HELD_WITHIN_S = 120.0
 
 def held_relman(catalog_path: Path, args: list[str], point: str, tmp_path: Path) -> subprocess.Popen:
     """Start `relman ARGS` and return once it says it is held at `point` (read from its stderr)."""
-    from relman.context import HOLD_ENV, HOLD_RELEASE_ENV
+    from relman.jobs.testing import HoldPoint
 
-    env = relman_subprocess_env()
-    env[HOLD_ENV] = point
-    env[HOLD_RELEASE_ENV] = str(tmp_path / f"never-released-{point}")
+    hold = HoldPoint(None, point, tmp_path)  # never released: the test kills the process there
+    env = hold.env(relman_subprocess_env())
     proc = subprocess.Popen(RELMAN + ["--catalog", str(catalog_path), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + HELD_WITHIN_S
@@ -37,7 +36,7 @@ def held_relman(catalog_path: Path, args: list[str], point: str, tmp_path: Path)
         ready, _, _ = select.select([proc.stderr], [], [], 1.0)
         if ready:
             line = proc.stderr.readline()
-            if line.strip() == f"held at {point}":
+            if line.strip() == hold.message():
                 return proc
             if not line:  # it ended without reaching the point
                 break

@@ -299,17 +299,17 @@ def test_job_that_would_not_fit_is_refused_up_front(catalog, tmp_path):
     assert queue_compression(catalog, v.ref, "half") > 0
 
 
-def test_gc_during_a_real_worker_write_keeps_its_pending_blobs(catalog, catalog_path, make_runner, tmp_path):
+def test_gc_during_a_real_worker_write_keeps_its_pending_blobs(catalog, catalog_path, make_runner, tmp_path,
+                                                               monkeypatch):
     """A worker process has stored its blobs (claimed in pending_blobs) and waits before its
     commit; a real `relman gc` runs meanwhile; the job then commits a version that verifies."""
     from relman.jobs.queue import enqueue, get_job
-    from relman.jobs.testing import drive_until, log_contains
+    from relman.jobs.testing import HoldPoint, drive_until
 
+    hold = HoldPoint(monkeypatch, "write_version.staged", tmp_path)
     runner = make_runner(cpu_slots=1)
-    release = tmp_path / "release"
-    job = enqueue(catalog, "write_version", {"pause_at": "staged", "release_file": str(release), "files": 3},
-                  device="cpu")
-    drive_until(runner, lambda: log_contains(catalog, job, "paused at staged"), 60, "the writer to stage its blobs")
+    job = enqueue(catalog, "write_version", {"files": 3}, device="cpu")
+    drive_until(runner, lambda: hold.logged(catalog, job), 60, "the writer to stage its blobs")
     staged = [r[0] for r in catalog.conn.execute("SELECT sha256 FROM pending_blobs")]
     assert len(staged) == 3 and all(catalog.store.has(s) for s in staged)
     _garbage(catalog, 2, seed=99)
@@ -317,7 +317,7 @@ def test_gc_during_a_real_worker_write_keeps_its_pending_blobs(catalog, catalog_
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["blobs"] == 2 and all(catalog.store.has(s) for s in staged)
-    release.touch()
+    hold.release()
     drive_until(runner, lambda: get_job(catalog, job)["status"] in ("succeeded", "failed"), 60, "the writer to finish")
     assert get_job(catalog, job)["status"] == "succeeded", get_job(catalog, job)["error"]
     assert catalog.verify_store() == [] and catalog.orphan_blobs() == []

@@ -12,7 +12,7 @@ import pytest
 from relman.errors import JobError
 from relman.jobs import causes
 from relman.jobs.queue import enqueue, get_job
-from relman.jobs.testing import drive_until, job_status
+from relman.jobs.testing import HoldPoint, drive_until, job_status
 
 pytestmark = pytest.mark.heavy
 
@@ -47,13 +47,14 @@ def test_retry_is_refused_where_it_cannot_help(catalog, make_runner):
     assert retry_job(catalog, bug, force=True)["status"] == "queued"
 
 
-def test_a_killed_worker_is_worker_killed_with_its_evidence_and_retry_helps(catalog, make_runner, tmp_path):
+def test_a_killed_worker_is_worker_killed_with_its_evidence_and_retry_helps(catalog, make_runner, tmp_path,
+                                                                            monkeypatch):
     from relman.app.jobs import retry_job
 
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
     runner = make_runner(cpu_slots=1)
-    release = tmp_path / "release"
-    victim = enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
-    drive_until(runner, lambda: get_job(catalog, victim)["message"] == "holding", 60, "the job to hold")
+    victim = enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1}, device="cpu")
+    drive_until(runner, lambda: get_job(catalog, victim)["message"] == hold.message(), 60, "the job to hold")
     os.kill(get_job(catalog, victim)["pid"], signal.SIGKILL)
     drive_until(runner, _ended(catalog, victim), 60, "the killed job to be settled")
     job = get_job(catalog, victim)
@@ -62,27 +63,27 @@ def test_a_killed_worker_is_worker_killed_with_its_evidence_and_retry_helps(cata
     assert ev["signal"] == "SIGKILL" and ev["exit_code"] == -9 and ev["last_heartbeat"] and ev["attempt"] == 1
     assert ev["peak_rss_mb"] > 1 and ev["memory_limit_mb"] > ev["peak_rss_mb"]  # sampled by the runner
     assert causes.retry_helps(job["cause"])
-    release.touch()
+    hold.release()
     assert retry_job(catalog, victim)["status"] == "queued"
     drive_until(runner, _ended(catalog, victim), 60, "the retried job to end")
     assert job_status(catalog, victim) == "succeeded"
 
 
-def test_auto_retry_of_infrastructure_losses_is_a_setting_off_by_default(catalog, make_runner, tmp_path):
-    release = tmp_path / "release"
+def test_auto_retry_of_infrastructure_losses_is_a_setting_off_by_default(catalog, make_runner, tmp_path, monkeypatch):
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
     runner = make_runner(cpu_slots=1)
-    off = enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
-    drive_until(runner, lambda: get_job(catalog, off)["message"] == "holding", 60, "the job to hold")
+    off = enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1}, device="cpu")
+    drive_until(runner, lambda: get_job(catalog, off)["message"] == hold.message(), 60, "the job to hold")
     os.kill(get_job(catalog, off)["pid"], signal.SIGKILL)
     drive_until(runner, _ended(catalog, off), 60, "the killed job to be settled")
     assert job_status(catalog, off) == "failed"  # off by default: stays failed
 
     catalog.set_setting(causes.SETTING_AUTO_RETRY, True)
     catalog.set_setting(causes.SETTING_AUTO_RETRY_MAX, 2)
-    on = enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
-    drive_until(runner, lambda: get_job(catalog, on)["message"] == "holding", 60, "the job to hold")
+    on = enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1}, device="cpu")
+    drive_until(runner, lambda: get_job(catalog, on)["message"] == hold.message(), 60, "the job to hold")
     os.kill(get_job(catalog, on)["pid"], signal.SIGKILL)
-    drive_until(runner, lambda: get_job(catalog, on)["attempts"] == 2 and get_job(catalog, on)["message"] == "holding",
+    drive_until(runner, lambda: get_job(catalog, on)["attempts"] == 2 and get_job(catalog, on)["message"] == hold.message(),
                 60, "the job to be retried by the runner and hold again")
     os.kill(get_job(catalog, on)["pid"], signal.SIGKILL)  # the second loss: the limit (2 attempts) is reached
     drive_until(runner, _ended(catalog, on), 60, "the job to fail for good")

@@ -1,10 +1,12 @@
-"""The test-only hold point of a job context: no effect unless named, waits for its release
-file, and a cancel raised while held stops the job right there."""
+"""Test hold points (relman.context.hold_here, the one hold mechanism): no effect unless named,
+the work waits for its release file, a cancel while held stops it right there, a release file
+saying "fail" makes it raise there, and work without a job context says so on stderr."""
 
 from __future__ import annotations
 
 import pytest
 
+from relman.context import hold_here
 from relman.errors import JobCancelled
 from relman.jobs.context import JobContext
 from relman.jobs.testing import HoldPoint
@@ -14,32 +16,82 @@ def test_a_hold_point_not_named_in_the_environment_does_nothing(catalog, monkeyp
     HoldPoint(monkeypatch, "kind.elsewhere", tmp_path)
     ctx = JobContext(catalog)
     ctx.cancel()  # would raise, were the point held
-    ctx.hold_point("kind.here")
+    hold_here("kind.here", ctx)
+    hold_here("kind.here")
     ctx.cleanup()
 
 
 def test_a_held_job_goes_on_once_released_and_stops_when_cancelled(catalog, monkeypatch, tmp_path):
     hold = HoldPoint(monkeypatch, "kind.here", tmp_path)
     ctx = JobContext(catalog)
+    ctx.progress(0.3, "working")
     hold.release()
-    ctx.hold_point("kind.here")
-    assert ctx.last_progress[1] == "held at kind.here"
+    hold_here("kind.here", ctx)
+    assert ctx.last_progress == (0.3, "held at kind.here")  # the fraction is kept
     hold.release_file.unlink()
     ctx.cancel()
     with pytest.raises(JobCancelled):
-        ctx.hold_point("kind.here")
+        hold_here("kind.here", ctx)
     ctx.cleanup()
 
 
-def test_the_job_context_satisfies_the_work_context_protocol(catalog):
-    """Recipes and suites are typed against relman.context.WorkContext (below the jobs
-    layer); the worker's JobContext must provide every member of it."""
-    from relman.context import WorkContext
+def test_a_non_cancellable_hold_waits_for_its_release_despite_a_cancel(catalog, monkeypatch, tmp_path):
+    """`sleep` with `ignore_cancel` holds like this: only the release (or a kill) ends the wait."""
+    import threading
+
+    hold = HoldPoint(monkeypatch, "kind.here", tmp_path)
+    ctx = JobContext(catalog)
+    ctx.cancel()
+    done = threading.Event()
+
+    def held() -> None:
+        hold_here("kind.here", ctx, cancellable=False)
+        done.set()
+
+    t = threading.Thread(target=held)
+    t.start()
+    assert not done.wait(0.3)  # still held: the cancel did not end it
+    hold.release()
+    t.join(30)
+    assert done.is_set()
+    ctx.cleanup()
+
+
+def test_a_release_file_saying_fail_makes_the_work_raise_at_the_point(catalog, monkeypatch, tmp_path):
+    hold = HoldPoint(monkeypatch, "kind.a,kind.b", tmp_path)
+    hold.fail()
+    ctx = JobContext(catalog)
+    with pytest.raises(RuntimeError, match=r"^failing on purpose at kind\.b$"):
+        hold_here("kind.b", ctx)
+    hold_here("kind.c", ctx)  # not named: no effect
+    ctx.cleanup()
+
+
+def test_work_without_a_context_says_held_on_stderr(monkeypatch, tmp_path, capsys):
+    hold = HoldPoint(monkeypatch, "cli.step", tmp_path)
+    hold.release()
+    hold_here("cli.step")
+    assert capsys.readouterr().err == f"{hold.message()}\n"
+
+
+def test_hold_env_is_what_a_subprocess_needs(tmp_path):
+    from relman.context import HOLD_ENV, HOLD_RELEASE_ENV
+
+    env = HoldPoint(None, "cli.step", tmp_path).env({"A": "1"})
+    assert env == {"A": "1", HOLD_ENV: "cli.step", HOLD_RELEASE_ENV: str(tmp_path / "release-cli.step")}
+
+
+def test_the_job_context_satisfies_both_work_protocols(catalog):
+    """Recipes and suites are typed against relman.context.WorkContext or, when they need the
+    catalog, CatalogWork (below the jobs layer); the worker's JobContext provides every member."""
+    from relman.context import CatalogWork, WorkContext
 
     ctx = JobContext(catalog)
-    assert isinstance(ctx, WorkContext)
-    members = [m for m in vars(WorkContext) if not m.startswith("_")] + list(WorkContext.__annotations__)
-    assert all(hasattr(ctx, m) for m in members), [m for m in members if not hasattr(ctx, m)]
+    for protocol in (WorkContext, CatalogWork):
+        assert isinstance(ctx, protocol)
+        members = [m for k in protocol.__mro__[:-1] for m in [*vars(k), *getattr(k, "__annotations__", {})]
+                   if not m.startswith("_")]
+        assert all(hasattr(ctx, m) for m in members), [m for m in members if not hasattr(ctx, m)]
     ctx.cleanup()
 
 

@@ -19,7 +19,7 @@ ray = pytest.importorskip("ray")
 from relman.app.models import import_model  # noqa: E402
 from relman.errors import JobError  # noqa: E402
 from relman.jobs import queue  # noqa: E402
-from relman.jobs.testing import drive_until, log_contains  # noqa: E402
+from relman.jobs.testing import HoldPoint, drive_until, log_contains  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,11 +135,11 @@ def _pid_on_ray(catalog, job_id):
     return int(m.group(1)) if m else None
 
 
-def test_a_killed_ray_task_fails_its_job_with_the_reason_and_a_retry_succeeds(catalog, ray_runner, tmp_path):
-    release = tmp_path / "release"
-    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
+def test_a_killed_ray_task_fails_its_job_with_the_reason_and_a_retry_succeeds(catalog, ray_runner, tmp_path, monkeypatch):
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
+    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1}, device="cpu")
     runner = ray_runner()
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == hold.message(), 600, "the task to hold")
     pid = _pid_on_ray(catalog, job_id)
     assert pid and pid != os.getpid()
     os.kill(pid, signal.SIGKILL)
@@ -147,7 +147,7 @@ def test_a_killed_ray_task_fails_its_job_with_the_reason_and_a_retry_succeeds(ca
     job = queue.get_job(catalog, job_id)
     assert job["status"] == "failed" and "worker process running the job died" in job["error"], job
     assert not queue.workdir_for(catalog, job_id).exists()
-    release.touch()
+    hold.release()
     queue.retry(catalog, job_id)
     drive_until(runner, finished(catalog, job_id), 600, "the retried job")
     job = queue.get_job(catalog, job_id)
@@ -162,13 +162,14 @@ def test_an_exception_in_the_task_fails_the_job_with_its_own_words(catalog, ray_
 
 
 @pytest.mark.parametrize("obeys", [True, False], ids=["flag", "force"])
-def test_cancel_reaches_the_ray_task(catalog, ray_runner, tmp_path, obeys):
+def test_cancel_reaches_the_ray_task(catalog, ray_runner, tmp_path, obeys, monkeypatch):
     """A task that checks the flag stops by itself; one that ignores it is force-cancelled by
     Ray once the grace period is over. Either way the job ends cancelled, nothing left."""
-    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(tmp_path / "never"),
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
+    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1,
                                               "ignore_cancel": not obeys}, device="cpu")
     runner = ray_runner(grace_s=0.0 if not obeys else 600.0)
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == hold.message(), 600, "the task to hold")
     queue.request_cancel(catalog, job_id)
     drive_until(runner, finished(catalog, job_id), 600, "the cancelled job")
     job = queue.get_job(catalog, job_id)
@@ -177,14 +178,15 @@ def test_cancel_reaches_the_ray_task(catalog, ray_runner, tmp_path, obeys):
     assert not queue.workdir_for(catalog, job_id).exists()
 
 
-def test_a_new_runner_fails_a_ray_job_it_did_not_submit(catalog, ray_local, make_runner, tmp_path):
+def test_a_new_runner_fails_a_ray_job_it_did_not_submit(catalog, ray_local, make_runner, tmp_path, monkeypatch):
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
     from relman.jobs.ray_executor import RayExecutor
 
-    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(tmp_path / "never")},
+    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1},
                            device="cpu")
     first_ex = RayExecutor("local")
     first = make_runner(executor=first_ex)
-    drive_until(first, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
+    drive_until(first, lambda: queue.get_job(catalog, job_id)["message"] == hold.message(), 600, "the task to hold")
     ref = first_ex.active[job_id].ref
     first.close()
     second = make_runner(executor=RayExecutor("local"))

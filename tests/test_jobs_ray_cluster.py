@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from relman.jobs import queue  # noqa: E402
-from relman.jobs.testing import drive_until  # noqa: E402
+from relman.jobs.testing import HoldPoint, drive_until  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,14 +36,14 @@ def cluster(tmp_path):
     os.environ.pop("RELMAN_RAY_CACHE", None)
 
 
-def test_a_lost_node_fails_the_job_with_the_reason_and_a_retry_succeeds(catalog, make_runner, cluster, tmp_path):
+def test_a_lost_node_fails_the_job_with_the_reason_and_a_retry_succeeds(catalog, make_runner, cluster, tmp_path, monkeypatch):
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
     from relman.jobs.ray_executor import RayExecutor
 
     c, worker = cluster
-    release = tmp_path / "release"
-    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
+    job_id = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1}, device="cpu")
     runner = make_runner(executor=RayExecutor(c.address))
-    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == "holding", 600, "the task to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, job_id)["message"] == hold.message(), 600, "the task to hold")
     job = queue.get_job(catalog, job_id)
     assert job["executor"] == f"ray:127.0.0.1/{worker.node_id}", (job["executor"], worker.node_id)
     c.remove_node(worker)
@@ -56,7 +56,7 @@ def test_a_lost_node_fails_the_job_with_the_reason_and_a_retry_succeeds(catalog,
     assert catalog.conn.execute("SELECT COUNT(*) FROM pending_blobs").fetchone()[0] == 0
     fresh = c.add_node(num_cpus=1)
     c.wait_for_nodes()
-    release.touch()
+    hold.release()
     queue.retry(catalog, job_id)
     drive_until(runner, lambda: queue.get_job(catalog, job_id)["status"] in queue.FINISHED, 600, "the retried job")
     job = queue.get_job(catalog, job_id)
@@ -129,19 +129,19 @@ def test_the_catalogs_setting_with_its_token_file_runs_wait_jobs_on_the_cluster(
 
 def test_a_timing_job_has_its_node_alone(token_cluster, catalog, make_runner, clean_token_env, monkeypatch, tmp_path):
     """A timing job asks for every CPU of the node; a younger job waits until it ends."""
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
     from relman.jobs import kinds
     from relman.jobs.ray_executor import RayExecutor
 
     monkeypatch.setitem(kinds.EXCLUSIVE, "sleep", True)  # `sleep` stands for a timing kind here
-    release = tmp_path / "release"
-    timing = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1, "hold_file": str(release)}, device="cpu")
+    timing = queue.enqueue(catalog, "sleep", {"seconds": 0.0, "steps": 1}, device="cpu")
     other = queue.enqueue(catalog, "noop", {}, device="cpu")
     runner = make_runner(executor=RayExecutor(token_cluster.address, token_file=str(token_cluster.token_file)))
-    drive_until(runner, lambda: queue.get_job(catalog, timing)["message"] == "holding", 180, "the timing job to hold")
+    drive_until(runner, lambda: queue.get_job(catalog, timing)["message"] == hold.message(), 180, "the timing job to hold")
     for _ in range(5):  # the runner keeps ticking: the younger job stays queued while the node is taken
         runner.tick()
     assert queue.get_job(catalog, other)["status"] == "queued"
-    release.touch()
+    hold.release()
     drive_until(runner, lambda: all(queue.get_job(catalog, j)["status"] in queue.FINISHED for j in (timing, other)),
                 180, "both jobs to end")
     t, o = queue.get_job(catalog, timing), queue.get_job(catalog, other)

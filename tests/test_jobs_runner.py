@@ -16,7 +16,7 @@ import pytest
 from relman.catalog.catalog import pid_alive
 from relman.jobs import queue
 from relman.jobs.queue import enqueue, get_job
-from relman.jobs.testing import drive_until, job_status, log_contains, wait_until
+from relman.jobs.testing import HoldPoint, drive_until, job_status, wait_until
 
 from conftest import RELMAN, relman_subprocess_env
 
@@ -114,13 +114,12 @@ def test_cancel_of_a_queued_job_is_immediate_and_it_never_starts(catalog, make_r
 # -- crashes ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("point", ["start", "staged", "in-commit", "after-commit"])
-def test_kill_9_of_a_worker_fails_the_job_cleanly(catalog, make_runner, tmp_path, point):
+def test_kill_9_of_a_worker_fails_the_job_cleanly(catalog, make_runner, tmp_path, monkeypatch, point):
+    hold = HoldPoint(monkeypatch, f"write_version.{point}", tmp_path)
     runner = make_runner(cpu_slots=2)
     bystander = enqueue(catalog, "sleep", {"seconds": 1.5, "steps": 15}, device="cpu")
-    release = tmp_path / "release"
-    victim = enqueue(catalog, "write_version", {"pause_at": point, "release_file": str(release), "files": 3},
-                     device="cpu")
-    drive_until(runner, lambda: log_contains(catalog, victim, f"paused at {point}"), 30, f"the job to pause at {point}")
+    victim = enqueue(catalog, "write_version", {"files": 3}, device="cpu")
+    drive_until(runner, lambda: hold.logged(catalog, victim), 30, f"the job to hold at {point}")
     pid = get_job(catalog, victim)["pid"]
     if point == "staged":
         assert catalog.conn.execute("SELECT COUNT(*) FROM pending_blobs").fetchone()[0] == 3
@@ -141,7 +140,7 @@ def test_kill_9_of_a_worker_fails_the_job_cleanly(catalog, make_runner, tmp_path
     assert get_job(catalog, bystander)["status"] == "succeeded"
     assert_catalog_clean(catalog, victim)
 
-    release.touch()  # the retry runs through without pausing
+    hold.release()  # the retry runs through without holding
     queue.retry(catalog, victim)
     drive_until(runner, finished(catalog, victim), 30, "the retried job")
     job = get_job(catalog, victim)
@@ -208,29 +207,32 @@ def test_a_job_that_raises_logs_its_traceback_and_records_one_line(catalog, make
 
 
 @pytest.mark.parametrize("point", ["staged", "in-commit"])
-def test_a_job_that_raises_mid_write_leaves_nothing_behind(catalog, make_runner, point):
+def test_a_job_that_raises_mid_write_leaves_nothing_behind(catalog, make_runner, tmp_path, monkeypatch, point):
+    hold = HoldPoint(monkeypatch, f"write_version.{point}", tmp_path)
+    hold.fail()  # the job raises when it reaches the point
     runner = make_runner()
-    job_id = enqueue(catalog, "write_version", {"raise_at": point}, device="cpu")
+    job_id = enqueue(catalog, "write_version", device="cpu")
     drive_until(runner, finished(catalog, job_id), 30, "the job")
     job = get_job(catalog, job_id)
-    assert job["status"] == "failed" and job["error"] == f"RuntimeError: failing on purpose at {point}"
+    assert job["status"] == "failed" and job["error"] == f"RuntimeError: failing on purpose at write_version.{point}"
     assert catalog.versions() == [] and list(catalog.store.all_shas()) == []
     assert_catalog_clean(catalog, job_id)
 
 
-def test_progress_written_by_a_worker_is_visible_to_other_processes(catalog, catalog_path, make_runner, tmp_path):
+def test_progress_written_by_a_worker_is_visible_to_other_processes(catalog, catalog_path, make_runner, tmp_path,
+                                                                    monkeypatch):
+    hold = HoldPoint(monkeypatch, "write_version.start", tmp_path)
     runner = make_runner()
-    release = tmp_path / "go"
-    job_id = enqueue(catalog, "write_version", {"pause_at": "start", "release_file": str(release)}, device="cpu")
-    drive_until(runner, lambda: log_contains(catalog, job_id, "paused at start"), 30, "the job to pause")
+    job_id = enqueue(catalog, "write_version", device="cpu")
+    drive_until(runner, lambda: hold.logged(catalog, job_id), 30, "the job to hold")
     # A third process (the real CLI) reads what the worker wrote.
     out = subprocess.run([*RELMAN, "jobs", "show", str(job_id), "--json"], capture_output=True, text=True,
                          env=relman_subprocess_env(catalog_path), timeout=60)
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout)
-    assert seen["status"] == "running" and seen["progress"] == pytest.approx(0.1) and seen["message"] == "at start"
+    assert seen["status"] == "running" and seen["progress"] == pytest.approx(0.1) and seen["message"] == hold.message()
     assert seen["pid"] == get_job(catalog, job_id)["pid"] and seen["heartbeat_at"]
-    release.touch()
+    hold.release()
     drive_until(runner, finished(catalog, job_id), 30, "the job")
     job = get_job(catalog, job_id)
     assert job["status"] == "succeeded" and job["progress"] == 1.0

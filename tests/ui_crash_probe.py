@@ -86,9 +86,12 @@ def crash(catalog: Path) -> int:
     import relman.cli  # noqa: F401
     from relman.jobs.queue import enqueue
 
+    from relman.jobs.testing import HoldPoint
+
+    hold = HoldPoint(None, "sleep.end", catalog.parent)  # the first job holds at its end
+    os.environ.update(hold.env({}))  # before the window starts its runner: workers inherit it
     app, w = _window(catalog)
-    hold = catalog.parent / "release-first"
-    first = enqueue(w.catalog, "sleep", {"seconds": 0.2, "steps": 2, "hold_file": str(hold)}, device="cpu")
+    first = enqueue(w.catalog, "sleep", {"seconds": 0.2, "steps": 2}, device="cpu")
     second = enqueue(w.catalog, "noop", {}, device="cpu")
     jobs = w.show_view("jobs")
     deadline = time.monotonic() + 90
@@ -102,7 +105,7 @@ def crash(catalog: Path) -> int:
         if status == "running" and standby is not None and "stand-by runner" in jobs.summary.text():
             print(json.dumps({"first": first, "second": second, "standby_pid": standby.pid,
                               "summary": jobs.summary.text()}), flush=True)
-            hold.touch()  # the first job may end now: whoever runs the queue then must start the second
+            hold.release()  # the first job may end now: whoever runs the queue then must start the second
             os.kill(os.getpid(), signal.SIGKILL)
     return 3
 

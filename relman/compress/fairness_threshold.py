@@ -40,12 +40,10 @@ NAME = "fair-threshold"
 
 
 def _fit_rows(ctx: "WorkContext", params: dict[str, Any]) -> tuple["Dataset", str]:
-    from relman.data.stored import load_dataset
-
     name = params.get("dataset") or ""
     if not name:
         raise RecipeError(f"{NAME} needs a labelled dataset with a group column (--dataset NAME or -p dataset=NAME)")
-    ds = load_dataset(ctx.catalog, name)
+    ds = ctx.dataset(name)
     if not ds.has_groups:
         raise RecipeError(f"{NAME} needs a group column, but dataset '{ds.name}' has none (register it with a "
                           "group column, e.g. --map group_col=COLUMN)")

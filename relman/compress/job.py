@@ -25,12 +25,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from relman.context import hold_here
 from relman.compress.registry import ModelSource, Recipe, RecipeOutput, get_recipe
 from relman.errors import JobCancelled, JobError, RecipeError
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
-    from relman.context import WorkContext
+    from relman.context import CatalogWork
 
 LIBRARIES = ("torch", "transformers", "onnxruntime", "onnx", "numpy", "safetensors", "gguf")
 _SKIP_SUFFIXES = (".partial",)
@@ -97,7 +98,7 @@ def inherited_privacy(parents: list["VersionInfo"], resolved: dict[str, Any], ou
     return {**ledger, "inherited_from": parents[0].ref}
 
 
-def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
+def commit_child(ctx: "CatalogWork", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  output: RecipeOutput, *, model: str | None, version: str | None, dataset: str | None,
                  event_kind: str = "compress") -> "VersionInfo":
     """Store the recipe's output as the child version, all in one transaction."""
@@ -126,7 +127,7 @@ def commit_child(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
         actor=ctx.actor, owner=ctx.owner, event_kind=event_kind, job_id=ctx.job_id)
 
 
-def committed_by_job(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"],
+def committed_by_job(ctx: "CatalogWork", recipe: Recipe, parents: list["VersionInfo"],
                      resolved: dict[str, Any]) -> "VersionInfo | None":
     """The child an earlier attempt of this job already committed for this recipe, parents and
     parameters (found through the audit events, which name the job), so a retry keeps it
@@ -152,7 +153,7 @@ def committed_by_job(ctx: "WorkContext", recipe: Recipe, parents: list["VersionI
     return None
 
 
-def apply_recipe(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
+def apply_recipe(ctx: "CatalogWork", recipe: Recipe, parents: list["VersionInfo"], resolved: dict[str, Any],
                  *, subdir: str = "") -> RecipeOutput:
     """Materialise the parents and run the recipe in a scratch folder (nothing committed)."""
     base = ctx.workdir / subdir if subdir else ctx.workdir
@@ -174,7 +175,7 @@ def apply_recipe(ctx: "WorkContext", recipe: Recipe, parents: list["VersionInfo"
     return output
 
 
-def _plan_with_explain(ctx: "WorkContext", child: "VersionInfo", parent: "VersionInfo", dataset: str | None,
+def _plan_with_explain(ctx: "CatalogWork", child: "VersionInfo", parent: "VersionInfo", dataset: str | None,
                        suites: list[str]) -> list[dict[str, Any]]:
     """The evaluation plan, with the explain suite (attribution agreement with the parent, in a
     time budget) when the task has an explainer and the dataset suits it; without it otherwise."""
@@ -191,7 +192,7 @@ def _plan_with_explain(ctx: "WorkContext", child: "VersionInfo", parent: "Versio
     return plan_evaluation(ctx.catalog, [child.ref], dataset=dataset, parent=parent.ref, suites=suites)
 
 
-def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "VersionInfo",
+def queue_child_evaluation(ctx: "CatalogWork", child: "VersionInfo", parent: "VersionInfo",
                            dataset: str | None) -> tuple[int | None, str]:
     """Queue the child's evaluation against its parent (the evaluation's default suites for
     the task: quality when a dataset is attached, fidelity, size, latency) as a job spawned by
@@ -223,7 +224,7 @@ def queue_child_evaluation(ctx: "WorkContext", child: "VersionInfo", parent: "Ve
     return int(job_id), note
 
 
-def _adopt(ctx: "WorkContext", child: "VersionInfo", parents: list["VersionInfo"], params: dict[str, Any]
+def _adopt(ctx: "CatalogWork", child: "VersionInfo", parents: list["VersionInfo"], params: dict[str, Any]
            ) -> dict[str, Any]:
     """A retry of a job whose earlier attempt committed its child but died before being marked
     succeeded: keep that child (no duplicate), and queue its evaluation unless one is queued,
@@ -248,7 +249,7 @@ def _adopt(ctx: "WorkContext", child: "VersionInfo", parents: list["VersionInfo"
     return result
 
 
-def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
+def run(params: dict[str, Any], ctx: "CatalogWork") -> dict[str, Any]:
     """Job kind "compress"."""
     recipe, ids, resolved = parse_params(params)
     parents = [ctx.catalog.get_version(i) for i in ids]
@@ -265,12 +266,12 @@ def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
                               "pid": os.getpid()})
     ctx.progress(0.0, f"{recipe.name}: preparing {', '.join(p.ref for p in parents)}")
     output = apply_recipe(ctx, recipe, parents, resolved)
-    ctx.hold_point("compress.before-commit")  # tests cancel / kill here (no-op otherwise)
+    hold_here("compress.before-commit", ctx)  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()  # last point where stopping leaves nothing behind
     ctx.progress(0.95, "storing the child version")
     child = commit_child(ctx, recipe, parents, resolved, output, model=params.get("model"),
                          version=params.get("version"), dataset=dataset)
-    ctx.hold_point("compress.after-commit")  # tests kill here: committed, not yet marked succeeded
+    hold_here("compress.after-commit", ctx)  # tests kill here: committed, not yet marked succeeded
     result: dict[str, Any] = {"version_id": child.id, "ref": child.ref, "format": child.format,
                               "size_bytes": child.size_bytes, "parent_size_bytes": parents[0].size_bytes,
                               "params": child.params, "parent_params": parents[0].params}

@@ -57,7 +57,7 @@ from relman.tasks.specs import find_task
 
 if TYPE_CHECKING:
     from relman.catalog import VersionInfo
-    from relman.context import WorkContext
+    from relman.context import CatalogWork, WorkContext
 
 _EXPORTABLE = ("hf", "hf-reshaped", "onnx")
 _TORCH = ("hf", "hf-reshaped")
@@ -231,7 +231,7 @@ def quality_kind(task: str | None, dataset: str | None, dataset_kind: str | None
     return "optimize", "synthetic_cosine" if cosine else "synthetic_agreement", True
 
 
-def synthetic_fidelity(ctx: "WorkContext", parent: "VersionInfo", child: "VersionInfo") -> float:
+def synthetic_fidelity(ctx: "CatalogWork", parent: "VersionInfo", child: "VersionInfo") -> float:
     """Top-1 agreement (cosine for embedders) of child and parent on seeded synthetic inputs."""
     import numpy as np
 
@@ -305,7 +305,7 @@ def _figures(ctx: Any, v: "VersionInfo", parent_fig: Figures | None, params: dic
                    latency_ratio=ratio, latency_ratio_interval=interval)
 
 
-def run(params: dict[str, Any], ctx: "WorkContext") -> dict[str, Any]:
+def run(params: dict[str, Any], ctx: "CatalogWork") -> dict[str, Any]:
     """Job kind "optimize"."""
     from relman.catalog import Metric
     from relman.compress.job import apply_recipe, commit_child, committed_by_job

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from relman.context import hold_here
 from relman.catalog import Metric
 from relman.errors import EvaluationError
 from relman.evaluate import registry
@@ -215,7 +216,7 @@ def run(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         ctx.log("%s: %d metrics", name, len(got))
         metrics.extend(got)
     env.close()
-    ctx.hold_point("evaluate.before-commit")  # tests cancel / kill here (no-op otherwise)
+    hold_here("evaluate.before-commit", ctx)  # tests cancel / kill here (no-op otherwise)
     ctx.check_cancelled()
     stored = catalog.add_evaluation(version.id, metrics, env.artifacts, job_id=ctx.job_id, actor=ctx.actor,
                                     owner=ctx.owner)

@@ -2,8 +2,9 @@
 
 They exist for tests, benchmarks and for checking an installation (`relman queue noop
 --wait`). `write_version` walks through a job's whole life: scratch files, staged blobs, one
-result transaction, and can pause at a named point (waiting for a file to appear) so a test
-can kill the worker exactly there.
+result transaction. Tests stop them at named hold points (`relman.context.hold_here`, the one
+hold mechanism): "sleep.end", "write_version.<start|staged|in-commit|after-commit>" and
+"progress_burst.start", then cancel, kill -9 or fail the worker exactly there.
 """
 
 from __future__ import annotations
@@ -14,24 +15,28 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from relman.jobs.context import JobContext
+from relman.context import CatalogWork, WorkContext, hold_here
 
-PAUSE_POINTS = ("start", "staged", "in-commit", "after-commit")
+if TYPE_CHECKING:
+    from relman.jobs.context import JobContext
+
+# The hold points of `write_version`, in order (each named "write_version.<point>").
+WRITE_POINTS = ("start", "staged", "in-commit", "after-commit")
 
 
-def noop(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+def noop(params: dict[str, Any], ctx: WorkContext) -> dict[str, Any]:
     """Does nothing: measures the plumbing's own overhead."""
     ctx.progress(1.0, "done")
     return {"device": ctx.device}
 
 
-def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+def sleep(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     """Sleep `seconds` in `steps`, reporting progress and honouring cancel between steps.
 
     `ignore_cancel` keeps reporting but never stops by itself (the runner must terminate it);
-    `hold_file` makes it wait at the end until that file exists (a hold point a test releases);
+    at the end it passes hold point "sleep.end" (cancellable unless `ignore_cancel`);
     `ignore_sigterm` also ignores SIGTERM (only SIGKILL stops it); `spawn_child` starts a
     child process first, to check that nothing outlives a cancelled job; `curve` reports
     two live curves (train_loss, eval_loss), a point of each per step."""
@@ -52,21 +57,14 @@ def sleep(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         if params.get("curve"):  # a live curve, as a training job draws one (the GUI's stress test)
             ctx.point("train_loss", i, 1.0 / (i + 1))
             ctx.point("eval_loss", i, 1.2 / (i + 1))
-    hold = params.get("hold_file")
-    if hold:  # a point the test controls: stay here (still honouring cancel) until the file exists
-        ctx.progress(1.0, "holding", check_cancel=False)
-        ctx.flush()
-        while not Path(hold).exists():
-            time.sleep(0.05)
-            if not ignore_cancel:
-                ctx.check_cancelled()
+    hold_here("sleep.end", ctx, cancellable=not ignore_cancel)
     if child is not None:
         child.kill()
         child.wait()
     return {"slept": seconds, "steps": steps, "device": ctx.device}
 
 
-def fail(params: dict[str, Any], ctx: JobContext) -> None:
+def fail(params: dict[str, Any], ctx: WorkContext) -> None:
     """Reports some progress, then raises (with a multi-line message, to check that only the
     first line lands in the row). `error` picks what is raised, for the typed causes
     (relman.jobs.causes): "runtime" (default: a bug), "relman" (a RelmanError: bad input),
@@ -87,37 +85,22 @@ def fail(params: dict[str, Any], ctx: JobContext) -> None:
     raise RuntimeError(message)
 
 
-def _pause(ctx: JobContext, params: dict[str, Any], point: str, fraction: float) -> None:
+def _reach(ctx: CatalogWork, point: str, fraction: float) -> None:
+    """Report reaching `point` (outside the result transaction: nobody else could see it), then
+    pass its hold point."""
     if not ctx.catalog.conn.in_transaction:
         ctx.progress(fraction, f"at {point}")
-        ctx.flush()
-    if params.get("raise_at") == point:
-        raise RuntimeError(f"failing on purpose at {point}")
-    if params.get("pause_at") != point:
-        return
-    ctx.log("paused at %s", point)
-    release = params.get("release_file")
-    deadline = time.monotonic() + float(params.get("pause_timeout", 120))
-    while not (release and Path(release).exists()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nobody released the pause at {point}")
-        time.sleep(0.02)
-    ctx.log("released at %s", point)
+    hold_here(f"write_version.{point}", ctx)
 
 
-def write_version(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+def write_version(params: dict[str, Any], ctx: CatalogWork) -> dict[str, Any]:
     """Write `files` random files, stage them as blobs, and commit them as a new version of
-    `model` in one transaction (with the job's result id). `pause_at` / `raise_at` name a
-    point of PAUSE_POINTS to wait at (until `release_file` exists) or to fail at."""
-    for key in ("pause_at", "raise_at"):
-        if params.get(key) not in (None, *PAUSE_POINTS):
-            from relman.errors import JobError
-
-            raise JobError(f"{key} must be one of {', '.join(PAUSE_POINTS)}, not '{params[key]}'")
+    `model` in one transaction (with the job's result id), passing the hold points of
+    WRITE_POINTS on the way."""
     model = str(params.get("model", "jobtest"))
     n = int(params.get("files", 2))
     size = int(params.get("size", 4096))
-    _pause(ctx, params, "start", 0.1)
+    _reach(ctx, "start", 0.1)
     files: dict[str, Path] = {}
     for i in range(n):
         f = ctx.workdir / f"part-{i}.bin"
@@ -126,16 +109,16 @@ def write_version(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     with ctx.catalog.staged_blobs(ctx.owner) as stage:
         for f in files.values():
             stage.put(f)
-    _pause(ctx, params, "staged", 0.5)
+    _reach(ctx, "staged", 0.5)
     with ctx.catalog.transaction():
         v = ctx.catalog.add_version(model, files, format="raw", recipe={"name": "write_version"},
                                     owner=ctx.owner, job_id=ctx.job_id, event_kind="job-result", actor=ctx.actor)
-        _pause(ctx, params, "in-commit", 0.9)
-    _pause(ctx, params, "after-commit", 0.95)
+        _reach(ctx, "in-commit", 0.9)
+    _reach(ctx, "after-commit", 0.95)
     return {"version": v.ref, "version_id": v.id}
 
 
-def device_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+def device_info(params: dict[str, Any], ctx: WorkContext) -> dict[str, Any]:
     """Computes on `ctx.device` and reports where the tensor really lived."""
     import torch
 
@@ -148,7 +131,7 @@ def device_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return out
 
 
-def spawn(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+def spawn(params: dict[str, Any], ctx: CatalogWork) -> dict[str, Any]:
     """Queues follow-up jobs (like a compression queueing evaluations of its result)."""
     ids = [ctx.queue_job(c["kind"], c.get("params", {}), device=c.get("device", "cpu"))
            for c in params.get("children", [])]
@@ -156,13 +139,12 @@ def spawn(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"children": ids}
 
 
-def progress_burst(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+def progress_burst(params: dict[str, Any], ctx: "JobContext") -> dict[str, Any]:
     """Writes progress to the catalog as fast as it can for `seconds` (no rate limit), to
-    measure how many writes per second the catalog takes from concurrent workers."""
+    measure how many writes per second the catalog takes from concurrent workers. A benchmark
+    starts all workers together by holding them at "progress_burst.start"."""
     seconds = float(params.get("seconds", 2.0))
-    start_file = params.get("start_file")
-    while start_file and not Path(start_file).exists():  # start all workers together
-        time.sleep(0.005)
+    hold_here("progress_burst.start", ctx, cancellable=False)
     writes = 0
     t0 = time.monotonic()
     while (elapsed := time.monotonic() - t0) < seconds:

@@ -1,7 +1,8 @@
 """The Qt-free context a job function receives: progress, cancellation, device, log, workdir.
 
-`JobContext` implements `relman.context.WorkContext`, the protocol recipes and suites are
-typed against (it lives below them, so they never import this layer).
+`JobContext` implements `relman.context.WorkContext` and `relman.context.CatalogWork`, the
+protocols recipes and suites are typed against (they live below them, so they never import
+this layer). Tests hold a job at a named step with `relman.context.hold_here(point, ctx)`.
 
 Job functions are plain `run(params, ctx) -> dict | None`. The worker process, the CLI and
 tests all call them with a `JobContext`; with `job_id=None` nothing is written to the jobs
@@ -24,19 +25,10 @@ from relman.errors import JobCancelled
 
 if TYPE_CHECKING:
     from relman.catalog import Catalog
+    from relman.data.dataset import Dataset
 
 PROGRESS_INTERVAL_S = 0.25
 CANCEL_POLL_INTERVAL_S = 0.25
-
-# Test-only hold points (see `JobContext.hold_point`): a comma-separated list of point names to
-# stop at, and the file whose appearance lets a held job go on. Workers inherit both from the
-# process that starts the runner, so a test sets them with monkeypatch.setenv.
-from relman.context import HOLD_ENV, HOLD_POLL_S, HOLD_RELEASE_ENV, HOLD_TIMEOUT_S  # noqa: E402,F401 (one definition)
-
-
-def held_message(point: str) -> str:
-    """The progress message of a job waiting at hold point `point`."""
-    return f"held at {point}"
 
 
 class JobContext:
@@ -77,7 +69,7 @@ class JobContext:
     @property
     def owner(self) -> str:
         """Owner tag for blobs this job writes (see Catalog.staged_blobs)."""
-        return f"job:{self.job_id}" if self.job_id is not None else f"proc:{__import__('os').getpid()}"
+        return f"job:{self.job_id}" if self.job_id is not None else f"proc:{os.getpid()}"
 
     # -- progress ---------------------------------------------------------------------------
     def progress(self, fraction: float, message: str = "", *, check_cancel: bool = True) -> None:
@@ -144,32 +136,12 @@ class JobContext:
         if self.cancelled:
             raise JobCancelled("cancelled by user")
 
-    # -- test hold points -------------------------------------------------------------------
-    def hold_point(self, point: str) -> None:
-        """A named point where a test can hold the job (no effect otherwise).
+    # -- data -------------------------------------------------------------------------------
+    def dataset(self, name: str | int, split: str | None = None) -> "Dataset":
+        """A registered dataset (relman.data.load_dataset) read from this job's catalog."""
+        from relman.data.stored import load_dataset
 
-        When `point` is listed in $RELMAN_TEST_HOLD, the job records the progress message
-        `held at <point>` (flushed at once), then waits until the file named by
-        $RELMAN_TEST_HOLD_RELEASE exists or a cancel arrives (raising `JobCancelled` here).
-        Tests thereby cancel or kill a job at a known step instead of racing a fast machine.
-        Points are named "<kind>.<where>", e.g. "compress.before-commit"."""
-        wanted = [p.strip() for p in os.environ.get(HOLD_ENV, "").split(",") if p.strip()]
-        if point not in wanted:
-            return
-        self.log("%s", held_message(point))
-        fraction = self.last_progress[0]
-        self.progress(fraction, held_message(point), check_cancel=False)
-        self.flush()
-        release = os.environ.get(HOLD_RELEASE_ENV)
-        deadline = time.monotonic() + HOLD_TIMEOUT_S
-        while not (release and Path(release).exists()):
-            self.check_cancelled()
-            if time.monotonic() > deadline:
-                from relman.errors import JobError
-
-                raise JobError(f"nobody released hold point {point} within {HOLD_TIMEOUT_S:.0f} s")
-            time.sleep(HOLD_POLL_S)
-        self.log("released at %s", point)
+        return load_dataset(self.catalog, name, split)
 
     # -- logging ----------------------------------------------------------------------------
     def log(self, message: str, *args: Any) -> None:

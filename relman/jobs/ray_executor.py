@@ -376,12 +376,14 @@ class RayExecutor:
 
     def submit(self, catalog: "Catalog", job: dict[str, Any], device: str, threads: int,
                exclusive: bool = False) -> None:
+        from relman.context import hold_environment
         from relman.jobs.remote_catalog import take_snapshot
 
         shas = self._needed_blobs(catalog, job)
         refs = {sha: self._ref(catalog, sha) for sha in shas}
         spec = {"job_id": job["id"], "kind": job["kind"], "params": job["params"], "device": device,
-                "actor": job["created_by"], "num_cpus": threads, "snapshot": take_snapshot(catalog)}
+                "actor": job["created_by"], "num_cpus": threads, "snapshot": take_snapshot(catalog),
+                "hold": hold_environment()}  # test hold points reach the task (relman.context)
         opts: dict[str, Any] = {"max_retries": 0, "name": f"relman-job-{job['id']}"}
         if device.startswith("cuda"):
             opts.update(num_gpus=1, num_cpus=1)

@@ -124,6 +124,7 @@ def run_job(spec: dict[str, Any], blob_refs: list[dict[str, Any]], channel: Any)
     from relman.jobs.remote_catalog import open_snapshot
 
     job_id = int(spec["job_id"])
+    os.environ.update(spec.get("hold") or {})  # a test's hold points (a fresh process per job)
     node_id = ray.get_runtime_context().get_node_id()
     ip = ray.util.get_node_ip_address()
     channel.started.remote(job_id, ip, node_id, os.getpid())

@@ -58,29 +58,55 @@ def log_contains(catalog, job_id: int, text: str) -> bool:
 
 
 class HoldPoint:
-    """Hold the jobs that workers started from now on run at `point` (see
-    `JobContext.hold_point`), until `release()` or a cancel: the test decides when the job
-    goes on, so cancel and kill -9 land at a known step on a fast or a slow machine alike.
+    """Hold work at the named `point` (see `relman.context.hold_here`, the one hold mechanism)
+    until `release()`, `fail()` or a cancel: the test decides when the work goes on, so cancel,
+    kill -9 and failures land at a known step on a fast or a slow machine alike.
 
-    `monkeypatch` (pytest's fixture) sets the environment the runner passes on to workers and
-    restores it after the test; `folder` holds the release file."""
+    With `monkeypatch` (pytest's fixture) it sets the environment that runners pass on to
+    their workers (and the Ray executor to its tasks), restored after the test; without it,
+    `env()` gives the variables for a subprocess the test starts (a `relman` CLI process).
+    `folder` holds the release file. One HoldPoint may name several points ("a,b")."""
 
     def __init__(self, monkeypatch: Any, point: str, folder: Any) -> None:
         from pathlib import Path
 
-        from relman.jobs.context import HOLD_ENV, HOLD_RELEASE_ENV
+        from relman.context import HOLD_ENV, HOLD_RELEASE_ENV
 
         self.point = point
         self.release_file = Path(folder) / f"release-{point}"
-        monkeypatch.setenv(HOLD_ENV, point)
-        monkeypatch.setenv(HOLD_RELEASE_ENV, str(self.release_file))
+        self._env = {HOLD_ENV: point, HOLD_RELEASE_ENV: str(self.release_file)}
+        if monkeypatch is not None:
+            for k, v in self._env.items():
+                monkeypatch.setenv(k, v)
 
-    def reached(self, catalog, job_id: int) -> bool:
-        """Whether job `job_id` is waiting at the hold point now."""
-        from relman.jobs.context import held_message
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        """`base` (default: this process's environment) with the hold-point variables set."""
+        import os
 
+        return {**(os.environ if base is None else base), **self._env}
+
+    def message(self, point: str | None = None) -> str:
+        """The progress message (and log line) of work held at `point` (default: ours)."""
+        from relman.context import held_message
+
+        return held_message(point or self.point)
+
+    def reached(self, catalog: Any, job_id: int, point: str | None = None) -> bool:
+        """Whether job `job_id` is waiting at the hold point (`point`, default ours) now."""
         row = catalog.conn.execute("SELECT status, message FROM jobs WHERE id = ?", [job_id]).fetchone()
-        return bool(row) and row[0] == "running" and row[1] == held_message(self.point)
+        return bool(row) and row[0] == "running" and row[1] == self.message(point)
+
+    def logged(self, catalog: Any, job_id: int, point: str | None = None) -> bool:
+        """Whether job `job_id`'s log says it reached the hold point: also true while the job
+        holds inside its result transaction, where its progress row is not yet visible."""
+        return log_contains(catalog, job_id, self.message(point))
 
     def release(self) -> None:
+        """Let held work go on (and work reaching the point later pass straight through)."""
         self.release_file.touch()
+
+    def fail(self) -> None:
+        """Make held work (and work reaching the point later) raise at the point instead."""
+        from relman.context import HOLD_FAIL
+
+        self.release_file.write_text(HOLD_FAIL, encoding="utf-8")

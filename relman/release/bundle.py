@@ -899,21 +899,12 @@ def _export_gguf_from(catalog: Any, v: Any, arts: list[dict[str, Any]], dest: Pa
 
 
 def _hold_half_way(done: int, total: int) -> None:
-    """Test hold point "export.gguf-mid-write" for an export outside any job (the CLI): with
-    $RELMAN_TEST_HOLD naming it, say so on stderr and wait for the release file, so a test
-    kills the process with the file half written instead of racing the machine."""
-    from relman.jobs.context import HOLD_ENV, HOLD_POLL_S, HOLD_RELEASE_ENV, HOLD_TIMEOUT_S, held_message
+    """Test hold point "export.gguf-mid-write" for an export outside any job (the CLI), half way
+    through the tensors, so a test kills the process with the file half written."""
+    from relman.context import hold_here
 
-    point = "export.gguf-mid-write"
-    if done != max(1, total // 2) or point not in os.environ.get(HOLD_ENV, "").split(","):
-        return
-    import sys
-
-    print(held_message(point), file=sys.stderr, flush=True)
-    release = os.environ.get(HOLD_RELEASE_ENV)
-    deadline = time.monotonic() + HOLD_TIMEOUT_S
-    while not (release and Path(release).exists()) and time.monotonic() < deadline:
-        time.sleep(HOLD_POLL_S)
+    if done == max(1, total // 2):
+        hold_here("export.gguf-mid-write")
 
 
 def _gguf_note(v: Any, plan: Any, check: dict[str, Any]) -> str:

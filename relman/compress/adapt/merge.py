@@ -43,7 +43,7 @@ from relman.compress.adapt import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import WEIGHT_SUFFIXES, new_output_folder
 from relman.errors import RecipeError
-from relman.context import WorkContext
+from relman.context import CatalogWork, WorkContext
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -100,14 +100,14 @@ def _model_type(folder: Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("model_type")
 
 
-def recorded_samples(source: ModelSource, ctx: WorkContext) -> float | None:
+def recorded_samples(source: ModelSource, ctx: CatalogWork) -> float | None:
     value = source.version.meta.get("train_samples")
     if value is None:
         value = ctx.catalog.metric_values(source.version.id).get("train_samples")
     return float(value) if value is not None else None
 
 
-def resolve_weights(sources: list[ModelSource], given: list[str], ctx: WorkContext) -> tuple[list[float], str]:
+def resolve_weights(sources: list[ModelSource], given: list[str], ctx: CatalogWork) -> tuple[list[float], str]:
     if given:
         if len(given) != len(sources):
             raise RecipeError(f"'weights' has {len(given)} values for {len(sources)} parents; give one per parent")
@@ -154,7 +154,7 @@ def fedavg(sources: list[ModelSource], weights: list[float], index: dict[str, tu
     return out
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: CatalogWork) -> RecipeOutput:
     if params.get("masked"):
         return merge_masked(sources, params, ctx)
     if len(sources) < 2:
@@ -277,7 +277,7 @@ def refactorise(avg: torch.Tensor, rank: int, a_shape: tuple[int, ...], b_shape:
     return a_out, b_out, residual
 
 
-def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, ctx: WorkContext) -> RecipeOutput:
+def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, ctx: CatalogWork) -> RecipeOutput:
     from relman.modelio import peft_adapter
 
     parts = check_adapters(sources)
@@ -329,7 +329,7 @@ def merge_adapters(sources: list[ModelSource], weights: list[float], rank: int, 
     )
 
 
-def _total_samples(sources: list[ModelSource], ctx: WorkContext) -> float | None:
+def _total_samples(sources: list[ModelSource], ctx: CatalogWork) -> float | None:
     counts = [recorded_samples(s, ctx) for s in sources]
     return sum(counts) if all(c is not None for c in counts) else None  # type: ignore[arg-type]
 

@@ -23,7 +23,7 @@ from relman.catalog import Metric
 from relman.compress.adapt import privacy
 from relman.compress.registry import ModelSource, RecipeOutput
 from relman.compress.surgery import new_output_folder, save_child, unique_param_count
-from relman.context import WorkContext
+from relman.context import CatalogWork
 from relman.errors import RecipeError
 from relman.modelio import peft_adapter
 
@@ -64,7 +64,7 @@ def probe_inputs(model: torch.nn.Module, task: str, n: int = 16, seed: int = 0) 
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) -> RecipeOutput:
+def run(sources: list[ModelSource], params: dict[str, Any], ctx: CatalogWork) -> RecipeOutput:
     adapter = sources[0]
     if adapter.format != peft_adapter.FORMAT:
         raise RecipeError(f"merge-adapter merges a LoRA adapter: {adapter.version.ref} is '{adapter.format}' "

@@ -45,11 +45,7 @@ def load_recipe_dataset(ctx: "WorkContext", ref: "str | Dataset", *, param: str 
         return ref
     if not ref:
         raise RecipeError(f"this recipe needs a registered dataset: pass --param {param}=NAME")
-    try:
-        from relman.data import load_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        raise RecipeError(f"cannot load dataset '{ref}': this build has no dataset registry") from None
-    return load_dataset(ctx.catalog, ref, None)
+    return ctx.dataset(ref, None)
 
 
 def check_dataset_for_task(dataset: Dataset, task: str, *, need_labels: bool = False) -> None:

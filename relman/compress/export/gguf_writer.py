@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from relman.context import hold_here
 from relman.errors import RecipeError
 
 if TYPE_CHECKING:
@@ -561,7 +562,7 @@ def run(sources: list["ModelSource"], params: dict[str, Any], ctx: "WorkContext"
     def on_tensor(done: int, total: int) -> None:
         ctx.progress(0.05 + 0.75 * done / total, f"gguf: wrote {done}/{total} tensors")
         if done == max(1, total // 2):
-            ctx.hold_point("gguf.mid-write")  # tests kill -9 here: the file is half written
+            hold_here("gguf.mid-write", ctx)  # tests kill -9 here: the file is half written
 
     summary = export_gguf(src.folder, out / GGUF_FILE, file_type, name=src.version.model, on_tensor=on_tensor)
     ctx.progress(0.9, f"gguf: read back, every tensor within {file_type}'s bounds")
