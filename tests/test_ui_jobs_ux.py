@@ -55,12 +55,12 @@ def curve_points(jobs_view: Any) -> dict[str, int]:
     return {name: len(c.getData()[0] if c.getData()[0] is not None else []) for name, c in jobs_view.curves.items()}
 
 
-def test_a_retried_jobs_curve_shows_the_current_attempt_only(qtbot, catalog, catalog_path, tmp_path):
+def test_a_retried_jobs_curve_shows_the_current_attempt_only(qtbot, catalog, catalog_path, tmp_path, monkeypatch):
     from relman.app.jobs import queue_job
+    from relman.jobs.testing import HoldPoint
 
-    hold = tmp_path / "release"
-    job_id = queue_job(catalog, "sleep", {"seconds": 0.5, "steps": 5, "curve": True, "hold_file": str(hold)},
-                       device="cpu")
+    hold = HoldPoint(monkeypatch, "sleep.end", tmp_path)
+    job_id = queue_job(catalog, "sleep", {"seconds": 0.5, "steps": 5, "curve": True}, device="cpu")
     w = make_window(qtbot, catalog_path, tmp_path)
     try:
         jobs = w.show_view("jobs")
@@ -76,7 +76,7 @@ def test_a_retried_jobs_curve_shows_the_current_attempt_only(qtbot, catalog, cat
         qtbot.waitUntil(lambda: (jobs.job(job_id) or {}).get("status") in ("queued", "running"), timeout=10_000)
         # queued again, the next attempt has drawn nothing: no old curve stands in for it
         qtbot.waitUntil(lambda: job_row(catalog, job_id)["attempts"] == 2 and job_row(catalog, job_id)["message"]
-                        == "holding", timeout=90_000)
+                        == hold.message(), timeout=90_000)
         qtbot.waitUntil(lambda: curve_points(jobs) == {"train_loss": 5, "eval_loss": 5} and jobs.drawn_attempt == 2,
                         timeout=30_000)
         assert "attempt 2 (earlier attempts not drawn)" in jobs.curve_plot.plotItem.titleLabel.text
@@ -85,10 +85,10 @@ def test_a_retried_jobs_curve_shows_the_current_attempt_only(qtbot, catalog, cat
         assert per_attempt == {1: 10, 2: 10}  # both attempts are kept; only the current one is drawn
         xs = sorted(jobs.curves["train_loss"].getData()[0])
         assert xs == [0, 1, 2, 3, 4]  # one run of steps, not 0..4 twice
-        hold.write_text("go")
+        hold.release()
         qtbot.waitUntil(lambda: job_row(catalog, job_id)["status"] == "succeeded", timeout=60_000)
     finally:
-        hold.write_text("go")
+        hold.release()
         finish_all(catalog, qtbot)
         w.shutdown()
 
