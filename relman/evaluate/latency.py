@@ -25,15 +25,18 @@ evaluate job loads them as comparators, option `paired`, default on), each confi
 timed for all of them in the same process, in interleaved rounds: a round is `calls_per_round`
 steps, each step times one call of every model back to back, the order rotating from step to
 step (so neither model always runs first, right after the other has filled the caches), with
-the same prepared inputs, threads and warm-up. A round's ratio is median(child calls) / median(other
-calls); the stored `latency_p50_ratio_vs_parent` / `latency_p50_ratio_vs_production` is the
-median over rounds, with a 95 % percentile-bootstrap interval over rounds in its context
+the same prepared inputs, threads and warm-up. The stored `latency_p50_ratio_vs_parent` / `latency_p50_ratio_vs_production` is the
+median over rounds of the round ratios (below), with a 95 % percentile-bootstrap interval over rounds in its context
 (`interval`). Whatever slows the machine for a few milliseconds slows both models alike, so
-the ratio is stable where absolute times are not. When every model runs single-threaded on
-the CPU, each call's thread CPU time is read as well, and calls during which the thread was
-descheduled (another process had the core: wall time well above CPU time) are left out of the
-ratio — on an overloaded machine those are most of the noise; the context records their share
-(`descheduled_share`). Absolute figures keep every call. The child's absolute figures come from the same timed
+the ratio is stable where absolute times are not. On the CPU each call is checked for
+descheduling (relman.evaluate.descheduling: run-queue wait of the process's threads from
+schedstat, and thread CPU vs wall when single-threaded); a round's ratio is the median of the
+child/reference ratios of its *pairs* (the two calls of one step) where neither call was
+disturbed. When too few pairs were undisturbed (fewer than MIN_KEPT_PAIRS, or more than
+MAX_REJECTED_SHARE disturbed) the ratio row is stored without a value, `status` "not measured:
+machine oversubscribed" — never a number the contention bent. The context records the method
+(`rejection`), `pairs_kept` / `pairs_rejected`, `descheduled_share`, `cpus` and `runnable_max`.
+Absolute figures keep every call. The child's absolute figures come from the same timed
 calls. Each model gets at least `min_samples` timed calls per configuration unless
 `time_budget_s` runs out first; the context then says `bounded_by: time_budget_s`.
 """
