@@ -190,3 +190,54 @@ def tiny_decoder(folder: Path, family: str = "qwen2", *, hidden: int = 64, layer
                 p.normal_(0.0, 0.08)
     model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def repeated_block_onnx_classifier(folder: Path, *, copies: int = 1, repeats: int = 8, width: int = 256,
+                                   image_size: int = 8, channels: int = 1, num_labels: int = 2,
+                                   seed: int = 0) -> Path:
+    """An ONNX image classifier whose forward runs the same path `copies` times and sums the
+    logits; the path is an input projection, `repeats` blocks (MatMul with one shared weight,
+    then ReLU) and the class head. With `copies` 1 and 2 the two models do the same work once
+    and exactly twice — a planted 2× slower child for timing tests (the weights are shared, so
+    the memory traffic per copy is the same too)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    flat = channels * image_size * image_size
+    inits = [numpy_helper.from_array((rng.standard_normal((flat, width)) / flat ** 0.5).astype(np.float32), "w_in"),
+             numpy_helper.from_array((rng.standard_normal((width, width)) / width ** 0.5).astype(np.float32), "w"),
+             numpy_helper.from_array((rng.standard_normal((width, num_labels)) / width ** 0.5).astype(np.float32),
+                                     "w_out")]
+    nodes = [helper.make_node("Flatten", ["pixel_values"], ["x"], axis=1)]
+    heads = []
+    for c in range(copies):
+        # a distinct offset per copy: ONNX Runtime would merge identical copies (common
+        # subexpression elimination) and the planted work would vanish
+        inits.append(numpy_helper.from_array(np.full((1,), 1e-3 * c, dtype=np.float32), f"c{c}offset"))
+        nodes += [helper.make_node("Add", ["x", f"c{c}offset"], [f"c{c}x"]),
+                  helper.make_node("MatMul", [f"c{c}x", "w_in"], [f"c{c}h0"])]
+        for i in range(repeats):
+            nodes += [helper.make_node("MatMul", [f"c{c}h{i}", "w"], [f"c{c}m{i}"]),
+                      helper.make_node("Relu", [f"c{c}m{i}"], [f"c{c}h{i + 1}"])]
+        nodes.append(helper.make_node("MatMul", [f"c{c}h{repeats}", "w_out"], [f"c{c}logits"]))
+        heads.append(f"c{c}logits")
+    nodes.append(helper.make_node("Sum", heads, ["logits"]))
+    graph = helper.make_graph(
+        nodes, "repeated_blocks",
+        [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["batch", channels, image_size, image_size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_labels])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(folder / "model.onnx"))
+    labels = [str(i) for i in range(num_labels)]
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "repeated-blocks", "image_size": image_size, "num_channels": channels,
+        "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}, indent=2),
+        encoding="utf-8")
+    write_image_processor(folder, image_size=image_size, channels=channels)
+    return folder
