@@ -19,7 +19,11 @@ DEVICES = ("auto", "cpu", "cuda:0")
 
 
 class ValidatingDialog(QDialog):
-    """A dialog whose OK runs `values()` first and shows the error inline instead of closing."""
+    """A dialog whose OK runs `values()` first and shows the error inline instead of closing.
+    The error is worded for the window (`relman.ui.gui_terms`): a CLI flag in it becomes the
+    label of this dialog's field that sets it (`gui_fields` adds or overrides labels)."""
+
+    gui_fields: dict[str, str] = {}
 
     def __init__(self, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -40,13 +44,18 @@ class ValidatingDialog(QDialog):
     def values(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def show_error(self, text: str) -> None:
+        from relman.ui.gui_terms import in_gui_terms
+
+        self.error_label.setText(in_gui_terms(text, self.gui_fields))
+
     def accept(self) -> None:
         try:
             values = self.values()
             if self.submit is not None:
                 self.submitted = self.submit(values)
         except RelmanError as e:
-            self.error_label.setText(str(e))
+            self.show_error(str(e))
             return
         self.result_values = values
         self.error_label.setText("")
@@ -383,7 +392,7 @@ class CompressDialog(ValidatingDialog):
         try:
             r.resolve_params(self.form.raw_values())
         except RelmanError as e:
-            self.error_label.setText(str(e))
+            self.show_error(str(e))
             return
         self.error_label.setText("")
 

@@ -45,8 +45,9 @@ from relman.ui.views import ViewState
 
 # Where each action appears (the controllers define what they do).
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("&File", ("new-catalog", "open", "import", "dataset", "export", "import-bundle", "card", "quit")),
-    ("&Work", ("compress", "evaluate", "optimize")),
+    ("&File", ("new-catalog", "open", "import", "dataset", "export", "import-bundle", "card", "card-view",
+               "quit")),
+    ("&Work", ("compress", "evaluate", "optimize", "optimize-results")),
     ("&Release", ("promote", "rollback", "policy", "verify")),
     ("&Catalog", ("tags", "delete", "archive", "gc")),
     ("&View", ("refresh", "theme", "find")),
@@ -322,7 +323,9 @@ class MainWindow(QMainWindow):
         return self._run_action(key, lambda: fn(*args, **kw))
 
     def show_error(self, text: str) -> None:
-        self.messages_log.error(text)
+        from relman.ui.gui_terms import in_gui_terms
+
+        self.messages_log.error(in_gui_terms(text))  # a CLI flag becomes the field that sets it
 
     def show_info(self, text: str) -> None:
         self.messages_log.info(text)
