@@ -176,4 +176,8 @@ def fill_recent_menu(window: Any, menu: Any) -> None:
     drop = menu.addAction("Remove missing")
     drop.setObjectName("recent-remove-missing")
     drop.setEnabled(any(not is_catalog(p) for p in shown))
-    drop.triggered.connect(lambda: (forget_missing(window.settings), fill_recent_menu(window, menu)))
+
+    def remove_missing() -> None:
+        forget_missing(window.settings)
+        fill_recent_menu(window, menu)
+    drop.triggered.connect(remove_missing)

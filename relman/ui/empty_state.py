@@ -33,7 +33,7 @@ class EmptyCatalogHint(QFrame):
 
     def __init__(self, window: Any) -> None:
         super().__init__()
-        self.window = window
+        self.main = window
         self.setObjectName("empty-catalog-hint")
         self.setFrameShape(QFrame.Shape.StyledPanel)
         self.title = QLabel("<b>No models yet.</b> Import a model (a Hugging Face folder, ONNX, GGUF…) "
@@ -78,7 +78,7 @@ class EmptyCatalogHint(QFrame):
         if kind in ("other", "file"):
             raise RelmanError(not_a_catalog_message(folder))
         if kind == "catalog" and self._has_models(folder):
-            self.window.open_catalog(folder)
+            self.main.open_catalog(folder)
             return None
         from relman.jobs.launch import child_env, relman_argv
 
@@ -124,11 +124,11 @@ class EmptyCatalogHint(QFrame):
         self.import_btn.setEnabled(True)
         if code != 0 or not self._has_models(self.demo_folder):
             self.status.setText(f"The demo could not be built: {self._last_line or f'exit code {code}'}")
-            self.window.show_error(f"The demo catalog could not be built ({self._last_line or f'exit code {code}'})")
+            self.main.show_error(f"The demo catalog could not be built ({self._last_line or f'exit code {code}'})")
             return
         self.status.setText("")
-        self.window.open_catalog(self.demo_folder)
-        self.window.show_info(f"Opened the demo catalog at {self.demo_folder}")
+        self.main.open_catalog(self.demo_folder)
+        self.main.show_info(f"Opened the demo catalog at {self.demo_folder}")
 
 
 def install_empty_hint(window: Any) -> EmptyCatalogHint:

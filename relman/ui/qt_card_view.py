@@ -43,7 +43,10 @@ class ModelCardViewer(QDialog):
         self.edit_button.setObjectName("model-card-edit")
         buttons.addButton(self.edit_button, QDialogButtonBox.ButtonRole.ActionRole)
         if on_edit is not None:
-            self.edit_button.clicked.connect(lambda: (self.accept(), on_edit()))
+            def edit() -> None:
+                self.accept()
+                on_edit()
+            self.edit_button.clicked.connect(edit)
         else:
             self.edit_button.setVisible(False)
         lay = QVBoxLayout(self)
