@@ -47,9 +47,11 @@ def gui(state: AppState, catalog_opt: str | None) -> None:
                                              "sentiment classifier, merge, quantise and promote it (minutes of CPU).")
 @click.option("--no-lm", is_flag=True, help="Skip the language-model path (the small LM trained here: INT4, the "
                                             "generation gate refusing a broken child, LoRA on a planted instruction).")
+@click.option("--build-only", is_flag=True, help="Build the demo catalog and exit: no window, no screenshots (the "
+                                                "window's \"Load the demo catalog\" runs this in a child process).")
 @pass_state
 def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: float, no_jobs: bool,
-         minilm: bool = False, all_sizes: bool = False, no_lm: bool = False) -> None:
+         minilm: bool = False, all_sizes: bool = False, no_lm: bool = False, build_only: bool = False) -> None:
     """Build a demo catalog (no network needed) and show it.
 
     Trains a small ViT on scikit-learn's digits, registers it and the digits dataset, runs
@@ -68,6 +70,11 @@ def demo(state: AppState, headless: bool, shots: Path | None, train_seconds: flo
     root = cat.root
     cat.close()
     state._catalog = None
+    if build_only:
+        if failed:
+            raise RelmanError(f"{failed} demo job(s) failed; 'relman --catalog {root} jobs' shows why")
+        click.echo(f"demo catalog ready at {root}")
+        return
     headless = headless or not has_display()
     if shots is None and headless:
         shots = Path("demo-output")

@@ -28,7 +28,11 @@ def task_summary(tasks: Sequence[str | None]) -> str:
 
 
 class ValidatingDialog(QDialog):
-    """A dialog whose OK runs `values()` first and shows the error inline instead of closing."""
+    """A dialog whose OK runs `values()` first and shows the error inline instead of closing.
+    The error is worded for the window (`relman.ui.gui_terms`): a CLI flag in it becomes the
+    label of this dialog's field that sets it (`gui_fields` adds or overrides labels)."""
+
+    gui_fields: dict[str, str] = {}
 
     def __init__(self, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -50,9 +54,11 @@ class ValidatingDialog(QDialog):
         raise NotImplementedError
 
     def show_error(self, text: str) -> None:
-        """A refusal, in red, under the fields."""
+        """A refusal, in red, under the fields (naming the GUI's fields, not the CLI's flags)."""
+        from relman.ui.gui_terms import in_gui_terms
+
         self.error_label.setStyleSheet(f"color: {ERROR_COLOR};")
-        self.error_label.setText(text)
+        self.error_label.setText(in_gui_terms(text, self.gui_fields))
 
     def show_success(self, text: str) -> None:
         """Something that worked (a key made in the dialog), in green: never in the error red."""

@@ -45,8 +45,9 @@ from relman.ui.views import ViewState
 
 # Where each action appears (the controllers define what they do).
 MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("&File", ("open", "import", "dataset", "export", "import-bundle", "card", "quit")),
-    ("&Work", ("compress", "evaluate", "optimize")),
+    ("&File", ("new-catalog", "open", "import", "dataset", "export", "import-bundle", "card", "card-view",
+               "quit")),
+    ("&Work", ("compress", "evaluate", "optimize", "optimize-results")),
     ("&Release", ("promote", "rollback", "policy", "verify")),
     ("&Catalog", ("tags", "delete", "archive", "gc")),
     ("&View", ("refresh", "theme", "find")),
@@ -107,6 +108,11 @@ class MainWindow(QMainWindow):
         self.selection.changed.connect(lambda _ids: self._sync_views())
         self.selection.model_changed.connect(lambda _m: self._sync_views())
         self._restore_settings()
+        from relman.ui.catalog_chooser import install_recent_menu
+        from relman.ui.empty_state import install_empty_hint
+
+        self.recent_menu = install_recent_menu(self)  # File → Recent catalogs
+        self.empty_hint = install_empty_hint(self)  # "No models yet": import, or the demo
         self.refresh(force=True)
         self._open_on_overview()
 
@@ -246,6 +252,8 @@ class MainWindow(QMainWindow):
     # -- actions ----------------------------------------------------------------------------------
     def _build_actions(self) -> None:
         specs = [
+            ActionSpec("new-catalog", "New catalog…", "Ctrl+Shift+N", self.action_new_catalog,
+                       "Make a new catalog in an empty or new folder and switch to it"),
             ActionSpec("open", "Open catalog…", "Ctrl+O", self.action_open_catalog),
             ActionSpec("refresh", "Refresh", "F5", lambda: self.refresh(force=True)),
             ActionSpec("theme", "Toggle dark theme", "Ctrl+T", lambda: self.set_theme(not self.dark)),
@@ -316,7 +324,9 @@ class MainWindow(QMainWindow):
         return self._run_action(key, lambda: fn(*args, **kw))
 
     def show_error(self, text: str) -> None:
-        self.messages_log.error(text)
+        from relman.ui.gui_terms import in_gui_terms
+
+        self.messages_log.error(in_gui_terms(text))  # a CLI flag becomes the field that sets it
 
     def show_info(self, text: str) -> None:
         self.messages_log.info(text)
@@ -417,12 +427,15 @@ class MainWindow(QMainWindow):
         self.selection.focus_model(model)
 
     # -- catalog --------------------------------------------------------------------------------------
-    def action_open_catalog(self) -> None:
-        from PySide6.QtWidgets import QFileDialog
+    def action_new_catalog(self) -> bool:
+        from relman.ui.catalog_chooser import new_catalog
 
-        folder = QFileDialog.getExistingDirectory(self, "Open catalog folder", str(self.catalog.root))
-        if folder:
-            self.open_catalog(folder)
+        return new_catalog(self)  # only a new or empty folder (relman.ui.catalog_chooser)
+
+    def action_open_catalog(self) -> bool:
+        from relman.ui.catalog_chooser import open_catalog_checked
+
+        return open_catalog_checked(self)  # a folder that is not a catalog is refused or confirmed
 
     def open_catalog(self, folder: str | Path) -> None:
         """Switch to another catalog: the runner, the tracked jobs, the selection and every
@@ -435,6 +448,7 @@ class MainWindow(QMainWindow):
         self.catalog.close()
         self.catalog, self.catalog_path = new, Path(folder)
         self.settings.setValue("last_catalog", str(Path(folder).resolve()))
+        self._remember_catalog()
         self.setWindowTitle(f"relman — {self.catalog.root}")
         self.selection.clear()
         self.snapshot = Snapshot([], [], [])
@@ -482,6 +496,17 @@ class MainWindow(QMainWindow):
             pass
         self.set_theme(self.settings.value("theme", "light") == "dark")
         self.settings.setValue("last_catalog", str(self.catalog.root.resolve()))
+        self._remember_catalog()
+
+    def _remember_catalog(self) -> None:
+        from relman.ui.catalog_chooser import remember_catalog
+
+        remember_catalog(self.settings, self.catalog.root)  # File → Recent catalogs, newest first
+        menu = getattr(self, "recent_menu", None)
+        if menu is not None:
+            from relman.ui.catalog_chooser import fill_recent_menu
+
+            fill_recent_menu(self, menu)
 
     def save_settings(self) -> None:
         self.settings.setValue("geometry", self.saveGeometry())

@@ -69,7 +69,10 @@ class PolicyEditor(QDialog):
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(QLabel("Policy (JSON): transitions, gates per phase, approvals — see 'relman policy --help'"))
+        head = QHBoxLayout()
+        head.addWidget(QLabel("Policy (JSON): transitions, gates per phase, approvals"), 1)
+        head.addWidget(self._build_help())  # the grammar and examples, beside the text (relman.ui.policy_help)
+        rl.addLayout(head)
         rl.addWidget(self.editor, 3)
         rl.addWidget(self.status)
         rl.addWidget(QLabel("Preview: would each version pass the gates into each phase (stored metrics, now)?"))
@@ -77,7 +80,9 @@ class PolicyEditor(QDialog):
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
         split.addWidget(right)
+        split.addWidget(self.help)
         split.setStretchFactor(1, 4)
+        split.setStretchFactor(2, 3)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.save_button)
@@ -92,6 +97,23 @@ class PolicyEditor(QDialog):
         self._preview_timer.timeout.connect(self.update_preview)
         self.editor.textChanged.connect(self._on_text_changed)
         self.reload()
+
+    def _build_help(self) -> QPushButton:
+        """A "Syntax help" toggle and the panel it shows (hidden until asked for)."""
+        from PySide6.QtWidgets import QTextBrowser
+
+        from relman.ui.policy_help import policy_help_markdown
+
+        self.help = QTextBrowser()
+        self.help.setObjectName("policy-help")
+        self.help.setMarkdown(policy_help_markdown(self.stored_metrics))
+        self.help.setVisible(False)
+        self.help_button = QPushButton("Syntax help")
+        self.help_button.setObjectName("policy-help-button")
+        self.help_button.setCheckable(True)
+        self.help_button.setToolTip("The policy's keys, the gate-rule grammar, examples and metric names")
+        self.help_button.toggled.connect(self.help.setVisible)
+        return self.help_button
 
     # -- content --------------------------------------------------------------------------------
     def reload(self) -> None:

@@ -31,7 +31,21 @@ class WorkActions(Controller):
             ActionSpec("export", "Export bundle…", "Ctrl+Shift+E", self.action_export),
             ActionSpec("import-bundle", "Import bundle…", "Ctrl+Shift+I", self.action_import_bundle),
             ActionSpec("card", "Write model card…", "Ctrl+Shift+M", self.action_model_card),
+            ActionSpec("card-view", "View model card…", "", self.action_view_model_card,
+                       "The selected version's model card, rendered (relman.ui.qt_card_view)"),
+            ActionSpec("optimize-results", "Optimization candidates…", "", self.action_optimize_results,
+                       "Every candidate of a finished search with its figures, the chosen one marked"),
         ]
+
+    def action_view_model_card(self) -> Any:
+        from relman.ui.qt_card_view import open_model_card
+
+        return open_model_card(self.window)
+
+    def action_optimize_results(self) -> Any:
+        from relman.ui.qt_optimize_results import open_optimize_results
+
+        return open_optimize_results(self.window)
 
     # -- catalog lists for the dialogs --------------------------------------------------------------
     def datasets(self) -> list[str]:
@@ -254,7 +268,13 @@ class WorkActions(Controller):
         job = queue_optimization(self.catalog, ref, max_drop=max_drop, objective=objective, dataset=dataset,
                                  device=device)
         self.info(f"Optimization of {ref} queued ({job_label(job)})")
-        self._track(job, f"Optimization of {ref}")
+
+        def done(row: dict[str, Any]) -> None:
+            best = (row.get("result") or {}).get("best")
+            self.info(f"Optimization of {ref} ended: {best or 'no candidate within the budget'} "
+                      "(every candidate: Work → Optimization candidates…)")
+            self.window.refresh(force=True)
+        self.window.job_actions.track(int(job["id"] if isinstance(job, dict) else job), f"Optimization of {ref}", done)
         self.window.refresh(force=True)
         return job
 
