@@ -37,6 +37,7 @@ def window(qtbot, catalog_path, family, tmp_path):
 def test_export_with_a_key_made_in_the_dialog_card_fields_and_the_full_audit_event(window, family, catalog,
                                                                                    tmp_path, monkeypatch):
     from relman.release.modelcard import card_fields
+    from relman.ui.qt_dialogs import SUCCESS_COLOR
     from relman.ui.qt_export import CardDialog, ExportDialog
 
     monkeypatch.setenv("RELMAN_KEYS_DIR", str(tmp_path / "keys"))
@@ -53,7 +54,8 @@ def test_export_with_a_key_made_in_the_dialog_card_fields_and_the_full_audit_eve
             assert d.result() == 0 and "signing key" in d.error_label.text()
             d.path.setText(str(out))
             d.add_key("lab")  # what "New key…" does after asking the name
-            assert d.key.currentText() == "lab" and d.error_label.text() == ""
+            assert d.key.currentText() == "lab" and d.error_label.text().startswith("created key lab")
+            assert SUCCESS_COLOR in d.error_label.styleSheet()  # said as a success (green), not in the refusal red
         elif isinstance(d, CardDialog):
             d.set_field("intended_use", "Sorting handwritten digits in the lab; not for medical forms.")
             d.set_field("license", "apache-2.0")
