@@ -24,7 +24,7 @@ FIELDS: dict[str, str] = {
     "--examples": "Examples",
     "--why": "Reason",
     "--reason": "Reason",
-    "--override": "Override the gates",
+    "--override": "Override failing gates",
     "--model": "Model name",
     "--version": "Version",
     "--name": "Name",
