@@ -133,7 +133,9 @@ def test_cli_recipes_lists_parameters_types_and_defaults(run_cli):
     assert {"torch-int8-dynamic", "onnx-export", "ort-int8", "half", "onnx-fp16", "int4-weight-only"} <= set(by_name)
     mode = next(p for p in by_name["ort-int8"]["params"] if p["name"] == "mode")
     assert mode == {"name": "mode", "type": "str", "default": "dynamic", "help": mode["help"],
-                    "choices": ["dynamic", "static"], "min": None, "max": None} and mode["help"]
+                    "choices": ["dynamic", "static"], "min": None, "max": None, "shown_when": None} and mode["help"]
+    calibrate = next(p for p in by_name["ort-int8"]["params"] if p["name"] == "calibrate_method")
+    assert calibrate["shown_when"] == {"mode": ["static"]}  # applies to static quantisation only
     assert by_name["int4-weight-only"]["tasks"] == ["causal-lm"]
     text = run_cli("recipes").output
     assert "ort-int8: INT8 with onnxruntime" in text and "--param per_channel=False" in text
