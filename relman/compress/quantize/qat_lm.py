@@ -100,7 +100,8 @@ def prepare(model: Any, block: int, symmetric: bool, grid: str) -> int:
     from torchao.quantization.qat import IntxFakeQuantizeConfig, QATConfig
 
     before = sum(1 for m in model.modules() if type(m) is nn.Linear)
-    weight = IntxFakeQuantizeConfig(torch.int4, group_size=block, is_symmetric=symmetric)
+    weight = IntxFakeQuantizeConfig(torch.int4,  # type: ignore[attr-defined]
+                                     group_size=block, is_symmetric=symmetric)
     quantize_(model, QATConfig(weight_config=weight, step="prepare"))
     prepared = [m for m in model.modules() if hasattr(m, "weight_fake_quantizer")]
     if grid == "onnxruntime":
