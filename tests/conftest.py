@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 # applies no such guard (its order would decide whether torch is already loaded).
 HEAVY_FIXTURES = {"make_runner", "tiny_dir", "tiny_bert", "tiny_bert_encoder", "tiny_vit", "tiny_gpt2", "trained_lm_dir"}
 HEAVY_FILES = {
-    "test_compress_distill.py", "test_compress_finetune.py", "test_compress_finetune_job.py",
+    "test_compress_distill.py", "test_qat_lm.py", "test_compress_finetune.py", "test_compress_finetune_job.py",
     "test_compress_job.py", "test_compress_lowrank.py", "test_compress_merge.py", "test_compress_prune.py",
     "test_compress_prune_structured.py", "test_compress_quant.py", "test_gui_cmds.py", "test_jobs_gpu.py",
     "test_jobs_runner.py", "test_optimize.py", "test_packaging.py", "test_release_concurrency.py",

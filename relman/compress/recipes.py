@@ -242,14 +242,26 @@ register(Recipe(
     description="onnxruntime quantize_dynamic / quantize_static after graph optimisation.",
 ))
 register(Recipe(
-    name="qat", hub_relation="quantized", title="Quantisation-aware training (torchao) to ONNX INT8",
+    name="qat", hub_relation="quantized", title="Quantisation-aware training (torchao) to ONNX INT8 / INT4",
     target="relman.compress.quantize.qat:run", input_formats=("hf",), output_format="onnx",
-    tasks=("text-classification", "image-classification"),
+    tasks=("text-classification", "image-classification", "causal-lm"),
     params=(
-        Param("dataset", str, "", "registered labelled dataset to train on (required)"),
+        Param("dataset", str, "", "registered dataset to train on (required): labelled rows for a classifier, "
+                                  "plain text for a causal LM"),
+        Param("precision", str, "auto", "int8 (weights and activations; classifiers) or int4 (weight-only; causal "
+                                        "LMs); auto = int4 for causal LMs, int8 otherwise",
+              choices=("auto", "int8", "int4")),
         Param("epochs", int, 3, "passes over the training split", min=1, max=1000),
+        Param("max_steps", int, 0, "stop after this many optimiser steps (0 = all epochs; int4 only)", min=0),
         Param("fake_quant_start", int, 0, "float warm-up epochs before fake quantisation starts", min=0),
-        Param("lr", float, 5e-5, "learning rate (a fine-tune of an already trained model)", min=0.0),
+        Param("lr", float, 0.0, "learning rate; 0 = the default (5e-5 for int8 classifiers, 1e-3 for int4 LMs)",
+              min=0.0),
+        Param("block_size", int, 32, "int4: weights per quantisation block (fake quantiser and rtn conversion)",
+              choices=(16, 32, 64, 128, 256)),
+        Param("symmetric", bool, True, "int4: symmetric blocks (no zero point), for training and conversion"),
+        Param("grid", str, "onnxruntime", "int4: the grid trained for: onnxruntime (MatMulNBits rtn, the one "
+                                          "stored) or torchao (its own int4 grid)", choices=("onnxruntime", "torchao")),
+        _EXPORTER,
         Param("batch_size", int, 16, "batch size", min=1, max=4096),
         Param("weight_decay", float, 0.0, "AdamW weight decay", min=0.0),
         Param("val_fraction", float, 0.2, "hold-out share when the dataset has no validation split", min=0.0,

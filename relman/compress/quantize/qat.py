@@ -38,6 +38,7 @@ from relman.context import WorkContext
 from relman.errors import RecipeError
 
 TASKS = ("text-classification", "image-classification")
+DEFAULT_LR = 5e-5  # a fine-tune of an already trained classifier
 
 
 def fake_quant_configs() -> tuple[Any, Any]:
@@ -123,6 +124,14 @@ def run(sources: list[ModelSource], params: dict[str, Any], ctx: WorkContext) ->
     from relman.compress.surgery import load_parent, save_child
 
     source = sources[0]
+    if source.task == "causal-lm" or params.get("precision") == "int4":
+        if source.task != "causal-lm":
+            raise RecipeError(f"qat precision=int4 (weight-only) is for causal LMs; {source.version.ref} is a "
+                              f"'{source.task or 'unknown'}' model (use precision=int8)")
+        from relman.compress.quantize import qat_lm
+
+        return qat_lm.run(sources, {**params, "lr": float(params["lr"]) or qat_lm.DEFAULT_LR}, ctx)
+    params = {**params, "lr": float(params["lr"]) or DEFAULT_LR}
     check(source, params)
     ref, task = source.version.ref, str(source.task)
     dataset = tr.load_recipe_dataset(ctx, params["dataset"])
