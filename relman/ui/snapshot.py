@@ -28,7 +28,7 @@ def lower_is_better(metric: str) -> bool:
     (the suites' `metrics`, the recipes' RECIPE_METRICS); undeclared metrics count as higher-better."""
     from relman.compress.registry import metric_direction
 
-    if metric == "deployable_size_mb":  # derived here (VersionRow.value): smaller is better, as size_mb
+    if metric in ("deployable_size_mb", "latency_ratio_vs_production"):  # derived here (VersionRow.value): smaller is better, as size_mb
         return True
     return metric_direction(metric) is False
 
@@ -62,6 +62,14 @@ class VersionRow:
     adapter_base: str | None = None  # a LoRA adapter's pinned base (ref)
     privacy: dict[str, Any] | None = None  # the privacy ledger of a DP-trained version
     base_bytes: int = 0  # an adapter's pinned base: what must ship with it (0 for a whole model)
+    # from each stored metric's context: its 95 % interval, the version a paired figure was
+    # measured against, and (absolute latencies) the conditions it was measured under
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    metric_refs: dict[str, str] = field(default_factory=dict)
+    conditions: dict[str, str] = field(default_factory=dict)
+    # figures derived from stored ones (relman.ui.paired_latency), with how each was obtained
+    derived: dict[str, float] = field(default_factory=dict)
+    derivations: dict[str, str] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -75,10 +83,16 @@ class VersionRow:
     def size_mb(self) -> float:
         return self.size_bytes / 1e6
 
+    def interval(self, metric: str) -> tuple[float, float] | None:
+        """The stored (or derived) 95 % interval of `metric`, if it has one."""
+        return self.intervals.get(metric)
+
     def value(self, metric: str) -> float | None:
         """A stored metric, or a column of the version that can be plotted like one."""
         if metric in self.metrics:
             return self.metrics[metric]
+        if metric in self.derived:
+            return self.derived[metric]
         if metric == "size_mb":
             return self.size_mb
         if metric == "deployable_size_mb":  # what serving it needs: an adapter needs its base too
@@ -122,6 +136,10 @@ class Snapshot:
     def plottable_metrics(self) -> list[str]:
         """Every stored metric plus size and params, which every version has."""
         names = list(self.metric_names)
+        from relman.ui.paired_latency import RATIO_KEY
+
+        if any(RATIO_KEY in v.derived for v in self.versions):
+            names.insert(0, RATIO_KEY)
         for extra in ("deployable_size_mb", "size_mb", "params"):
             if extra not in names:
                 names.append(extra)
@@ -170,6 +188,10 @@ def metric_group(name: str) -> str:
 def metric_title(name: str) -> str:
     """A readable name for a raw metric key: 'latency_p50_ratio_vs_parent' → 'latency p50, ratio
     vs parent'; 'deployable_size_mb' → 'deployable size (MB)'."""
+    from relman.ui.paired_latency import RATIO_KEY, TITLE
+
+    if name == RATIO_KEY:
+        return TITLE
     text = name
     for raw, nice in (("_ratio_vs_", ", ratio vs "), ("_delta_vs_", ", change vs "), ("_vs_", " vs "),
                       ("_ms", " (ms)"), ("_mb", " (MB)")):
@@ -216,21 +238,76 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
         v.base_bytes = base.size_bytes if base is not None else 0
     counts: dict[str, int] = {}
     # Ordered by id so the newest value of each name wins, as in Catalog.metric_values.
-    for vid, name, value in conn.execute(
-            "SELECT version_id, name, value FROM metrics WHERE value IS NOT NULL ORDER BY id"):
+    for vid, name, value, lo, hi, ref, cond in conn.execute(METRICS_QUERY):
         v = by_id.get(vid)
         if v is None:
             continue
         if name not in v.metrics:
             counts[name] = counts.get(name, 0) + 1
         v.metrics[name] = value
+        _set_or_drop(v.intervals, name, (float(lo), float(hi)) if lo is not None and hi is not None else None)
+        _set_or_drop(v.metric_refs, name, ref if isinstance(ref, str) else None)
+        _set_or_drop(v.conditions, name, _conditions(cond))
     for vid, name in conn.execute("SELECT version_id, name FROM tags ORDER BY name"):
         if vid in by_id:
             by_id[vid].tags.append(name)
     edges = [Edge(parent_id=r[1], child_id=r[0], relation=r[2] or "", position=r[3]) for r in conn.execute(
         "SELECT child_id, parent_id, relation, position FROM lineage ORDER BY child_id, position")
         if r[0] in by_id and r[1] in by_id]
+    attach_latency_vs_production(versions, edges)
     return Snapshot(versions=versions, edges=edges, metric_names=order_metrics(counts), token=token)
+
+
+# The newest value of each metric wins (ORDER BY id), with what its context says about it. The
+# context is parsed only where it has what is read (instr first: most rows have no interval).
+METRICS_QUERY = (
+    "SELECT version_id, name, value,"
+    " CASE WHEN instr(context, '\"interval\"') AND json_valid(context) THEN json_extract(context, '$.interval[0]') END,"
+    " CASE WHEN instr(context, '\"interval\"') AND json_valid(context) THEN json_extract(context, '$.interval[1]') END,"
+    " CASE WHEN instr(context, '\"reference\"') AND json_valid(context) THEN json_extract(context, '$.reference') END,"
+    " CASE WHEN name LIKE 'latency%ms%' AND json_valid(context) THEN json_object("
+    "   'batch_size', json_extract(context, '$.batch_size'), 'seq_len', json_extract(context, '$.seq_len'),"
+    "   'timer', json_extract(context, '$.timer'), 'load', json_extract(context, '$.load_avg_1m'),"
+    "   'concurrent_jobs', json_extract(context, '$.concurrent_jobs')) END"
+    " FROM metrics WHERE value IS NOT NULL ORDER BY id")
+
+
+def _set_or_drop(target: dict[str, Any], name: str, value: Any) -> None:
+    """A newer value without an interval (or reference) must not keep the older one's."""
+    if value is None:
+        target.pop(name, None)
+    else:
+        target[name] = value
+
+
+def _conditions(text: str | None) -> str | None:
+    """'b1 s128, perf_counter, load 1.9': what an absolute latency was measured under."""
+    if not text:
+        return None
+    c = _json(text)
+    parts = []
+    if c.get("batch_size") is not None:
+        parts.append(f"b{c['batch_size']}" + (f" s{c['seq_len']}" if c.get("seq_len") is not None else ""))
+    if c.get("timer"):
+        parts.append(str(c["timer"]))
+    if c.get("load") is not None:
+        parts.append(f"load {float(c['load']):.1f}")
+    if c.get("concurrent_jobs"):
+        parts.append(f"{c['concurrent_jobs']} other jobs running")
+    return ", ".join(parts) or None
+
+
+def attach_latency_vs_production(versions: list[VersionRow], edges: list[Edge]) -> None:
+    """Give each version its latency ratio to its model's production version (derived from
+    the stored paired ratios; relman.ui.paired_latency), with its interval and provenance."""
+    from relman.ui.paired_latency import RATIO_KEY, ratios_vs_production
+
+    by_id = {v.id: v for v in versions}
+    for vid, est in ratios_vs_production(versions, edges).items():
+        v = by_id[vid]
+        v.derived[RATIO_KEY] = est.value
+        v.intervals[RATIO_KEY] = (est.lower, est.upper)
+        v.derivations[RATIO_KEY] = est.describe()
 
 
 def _json(text: str | None) -> dict[str, Any]:
