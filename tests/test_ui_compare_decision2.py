@@ -50,6 +50,16 @@ def family(catalog, tmp_path):
         format="peft-adapter", task="text-classification", recipe={"name": "finetune", "params": {"method": "lora"}},
         parents=[(base.id, None)], relation="finetune",
         meta={"adapter": {"base_ref": base.ref, "base_manifest_sha256": base.manifest_sha256}})
+    # an ensemble of the adapter and its own base: ships the ensemble file, the adapter and the base once
+    ensemble = catalog.add_version("bert", {"ensemble.json": _write(w / "e", "ensemble.json", 1_000)},
+                                   format="ensemble", task="text-classification", recipe={"name": "ensemble"},
+                                   parents=[(adapter.id, None), (base.id, None)], relation="ensemble",
+                                   meta={"parents": [adapter.ref, base.ref], "parent_weights": [0.5, 0.5]})
+    # an adapter whose pinned base is not in this catalog: it cannot be deployed from here
+    orphan = catalog.add_version(
+        "bert", {"adapter_model.safetensors": _write(w / "o", "adapter_model.safetensors", 20_000)},
+        format="peft-adapter", task="text-classification", recipe={"name": "finetune"},
+        meta={"adapter": {"base_ref": "elsewhere@1.0.0", "base_manifest_sha256": "0" * 64, "base_version_id": 999}})
     lm = catalog.add_version("tiny-lm", {"model.safetensors": _write(w / "l", "model.safetensors", 40_000)},
                              format="hf", task="causal-lm")
     conditions = {"batch_size": 1, "seq_len": 128, "timer": "perf_counter", "load_avg_1m": 1.9}
@@ -61,6 +71,8 @@ def family(catalog, tmp_path):
         return Metric("latency", f"latency_p50_ratio_vs_{scope}", value,
                       {**conditions, "interval": [lo, hi], "interval_level": 0.95, "reference": ref})
 
+    for v in (ensemble, orphan):
+        catalog.add_metrics(v.id, [acc(0.81, 0.77, 0.85)])
     catalog.add_metrics(base.id, [acc(0.80, 0.76, 0.84), Metric("latency", "latency_p50_ms", 3.0, conditions)])
     # the pruned child was timed with its parent, which is production: both scopes, one figure
     catalog.add_metrics(pruned.id, [acc(0.78, 0.74, 0.82), ratio("parent", 0.70, 0.65, 0.76, base.ref),
@@ -72,7 +84,8 @@ def family(catalog, tmp_path):
     set_policy(catalog, "bert", {"gates": {"candidate": [], "staging": [], "production": []}})
     for phase in ("candidate", "staging", "production"):
         promote(catalog, base.id, phase, why="test", who="tester", override=True)
-    return {"base": base, "pruned": pruned, "quant": quant, "adapter": adapter, "lm": lm}
+    return {"base": base, "pruned": pruned, "quant": quant, "adapter": adapter, "lm": lm, "ensemble": ensemble,
+            "orphan": orphan}
 
 
 @pytest.fixture
@@ -147,6 +160,10 @@ def test_adapter_is_plotted_with_its_base_and_production_is_in_the_legend_once(w
     pts = _points(panel)
     assert pts[family["adapter"].id][0] == pytest.approx((30_000 + 2_000_000) / 1e6, rel=0.02)
     assert pts[family["quant"].id][0] == pytest.approx(0.5, rel=0.02)  # a whole model: its own bytes
+    assert pts[family["ensemble"].id][0] == pytest.approx((1_000 + 30_000 + 2_000_000) / 1e6, rel=0.02)
+    assert family["orphan"].id not in pts  # its base is not here: no size rather than a small one
+    tip = panel._tip(*pts[family["adapter"].id], family["adapter"].id)
+    assert "what it runs with: " + family["base"].ref in tip
     # the adapter is not on the size front: the 0.5 MB quantised model is smaller and deployable alone
     assert family["quant"].id in panel.front_ids
     for p in (compare.size_panel, compare.latency_panel):
@@ -218,7 +235,8 @@ def test_compare_selected_opens_compare_with_exactly_the_selection(qtbot, window
     # the front is of these two only; "Show all versions" brings the model back
     qtbot.mouseClick(compare.show_all_button, Qt.MouseButton.LeftButton)
     assert not compare.pinned_bar.isVisible()
-    assert set(_points(compare.size_panel)) == {family[k].id for k in ("base", "pruned", "quant", "adapter")}
+    assert set(_points(compare.size_panel)) == {family[k].id for k in ("base", "pruned", "quant", "adapter",
+                                                                        "ensemble")}
 
 
 def test_compare_selected_needs_two_versions_and_says_so(qtbot, window, family):

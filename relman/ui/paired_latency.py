@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
@@ -35,18 +34,27 @@ STORED_RATIOS = ("latency_p50_ratio_vs_production", "latency_p50_ratio_vs_parent
 TITLE = "latency p50 ÷ production's (paired ratio)"
 
 
-@dataclass(frozen=True)
 class RatioEstimate:
-    """A version's latency ÷ its model's production latency, with a 95 % interval."""
+    """A version's latency ÷ its model's production latency, with a 95 % interval. The path
+    back to production is kept as a link to the previous step (a 10,000-version catalog does
+    not copy 10,000 tuples of refs) and spelled out only when a tooltip asks."""
 
-    value: float
-    lower: float
-    upper: float
-    path: tuple[str, ...]  # refs from the version to production; each step is one paired measurement
+    __slots__ = ("value", "lower", "upper", "ref", "hops", "previous")
+
+    def __init__(self, value: float, lower: float, upper: float, ref: str, hops: int,
+                 previous: "RatioEstimate | None") -> None:
+        self.value, self.lower, self.upper = value, lower, upper
+        self.ref, self.hops, self.previous = ref, hops, previous
 
     @property
-    def hops(self) -> int:
-        return max(0, len(self.path) - 1)
+    def path(self) -> tuple[str, ...]:
+        """Refs from the version to production; each step is one paired measurement."""
+        out: list[str] = []
+        step: RatioEstimate | None = self
+        while step is not None:
+            out.append(step.ref)
+            step = step.previous
+        return tuple(out)
 
     @property
     def chained(self) -> bool:
@@ -62,11 +70,9 @@ class RatioEstimate:
                 "interval combined in log space, assuming independent runs")
 
 
-@dataclass(frozen=True)
-class _Hop:
-    log_ratio: float  # log(from / to)
-    down: float  # log-distance to the lower bound (>= 0)
-    up: float  # log-distance to the upper bound (>= 0)
+# A hop between two versions: (log(from / to), log-distance down to the lower bound, up to the
+# upper bound), both distances >= 0. Plain tuples: a 10,000-version catalog has ~10,000 of them.
+_Hop = tuple[float, float, float]
 
 
 def _hop(value: float, interval: tuple[float, float] | None) -> _Hop | None:
@@ -75,7 +81,7 @@ def _hop(value: float, interval: tuple[float, float] | None) -> _Hop | None:
     lo, hi = interval if interval else (value, value)
     lo, hi = (lo if lo and lo > 0 else value), (hi if hi and hi > 0 else value)
     lv = math.log(value)
-    return _Hop(lv, max(0.0, lv - math.log(min(lo, value))), max(0.0, math.log(max(hi, value)) - lv))
+    return (lv, max(0.0, lv - math.log(min(lo, value))), max(0.0, math.log(max(hi, value)) - lv))
 
 
 def ratio_edges(versions: Iterable["VersionRow"], edges: Iterable["Edge"]) -> dict[int, list[tuple[int, _Hop]]]:
@@ -96,7 +102,7 @@ def ratio_edges(versions: Iterable["VersionRow"], edges: Iterable["Edge"]) -> di
             if other is None or other == v.id or hop is None:
                 continue
             graph.setdefault(v.id, []).append((other, hop))
-            graph.setdefault(other, []).append((v.id, _Hop(-hop.log_ratio, hop.up, hop.down)))
+            graph.setdefault(other, []).append((v.id, (-hop[0], hop[2], hop[1])))
     return graph
 
 
@@ -111,20 +117,27 @@ def ratios_vs_production(versions: list["VersionRow"], edges: list["Edge"]) -> d
         if v.phase == "production" and (v.model not in productions or v.created_at > productions[v.model].created_at):
             productions[v.model] = v
     for model, prod in productions.items():
-        # (log ratio to production, squared log-distances down/up, path back to production)
-        seen: dict[int, tuple[float, float, float, tuple[str, ...]]] = {prod.id: (0.0, 0.0, 0.0, (prod.ref,))}
+        # per reached version: (log ratio to production, squared log-distances down / up, estimate)
+        start = RatioEstimate(1.0, 1.0, 1.0, prod.ref, 0, None)
+        seen: dict[int, tuple[float, float, float, RatioEstimate]] = {prod.id: (0.0, 0.0, 0.0, start)}
         queue = deque([prod.id])
         while queue:
             node = queue.popleft()
-            lr, d2, u2, path = seen[node]
-            for other, hop in graph.get(node, []):
-                if other in seen or other not in by_id or by_id[other].model != model:
+            lr, d2, u2, est = seen[node]
+            for other, (log_ratio, down, up) in graph.get(node, ()):
+                if other in seen:
                     continue
-                # other / prod = (other / node) * (node / prod); the hop stored is node → other
-                seen[other] = (lr - hop.log_ratio, d2 + hop.up ** 2, u2 + hop.down ** 2, (by_id[other].ref,) + path)
+                row = by_id.get(other)
+                if row is None or row.model != model:
+                    continue
+                # other / prod = (other / node) * (node / prod); the hop is node → other
+                olr, od2, ou2 = lr - log_ratio, d2 + up * up, u2 + down * down
+                seen[other] = (olr, od2, ou2, RatioEstimate(math.exp(olr), math.exp(olr - math.sqrt(od2)),
+                                                            math.exp(olr + math.sqrt(ou2)), row.ref, est.hops + 1,
+                                                            est))
                 queue.append(other)
         if len(seen) < 2:
             continue  # nothing measured against production: no axis rather than a lone 1.0
-        for vid, (lr, d2, u2, path) in seen.items():
-            out[vid] = RatioEstimate(math.exp(lr), math.exp(lr - math.sqrt(d2)), math.exp(lr + math.sqrt(u2)), path)
+        for vid, (_lr, _d2, _u2, est) in seen.items():
+            out[vid] = est
     return out

@@ -47,13 +47,13 @@ def latency_line(v: VersionRow) -> str:
         value = v.value(key)
         if value is None:
             continue
-        if key == RATIO_KEY and v.phase == "production" and "itself" in v.derivations.get(key, ""):
+        if key == RATIO_KEY and v.phase == "production" and "itself" in v.how(key):
             return "latency: the production reference (×1)"
         iv = v.interval(key)
         text = f"latency ×{value:.2f} vs {against}"
         if iv is not None:
             text += f" [{iv[0]:.2f}–{iv[1]:.2f}]"
-        if "chained" in v.derivations.get(key, ""):
+        if v.chained(key):
             text += " (chained)"
         return text
     return ""
@@ -62,7 +62,7 @@ def latency_line(v: VersionRow) -> str:
 def absolute_latency_line(v: VersionRow, metric: str) -> str:
     """'latency p95 3.1 ms (b1 s128, perf_counter, load 1.9)'."""
     name = metric.replace("latency_", "latency ").replace("_ms", "")
-    cond = v.conditions.get(metric)
+    cond = v.conditions(metric)
     return f"{name} {fmt_metric(v.metrics[metric])} ms" + (f" ({cond})" if cond else " (conditions not recorded)")
 
 

@@ -126,7 +126,7 @@ DERIVED_AXES = (RATIO_KEY,)
 def axis_label(metric: str, rows: Sequence[VersionRow]) -> str:
     """The axis title: the readable name, and whether any shown figure was chained."""
     label = metric_title(metric) if metric else ""
-    if any("chained" in v.derivations.get(metric, "") for v in rows):
+    if any(v.chained(metric) for v in rows):
         label += " · some chained over several paired runs (see tooltips)"
     return label
 
@@ -406,7 +406,9 @@ class ScatterPanel(QWidget):
                 text += f"  (95 % interval {fmt_metric(iv[0])} – {fmt_metric(iv[1])})"
             lines.append(text)
             if metric in v.derivations:
-                lines.append(f"    {v.derivations[metric]}")
+                lines.append(f"    {v.how(metric)}")
+            if metric == "deployable_size_mb" and v.ships_with:
+                lines.append(f"    own {fmt_metric(v.size_mb)} MB + what it runs with: {', '.join(v.ships_with)}")
         if v.recipe_name:
             lines.append(f"recipe: {v.recipe_name}")
         return "\n".join(lines)

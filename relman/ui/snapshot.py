@@ -61,15 +61,27 @@ class VersionRow:
     tags: list[str] = field(default_factory=list)
     adapter_base: str | None = None  # a LoRA adapter's pinned base (ref)
     privacy: dict[str, Any] | None = None  # the privacy ledger of a DP-trained version
-    base_bytes: int = 0  # an adapter's pinned base: what must ship with it (0 for a whole model)
+    base_bytes: int = 0  # what must ship with it: an adapter's pinned base… (0 for a whole model)
+    manifest_sha256: str = ""
+    ships_with: list[str] = field(default_factory=list)  # refs it cannot run without (relman.ui.deployable)
+    deployable_missing: list[str] = field(default_factory=list)  # those of them not in the catalog
     # from each stored metric's context: its 95 % interval, the version a paired figure was
     # measured against, and (absolute latencies) the conditions it was measured under
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     metric_refs: dict[str, str] = field(default_factory=dict)
-    conditions: dict[str, str] = field(default_factory=dict)
+    raw_conditions: dict[str, str] = field(default_factory=dict)  # the stored context (JSON text)
     # figures derived from stored ones (relman.ui.paired_latency), with how each was obtained
     derived: dict[str, float] = field(default_factory=dict)
-    derivations: dict[str, str] = field(default_factory=dict)
+    derivations: dict[str, Any] = field(default_factory=dict)  # objects with describe() and chained
+
+    def how(self, metric: str) -> str:
+        """How a derived figure was obtained ('' for a stored one)."""
+        d = self.derivations.get(metric)
+        return d.describe() if d is not None else ""
+
+    def chained(self, metric: str) -> bool:
+        d = self.derivations.get(metric)
+        return bool(d is not None and d.chained)
 
     @property
     def ref(self) -> str:
@@ -87,6 +99,10 @@ class VersionRow:
         """The stored (or derived) 95 % interval of `metric`, if it has one."""
         return self.intervals.get(metric)
 
+    def conditions(self, metric: str) -> str | None:
+        """What an absolute latency was measured under ('b1 s128, perf_counter, load 1.9')."""
+        return conditions_text(self.raw_conditions.get(metric))
+
     def value(self, metric: str) -> float | None:
         """A stored metric, or a column of the version that can be plotted like one."""
         if metric in self.metrics:
@@ -96,6 +112,8 @@ class VersionRow:
         if metric == "size_mb":
             return self.size_mb
         if metric == "deployable_size_mb":  # what serving it needs: an adapter needs its base too
+            if self.deployable_missing:
+                return None  # cannot be deployed from this catalog: no size rather than a small one
             return (self.value("size_mb") or 0.0) + self.base_bytes / 1e6
         if metric == "params":
             return float(self.params) if self.params is not None else None
@@ -221,21 +239,22 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
     conn = catalog.conn
     rows = conn.execute(
         "SELECT v.id, m.name, v.version, v.phase, v.format, v.task, v.size_bytes, v.params, v.recipe,"
-        " v.created_at, v.canary_share, v.meta FROM versions v JOIN models m ON m.id = v.model_id"
+        " v.created_at, v.canary_share, v.meta, v.manifest_sha256 FROM versions v JOIN models m ON m.id = v.model_id"
         " WHERE NOT EXISTS (SELECT 1 FROM tombstones t WHERE t.version_id = v.id)").fetchall()  # deleted: hidden
+    from relman.ui.deployable import NEEDS_OTHERS, attach_deployable
+
     versions = []
+    metas: dict[int, dict[str, Any]] = {}
     for r in rows:
-        meta = _json(r[11]) if r[4] == "peft-adapter" or (r[11] and '"privacy"' in r[11]) else {}
+        meta = _json(r[11]) if r[4] in NEEDS_OTHERS or (r[11] and '"privacy"' in r[11]) else {}
+        metas[r[0]] = meta
         versions.append(VersionRow(id=r[0], model=r[1], version=r[2], phase=r[3], format=r[4], task=r[5],
                                    size_bytes=r[6] or 0, params=r[7], recipe=_json(r[8]), created_at=r[9],
                                    canary_share=r[10], adapter_base=(meta.get("adapter") or {}).get("base_ref"),
-                                   privacy=meta.get("privacy") or None))
+                                   privacy=meta.get("privacy") or None, manifest_sha256=r[12] or ""))
     versions.sort(key=lambda v: (v.model, _semver_key(v.version)))
     by_id = {v.id: v for v in versions}
-    by_ref = {v.ref: v for v in versions}
-    for v in versions:
-        base = by_ref.get(v.adapter_base) if v.adapter_base else None
-        v.base_bytes = base.size_bytes if base is not None else 0
+    attach_deployable(versions, metas)  # what each must ship with (an adapter's base…)
     counts: dict[str, int] = {}
     # Ordered by id so the newest value of each name wins, as in Catalog.metric_values.
     for vid, name, value, lo, hi, ref, cond in conn.execute(METRICS_QUERY):
@@ -245,9 +264,17 @@ def load_snapshot(catalog: Catalog) -> Snapshot:
         if name not in v.metrics:
             counts[name] = counts.get(name, 0) + 1
         v.metrics[name] = value
-        _set_or_drop(v.intervals, name, (float(lo), float(hi)) if lo is not None and hi is not None else None)
-        _set_or_drop(v.metric_refs, name, ref if isinstance(ref, str) else None)
-        _set_or_drop(v.conditions, name, _conditions(cond))
+        # a newer value without an interval (or reference) must not keep the older one's
+        if lo is not None and hi is not None:
+            v.intervals[name] = (float(lo), float(hi))
+        elif v.intervals:
+            v.intervals.pop(name, None)
+        if isinstance(ref, str):
+            v.metric_refs[name] = ref
+        elif v.metric_refs:
+            v.metric_refs.pop(name, None)
+        if cond is not None:
+            v.raw_conditions[name] = cond
     for vid, name in conn.execute("SELECT version_id, name FROM tags ORDER BY name"):
         if vid in by_id:
             by_id[vid].tags.append(name)
@@ -265,23 +292,13 @@ METRICS_QUERY = (
     " CASE WHEN instr(context, '\"interval\"') AND json_valid(context) THEN json_extract(context, '$.interval[0]') END,"
     " CASE WHEN instr(context, '\"interval\"') AND json_valid(context) THEN json_extract(context, '$.interval[1]') END,"
     " CASE WHEN instr(context, '\"reference\"') AND json_valid(context) THEN json_extract(context, '$.reference') END,"
-    " CASE WHEN name LIKE 'latency%ms%' AND json_valid(context) THEN json_object("
-    "   'batch_size', json_extract(context, '$.batch_size'), 'seq_len', json_extract(context, '$.seq_len'),"
-    "   'timer', json_extract(context, '$.timer'), 'load', json_extract(context, '$.load_avg_1m'),"
-    "   'concurrent_jobs', json_extract(context, '$.concurrent_jobs')) END"
+    " CASE WHEN name LIKE 'latency%ms%' THEN context END"  # parsed only when a card shows it
     " FROM metrics WHERE value IS NOT NULL ORDER BY id")
 
 
-def _set_or_drop(target: dict[str, Any], name: str, value: Any) -> None:
-    """A newer value without an interval (or reference) must not keep the older one's."""
-    if value is None:
-        target.pop(name, None)
-    else:
-        target[name] = value
-
-
-def _conditions(text: str | None) -> str | None:
-    """'b1 s128, perf_counter, load 1.9': what an absolute latency was measured under."""
+def conditions_text(text: str | None) -> str | None:
+    """'b1 s128, perf_counter, load 1.9': what an absolute latency was measured under (from
+    its stored context)."""
     if not text:
         return None
     c = _json(text)
@@ -290,8 +307,8 @@ def _conditions(text: str | None) -> str | None:
         parts.append(f"b{c['batch_size']}" + (f" s{c['seq_len']}" if c.get("seq_len") is not None else ""))
     if c.get("timer"):
         parts.append(str(c["timer"]))
-    if c.get("load") is not None:
-        parts.append(f"load {float(c['load']):.1f}")
+    if isinstance(c.get("load_avg_1m"), (int, float)):
+        parts.append(f"load {float(c['load_avg_1m']):.1f}")
     if c.get("concurrent_jobs"):
         parts.append(f"{c['concurrent_jobs']} other jobs running")
     return ", ".join(parts) or None
@@ -307,7 +324,7 @@ def attach_latency_vs_production(versions: list[VersionRow], edges: list[Edge]) 
         v = by_id[vid]
         v.derived[RATIO_KEY] = est.value
         v.intervals[RATIO_KEY] = (est.lower, est.upper)
-        v.derivations[RATIO_KEY] = est.describe()
+        v.derivations[RATIO_KEY] = est
 
 
 def _json(text: str | None) -> dict[str, Any]:
