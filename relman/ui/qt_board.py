@@ -33,6 +33,39 @@ UNCHECKED: "GateStatus" = ("unknown", "gates: select to check")
 GateStatus = tuple[str, str]  # ("pass" | "fail" | "unknown" | "none", short text)
 
 
+def is_absolute_latency(metric: str) -> bool:
+    """latency_p95_ms, latency_p50_ms@b8…: a time of one run (not a paired ratio)."""
+    return metric.startswith("latency_") and "_ms" in metric and "ratio" not in metric
+
+
+def latency_line(v: VersionRow) -> str:
+    """The paired latency ratio with its 95 % interval: vs production (measured or chained),
+    else vs the parent; '' when no paired figure is stored."""
+    from relman.ui.paired_latency import RATIO_KEY
+
+    for key, against in ((RATIO_KEY, "production"), ("latency_p50_ratio_vs_parent", "parent")):
+        value = v.value(key)
+        if value is None:
+            continue
+        if key == RATIO_KEY and v.phase == "production" and "itself" in v.how(key):
+            return "latency: the production reference (×1)"
+        iv = v.interval(key)
+        text = f"latency ×{value:.2f} vs {against}"
+        if iv is not None:
+            text += f" [{iv[0]:.2f}–{iv[1]:.2f}]"
+        if v.chained(key):
+            text += " (chained)"
+        return text
+    return ""
+
+
+def absolute_latency_line(v: VersionRow, metric: str) -> str:
+    """'latency p95 3.1 ms (b1 s128, perf_counter, load 1.9)'."""
+    name = metric.replace("latency_", "latency ").replace("_ms", "")
+    cond = v.conditions(metric)
+    return f"{name} {fmt_metric(v.metrics[metric])} ms" + (f" ({cond})" if cond else " (conditions not recorded)")
+
+
 class Card(QFrame):
     """A version on the board: name, key metrics, the gate badge toward its next phase."""
 
@@ -57,10 +90,24 @@ class Card(QFrame):
         info.setWordWrap(True)
         layout.addWidget(info)
         # "_\u200b": a metric name may break after its underscores in a narrow column
-        lines = [f"{m.replace('_', '_' + chr(0x200B))}: {fmt_metric(v.metrics[m])}" for m in metrics if m in v.metrics]
+        shown = [m for m in metrics if m in v.metrics and not is_absolute_latency(m)]
+        lines = [f"{m.replace('_', '_' + chr(0x200B))}: {fmt_metric(v.metrics[m])}" for m in shown]
+        speed = latency_line(v)
+        if speed:
+            lines.append(speed)
         self.metrics_label = QLabel("\n".join(lines) if lines else "no metrics yet")
         self.metrics_label.setWordWrap(True)
         layout.addWidget(self.metrics_label)
+        # absolute times only with their conditions, smaller: they are of one run on one machine
+        absolute = [absolute_latency_line(v, m) for m in metrics if m in v.metrics and is_absolute_latency(m)]
+        self.absolute_label = QLabel("\n".join(absolute))
+        self.absolute_label.setObjectName("hint")
+        self.absolute_label.setWordWrap(True)
+        self.absolute_label.setVisible(bool(absolute))
+        self.absolute_label.setToolTip("Absolute latency of this version's own run, under the conditions shown; "
+                                       "not comparable across versions timed at different moments. "
+                                       "The paired ratio above is.")
+        layout.addWidget(self.absolute_label)
         self.badge = QLabel()
         self.badge.setObjectName("badge")
         self.badge.setWordWrap(True)

@@ -13,11 +13,12 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
+from relman.ui.paired_latency import RATIO_KEY
 from relman.ui.qt_models import PHASE_COLORS, fmt_metric
-from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, lower_is_better
+from relman.ui.snapshot import PHASE_ORDER, Snapshot, VersionRow, lower_is_better, metric_title
 
 ALL_MODELS = "All models"
 
@@ -116,6 +117,33 @@ def fmt_table_value(value: float | None) -> str:
     return fmt_metric(value)
 
 
+# The latency plot's X, best first: the ratio to production (comparable across versions), the
+# ratio to each version's own parent (paired, but each against a different model), absolute.
+LATENCY_AXES = (RATIO_KEY, "latency_p50_ratio_vs_parent")
+DERIVED_AXES = (RATIO_KEY,)
+
+
+def axis_label(metric: str, rows: Sequence[VersionRow]) -> str:
+    """The axis title: the readable name, and whether any shown figure was chained."""
+    label = metric_title(metric) if metric else ""
+    if any(v.chained(metric) for v in rows):
+        label += " · some chained over several paired runs (see tooltips)"
+    return label
+
+
+def interval_arrays(rows: Sequence[VersionRow], metric: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances from each value down to its interval's lower bound and up to its upper bound
+    (0 where no interval is stored): what an error bar draws."""
+    lo = np.zeros(len(rows))
+    hi = np.zeros(len(rows))
+    for i, v in enumerate(rows):
+        iv = v.interval(metric)
+        if iv is not None:
+            lo[i] = max(0.0, values[i] - iv[0])
+            hi[i] = max(0.0, iv[1] - values[i])
+    return lo, hi
+
+
 class UniformScatter(pg.ScatterPlotItem):
     """A scatter item whose points share one symbol, size, pen and brush.
 
@@ -167,6 +195,10 @@ class ScatterPanel(QWidget):
         self.legend = self.plot.addLegend(offset=(-10, -10))  # bottom right: good models sit top left
         for axis in ("left", "bottom"):
             self.plot.getAxis(axis).enableAutoSIPrefix(False)  # "0.78", not "780 (x0.001)"
+        # the stored 95 % intervals (Wilson for accuracy, bootstrap for paired ratios…), under the points
+        self.errors = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), beam=0.0, pen=pg.mkPen("#8a94a6", width=1.2))
+        self.plot.addItem(self.errors)
+        self.error_bounds: dict[int, tuple[float | None, float | None, float | None, float | None]] = {}
         self.phase_items: dict[str, pg.ScatterPlotItem] = {}
         for phase in PHASE_ORDER:
             item = UniformScatter(size=9, pen=pg.mkPen(None), brush=pg.mkBrush(PHASE_COLORS[phase]),
@@ -216,7 +248,10 @@ class ScatterPanel(QWidget):
         quality = [n for n in names if not lower_is_better(n) and not is_performance(n)] or \
             [n for n in names if not lower_is_better(n)]
         costs = [n for n in names if lower_is_better(n)]
-        x_fallback = next((n for n in costs if "latency" in n), None) if "latency" in self._wanted[0] else None
+        x_fallback = None
+        if "latency" in self._wanted[0]:  # vs production (derived), else vs parent, else any latency
+            x_fallback = next((n for n in LATENCY_AXES if n in names), None) or \
+                next((n for n in costs if "latency" in n), None)
         y_fallback = quality_metric if quality_metric in names else (quality[0] if quality else "")
         fallbacks = (x_fallback or (costs[0] if costs else ""), y_fallback)
         for combo, wanted, fallback in ((self.x_combo, self._wanted[0], fallbacks[0]),
@@ -273,9 +308,14 @@ class ScatterPanel(QWidget):
 
     def redraw(self) -> None:
         xm, ym = self.x_combo.currentText(), self.y_combo.currentText()
-        self.plot.setLabel("bottom", xm)
-        self.plot.setLabel("left", ym)
         rows = self._rows
+        # an axis is labelled with the key its combo shows (what policies and the CLI use); a
+        # derived axis, which no command names, with its readable title and how it was made
+        self.x_title, self.y_title = axis_label(xm, rows), axis_label(ym, rows)
+        self.plot.setLabel("bottom", self.x_title if xm in DERIVED_AXES else xm)
+        self.plot.setLabel("left", self.y_title if ym in DERIVED_AXES else ym)
+        self.plot.getAxis("bottom").setToolTip(self.x_title)
+        self.plot.getAxis("left").setToolTip(self.y_title)
         xs_all = [v.value(xm) for v in rows]
         ys_all = [v.value(ym) for v in rows]
         keep = [i for i in range(len(rows)) if xs_all[i] is not None and ys_all[i] is not None]
@@ -294,12 +334,29 @@ class ScatterPanel(QWidget):
         else:
             self.front_ids = []
             self.front.setData([], [])
+        self._draw_errors([rows[i] for i in keep], xm, ym, xa, ya, ida)
         self._fit_range(xa, ya)
         phases = pa
         prod = phases == "production"
         self.prod_item.setData(x=xa[prod], y=ya[prod], data=ida[prod])
         self._update_legend({str(p) for p in set(phases.tolist())})
         self._draw_selection()
+
+    def _draw_errors(self, shown: list[VersionRow], xm: str, ym: str, xa: np.ndarray, ya: np.ndarray,
+                     ida: np.ndarray) -> None:
+        """Error bars from the stored intervals of both axes (none where nothing is stored)."""
+        left, right = interval_arrays(shown, xm, xa)
+        bottom, top = interval_arrays(shown, ym, ya)
+        self.error_bounds = {}
+        for i, v in enumerate(shown):
+            xi, yi = v.interval(xm), v.interval(ym)
+            if xi is not None or yi is not None:
+                self.error_bounds[int(ida[i])] = (xi[0] if xi else None, xi[1] if xi else None,
+                                                  yi[0] if yi else None, yi[1] if yi else None)
+        has = (left + right + top + bottom) > 0
+        self.errors.setData(x=xa[has], y=ya[has], left=left[has], right=right[has], top=top[has],
+                            bottom=bottom[has])
+        self.errors.setVisible(bool(np.any(has)))
 
     def _fit_range(self, xa: np.ndarray, ya: np.ndarray) -> None:
         """Auto range, except along an axis where every point has the same value (one point,
@@ -341,8 +398,17 @@ class ScatterPanel(QWidget):
         v = self._by_id.get(int(data)) if data is not None else None
         if v is None:
             return f"{x:.4g}, {y:.4g}"
-        lines = [f"{v.ref}  [{v.phase}]", f"{self.x_combo.currentText()}: {fmt_metric(x)}",
-                 f"{self.y_combo.currentText()}: {fmt_metric(y)}"]
+        lines = [f"{v.ref}  [{v.phase}]"]
+        for metric, value in ((self.x_combo.currentText(), x), (self.y_combo.currentText(), y)):
+            iv = v.interval(metric)
+            text = f"{metric_title(metric)}: {fmt_metric(value)}"
+            if iv is not None:
+                text += f"  (95 % interval {fmt_metric(iv[0])} – {fmt_metric(iv[1])})"
+            lines.append(text)
+            if metric in v.derivations:
+                lines.append(f"    {v.how(metric)}")
+            if metric == "deployable_size_mb" and v.ships_with:
+                lines.append(f"    own {fmt_metric(v.size_mb)} MB + what it runs with: {', '.join(v.ships_with)}")
         if v.recipe_name:
             lines.append(f"recipe: {v.recipe_name}")
         return "\n".join(lines)
@@ -369,9 +435,10 @@ class CompareView(QWidget):
         self.model_combo.setObjectName("compare-model")
         # deployable size: an adapter is plotted with its base (it cannot ship without it)
         self.size_panel = ScatterPanel("Quality vs size", "deployable_size_mb", "accuracy")
-        # latency as the paired ratio to the parent (same job, interleaved rounds) when measured;
-        # absolute times taken at different moments are not comparable across versions
-        self.latency_panel = ScatterPanel("Quality vs latency", "latency_p50_ratio_vs_parent", "accuracy")
+        # latency as the ratio to the model's production version, from the paired ratios (same
+        # job, interleaved rounds): comparable across versions, unlike each one's ratio to its
+        # own parent or absolute times taken at different moments (relman.ui.paired_latency)
+        self.latency_panel = ScatterPanel("Quality vs latency", RATIO_KEY, "accuracy")
         self.trend_metric = QComboBox()
         self.trend_plot = pg.PlotWidget(title="Metric over versions")
         self.trend_plot.showGrid(x=True, y=True, alpha=0.25)
@@ -383,6 +450,19 @@ class CompareView(QWidget):
         self.table.setObjectName("compare-table")
         self.snapshot: Snapshot | None = None
         self.selected: list[int] = []
+        # "Compare selected" (any view's action): only these versions are plotted until "Show all"
+        self.pinned: list[int] | None = None
+        self.pinned_label = QLabel("")
+        self.pinned_label.setObjectName("compare-pinned")
+        self.show_all_button = QPushButton("Show all versions")
+        self.show_all_button.setObjectName("compare-show-all")
+        self.show_all_button.clicked.connect(self.show_all)
+        pinned_row = QHBoxLayout()
+        pinned_row.addWidget(self.pinned_label, 1)
+        pinned_row.addWidget(self.show_all_button)
+        self.pinned_bar = QWidget()
+        self.pinned_bar.setLayout(pinned_row)
+        self.pinned_bar.setVisible(False)
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Model"))
@@ -415,9 +495,11 @@ class CompareView(QWidget):
         vs.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.pinned_bar)
         layout.addWidget(vs, 1)
 
         self.model_combo.currentTextChanged.connect(lambda _: self._refresh_rows())
+        self.model_combo.activated.connect(lambda _: self.show_all())  # the user picked a model: all of it
         self.trend_metric.currentTextChanged.connect(lambda _: self._draw_trend())
         self._trend_choice = ""
         self.trend_metric.activated.connect(lambda _: setattr(self, "_trend_choice", self.trend_metric.currentText()))
@@ -468,9 +550,37 @@ class CompareView(QWidget):
         if idx >= 0:
             self.model_combo.setCurrentIndex(idx)
 
+    def compare_only(self, ids: Sequence[int]) -> None:
+        """Plot and tabulate exactly `ids` (the "Compare selected" action), in that order."""
+        self.pinned = [int(i) for i in ids]
+        if self.snapshot is not None:
+            by_id = self.snapshot.by_id()
+            models = {by_id[i].model for i in self.pinned if i in by_id}
+            self.model_combo.blockSignals(True)
+            idx = self.model_combo.findText(next(iter(models)) if len(models) == 1 else ALL_MODELS)
+            self.model_combo.setCurrentIndex(max(idx, 0))
+            self.model_combo.blockSignals(False)
+        self.pinned_bar.setVisible(True)
+        self.selected = list(self.pinned)
+        self._refresh_rows()
+
+    def show_all(self) -> None:
+        """Leave "Compare selected": every version of the model in the combo again."""
+        if self.pinned is None:
+            return
+        self.pinned = None
+        self.pinned_bar.setVisible(False)
+        self._refresh_rows()
+
     def current_rows(self) -> list[VersionRow]:
         if self.snapshot is None:
             return []
+        if self.pinned is not None:
+            by_id = self.snapshot.by_id()
+            rows = [by_id[i] for i in self.pinned if i in by_id]
+            self.pinned_label.setText(f"Comparing the {len(rows)} selected versions: "
+                                      + ", ".join(v.ref for v in rows))
+            return rows
         model = self.model_combo.currentText()
         return self.snapshot.of_model(None if model in ("", ALL_MODELS) else model)
 

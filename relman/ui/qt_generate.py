@@ -147,6 +147,14 @@ class GenerateView(QWidget):
         if not versions:
             self.status.setText("No causal-LM versions in this catalog.")
 
+    def choose_only(self, ids: list[int]) -> None:
+        """Tick exactly `ids` ("Generate with selected"): hand-ticked others are unticked."""
+        wanted = {int(i) for i in ids}
+        for i in range(self.versions.count()):
+            item = self.versions.item(i)
+            on = item.data(Qt.ItemDataRole.UserRole) in wanted
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
     def chosen_refs(self) -> list[str]:
         return [self.versions.item(i).text() for i in range(self.versions.count())
                 if self.versions.item(i).checkState() == Qt.CheckState.Checked]

@@ -33,6 +33,7 @@ from relman.ui.controllers import ActionSpec
 from relman.ui.controllers.catalog_actions import CatalogActions
 from relman.ui.controllers.job_actions import JobActions
 from relman.ui.controllers.release_actions import ReleaseActions
+from relman.ui.controllers.side_by_side import SideBySideActions
 from relman.ui.controllers.work_actions import WorkActions
 from relman.ui.qt_help import ACTION_TIPS
 from relman.ui.qt_messages import MessageLog
@@ -50,11 +51,12 @@ MENUS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("&Work", ("compress", "evaluate", "optimize", "optimize-results")),
     ("&Release", ("promote", "rollback", "policy", "verify")),
     ("&Catalog", ("tags", "delete", "archive", "gc")),
-    ("&View", ("refresh", "theme", "find")),
+    ("&View", ("refresh", "theme", "find", "compare-selected", "generate-selected")),
     ("&Jobs", ("executor",)),
     ("&Help", ("shortcuts", "about")),
 )
-TOOLBAR = ("import", "dataset", "compress", "evaluate", "optimize", "promote", "rollback", "export", "card")
+TOOLBAR = ("import", "dataset", "compress", "evaluate", "optimize", "promote", "rollback", "export", "card",
+           "compare-selected")
 
 
 def default_settings() -> QSettings:
@@ -92,6 +94,7 @@ class MainWindow(QMainWindow):
         self.work = WorkActions(self)
         self.release = ReleaseActions(self)
         self.catalog_actions = CatalogActions(self)
+        self.side_by_side = SideBySideActions(self)  # "Compare selected" from any view
 
         self.setWindowTitle(f"relman — {self.catalog.root}")
         self.setWindowIcon(app_icon())
@@ -105,6 +108,7 @@ class MainWindow(QMainWindow):
             self.resizeDocks([history_dock], [150], Qt.Orientation.Vertical)
         self._build_status_bar()
         self._build_actions()
+        self.side_by_side.attach_all()  # right-click menus of the version lists
         self.selection.changed.connect(lambda _ids: self._sync_views())
         self.selection.model_changed.connect(lambda _m: self._sync_views())
         self._restore_settings()
@@ -153,6 +157,8 @@ class MainWindow(QMainWindow):
         view.apply_theme(self.dark)
         self._views[spec.name] = view
         self._dirty.add(spec.name)
+        if hasattr(self, "actions_by_key"):  # a view built later gets the right-click actions too
+            self.side_by_side.attach(spec.name, view)
         return view
 
     def view(self, name: str) -> Any:
@@ -263,7 +269,7 @@ class MainWindow(QMainWindow):
             ActionSpec("shortcuts", "Keyboard shortcuts", "F1", self.show_shortcuts),
             ActionSpec("about", "About relman", "", self.show_about),
         ]
-        for controller in (self.work, self.release, self.catalog_actions, self.job_actions):
+        for controller in (self.work, self.release, self.catalog_actions, self.job_actions, self.side_by_side):
             specs += controller.actions()
         self.actions_by_key: dict[str, QAction] = {}
         for s in specs:
