@@ -103,7 +103,7 @@ def test_int4_auto_takes_the_builder_for_qwen2_and_is_evaluated_paired(catalog, 
     p, c = catalog.metric_values(parent.id), catalog.metric_values(child.id)
     assert np.isfinite(c["perplexity"]) and abs(c["perplexity"] / p["perplexity"] - 1) < 0.25
     assert 0.5 < c["agreement"] <= 1.0
-    assert c.get("latency_p50_ratio_vs_parent", 0) > 0, [(m["name"], m["value"], m["context"].get("not_measured"), m["context"].get("pairs_kept"), m["context"].get("pairs_total")) for m in catalog.metrics(child.id) if "latency" in m["suite"]]  # timed against the PyTorch parent in one process
+    assert c["latency_p50_ratio_vs_parent"] > 0  # timed against the PyTorch parent in one process
 
 
 def test_fp16_auto_takes_the_builder_too(catalog, qwen2):

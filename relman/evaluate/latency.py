@@ -128,7 +128,6 @@ class Rounds:
     checks_descheduling: bool
     method: str | None = None
     load: dict[str, Any] = field(default_factory=dict)
-    asked_pairs: int = MIN_KEPT_PAIRS  # the clean pairs the run was asked for (min_samples, rounded up)
 
     @property
     def rounds(self) -> int:
@@ -150,11 +149,8 @@ class Rounds:
             return None
         kept, total = self.pairs_kept(k, child), self.pairs_total()
         rejected = 1.0 - kept / total if total else 1.0
-        # A run asked for fewer pairs than MIN_KEPT_PAIRS (a quick check, min_samples=20) needs
-        # what it asked for: all 20 clean is a measurement, not an oversubscribed machine.
-        need = min(MIN_KEPT_PAIRS, self.asked_pairs)
-        if kept < need or rejected > MAX_REJECTED_SHARE:
-            return (f"{NOT_MEASURED} ({kept} of {total} interleaved pairs undisturbed, need {need} and "
+        if kept < MIN_KEPT_PAIRS or rejected > MAX_REJECTED_SHARE:
+            return (f"{NOT_MEASURED} ({kept} of {total} interleaved pairs undisturbed, need {MIN_KEPT_PAIRS} and "
                     f"at most {MAX_REJECTED_SHARE:.0%} disturbed; up to {self.load.get('runnable_max')} runnable "
                     f"threads on {self.load.get('cpus')} cores)")
         return None
@@ -236,7 +232,7 @@ def interleaved_rounds(calls: list[Callable[[], Any]], *, warmup: int, min_sampl
         if clock is not None:
             clock.close()
     return Rounds([np.stack(w) for w in walls], [np.stack(c) for c in cleans], not enough(), check,
-                  method, load, need_pairs)
+                  method, load)
 
 
 def _timer(call: Callable[[], Any], cuda: bool) -> Callable[[], tuple[float, float]]:
