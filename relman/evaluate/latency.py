@@ -25,18 +25,15 @@ evaluate job loads them as comparators, option `paired`, default on), each confi
 timed for all of them in the same process, in interleaved rounds: a round is `calls_per_round`
 steps, each step times one call of every model back to back, the order rotating from step to
 step (so neither model always runs first, right after the other has filled the caches), with
-the same prepared inputs, threads and warm-up. The stored `latency_p50_ratio_vs_parent` / `latency_p50_ratio_vs_production` is the
-median over rounds of the round ratios (below), with a 95 % percentile-bootstrap interval over rounds in its context
+the same prepared inputs, threads and warm-up. A round's ratio is median(child calls) / median(other
+calls); the stored `latency_p50_ratio_vs_parent` / `latency_p50_ratio_vs_production` is the
+median over rounds, with a 95 % percentile-bootstrap interval over rounds in its context
 (`interval`). Whatever slows the machine for a few milliseconds slows both models alike, so
-the ratio is stable where absolute times are not. On the CPU each call is checked for
-descheduling (relman.evaluate.descheduling: run-queue wait of the process's threads from
-schedstat, and thread CPU vs wall when single-threaded); a round's ratio is the median of the
-child/reference ratios of its *pairs* (the two calls of one step) where neither call was
-disturbed. When too few pairs were undisturbed (fewer than MIN_KEPT_PAIRS, or more than
-MAX_REJECTED_SHARE disturbed) the ratio row is stored without a value, `status` "not measured:
-machine oversubscribed" — never a number the contention bent. The context records the method
-(`rejection`), `pairs_kept` / `pairs_rejected`, `descheduled_share`, `cpus` and `runnable_max`.
-Absolute figures keep every call. The child's absolute figures come from the same timed
+the ratio is stable where absolute times are not. When every model runs single-threaded on
+the CPU, each call's thread CPU time is read as well, and calls during which the thread was
+descheduled (another process had the core: wall time well above CPU time) are left out of the
+ratio — on an overloaded machine those are most of the noise; the context records their share
+(`descheduled_share`). Absolute figures keep every call. The child's absolute figures come from the same timed
 calls. Each model gets at least `min_samples` timed calls per configuration unless
 `time_budget_s` runs out first; the context then says `bounded_by: time_budget_s`.
 """
@@ -44,7 +41,7 @@ calls. Each model gets at least `min_samples` timed calls per configuration unle
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -110,24 +107,15 @@ def other_job_ids(env: SuiteEnv) -> list[int] | None:
     return ctx.catalog.running_job_ids(exclude=ctx.job_id)
 
 
-MIN_KEPT_PAIRS = 30          # fewer undisturbed pairs than this: no ratio ("not measured")
-MAX_REJECTED_SHARE = 0.9     # more pairs disturbed than this: the detector's misses would dominate
-NOT_MEASURED = "not measured: machine oversubscribed"
-
-
 @dataclass
 class Rounds:
     """Per model: wall-clock ms of every timed call [rounds × calls], and which calls ran
-    undisturbed (no thread of the process waited for a core; all True where that cannot be
-    told). Call i of a round is one step: every model timed back to back, so call i of the
-    child and call i of a reference form a pair."""
+    undisturbed (the timing thread was not descheduled; all True where that cannot be told)."""
 
     wall: list[np.ndarray]
     clean: list[np.ndarray]
     bounded: bool
     checks_descheduling: bool
-    method: str | None = None
-    load: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rounds(self) -> int:
@@ -136,107 +124,52 @@ class Rounds:
     def descheduled_share(self, k: int) -> float:
         return float(1.0 - self.clean[k].mean())
 
-    def pairs_kept(self, k: int, child: int = 0) -> int:
-        """Pairs (child call, model k's call of the same step) where neither was disturbed."""
-        return int((self.clean[child] & self.clean[k]).sum())
-
-    def pairs_total(self) -> int:
-        return int(self.wall[0].size)
-
-    def oversubscribed(self, k: int, child: int = 0) -> str | None:
-        """Why no ratio child / model k may be stored from these rounds (None: it may)."""
-        if not self.checks_descheduling:
-            return None
-        kept, total = self.pairs_kept(k, child), self.pairs_total()
-        rejected = 1.0 - kept / total if total else 1.0
-        if kept < MIN_KEPT_PAIRS or rejected > MAX_REJECTED_SHARE:
-            return (f"{NOT_MEASURED} ({kept} of {total} interleaved pairs undisturbed, need {MIN_KEPT_PAIRS} and "
-                    f"at most {MAX_REJECTED_SHARE:.0%} disturbed; up to {self.load.get('runnable_max')} runnable "
-                    f"threads on {self.load.get('cpus')} cores)")
-        return None
-
 
 def interleaved_rounds(calls: list[Callable[[], Any]], *, warmup: int, min_samples: int, time_budget_s: float,
                        calls_per_round: int = CALLS_PER_ROUND, cuda: bool = False, single_thread: bool = False,
-                       check_descheduling: bool | None = None, pin: bool = True,
                        between_rounds: Callable[[], Any] | None = None) -> Rounds:
     """Time several models in rounds of `calls_per_round` steps; each step times one call of
     every model back to back, the order rotating from step to step (so no model always runs
     first, right after another has filled the caches). Whatever disturbs the machine for a
     few milliseconds disturbs all of them alike.
 
-    On the CPU (`check_descheduling`, default: whenever not on CUDA) each call is checked for
-    descheduling (relman.evaluate.descheduling): the run-queue wait of every thread of the
-    process and, with `single_thread` (inference on the calling thread), wall minus thread CPU
-    time. A call that lost more than 5 % (and 50 µs) to other work is marked unclean; a ratio
-    uses only the pairs where both calls were clean. Rounds continue until every model has
-    `min_samples` (at least MIN_ROUNDS × calls_per_round) clean pairs with the first, or
-    `time_budget_s` is spent (after at least MIN_ROUNDS rounds). Single-threaded, the calling
-    thread is pinned to its core meanwhile (`pin`), so it is never migrated mid-measurement."""
-    from relman.evaluate import descheduling as ds
-
+    With `single_thread` (CPU inference on the calling thread) each call's thread CPU time is
+    read too: a call whose wall time exceeds it by more than 5 % (and 50 µs) was descheduled —
+    another process had the core — and is marked unclean, so ratios can leave it out. Rounds
+    continue until `min_samples` / `calls_per_round` rounds have at least one clean call of
+    every model, or `time_budget_s` is spent (after at least MIN_ROUNDS rounds)."""
     m = len(calls)
-    check = (not cuda) if check_descheduling is None else check_descheduling
-    clock = ds.RunQueueClock() if check and not cuda else None
-    method = ds.can_tell(single_thread, clock) if check and not cuda else None
-    check = method is not None
-    load: dict[str, Any] = {"cpus": ds.cpu_count(), "runnable_max": 0, "load_avg_1m_max": ds.load_avg_1m()}
-    pinned, restore = ds.pin_to_current_cpu() if (pin and single_thread and not cuda) else (None, lambda: None)
-    load["pinned_cpu"] = pinned
-
-    def sample_load() -> None:
-        n = ds.runnable_threads()
-        if n is not None:
-            load["runnable_max"] = max(load["runnable_max"], n)
-        load["load_avg_1m_max"] = max(load["load_avg_1m_max"], ds.load_avg_1m())
-    try:
-        for call in calls:
-            for _ in range(warmup):
-                call()
-        if clock is not None:
-            clock.refresh()  # the inference pools exist now
-        timed = [_timer(call, cuda) if not check else ds.disturbance_timer(call, clock, single_thread)
-                 for call in calls]
-        walls: list[list[np.ndarray]] = [[] for _ in range(m)]
-        cleans: list[list[np.ndarray]] = [[] for _ in range(m)]
-        need_rounds = max(MIN_ROUNDS, -(-min_samples // calls_per_round))
-        need_pairs = need_rounds * calls_per_round
-        kept = np.zeros(m, dtype=np.int64)
-        deadline = time.perf_counter() + time_budget_s
-        r = step = 0
-
-        def enough() -> bool:
-            return r >= need_rounds and (m == 1 or int(kept[1:].min()) >= need_pairs)
-        while not enough() and (time.perf_counter() < deadline or r < MIN_ROUNDS):
-            wall = np.empty((m, calls_per_round))
-            lost = np.zeros((m, calls_per_round))
-            for i in range(calls_per_round):
-                for j in range(m):
-                    k = (step + j) % m
-                    wall[k, i], lost[k, i] = timed[k]()
-                step += 1
-            clean = (lost <= np.maximum(ds.FLOOR_MS, ds.SHARE_ALLOWED * wall)) if check \
-                else np.ones_like(wall, dtype=bool)
-            for k in range(m):
-                walls[k].append(wall[k])
-                cleans[k].append(clean[k])
-                kept[k] += int((clean[0] & clean[k]).sum())
-            r += 1
-            sample_load()
-            if clock is not None:
-                clock.refresh()
-            if between_rounds is not None:
-                between_rounds()
-    finally:
-        restore()
-        if clock is not None:
-            clock.close()
-    return Rounds([np.stack(w) for w in walls], [np.stack(c) for c in cleans], not enough(), check,
-                  method, load)
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    timed = [_timer(call, cuda, single_thread) for call in calls]
+    walls: list[list[np.ndarray]] = [[] for _ in range(m)]
+    cleans: list[list[np.ndarray]] = [[] for _ in range(m)]
+    need_rounds = max(MIN_ROUNDS, -(-min_samples // calls_per_round))
+    deadline = time.perf_counter() + time_budget_s
+    good = r = step = 0
+    while good < need_rounds and (time.perf_counter() < deadline or r < MIN_ROUNDS):
+        wall = np.empty((m, calls_per_round))
+        cpu = np.empty((m, calls_per_round))
+        for i in range(calls_per_round):
+            for j in range(m):
+                k = (step + j) % m
+                wall[k, i], cpu[k, i] = timed[k]()
+            step += 1
+        clean = (wall - cpu <= np.maximum(0.05, 0.05 * wall)) if single_thread else np.ones_like(wall, dtype=bool)
+        for k in range(m):
+            walls[k].append(wall[k])
+            cleans[k].append(clean[k])
+        good += int(np.all(clean.sum(axis=1) >= 1))
+        r += 1
+        if between_rounds is not None:
+            between_rounds()
+    return Rounds([np.stack(w) for w in walls], [np.stack(c) for c in cleans], good < need_rounds, single_thread)
 
 
-def _timer(call: Callable[[], Any], cuda: bool) -> Callable[[], tuple[float, float]]:
-    """A function timing one call of `call`: (wall ms, 0 — nothing told about disturbance)."""
+def _timer(call: Callable[[], Any], cuda: bool, cpu_clock: bool) -> Callable[[], tuple[float, float]]:
+    """A function timing one call of `call`: (wall ms, thread CPU ms — or the wall ms again
+    where the CPU time does not tell whether the thread was descheduled)."""
     if cuda:
         import torch
 
@@ -247,30 +180,33 @@ def _timer(call: Callable[[], Any], cuda: bool) -> Callable[[], tuple[float, flo
             call()
             end.record()
             end.synchronize()
-            return float(start.elapsed_time(end)), 0.0
+            ms = float(start.elapsed_time(end))
+            return ms, ms
         torch.cuda.synchronize()
         return timed
-    perf = time.perf_counter_ns
+    perf, thread = time.perf_counter_ns, time.thread_time_ns
 
     def timed_cpu() -> tuple[float, float]:
+        c0 = thread()
         t0 = perf()
         call()
-        return (perf() - t0) / 1e6, 0.0
+        t1 = perf()
+        c1 = thread()
+        return (t1 - t0) / 1e6, ((c1 - c0) / 1e6 if cpu_clock else (t1 - t0) / 1e6)
     return timed_cpu
 
 
 def round_ratios(child: np.ndarray, other: np.ndarray, child_clean: np.ndarray | None = None,
                  other_clean: np.ndarray | None = None) -> np.ndarray:
-    """Per round: the median over its pairs of child call / other call (the two timed in the
-    same step, a moment apart), over the pairs where neither call was disturbed only (rounds
-    without one are left out)."""
+    """Per round: median of the child's calls / median of the other model's calls, over the
+    undisturbed calls only (rounds without one of either are left out)."""
     if child_clean is None or other_clean is None:
-        return np.median(child / other, axis=1)
+        return np.median(child, axis=1) / np.median(other, axis=1)
     out = []
     for r in range(child.shape[0]):
-        keep = child_clean[r] & other_clean[r]
-        if keep.any():
-            out.append(float(np.median(child[r][keep] / other[r][keep])))
+        c, o = child[r][child_clean[r]], other[r][other_clean[r]]
+        if c.size and o.size:
+            out.append(float(np.median(c) / np.median(o)))
     return np.asarray(out)
 
 
@@ -286,6 +222,8 @@ def _batch(runner: Any, env: SuiteEnv, bs: int, seq: int | None) -> Any:
 
 
 def run(env: SuiteEnv) -> list[Metric]:
+    from relman.evaluate.stats import bootstrap_median_ratio
+
     runner = env.runner()
     text = runner.spec.modality == "text"
     configs = configurations(env, text)
@@ -316,11 +254,11 @@ def run(env: SuiteEnv) -> list[Metric]:
         per_round = max(3, min(CALLS_PER_ROUND, min_samples // MIN_ROUNDS))
         use_cuda = cuda and all(c.runner.fmt != "onnx" for c in others)
         # descheduled calls only matter to ratios: unpaired timing keeps exactly min_samples calls
-        single = not use_cuda and all(_threads_of(r) == 1 for r in [runner] + [c.runner for c in others])
+        single = bool(others) and not use_cuda and all(
+            _threads_of(r) == 1 for r in [runner] + [c.runner for c in others])
         timing = interleaved_rounds(calls, warmup=warmup, min_samples=min_samples, time_budget_s=budget,
                                     calls_per_round=per_round, cuda=use_cuda, single_thread=single,
-                                    check_descheduling=bool(others) and not use_cuda,
-                                    pin=bool(env.options.get("pin_cpu", True)), between_rounds=watch)
+                                    between_rounds=watch)
         rounds, bounded = timing.wall, timing.bounded
         ms = rounds[0].ravel()
         used_seq = int(batch.host["input_ids"].shape[1]) if "input_ids" in batch.host else None
@@ -330,10 +268,8 @@ def run(env: SuiteEnv) -> list[Metric]:
             "timer": "cuda_events" if cuda else "perf_counter", "inputs": "dataset" if env.dataset else "synthetic",
             "rounds": int(rounds[0].shape[0]), "calls_per_round": int(rounds[0].shape[1]),
             "paired_with": [c.ref for c in others]}
-        if timing.checks_descheduling:  # share of the calls during which another process had the core
+        if single:  # share of the calls during which another process had the core
             ctx["descheduled_share"] = round(timing.descheduled_share(0), 4)
-            ctx["cpus"] = timing.load.get("cpus")
-            ctx["runnable_max"] = timing.load.get("runnable_max")
         if bounded:
             ctx["bounded_by"] = "time_budget_s"
         if env.ctx is not None and getattr(env.ctx, "job_id", None) is not None:
@@ -343,41 +279,23 @@ def run(env: SuiteEnv) -> list[Metric]:
         for name, value in summarize(ms, bs).items():
             out.append(env.metric(SUITE, name + suffix, value, uses_data=env.dataset is not None, **ctx))
         for k, cmp in enumerate(others, start=1):
-            out += _ratio_metrics(env, cmp, timing, k, suffix, ctx)
+            per_round_ratio = round_ratios(rounds[0], rounds[k], timing.clean[0], timing.clean[k])
+            if per_round_ratio.size == 0:  # every round disturbed: no ratio rather than a wrong one
+                continue
+            ratio = bootstrap_median_ratio(per_round_ratio)
+            for scope in cmp.scopes:
+                out.append(env.metric(
+                    SUITE, f"latency_p50_ratio_vs_{scope}{suffix}", ratio["value"],
+                    uses_data=env.dataset is not None, **ctx, interval=[ratio["lower"], ratio["upper"]],
+                    interval_level=0.95, reference=cmp.ref, reference_p50_ms=float(np.median(rounds[k])),
+                    ratio_rounds=int(per_round_ratio.size),
+                    method="median over interleaved rounds of child/reference round medians"
+                           + (" of undisturbed calls (thread not descheduled)" if single else "")
+                           + "; percentile bootstrap over rounds (2000)"))
         env.progress((i + 1) / len(configs), f"latency b{bs}" + (f" s{used_seq}" if text else ""))
     if runner.spec.causal and env.options.get("generation", True):
         out += _generation(env, runner, others)
     return out
-
-
-def _ratio_metrics(env: SuiteEnv, cmp: Any, timing: Rounds, k: int, suffix: str,
-                   ctx: dict[str, Any]) -> list[Metric]:
-    """`latency_p50_ratio_vs_<scope>` for comparator k: the median of per-round medians of
-    undisturbed pair ratios with its bootstrap interval — or, when too few pairs were
-    undisturbed, a row with no value whose `status` says "not measured: machine
-    oversubscribed" (gates read it as not measured; never a number the contention bent)."""
-    from relman.evaluate.stats import bootstrap_median_ratio
-
-    rounds = timing.wall
-    pairs = {"pairs_total": timing.pairs_total(), "pairs_kept": timing.pairs_kept(k),
-             "pairs_rejected": timing.pairs_total() - timing.pairs_kept(k),
-             "rejection": timing.method or "none (CUDA events, or descheduling cannot be told here)"}
-    common = dict(uses_data=env.dataset is not None, **ctx, reference=cmp.ref,
-                  reference_p50_ms=float(np.median(rounds[k])), **pairs)
-    why = timing.oversubscribed(k)
-    per_round_ratio = round_ratios(rounds[0], rounds[k], timing.clean[0], timing.clean[k])
-    if why is None and per_round_ratio.size == 0:
-        why = f"{NOT_MEASURED} (every round disturbed)"
-    if why is not None:
-        return [env.metric(SUITE, f"latency_p50_ratio_vs_{scope}{suffix}", None, **common,
-                           status=NOT_MEASURED, not_measured=why) for scope in cmp.scopes]
-    ratio = bootstrap_median_ratio(per_round_ratio)
-    return [env.metric(
-        SUITE, f"latency_p50_ratio_vs_{scope}{suffix}", ratio["value"], **common,
-        interval=[ratio["lower"], ratio["upper"]], interval_level=0.95, ratio_rounds=int(per_round_ratio.size),
-        method="median over interleaved rounds of the round's median child/reference pair ratio"
-               + (" over undisturbed pairs (neither call descheduled: " + timing.method + ")" if timing.method
-                  else "") + "; percentile bootstrap over rounds (2000)") for scope in cmp.scopes]
 
 
 def _generation(env: SuiteEnv, runner: Any, others: list[Any]) -> list[Metric]:

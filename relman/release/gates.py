@@ -31,9 +31,7 @@ bounds, `+ - * /` and parentheses — a tokenizer and a recursive-descent parser
 malformed rule is refused with the column of the problem.
 
 A metric that has no stored value fails the rule with "not evaluated", naming the command that
-evaluates it: a gate never passes because nothing was measured. A metric whose newest row
-refused a value (`not_measured` in its context, e.g. a latency ratio "not measured: machine
-oversubscribed") fails with that reason; an older value never stands in for it. A `*_vs_production` metric
+evaluates it: a gate never passes because nothing was measured. A `*_vs_production` metric
 measured against an earlier production version counts as not evaluated too. A rule relative to
 a production (or parent) version that does not exist — `production.<m>`, or a metric named
 `*_vs_production` / `*_vs_parent` — is "skipped" with that reason (there is nothing to compare
@@ -185,15 +183,8 @@ class _Subject:
         self.values: dict[str, float] = {}
         self.contexts: dict[str, dict[str, Any]] = {}
         self.datasets: dict[str, str] = {}
-        self.not_measured: dict[str, str] = {}
         for m in sorted(catalog.metrics(version.id, latest=False), key=lambda r: r["id"]):
-            if m["value"] is None and (m["context"] or {}).get("not_measured"):
-                # the newest measurement refused to give a number (e.g. latency on an
-                # oversubscribed machine): an older value must not stand in for it
-                self.values.pop(m["name"], None)
-                self.not_measured[m["name"]] = str(m["context"]["not_measured"])
-            elif m["value"] is not None:
-                self.not_measured.pop(m["name"], None)
+            if m["value"] is not None:
                 self.values[m["name"]] = m["value"]
                 self.contexts[m["name"]] = m["context"]
                 ds = m.get("dataset") or m["context"].get("dataset")
@@ -253,9 +244,6 @@ class _Gate:
                 if name in subject.values and measured_vs and measured_vs != ref_subject.ref:
                     raise self.not_evaluated(subject, name, f"{subject.ref}'s '{name}' was measured against "
                                                             f"{measured_vs}, not the current {vs} {ref_subject.ref}")
-        if name in subject.not_measured:
-            raise _Missing(f"{subject.not_measured[name]}: {subject.ref}'s '{name}' has no value — run again on a "
-                           f"quieter machine: {self.how_to_evaluate(subject.ref, name)}")
         if name not in subject.values:
             raise self.not_evaluated(subject, name)
         untrustworthy = subject.contexts.get(name, {}).get("untrustworthy")
