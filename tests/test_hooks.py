@@ -23,7 +23,7 @@ from relman.jobs import queue
 pytestmark = pytest.mark.heavy  # every hook runs in a worker process
 
 SCRIPT = r'''
-import json, os, pathlib, sys, time
+import json, os, pathlib, sys, threading
 data = sys.stdin.read()
 out = pathlib.Path(sys.argv[1])
 mode = sys.argv[2] if len(sys.argv) > 2 else "ok"
@@ -34,7 +34,7 @@ if mode == "fail":
     print("boom: the chat bot is down", file=sys.stderr)
     sys.exit(1)
 if mode == "hang":
-    time.sleep(300)
+    threading.Event().wait(300)  # a hook that hangs (planted): relman must time it out
 '''
 
 
